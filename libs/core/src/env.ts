@@ -1,0 +1,176 @@
+import { AppError } from "./app-error.js";
+
+export type Env = Readonly<Record<string, string | undefined>>;
+
+interface Common<T> {
+  /** Used when the variable is unset or empty. Without a default the variable is required. */
+  default?: T;
+}
+
+/**
+ * Reads configuration from an environment map, collecting every problem instead of stopping at the first,
+ * so that `loadConfig(env)` can report all of them at once with `done()`.
+ *
+ * ```ts
+ * const r = new EnvReader(env);
+ * const port = r.int("POSELOOP_PORT", { default: 50051, min: 0, max: 65535 });
+ * const url = r.string("POSELOOP_NATS_URL", { default: "" });
+ * r.done("trainer configuration"); // throws AppError INVALID_ARGUMENT listing every problem
+ * ```
+ */
+export class EnvReader {
+  readonly #env: Env;
+  readonly #problems: string[] = [];
+
+  constructor(env: Env) {
+    this.#env = env;
+  }
+
+  /** Problems found so far. */
+  get problems(): readonly string[] {
+    return this.#problems;
+  }
+
+  /** Records a problem found by a check that spans several variables. */
+  problem(message: string): void {
+    this.#problems.push(message);
+  }
+
+  string(name: string, options: Common<string> & { pattern?: RegExp; hint?: string } = {}): string {
+    const raw = this.#raw(name);
+    if (raw === undefined) return this.#missing(name, options.default, "");
+    if (options.pattern !== undefined && !options.pattern.test(raw)) {
+      this.#problems.push(`${name}=${quote(raw)} ${options.hint ?? `does not match ${String(options.pattern)}`}`);
+    }
+    return raw;
+  }
+
+  int(name: string, options: Common<number> & { min?: number; max?: number } = {}): number {
+    const raw = this.#raw(name);
+    if (raw === undefined) return this.#missing(name, options.default, 0);
+    const value = /^[-+]?\d+$/.test(raw) ? Number(raw) : Number.NaN;
+    if (!Number.isSafeInteger(value)) {
+      this.#problems.push(`${name}=${quote(raw)} is not an integer`);
+      return options.default ?? 0;
+    }
+    this.#range(name, value, options.min, options.max);
+    return value;
+  }
+
+  number(name: string, options: Common<number> & { min?: number; max?: number } = {}): number {
+    const raw = this.#raw(name);
+    if (raw === undefined) return this.#missing(name, options.default, 0);
+    const value = Number(raw);
+    if (!Number.isFinite(value)) {
+      this.#problems.push(`${name}=${quote(raw)} is not a number`);
+      return options.default ?? 0;
+    }
+    this.#range(name, value, options.min, options.max);
+    return value;
+  }
+
+  bool(name: string, options: Common<boolean> = {}): boolean {
+    const raw = this.#raw(name);
+    if (raw === undefined) return this.#missing(name, options.default, false);
+    const lower = raw.toLowerCase();
+    if (["1", "true", "yes", "on"].includes(lower)) return true;
+    if (["0", "false", "no", "off"].includes(lower)) return false;
+    this.#problems.push(`${name}=${quote(raw)} is not a boolean (true/false, 1/0, yes/no, on/off)`);
+    return options.default ?? false;
+  }
+
+  oneOf<const T extends string>(name: string, values: readonly T[], options: Common<T> = {}): T {
+    const raw = this.#raw(name);
+    if (raw === undefined) return this.#missing(name, options.default, values[0] as T);
+    if ((values as readonly string[]).includes(raw)) return raw as T;
+    this.#problems.push(`${name}=${quote(raw)} must be one of ${values.join(", ")}`);
+    return options.default ?? (values[0] as T);
+  }
+
+  /** A duration: "250ms", "5s", "2m", "1h", or a plain number of milliseconds. Returns milliseconds. */
+  durationMs(name: string, options: Common<number> & { min?: number; max?: number } = {}): number {
+    const raw = this.#raw(name);
+    if (raw === undefined) return this.#missing(name, options.default, 0);
+    const value = parseDurationMs(raw);
+    if (value === undefined) {
+      this.#problems.push(`${name}=${quote(raw)} is not a duration (e.g. 250ms, 5s, 2m, 1h)`);
+      return options.default ?? 0;
+    }
+    this.#range(name, value, options.min, options.max, "ms");
+    return value;
+  }
+
+  /** A URL whose scheme is one of `protocols` (e.g. ["nats:", "tls:"]). */
+  url(name: string, options: Common<string> & { protocols?: readonly string[] } = {}): string {
+    const raw = this.#raw(name);
+    if (raw === undefined) return this.#missing(name, options.default, "");
+    let parsed: URL;
+    try {
+      parsed = new URL(raw);
+    } catch {
+      this.#problems.push(`${name}=${quote(raw)} is not a URL`);
+      return raw;
+    }
+    if (options.protocols !== undefined && !options.protocols.includes(parsed.protocol)) {
+      this.#problems.push(`${name}=${quote(raw)} must use ${options.protocols.join(" or ")}`);
+    }
+    return raw;
+  }
+
+  /** A comma-separated list; blanks around items are dropped. */
+  list(name: string, options: Common<readonly string[]> = {}): readonly string[] {
+    const raw = this.#raw(name);
+    if (raw === undefined) return this.#missing(name, options.default, []);
+    return raw
+      .split(",")
+      .map((item) => item.trim())
+      .filter((item) => item.length > 0);
+  }
+
+  /** "host:port" to listen on; port 0 picks a free port. */
+  listenAddress(name: string, options: Common<string> = {}): { host: string; port: number } {
+    const raw = this.string(name, options.default === undefined ? {} : { default: options.default });
+    const match = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(raw);
+    const port = Number(match?.[3]);
+    if (match === null || port > 65535) {
+      if (raw !== "") this.#problems.push(`${name}=${quote(raw)} is not host:port (e.g. 0.0.0.0:50051)`);
+      return { host: "0.0.0.0", port: 0 };
+    }
+    return { host: match[1] ?? match[2] ?? "0.0.0.0", port };
+  }
+
+  /** Throws an INVALID_ARGUMENT AppError listing every problem, if there are any. */
+  done(subject = "configuration"): void {
+    if (this.#problems.length > 0) throw AppError.invalid(subject, this.#problems);
+  }
+
+  #raw(name: string): string | undefined {
+    const value = this.#env[name]?.trim();
+    return value === undefined || value === "" ? undefined : value;
+  }
+
+  #missing<T>(name: string, fallback: T | undefined, placeholder: T): T {
+    if (fallback !== undefined) return fallback;
+    this.#problems.push(`${name} is required`);
+    return placeholder;
+  }
+
+  #range(name: string, value: number, min?: number, max?: number, unit = ""): void {
+    if (min !== undefined && value < min) this.#problems.push(`${name}=${value}${unit} is below the minimum ${min}${unit}`);
+    if (max !== undefined && value > max) this.#problems.push(`${name}=${value}${unit} is above the maximum ${max}${unit}`);
+  }
+}
+
+const durationUnits: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** Parses "250ms", "1.5s", "2m", "1h" or a plain number of milliseconds. */
+export function parseDurationMs(text: string): number | undefined {
+  const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/.exec(text.trim());
+  if (match === null) return undefined;
+  const value = Number(match[1]) * (durationUnits[match[2] ?? "ms"] ?? 1);
+  return Number.isFinite(value) ? Math.round(value) : undefined;
+}
+
+function quote(value: string): string {
+  return JSON.stringify(value.length > 80 ? `${value.slice(0, 77)}...` : value);
+}

@@ -1,0 +1,3 @@
+export { findNatsServerBinary, NatsServer } from "./nats-server.js";
+export type { NatsServerOptions } from "./nats-server.js";
+export { freePort, makeTempDir, take, waitFor } from "./helpers.js";

@@ -1,0 +1,259 @@
+import { fromBinary } from "@bufbuild/protobuf";
+import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
+import { Client, credentials, Metadata } from "@grpc/grpc-js";
+import { context, trace } from "@opentelemetry/api";
+import { AppError, AsyncQueue, Code, sleep } from "@poseloop/core";
+import { Health, HealthCheckResponse_ServingStatus } from "@poseloop/proto/grpc/health/v1/health_pb";
+import {
+  ServerReflection,
+  ServerReflectionRequestSchema,
+  ServerReflectionResponseSchema,
+  type ServerReflectionResponse,
+} from "@poseloop/proto/grpc/reflection/v1/reflection_pb";
+import {
+  InferenceService,
+  type StreamKeypointsRequest,
+  type StreamKeypointsResponse,
+} from "@poseloop/proto/poseloop/inference/v1/inference_pb";
+import { installTestTelemetry } from "@poseloop/telemetry";
+import { take } from "@poseloop/testkit";
+import { afterEach, describe, expect, it } from "vitest";
+import {
+  createClient,
+  deserializer,
+  GrpcServer,
+  serializer,
+  ServingStatus,
+  type MethodsOf,
+  type ServiceImpl,
+} from "@poseloop/grpc";
+import { create, toBinary } from "@bufbuild/protobuf";
+
+type InferenceImpl = ServiceImpl<MethodsOf<typeof InferenceService>>;
+
+/** Echoes frames as results: enough to exercise the transport, not the inference service itself. */
+function echoImpl(overrides: Partial<InferenceImpl> = {}): InferenceImpl {
+  return {
+    async *streamKeypoints(requests) {
+      for await (const request of requests) {
+        if (request.payload.case === "frame") {
+          yield { payload: { case: "result", value: { frameId: request.payload.value.frameId } } };
+        }
+      }
+    },
+    detectKeypoints(request) {
+      return { result: { frameId: request.frame?.frameId ?? 0n } };
+    },
+    getServingModel() {
+      throw new AppError(Code.INVALID_ARGUMENT, "bad model name", { problems: ["model_name is empty", "too short"] });
+    },
+    // eslint-disable-next-line require-yield
+    async *watchServingModel() {
+      throw new Error("secret failure at /srv/poseloop/internal.ts:42");
+    },
+    ...overrides,
+  };
+}
+
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  while (cleanups.length > 0) await cleanups.pop()?.();
+});
+
+async function startServer(impl: InferenceImpl, options: ConstructorParameters<typeof GrpcServer>[0] = {}) {
+  const server = new GrpcServer(options);
+  server.register(InferenceService, impl);
+  const { port } = await server.listen("127.0.0.1", 0);
+  cleanups.push(() => server.forceShutdown());
+  const target = `127.0.0.1:${port}`;
+  const client = createClient(InferenceService, target);
+  cleanups.push(() => client.$close());
+  return { server, client, target };
+}
+
+function frames(ids: number[]): AsyncIterable<{ payload: StreamKeypointsRequest["payload"] }> {
+  return (async function* () {
+    yield { payload: { case: "options", value: {} } } as const;
+    for (const id of ids) yield { payload: { case: "frame", value: { frameId: BigInt(id) } } } as const;
+  })();
+}
+
+describe("GrpcServer with generated descriptors", () => {
+  it("serves a bidi stream to a grpc-js client over loopback, in order", async () => {
+    const { client } = await startServer(echoImpl());
+    const ids: bigint[] = [];
+    for await (const response of client.streamKeypoints(frames([1, 2, 3, 4, 5]))) {
+      if (response.payload.case === "result") ids.push(response.payload.value.frameId);
+    }
+    expect(ids).toEqual([1n, 2n, 3n, 4n, 5n]);
+  });
+
+  it("reports SERVING through grpc.health.v1 Check and streams changes through Watch", async () => {
+    const { server, target } = await startServer(echoImpl());
+    const health = createClient(Health, target);
+    cleanups.push(() => health.$close());
+    expect((await health.check({ service: "" })).status).toBe(HealthCheckResponse_ServingStatus.SERVING);
+    expect((await health.check({ service: "poseloop.inference.v1.InferenceService" })).status).toBe(
+      HealthCheckResponse_ServingStatus.SERVING,
+    );
+    await expect(health.check({ service: "nope" })).rejects.toSatisfy((e) => AppError.is(e, Code.NOT_FOUND));
+
+    const controller = new AbortController();
+    const watch = health.watch({ service: "" }, { signal: controller.signal })[Symbol.asyncIterator]();
+    expect((await watch.next()).value?.status).toBe(ServingStatus.SERVING);
+    server.health.setStatus("", ServingStatus.NOT_SERVING);
+    expect((await watch.next()).value?.status).toBe(ServingStatus.NOT_SERVING);
+    controller.abort();
+  });
+
+  it("lists services and serves descriptors through reflection v1 and v1alpha", async () => {
+    const { target } = await startServer(echoImpl());
+    const reflection = createClient(ServerReflection, target);
+    cleanups.push(() => reflection.$close());
+    const requests = (async function* () {
+      yield { messageRequest: { case: "listServices", value: "" } } as const;
+      yield { messageRequest: { case: "fileContainingSymbol", value: "poseloop.inference.v1.InferenceService" } } as const;
+    })();
+    const [list, files] = await take(reflection.serverReflectionInfo(requests), 2);
+    expect(list?.messageResponse.case).toBe("listServicesResponse");
+    const names = list?.messageResponse.case === "listServicesResponse" ? list.messageResponse.value.service.map((s) => s.name) : [];
+    expect(names).toEqual(
+      expect.arrayContaining(["poseloop.inference.v1.InferenceService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"]),
+    );
+    const protos =
+      files?.messageResponse.case === "fileDescriptorResponse"
+        ? files.messageResponse.value.fileDescriptorProto.map((bytes) => fromBinary(FileDescriptorProtoSchema, bytes).name)
+        : [];
+    expect(protos[0]).toBe("poseloop/inference/v1/inference.proto");
+    expect(protos).toEqual(expect.arrayContaining(["poseloop/common/v1/model.proto", "google/protobuf/timestamp.proto"]));
+
+    // v1alpha, as older grpcurl and Postman call it: same messages under another service name.
+    const raw = new Client(target, credentials.createInsecure());
+    cleanups.push(() => raw.close());
+    const call = raw.makeBidiStreamRequest(
+      "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+      (message: unknown) => Buffer.from(toBinary(ServerReflectionRequestSchema, create(ServerReflectionRequestSchema, message as never))),
+      (bytes: Buffer) => fromBinary(ServerReflectionResponseSchema, bytes),
+      new Metadata(),
+    );
+    const first = new Promise<ServerReflectionResponse>((resolve, reject) => {
+      call.once("data", resolve);
+      call.once("error", reject);
+    });
+    call.write({ messageRequest: { case: "listServices", value: "" } });
+    const alpha = await first;
+    call.end();
+    expect(alpha.messageResponse.case).toBe("listServicesResponse");
+  });
+
+  it("refuses a message above the receive limit with RESOURCE_EXHAUSTED", async () => {
+    const { client } = await startServer(echoImpl(), { maxReceiveMessageBytes: 1024 * 1024 });
+    const big = new Uint8Array(2 * 1024 * 1024);
+    await expect(
+      client.detectKeypoints({ frame: { frameId: 1n, image: { case: "encoded", value: { data: big } } } }),
+    ).rejects.toSatisfy((e) => AppError.is(e, Code.RESOURCE_EXHAUSTED));
+    // The server is still fine afterwards.
+    expect((await client.detectKeypoints({ frame: { frameId: 2n } })).result?.frameId).toBe(2n);
+  });
+
+  it("sends AppError codes and problems to the client and hides internal errors", async () => {
+    const { client } = await startServer(echoImpl());
+    const invalid = await client.getServingModel({}).catch((e: unknown) => e);
+    expect(AppError.is(invalid, Code.INVALID_ARGUMENT)).toBe(true);
+    expect((invalid as AppError).message).toBe("bad model name");
+    expect((invalid as AppError).problems).toEqual(["model_name is empty", "too short"]);
+
+    const internal = await take(client.watchServingModel({}), 1).catch((e: unknown) => e);
+    expect(AppError.is(internal, Code.INTERNAL)).toBe(true);
+    expect((internal as AppError).message).toBe("internal error");
+    expect((internal as AppError).message).not.toContain("/srv");
+  });
+
+  it("maps a refused connection to UNAVAILABLE", async () => {
+    const { server, target } = await startServer(echoImpl());
+    server.forceShutdown();
+    const client = createClient(InferenceService, target, { defaultTimeoutMs: 5_000 });
+    cleanups.push(() => client.$close());
+    await expect(client.detectKeypoints({})).rejects.toSatisfy((e) => AppError.is(e, Code.UNAVAILABLE));
+  });
+
+  it("applies flow control: a slow reader holds back a fast server stream", async () => {
+    let produced = 0;
+    const pad = "x".repeat(64 * 1024);
+    const { client } = await startServer(
+      echoImpl({
+        async *watchServingModel(_request, ctx) {
+          for (let i = 0; i < 5_000 && !ctx.signal.aborted; i++) {
+            produced++;
+            yield { serving: { labels: { pad } } };
+          }
+        },
+      }),
+    );
+    const iterator = client.watchServingModel({})[Symbol.asyncIterator]();
+    for (let i = 0; i < 3; i++) await iterator.next();
+    await sleep(500);
+    // HTTP/2 windows and stream buffers hold a few MiB at most: far fewer than the 5000 messages (320 MiB).
+    expect(produced).toBeLessThan(200);
+    await iterator.return?.();
+  });
+
+  it("carries the caller's trace context to the server span through metadata", async () => {
+    const telemetry = installTestTelemetry("grpc-test");
+    cleanups.push(() => telemetry.shutdown());
+    const { client } = await startServer(echoImpl());
+    const tracer = telemetry.tracer();
+    const parent = tracer.startSpan("caller");
+    await context.with(trace.setSpan(context.active(), parent), () => client.detectKeypoints({ frame: { frameId: 7n } }));
+    parent.end();
+    const serverSpan = telemetry.spans().find((span) => span.name === "poseloop.inference.v1.InferenceService/DetectKeypoints" && span.kind === 1);
+    const clientSpan = telemetry.spans().find((span) => span.name === "poseloop.inference.v1.InferenceService/DetectKeypoints" && span.kind === 2);
+    expect(serverSpan?.spanContext().traceId).toBe(parent.spanContext().traceId);
+    expect(serverSpan?.parentSpanContext?.spanId).toBe(clientSpan?.spanContext().spanId);
+    expect(clientSpan?.parentSpanContext?.spanId).toBe(parent.spanContext().spanId);
+  });
+});
+
+describe("GrpcServer.drain", () => {
+  it("lets an open stream finish, refuses new calls, and reports a graceful drain", async () => {
+    const { server, client, target } = await startServer(echoImpl());
+    const requests = new AsyncQueue<{ payload: StreamKeypointsRequest["payload"] }>();
+    requests.push({ payload: { case: "options", value: {} } });
+    requests.push({ payload: { case: "frame", value: { frameId: 1n } } });
+    const responses = client.streamKeypoints(requests)[Symbol.asyncIterator]();
+    expect((await responses.next()).value?.payload.value?.frameId).toBe(1n);
+
+    const drained = server.drain(10_000);
+    await sleep(100);
+    const late = createClient(InferenceService, target, { defaultTimeoutMs: 2_000 });
+    cleanups.push(() => late.$close());
+    await expect(late.detectKeypoints({})).rejects.toSatisfy((e) => AppError.is(e, Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED));
+
+    // The open stream still works, then ends normally.
+    requests.push({ payload: { case: "frame", value: { frameId: 2n } } });
+    expect((await responses.next()).value?.payload.value?.frameId).toBe(2n);
+    requests.close();
+    expect((await responses.next()).done).toBe(true);
+    expect(await drained).toEqual({ forced: false });
+  });
+
+  it("cancels streams still open at the timeout", async () => {
+    const { server, client } = await startServer(echoImpl());
+    const requests = new AsyncQueue<{ payload: StreamKeypointsRequest["payload"] }>();
+    requests.push({ payload: { case: "options", value: {} } });
+    requests.push({ payload: { case: "frame", value: { frameId: 1n } } });
+    const responses = client.streamKeypoints(requests)[Symbol.asyncIterator]();
+    await responses.next();
+    const started = Date.now();
+    expect(await server.drain(300)).toEqual({ forced: true });
+    expect(Date.now() - started).toBeLessThan(3_000);
+    const outcome = await responses.next().then(
+      (r: IteratorResult<StreamKeypointsResponse>) => r,
+      (e: unknown) => e,
+    );
+    expect(AppError.is(outcome, Code.UNAVAILABLE, Code.CANCELLED, Code.INTERNAL)).toBe(true);
+  });
+});
+
+void serializer;
+void deserializer;

@@ -1,0 +1,277 @@
+import { create, type DescMethod, type DescService } from "@bufbuild/protobuf";
+import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
+import {
+  Server,
+  ServerCredentials,
+  type handleBidiStreamingCall,
+  type handleClientStreamingCall,
+  type handleServerStreamingCall,
+  type handleUnaryCall,
+  type Metadata,
+  type ServerDuplexStream,
+  type ServerReadableStream,
+  type ServerUnaryCall,
+  type ServerWritableStream,
+  type UntypedHandleCall,
+} from "@grpc/grpc-js";
+import { context as otelContext, SpanKind, SpanStatusCode, trace, type Span } from "@opentelemetry/api";
+import { AppError, Code, deferred, silentLogger, type Logger } from "@poseloop/core";
+import { extractFromMetadata, recordError } from "@poseloop/telemetry";
+import type { HandlerContext, ServiceImpl } from "./handler-types.js";
+import { HealthService, ServingStatus } from "./health.js";
+import { createReflectionImpl } from "./reflection.js";
+import { readStream, writeAll } from "./streams.js";
+import { toServiceDefinition } from "./service-definition.js";
+import { toStatus } from "./status.js";
+import { ServerReflection } from "@poseloop/proto/grpc/reflection/v1/reflection_pb";
+import { Health } from "@poseloop/proto/grpc/health/v1/health_pb";
+
+export interface GrpcServerOptions {
+  logger?: Logger;
+  /** Largest request message accepted; larger ones fail with RESOURCE_EXHAUSTED. Default 16 MiB. */
+  maxReceiveMessageBytes?: number;
+  /** Largest response message sent. Default 16 MiB. */
+  maxSendMessageBytes?: number;
+  /** Server-initiated keepalive pings on idle connections. Default 30 s, with a 10 s ack timeout. */
+  keepaliveTimeMs?: number;
+  keepaliveTimeoutMs?: number;
+  /** Serve grpc.health.v1. Default true. */
+  health?: boolean;
+  /** Overall health status once listening; the inferencer starts NOT_SERVING until a model loads. */
+  initialHealth?: "SERVING" | "NOT_SERVING";
+  /** Serve gRPC server reflection (v1 and v1alpha). Default true. */
+  reflection?: boolean;
+  /** A SERVER span per call, child of the trace context in the request metadata. Default true. */
+  tracing?: boolean;
+}
+
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
+
+export interface DrainResult {
+  /** True when calls were still open at the timeout and were cancelled. */
+  forced: boolean;
+}
+
+interface ActiveCall {
+  controller: AbortController;
+}
+
+const REFLECTION_V1ALPHA = "grpc.reflection.v1alpha.ServerReflection";
+
+/**
+ * A grpc-js server for protobuf-es services: typed handlers (see ServiceImpl), status mapping at the edge,
+ * a span per call, health and reflection, and a graceful drain with a forced fallback.
+ */
+export class GrpcServer {
+  readonly health: HealthService;
+  readonly #server: Server;
+  readonly #logger: Logger;
+  readonly #options: GrpcServerOptions;
+  /** Services served, with the names they are served under (v1alpha reflection aliases v1). */
+  readonly #served: { name: string; service: DescService }[] = [];
+  readonly #active = new Set<ActiveCall>();
+  readonly #draining = new AbortController();
+  #address: ListenAddress | undefined;
+  #stopped = false;
+
+  constructor(options: GrpcServerOptions = {}) {
+    this.#options = options;
+    this.#logger = options.logger ?? silentLogger;
+    this.health = new HealthService();
+    this.#server = new Server({
+      "grpc.max_receive_message_length": options.maxReceiveMessageBytes ?? 16 * 1024 * 1024,
+      "grpc.max_send_message_length": options.maxSendMessageBytes ?? 16 * 1024 * 1024,
+      "grpc.keepalive_time_ms": options.keepaliveTimeMs ?? 30_000,
+      "grpc.keepalive_timeout_ms": options.keepaliveTimeoutMs ?? 10_000,
+      "grpc.keepalive_permit_without_calls": 1,
+      // Clients may ping every 10 s without data; more often is answered with GOAWAY (too_many_pings).
+      "grpc.http2.min_ping_interval_without_data_ms": 10_000,
+    });
+  }
+
+  /** The address it listens on, once listening. */
+  get address(): ListenAddress | undefined {
+    return this.#address;
+  }
+
+  /** Serves `service` with `impl`. Call before listen(). */
+  register<S extends GenServiceMethods>(service: GenService<S>, impl: ServiceImpl<S>, typeName?: string): this {
+    const desc = service as unknown as DescService;
+    const handlers: Record<string, UntypedHandleCall> = {};
+    const implementation = impl as unknown as Record<string, (...args: never[]) => unknown>;
+    for (const method of desc.methods) {
+      const handler = implementation[method.localName];
+      if (handler === undefined) throw new AppError(Code.INTERNAL, `no handler for ${desc.typeName}.${method.name}`);
+      handlers[method.localName] = this.#wrap(method, handler.bind(impl) as Handler);
+    }
+    this.#server.addService(toServiceDefinition(desc, typeName), handlers);
+    this.#served.push({ name: typeName ?? desc.typeName, service: desc });
+    return this;
+  }
+
+  /** Binds "host:port" (port 0: a free one) and starts serving. */
+  async listen(host = "0.0.0.0", port = 0): Promise<ListenAddress> {
+    if (this.#options.health !== false) {
+      this.register(Health, this.health.implementation());
+    }
+    if (this.#options.reflection !== false) {
+      const reflection = createReflectionImpl(() => ({
+        names: this.#served.map((entry) => entry.name),
+        services: this.#served.map((entry) => entry.service),
+      }));
+      this.register(ServerReflection, reflection);
+      this.register(ServerReflection, reflection, REFLECTION_V1ALPHA);
+    }
+    const target = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+    const boundPort = await new Promise<number>((resolve, reject) => {
+      this.#server.bindAsync(target, ServerCredentials.createInsecure(), (error, bound) => {
+        if (error !== null) reject(AppError.from(error, Code.UNAVAILABLE));
+        else resolve(bound);
+      });
+    });
+    const status = this.#options.initialHealth === "NOT_SERVING" ? ServingStatus.NOT_SERVING : ServingStatus.SERVING;
+    this.health.setStatus("", status);
+    for (const { name } of this.#served) this.health.setStatus(name, status);
+    this.#address = { host, port: boundPort };
+    return this.#address;
+  }
+
+  /**
+   * Stops taking calls and waits for open ones to finish, telling handlers through ctx.draining; calls still
+   * open after `timeoutMs` are cancelled. Health reports NOT_SERVING from the start, so load balancers stop
+   * sending new work.
+   */
+  async drain(timeoutMs: number): Promise<DrainResult> {
+    if (this.#stopped) return { forced: false };
+    this.#stopped = true;
+    this.health.shutdown();
+    this.#draining.abort(new AppError(Code.UNAVAILABLE, "server is shutting down"));
+    const done = deferred<boolean>();
+    const timer = setTimeout(() => done.resolve(true), timeoutMs);
+    this.#server.tryShutdown(() => done.resolve(false));
+    const forced = await done.promise;
+    clearTimeout(timer);
+    if (forced) this.forceShutdown();
+    return { forced };
+  }
+
+  /** Cancels every open call and closes every connection now. */
+  forceShutdown(): void {
+    this.#stopped = true;
+    this.health.shutdown();
+    const reason = new AppError(Code.UNAVAILABLE, "server shut down");
+    this.#draining.abort(reason);
+    for (const call of this.#active) call.controller.abort(reason);
+    this.#server.forceShutdown();
+  }
+
+  #wrap(method: DescMethod, handler: Handler): UntypedHandleCall {
+    switch (method.methodKind) {
+      case "unary":
+        return ((call: ServerUnaryCall<unknown, unknown>, callback) => {
+          void this.#run(method, call, async (ctx) => handler(call.request, ctx)).then(
+            (response) => callback(null, create(method.output, response as never)),
+            (error: unknown) => callback(toStatus(error, this.#logger, method.toString())),
+          );
+        }) satisfies handleUnaryCall<unknown, unknown>;
+      case "server_streaming":
+        return ((call: ServerWritableStream<unknown, unknown>) => {
+          void this.#run(method, call, async (ctx) => {
+            const output = handler(call.request, ctx) as AsyncIterable<unknown>;
+            await writeAll(call, output, (item) => create(method.output, item as never), ctx.signal);
+          }).then(
+            () => call.end(),
+            (error: unknown) => call.emit("error", toStatus(error, this.#logger, method.toString())),
+          );
+        }) satisfies handleServerStreamingCall<unknown, unknown>;
+      case "client_streaming":
+        return ((call: ServerReadableStream<unknown, unknown>, callback) => {
+          void this.#run(method, call, async (ctx) => handler(readStream(call, ctx.signal), ctx)).then(
+            (response) => callback(null, create(method.output, response as never)),
+            (error: unknown) => callback(toStatus(error, this.#logger, method.toString())),
+          );
+        }) satisfies handleClientStreamingCall<unknown, unknown>;
+      case "bidi_streaming":
+        return ((call: ServerDuplexStream<unknown, unknown>) => {
+          void this.#run(method, call, async (ctx) => {
+            const output = handler(readStream(call, ctx.signal), ctx) as AsyncIterable<unknown>;
+            await writeAll(call, output, (item) => create(method.output, item as never), ctx.signal);
+          }).then(
+            () => call.end(),
+            (error: unknown) => call.emit("error", toStatus(error, this.#logger, method.toString())),
+          );
+        }) satisfies handleBidiStreamingCall<unknown, unknown>;
+    }
+  }
+
+  /** Runs one call: its context and abort signal, its span, and bookkeeping for drain. */
+  async #run<T>(method: DescMethod, call: CallLike, body: (ctx: HandlerContext) => Promise<T>): Promise<T> {
+    const controller = new AbortController();
+    const active: ActiveCall = { controller };
+    this.#active.add(active);
+    const onCancel = (): void => controller.abort(new AppError(Code.CANCELLED, "call cancelled by the client"));
+    call.on("cancelled", onCancel);
+    const deadline = call.getDeadline();
+    const deadlineDate = deadline instanceof Date ? deadline : Number.isFinite(deadline) ? new Date(deadline) : undefined;
+    const ctx: HandlerContext = {
+      method,
+      metadata: call.metadata,
+      signal: controller.signal,
+      draining: this.#draining.signal,
+      deadline: deadlineDate,
+      peer: call.getPeer(),
+      logger: this.#logger.child({ rpc: `${method.parent.typeName}/${method.name}` }),
+    };
+    const parent = extractFromMetadata(call.metadata, otelContext.active());
+    const span: Span | undefined =
+      this.#options.tracing === false
+        ? undefined
+        : trace.getTracer("@poseloop/grpc").startSpan(
+            `${method.parent.typeName}/${method.name}`,
+            {
+              kind: SpanKind.SERVER,
+              attributes: {
+                "rpc.system": "grpc",
+                "rpc.service": method.parent.typeName,
+                "rpc.method": method.name,
+              },
+            },
+            parent,
+          );
+    const spanContext = span === undefined ? parent : trace.setSpan(parent, span);
+    try {
+      const result = await otelContext.with(spanContext, () => body(ctx));
+      span?.setAttribute("rpc.grpc.status_code", Code.OK);
+      return result;
+    } catch (error) {
+      const code = AppError.from(error).code;
+      if (span !== undefined) {
+        span.setAttribute("rpc.grpc.status_code", code);
+        if (code === Code.INTERNAL || code === Code.UNKNOWN || code === Code.DATA_LOSS || code === Code.UNAVAILABLE) {
+          recordError(span, error);
+        } else {
+          span.setStatus({ code: SpanStatusCode.UNSET });
+        }
+      }
+      throw error;
+    } finally {
+      span?.end();
+      call.off("cancelled", onCancel);
+      this.#active.delete(active);
+      controller.abort(new AppError(Code.CANCELLED, "call finished"));
+    }
+  }
+}
+
+type Handler = (input: unknown, ctx: HandlerContext) => unknown;
+
+interface CallLike {
+  readonly metadata: Metadata;
+  getDeadline(): Date | number;
+  getPeer(): string;
+  on(event: "cancelled", listener: () => void): unknown;
+  off(event: "cancelled", listener: () => void): unknown;
+}

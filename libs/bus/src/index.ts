@@ -1,0 +1,20 @@
+export type { BlobInfo, BlobSource, BlobStore, Bus, BusMessage, EventBus, JobDelivery, JobQueue, KeyValueStore, KvEntry } from "./types.js";
+export { chunksOf, DigestAccumulator, fromNatsDigest, isDigest, sha256Digest } from "./digest.js";
+export {
+  artifactObjectName,
+  assertModelName,
+  assertVersion,
+  MODEL_PUBLISHED_PATTERN,
+  modelNameProblems,
+  modelPublishedSubject,
+  RegistryBuckets,
+  subjectMatches,
+} from "./names.js";
+export { ModelRegistry, newVersion } from "./model-registry.js";
+export type { PublishedEvent, PublishFile, PublishRequest, PublishResult, ServingEntry } from "./model-registry.js";
+export { connectNats } from "./nats/connection.js";
+export type { NatsConnectOptions } from "./nats/connection.js";
+export { NatsBus } from "./nats/bus.js";
+export { EmbeddedBus } from "./embedded/bus.js";
+export { openBus } from "./open-bus.js";
+export type { BusOptions } from "./open-bus.js";

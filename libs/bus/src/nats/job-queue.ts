@@ -1,0 +1,110 @@
+import { headers as natsHeaders, nanos, type NatsConnection } from "@nats-io/nats-core";
+import {
+  AckPolicy,
+  DeliverPolicy,
+  jetstream,
+  jetstreamManager,
+  RetentionPolicy,
+  StorageType,
+  type Consumer,
+  type JetStreamClient,
+  type JsMsg,
+} from "@nats-io/jetstream";
+import { AppError, Code } from "@poseloop/core";
+import type { JobDelivery, JobQueue } from "../types.js";
+import { headersToRecord } from "./event-bus.js";
+import { fromNatsError } from "./errors.js";
+
+const JOB_ID_HEADER = "Poseloop-Job-Id";
+
+/**
+ * A JobQueue on a JetStream work-queue stream ("POSELOOP_QUEUE_<NAME>", subject "poseloop.queue.<name>")
+ * with one durable pull consumer shared by every worker: each message goes to one worker, and comes back to
+ * another when its ack wait passes without ack or heartbeat.
+ */
+export class NatsJobQueue implements JobQueue {
+  readonly ackWaitMs: number;
+  readonly #js: JetStreamClient;
+  readonly #consumer: Consumer;
+  readonly #subject: string;
+
+  private constructor(js: JetStreamClient, consumer: Consumer, subject: string, ackWaitMs: number) {
+    this.#js = js;
+    this.#consumer = consumer;
+    this.#subject = subject;
+    this.ackWaitMs = ackWaitMs;
+  }
+
+  static async open(connection: NatsConnection, name: string, ackWaitMs = 60_000): Promise<NatsJobQueue> {
+    if (!/^[a-z0-9_-]{1,32}$/.test(name)) throw new AppError(Code.INVALID_ARGUMENT, `invalid queue name ${JSON.stringify(name)}`);
+    const stream = `POSELOOP_QUEUE_${name.toUpperCase().replaceAll("-", "_")}`;
+    const subject = `poseloop.queue.${name}`;
+    try {
+      const jsm = await jetstreamManager(connection);
+      const existing = await jsm.streams.info(stream).catch(() => undefined);
+      if (existing === undefined) {
+        await jsm.streams.add({
+          name: stream,
+          subjects: [subject],
+          retention: RetentionPolicy.Workqueue,
+          storage: StorageType.File,
+          duplicate_window: nanos(10 * 60_000),
+        });
+      }
+      const consumerConfig = {
+        durable_name: "workers",
+        ack_policy: AckPolicy.Explicit,
+        ack_wait: nanos(ackWaitMs),
+        deliver_policy: DeliverPolicy.All,
+        max_deliver: -1,
+      };
+      const current = await jsm.consumers.info(stream, "workers").catch(() => undefined);
+      if (current === undefined) await jsm.consumers.add(stream, consumerConfig);
+      else if (current.config.ack_wait !== consumerConfig.ack_wait) await jsm.consumers.update(stream, "workers", { ack_wait: consumerConfig.ack_wait });
+      const js = jetstream(connection);
+      return new NatsJobQueue(js, await js.consumers.get(stream, "workers"), subject, ackWaitMs);
+    } catch (error) {
+      throw fromNatsError(error, `open job queue ${name}`);
+    }
+  }
+
+  async enqueue(job: { id: string; data: Uint8Array; headers?: Readonly<Record<string, string>>; dedupId?: string }): Promise<void> {
+    const hdrs = natsHeaders();
+    for (const [key, value] of Object.entries(job.headers ?? {})) hdrs.set(key, value);
+    hdrs.set(JOB_ID_HEADER, job.id);
+    try {
+      await this.#js.publish(this.#subject, job.data, { headers: hdrs, msgID: job.dedupId ?? job.id });
+    } catch (error) {
+      throw fromNatsError(error, `enqueue job ${job.id}`);
+    }
+  }
+
+  async next(options: { waitMs: number; signal?: AbortSignal }): Promise<JobDelivery | undefined> {
+    if (options.signal?.aborted === true) return undefined;
+    let message: JsMsg | null;
+    try {
+      // The server needs at least 1 s of expiry for a pull request.
+      message = await this.#consumer.next({ expires: Math.max(1_000, options.waitMs) });
+    } catch (error) {
+      throw fromNatsError(error, "take the next job");
+    }
+    return message === null ? undefined : toDelivery(message);
+  }
+}
+
+function toDelivery(message: JsMsg): JobDelivery {
+  const headers = headersToRecord(message.headers);
+  const { [JOB_ID_HEADER]: id = "", ...rest } = headers;
+  return {
+    id,
+    data: message.data,
+    headers: rest,
+    deliveryCount: message.info.deliveryCount,
+    ack: async () => {
+      if (!(await message.ackAck())) throw new AppError(Code.UNAVAILABLE, `ack of job ${id} was not confirmed`);
+    },
+    nak: async (delayMs) => message.nak(delayMs),
+    heartbeat: async () => message.working(),
+    term: async () => message.term(),
+  };
+}

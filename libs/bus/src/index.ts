@@ -18,3 +18,4 @@ export { NatsBus } from "./nats/bus.js";
 export { EmbeddedBus } from "./embedded/bus.js";
 export { openBus } from "./open-bus.js";
 export type { BusOptions } from "./open-bus.js";
+export { busOptionsFromEnv } from "./config.js";

@@ -7,7 +7,6 @@ import {
   ModelRefSchema,
   type ModelArtifact,
   type ModelManifest,
-  type ModelRef,
   type Precision,
 } from "@poseloop/proto/poseloop/common/v1/model_pb";
 import {
@@ -202,7 +201,7 @@ export class ModelRegistry {
 
         let entry: ServingEntry | undefined;
         if (request.promote) {
-          entry = await this.setServing(name, manifest.model as ModelRef, {
+          entry = await this.setServing(name, manifest.model, {
             expectedRevision: before?.revision ?? 0,
             setBy: request.setBy,
             reason: request.reason ?? "published",
@@ -280,7 +279,8 @@ export class ModelRegistry {
     const current = history.at(-1);
     if (current === undefined) return undefined;
     for (let i = history.length - 2; i >= 0; i--) {
-      const entry = history[i] as ServingEntry;
+      const entry = history[i];
+      if (entry === undefined) continue;
       if (entry.record.model?.version !== current.record.model?.version) return entry;
     }
     return undefined;

@@ -6,3 +6,4 @@ export { EnvReader, parseDurationMs } from "./env.js";
 export type { Env } from "./env.js";
 export { abortReason, deferred, sleep, withDeadline } from "./async.js";
 export { AsyncQueue } from "./async-queue.js";
+export { stopOnSignals } from "./shutdown.js";

@@ -98,15 +98,17 @@ function serializeError(error: Error, depth: number): Record<string, unknown> {
   return out;
 }
 
+/** JSON with bigints as strings, byte arrays summarized, and true cycles (not shared objects) cut. */
 function safeStringify(record: Record<string, unknown>): string {
-  const seen = new WeakSet<object>();
-  return JSON.stringify(record, (_key, value: unknown) => {
+  const ancestors: unknown[] = [];
+  return JSON.stringify(record, function (this: unknown, _key, value: unknown) {
     if (typeof value === "bigint") return value.toString();
     if (value instanceof Uint8Array) return `<${value.byteLength} bytes>`;
-    if (typeof value === "object" && value !== null) {
-      if (seen.has(value)) return "[circular]";
-      seen.add(value);
-    }
+    if (typeof value !== "object" || value === null) return value;
+    // `this` is the object holding `value`: unwind the path to it, then check the path for `value`.
+    while (ancestors.length > 0 && ancestors.at(-1) !== this) ancestors.pop();
+    if (ancestors.includes(value)) return "[circular]";
+    ancestors.push(value);
     return value;
   });
 }

@@ -8,7 +8,6 @@ import {
   type ChannelCredentials,
   type ClientDuplexStream,
   type ClientReadableStream,
-  type ClientWritableStream,
   type ServiceError,
 } from "@grpc/grpc-js";
 import type { Writable } from "node:stream";

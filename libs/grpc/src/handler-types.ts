@@ -54,10 +54,10 @@ export interface CallOptions {
 export type ClientMethod<M extends MethodShape> = M["methodKind"] extends "unary"
   ? (request: InputInit<M>, options?: CallOptions) => Promise<Output<M>>
   : M["methodKind"] extends "server_streaming"
-    ? (request: InputInit<M>, options?: CallOptions) => AsyncIterable<Output<M>>
+    ? (request: InputInit<M>, options?: CallOptions) => AsyncIterable<Output<M>, void, undefined>
     : M["methodKind"] extends "client_streaming"
       ? (requests: AsyncIterable<InputInit<M>>, options?: CallOptions) => Promise<Output<M>>
-      : (requests: AsyncIterable<InputInit<M>>, options?: CallOptions) => AsyncIterable<Output<M>>;
+      : (requests: AsyncIterable<InputInit<M>>, options?: CallOptions) => AsyncIterable<Output<M>, void, undefined>;
 
 /** A typed client for every method of a service. */
 export type ServiceClient<S extends GenServiceMethods> = { [K in keyof S]: ClientMethod<S[K]> };

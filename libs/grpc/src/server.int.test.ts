@@ -1,7 +1,7 @@
 import { fromBinary } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { Client, credentials, Metadata } from "@grpc/grpc-js";
-import { context, trace } from "@opentelemetry/api";
+import { context, SpanKind, trace } from "@opentelemetry/api";
 import { AppError, AsyncQueue, Code, sleep } from "@poseloop/core";
 import { Health, HealthCheckResponse_ServingStatus } from "@poseloop/proto/grpc/health/v1/health_pb";
 import {
@@ -12,7 +12,7 @@ import {
 } from "@poseloop/proto/grpc/reflection/v1/reflection_pb";
 import {
   InferenceService,
-  type StreamKeypointsRequest,
+  type StreamKeypointsRequestSchema,
   type StreamKeypointsResponse,
 } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
 import { installTestTelemetry } from "@poseloop/telemetry";
@@ -20,16 +20,15 @@ import { take } from "@poseloop/testkit";
 import { afterEach, describe, expect, it } from "vitest";
 import {
   createClient,
-  deserializer,
   GrpcServer,
-  serializer,
   ServingStatus,
   type MethodsOf,
   type ServiceImpl,
 } from "@poseloop/grpc";
-import { create, toBinary } from "@bufbuild/protobuf";
+import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 
 type InferenceImpl = ServiceImpl<MethodsOf<typeof InferenceService>>;
+type RequestInit = MessageInitShape<typeof StreamKeypointsRequestSchema>;
 
 /** Echoes frames as results: enough to exercise the transport, not the inference service itself. */
 function echoImpl(overrides: Partial<InferenceImpl> = {}): InferenceImpl {
@@ -55,6 +54,10 @@ function echoImpl(overrides: Partial<InferenceImpl> = {}): InferenceImpl {
   };
 }
 
+function frameIdOf(response: StreamKeypointsResponse | void): bigint | undefined {
+  return response?.payload.case === "result" ? response.payload.value.frameId : undefined;
+}
+
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
   while (cleanups.length > 0) await cleanups.pop()?.();
@@ -71,10 +74,10 @@ async function startServer(impl: InferenceImpl, options: ConstructorParameters<t
   return { server, client, target };
 }
 
-function frames(ids: number[]): AsyncIterable<{ payload: StreamKeypointsRequest["payload"] }> {
-  return (async function* () {
-    yield { payload: { case: "options", value: {} } } as const;
-    for (const id of ids) yield { payload: { case: "frame", value: { frameId: BigInt(id) } } } as const;
+function frames(ids: number[]): AsyncIterable<RequestInit> {
+  return (async function* (): AsyncGenerator<RequestInit> {
+    yield { payload: { case: "options", value: {} } };
+    for (const id of ids) yield { payload: { case: "frame", value: { frameId: BigInt(id) } } };
   })();
 }
 
@@ -206,8 +209,8 @@ describe("GrpcServer with generated descriptors", () => {
     const parent = tracer.startSpan("caller");
     await context.with(trace.setSpan(context.active(), parent), () => client.detectKeypoints({ frame: { frameId: 7n } }));
     parent.end();
-    const serverSpan = telemetry.spans().find((span) => span.name === "poseloop.inference.v1.InferenceService/DetectKeypoints" && span.kind === 1);
-    const clientSpan = telemetry.spans().find((span) => span.name === "poseloop.inference.v1.InferenceService/DetectKeypoints" && span.kind === 2);
+    const serverSpan = telemetry.spans().find((span) => span.name === "poseloop.inference.v1.InferenceService/DetectKeypoints" && span.kind === SpanKind.SERVER);
+    const clientSpan = telemetry.spans().find((span) => span.name === "poseloop.inference.v1.InferenceService/DetectKeypoints" && span.kind === SpanKind.CLIENT);
     expect(serverSpan?.spanContext().traceId).toBe(parent.spanContext().traceId);
     expect(serverSpan?.parentSpanContext?.spanId).toBe(clientSpan?.spanContext().spanId);
     expect(clientSpan?.parentSpanContext?.spanId).toBe(parent.spanContext().spanId);
@@ -217,11 +220,11 @@ describe("GrpcServer with generated descriptors", () => {
 describe("GrpcServer.drain", () => {
   it("lets an open stream finish, refuses new calls, and reports a graceful drain", async () => {
     const { server, client, target } = await startServer(echoImpl());
-    const requests = new AsyncQueue<{ payload: StreamKeypointsRequest["payload"] }>();
+    const requests = new AsyncQueue<RequestInit>();
     requests.push({ payload: { case: "options", value: {} } });
     requests.push({ payload: { case: "frame", value: { frameId: 1n } } });
     const responses = client.streamKeypoints(requests)[Symbol.asyncIterator]();
-    expect((await responses.next()).value?.payload.value?.frameId).toBe(1n);
+    expect(frameIdOf((await responses.next()).value)).toBe(1n);
 
     const drained = server.drain(10_000);
     await sleep(100);
@@ -231,7 +234,7 @@ describe("GrpcServer.drain", () => {
 
     // The open stream still works, then ends normally.
     requests.push({ payload: { case: "frame", value: { frameId: 2n } } });
-    expect((await responses.next()).value?.payload.value?.frameId).toBe(2n);
+    expect(frameIdOf((await responses.next()).value)).toBe(2n);
     requests.close();
     expect((await responses.next()).done).toBe(true);
     expect(await drained).toEqual({ forced: false });
@@ -239,7 +242,7 @@ describe("GrpcServer.drain", () => {
 
   it("cancels streams still open at the timeout", async () => {
     const { server, client } = await startServer(echoImpl());
-    const requests = new AsyncQueue<{ payload: StreamKeypointsRequest["payload"] }>();
+    const requests = new AsyncQueue<RequestInit>();
     requests.push({ payload: { case: "options", value: {} } });
     requests.push({ payload: { case: "frame", value: { frameId: 1n } } });
     const responses = client.streamKeypoints(requests)[Symbol.asyncIterator]();
@@ -254,6 +257,3 @@ describe("GrpcServer.drain", () => {
     expect(AppError.is(outcome, Code.UNAVAILABLE, Code.CANCELLED, Code.INTERNAL)).toBe(true);
   });
 });
-
-void serializer;
-void deserializer;

@@ -1,4 +1,4 @@
-import { Metadata, status as GrpcStatus, type ServiceError, type StatusObject } from "@grpc/grpc-js";
+import { Metadata, type ServiceError, type StatusObject } from "@grpc/grpc-js";
 import { AppError, Code, isCode, type Logger } from "@poseloop/core";
 
 /**
@@ -21,7 +21,7 @@ export function toStatus(error: unknown, logger?: Logger, method?: string): Part
   if (appError.code === Code.INTERNAL || appError.code === Code.UNKNOWN || appError.code === Code.DATA_LOSS) {
     logger?.error("request failed", { method, code: appError.code, err: error });
   }
-  return { code: appError.code as number as GrpcStatus, details: appError.message, metadata };
+  return { code: appError.code, details: appError.message, metadata };
 }
 
 /** The AppError for a failed client call, with the server's code, message and problem list. */

@@ -1,0 +1,26 @@
+import { AppError, Code } from "@poseloop/core";
+import { describe, expect, it } from "vitest";
+import { loadConfig } from "@poseloop/inferencer";
+
+describe("inferencer loadConfig", () => {
+  it("defaults to the embedded bus on port 50051 serving the demo model", () => {
+    const config = loadConfig({ POSELOOP_NATS_URL: "nats://a:4222, nats://b:4222" });
+    expect(config.grpc).toMatchObject({ port: 50051 });
+    expect(config.bus.natsServers).toEqual(["nats://a:4222", "nats://b:4222"]);
+    expect(config.defaultModel).toBe("demo");
+  });
+
+  it("rejects a model name that cannot be a NATS subject token", () => {
+    let error: unknown;
+    try {
+      loadConfig({ POSELOOP_MODEL: "My.Model", POSELOOP_GRPC_MAX_MESSAGE_BYTES: "10" });
+    } catch (e) {
+      error = e;
+    }
+    expect(AppError.is(error, Code.INVALID_ARGUMENT)).toBe(true);
+    const problems = (error as AppError).problems;
+    expect(problems).toHaveLength(2);
+    expect(problems.join("\n")).toMatch(/POSELOOP_MODEL: model name "My.Model"/);
+    expect(problems.join("\n")).toMatch(/POSELOOP_GRPC_MAX_MESSAGE_BYTES=10 is below the minimum/);
+  });
+});

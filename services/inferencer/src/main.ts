@@ -1,0 +1,21 @@
+#!/usr/bin/env node
+import { AppError, createJsonLogger, stopOnSignals } from "@poseloop/core";
+import { startTelemetry } from "@poseloop/telemetry";
+import { loadConfig } from "./config.js";
+import { startInferencer } from "./inferencer.js";
+
+const bootLogger = createJsonLogger({ name: "inferencer" });
+try {
+  const config = loadConfig(process.env);
+  const logger = createJsonLogger({ name: "inferencer", level: config.logLevel }).child({ instance_id: config.instanceId });
+  for (const warning of config.telemetryWarnings) logger.warn(warning);
+  const telemetry = startTelemetry(config.telemetry, { logger });
+  const inferencer = await startInferencer(config, logger);
+  stopOnSignals(async () => {
+    await inferencer.stop();
+    await telemetry.shutdown();
+  }, logger);
+} catch (error) {
+  bootLogger.error("inferencer failed to start", { err: AppError.from(error) });
+  process.exit(1);
+}

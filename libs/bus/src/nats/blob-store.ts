@@ -28,7 +28,8 @@ export class NatsBlobStore implements BlobStore {
   }
 
   async put(name: string, source: BlobSource, options: { signal?: AbortSignal } = {}): Promise<BlobInfo> {
-    const iterator = chunksOf(source, CHUNK_BYTES)[Symbol.asyncIterator]();
+    // A buffer goes in whole (nats.js slices it into chunks itself); a stream is pulled chunk by chunk.
+    const iterator = (source instanceof Uint8Array ? single(source) : chunksOf(source, CHUNK_BYTES))[Symbol.asyncIterator]();
     const signal = options.signal;
     const stream = new ReadableStream<Uint8Array>({
       async pull(controller) {
@@ -114,6 +115,10 @@ export class NatsBlobStore implements BlobStore {
       throw fromNatsError(error, `list ${prefix}`);
     }
   }
+}
+
+async function* single(bytes: Uint8Array): AsyncGenerator<Uint8Array> {
+  yield bytes;
 }
 
 function toBlobInfo(info: ObjectInfo): BlobInfo {

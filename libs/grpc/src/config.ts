@@ -1,4 +1,5 @@
-import type { EnvReader } from "@poseloop/core";
+import type { EnvReader, LogFields, Logger } from "@poseloop/core";
+import { GrpcServer, type ListenAddress } from "./server.js";
 
 export interface GrpcServerSettings {
   readonly host: string;
@@ -18,5 +19,47 @@ export function grpcServerSettingsFromEnv(env: EnvReader, prefix: string, defaul
     port,
     maxMessageBytes: env.int("POSELOOP_GRPC_MAX_MESSAGE_BYTES", { default: 16 * 1024 * 1024, min: 1024, max: 1024 * 1024 * 1024 }),
     drainTimeoutMs: env.durationMs("POSELOOP_DRAIN_TIMEOUT", { default: 10_000, min: 0, max: 600_000 }),
+  };
+}
+
+/** A listening server built from settings, and how to stop it. */
+export interface RunningServer {
+  readonly server: GrpcServer;
+  readonly address: ListenAddress;
+  /** Drains open calls for up to the configured timeout, then cancels what is left. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Builds a GrpcServer from a service's settings, lets `register` add its services, listens, and logs a
+ * "listening" line with the address (service launchers and tests wait for that line).
+ */
+export async function startGrpcServer(
+  settings: GrpcServerSettings,
+  options: {
+    logger: Logger;
+    service: string;
+    initialHealth?: "SERVING" | "NOT_SERVING";
+    register?: (server: GrpcServer) => void;
+    fields?: LogFields;
+  },
+): Promise<RunningServer> {
+  const { logger } = options;
+  const server = new GrpcServer({
+    logger,
+    maxReceiveMessageBytes: settings.maxMessageBytes,
+    maxSendMessageBytes: settings.maxMessageBytes,
+    ...(options.initialHealth === undefined ? {} : { initialHealth: options.initialHealth }),
+  });
+  options.register?.(server);
+  const address = await server.listen(settings.host, settings.port);
+  logger.info("listening", { service: options.service, address: `${address.host}:${address.port}`, ...options.fields });
+  return {
+    server,
+    address,
+    stop: async () => {
+      const { forced } = await server.drain(settings.drainTimeoutMs);
+      if (forced) logger.warn("calls still open at the drain timeout were cancelled", { timeout_ms: settings.drainTimeoutMs });
+    },
   };
 }

@@ -6,5 +6,5 @@ export { GrpcServer } from "./server.js";
 export type { DrainResult, GrpcServerOptions, ListenAddress } from "./server.js";
 export { deserializer, methodPath, serializer, toServiceDefinition } from "./service-definition.js";
 export { fromServiceError, PROBLEMS_METADATA_KEY, toStatus } from "./status.js";
-export { grpcServerSettingsFromEnv } from "./config.js";
-export type { GrpcServerSettings } from "./config.js";
+export { grpcServerSettingsFromEnv, startGrpcServer } from "./config.js";
+export type { GrpcServerSettings, RunningServer } from "./config.js";

@@ -1,6 +1,6 @@
 import { ModelRegistry, openBus, type Bus } from "@poseloop/bus";
 import type { Logger } from "@poseloop/core";
-import { GrpcServer, type ListenAddress } from "@poseloop/grpc";
+import { startGrpcServer, type GrpcServer, type ListenAddress } from "@poseloop/grpc";
 import type { InferencerConfig } from "./config.js";
 
 /** A running inferencer: its gRPC address and how to stop it. */
@@ -20,21 +20,18 @@ export async function startInferencer(config: InferencerConfig, logger: Logger):
   const bus = await openBus({ ...config.bus, logger });
   try {
     await ModelRegistry.open(bus, logger);
-    const server = new GrpcServer({
+    const grpc = await startGrpcServer(config.grpc, {
       logger,
-      maxReceiveMessageBytes: config.grpc.maxMessageBytes,
-      maxSendMessageBytes: config.grpc.maxMessageBytes,
+      service: "inferencer",
       initialHealth: "NOT_SERVING",
+      fields: { bus: bus.kind, bus_location: bus.location, model: config.defaultModel },
     });
-    const address = await server.listen(config.grpc.host, config.grpc.port);
-    logger.info("listening", { service: "inferencer", address: `${address.host}:${address.port}`, bus: bus.kind, bus_location: bus.location, model: config.defaultModel });
     return {
-      address,
-      server,
+      address: grpc.address,
+      server: grpc.server,
       bus,
       stop: async () => {
-        const { forced } = await server.drain(config.grpc.drainTimeoutMs);
-        if (forced) logger.warn("streams still open at the drain timeout were cancelled", { timeout_ms: config.grpc.drainTimeoutMs });
+        await grpc.stop();
         await bus.close();
       },
     };

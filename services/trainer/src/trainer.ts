@@ -1,6 +1,6 @@
 import { ModelRegistry, openBus, type Bus } from "@poseloop/bus";
 import type { Logger } from "@poseloop/core";
-import { GrpcServer, type ListenAddress } from "@poseloop/grpc";
+import { startGrpcServer, type ListenAddress } from "@poseloop/grpc";
 import type { TrainerConfig } from "./config.js";
 
 /** A running trainer: its gRPC address and how to stop it. */
@@ -19,19 +19,12 @@ export async function startTrainer(config: TrainerConfig, logger: Logger): Promi
   const bus = await openBus({ ...config.bus, logger });
   try {
     await ModelRegistry.open(bus, logger);
-    const server = new GrpcServer({
-      logger,
-      maxReceiveMessageBytes: config.grpc.maxMessageBytes,
-      maxSendMessageBytes: config.grpc.maxMessageBytes,
-    });
-    const address = await server.listen(config.grpc.host, config.grpc.port);
-    logger.info("listening", { service: "trainer", address: `${address.host}:${address.port}`, bus: bus.kind, bus_location: bus.location });
+    const grpc = await startGrpcServer(config.grpc, { logger, service: "trainer", fields: { bus: bus.kind, bus_location: bus.location } });
     return {
-      address,
+      address: grpc.address,
       bus,
       stop: async () => {
-        const { forced } = await server.drain(config.grpc.drainTimeoutMs);
-        if (forced) logger.warn("calls still open at the drain timeout were cancelled", { timeout_ms: config.grpc.drainTimeoutMs });
+        await grpc.stop();
         await bus.close();
       },
     };

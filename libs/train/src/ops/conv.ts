@@ -1,0 +1,172 @@
+import { ints, type Value } from "@poseloop/onnx";
+import { Tape, type Sym } from "../tape.js";
+import { num, windowOutput } from "./dims.js";
+
+export interface ConvOptions {
+  /** [height, width]. Default [1, 1]. */
+  readonly stride?: readonly [number, number];
+  /** [top, left, bottom, right], as ONNX orders pads. Default no padding. */
+  readonly pads?: readonly [number, number, number, number];
+  readonly dilation?: readonly [number, number];
+  readonly group?: number;
+}
+
+export interface ConvTransposeOptions extends ConvOptions {
+  /** Extra rows/columns at the bottom/right of the output. Default [0, 0]. */
+  readonly outputPadding?: readonly [number, number];
+}
+
+function resolved(options: ConvOptions) {
+  return {
+    stride: options.stride ?? ([1, 1] as const),
+    pads: options.pads ?? ([0, 0, 0, 0] as const),
+    dilation: options.dilation ?? ([1, 1] as const),
+    group: options.group ?? 1,
+  };
+}
+
+/**
+ * 2-D convolution. x: [N, Cin, H, W], w: [Cout, Cin/g, kh, kw], b: [Cout].
+ * Gradients: dx = ConvTranspose(dy, w) with the output padding that restores H×W; dw by convWeightGrad;
+ * db = Σ dy over N, H, W.
+ */
+export function conv2d(t: Tape, x: Sym, w: Sym, b: Sym | undefined, options: ConvOptions = {}): Sym {
+  const { stride, pads, dilation, group } = resolved(options);
+  const [n, , h, wd] = x.shape;
+  const [cout, , kh, kw] = w.shape;
+  const ho = windowOutput(num(h), num(kh), stride[0], pads[0], pads[2], dilation[0]);
+  const wo = windowOutput(num(wd), num(kw), stride[1], pads[1], pads[3], dilation[1]);
+  const shape = [n ?? 0, cout ?? 0, ho, wo];
+  const attrs = { strides: ints(stride), pads: ints(pads), dilations: ints(dilation), group: { i: group }, kernel_shape: ints([num(kh), num(kw)]) };
+  const y = t.sym(t.g.op("Conv", [x.value, w.value, b?.value], attrs, { shape }), shape, Tape.needsGrad(x, w, b));
+  t.record(b === undefined ? [x, w] : [x, w, b], [y], ([dy]) => {
+    if (dy === undefined) return [];
+    let dx: Sym | undefined;
+    if (x.requiresGrad) {
+      const outputPadding = [0, 1].map((axis) => {
+        const size = num(x.shape[2 + axis]);
+        const k = num(w.shape[2 + axis]);
+        const s = stride[axis] as number;
+        const d = dilation[axis] as number;
+        return size - (s * (num(dy.shape[2 + axis]) - 1) + (k - 1) * d + 1 - (pads[axis] as number) - (pads[axis + 2] as number));
+      });
+      const dxValue = t.g.op(
+        "ConvTranspose",
+        [dy.value, w.value],
+        { strides: ints(stride), pads: ints(pads), dilations: ints(dilation), group: { i: group }, output_padding: ints(outputPadding), kernel_shape: ints([num(kh), num(kw)]) },
+        { shape: x.shape },
+      );
+      dx = t.sym(dxValue, x.shape, true);
+    }
+    const dw = w.requiresGrad ? convWeightGrad(t, x, dy, [num(kh), num(kw)], stride, pads, dilation, group) : undefined;
+    const db = b?.requiresGrad === true ? reduceToChannels(t, dy) : undefined;
+    return [dx, dw, db];
+  });
+  return y;
+}
+
+/**
+ * 2-D transposed convolution. x: [N, Cin, H, W], w: [Cin, Cout/g, kh, kw], b: [Cout].
+ * Gradients: dx = Conv(dy, w) with the same stride, pads and dilation; dw = convWeightGrad with dy in the role
+ * of the convolution input and x in the role of its output gradient; db = Σ dy.
+ */
+export function convTranspose2d(t: Tape, x: Sym, w: Sym, b: Sym | undefined, options: ConvTransposeOptions = {}): Sym {
+  const { stride, pads, dilation, group } = resolved(options);
+  const outputPadding = options.outputPadding ?? [0, 0];
+  const [n, , h, wd] = x.shape;
+  const [, coutPerGroup, kh, kw] = w.shape;
+  const ho = stride[0] * (num(h) - 1) + outputPadding[0] + (num(kh) - 1) * dilation[0] + 1 - pads[0] - pads[2];
+  const wo = stride[1] * (num(wd) - 1) + outputPadding[1] + (num(kw) - 1) * dilation[1] + 1 - pads[1] - pads[3];
+  const shape = [n ?? 0, num(coutPerGroup) * group, ho, wo];
+  const attrs = {
+    strides: ints(stride),
+    pads: ints(pads),
+    dilations: ints(dilation),
+    group: { i: group },
+    output_padding: ints(outputPadding),
+    kernel_shape: ints([num(kh), num(kw)]),
+  };
+  const y = t.sym(t.g.op("ConvTranspose", [x.value, w.value, b?.value], attrs, { shape }), shape, Tape.needsGrad(x, w, b));
+  t.record(b === undefined ? [x, w] : [x, w, b], [y], ([dy]) => {
+    if (dy === undefined) return [];
+    const dx = x.requiresGrad
+      ? t.sym(
+          t.g.op("Conv", [dy.value, w.value], { strides: ints(stride), pads: ints(pads), dilations: ints(dilation), group: { i: group }, kernel_shape: ints([num(kh), num(kw)]) }, { shape: x.shape }),
+          x.shape,
+          true,
+        )
+      : undefined;
+    const dw = w.requiresGrad ? convWeightGrad(t, dy, x, [num(kh), num(kw)], stride, pads, dilation, group) : undefined;
+    const db = b?.requiresGrad === true ? reduceToChannels(t, dy) : undefined;
+    return [dx, dw, db];
+  });
+  return y;
+}
+
+/** Σ over N, H, W: [N, C, H, W] → [C]. */
+export function reduceToChannels(t: Tape, dy: Sym): Sym {
+  const shape = [dy.shape[1] ?? 0];
+  return t.sym(t.g.op("ReduceSum", [dy.value, t.g.int64s([0, 2, 3])], { keepdims: { i: 0 } }, { shape }), shape, true);
+}
+
+/**
+ * The weight gradient of a convolution of `input` [N, Ci, H, W] whose output gradient is `gradOut`
+ * [N, Co, Ho, Wo], as one convolution: the batch becomes the channel axis (input → [Ci/g, g·N, H, W], gradOut
+ * → [Co, N, Ho, Wo] as the kernel, group g), with the forward stride as dilation and the forward dilation as
+ * stride. Rows the forward pass never reached (the remainder of the stride) are cut from the end padding, or
+ * sliced off the input when the padding is too small. Result: [Co, Ci/g, kh, kw].
+ */
+export function convWeightGrad(
+  t: Tape,
+  input: Sym,
+  gradOut: Sym,
+  kernel: readonly [number, number],
+  stride: readonly [number, number],
+  pads: readonly [number, number, number, number],
+  dilation: readonly [number, number],
+  group: number,
+): Sym {
+  const [n, ci, h, w] = input.shape.map((d) => num(d));
+  const [, co, ho, wo] = gradOut.shape.map((d) => num(d));
+  const spatial = [h as number, w as number];
+  const outSpatial = [ho as number, wo as number];
+  let x: Value = input.value;
+  const endPads = [pads[2], pads[3]];
+  const keep = [...spatial];
+  for (const axis of [0, 1] as const) {
+    const size = spatial[axis] as number;
+    const rem = size + pads[axis] + pads[axis + 2 as 2 | 3] - (kernel[axis] - 1) * dilation[axis] - 1 - ((outSpatial[axis] as number) - 1) * stride[axis];
+    if (rem <= (endPads[axis] as number)) endPads[axis] = (endPads[axis] as number) - rem;
+    else {
+      keep[axis] = size - (rem - (endPads[axis] as number));
+      endPads[axis] = 0;
+    }
+  }
+  if (keep[0] !== spatial[0] || keep[1] !== spatial[1]) {
+    x = t.g.op("Slice", [x, t.g.int64s([0, 0]), t.g.int64s(keep), t.g.int64s([2, 3])], {}, { shape: [n ?? 0, ci ?? 0, keep[0] ?? 0, keep[1] ?? 0] });
+  }
+  const cg = (ci as number) / group;
+  let xT: Value;
+  if (group === 1) {
+    xT = t.g.op("Transpose", [x], { perm: ints([1, 0, 2, 3]) }, { shape: [ci ?? 0, n ?? 0, keep[0] ?? 0, keep[1] ?? 0] });
+  } else {
+    const grouped = t.g.op("Reshape", [x, t.g.int64s([n as number, group, cg, keep[0] as number, keep[1] as number])]);
+    const swapped = t.g.op("Transpose", [grouped], { perm: ints([2, 1, 0, 3, 4]) });
+    xT = t.g.op("Reshape", [swapped, t.g.int64s([cg, group * (n as number), keep[0] as number, keep[1] as number])], {}, { shape: [cg, group * (n as number), keep[0] ?? 0, keep[1] ?? 0] });
+  }
+  const dyT = t.g.op("Transpose", [gradOut.value], { perm: ints([1, 0, 2, 3]) }, { shape: [co ?? 0, n ?? 0, ho ?? 0, wo ?? 0] });
+  const grad = t.g.op(
+    "Conv",
+    [xT, dyT],
+    {
+      strides: ints(dilation),
+      dilations: ints(stride),
+      pads: ints([pads[0], pads[1], endPads[0] as number, endPads[1] as number]),
+      group: { i: group },
+      kernel_shape: ints([ho as number, wo as number]),
+    },
+    { shape: [cg, co ?? 0, kernel[0], kernel[1]] },
+  );
+  const shape = [co ?? 0, cg, kernel[0], kernel[1]];
+  return t.sym(t.g.op("Transpose", [grad], { perm: ints([1, 0, 2, 3]) }, { shape }), shape, true);
+}

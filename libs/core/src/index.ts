@@ -7,3 +7,4 @@ export type { Env } from "./env.js";
 export { abortReason, deferred, sleep, withDeadline } from "./async.js";
 export { AsyncQueue } from "./async-queue.js";
 export { stopOnSignals } from "./shutdown.js";
+export { serveWorkerRpc, startModuleWorker, Transfer, WorkerClient } from "./worker-rpc.js";

@@ -7,3 +7,4 @@ export type { ModelSummary, ValueSummary } from "./inspect.js";
 export { decodeModel, encodeModel } from "./model-io.js";
 export { allocate, DType, dtypeOf, elementCount, fromTensorProto, hostTensor, toTensorProto } from "./tensor.js";
 export type { HostTensor, TensorData } from "./tensor.js";
+export type { ModelProto } from "@poseloop/proto/onnx/onnx_pb";

@@ -1,0 +1,121 @@
+import { parentPort, Worker, type TransferListItem } from "node:worker_threads";
+import { AppError, Code, isCode } from "./app-error.js";
+
+interface Request {
+  readonly id: number;
+  readonly op: string;
+  readonly args: unknown;
+}
+
+type Response =
+  | { readonly id: number; readonly ok: true; readonly result: unknown }
+  | { readonly id: number; readonly ok: false; readonly error: { code: number; message: string; problems: readonly string[]; name: string; stack?: string } };
+
+/** What a worker handler may return: a value, or a value with buffers to transfer instead of copy. */
+export type RpcResult = unknown;
+
+export class Transfer<T> {
+  readonly value: T;
+  readonly list: readonly TransferListItem[];
+  constructor(value: T, list: readonly TransferListItem[]) {
+    this.value = value;
+    this.list = list;
+  }
+}
+
+/**
+ * Starts a worker for the module `name` next to `here` (import.meta.url of the caller): the .js file when
+ * running from dist/, the .ts file through tsx when running from sources (tests, `npm run bench`).
+ */
+export function startModuleWorker(here: string, name: string, options: { workerData?: unknown; name?: string } = {}): Worker {
+  const base = new URL(here);
+  const fromSources = base.pathname.endsWith(".ts");
+  const url = new URL(`${name}.${fromSources ? "ts" : "js"}`, base);
+  return new Worker(url, {
+    workerData: options.workerData,
+    ...(options.name === undefined ? {} : { name: options.name }),
+    ...(fromSources ? { execArgv: ["--conditions=@poseloop/source", "--import", "tsx"] } : {}),
+  });
+}
+
+/**
+ * The calling side of a worker: call(op, args) returns the handler's result, or rejects with its AppError (code
+ * and message preserved). Every pending call fails with UNAVAILABLE if the worker dies.
+ */
+export class WorkerClient {
+  readonly worker: Worker;
+  readonly #pending = new Map<number, { resolve: (value: unknown) => void; reject: (error: unknown) => void }>();
+  #nextId = 1;
+  #dead: AppError | undefined;
+
+  constructor(worker: Worker) {
+    this.worker = worker;
+    worker.on("message", (message: Response) => {
+      const pending = this.#pending.get(message.id);
+      if (pending === undefined) return;
+      this.#pending.delete(message.id);
+      if (message.ok) pending.resolve(message.result);
+      else {
+        const { code, message: text, problems, name, stack } = message.error;
+        const cause = Object.assign(new Error(text), { name, stack });
+        pending.reject(new AppError(isCode(code) ? code : Code.INTERNAL, text, { problems, cause }));
+      }
+    });
+    const fail = (error: AppError): void => {
+      this.#dead ??= error;
+      for (const pending of this.#pending.values()) pending.reject(error);
+      this.#pending.clear();
+    };
+    worker.on("error", (error) => fail(new AppError(Code.INTERNAL, `worker crashed: ${error.message}`, { cause: error })));
+    worker.on("exit", (code) => fail(new AppError(Code.UNAVAILABLE, `worker exited with code ${code}`)));
+  }
+
+  call<T>(op: string, args?: unknown, transfer: readonly TransferListItem[] = []): Promise<T> {
+    if (this.#dead !== undefined) return Promise.reject(this.#dead);
+    const id = this.#nextId++;
+    return new Promise<T>((resolve, reject) => {
+      this.#pending.set(id, { resolve: resolve as (value: unknown) => void, reject });
+      this.worker.postMessage({ id, op, args } satisfies Request, [...transfer]);
+    });
+  }
+
+  async terminate(): Promise<void> {
+    await this.worker.terminate();
+  }
+}
+
+/**
+ * The worker side: answers WorkerClient calls with `handlers[op](args)`, one call at a time in arrival order
+ * (a training step must not interleave with a state export). A handler returns a value, or a Transfer to move
+ * large buffers instead of copying them.
+ */
+export function serveWorkerRpc(handlers: Readonly<Record<string, (args: never) => unknown>>): void {
+  const port = parentPort;
+  if (port === null) throw new AppError(Code.INTERNAL, "serveWorkerRpc must run inside a worker thread");
+  let queue: Promise<void> = Promise.resolve();
+  port.on("message", (request: Request) => {
+    queue = queue.then(async () => {
+      const handler = handlers[request.op];
+      try {
+        if (handler === undefined) throw new AppError(Code.UNIMPLEMENTED, `unknown worker operation ${request.op}`);
+        const result = await handler(request.args as never);
+        if (result instanceof Transfer) port.postMessage({ id: request.id, ok: true, result: result.value } satisfies Response, [...result.list]);
+        else port.postMessage({ id: request.id, ok: true, result } satisfies Response);
+      } catch (error) {
+        const appError = error instanceof AppError ? error : AppError.from(error);
+        const original = error instanceof Error ? error : undefined;
+        port.postMessage({
+          id: request.id,
+          ok: false,
+          error: {
+            code: appError.code,
+            message: error instanceof AppError ? appError.message : (original?.message ?? appError.message),
+            problems: appError.problems,
+            name: original?.name ?? "Error",
+            ...(original?.stack === undefined ? {} : { stack: original.stack }),
+          },
+        } satisfies Response);
+      }
+    });
+  });
+}

@@ -1,0 +1,22 @@
+/** Names of the step graphs' inputs and outputs, shared by the compiler and the StepRunner. */
+export const IoNames = {
+  images: "images",
+  targets: "targets",
+  targetWeights: "target_weights",
+  teacher: "teacher_heatmaps",
+  lr: "lr",
+  adamStepSize: "adam_step_size",
+  adamSqrtBc2: "adam_sqrt_bc2",
+  loss: "loss",
+  gradNorm: "grad_norm",
+  heatmaps: "heatmaps",
+  param: (name: string) => `param:${name}`,
+  paramOut: (name: string) => `param_out:${name}`,
+  buffer: (name: string) => `buffer:${name}`,
+  bufferOut: (name: string) => `buffer_out:${name}`,
+  slot: (slot: string, name: string) => `slot:${slot}:${name}`,
+  slotOut: (slot: string, name: string) => `slot_out:${slot}:${name}`,
+  accum: (name: string) => `accum:${name}`,
+  accumOut: (name: string) => `accum_out:${name}`,
+  grad: (name: string) => `grad:${name}`,
+} as const;

@@ -1,0 +1,130 @@
+import { GraphBuilder, type ModelProto, type Value } from "@poseloop/onnx";
+import { AppError, Code } from "@poseloop/core";
+import { ForwardContext } from "../nn/context.js";
+import { add, scale } from "../ops/basic.js";
+import { distillKlLoss, distillMseLoss, jointsMseLoss } from "../ops/loss.js";
+import { reshape } from "../ops/basic.js";
+import { emitUpdate, optimizerSlots, resolveOptimizer, type OptimizerConfig, type ResolvedOptimizer } from "../optim/optimizer.js";
+import { Tape, type Sym } from "../tape.js";
+import type { ModelDefinition } from "../zoo/model-config.js";
+import { IoNames } from "./io-names.js";
+
+export interface DistillationConfig {
+  /** Weight of the teacher term against the ground-truth loss. */
+  readonly weight: number;
+  readonly kind: "mse" | "kl";
+  /** KL temperature. Default 1. */
+  readonly temperature?: number;
+}
+
+export interface TrainingGraphConfig {
+  readonly batchSize: number;
+  /** Micro-batches per optimizer update. Default 1. */
+  readonly gradAccumSteps?: number;
+  /** Clip gradients to this global L2 norm; 0 or absent: no clipping. */
+  readonly clipGradNorm?: number;
+  readonly optimizer: OptimizerConfig;
+  readonly distillation?: DistillationConfig;
+  /** Also output each parameter's gradient of the update, before clipping ("grad:<name>"), for verification. */
+  readonly exposeGradients?: boolean;
+}
+
+export interface TrainingGraphs {
+  /** Forward, backward, clipping and the optimizer update of the last micro-batch of an update. */
+  readonly step: ModelProto;
+  /** Forward and backward adding into the gradient accumulators (only when gradAccumSteps > 1). */
+  readonly accumulate: ModelProto | undefined;
+  readonly optimizer: ResolvedOptimizer;
+  readonly slots: readonly string[];
+}
+
+/**
+ * Compiles a model into its training graphs: one ONNX graph per step with the batch, the targets, the
+ * learning rate, the parameters, the optimizer state and the BatchNorm statistics as inputs, and the loss, the
+ * gradient norm and all the new state as outputs. With gradient accumulation the loss is scaled by 1/k so that
+ * k accumulated micro-batches give the gradient of their union, as with `loss / k` in PyTorch.
+ */
+export function compileTrainingGraphs(model: ModelDefinition, config: TrainingGraphConfig): TrainingGraphs {
+  const k = config.gradAccumSteps ?? 1;
+  if (!Number.isInteger(k) || k < 1) throw new AppError(Code.INVALID_ARGUMENT, `gradient accumulation steps must be a positive integer, got ${k}`);
+  const optimizer = resolveOptimizer(config.optimizer);
+  return {
+    step: emit(model, config, optimizer, k, true),
+    accumulate: k > 1 ? emit(model, config, optimizer, k, false) : undefined,
+    optimizer,
+    slots: optimizerSlots(optimizer),
+  };
+}
+
+function emit(model: ModelDefinition, config: TrainingGraphConfig, optimizer: ResolvedOptimizer, k: number, update: boolean): ModelProto {
+  const g = new GraphBuilder({ name: update ? "train_step" : "train_accumulate", producer: "poseloop-train" });
+  const t = new Tape(g);
+  const { batchSize: b, distillation } = config;
+  const { inputWidth: w, inputHeight: h, numKeypoints: kp } = model.config;
+  const hw = model.heatmapWidth;
+  const hh = model.heatmapHeight;
+  const images = t.sym(g.input(IoNames.images, "float32", [b, 3, h, w]), [b, 3, h, w]);
+  const targets = g.input(IoNames.targets, "float32", [b, kp, hh, hw]);
+  const targetWeights = g.input(IoNames.targetWeights, "float32", [b, kp]);
+  const teacher = distillation === undefined ? undefined : g.input(IoNames.teacher, "float32", [b, kp, hh, hw]);
+  const scalars = update
+    ? { lr: g.input(IoNames.lr, "float32", []), adamStepSize: g.input(IoNames.adamStepSize, "float32", []), adamSqrtBc2: g.input(IoNames.adamSqrtBc2, "float32", []) }
+    : undefined;
+
+  const params = new Map<string, Sym>();
+  for (const spec of model.registry.params) params.set(spec.name, t.sym(g.input(IoNames.param(spec.name), "float32", spec.shape), spec.shape, true));
+  const buffers = new Map<string, Value>();
+  for (const spec of model.registry.buffers) buffers.set(spec.name, g.input(IoNames.buffer(spec.name), "float32", spec.shape));
+
+  const ctx = new ForwardContext(t, "train", params, buffers);
+  const heatmaps = model.forward(ctx, images);
+  let loss = jointsMseLoss(t, heatmaps, targets, targetWeights);
+  if (distillation !== undefined && teacher !== undefined) {
+    const term =
+      distillation.kind === "mse"
+        ? distillMseLoss(t, heatmaps, teacher)
+        : distillKlLoss(t, reshape(t, heatmaps, [b, kp, hh * hw], [b, kp, hh * hw]), g.op("Reshape", [teacher, g.int64s([b, kp, hh * hw])]), distillation.temperature ?? 1);
+    loss = add(t, loss, scale(t, term, distillation.weight));
+  }
+  g.output(loss.value, IoNames.loss);
+  for (const [name, value] of ctx.updatedBuffers) g.output(value, IoNames.bufferOut(name));
+
+  const wrt = [...params.values()];
+  const grads = t.gradients(loss, wrt, t.sym(g.scalar(1 / k), [], false));
+  const names = [...params.keys()];
+  const totalGrads = names.map((name) => {
+    const spec = params.get(name) as Sym;
+    const grad = grads.get(spec);
+    if (grad === undefined) throw new AppError(Code.INTERNAL, `parameter ${name} gets no gradient`);
+    if (k === 1) return grad.value;
+    return g.op("Add", [g.input(IoNames.accum(name), "float32", spec.shape), grad.value], {}, { shape: spec.shape });
+  });
+
+  if (!update) {
+    names.forEach((name, i) => g.output(totalGrads[i] as Value, IoNames.accumOut(name)));
+    return g.build();
+  }
+
+  // Global L2 norm of all gradients, before clipping (reported as grad_norm in any case).
+  const squares = totalGrads.map((grad) => g.op("ReduceSumSquare", [grad], { keepdims: { i: 0 } }, { shape: [] }));
+  const sumSquares = squares.reduce((acc, sq) => g.op("Add", [acc, sq], {}, { shape: [] }));
+  const norm = g.op("Sqrt", [sumSquares], {}, { shape: [] });
+  g.output(norm, IoNames.gradNorm);
+  if (config.exposeGradients === true) names.forEach((name, i) => g.output(totalGrads[i] as Value, IoNames.grad(name)));
+  let clipped = totalGrads;
+  const maxNorm = config.clipGradNorm ?? 0;
+  if (maxNorm > 0) {
+    // torch.nn.utils.clip_grad_norm_: coefficient max_norm / (norm + 1e-6), capped at 1.
+    const coefficient = g.op("Min", [g.op("Div", [g.scalar(maxNorm), g.op("Add", [norm, g.scalar(1e-6)])]), g.scalar(1)], {}, { shape: [] });
+    clipped = totalGrads.map((grad, i) => g.op("Mul", [grad, coefficient], {}, { shape: (params.get(names[i] as string) as Sym).shape }));
+  }
+  const slots = optimizerSlots(optimizer);
+  names.forEach((name, i) => {
+    const param = params.get(name) as Sym;
+    const slotInputs = slots.map((slot) => g.input(IoNames.slot(slot, name), "float32", param.shape));
+    const updated = emitUpdate(g, optimizer, param.value, clipped[i] as Value, slotInputs, scalars as NonNullable<typeof scalars>);
+    g.output(updated.param, IoNames.paramOut(name));
+    slots.forEach((slot, j) => g.output(updated.slots[j] as Value, IoNames.slotOut(slot, name)));
+  });
+  return g.build();
+}

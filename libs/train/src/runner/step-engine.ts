@@ -1,0 +1,277 @@
+import * as ort from "onnxruntime-node";
+import { encodeModel, type ModelProto } from "@poseloop/onnx";
+import { AppError, Code } from "@poseloop/core";
+import { buildInferenceModel, compileForwardGraph, type InferenceModelOptions } from "../compile/forward-graph.js";
+import { IoNames } from "../compile/io-names.js";
+import { compileTrainingGraphs, type TrainingGraphConfig } from "../compile/training-graphs.js";
+import { initialize } from "../nn/parameters.js";
+import { stepScalars, type ResolvedOptimizer } from "../optim/optimizer.js";
+import { Rng } from "../rng.js";
+import { defineModel, type ModelConfig, type ModelDefinition } from "../zoo/model-config.js";
+import type { TrainingState } from "./training-state.js";
+
+export type Device = "cpu" | "cuda" | "webgpu";
+
+export interface StepRunnerOptions {
+  readonly model: ModelConfig;
+  readonly training: TrainingGraphConfig;
+  /** Seeds the weight initialization. */
+  readonly seed: number;
+  readonly device?: Device;
+  /** onnxruntime intra-op threads; 0 or absent: one per core. */
+  readonly intraOpThreads?: number;
+  /** fp16 compute with fp32 master weights; GPU execution providers only. */
+  readonly mixedPrecision?: boolean;
+}
+
+/** One micro-batch: crops [B, 3, H, W], heatmap targets [B, K, h, w], target weights [B, K]. */
+export interface StepBatch {
+  readonly images: Float32Array;
+  readonly targets: Float32Array;
+  readonly targetWeights: Float32Array;
+  /** Teacher heatmaps [B, K, h, w] under distillation. */
+  readonly teacher?: Float32Array;
+}
+
+export interface StepResult {
+  /** This micro-batch's loss (not divided by the accumulation steps). */
+  readonly loss: number;
+  /** Whether this micro-batch completed an update. */
+  readonly updated: boolean;
+  /** Global gradient norm before clipping, for updates. */
+  readonly gradNorm: number | undefined;
+  /** The update's gradients before clipping, by parameter name, when the graphs expose them. */
+  readonly gradients?: ReadonlyMap<string, Float32Array>;
+  /** Updates applied so far. */
+  readonly step: number;
+}
+
+/** The execution providers this onnxruntime-node build can use, checked before any session is created. */
+export function checkDevice(device: Device, mixedPrecision: boolean): void {
+  const backends = ort.listSupportedBackends?.() ?? [{ name: "cpu", bundled: true }];
+  const available = backends.filter((backend) => backend.name === "cpu" || backend.bundled).map((backend) => backend.name);
+  if (!available.includes(device)) {
+    throw new AppError(
+      Code.FAILED_PRECONDITION,
+      `execution provider ${device} is not available in this onnxruntime-node installation (available: ${available.join(", ")})`,
+    );
+  }
+  if (mixedPrecision && device === "cpu") {
+    throw new AppError(
+      Code.FAILED_PRECONDITION,
+      "mixed precision (fp16) needs a GPU execution provider (cuda or webgpu): onnxruntime's CPU provider has no fp16 convolution kernels, and PoseLoop never falls back to fp32 silently",
+    );
+  }
+  if (mixedPrecision) {
+    throw new AppError(Code.UNIMPLEMENTED, `mixed precision on ${device} is not available yet: train in fp32 (TRAIN.AMP: false)`);
+  }
+}
+
+/**
+ * Runs training steps in the calling thread (the StepRunner puts it in a worker): compiles the model's
+ * training graphs, owns their onnxruntime sessions, and keeps the whole training state between steps as
+ * onnxruntime tensors, passed from one step's outputs to the next step's inputs without copies.
+ */
+export class StepEngine {
+  readonly model: ModelDefinition;
+  readonly optimizer: ResolvedOptimizer;
+  readonly #options: StepRunnerOptions;
+  readonly #step: ort.InferenceSession;
+  readonly #accumulate: ort.InferenceSession | undefined;
+  readonly #slots: readonly string[];
+  readonly #k: number;
+  #tensors = new Map<string, ort.Tensor>();
+  #stepCount = 0;
+  #microStep = 0;
+  #forward: ort.InferenceSession | undefined;
+
+  private constructor(options: StepRunnerOptions, model: ModelDefinition, optimizer: ResolvedOptimizer, slots: readonly string[], step: ort.InferenceSession, accumulate: ort.InferenceSession | undefined) {
+    this.#options = options;
+    this.model = model;
+    this.optimizer = optimizer;
+    this.#slots = slots;
+    this.#step = step;
+    this.#accumulate = accumulate;
+    this.#k = options.training.gradAccumSteps ?? 1;
+  }
+
+  static async create(options: StepRunnerOptions): Promise<StepEngine> {
+    const device = options.device ?? "cpu";
+    checkDevice(device, options.mixedPrecision ?? false);
+    const model = defineModel(options.model);
+    const graphs = compileTrainingGraphs(model, options.training);
+    const sessionOptions = StepEngine.sessionOptions(options);
+    const step = await ort.InferenceSession.create(encodeModel(graphs.step), sessionOptions);
+    const accumulate = graphs.accumulate === undefined ? undefined : await ort.InferenceSession.create(encodeModel(graphs.accumulate), sessionOptions);
+    const engine = new StepEngine(options, model, graphs.optimizer, graphs.slots, step, accumulate);
+    engine.#initialize(options.seed);
+    return engine;
+  }
+
+  static sessionOptions(options: Pick<StepRunnerOptions, "device" | "intraOpThreads">): ort.InferenceSession.SessionOptions {
+    return {
+      executionProviders: [options.device ?? "cpu"],
+      graphOptimizationLevel: (process.env["POSELOOP_ORT_OPT"] as "all" | undefined) ?? "all",
+      ...(options.intraOpThreads === undefined || options.intraOpThreads === 0 ? {} : { intraOpNumThreads: options.intraOpThreads }),
+    };
+  }
+
+  get step(): number {
+    return this.#stepCount;
+  }
+
+  /**
+   * Runs one micro-batch at learning rate `lr`; every gradAccumSteps-th call applies the update (clipped,
+   * through the optimizer).
+   */
+  async run(batch: StepBatch, lr: number): Promise<StepResult> {
+    const { batchSize } = this.#options.training;
+    const { inputWidth: w, inputHeight: h, numKeypoints: k } = this.model.config;
+    const feeds: Record<string, ort.Tensor> = {
+      [IoNames.images]: tensor(batch.images, [batchSize, 3, h, w], "images"),
+      [IoNames.targets]: tensor(batch.targets, [batchSize, k, this.model.heatmapHeight, this.model.heatmapWidth], "targets"),
+      [IoNames.targetWeights]: tensor(batch.targetWeights, [batchSize, k], "target weights"),
+    };
+    if (this.#options.training.distillation !== undefined) {
+      if (batch.teacher === undefined) throw new AppError(Code.INVALID_ARGUMENT, "distillation needs teacher heatmaps in every batch");
+      feeds[IoNames.teacher] = tensor(batch.teacher, [batchSize, k, this.model.heatmapHeight, this.model.heatmapWidth], "teacher heatmaps");
+    }
+    const final = this.#microStep === this.#k - 1;
+    const session = final ? this.#step : (this.#accumulate as ort.InferenceSession);
+    for (const name of session.inputNames) {
+      if (feeds[name] !== undefined) continue;
+      const value = this.#tensors.get(name);
+      if (value !== undefined) feeds[name] = value;
+    }
+    if (final) {
+      const scalars = stepScalars(this.optimizer, lr, this.#stepCount + 1);
+      feeds[IoNames.lr] = scalar(scalars.lr);
+      feeds[IoNames.adamStepSize] = scalar(scalars.adamStepSize);
+      feeds[IoNames.adamSqrtBc2] = scalar(scalars.adamSqrtBc2);
+    }
+    const outputs = await session.run(feeds);
+    const loss = Number((outputs[IoNames.loss]?.data as Float32Array)[0]);
+    for (const [name, value] of Object.entries(outputs)) {
+      const input = stateInputName(name);
+      if (input !== undefined) this.#tensors.set(input, value);
+    }
+    if (final) {
+      this.#stepCount++;
+      this.#microStep = 0;
+      if (this.#k > 1) this.#zeroAccumulators();
+      const gradNorm = Number((outputs[IoNames.gradNorm]?.data as Float32Array)[0]);
+      if (this.#options.training.exposeGradients !== true) return { loss, updated: true, gradNorm, step: this.#stepCount };
+      const gradients = new Map<string, Float32Array>();
+      for (const spec of this.model.registry.params) gradients.set(spec.name, outputs[IoNames.grad(spec.name)]?.data as Float32Array);
+      return { loss, updated: true, gradNorm, step: this.#stepCount, gradients };
+    }
+    this.#microStep++;
+    return { loss, updated: false, gradNorm: undefined, step: this.#stepCount };
+  }
+
+  /** A copy of the whole training state. */
+  exportState(): TrainingState {
+    const tensors = new Map<string, Float32Array>();
+    for (const [name, value] of this.#tensors) tensors.set(name, Float32Array.from(value.data as Float32Array));
+    return { step: this.#stepCount, microStep: this.#microStep, tensors };
+  }
+
+  /** Replaces the training state (every tensor must match the model's names and sizes). */
+  importState(state: TrainingState): void {
+    const next = new Map<string, ort.Tensor>();
+    for (const [name, value] of this.#tensors) {
+      const data = state.tensors.get(name);
+      if (data === undefined) throw new AppError(Code.INVALID_ARGUMENT, `the state has no tensor ${name}`);
+      if (data.length !== value.data.length) throw new AppError(Code.INVALID_ARGUMENT, `tensor ${name} has ${data.length} values, the model needs ${value.data.length}`);
+      next.set(name, new ort.Tensor("float32", Float32Array.from(data), value.dims));
+    }
+    if (!Number.isInteger(state.microStep) || state.microStep < 0 || state.microStep >= this.#k) {
+      throw new AppError(Code.INVALID_ARGUMENT, `micro-step ${state.microStep} is outside 0..${this.#k - 1}`);
+    }
+    this.#tensors = next;
+    this.#stepCount = state.step;
+    this.#microStep = state.microStep;
+  }
+
+  /** Loads weights by PyTorch-style name (fine-tuning, fixtures); names not in the model are refused. */
+  loadWeights(weights: ReadonlyMap<string, Float32Array>, options: { skip?: readonly string[] } = {}): void {
+    for (const [name, data] of weights) {
+      if (options.skip?.some((prefix) => name.startsWith(prefix)) === true) continue;
+      const key = this.#tensors.has(IoNames.param(name)) ? IoNames.param(name) : IoNames.buffer(name);
+      const current = this.#tensors.get(key);
+      if (current === undefined) throw new AppError(Code.INVALID_ARGUMENT, `the model has no parameter or buffer ${name}`);
+      if (current.data.length !== data.length) throw new AppError(Code.INVALID_ARGUMENT, `${name} has ${data.length} values, the model needs ${current.data.length}`);
+      this.#tensors.set(key, new ort.Tensor("float32", Float32Array.from(data), current.dims));
+    }
+  }
+
+  /** Current parameters and buffers by name. */
+  weights(): { params: Map<string, Float32Array>; buffers: Map<string, Float32Array> } {
+    const params = new Map<string, Float32Array>();
+    const buffers = new Map<string, Float32Array>();
+    for (const spec of this.model.registry.params) params.set(spec.name, this.#tensors.get(IoNames.param(spec.name))?.data as Float32Array);
+    for (const spec of this.model.registry.buffers) buffers.set(spec.name, this.#tensors.get(IoNames.buffer(spec.name))?.data as Float32Array);
+    return { params, buffers };
+  }
+
+  /** The inference model of the current weights (BN folded, dynamic batch). */
+  inferenceModel(options: InferenceModelOptions = {}): ModelProto {
+    return buildInferenceModel(this.model, this.weights(), options);
+  }
+
+  /** Eval-mode heatmaps of the current weights for `images` [n, 3, H, W]. */
+  async predict(images: Float32Array, n: number): Promise<Float32Array> {
+    this.#forward ??= await ort.InferenceSession.create(encodeModel(compileForwardGraph(this.model, { batch: "batch", mode: "eval" })), StepEngine.sessionOptions(this.#options));
+    const feeds: Record<string, ort.Tensor> = {
+      [IoNames.images]: tensor(images, [n, 3, this.model.config.inputHeight, this.model.config.inputWidth], "images"),
+    };
+    for (const name of this.#forward.inputNames) {
+      const value = this.#tensors.get(name);
+      if (value !== undefined) feeds[name] = value;
+    }
+    const outputs = await this.#forward.run(feeds);
+    return Float32Array.from(outputs[IoNames.heatmaps]?.data as Float32Array);
+  }
+
+  async release(): Promise<void> {
+    await this.#step.release();
+    await this.#accumulate?.release();
+    await this.#forward?.release();
+  }
+
+  #initialize(seed: number): void {
+    const rng = new Rng(seed);
+    for (const spec of this.model.registry.params) this.#tensors.set(IoNames.param(spec.name), new ort.Tensor("float32", initialize(spec, rng), spec.shape));
+    for (const spec of this.model.registry.buffers) this.#tensors.set(IoNames.buffer(spec.name), new ort.Tensor("float32", initialize(spec, rng), spec.shape));
+    for (const spec of this.model.registry.params) {
+      for (const slot of this.#slots) this.#tensors.set(IoNames.slot(slot, spec.name), zeros(spec.shape));
+    }
+    if (this.#k > 1) this.#zeroAccumulators();
+  }
+
+  #zeroAccumulators(): void {
+    for (const spec of this.model.registry.params) this.#tensors.set(IoNames.accum(spec.name), zeros(spec.shape));
+  }
+}
+
+/** Maps an output name to the input name it feeds at the next step ("param_out:x" → "param:x"). */
+function stateInputName(output: string): string | undefined {
+  for (const [from, to] of [["param_out:", "param:"], ["buffer_out:", "buffer:"], ["slot_out:", "slot:"], ["accum_out:", "accum:"]] as const) {
+    if (output.startsWith(from)) return to + output.slice(from.length);
+  }
+  return undefined;
+}
+
+function tensor(data: Float32Array, dims: readonly number[], what: string): ort.Tensor {
+  const count = dims.reduce((a, b) => a * b, 1);
+  if (data.length !== count) throw new AppError(Code.INVALID_ARGUMENT, `${what}: expected ${count} values for [${dims.join(", ")}], got ${data.length}`);
+  return new ort.Tensor("float32", data, dims);
+}
+
+function scalar(value: number): ort.Tensor {
+  return new ort.Tensor("float32", Float32Array.of(value), []);
+}
+
+function zeros(shape: readonly number[]): ort.Tensor {
+  return new ort.Tensor("float32", new Float32Array(shape.reduce((a, b) => a * b, 1)), shape);
+}

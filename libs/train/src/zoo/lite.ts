@@ -1,0 +1,52 @@
+import { add, relu } from "../ops/basic.js";
+import type { Sym } from "../tape.js";
+import type { ForwardContext } from "../nn/context.js";
+import { BatchNorm2d, Conv2d, ConvBnRelu, ConvTranspose2d } from "../nn/layers.js";
+import type { Init, Registry } from "../nn/parameters.js";
+import { BasicBlock, makeLayer } from "./blocks.js";
+
+export interface LiteConfig {
+  /** Widths at 1/2, 1/4 and 1/8 of the input, e.g. [16, 32, 64]. */
+  readonly channels: readonly [number, number, number];
+  readonly blocksPerStage: number;
+}
+
+const INIT: Init = { kind: "kaiming-normal-fan-out" };
+
+/**
+ * The small heatmap model for CPUs, tests and the demo (inputs 48x64 to 96x128): a stride-4 stem, residual
+ * blocks at 1/4 and 1/8, a stride-2 deconvolution back to 1/4 added to the 1/4 features (a U-Net-style skip
+ * keeps localisation sharp), and a 3x3 + 1x1 head. Heatmaps at a quarter of the input, like the big models.
+ */
+export class LitePose {
+  readonly #stem: ConvBnRelu[];
+  readonly #layer1: { forward(ctx: ForwardContext, x: Sym): Sym }[];
+  readonly #layer2: { forward(ctx: ForwardContext, x: Sym): Sym }[];
+  readonly #up: { deconv: ConvTranspose2d; bn: BatchNorm2d };
+  readonly #fuse: ConvBnRelu;
+  readonly #head: Conv2d;
+
+  constructor(registry: Registry, config: LiteConfig, numKeypoints: number) {
+    const [c0, c1, c2] = config.channels;
+    this.#stem = [
+      new ConvBnRelu(registry, "conv1", "bn1", 3, c0, 3, { stride: 2, init: INIT }),
+      new ConvBnRelu(registry, "conv2", "bn2", c0, c1, 3, { stride: 2, init: INIT }),
+    ];
+    this.#layer1 = makeLayer(registry, "layer1", BasicBlock, c1, c1, config.blocksPerStage, 1, INIT).blocks;
+    this.#layer2 = makeLayer(registry, "layer2", BasicBlock, c1, c2, config.blocksPerStage, 2, INIT).blocks;
+    this.#up = {
+      deconv: new ConvTranspose2d(registry, "up.0", c2, c1, 4, { stride: 2, padding: 1, init: { kind: "normal", std: 0.001 } }),
+      bn: new BatchNorm2d(registry, "up.1", c1),
+    };
+    this.#fuse = new ConvBnRelu(registry, "fuse.0", "fuse.1", c1, c1, 3, { init: INIT });
+    this.#head = new Conv2d(registry, "final_layer", c1, numKeypoints, 1, { bias: true, init: { kind: "normal", std: 0.001 }, biasInit: { kind: "zeros" } });
+  }
+
+  forward(ctx: ForwardContext, images: Sym): Sym {
+    const t = ctx.tape;
+    const quarter = this.#layer1.reduce((y, block) => block.forward(ctx, y), this.#stem.reduce((y, unit) => unit.forward(ctx, y), images));
+    const eighth = this.#layer2.reduce((y, block) => block.forward(ctx, y), quarter);
+    const up = relu(t, this.#up.bn.forward(ctx, this.#up.deconv.forward(ctx, eighth)));
+    return this.#head.forward(ctx, this.#fuse.forward(ctx, add(t, up, quarter)));
+  }
+}

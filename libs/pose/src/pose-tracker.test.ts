@@ -1,0 +1,50 @@
+import { describe, expect, it } from "vitest";
+import { PoseTracker, type TrackablePerson } from "@poseloop/pose";
+
+const K = 17;
+
+function person(x: number, y: number, width = 60, height = 160): TrackablePerson {
+  const keypoints = Array.from({ length: K }, (_, j) => [x + (j % 3) * (width / 3), y + j * (height / 17)]).flat();
+  return { box: { x, y, width, height }, keypoints };
+}
+
+describe("PoseTracker", () => {
+  it.each(["iou", "oks"] as const)("keeps ids stable as people move and gives a newcomer a new id (%s)", (metric) => {
+    const tracker = new PoseTracker({ metric });
+    expect(tracker.update([person(100, 50), person(400, 60)])).toEqual([1, 2]);
+    // Listed in the other order and moved a little: the ids follow the people, not the list.
+    expect(tracker.update([person(404, 62), person(103, 51)])).toEqual([2, 1]);
+    expect(tracker.update([person(106, 52), person(700, 40), person(408, 64)])).toEqual([1, 3, 2]);
+  });
+
+  it("keeps a track through missed frames up to maxAgeFrames, then forgets it", () => {
+    const tracker = new PoseTracker({ maxAgeFrames: 2 });
+    expect(tracker.update([person(100, 50)])).toEqual([1]);
+    tracker.update([]);
+    tracker.update([]);
+    expect(tracker.update([person(101, 50)])).toEqual([1]);
+    tracker.update([]);
+    tracker.update([]);
+    tracker.update([]);
+    expect(tracker.trackIds).toEqual([]);
+    expect(tracker.update([person(101, 50)])).toEqual([2]);
+  });
+
+  it("matches each track once, the most similar pair first", () => {
+    const tracker = new PoseTracker();
+    tracker.update([person(100, 50)]);
+    // Both overlap track 1; the closer one keeps the id, the other starts a track.
+    expect(tracker.update([person(130, 50), person(102, 50)])).toEqual([2, 1]);
+  });
+
+  it("does not match below the threshold", () => {
+    const tracker = new PoseTracker({ matchThreshold: 0.9 });
+    tracker.update([person(100, 50)]);
+    expect(tracker.update([person(115, 50)])).toEqual([2]);
+  });
+
+  it("needs keypoints for OKS tracking and refuses NaN boxes", () => {
+    expect(() => new PoseTracker({ metric: "oks" }).update([{ box: { x: 0, y: 0, width: 10, height: 10 } }])).toThrow(TypeError);
+    expect(() => new PoseTracker().update([{ box: { x: Number.NaN, y: 0, width: 10, height: 10 } }])).toThrow(RangeError);
+  });
+});

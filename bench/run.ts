@@ -5,6 +5,7 @@
 const benches: Record<string, () => Promise<{ run: () => Promise<void> }>> = {
   registry: () => import("./registry.js"),
   "grpc-stream": () => import("./grpc-stream.js"),
+  "train-step": () => import("./train-step.js"),
 };
 
 const wanted = process.argv.slice(2);

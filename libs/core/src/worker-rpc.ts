@@ -31,11 +31,20 @@ export function startModuleWorker(here: string, name: string, options: { workerD
   const base = new URL(here);
   const fromSources = base.pathname.endsWith(".ts");
   const url = new URL(`${name}.${fromSources ? "ts" : "js"}`, base);
-  return new Worker(url, {
-    workerData: options.workerData,
-    ...(options.name === undefined ? {} : { name: options.name }),
-    ...(fromSources ? { execArgv: ["--conditions=@poseloop/source", "--import", "tsx"] } : {}),
-  });
+  const common = { workerData: options.workerData, ...(options.name === undefined ? {} : { name: options.name }) };
+  if (!fromSources) return new Worker(url, common);
+  // Node does not apply loaders given in a worker's execArgv to its entry file, so a tiny bootstrap registers
+  // tsx first and then imports the TypeScript module.
+  const bootstrap = `import(${JSON.stringify(tsxApi())}).then(({ register }) => { register(); return import(${JSON.stringify(url.href)}); })`;
+  return new Worker(bootstrap, { ...common, eval: true, execArgv: ["--conditions=@poseloop/source"] });
+}
+
+function tsxApi(): string {
+  try {
+    return import.meta.resolve("tsx/esm/api");
+  } catch {
+    return "tsx/esm/api";
+  }
 }
 
 /**

@@ -33,7 +33,7 @@ export function foldBatchNorms(model: ModelProto): { model: ModelProto; folded: 
     if (consumers.get(x ?? "") !== 1 || graphOutputs.has(x ?? "")) continue;
     const tensors = [scaleName, biasName, meanName, varName, conv.input[1]].map((name) => (name === undefined ? undefined : initializers.get(name)));
     if (tensors.some((t) => t === undefined)) continue;
-    const [scale, shift, mean, variance, weightProto] = tensors.map((t) => fromTensorProto(t as TensorProto)) as HostTensor[];
+    const [scale, shift, mean, variance, weightProto] = tensors.map((t) => fromTensorProto(t as TensorProto));
     const biasProto = conv.input[2] === undefined || conv.input[2] === "" ? undefined : initializers.get(conv.input[2]);
     if (conv.input[2] !== undefined && conv.input[2] !== "" && biasProto === undefined) continue;
     const weight = weightProto as HostTensor;

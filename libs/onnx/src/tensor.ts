@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { TensorProto_DataType, TensorProtoSchema, type TensorProto } from "@poseloop/proto/onnx/onnx_pb";
+import { TensorProto_DataLocation, TensorProto_DataType, TensorProtoSchema, type TensorProto } from "@poseloop/proto/onnx/onnx_pb";
 import { AppError, Code } from "@poseloop/core";
 
 /** Element types PoseLoop's graphs use, by their onnxruntime names. */
@@ -31,7 +31,7 @@ export function elementCount(dims: readonly number[]): number {
 }
 
 export function dtypeOf(code: number): DType {
-  for (const [name, value] of Object.entries(DType)) if (value === code) return name as DType;
+  for (const [name, value] of Object.entries(DType)) if (Number(value) === code) return name as DType;
   throw new AppError(Code.INVALID_ARGUMENT, `unsupported ONNX element type ${code}`);
 }
 
@@ -84,7 +84,7 @@ export function fromTensorProto(proto: TensorProto): HostTensor {
   const dtype = dtypeOf(proto.dataType);
   const dims = proto.dims.map(Number);
   const count = elementCount(dims);
-  if (proto.dataLocation === 1 || proto.externalData.length > 0) {
+  if (proto.dataLocation === TensorProto_DataLocation.EXTERNAL || proto.externalData.length > 0) {
     throw new AppError(Code.INVALID_ARGUMENT, `tensor ${proto.name} keeps its data in an external file, which is not supported`);
   }
   const data = allocate(dtype, count);

@@ -1,4 +1,4 @@
-import { Rng } from "../rng.js";
+import { type Rng } from "../rng.js";
 
 /** How a tensor starts: the schemes the reference implementations use. */
 export type Init =

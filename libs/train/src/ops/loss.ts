@@ -1,5 +1,5 @@
 import type { Value } from "@poseloop/onnx";
-import { Tape, type Sym } from "../tape.js";
+import { type Tape, type Sym } from "../tape.js";
 import { nums } from "./dims.js";
 import { reduce } from "./reduce.js";
 

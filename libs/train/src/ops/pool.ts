@@ -1,5 +1,5 @@
 import { hostTensor, ints, str } from "@poseloop/onnx";
-import { Tape, type Sym } from "../tape.js";
+import { type Tape, type Sym } from "../tape.js";
 import { num, nums, windowOutput } from "./dims.js";
 
 export interface PoolOptions {

@@ -1,5 +1,5 @@
 import { hostTensor, str } from "@poseloop/onnx";
-import { Tape, type Sym } from "../tape.js";
+import { type Tape, type Sym } from "../tape.js";
 import { num } from "./dims.js";
 
 /** Nearest-neighbour upsampling by an integer factor (PyTorch nn.Upsample(mode="nearest")). */

@@ -89,7 +89,7 @@ export function emitUpdate(
   if (optimizer.kind === "sgd") {
     const newSlots: Value[] = [];
     if (optimizer.momentum > 0) {
-      const buffer = g.op("Add", [g.op("Mul", [slots[0] as Value, g.scalar(optimizer.momentum)]), d], {}, out);
+      const buffer = g.op("Add", [g.op("Mul", [slots[0], g.scalar(optimizer.momentum)]), d], {}, out);
       newSlots.push(buffer);
       d = optimizer.nesterov ? g.op("Add", [d, g.op("Mul", [buffer, g.scalar(optimizer.momentum)])], {}, out) : buffer;
     }
@@ -99,8 +99,8 @@ export function emitUpdate(
   if (optimizer.kind === "adamw" && optimizer.weightDecay > 0) {
     p = g.op("Mul", [p, g.op("Sub", [g.scalar(1), g.op("Mul", [scalars.lr, g.scalar(optimizer.weightDecay)])])], {}, out);
   }
-  const m = g.op("Add", [g.op("Mul", [slots[0] as Value, g.scalar(optimizer.beta1)]), g.op("Mul", [d, g.scalar(1 - optimizer.beta1)])], {}, out);
-  const v = g.op("Add", [g.op("Mul", [slots[1] as Value, g.scalar(optimizer.beta2)]), g.op("Mul", [g.op("Mul", [d, d]), g.scalar(1 - optimizer.beta2)])], {}, out);
+  const m = g.op("Add", [g.op("Mul", [slots[0], g.scalar(optimizer.beta1)]), g.op("Mul", [d, g.scalar(1 - optimizer.beta1)])], {}, out);
+  const v = g.op("Add", [g.op("Mul", [slots[1], g.scalar(optimizer.beta2)]), g.op("Mul", [g.op("Mul", [d, d]), g.scalar(1 - optimizer.beta2)])], {}, out);
   const denom = g.op("Add", [g.op("Div", [g.op("Sqrt", [v]), scalars.adamSqrtBc2]), g.scalar(optimizer.epsilon)], {}, out);
   const newParam = g.op("Sub", [p, g.op("Mul", [g.op("Div", [m, denom]), scalars.adamStepSize])], {}, out);
   return { param: newParam, slots: [m, v] };

@@ -96,9 +96,12 @@ export class StepEngine {
   }
 
   static async create(options: StepRunnerOptions): Promise<StepEngine> {
-    const device = options.device ?? "cpu";
-    checkDevice(device, options.mixedPrecision ?? false);
-    const model = defineModel(options.model);
+    return StepEngine.fromDefinition(defineModel(options.model), options);
+  }
+
+  /** An engine for a model definition built outside the zoo (tests, custom heads). */
+  static async fromDefinition(model: ModelDefinition, options: StepRunnerOptions): Promise<StepEngine> {
+    checkDevice(options.device ?? "cpu", options.mixedPrecision ?? false);
     const graphs = compileTrainingGraphs(model, options.training);
     const sessionOptions = StepEngine.sessionOptions(options);
     const step = await ort.InferenceSession.create(encodeModel(graphs.step), sessionOptions);

@@ -1,0 +1,32 @@
+export { cocoLayout, PERSON_CATEGORY_ID, personCategory } from "./coco-format.js";
+export type {
+  BoundingBox,
+  CocoDetection,
+  CocoImage,
+  CocoInfo,
+  CocoKeypointAnnotation,
+  CocoKeypointFile,
+  CocoLicense,
+  CocoPersonCategory,
+} from "./coco-format.js";
+export { cocoKeypointFileProblems, parseCocoKeypointFile } from "./coco-keypoint-file.js";
+export { writeCocoKeypoints } from "./coco-writer.js";
+export type { WriteCocoKeypointsOptions } from "./coco-writer.js";
+export { clipBox, cocoPoseInstances, readCocoKeypoints } from "./coco-reader.js";
+export type {
+  CocoKeypointDataset,
+  InstanceFilter,
+  PoseInstance,
+  ReadCocoKeypointsOptions,
+  ValidationBox,
+  ValidationImage,
+} from "./coco-reader.js";
+export { detectionBoxes, parseCocoDetections, readCocoDetections } from "./coco-detections.js";
+export type { DetectionFilter } from "./coco-detections.js";
+export { SeededRandom } from "./seeded-random.js";
+export { JOINT_LIMITS, PoseKind, poseHumanoid, sampleBodyShape, samplePose } from "./humanoid-model.js";
+export type { BodyPart, BodyShape, Material, PosedHumanoid, PoseAngles } from "./humanoid-model.js";
+export { renderSyntheticScene } from "./synthetic-scene.js";
+export type { SyntheticPerson, SyntheticScene, SyntheticSceneOptions } from "./synthetic-scene.js";
+export { generateSyntheticDataset, SYNTHETIC_GENERATOR_VERSION } from "./synthetic-dataset.js";
+export type { SyntheticDatasetOptions, SyntheticDatasetResult } from "./synthetic-dataset.js";

@@ -1,0 +1,16 @@
+export { assertImageSize, assertRgbImage, cloneRgbImage, createRgbImage, DEFAULT_MAX_PIXELS } from "./rgb-image.js";
+export type { Rgb, RgbImage } from "./rgb-image.js";
+export { fromRawPixels, RawPixelFormat, rawBytesPerPixel } from "./raw-pixels.js";
+export type { RawPixels, RawPixelsOptions } from "./raw-pixels.js";
+export { decodeImage, detectImageFormat, EncodedImageFormat } from "./image-decode.js";
+export type { DecodeImageOptions } from "./image-decode.js";
+export { encodeJpeg, encodePng } from "./image-encode.js";
+export type { EncodeImageOptions } from "./image-encode.js";
+export { IMAGENET_NORMALIZATION, warpToTensor } from "./warp-to-tensor.js";
+export type { TensorNormalization } from "./warp-to-tensor.js";
+export { drawLine, fillCapsule, fillCircle, fillEllipse, fillPolygon, fillRect, strokeRect } from "./draw-shapes.js";
+export type { ShapeStyle } from "./draw-shapes.js";
+export { drawText, lineHeight, measureText } from "./bitmap-font.js";
+export type { TextStyle } from "./bitmap-font.js";
+export { DEFAULT_SIDE_COLOURS, drawPoses, trackColour } from "./pose-overlay.js";
+export type { OverlayPerson, PoseOverlayOptions, SideColours } from "./pose-overlay.js";

@@ -168,9 +168,24 @@ export class GraphBuilder {
     return value as Value;
   }
 
-  /** Marks `value` as a graph output, under `name` when given (through an Identity). */
-  output(value: Value, name?: string): Value {
-    const out = name === undefined || name === value.name ? value : this.op("Identity", [value], {}, { name, dtype: value.dtype, ...(value.shape === undefined ? {} : { shape: value.shape }) });
+  /**
+   * Marks `value` as a graph output, under `name` when given, through an Identity. With `renameProducer` the
+   * producing node's output is renamed instead (no extra node in a deployed model), when nothing has read it
+   * yet; the caller must then stop using `value` and use the returned value.
+   */
+  output(value: Value, name?: string, options: { renameProducer?: boolean } = {}): Value {
+    let out = value;
+    if (name !== undefined && name !== value.name) {
+      const producer = this.#nodes.find((node) => node.output.includes(value.name));
+      const read = this.#nodes.some((node) => node.input.includes(value.name)) || this.#outputs.some((o) => o.name === value.name);
+      if (options.renameProducer === true && producer !== undefined && !read) {
+        this.#claim(name);
+        producer.output = producer.output.map((o) => (o === value.name ? name : o));
+        out = { ...value, name };
+      } else {
+        out = this.op("Identity", [value], {}, { name, dtype: value.dtype, ...(value.shape === undefined ? {} : { shape: value.shape }) });
+      }
+    }
     this.#outputs.push(valueInfo(out.name, out.dtype, out.shape));
     return out;
   }

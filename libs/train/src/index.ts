@@ -21,3 +21,5 @@ export type { Device, StepBatch, StepResult, StepRunnerOptions } from "./runner/
 export { decodeTrainingState, encodeTrainingState } from "./runner/training-state.js";
 export type { TrainingState } from "./runner/training-state.js";
 export { StepRunner } from "./runner/step-runner.js";
+export { initialize, Registry } from "./nn/parameters.js";
+export type { Init, TensorSpec } from "./nn/parameters.js";

@@ -61,7 +61,7 @@ export function buildInferenceModel(model: ModelDefinition, weights: Weights, op
     buffers.set(spec.name, g.initializer(spec.name, { dtype: "float32", dims: spec.shape, data }));
   }
   const heatmaps = model.forward(new ForwardContext(t, "eval", params, buffers), images);
-  g.output(heatmaps.value, options.outputName ?? "heatmaps");
+  g.output(heatmaps.value, options.outputName ?? "heatmaps", { renameProducer: true });
   for (const [key, value] of Object.entries(options.metadata ?? {})) g.metadata(key, value);
   const built = g.build();
   return options.foldBatchNorm === false ? built : foldBatchNorms(built).model;

@@ -1,0 +1,13 @@
+export { calibrate, entropyThreshold, percentileThreshold } from "./calibration.js";
+export type { CalibrationFeeds, CalibratorKind, TensorRange } from "./calibration.js";
+export { defaultStrategies, runQuantizationGate } from "./gate.js";
+export type { GateAttempt, GateResult, GateStrategy } from "./gate.js";
+export { indexGraph, nodeLabel } from "./graph-analysis.js";
+export { prepareForQuantization } from "./prepare.js";
+export { activationParameters, planQuantization, rewriteQdq } from "./qdq-rewrite.js";
+export type { QuantizationPlan, QuantizedLayer } from "./qdq-rewrite.js";
+export { activationParams, quantizeBias, quantizeWeights, symmetricChannelScales } from "./quant-params.js";
+export type { ActivationType, QuantParams } from "./quant-params.js";
+export { quantizeModel, writeModelFile } from "./quantize.js";
+export type { QuantizationReport, QuantizedModel, QuantizeOptions } from "./quantize.js";
+export type { LayerReport } from "./report.js";

@@ -1,0 +1,106 @@
+import { randomBytes } from "node:crypto";
+import { open, rename, rm } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { decodeModel, encodeModel, type ModelProto } from "@poseloop/onnx";
+import { calibrate, type CalibrationFeeds, type CalibratorKind } from "./calibration.js";
+import { prepareForQuantization } from "./prepare.js";
+import { activationParameters, planQuantization, rewriteQdq } from "./qdq-rewrite.js";
+import { layerSqnr, type LayerReport } from "./report.js";
+import type { ActivationType } from "./quant-params.js";
+
+export interface QuantizeOptions {
+  /** Default "minmax". */
+  readonly calibrator?: CalibratorKind;
+  /** For the percentile calibrator; default 99.999. */
+  readonly percentile?: number;
+  /** Node names (or output names) left in fp32, e.g. the head. */
+  readonly keepFp32?: readonly string[];
+  /** Default "uint8" (asymmetric activations; int8 per-channel symmetric weights either way). */
+  readonly activationType?: ActivationType;
+  /** Skip the SQNR pass of the report (faster; layers get NaN). */
+  readonly skipSqnr?: boolean;
+}
+
+export interface QuantizationReport {
+  readonly calibrator: CalibratorKind;
+  readonly percentile: number | undefined;
+  readonly activationType: ActivationType;
+  readonly calibrationBatches: number;
+  /** Quantized compute layers: scales and output SQNR. */
+  readonly layers: readonly LayerReport[];
+  readonly quantizedTensors: number;
+  readonly keptFp32: readonly string[];
+  readonly foldedBatchNorms: number;
+  readonly decomposedConvTransposes: number;
+  readonly fp32Bytes: number;
+  readonly int8Bytes: number;
+  /** int8 file size / fp32 file size. */
+  readonly sizeRatio: number;
+}
+
+export interface QuantizedModel {
+  readonly model: ModelProto;
+  readonly bytes: Uint8Array;
+  readonly report: QuantizationReport;
+}
+
+/**
+ * Static post-training quantization to QDQ int8: prepares the float model (constants, BN folding), plans the
+ * quantized nodes, calibrates activation ranges on `feeds`, rewrites the graph, and reports per-layer scales,
+ * SQNR and sizes. Refuses malformed models and unsupported ops with an INVALID_ARGUMENT naming the node.
+ */
+export async function quantizeModel(fp32: ModelProto | Uint8Array, feeds: CalibrationFeeds, options: QuantizeOptions = {}): Promise<QuantizedModel> {
+  const source = fp32 instanceof Uint8Array ? decodeModel(fp32) : fp32;
+  const prepared = prepareForQuantization(source);
+  const plan = planQuantization(prepared.model, options.keepFp32);
+  const calibrator = options.calibrator ?? "minmax";
+  const activationType = options.activationType ?? "uint8";
+  const ranges = await calibrate(prepared.model, plan.tensors, feeds, {
+    calibrator,
+    ...(options.percentile === undefined ? {} : { percentile: options.percentile }),
+  });
+  const params = activationParameters(plan, ranges, activationType);
+  const rewritten = rewriteQdq(prepared.model, plan, params, activationType);
+  const bytes = encodeModel(rewritten.model);
+  const layers = options.skipSqnr === true ? rewritten.layers.map((layer) => ({ ...layer, sqnrDb: Number.NaN })) : await layerSqnr(prepared.model, rewritten.model, rewritten.layers, feeds);
+  const fp32Bytes = encodeModel(prepared.model).byteLength;
+  return {
+    model: rewritten.model,
+    bytes,
+    report: {
+      calibrator,
+      percentile: calibrator === "percentile" ? (options.percentile ?? 99.999) : undefined,
+      activationType,
+      calibrationBatches: feeds.length,
+      layers,
+      quantizedTensors: plan.tensors.length,
+      keptFp32: plan.keptFp32,
+      foldedBatchNorms: prepared.foldedBatchNorms,
+      decomposedConvTransposes: prepared.decomposedConvTransposes,
+      fp32Bytes,
+      int8Bytes: bytes.byteLength,
+      sizeRatio: bytes.byteLength / fp32Bytes,
+    },
+  };
+}
+
+/**
+ * Writes a model file so that readers see the whole file or none: a temporary file beside it, fsync, rename.
+ * A failure removes the temporary file, so quantization never leaves a partial model behind.
+ */
+export async function writeModelFile(path: string, bytes: Uint8Array): Promise<void> {
+  const temp = join(dirname(path), `.${randomBytes(6).toString("hex")}.partial`);
+  try {
+    const handle = await open(temp, "wx");
+    try {
+      await handle.writeFile(bytes);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await rename(temp, path);
+  } catch (error) {
+    await rm(temp, { force: true });
+    throw error;
+  }
+}

@@ -6,6 +6,8 @@ const benches: Record<string, () => Promise<{ run: () => Promise<void> }>> = {
   registry: () => import("./registry.js"),
   "grpc-stream": () => import("./grpc-stream.js"),
   "train-step": () => import("./train-step.js"),
+  data: () => import("./data.js"),
+  quant: () => import("./quant.js"),
 };
 
 const wanted = process.argv.slice(2);

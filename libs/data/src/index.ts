@@ -30,3 +30,22 @@ export { renderSyntheticScene } from "./synthetic-scene.js";
 export type { SyntheticPerson, SyntheticScene, SyntheticSceneOptions } from "./synthetic-scene.js";
 export { generateSyntheticDataset, SYNTHETIC_GENERATOR_VERSION } from "./synthetic-dataset.js";
 export type { SyntheticDatasetOptions, SyntheticDatasetResult } from "./synthetic-dataset.js";
+export {
+  augmentationProblems,
+  augmentRegion,
+  halfBodyRegion,
+  HRNET_AUGMENTATION,
+  resolveAugmentation,
+  sampleAugmentation,
+  upperBodyJoints,
+} from "./augmentation.js";
+export type { AugmentationConfig, OcclusionPatch, ResolvedAugmentation, SampleAugmentation } from "./augmentation.js";
+export { DecodedImageStore, DEFAULT_IMAGE_MEMORY_BYTES, imageLabel } from "./decoded-image-store.js";
+export type { DecodedImageStoreOptions, ImageCacheOptions, ImageStoreStats } from "./decoded-image-store.js";
+export { batchCount, epochOrder } from "./epoch-order.js";
+export { sampleTableFromImages, sampleTableFromInstances } from "./sample-table.js";
+export type { SampleTable } from "./sample-table.js";
+export { TopDownBatchBuilder } from "./top-down-batch.js";
+export type { BadSamplePolicy, BatchBuilderConfig, BatchRequest, PoseBatch, PoseSampleInfo, SkippedSample } from "./top-down-batch.js";
+export { PoseDataLoader } from "./pose-data-loader.js";
+export type { EpochOptions, PoseDataLoaderOptions, PoseDataSource } from "./pose-data-loader.js";

@@ -158,10 +158,11 @@ class Caller {
       yield* readStream<unknown>(call, controller.signal, (error) => fromServiceError(error as ServiceError));
       finished = true;
     } catch (error) {
-      finished = true;
       if (span !== undefined) recordError(span, error);
       throw AppError.from(error);
     } finally {
+      // Cancelling a call that already ended is a no-op; an abort or a consumer that stopped early must
+      // reach the server, or the call (and whatever the server holds for it) stays open.
       if (!finished) call.cancel();
       controller.abort();
       span?.end();

@@ -23,9 +23,11 @@ export function grpcServerSettingsFromEnv(env: EnvReader, prefix: string, defaul
 }
 
 /** A listening server built from settings, and how to stop it. */
-export interface RunningServer {
+export interface RunningServer<T = void> {
   readonly server: GrpcServer;
   readonly address: ListenAddress;
+  /** What `register` returned (the services it built, for the caller to start and stop). */
+  readonly registered: T;
   /** Drains open calls for up to the configured timeout, then cancels what is left. */
   stop(): Promise<void>;
 }
@@ -34,16 +36,16 @@ export interface RunningServer {
  * Builds a GrpcServer from a service's settings, lets `register` add its services, listens, and logs a
  * "listening" line with the address (service launchers and tests wait for that line).
  */
-export async function startGrpcServer(
+export async function startGrpcServer<T = void>(
   settings: GrpcServerSettings,
   options: {
     logger: Logger;
     service: string;
     initialHealth?: "SERVING" | "NOT_SERVING";
-    register?: (server: GrpcServer) => void;
+    register?: (server: GrpcServer) => T;
     fields?: LogFields;
   },
-): Promise<RunningServer> {
+): Promise<RunningServer<T>> {
   const { logger } = options;
   const server = new GrpcServer({
     logger,
@@ -51,12 +53,13 @@ export async function startGrpcServer(
     maxSendMessageBytes: settings.maxMessageBytes,
     ...(options.initialHealth === undefined ? {} : { initialHealth: options.initialHealth }),
   });
-  options.register?.(server);
+  const registered = options.register?.(server) as T;
   const address = await server.listen(settings.host, settings.port);
   logger.info("listening", { service: options.service, address: `${address.host}:${address.port}`, ...options.fields });
   return {
     server,
     address,
+    registered,
     stop: async () => {
       const { forced } = await server.drain(settings.drainTimeoutMs);
       if (forced) logger.warn("calls still open at the drain timeout were cancelled", { timeout_ms: settings.drainTimeoutMs });

@@ -40,3 +40,4 @@ export { KeypointSmoother } from "./keypoint-smoother.js";
 export type { SmoothingOptions } from "./keypoint-smoother.js";
 export { PoseTracker } from "./pose-tracker.js";
 export type { TrackablePerson, TrackingMetric, TrackingOptions } from "./pose-tracker.js";
+export { decodeToFrame } from "./decode-to-frame.js";

@@ -23,3 +23,5 @@ export type { TrainingState } from "./runner/training-state.js";
 export { StepRunner } from "./runner/step-runner.js";
 export { initialize, Registry } from "./nn/parameters.js";
 export type { Init, TensorSpec } from "./nn/parameters.js";
+export { architectureName, IMAGENET_MEAN, IMAGENET_STD, keypointSchemaProto, modelManifest } from "./manifest.js";
+export type { ManifestOptions } from "./manifest.js";

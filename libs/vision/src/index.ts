@@ -14,3 +14,5 @@ export { drawText, lineHeight, measureText } from "./bitmap-font.js";
 export type { TextStyle } from "./bitmap-font.js";
 export { DEFAULT_SIDE_COLOURS, drawPoses, trackColour } from "./pose-overlay.js";
 export type { OverlayPerson, PoseOverlayOptions, SideColours } from "./pose-overlay.js";
+export { cropPerson } from "./top-down-crop.js";
+export type { CropSpec } from "./top-down-crop.js";

@@ -4,22 +4,49 @@ import { grpcServerSettingsFromEnv, type GrpcServerSettings } from "@poseloop/gr
 import { telemetryConfigFromEnv, type TelemetryConfig } from "@poseloop/telemetry";
 import { hostname } from "node:os";
 
+export interface InferenceLimits {
+  /** Encoded or raw frame bytes accepted. */
+  readonly maxFrameBytes: number;
+  /** Decoded frame pixels accepted (width × height). */
+  readonly maxFramePixels: number;
+  /** Person boxes per frame. */
+  readonly maxBoxesPerFrame: number;
+  /** Concurrent StreamKeypoints calls; more get RESOURCE_EXHAUSTED. */
+  readonly maxStreams: number;
+  /** Frames in flight per stream when the client asks for none, and the most it may ask for. */
+  readonly defaultMaxInFlight: number;
+  readonly maxInFlight: number;
+  /** Largest model artifact loaded. */
+  readonly maxModelBytes: number;
+}
+
 export interface InferencerConfig {
   readonly grpc: GrpcServerSettings;
   readonly bus: Omit<BusOptions, "logger">;
   readonly logLevel: LogLevel;
   readonly telemetry: TelemetryConfig;
   readonly telemetryWarnings: readonly string[];
-  /** The model name served when a request names none. */
+  /** The model name served when a request names none (the only one this process serves). */
   readonly defaultModel: string;
   readonly instanceId: string;
+  /** Inference worker threads, each with its own sessions. */
+  readonly workers: number;
+  readonly intraOpThreads: number;
+  /** People per batch, and how long a frame may wait for a batch to fill. */
+  readonly maxBatch: number;
+  readonly batchWaitMs: number;
+  /** Fraction of frames that get a span. */
+  readonly frameTraceRatio: number;
+  readonly limits: InferenceLimits;
 }
 
 /**
  * The inferencer's configuration from environment variables, every problem reported at once:
  * POSELOOP_INFERENCER_LISTEN (default 0.0.0.0:50051), POSELOOP_MODEL (default "demo"), POSELOOP_NATS_URL,
- * POSELOOP_BUS_DIR, POSELOOP_LOG_LEVEL, POSELOOP_INSTANCE_ID, POSELOOP_GRPC_MAX_MESSAGE_BYTES,
- * POSELOOP_DRAIN_TIMEOUT and the standard OTEL_* ones.
+ * POSELOOP_BUS_DIR, POSELOOP_INFERENCE_WORKERS, POSELOOP_INTRA_OP_THREADS, POSELOOP_MAX_BATCH,
+ * POSELOOP_BATCH_WAIT, POSELOOP_MAX_STREAMS, POSELOOP_STREAM_MAX_IN_FLIGHT, POSELOOP_MAX_FRAME_BYTES,
+ * POSELOOP_MAX_FRAME_PIXELS, POSELOOP_MAX_MODEL_BYTES, POSELOOP_FRAME_TRACE_RATIO, POSELOOP_LOG_LEVEL,
+ * POSELOOP_INSTANCE_ID, POSELOOP_GRPC_MAX_MESSAGE_BYTES, POSELOOP_DRAIN_TIMEOUT and the standard OTEL_* ones.
  */
 export function loadConfig(env: Env): InferencerConfig {
   const reader = new EnvReader(env);
@@ -33,8 +60,23 @@ export function loadConfig(env: Env): InferencerConfig {
   });
   const bus = busOptionsFromEnv(reader, instanceId);
   const logLevel = reader.oneOf("POSELOOP_LOG_LEVEL", Object.keys(LogLevel) as LogLevel[], { default: "info" });
+  const workers = reader.int("POSELOOP_INFERENCE_WORKERS", { default: 1, min: 1, max: 64 });
+  const intraOpThreads = reader.int("POSELOOP_INTRA_OP_THREADS", { default: 1, min: 1, max: 256 });
+  const maxBatch = reader.int("POSELOOP_MAX_BATCH", { default: 8, min: 1, max: 256 });
+  const batchWaitMs = reader.durationMs("POSELOOP_BATCH_WAIT", { default: 2, min: 0, max: 1000 });
+  const frameTraceRatio = reader.number("POSELOOP_FRAME_TRACE_RATIO", { default: 1, min: 0, max: 1 });
+  const defaultMaxInFlight = reader.int("POSELOOP_STREAM_MAX_IN_FLIGHT", { default: 4, min: 1, max: 256 });
+  const limits: InferenceLimits = {
+    maxFrameBytes: reader.int("POSELOOP_MAX_FRAME_BYTES", { default: 8 * 1024 * 1024, min: 1024 }),
+    maxFramePixels: reader.int("POSELOOP_MAX_FRAME_PIXELS", { default: 3840 * 2160, min: 1 }),
+    maxBoxesPerFrame: 64,
+    maxStreams: reader.int("POSELOOP_MAX_STREAMS", { default: 64, min: 1, max: 100_000 }),
+    defaultMaxInFlight,
+    maxInFlight: Math.max(defaultMaxInFlight, 32),
+    maxModelBytes: reader.int("POSELOOP_MAX_MODEL_BYTES", { default: 512 * 1024 * 1024, min: 1024 }),
+  };
   reader.done("inferencer configuration");
   assertModelName(defaultModel);
   const { config: telemetry, warnings } = telemetryConfigFromEnv(env, { serviceName: "poseloop-inferencer", serviceVersion: "0.1.0" });
-  return Object.freeze({ grpc, bus, logLevel, telemetry, telemetryWarnings: warnings, defaultModel, instanceId });
+  return Object.freeze({ grpc, bus, logLevel, telemetry, telemetryWarnings: warnings, defaultModel, instanceId, workers, intraOpThreads, maxBatch, batchWaitMs, frameTraceRatio, limits });
 }

@@ -1,41 +1,62 @@
 import { ModelRegistry, openBus, type Bus } from "@poseloop/bus";
 import type { Logger } from "@poseloop/core";
 import { startGrpcServer, type GrpcServer, type ListenAddress } from "@poseloop/grpc";
+import { InferenceService } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
+import { BatchScheduler } from "./batch-scheduler.js";
 import type { InferencerConfig } from "./config.js";
+import { FrameProcessor } from "./frame-processor.js";
+import { inferenceService } from "./inference-service.js";
+import { ModelManager } from "./model-manager.js";
+import { InferenceWorkerPool } from "./worker-pool.js";
 
 /** A running inferencer: its gRPC address and how to stop it. */
 export interface InferencerProcess {
   readonly address: ListenAddress;
   readonly server: GrpcServer;
   readonly bus: Bus;
+  readonly models: ModelManager;
   stop(): Promise<void>;
 }
 
 /**
- * Starts the inferencer: opens the bus and the model registry, then serves gRPC with health and reflection.
- * Health stays NOT_SERVING until a model version is loaded, so that load balancers and Kubernetes readiness
- * probes send no frames to an inferencer that cannot answer them.
+ * Starts the inferencer: the bus and the registry, the inference workers, the model manager following the
+ * serving version of the configured model, and InferenceService over gRPC. Health stays NOT_SERVING until a
+ * model version is loaded, so that load balancers and readiness probes send no frames it cannot answer.
  */
 export async function startInferencer(config: InferencerConfig, logger: Logger): Promise<InferencerProcess> {
   const bus = await openBus({ ...config.bus, logger });
+  const pool = InferenceWorkerPool.create(config.workers, { intraOpThreads: config.intraOpThreads, maxPixels: config.limits.maxFramePixels });
   try {
-    await ModelRegistry.open(bus, logger);
+    const registry = await ModelRegistry.open(bus, logger);
     const grpc = await startGrpcServer(config.grpc, {
       logger,
       service: "inferencer",
       initialHealth: "NOT_SERVING",
-      fields: { bus: bus.kind, bus_location: bus.location, model: config.defaultModel },
+      fields: { bus: bus.kind, bus_location: bus.location, model: config.defaultModel, workers: config.workers },
+      register: (server) => {
+        const models = new ModelManager({ registry, pool, modelName: config.defaultModel, logger, health: server.health, healthServices: [InferenceService.typeName], maxModelBytes: config.limits.maxModelBytes });
+        const scheduler = new BatchScheduler(pool, models, { maxBatch: config.maxBatch, maxWaitMs: config.batchWaitMs });
+        const processor = new FrameProcessor(scheduler, { limits: config.limits, frameTraceRatio: config.frameTraceRatio, modelName: config.defaultModel });
+        server.register(InferenceService, inferenceService({ processor, models, limits: config.limits, defaultModel: config.defaultModel, logger }));
+        return models;
+      },
     });
+    const manager = grpc.registered;
+    manager.start();
     return {
       address: grpc.address,
       server: grpc.server,
       bus,
+      models: manager,
       stop: async () => {
         await grpc.stop();
+        await manager.stop();
+        await pool.close();
         await bus.close();
       },
     };
   } catch (error) {
+    await pool.close();
     await bus.close();
     throw error;
   }

@@ -1,0 +1,66 @@
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { COCO17, type KeypointSchema } from "@poseloop/pose";
+import {
+  ChannelOrder,
+  HeatmapRefinement,
+  KeypointSchemaSchema,
+  type ModelManifestSchema,
+  Precision,
+  type KeypointSchema as KeypointSchemaProto,
+} from "@poseloop/proto/poseloop/common/v1/model_pb";
+import type { ModelConfig } from "./zoo/model-config.js";
+
+/** ImageNet statistics on the 0–255 scale, what the zoo models are trained with. */
+export const IMAGENET_MEAN = [123.675, 116.28, 103.53] as const;
+export const IMAGENET_STD = [58.395, 57.12, 57.375] as const;
+
+export interface ManifestOptions {
+  readonly schema?: KeypointSchema;
+  /** Gaussian sigma in heatmap pixels; default 2 (the references' value at 64x48 heatmaps). */
+  readonly sigma?: number;
+  readonly refinement?: "none" | "quarter-offset" | "dark";
+  readonly unbiased?: boolean;
+  readonly precision?: Precision;
+  readonly inputName?: string;
+  readonly outputName?: string;
+}
+
+/** The name of a zoo model in manifests: "lite", "simplebaseline-r50", "hrnet-w32". */
+export function architectureName(config: ModelConfig): string {
+  if (config.architecture === "simplebaseline") return `simplebaseline-r${config.simpleBaseline?.depth ?? 50}`;
+  if (config.architecture === "hrnet") return `hrnet-w${config.hrnet?.width ?? config.hrnet?.stages?.[0]?.numChannels[0] ?? 32}`;
+  return "lite";
+}
+
+export function keypointSchemaProto(schema: KeypointSchema): KeypointSchemaProto {
+  return create(KeypointSchemaSchema, {
+    name: schema.name,
+    keypointNames: [...schema.names],
+    skeleton: schema.skeleton.map(([fromIndex, toIndex]) => ({ fromIndex, toIndex })),
+    flipPairs: schema.flipPairs.map(([leftIndex, rightIndex]) => ({ leftIndex, rightIndex })),
+    oksSigmas: [...schema.sigmas],
+  });
+}
+
+/**
+ * The serving part of a zoo model's manifest: input tensor and normalization, keypoint schema, heatmap codec,
+ * output names. The trainer adds version, metrics, artifacts and provenance when it publishes.
+ */
+export function modelManifest(config: ModelConfig, options: ManifestOptions = {}): MessageInitShape<typeof ModelManifestSchema> {
+  const refinement = options.refinement === "dark" ? HeatmapRefinement.DARK : options.refinement === "none" ? HeatmapRefinement.NONE : HeatmapRefinement.QUARTER_OFFSET;
+  return {
+    architecture: architectureName(config),
+    input: {
+      name: options.inputName ?? "input",
+      width: config.inputWidth,
+      height: config.inputHeight,
+      channelOrder: ChannelOrder.RGB,
+      mean: [...IMAGENET_MEAN],
+      std: [...IMAGENET_STD],
+    },
+    keypointSchema: keypointSchemaProto(options.schema ?? COCO17),
+    codec: { kind: { case: "heatmap", value: { width: config.inputWidth / 4, height: config.inputHeight / 4, sigma: options.sigma ?? 2, refinement, unbiased: options.unbiased ?? false } } },
+    outputNames: [options.outputName ?? "heatmaps"],
+    precision: options.precision ?? Precision.FP32,
+  };
+}

@@ -1,0 +1,105 @@
+import { AppError, Code } from "@poseloop/core";
+import type { FrameJob, FrameOutcome } from "@poseloop/estimator";
+import type { ServingHandle } from "./model-manager.js";
+import type { InferenceWorkerPool } from "./worker-pool.js";
+
+/** The version a batch runs on: taken when the batch leaves, released when its results are back. */
+export interface VersionSource {
+  acquire(): ServingHandle | undefined;
+  release(handle: ServingHandle): void;
+}
+
+export interface ScheduledResult {
+  readonly outcome: FrameOutcome;
+  readonly handle: ServingHandle;
+  /** Time between submission and the batch leaving for a worker. */
+  readonly queueUs: number;
+}
+
+interface Pending {
+  readonly job: FrameJob;
+  readonly persons: number;
+  readonly submitted: bigint;
+  readonly resolve: (result: ScheduledResult) => void;
+  readonly reject: (error: unknown) => void;
+}
+
+/**
+ * Forms batches across frames and streams: frames wait at most `maxWaitMs` (or until `maxBatch` people are
+ * waiting) and leave together when a worker is free, so that under load each session run carries a full batch
+ * and at low load a frame waits no longer than the budget. A frame's people always share a batch.
+ */
+export class BatchScheduler {
+  readonly #pool: InferenceWorkerPool;
+  readonly #versions: VersionSource;
+  readonly #maxBatch: number;
+  readonly #maxWaitMs: number;
+  #pending: Pending[] = [];
+  #pendingPersons = 0;
+  #timer: NodeJS.Timeout | undefined;
+  #inFlight = 0;
+
+  constructor(pool: InferenceWorkerPool, versions: VersionSource, options: { maxBatch: number; maxWaitMs: number }) {
+    this.#pool = pool;
+    this.#versions = versions;
+    this.#maxBatch = options.maxBatch;
+    this.#maxWaitMs = options.maxWaitMs;
+  }
+
+  /** Frames waiting for a batch. */
+  get waiting(): number {
+    return this.#pending.length;
+  }
+
+  submit(job: FrameJob): Promise<ScheduledResult> {
+    return new Promise((resolve, reject) => {
+      const persons = Math.max(1, job.boxes.length) * (job.flipTest ? 2 : 1);
+      this.#pending.push({ job, persons, submitted: process.hrtime.bigint(), resolve, reject });
+      this.#pendingPersons += persons;
+      if (this.#pendingPersons >= this.#maxBatch) this.#flush();
+      else this.#timer ??= setTimeout(() => this.#flush(), this.#maxWaitMs);
+    });
+  }
+
+  #flush(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    while (this.#pending.length > 0 && this.#inFlight < this.#pool.size) {
+      const batch: Pending[] = [];
+      let persons = 0;
+      while (this.#pending.length > 0) {
+        const next = this.#pending[0] as Pending;
+        if (batch.length > 0 && persons + next.persons > this.#maxBatch) break;
+        batch.push(next);
+        persons += next.persons;
+        this.#pending.shift();
+      }
+      this.#pendingPersons -= persons;
+      this.#dispatch(batch);
+    }
+    if (this.#pending.length > 0) this.#timer ??= setTimeout(() => this.#flush(), this.#maxWaitMs);
+  }
+
+  #dispatch(batch: Pending[]): void {
+    const handle = this.#versions.acquire();
+    if (handle === undefined) {
+      const error = new AppError(Code.UNAVAILABLE, "no model version is loaded yet");
+      for (const item of batch) item.reject(error);
+      return;
+    }
+    this.#inFlight++;
+    const left = process.hrtime.bigint();
+    this.#pool.infer(handle.version, batch.map((item) => item.job)).then(
+      (outcomes) => {
+        batch.forEach((item, i) => item.resolve({ outcome: outcomes[i] as FrameOutcome, handle, queueUs: Number((left - item.submitted) / 1000n) }));
+      },
+      (error: unknown) => {
+        for (const item of batch) item.reject(error);
+      },
+    ).finally(() => {
+      this.#versions.release(handle);
+      this.#inFlight--;
+      if (this.#pending.length > 0) this.#flush();
+    });
+  }
+}

@@ -1,0 +1,79 @@
+import { randomBytes } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
+import { context as otelContext } from "@opentelemetry/api";
+import { AppError, Code, type Logger } from "@poseloop/core";
+import type { MethodsOf, ServiceImpl } from "@poseloop/grpc";
+import { FrameResultSchema, type InferenceService } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
+import type { InferenceLimits } from "./config.js";
+import { personsInit } from "./frame-conversion.js";
+import type { FrameProcessor } from "./frame-processor.js";
+import type { ModelManager } from "./model-manager.js";
+import { runStream } from "./stream-session.js";
+
+export interface InferenceServiceDependencies {
+  readonly processor: FrameProcessor;
+  readonly models: ModelManager;
+  readonly limits: InferenceLimits;
+  readonly defaultModel: string;
+  readonly logger: Logger;
+}
+
+/** InferenceService: streams, single images, and the serving model's state and changes. */
+export function inferenceService(deps: InferenceServiceDependencies): ServiceImpl<MethodsOf<typeof InferenceService>> {
+  let streams = 0;
+  const checkModel = (name: string): void => {
+    if (name !== "" && name !== deps.defaultModel) throw new AppError(Code.NOT_FOUND, `this inferencer serves ${deps.defaultModel}, not ${name}`);
+  };
+  return {
+    async *streamKeypoints(requests, ctx) {
+      if (streams >= deps.limits.maxStreams) throw new AppError(Code.RESOURCE_EXHAUSTED, `this inferencer already serves ${streams} streams, its limit`);
+      streams++;
+      const streamId = randomBytes(8).toString("hex");
+      const logger = deps.logger.child({ stream_id: streamId });
+      logger.debug("stream opened", { peer: ctx.peer });
+      try {
+        yield* runStream(requests, ctx.signal, { ...deps, logger, streamId });
+      } finally {
+        streams--;
+        logger.debug("stream closed");
+      }
+    },
+
+    async detectKeypoints(request) {
+      checkModel(request.modelName);
+      if (request.frame === undefined) throw new AppError(Code.INVALID_ARGUMENT, "the request carries no frame");
+      const minKeypointScore = request.minKeypointScore === 0 ? 0.2 : request.minKeypointScore;
+      const processed = await deps.processor.process(request.frame, { flipTest: request.flipTest, minKeypointScore, maxPersons: request.maxPersons }, otelContext.active());
+      processed.span?.end();
+      // One image, one answer: a failed frame is the call's status (a stream reports it in the frame instead).
+      if (!processed.ok) throw new AppError((processed.result.status?.code ?? Code.INTERNAL) as Code, processed.result.status?.message ?? "the frame failed");
+      const result = create(FrameResultSchema, processed.result);
+      result.persons = personsInit(processed.estimates);
+      return { result };
+    },
+
+    getServingModel(request) {
+      checkModel(request.modelName);
+      const current = deps.models.current;
+      return {
+        state: deps.models.state,
+        ...(current === undefined ? {} : { manifest: current.manifest, loadedAt: current.loadedAt }),
+        previous: [...deps.models.previous],
+      };
+    },
+
+    async *watchServingModel(request, ctx) {
+      checkModel(request.modelName);
+      for await (const event of deps.models.events(AbortSignal.any([ctx.signal, ctx.draining]))) {
+        yield {
+          kind: event.kind,
+          state: event.state,
+          ...(event.serving === undefined ? {} : { serving: event.serving }),
+          ...(event.candidate === undefined ? {} : { candidate: event.candidate }),
+          ...(event.error === undefined ? {} : { error: event.error }),
+          time: event.time,
+        };
+      }
+    },
+  };
+}

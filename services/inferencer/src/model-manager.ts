@@ -1,0 +1,240 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampNow, type Timestamp } from "@bufbuild/protobuf/wkt";
+import { context as otelContext, SpanKind, trace, type Link } from "@opentelemetry/api";
+import { type ModelRegistry, type ServingEntry } from "@poseloop/bus";
+import { AppError, AsyncQueue, Code, sleep, type Logger } from "@poseloop/core";
+import { ServingStatus, type HealthService } from "@poseloop/grpc";
+import { ModelRefSchema, type ModelManifest, type ModelRef } from "@poseloop/proto/poseloop/common/v1/model_pb";
+import { ServingEventKind, ServingState } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
+import { linkTo, recordError, traceContextFromRecord, withSpan } from "@poseloop/telemetry";
+import { servingSpecFromManifest, type ServingSpec } from "@poseloop/estimator";
+import type { VersionSource } from "./batch-scheduler.js";
+import type { InferenceWorkerPool } from "./worker-pool.js";
+
+/** A loaded model version, counted while batches run on it. */
+export interface ServingHandle {
+  readonly version: string;
+  readonly manifest: ModelManifest;
+  readonly spec: ServingSpec;
+  readonly ref: ModelRef;
+  readonly trainingJobId: string;
+  /** Link to the span that published this version (every frame span carries it). */
+  readonly publishLink: Link | undefined;
+  readonly loadedAt: Timestamp;
+}
+
+interface HandleState {
+  handle: ServingHandle;
+  inFlight: number;
+  retired: boolean;
+}
+
+/** A serving-model event, as WatchServingModel streams it. */
+export interface ServingEvent {
+  readonly kind: ServingEventKind;
+  readonly state: ServingState;
+  readonly serving: ModelManifest | undefined;
+  readonly candidate: ModelRef | undefined;
+  readonly error: { code: number; message: string } | undefined;
+  readonly time: Timestamp;
+}
+
+export interface ModelManagerOptions {
+  readonly registry: ModelRegistry;
+  readonly pool: InferenceWorkerPool;
+  readonly modelName: string;
+  readonly logger: Logger;
+  readonly health: HealthService;
+  /** Service names whose health follows the model (besides ""). */
+  readonly healthServices: readonly string[];
+  /** Largest artifact accepted. */
+  readonly maxModelBytes: number;
+}
+
+/**
+ * Keeps the inferencer on the registry's serving version of its model: on every change it fetches the manifest
+ * and the artifact (digest verified), checks the contract, loads and warms the version in every worker, then
+ * swaps atomically. Batches keep the version they started on; the old version is released once its last batch
+ * is back. A failed load leaves the current version serving and is reported (log, span, event).
+ */
+export class ModelManager implements VersionSource {
+  readonly #options: ModelManagerOptions;
+  readonly #controller = new AbortController();
+  #current: HandleState | undefined;
+  readonly #retired = new Set<HandleState>();
+  #state: ServingState = ServingState.WAITING;
+  readonly #previous: ModelRef[] = [];
+  readonly #watchers = new Set<AsyncQueue<ServingEvent>>();
+  #loop: Promise<void> | undefined;
+
+  constructor(options: ModelManagerOptions) {
+    this.#options = options;
+  }
+
+  /** Starts following the registry (in the background; reconnects and retries on bus errors). */
+  start(): void {
+    this.#loop ??= this.#follow();
+  }
+
+  async stop(): Promise<void> {
+    this.#controller.abort();
+    for (const queue of this.#watchers) queue.close();
+    await this.#loop?.catch(() => undefined);
+  }
+
+  get state(): ServingState {
+    return this.#state;
+  }
+
+  get current(): ServingHandle | undefined {
+    return this.#current?.handle;
+  }
+
+  /** Versions served before, newest first. */
+  get previous(): readonly ModelRef[] {
+    return this.#previous;
+  }
+
+  acquire(): ServingHandle | undefined {
+    const current = this.#current;
+    if (current === undefined) return undefined;
+    current.inFlight++;
+    return current.handle;
+  }
+
+  release(handle: ServingHandle): void {
+    const state = this.#current?.handle === handle ? this.#current : [...this.#retired].find((s) => s.handle === handle);
+    if (state === undefined) return;
+    state.inFlight--;
+    if (state.retired && state.inFlight === 0) void this.#drain(state);
+  }
+
+  /** Resolves once a version serves (or rejects after `timeoutMs`). */
+  async waitForServing(timeoutMs: number): Promise<ServingHandle> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.#current === undefined) {
+      if (Date.now() > deadline) throw new AppError(Code.DEADLINE_EXCEEDED, `no version of ${this.#options.modelName} loaded within ${timeoutMs} ms`);
+      await sleep(20, this.#controller.signal);
+    }
+    return this.#current.handle;
+  }
+
+  /** The state now, then every change, until `signal` aborts. */
+  async *events(signal: AbortSignal): AsyncGenerator<ServingEvent> {
+    const queue = new AsyncQueue<ServingEvent>({ limit: 256 });
+    queue.push(this.#event(ServingEventKind.SNAPSHOT, undefined, undefined));
+    this.#watchers.add(queue);
+    try {
+      yield* queue.iterate(signal);
+    } finally {
+      this.#watchers.delete(queue);
+    }
+  }
+
+  async #follow(): Promise<void> {
+    const { registry, modelName, logger } = this.#options;
+    const signal = this.#controller.signal;
+    let backoff = 250;
+    while (!signal.aborted) {
+      try {
+        let latest: ServingEntry | undefined;
+        let loading: Promise<void> | undefined;
+        for await (const entry of registry.watchServing(modelName, signal)) {
+          backoff = 250;
+          latest = entry;
+          // Loads run one at a time; while one runs, only the newest entry that arrived is kept for later.
+          loading ??= (async () => {
+            while (latest !== undefined) {
+              const next = latest;
+              latest = undefined;
+              await this.#load(next);
+            }
+            loading = undefined;
+          })();
+        }
+      } catch (error) {
+        if (signal.aborted) return;
+        logger.warn("watching the serving version failed; retrying", { model: modelName, err: error, retry_ms: backoff });
+        await sleep(backoff, signal).catch(() => undefined);
+        backoff = Math.min(backoff * 2, 10_000);
+      }
+    }
+  }
+
+  async #load(entry: ServingEntry): Promise<void> {
+    const { registry, pool, modelName, logger } = this.#options;
+    const ref = entry.record.model;
+    const version = ref?.version ?? "";
+    if (version === "" || version === this.#current?.handle.version) return;
+    const publishContext = traceContextFromRecord(entry.record.traceContext, otelContext.active());
+    const publishLink = linkTo(publishContext);
+    const candidate = create(ModelRefSchema, ref ?? {});
+    this.#state = this.#current === undefined ? ServingState.LOADING : this.#state;
+    this.#emit(ServingEventKind.LOADING, candidate, undefined);
+    await withSpan(
+      trace.getTracer("@poseloop/inferencer"),
+      "model.load",
+      { kind: SpanKind.CONSUMER, links: publishLink === undefined ? [] : [publishLink], attributes: { "poseloop.model.name": modelName, "poseloop.model.version": version } },
+      async (span) => {
+        try {
+          const manifest = await registry.getManifest(modelName, version, this.#controller.signal);
+          span.setAttribute("poseloop.training.job_id", manifest.trainingJobId);
+          const { spec, problems } = servingSpecFromManifest(manifest);
+          if (spec === undefined) throw AppError.invalid(`manifest of ${modelName} ${version}`, problems);
+          const current = this.#current?.handle;
+          if (current !== undefined && current.spec.numKeypoints !== spec.numKeypoints) {
+            throw new AppError(Code.FAILED_PRECONDITION, `${modelName} ${version} predicts ${spec.numKeypoints} keypoints, the serving version ${current.version} ${current.spec.numKeypoints}: clients expect the serving schema`);
+          }
+          const digest = manifest.model?.digest ?? "";
+          const artifact = manifest.artifacts.find((a) => a.digest === digest);
+          if (artifact === undefined) throw new AppError(Code.FAILED_PRECONDITION, `the manifest of ${modelName} ${version} lists no artifact with its serving digest ${digest}`);
+          const bytes = await registry.getArtifact(artifact.objectName, { expectedDigest: digest, maxBytes: this.#options.maxModelBytes, signal: this.#controller.signal });
+          await pool.load(spec, bytes);
+          const handle: ServingHandle = { version, manifest, spec, ref: manifest.model ?? candidate, trainingJobId: manifest.trainingJobId, publishLink, loadedAt: timestampNow() };
+          const previous = this.#current;
+          this.#current = { handle, inFlight: 0, retired: false };
+          this.#state = ServingState.SERVING;
+          this.#setHealth(ServingStatus.SERVING);
+          this.#emit(ServingEventKind.SWAPPED, candidate, undefined);
+          logger.info("serving a new model version", { model: modelName, version, digest, training_job_id: manifest.trainingJobId, previous: previous?.handle.version });
+          if (previous !== undefined) {
+            this.#previous.unshift(previous.handle.ref);
+            this.#previous.splice(20);
+            previous.retired = true;
+            this.#retired.add(previous);
+            if (previous.inFlight === 0) await this.#drain(previous);
+          }
+        } catch (error) {
+          const appError = AppError.from(error);
+          recordError(span, error);
+          if (this.#current === undefined) this.#state = ServingState.WAITING;
+          logger.error("model version rejected; the current version keeps serving", { model: modelName, version, code: appError.code, err: error });
+          this.#emit(ServingEventKind.LOAD_FAILED, candidate, { code: appError.code, message: appError.message });
+        }
+      },
+    );
+  }
+
+  async #drain(state: HandleState): Promise<void> {
+    if (!this.#retired.delete(state)) return;
+    await this.#options.pool.release(state.handle.version);
+    this.#emit(ServingEventKind.DRAINED, state.handle.ref, undefined);
+  }
+
+  #setHealth(status: ServingStatus): void {
+    this.#options.health.setStatus("", status);
+    for (const service of this.#options.healthServices) this.#options.health.setStatus(service, status);
+  }
+
+  #event(kind: ServingEventKind, candidate: ModelRef | undefined, error: ServingEvent["error"]): ServingEvent {
+    return { kind, state: this.#state, serving: this.#current?.handle.manifest, candidate, error, time: timestampNow() };
+  }
+
+  #emit(kind: ServingEventKind, candidate: ModelRef | undefined, error: ServingEvent["error"]): void {
+    const event = this.#event(kind, candidate, error);
+    for (const queue of this.#watchers) {
+      // A watcher that stopped reading loses events rather than growing memory.
+      queue.push(event);
+    }
+  }
+}

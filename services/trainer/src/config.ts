@@ -3,6 +3,7 @@ import { EnvReader, LogLevel, type Env } from "@poseloop/core";
 import { grpcServerSettingsFromEnv, type GrpcServerSettings } from "@poseloop/grpc";
 import { telemetryConfigFromEnv, type TelemetryConfig } from "@poseloop/telemetry";
 import { hostname } from "node:os";
+import { resolve } from "node:path";
 
 export interface TrainerConfig {
   readonly grpc: GrpcServerSettings;
@@ -13,12 +14,26 @@ export interface TrainerConfig {
   readonly telemetryWarnings: readonly string[];
   /** This process's name in job records and logs. */
   readonly workerId: string;
+  /** COCO datasets resolve under this folder; nothing outside it is read. */
+  readonly dataRoot: string;
+  /** Generated datasets and caches go under this folder. */
+  readonly workDir: string;
+  /** A folder every trainer mounts for checkpoints; empty: the bus's object store. */
+  readonly checkpointDir: string;
+  /** Jobs this process trains at once (0: API only, it trains nothing). */
+  readonly maxConcurrentJobs: number;
+  /** How long a job stays leased to a trainer that stopped heartbeating before another takes it over. */
+  readonly jobAckWaitMs: number;
+  /** When set, every TrainerService call must carry "authorization: Bearer <token>". */
+  readonly authToken: string;
 }
 
 /**
  * The trainer's configuration from environment variables, every problem reported at once:
  * POSELOOP_TRAINER_LISTEN (default 0.0.0.0:50052), POSELOOP_NATS_URL, POSELOOP_BUS_DIR, POSELOOP_LOG_LEVEL,
- * POSELOOP_WORKER_ID, POSELOOP_GRPC_MAX_MESSAGE_BYTES, POSELOOP_DRAIN_TIMEOUT and the standard OTEL_* ones.
+ * POSELOOP_WORKER_ID, POSELOOP_DATA_ROOT (default ./data), POSELOOP_WORK_DIR (default ./.poseloop/work),
+ * POSELOOP_CHECKPOINT_DIR, POSELOOP_MAX_CONCURRENT_JOBS (default 1), POSELOOP_JOB_ACK_WAIT (default 60s),
+ * POSELOOP_TRAINER_TOKEN, POSELOOP_GRPC_MAX_MESSAGE_BYTES, POSELOOP_DRAIN_TIMEOUT and the standard OTEL_* ones.
  */
 export function loadConfig(env: Env): TrainerConfig {
   const reader = new EnvReader(env);
@@ -30,7 +45,26 @@ export function loadConfig(env: Env): TrainerConfig {
   });
   const bus = busOptionsFromEnv(reader, workerId);
   const logLevel = reader.oneOf("POSELOOP_LOG_LEVEL", Object.keys(LogLevel) as LogLevel[], { default: "info" });
+  const dataRoot = resolve(reader.string("POSELOOP_DATA_ROOT", { default: "data" }));
+  const workDir = resolve(reader.string("POSELOOP_WORK_DIR", { default: ".poseloop/work" }));
+  const checkpointDirRaw = reader.string("POSELOOP_CHECKPOINT_DIR", { default: "" });
+  const maxConcurrentJobs = reader.int("POSELOOP_MAX_CONCURRENT_JOBS", { default: 1, min: 0, max: 64 });
+  const jobAckWaitMs = reader.durationMs("POSELOOP_JOB_ACK_WAIT", { default: 60_000, min: 1000, max: 3_600_000 });
+  const authToken = reader.string("POSELOOP_TRAINER_TOKEN", { default: "" });
   reader.done("trainer configuration");
   const { config: telemetry, warnings } = telemetryConfigFromEnv(env, { serviceName: "poseloop-trainer", serviceVersion: "0.1.0" });
-  return Object.freeze({ grpc, bus, logLevel, telemetry, telemetryWarnings: warnings, workerId });
+  return Object.freeze({
+    grpc,
+    bus,
+    logLevel,
+    telemetry,
+    telemetryWarnings: warnings,
+    workerId,
+    dataRoot,
+    workDir,
+    checkpointDir: checkpointDirRaw === "" ? "" : resolve(checkpointDirRaw),
+    maxConcurrentJobs,
+    jobAckWaitMs,
+    authToken,
+  });
 }

@@ -96,7 +96,9 @@ export class NatsKeyValueStore implements KeyValueStore {
   async keys(prefix = ""): Promise<string[]> {
     try {
       const keys: string[] = [];
-      for await (const key of await this.#kv.keys()) if (key.startsWith(prefix)) keys.push(key);
+      // A prefix ending at a token boundary ("ev.job-1.") lets the server filter ("ev.job-1.>").
+      const filter = prefix.endsWith(".") && prefix.length > 1 ? `${prefix}>` : undefined;
+      for await (const key of await this.#kv.keys(filter)) if (key.startsWith(prefix)) keys.push(key);
       return keys.sort();
     } catch (error) {
       throw fromNatsError(error, `list keys of ${this.#bucket}`);

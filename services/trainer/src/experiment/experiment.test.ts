@@ -1,0 +1,214 @@
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { Architecture, BlockType, DatasetKind, Device, OptimizerKind, PublishMode, ScheduleKind } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import { makeTempDir } from "@poseloop/testkit";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { parseExperiment, prepareExperiment } from "./experiment.js";
+import { resolveTrainConfig } from "./validate.js";
+
+const EXPERIMENTS = fileURLToPath(new URL("../../../../experiments/", import.meta.url));
+
+async function shipped(relative: string): Promise<string> {
+  return readFile(join(EXPERIMENTS, relative), "utf8");
+}
+
+/** Parses and resolves, failing the test with the problems when there are any. */
+function load(yaml: string, overrides: Record<string, string> = {}) {
+  const parsed = parseExperiment(yaml, overrides);
+  expect(parsed.problems).toEqual([]);
+  const resolved = resolveTrainConfig(parsed.config!);
+  expect(resolved.problems).toEqual([]);
+  return resolved.config;
+}
+
+/** A small valid COCO experiment; `train` replaces the TRAIN section's body. */
+function cocoExperiment(train = "  LR: 0.001\n  OPTIMIZER: adam\n  BATCH_SIZE_PER_GPU: 32\n  END_EPOCH: 20\n  LR_STEP: [10, 15]\n"): string {
+  return [
+    "NAME: test",
+    "DATASET:",
+    "  DATASET: coco",
+    "  ROOT: coco",
+    "  TRAIN_SET: train2017",
+    "  TEST_SET: val2017",
+    "MODEL:",
+    "  NAME: pose_resnet",
+    "  IMAGE_SIZE: [192, 256]",
+    "  HEATMAP_SIZE: [48, 64]",
+    "  EXTRA:",
+    "    NUM_LAYERS: 18",
+    "TEST:",
+    "  USE_GT_BBOX: true",
+    "PUBLISH:",
+    "  MODEL_NAME: test-model",
+    "TRAIN:",
+    train,
+  ].join("\n");
+}
+
+describe("shipped experiments", () => {
+  it("the synthetic demo trains the lite net on rendered people and publishes int8 'demo'", async () => {
+    const config = load(await shipped("synthetic/lite_64x48_demo.yaml"));
+    expect(config.model?.architecture).toBe(Architecture.LITE);
+    expect(config.model?.inputSize).toMatchObject({ width: 48, height: 64 });
+    expect(config.model?.codec?.kind.value).toMatchObject({ width: 12, height: 16 });
+    expect(config.data?.kind).toBe(DatasetKind.SYNTHETIC);
+    expect(config.data?.synthetic).toMatchObject({ trainImages: 2000, valImages: 200 });
+    expect(config.optimizer).toMatchObject({ kind: OptimizerKind.ADAM, lr: 0.001 });
+    expect(config.batchSize).toBe(32);
+    expect(config.endEpoch - config.beginEpoch).toBeGreaterThanOrEqual(8);
+    expect(config.validateEveryEpochs).toBe(1);
+    expect(config.publish).toMatchObject({ mode: PublishMode.BEST, modelName: "demo" });
+    expect(config.quantization?.enabled).toBe(true);
+  });
+
+  it("HRNet-W32 256x192 keeps the reference recipe", async () => {
+    const config = load(await shipped("coco/hrnet/w32_256x192_adam_lr1e-3.yaml"));
+    expect(config.model?.architecture).toBe(Architecture.HRNET);
+    expect(config.model?.inputSize).toMatchObject({ width: 192, height: 256 });
+    expect(config.model?.codec?.kind.value).toMatchObject({ width: 48, height: 64, sigma: 2 });
+    expect(config.optimizer).toMatchObject({ kind: OptimizerKind.ADAM, lr: 0.001 });
+    expect(config.schedule).toMatchObject({ kind: ScheduleKind.MULTISTEP, lrSteps: [170, 200] });
+    expect(config.schedule?.lrFactor).toBeCloseTo(0.1);
+    expect(config.endEpoch).toBe(210);
+    // 4 GPUs x 32 in the reference: 32 per micro-batch, 4 micro-batches per update.
+    expect(config.batchSize * config.gradAccumSteps).toBe(128);
+    expect(config.data?.coco).toMatchObject({ root: "coco", trainAnnotations: "annotations/person_keypoints_train2017.json", valImages: "val2017" });
+    const hrnet = config.model?.extra.case === "hrnet" ? config.model.extra.value : undefined;
+    expect(hrnet?.stages.map((stage) => stage.numBranches)).toEqual([1, 2, 3, 4]);
+    expect(hrnet?.stages.map((stage) => stage.numModules)).toEqual([1, 1, 4, 3]);
+    expect(hrnet?.stages[3]?.numChannels).toEqual([32, 64, 128, 256]);
+    expect(hrnet?.stages[1]?.block).toBe(BlockType.BASIC);
+    expect(config.augmentation).toMatchObject({ flip: true, rotationFactor: 45, halfBodyMinKeypoints: 8 });
+    expect(config.augmentation?.scaleFactor).toBeCloseTo(0.35);
+  });
+
+  it("SimpleBaseline ResNet-50 256x192 keeps the reference recipe", async () => {
+    const config = load(await shipped("coco/resnet/res50_256x192_d256x3_adam_lr1e-3.yaml"));
+    expect(config.model?.architecture).toBe(Architecture.SIMPLE_BASELINE);
+    const sb = config.model?.extra.case === "simpleBaseline" ? config.model.extra.value : undefined;
+    expect(sb).toMatchObject({ resnetDepth: 50, deconvFilters: [256, 256, 256], deconvKernels: [4, 4, 4], deconvWithBias: false, finalConvKernel: 1 });
+    expect(config.schedule?.lrSteps).toEqual([90, 120]);
+    expect(config.endEpoch).toBe(140);
+    expect(config.optimizer?.lr).toBe(0.001);
+    expect(config.device).toBe(Device.CUDA);
+  });
+});
+
+describe("parseExperiment", () => {
+  it("names an unknown key by its dotted path with the nearest known one", () => {
+    const { config, problems } = parseExperiment(cocoExperiment("  LRR: 0.001\n"));
+    expect(config).toBeUndefined();
+    expect(problems).toContain("TRAIN.LRR: unknown key (did you mean TRAIN.LR?)");
+  });
+
+  it("suggests a key that belongs to another section", () => {
+    expect(parseExperiment("TRAIN:\n  IMAGE_SIZE: [192, 256]\n").problems).toEqual(["TRAIN.IMAGE_SIZE: unknown key (did you mean MODEL.IMAGE_SIZE or DATASET.SYNTHETIC.IMAGE_SIZE?)"]);
+  });
+
+  it("reports a wrong type with the value it got", () => {
+    expect(parseExperiment(cocoExperiment('  LR: "abc"\n')).problems).toContain('TRAIN.LR: expected a number, got "abc"');
+  });
+
+  it("refuses reference keys it cannot honour", () => {
+    const yaml = [
+      "MODEL:",
+      "  PRETRAINED: models/pytorch/imagenet/resnet50-19c8e357.pth",
+      "  TARGET_TYPE: offset",
+      "DATASET:",
+      "  COLOR_RGB: false",
+      "LOSS:",
+      "  USE_TARGET_WEIGHT: false",
+    ].join("\n");
+    const problems = parseExperiment(yaml).problems;
+    expect(problems).toHaveLength(4);
+    expect(problems.map((problem) => problem.split(":")[0])).toEqual(["MODEL.PRETRAINED", "MODEL.TARGET_TYPE", "DATASET.COLOR_RGB", "LOSS.USE_TARGET_WEIGHT"]);
+  });
+
+  it("accepts the reference's CUDNN settings and directories", () => {
+    const yaml = `${cocoExperiment()}\nCUDNN:\n  BENCHMARK: true\nGPUS: (0,1,2,3)\nOUTPUT_DIR: output\nLOG_DIR: log\n`;
+    expect(parseExperiment(yaml).problems).toEqual([]);
+  });
+
+  it("reports settings of another architecture and of another dataset kind", () => {
+    const yaml = cocoExperiment().replace("    NUM_LAYERS: 18", "    NUM_LAYERS: 18\n    CHANNELS: [8, 16, 32]").replace("  ROOT: coco", "  ROOT: coco\n  SYNTHETIC:\n    TRAIN_IMAGES: 10");
+    expect(parseExperiment(yaml).problems).toEqual(["DATASET.SYNTHETIC: only for DATASET.DATASET synthetic", "MODEL.EXTRA.CHANNELS: only for MODEL.NAME pose_lite"]);
+  });
+
+  it("reports YAML syntax errors", () => {
+    const { config, problems } = parseExperiment("TRAIN:\n  LR: [1,\n");
+    expect(config).toBeUndefined();
+    expect(problems[0]).toMatch(/^YAML: /);
+  });
+
+  it("applies overrides with YAML scalar rules before converting", () => {
+    const config = load(cocoExperiment(), { "TRAIN.LR": "0.01", "TRAIN.LR_STEP": "[5, 12]", "TRAIN.OPTIMIZER": "sgd", "TRAIN.MOMENTUM": "0.9", "DATASET.FLIP": "true" });
+    expect(config.optimizer).toMatchObject({ kind: OptimizerKind.SGD, lr: 0.01 });
+    expect(config.schedule?.lrSteps).toEqual([5, 12]);
+    expect(config.augmentation?.flip).toBe(true);
+  });
+
+  it("reports an unknown override key and a mistyped override value", () => {
+    const { problems } = parseExperiment(cocoExperiment(), { "TRAIN.LRR": "0.01", "TRAIN.END_EPOCH": "ten" });
+    expect(problems).toEqual(["override TRAIN.LRR: unknown key (did you mean TRAIN.LR?)", 'TRAIN.END_EPOCH: expected a non-negative integer, got "ten"']);
+  });
+});
+
+describe("invalid experiments", () => {
+  let dataRoot: { path: string; remove: () => Promise<void> };
+  beforeEach(async () => {
+    dataRoot = await makeTempDir("poseloop-experiment-");
+  });
+  afterEach(async () => {
+    await dataRoot.remove();
+  });
+
+  async function problemsOf(yaml: string): Promise<string[]> {
+    const { config, problems } = await prepareExperiment(yaml, { dataRoot: dataRoot.path });
+    expect(config).toBeUndefined();
+    return problems;
+  }
+
+  async function withCocoFiles(): Promise<void> {
+    for (const split of ["train2017", "val2017"]) {
+      await mkdir(join(dataRoot.path, "coco", split), { recursive: true });
+      await mkdir(join(dataRoot.path, "coco", "annotations"), { recursive: true });
+      await writeFile(join(dataRoot.path, "coco", "annotations", `person_keypoints_${split}.json`), "{}");
+    }
+  }
+
+  it("a valid COCO experiment has no problems once its files exist", async () => {
+    await withCocoFiles();
+    const { config, problems } = await prepareExperiment(cocoExperiment(), { dataRoot: dataRoot.path });
+    expect(problems).toEqual([]);
+    expect(config?.batchSize).toBe(32);
+  });
+
+  const cases: [string, string, RegExp][] = [
+    ["a negative learning rate", "  LR: -0.1\n  OPTIMIZER: adam\n  BATCH_SIZE_PER_GPU: 32\n  END_EPOCH: 20\n", /^TRAIN\.LR \(optimizer\.lr\) must be > 0, got -0\.1$/],
+    ["an unknown optimizer", "  LR: 0.001\n  OPTIMIZER: rmsprop\n  BATCH_SIZE_PER_GPU: 32\n  END_EPOCH: 20\n", /^TRAIN\.OPTIMIZER: expected one of sgd, adam, adamw, got "rmsprop"$/],
+    ["batch size 0", "  LR: 0.001\n  OPTIMIZER: adam\n  BATCH_SIZE_PER_GPU: 0\n  END_EPOCH: 20\n", /^TRAIN\.BATCH_SIZE_PER_GPU \(batch_size\) must be > 0, got 0$/],
+    ["an unknown key", "  LR: 0.001\n  OPTIMIZER: adam\n  BATCH_SIZE_PER_GPU: 32\n  END_EPOCH: 20\n  WARMUP: 100\n", /^TRAIN\.WARMUP: unknown key/],
+    ["LR_STEP not increasing", "  LR: 0.001\n  OPTIMIZER: adam\n  BATCH_SIZE_PER_GPU: 32\n  END_EPOCH: 20\n  LR_STEP: [15, 10]\n", /^TRAIN\.LR_STEP \(schedule\.lr_steps\) must be strictly increasing, got \[15, 10\]$/],
+  ];
+
+  it.each(cases)("%s is a problem naming its key", async (_, train, expected) => {
+    await withCocoFiles();
+    const problems = await problemsOf(cocoExperiment(train));
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toMatch(expected);
+  });
+
+  it("a COCO root missing under the data root is a problem naming it", async () => {
+    expect(await problemsOf(cocoExperiment())).toEqual(["DATASET.ROOT: coco does not exist"]);
+  });
+
+  it("lists every problem of a file at once", async () => {
+    const yaml = cocoExperiment("  LR: -0.1\n  OPTIMIZER: rmsprop\n  BATCH_SIZE_PER_GPU: 0\n  END_EPOCH: 20\n  LR_STEP: [15, 10]\n  LRR: 1\n");
+    const problems = await problemsOf(yaml);
+    const subjects = problems.map((problem) => problem.split(/[ :]/, 1)[0]);
+    expect(subjects).toEqual(expect.arrayContaining(["TRAIN.LR", "TRAIN.OPTIMIZER", "TRAIN.BATCH_SIZE_PER_GPU", "TRAIN.LRR", "TRAIN.LR_STEP", "DATASET.ROOT"]));
+    // The parser's problem with OPTIMIZER is not repeated by the resolver.
+    expect(problems).toHaveLength(6);
+  });
+});

@@ -1,0 +1,157 @@
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { HeatmapRefinement } from "@poseloop/proto/poseloop/common/v1/model_pb";
+import {
+  Architecture,
+  BlockType,
+  Calibrator,
+  DatasetKind,
+  Device,
+  OptimizerKind,
+  PublishMode,
+  ScheduleKind,
+  TrainConfigSchema,
+} from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import { describe, expect, it } from "vitest";
+import { modelConfigFromSpec } from "./model-config.js";
+import { resolveTrainConfig } from "./validate.js";
+
+/** The plain-object form of a TrainConfig initializer (not an existing message). */
+type Init = Exclude<MessageInitShape<typeof TrainConfigSchema>, { $typeName: string }>;
+
+/** A minimal valid config: the lite net on synthetic data. */
+function minimal(init: Partial<Init> = {}): Init {
+  return {
+    name: "t",
+    model: { architecture: Architecture.LITE, inputSize: { width: 48, height: 64 } },
+    data: { kind: DatasetKind.SYNTHETIC, synthetic: { trainImages: 10, valImages: 2, imageWidth: 64, imageHeight: 64 } },
+    optimizer: { kind: OptimizerKind.ADAM, lr: 1e-3 },
+    batchSize: 4,
+    endEpoch: 2,
+    validation: { useGtBoxes: true },
+    publish: { modelName: "demo" },
+    ...init,
+  };
+}
+
+function resolve(init: Init) {
+  return resolveTrainConfig(create(TrainConfigSchema, init));
+}
+
+describe("resolveTrainConfig", () => {
+  it("applies the documented defaults", () => {
+    const { config, problems } = resolve(minimal());
+    expect(problems).toEqual([]);
+    expect(config).toMatchObject({ gradAccumSteps: 1, validateEveryEpochs: 1, logEverySteps: 10, loaderWorkers: 1, device: Device.CPU });
+    expect(config.optimizer).toMatchObject({ beta1: 0.9, beta2: 0.999 });
+    expect(config.optimizer?.epsilon).toBeCloseTo(1e-8, 12);
+    expect(config.model?.keypointSchema?.name).toBe("coco-17");
+    expect(config.model?.keypointSchema?.keypointNames).toHaveLength(17);
+    expect(config.model?.mean).toEqual([123.675, 116.28, 103.53]);
+    expect(config.model?.codec?.kind).toMatchObject({ case: "heatmap", value: { width: 12, height: 16, sigma: 2, refinement: HeatmapRefinement.QUARTER_OFFSET } });
+    expect(config.model?.extra).toMatchObject({ case: "lite", value: { channels: [16, 32, 64], blocksPerStage: 1 } });
+    expect(config.data).toMatchObject({ minKeypoints: 1, synthetic: { maxPeople: 4 } });
+    expect(config.schedule?.kind).toBe(ScheduleKind.CONSTANT);
+    expect(config.publish?.mode).toBe(PublishMode.BEST);
+    expect(config.checkpoint?.keepLast).toBe(3);
+    expect(config.quantization).toMatchObject({ calibrator: Calibrator.PERCENTILE, percentile: 99.99, calibrationSamples: 256, maxApDrop: 1 });
+  });
+
+  it("leaves its input alone and is idempotent", () => {
+    const input = create(TrainConfigSchema, minimal());
+    const once = resolveTrainConfig(input).config;
+    expect(input.gradAccumSteps).toBe(0);
+    expect(resolveTrainConfig(once).config).toEqual(once);
+  });
+
+  it("fills the reference HRNet-W32 layout, stem stage first", () => {
+    const { config, problems } = resolve(minimal({ model: { architecture: Architecture.HRNET, inputSize: { width: 192, height: 256 } } }));
+    expect(problems).toEqual([]);
+    const hrnet = config.model?.extra.case === "hrnet" ? config.model.extra.value : undefined;
+    expect(hrnet?.stages.map((stage) => stage.numChannels)).toEqual([[64], [32, 64], [32, 64, 128], [32, 64, 128, 256]]);
+    expect(modelConfigFromSpec(config.model!)).toMatchObject({ architecture: "hrnet", inputWidth: 192, hrnet: { stage1Planes: 64, finalConvKernel: 1 } });
+  });
+
+  it("keeps a given stem stage and fills the branched stages of HRNet-W<width>", () => {
+    const stem = { numModules: 1, numBranches: 1, block: BlockType.BOTTLENECK, numBlocks: [4], numChannels: [32] };
+    const { config, problems } = resolve(
+      minimal({ model: { architecture: Architecture.HRNET, inputSize: { width: 64, height: 64 }, extra: { case: "hrnet", value: { width: 8, stages: [stem] } } } }),
+    );
+    expect(problems).toEqual([]);
+    const hrnet = config.model?.extra.case === "hrnet" ? config.model.extra.value : undefined;
+    expect(hrnet?.stages.map((stage) => stage.numChannels)).toEqual([[32], [8, 16], [8, 16, 32], [8, 16, 32, 64]]);
+    expect(modelConfigFromSpec(config.model!).hrnet).toMatchObject({ stage1Planes: 32, width: 8 });
+  });
+
+  it("reports every problem of a config, in the experiment-file vocabulary", () => {
+    const { problems } = resolve(
+      minimal({
+        optimizer: { kind: OptimizerKind.UNSPECIFIED, lr: -0.1, momentum: 1.5 },
+        schedule: { kind: ScheduleKind.MULTISTEP, lrSteps: [1, 5], lrFactor: 2 },
+        batchSize: 0,
+        clipGradNorm: -1,
+        beginEpoch: 3,
+        endEpoch: 3,
+        mixedPrecision: true,
+        quantization: { percentile: 101 },
+        data: { kind: DatasetKind.COCO, valFraction: 1 },
+        publish: { modelName: "Bad Name" },
+        distillation: { teacher: { name: "teacher" }, lossWeight: -1 },
+      }),
+    );
+    const expected = [
+      "TRAIN.LR (optimizer.lr) must be > 0, got -0.1",
+      "TRAIN.OPTIMIZER (optimizer.kind) must be sgd, adam or adamw, got unspecified",
+      "TRAIN.MOMENTUM (optimizer.momentum) must be in [0, 1), got 1.5",
+      "TRAIN.BATCH_SIZE_PER_GPU (batch_size) must be > 0, got 0",
+      "TRAIN.CLIP_GRAD (clip_grad_norm) must be >= 0 (0: no clipping), got -1",
+      "TRAIN.END_EPOCH (end_epoch) must be greater than TRAIN.BEGIN_EPOCH (begin_epoch) 3, got 3",
+      "TRAIN.LR_FACTOR (schedule.lr_factor) must be in (0, 1], got 2",
+      "TRAIN.AMP (mixed_precision): mixed precision needs a GPU execution provider (TRAIN.DEVICE cuda or webgpu), got cpu",
+      "QUANT.PERCENTILE (quantization.percentile) must be in (0, 100], got 101",
+      "DATASET.VAL_FRACTION (data.val_fraction) must be in [0, 1), got 1",
+      "DATASET.ROOT (data.coco.root) is required for a COCO dataset: a folder under the trainer's data root",
+      "DISTILL.WEIGHT (distillation.loss_weight) must be > 0, got -1",
+    ];
+    expect(problems).toEqual(expect.arrayContaining(expected));
+    expect(problems.some((problem) => problem.startsWith("PUBLISH.MODEL_NAME (publish.model_name): model name \"Bad Name\""))).toBe(true);
+  });
+
+  it("reports LR steps outside the run and an unspecified dataset kind", () => {
+    const { problems } = resolve(minimal({ schedule: { lrSteps: [1, 9] }, data: {} }));
+    expect(problems).toEqual([
+      "DATASET.DATASET (data.kind) must be coco or synthetic, got unspecified",
+      "TRAIN.LR_STEP (schedule.lr_steps) must lie in [TRAIN.BEGIN_EPOCH, TRAIN.END_EPOCH) = [0, 2), got [1, 9]",
+    ]);
+  });
+
+  it("reports a heatmap that is not a quarter of the input and the zoo's own model problems", () => {
+    const { problems } = resolve(
+      minimal({ model: { architecture: Architecture.LITE, inputSize: { width: 50, height: 64 }, codec: { kind: { case: "heatmap", value: { width: 16, height: 16 } } } } }),
+    );
+    expect(problems).toEqual([
+      "MODEL: lite needs an input size divisible by 8, got 50x64",
+      "MODEL.HEATMAP_SIZE (model.codec.heatmap) must be MODEL.IMAGE_SIZE / 4 = [12.5, 16], got [16, 16]",
+    ]);
+  });
+
+  it("reports an inconsistent keypoint schema", () => {
+    const { problems } = resolve(
+      minimal({
+        model: {
+          architecture: Architecture.LITE,
+          inputSize: { width: 48, height: 64 },
+          keypointSchema: { name: "two", keypointNames: ["a", "b"], skeleton: [{ fromIndex: 0, toIndex: 5 }], flipPairs: [{ leftIndex: 0, rightIndex: 2 }], oksSigmas: [0.1] },
+        },
+      }),
+    );
+    expect(problems).toEqual([
+      "model.keypoint_schema: expected 2 OKS sigmas, got 1",
+      "model.keypoint_schema: limb [0, 5] is out of range",
+      "model.keypoint_schema: flip pair [0, 2] is invalid",
+    ]);
+  });
+
+  it("accepts mixed precision on a GPU execution provider", () => {
+    expect(resolve(minimal({ mixedPrecision: true, device: Device.CUDA })).problems).toEqual([]);
+  });
+});

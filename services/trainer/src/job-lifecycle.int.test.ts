@@ -1,0 +1,173 @@
+import { AppError, Code } from "@poseloop/core";
+import { BlobCheckpointStore } from "./jobs/checkpoint-store.js";
+import { JobState, type JobEvent } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
+import { createClient } from "@poseloop/grpc";
+import { TrainerService } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
+import { makeTempDir, spawnService, waitFor, type ServiceProcess } from "@poseloop/testkit";
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from "vitest";
+import { decodeCheckpoint } from "./runner/checkpoint-file.js";
+import { jobEvents, startTrainerHarness, type TrainerClient, type TrainerHarness } from "./testing/harness.js";
+import { tinyTrainConfig } from "./testing/tiny-config.js";
+
+const natsUrl = inject("natsUrl");
+
+/** Long enough to interrupt: 200 training images, 25 micro-batches per epoch. */
+function slowConfig(modelName: string, endEpoch = 3) {
+  return tinyTrainConfig({
+    name: "slow",
+    endEpoch,
+    logEverySteps: 2,
+    data: { kind: 2, synthetic: { trainImages: 200, valImages: 8, imageWidth: 128, imageHeight: 96, maxPeople: 1, seed: 9n }, name: "slow" },
+    publish: { mode: 1, modelName },
+  });
+}
+
+async function finalState(harness: { registry: unknown }, client: TrainerClient, store: BlobCheckpointStore, jobId: string): Promise<Uint8Array> {
+  void harness;
+  const { checkpoints } = await client.listCheckpoints({ jobId });
+  const last = checkpoints.at(-1);
+  if (last === undefined) throw new Error(`job ${jobId} has no checkpoints`);
+  return decodeCheckpoint(await store.get(last.location, last.digest)).state;
+}
+
+describe("job lifecycle: cancel, resume, rollback", () => {
+  let dir: { path: string; remove: () => Promise<void> };
+  let harness: TrainerHarness;
+  beforeAll(async () => {
+    dir = await makeTempDir("poseloop-lifecycle-");
+    harness = await startTrainerHarness(natsUrl, dir.path);
+  });
+  afterAll(async () => {
+    await harness.close();
+    await dir.remove();
+  });
+
+  it("cancels at a step boundary keeping a checkpoint, resumes from it to the end, and rolls the serving version back", async () => {
+    const client = harness.client;
+    // A first version to roll back to.
+    const first = await client.startTraining({ source: { case: "config", value: tinyTrainConfig({ publish: { modelName: "lifecycle" }, endEpoch: 1, schedule: { kind: 1 } }) } });
+    await jobEvents(client, first.job?.jobId ?? "");
+    const firstVersion = (await harness.registry.getServing("lifecycle"))?.record.model?.version;
+    expect(firstVersion).toBeDefined();
+
+    const { job } = await client.startTraining({ source: { case: "config", value: slowConfig("lifecycle") } });
+    const jobId = job?.jobId ?? "";
+    const seen: JobEvent[] = [];
+    const watching = (async () => {
+      for await (const r of client.watchJob({ jobId })) if (r.event !== undefined) seen.push(r.event);
+    })();
+    await waitFor(() => seen.some((e) => e.event.case === "progress"), { timeoutMs: 60_000, what: "progress" });
+    const cancelled = await client.cancelJob({ jobId, reason: "test" });
+    expect([JobState.CANCELLING, JobState.CANCELLED]).toContain(cancelled.job?.state);
+    await watching;
+    const end = seen.at(-1)?.event;
+    expect(end?.case === "stateChanged" && end.value.to).toBe(JobState.CANCELLED);
+    const saved = seen.flatMap((e) => (e.event.case === "checkpointSaved" ? [e.event.value.checkpoint] : []));
+    expect(saved.at(-1)?.reason).toBe(3); // CANCEL
+    const stoppedAt = saved.at(-1);
+    const { job: afterCancel } = await client.getJob({ jobId });
+    expect(afterCancel?.state).toBe(JobState.CANCELLED);
+    expect(afterCancel?.lastCheckpoint?.checkpointId).toBe(stoppedAt?.checkpointId);
+    await expect(client.cancelJob({ jobId })).rejects.toMatchObject({ code: Code.FAILED_PRECONDITION });
+
+    const resumed = await client.resumeJob({ jobId });
+    expect(resumed.job?.state).toBe(JobState.QUEUED);
+    const rest = await jobEvents(client, jobId, { skipProgress: true });
+    const resumedAt = rest.findLast((e) => e.event.case === "stateChanged" && e.event.value.to === JobState.RUNNING);
+    expect(resumedAt?.event.case === "stateChanged" && resumedAt.event.value.reason).toBe("resumed");
+    const final = rest.at(-1)?.event;
+    expect(final?.case === "stateChanged" && final.value.to).toBe(JobState.SUCCEEDED);
+    const { job: done } = await client.getJob({ jobId });
+    expect(done?.attempt).toBe(2);
+    // Training continued where it stopped: no epoch-0 validation was redone before the cancel point.
+    const validations = rest.flatMap((e) => (e.event.case === "validation" ? [e.event.value.epoch] : []));
+    expect(Math.min(...validations)).toBeGreaterThanOrEqual(stoppedAt?.epoch ?? 0);
+    const secondVersion = done?.published.at(-1)?.version;
+    expect((await harness.registry.getServing("lifecycle"))?.record.model?.version).toBe(secondVersion);
+
+    const rolled = await client.publishCheckpoint({ target: { case: "rollbackModelName", value: "lifecycle" }, reason: "test rollback" });
+    expect(rolled.serving?.model?.version).toBe(firstVersion);
+    expect(rolled.previous?.version).toBe(secondVersion);
+    expect((await harness.registry.getServing("lifecycle"))?.record.model?.version).toBe(firstVersion);
+
+    // Any kept checkpoint can be published again as a new version.
+    const { checkpoints } = await client.listCheckpoints({ jobId });
+    const republished = await client.publishCheckpoint({ target: { case: "checkpoint", value: { jobId, checkpointId: checkpoints[0]?.checkpointId ?? "" } } });
+    expect(republished.serving?.trainingJobId).toBe(jobId);
+    expect(republished.serving?.model?.version).not.toBe(secondVersion);
+  });
+
+  it("refuses dataset paths outside the data root with PERMISSION_DENIED", async () => {
+    const yaml = ["NAME: escape", "MODEL:", "  NAME: pose_lite", "  IMAGE_SIZE: [48, 64]", "DATASET:", "  DATASET: coco", "  ROOT: ../../etc", "  TRAIN_SET: train2017", "  TEST_SET: val2017", "TRAIN:", "  LR: 0.001", "  BATCH_SIZE_PER_GPU: 8", "  END_EPOCH: 1", "PUBLISH:", "  MODEL_NAME: escape"].join("\n");
+    const error = await harness.client.startTraining({ source: { case: "experimentYaml", value: yaml } }).catch((e: unknown) => e);
+    expect(AppError.is(error, Code.PERMISSION_DENIED)).toBe(true);
+  });
+});
+
+describe("job lifecycle: a trainer killed mid-epoch", () => {
+  const TRAINER = "services/trainer/src/main.ts";
+  const running: ServiceProcess[] = [];
+  let dir: { path: string; remove: () => Promise<void> };
+  beforeAll(async () => {
+    dir = await makeTempDir("poseloop-crash-");
+  });
+  afterEach(async () => {
+    await Promise.all(running.splice(0).map((service) => service.stop("SIGKILL")));
+  });
+  afterAll(async () => dir.remove());
+
+  async function trainer(id: string): Promise<{ process: ServiceProcess; client: TrainerClient }> {
+    const process = await spawnService(TRAINER, {
+      POSELOOP_TRAINER_LISTEN: "127.0.0.1:0",
+      POSELOOP_NATS_URL: natsUrl,
+      POSELOOP_DATA_ROOT: dir.path,
+      POSELOOP_WORK_DIR: dir.path,
+      POSELOOP_WORKER_ID: id,
+      POSELOOP_JOB_ACK_WAIT: "3s",
+      POSELOOP_LOG_LEVEL: "info",
+      POSELOOP_DRAIN_TIMEOUT: "2s",
+    });
+    running.push(process);
+    return { process, client: createClient(TrainerService, `127.0.0.1:${process.port}`) };
+  }
+
+  it("is taken over by another trainer from its last checkpoint and ends bit-identical to an uninterrupted run", async () => {
+    const bus = await import("@poseloop/bus").then((m) => m.NatsBus.connect({ servers: natsUrl, name: "crash-observer" }));
+    try {
+      const store = await BlobCheckpointStore.open(bus);
+      const a = await trainer("trainer-a");
+      const config = slowConfig("crash", 2);
+      const { job } = await a.client.startTraining({ source: { case: "config", value: config } });
+      const jobId = job?.jobId ?? "";
+      // Kill trainer A (SIGKILL: no cleanup at all) in epoch 1, after the epoch-0 checkpoint.
+      for await (const r of a.client.watchJob({ jobId })) {
+        const e = r.event?.event;
+        if (e?.case === "progress" && e.value.epoch === 1 && e.value.stepInEpoch >= 6) break;
+      }
+      await a.process.stop("SIGKILL");
+      const { job: orphaned } = await (await trainer("trainer-observer-api")).client.getJob({ jobId });
+      expect(orphaned?.state).toBe(JobState.RUNNING);
+      expect(orphaned?.workerId).toBe("trainer-a");
+      expect(orphaned?.lastCheckpoint?.epoch).toBe(1);
+
+      const b = await trainer("trainer-b");
+      const events = await jobEvents(b.client, jobId, { skipProgress: true, timeoutMs: 180_000 });
+      const takeover = events.find((e) => e.event.case === "stateChanged" && e.event.value.to === JobState.RUNNING && e.event.value.reason.includes("trainer-a"));
+      expect(takeover).toBeDefined();
+      const { job: done } = await b.client.getJob({ jobId });
+      expect(done?.state).toBe(JobState.SUCCEEDED);
+      expect(done?.workerId).not.toBe("trainer-a");
+      expect(done?.attempt).toBe(2);
+
+      // The same config, never interrupted.
+      const { job: reference } = await b.client.startTraining({ source: { case: "config", value: config } });
+      await jobEvents(b.client, reference?.jobId ?? "", { skipProgress: true, timeoutMs: 180_000 });
+      const crashed = await finalState({ registry: undefined }, b.client, store, jobId);
+      const uninterrupted = await finalState({ registry: undefined }, b.client, store, reference?.jobId ?? "");
+      expect(crashed.byteLength).toBe(uninterrupted.byteLength);
+      expect(Buffer.compare(Buffer.from(crashed), Buffer.from(uninterrupted))).toBe(0);
+    } finally {
+      await bus.close();
+    }
+  });
+});

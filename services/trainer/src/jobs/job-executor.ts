@@ -1,0 +1,448 @@
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { timestampNow } from "@bufbuild/protobuf/wkt";
+import { context as otelContext, SpanKind, trace, type Span } from "@opentelemetry/api";
+import type { JobDelivery, ModelRegistry } from "@poseloop/bus";
+import { AppError, Code, type Logger } from "@poseloop/core";
+import { KeypointMetricsSchema, type KeypointMetrics } from "@poseloop/proto/poseloop/common/v1/metrics_pb";
+import { ModelManifestSchema, ModelRefSchema, Precision, QuantizationSummarySchema, type ModelManifest, type ModelRef } from "@poseloop/proto/poseloop/common/v1/model_pb";
+import { StatusSchema } from "@poseloop/proto/poseloop/common/v1/status_pb";
+import { PublishMode, TrainConfigSchema, type TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import {
+  CheckpointReason,
+  CheckpointSchema,
+  JobProgressSchema,
+  JobState,
+  type Checkpoint,
+  type Job,
+} from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
+import { recordError, traceContextFromRecord, withSpan } from "@poseloop/telemetry";
+import { decodeCheckpoint } from "../runner/checkpoint-file.js";
+import type { DataRoots } from "../runner/datasets.js";
+import { servingManifest } from "../runner/model-contract.js";
+import type { ExportOutcome } from "../runner/training-run.js";
+import { TrainingSession } from "../runner/training-session.js";
+import type { CheckpointStore } from "./checkpoint-store.js";
+import type { CheckpointList } from "./checkpoint-list.js";
+import { isTerminal, JobEventLog, type JobStore } from "./job-store.js";
+
+const tracer = () => trace.getTracer("@poseloop/trainer");
+
+export interface ExecutorDependencies {
+  readonly store: JobStore;
+  readonly checkpoints: CheckpointStore;
+  readonly checkpointList: CheckpointList;
+  readonly registry: ModelRegistry;
+  readonly roots: DataRoots;
+  readonly workerId: string;
+  readonly logger: Logger;
+  /** The queue's lease; heartbeats go out at a third of it. */
+  readonly ackWaitMs: number;
+}
+
+/** The queue message of a job: its id (the record holds everything else). */
+export interface QueuedJob {
+  readonly jobId: string;
+}
+
+/** The process is stopping: the job goes back to the queue, as it is, for another trainer. */
+class HandBack extends Error {}
+
+/** Why the run stopped early. */
+class Stop extends Error {
+  constructor(readonly state: JobState.CANCELLED | JobState.FAILED, readonly reason: string, readonly error?: AppError) {
+    super(reason);
+  }
+}
+
+/** A job's error for users: the message with every problem, never a stack. */
+function statusOf(error: AppError): { code: number; message: string } {
+  return { code: error.code, message: error.problems.length === 0 ? error.message : `${error.message}: ${error.problems.join("; ")}` };
+}
+
+function metricsOf(bytes: Uint8Array | undefined): KeypointMetrics | undefined {
+  return bytes === undefined ? undefined : fromBinary(KeypointMetricsSchema, bytes);
+}
+
+/**
+ * Runs one job taken from the queue: takes it over (a crashed owner's job continues from its last
+ * checkpoint), drives the training worker epoch by epoch, reports progress, validates, checkpoints (every epoch,
+ * every N minutes, on cancel; keeping the last K and the best), publishes by policy, and records the outcome.
+ * The delivery is acked only when the job reached a final state, so a process that dies mid-job leaves it to
+ * be redelivered to another trainer.
+ */
+export class JobExecutor {
+  readonly #deps: ExecutorDependencies;
+
+  constructor(deps: ExecutorDependencies) {
+    this.#deps = deps;
+  }
+
+  async run(delivery: JobDelivery, signal: AbortSignal): Promise<void> {
+    const { store, logger } = this.#deps;
+    let queued: QueuedJob;
+    try {
+      queued = JSON.parse(new TextDecoder().decode(delivery.data)) as QueuedJob;
+      await store.require(queued.jobId);
+    } catch (error) {
+      logger.error("dropping an unreadable or unknown queued job", { err: error, delivery: delivery.id });
+      await delivery.term();
+      return;
+    }
+    const heartbeat = setInterval(() => void delivery.heartbeat().catch((error: unknown) => logger.warn("job heartbeat failed", { err: error, job_id: queued.jobId })), Math.max(250, this.#deps.ackWaitMs / 3));
+    try {
+      const done = await this.#execute(queued.jobId, delivery, signal);
+      if (done) await delivery.ack();
+      else await delivery.nak(1000);
+    } catch (error) {
+      logger.error("job execution failed; leaving it for redelivery", { err: error, job_id: queued.jobId });
+      await delivery.nak(2000).catch(() => undefined);
+    } finally {
+      clearInterval(heartbeat);
+    }
+  }
+
+  /** Returns true when the job reached a final state (ack), false to hand it back (this process is stopping). */
+  async #execute(jobId: string, delivery: JobDelivery, signal: AbortSignal): Promise<boolean> {
+    const { store, logger, workerId } = this.#deps;
+    const events = await JobEventLog.open(store, jobId);
+    const before = (await store.require(jobId)).job;
+    if (isTerminal(before.state)) return true;
+    if (before.state === JobState.CANCELLING) {
+      await this.#finish(events, jobId, JobState.CANCELLED, "cancelled before it started");
+      return true;
+    }
+    const previousOwner = before.state === JobState.RUNNING ? before.workerId : "";
+    const job = await store.update(jobId, (j) => {
+      j.state = JobState.RUNNING;
+      j.workerId = workerId;
+      j.attempt += 1;
+      j.startedAt ??= timestampNow();
+    });
+    const reason = previousOwner !== "" ? `taken over from ${previousOwner}, which stopped responding (delivery ${delivery.deliveryCount})` : job.attempt > 1 ? "resumed" : "started";
+    await events.append({ case: "stateChanged", value: { from: before.state, to: JobState.RUNNING, reason } });
+    logger.info("running a training job", { job_id: jobId, attempt: job.attempt, reason });
+
+    const parent = traceContextFromRecord(delivery.headers, otelContext.active());
+    return withSpan(tracer(), "training.job", { kind: SpanKind.CONSUMER, parent, attributes: { "poseloop.training.job_id": jobId, "poseloop.training.attempt": job.attempt, "poseloop.trainer.worker_id": workerId } }, async (span) => {
+      try {
+        await this.#train(job, events, span, signal);
+        return true;
+      } catch (error) {
+        if (error instanceof Stop) {
+          await this.#finish(events, jobId, error.state, error.reason, error.error);
+          return true;
+        }
+        if (error instanceof HandBack || signal.aborted) {
+          logger.warn("trainer stopping mid-job; the job will resume from its last checkpoint", { job_id: jobId });
+          return false;
+        }
+        const appError = AppError.from(error);
+        recordError(span, appError);
+        if (appError.code === Code.UNAVAILABLE) throw appError;
+        await this.#finish(events, jobId, JobState.FAILED, appError.message, appError);
+        return true;
+      }
+    });
+  }
+
+  async #finish(events: JobEventLog, jobId: string, state: JobState, reason: string, error?: AppError): Promise<void> {
+    let from = JobState.UNSPECIFIED;
+    await this.#deps.store.update(jobId, (j) => {
+      from = j.state;
+      j.state = state;
+      j.finishedAt = timestampNow();
+      if (error !== undefined) j.error = create(StatusSchema, statusOf(error));
+    });
+    await events.append({ case: "stateChanged", value: { from, to: state, reason, ...(error === undefined ? {} : { error: statusOf(error) }) } });
+    this.#deps.logger.info("training job ended", { job_id: jobId, state: JobState[state], reason });
+  }
+
+  async #train(job: Job, events: JobEventLog, jobSpan: Span, signal: AbortSignal): Promise<void> {
+    const { store, checkpoints, logger } = this.#deps;
+    const config = job.config as TrainConfig;
+    const jobId = job.jobId;
+    const resumeFrom = job.lastCheckpoint;
+    const checkpoint = resumeFrom === undefined ? undefined : await checkpoints.get(resumeFrom.location, resumeFrom.digest);
+    const fineTune = checkpoint === undefined ? await this.#initWeights(config) : undefined;
+    const teacher = await this.#teacher(config);
+    const session = await TrainingSession.start({
+      jobId,
+      config: toBinary(TrainConfigSchema, config),
+      roots: this.#deps.roots,
+      ...(checkpoint === undefined ? {} : { checkpoint }),
+      ...(fineTune === undefined ? {} : { initWeights: fineTune, skipLayers: [...(config.initFrom?.skipLayers ?? [])] }),
+      ...(teacher === undefined ? {} : { teacher }),
+    }, `poseloop-training-${jobId}`);
+    const cancelWatch = new AbortController();
+    const watching = (async () => {
+      for await (const record of store.watchRecord(jobId, AbortSignal.any([cancelWatch.signal, signal]))) {
+        if (record.state === JobState.CANCELLING) session.cancel();
+      }
+    })().catch(() => undefined);
+    const onStop = (): void => session.cancel();
+    signal.addEventListener("abort", onStop, { once: true });
+    try {
+      if (resumeFrom !== undefined) logger.info("resuming from checkpoint", { job_id: jobId, checkpoint: resumeFrom.checkpointId });
+      jobSpan.setAttribute("poseloop.training.resumed_from", resumeFrom?.checkpointId ?? "");
+      await this.#epochs(job, session, events, signal);
+    } finally {
+      signal.removeEventListener("abort", onStop);
+      cancelWatch.abort();
+      await watching;
+      await session.close();
+    }
+  }
+
+  async #epochs(job: Job, session: TrainingSession, events: JobEventLog, signal: AbortSignal): Promise<void> {
+    const { store } = this.#deps;
+    const config = job.config as TrainConfig;
+    const jobId = job.jobId;
+    const everyMs = config.checkpoint?.everyMinutes ? config.checkpoint.everyMinutes * 60_000 : 0;
+    let lastCheckpointAt = Date.now();
+    let samples = 0;
+    let seconds = 0;
+    let best: { checkpoint: Checkpoint | undefined; ap: number } = { checkpoint: job.lastCheckpoint?.isBest === true ? job.lastCheckpoint : undefined, ap: session.position.bestAp };
+    const bestSoFar = (await this.#deps.checkpointList.get(jobId)).find((c) => c.isBest);
+    if (bestSoFar !== undefined) best = { checkpoint: bestSoFar, ap: session.position.bestAp };
+
+    while (session.position.epoch < config.endEpoch) {
+      const epoch = session.position.epoch;
+      await withSpan(tracer(), "training.epoch", { attributes: { "poseloop.training.job_id": jobId, "poseloop.training.epoch": epoch } }, async (epochSpan) => {
+        let ended = false;
+        while (!ended) {
+          const chunk = await session.train(config.logEverySteps);
+          samples += chunk.samples;
+          seconds += chunk.seconds;
+          const p = chunk.position;
+          const rate = seconds > 0 ? samples / seconds : 0;
+          const remainingBatches = (config.endEpoch - p.epoch) * p.batchesPerEpoch - p.nextBatch;
+          const progress = {
+            epoch: chunk.epochEnded ? p.epoch - 1 : p.epoch,
+            endEpoch: config.endEpoch,
+            step: BigInt(p.step),
+            stepInEpoch: Math.floor((chunk.epochEnded ? p.batchesPerEpoch : p.nextBatch) / config.gradAccumSteps),
+            stepsPerEpoch: p.stepsPerEpoch,
+            loss: chunk.loss,
+            lr: chunk.lr,
+            samplesPerSecond: rate,
+            etaSeconds: rate > 0 ? Math.round((remainingBatches * config.batchSize) / rate) : 0,
+            gradNorm: Number.isFinite(chunk.gradNorm) ? chunk.gradNorm : 0,
+          };
+          if (chunk.batches > 0) {
+            await events.append({ case: "progress", value: progress });
+            await store.update(jobId, (j) => {
+              j.progress = create(JobProgressSchema, progress);
+            });
+          }
+          if (chunk.nonFinite) {
+            await events.append({ case: "warning", value: { code: "loss_not_finite", message: `the loss is not finite at step ${p.step}; lower TRAIN.LR or set TRAIN.CLIP_GRAD` } });
+            throw new Stop(JobState.FAILED, "the loss diverged", new AppError(Code.FAILED_PRECONDITION, `the loss became non-finite at epoch ${p.epoch} step ${p.step}; resume from the last checkpoint with a lower TRAIN.LR or TRAIN.CLIP_GRAD`));
+          }
+          if (chunk.cancelled) {
+            await this.#saveCheckpoint(job, session, events, CheckpointReason.CANCEL, undefined, false);
+            // A trainer shutting down hands the job back to the queue; another trainer resumes it from here.
+            if (signal.aborted) throw new HandBack();
+            throw new Stop(JobState.CANCELLED, "cancelled at a step boundary");
+          }
+          ended = chunk.epochEnded;
+          if (!ended && everyMs > 0 && Date.now() - lastCheckpointAt >= everyMs) {
+            await this.#saveCheckpoint(job, session, events, CheckpointReason.TIMER, undefined, false);
+            lastCheckpointAt = Date.now();
+          }
+        }
+        epochSpan.setAttribute("poseloop.training.step", session.position.step);
+      });
+      const completed = session.position.epoch;
+      const validate = (completed - config.beginEpoch) % Math.max(1, config.validateEveryEpochs) === 0 || completed === config.endEpoch;
+      let metrics: KeypointMetrics | undefined;
+      let isBest = false;
+      if (validate) {
+        const outcome = await withSpan(tracer(), "training.validate", { attributes: { "poseloop.training.job_id": jobId, "poseloop.training.epoch": completed } }, async (span) => {
+          const result = await session.validate();
+          span.setAttribute("poseloop.metrics.ap", result.ap);
+          return result;
+        });
+        metrics = metricsOf(outcome.metrics);
+        isBest = outcome.isBest;
+        await events.append({ case: "validation", value: { epoch: completed, step: BigInt(outcome.step), ...(metrics === undefined ? {} : { metrics }), isBest, durationMs: outcome.durationMs } });
+        if (isBest && metrics !== undefined) {
+          const m = metrics;
+          await store.update(jobId, (j) => {
+            j.bestMetrics = m;
+            j.bestEpoch = completed;
+          });
+        }
+      }
+      const saved = await this.#saveCheckpoint(job, session, events, CheckpointReason.EPOCH_END, metrics, isBest);
+      lastCheckpointAt = Date.now();
+      if (isBest) best = { checkpoint: saved.checkpoint, ap: metrics?.ap ?? 0 };
+      if (config.publish?.mode === PublishMode.EVERY_EPOCH && validate) await this.#publish(job, events, session, saved.checkpoint, saved.bytes);
+    }
+    const mode = config.publish?.mode ?? PublishMode.BEST;
+    if (mode === PublishMode.BEST && best.checkpoint !== undefined) {
+      const bytes = await this.#deps.checkpoints.get(best.checkpoint.location, best.checkpoint.digest);
+      await this.#publish(job, events, session, best.checkpoint, bytes);
+    } else if (mode === PublishMode.FINAL) {
+      const last = (await store.require(jobId)).job.lastCheckpoint;
+      if (last !== undefined) await this.#publish(job, events, session, last, undefined);
+    }
+    await this.#finish(events, jobId, JobState.SUCCEEDED, "training finished");
+  }
+
+  async #saveCheckpoint(job: Job, session: TrainingSession, events: JobEventLog, reason: CheckpointReason, metrics: KeypointMetrics | undefined, isBest: boolean): Promise<{ checkpoint: Checkpoint; bytes: Uint8Array }> {
+    const { store, checkpoints, checkpointList } = this.#deps;
+    const written = await session.checkpoint();
+    const stored = await checkpoints.put(job.jobId, written.id, written.bytes);
+    const checkpoint = create(CheckpointSchema, {
+      checkpointId: written.id,
+      jobId: job.jobId,
+      epoch: written.epoch,
+      step: BigInt(written.step),
+      reason,
+      ...(metrics === undefined ? {} : { metrics }),
+      isBest,
+      location: stored.location,
+      digest: stored.digest,
+      sizeBytes: BigInt(stored.sizeBytes),
+      createdAt: timestampNow(),
+    });
+    // Durable first, then recorded: a crash between the two leaves an unused file, never a record without one.
+    await store.update(job.jobId, (j) => {
+      j.lastCheckpoint = checkpoint;
+    });
+    const removed = await checkpointList.add(job.jobId, checkpoint, job.config?.checkpoint?.keepLast || 3);
+    for (const old of removed) await checkpoints.delete(old.location).catch(() => undefined);
+    await events.append({ case: "checkpointSaved", value: { checkpoint } });
+    return { checkpoint, bytes: written.bytes };
+  }
+
+  /** Export → int8 gate → registry, by the job's publish policy. A failed gate publishes nothing and says why. */
+  /**
+   * PublishCheckpoint: a kept checkpoint of any job through the same export → gate → registry path, in a
+   * training worker of its own. Returns the manifest now serving (the new version unless promotion is skipped).
+   */
+  async publishCheckpoint(job: Job, checkpointId: string, options: { modelName: string; skipPromotion: boolean }): Promise<{ serving: ModelManifest; previous?: ModelRef }> {
+    const { store, checkpointList, checkpoints, registry } = this.#deps;
+    const checkpoint = (await checkpointList.get(job.jobId)).find((c) => c.checkpointId === checkpointId);
+    if (checkpoint === undefined) throw new AppError(Code.NOT_FOUND, `job ${job.jobId} keeps no checkpoint ${checkpointId}`);
+    const bytes = await checkpoints.get(checkpoint.location, checkpoint.digest);
+    const previous = await registry.getServing(options.modelName);
+    const session = await TrainingSession.start({ jobId: job.jobId, config: toBinary(TrainConfigSchema, job.config ?? create(TrainConfigSchema)), roots: this.#deps.roots }, `poseloop-publish-${job.jobId}`);
+    try {
+      const events = await JobEventLog.open(store, job.jobId);
+      const manifest = await this.#publish(job, events, session, checkpoint, bytes, options);
+      if (manifest === undefined) throw new AppError(Code.FAILED_PRECONDITION, `checkpoint ${checkpointId} did not pass the int8 gate; see the job's events`);
+      const serving = options.skipPromotion ? await this.#manifest(options.modelName, "") : manifest;
+      return { serving, ...(previous?.record.model === undefined ? {} : { previous: create(ModelRefSchema, previous.record.model) }) };
+    } finally {
+      await session.close();
+    }
+  }
+
+  async #publish(job: Job, events: JobEventLog, session: TrainingSession, checkpoint: Checkpoint, bytes: Uint8Array | undefined, target?: { modelName: string; skipPromotion: boolean }): Promise<ModelManifest | undefined> {
+    const { registry, store, logger } = this.#deps;
+    const config = job.config as TrainConfig;
+    const modelName = target?.modelName ?? config.publish?.modelName ?? "";
+    const source = bytes ?? (await this.#deps.checkpoints.get(checkpoint.location, checkpoint.digest));
+    const started = Date.now();
+    const outcome: ExportOutcome = await withSpan(tracer(), "training.export", { attributes: { "poseloop.training.job_id": job.jobId, "poseloop.training.checkpoint_id": checkpoint.checkpointId } }, async (span) => {
+      const result = await session.export(source);
+      span.setAttribute("poseloop.model.fp32_bytes", result.sizes.fp32);
+      span.setAttribute("poseloop.model.int8_bytes", result.sizes.int8);
+      return result;
+    });
+    const fp32Metrics = metricsOf(outcome.fp32Metrics);
+    const int8Metrics = metricsOf(outcome.int8Metrics);
+    if (outcome.gate !== undefined) {
+      const gate = outcome.gate;
+      tracer()
+        .startSpan("training.quantize", { startTime: started, attributes: { "poseloop.training.job_id": job.jobId, "poseloop.quant.passed": gate.passed, "poseloop.quant.attempts": gate.attempts.length } })
+        .end();
+      await events.append({ case: "quantization", value: { attempts: gate.attempts, passed: gate.passed, maxApDrop: gate.maxApDrop, message: gate.message } });
+      if (!gate.passed) {
+        await events.append({ case: "warning", value: { code: "gate_failed", message: `nothing published from ${checkpoint.checkpointId}: ${gate.message}` } });
+        logger.warn("int8 gate failed; nothing published", { job_id: job.jobId, checkpoint: checkpoint.checkpointId, message: gate.message });
+        return undefined;
+      }
+    }
+    const int8 = outcome.int8;
+    const precision = int8 === undefined ? Precision.FP32 : Precision.INT8;
+    const accepted = outcome.gate?.attempts.find((a) => a.passed);
+    const quantization = config.quantization;
+    const manifest = create(ModelManifestSchema, servingManifest(config, precision));
+    manifest.model = create(ModelRefSchema, { name: modelName });
+    const served = int8Metrics ?? fp32Metrics;
+    if (served !== undefined) manifest.metrics = served;
+    if (fp32Metrics !== undefined) manifest.fp32Metrics = fp32Metrics;
+    manifest.trainingJobId = job.jobId;
+    manifest.parentVersion = config.initFrom?.source.case === "model" ? config.initFrom.source.value.version : "";
+    manifest.epoch = outcome.epoch;
+    manifest.step = BigInt(outcome.step);
+    manifest.labels = { experiment: config.name, checkpoint: checkpoint.checkpointId, ...job.labels };
+    if (accepted !== undefined && quantization !== undefined) {
+      manifest.quantization = create(QuantizationSummarySchema, {
+        calibrator: accepted.calibrator,
+        calibrationSamples: quantization.calibrationSamples,
+        fp32Nodes: [...quantization.fp32Nodes],
+        apDrop: (accepted.fp32Ap - accepted.int8Ap) * 100,
+        maxApDrop: quantization.maxApDrop,
+      });
+    }
+    const files = [
+      { file: "model.onnx", data: outcome.fp32, precision: Precision.FP32 },
+      { file: "weights.ptw", data: outcome.weights, precision: Precision.FP32 },
+      ...(int8 === undefined ? [] : [{ file: "model.int8.onnx", data: int8, precision: Precision.INT8 }]),
+    ];
+    const promote = !(target?.skipPromotion ?? config.publish?.skipPromotion === true);
+    const published = await withSpan(tracer(), "training.publish", { kind: SpanKind.PRODUCER, attributes: { "poseloop.training.job_id": job.jobId, "poseloop.model.name": modelName } }, async (span) => {
+      const result = await registry.publish({ manifest, files, servingFile: int8 === undefined ? "model.onnx" : "model.int8.onnx", promote, setBy: job.jobId, reason: `${config.name}: ${checkpoint.checkpointId}` });
+      span.setAttribute("poseloop.model.version", result.manifest.model?.version ?? "");
+      return result;
+    });
+    await store.update(job.jobId, (j) => {
+      j.published.push(create(ModelRefSchema, published.manifest.model ?? {}));
+    });
+    await events.append({ case: "published", value: { manifest: published.manifest, promoted: published.serving !== undefined, checkpointId: checkpoint.checkpointId } });
+    logger.info("published a model version", { job_id: job.jobId, model: modelName, version: published.manifest.model?.version, promoted: published.serving !== undefined, ap: published.manifest.metrics?.ap, fp32_ap: fp32Metrics?.ap });
+    return published.manifest;
+  }
+
+  /** Fine-tuning weights: a published version's weights file, or a checkpoint's state. */
+  async #initWeights(config: TrainConfig): Promise<Uint8Array | undefined> {
+    const source = config.initFrom?.source;
+    if (source === undefined || source.case === undefined) return undefined;
+    if (source.case === "model") {
+      const manifest = await this.#manifest(source.value.name, source.value.version);
+      return this.#artifact(manifest, "weights.ptw");
+    }
+    const { store, checkpoints } = this.#deps;
+    const list = await this.#deps.checkpointList.get(source.value.jobId);
+    const found = list.find((c) => c.checkpointId === source.value.checkpointId);
+    if (found === undefined) {
+      await store.require(source.value.jobId);
+      throw new AppError(Code.NOT_FOUND, `job ${source.value.jobId} has no checkpoint ${source.value.checkpointId}`);
+    }
+    return decodeCheckpoint(await checkpoints.get(found.location, found.digest)).state;
+  }
+
+  async #teacher(config: TrainConfig): Promise<Uint8Array | undefined> {
+    const teacher = config.distillation?.teacher;
+    if (teacher === undefined) return undefined;
+    const manifest = await this.#manifest(teacher.name, teacher.version);
+    return this.#artifact(manifest, "model.onnx");
+  }
+
+  async #manifest(name: string, version: string): Promise<ModelManifest> {
+    const { registry } = this.#deps;
+    if (version !== "") return registry.getManifest(name, version);
+    const serving = await registry.getServing(name);
+    if (serving?.record.model === undefined) throw new AppError(Code.NOT_FOUND, `model ${name} has no serving version`);
+    return registry.getManifest(name, serving.record.model.version);
+  }
+
+  async #artifact(manifest: ModelManifest, file: string): Promise<Uint8Array> {
+    const artifact = manifest.artifacts.find((a) => a.objectName.endsWith(`/${file}`));
+    if (artifact === undefined) throw new AppError(Code.FAILED_PRECONDITION, `${manifest.model?.name} ${manifest.model?.version} has no ${file} (published by another tool?)`);
+    return this.#deps.registry.getArtifact(artifact.objectName, { expectedDigest: artifact.digest });
+  }
+}

@@ -1,0 +1,215 @@
+import { createHash, randomBytes } from "node:crypto";
+import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import { timestampNow } from "@bufbuild/protobuf/wkt";
+import type { Bus, EventBus, KeyValueStore } from "@poseloop/bus";
+import { AppError, AsyncQueue, Code } from "@poseloop/core";
+import { JobEventSchema, JobSchema, JobState, type Job, type JobEvent } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
+
+export const JOBS_BUCKET = "poseloop-jobs";
+export const TRAINING_QUEUE = "poseloop-training";
+
+const jobKey = (jobId: string): string => `job.${jobId}`;
+const eventPrefix = (jobId: string): string => `ev.${jobId}.`;
+const eventKey = (jobId: string, sequence: bigint): string => `${eventPrefix(jobId)}${sequence.toString().padStart(10, "0")}`;
+const idempotencyKey = (key: string): string => `idem.${createHash("sha256").update(key).digest("hex").slice(0, 40)}`;
+export const jobEventsSubject = (jobId: string): string => `poseloop.events.jobs.${jobId}`;
+
+const TERMINAL = new Set([JobState.CANCELLED, JobState.SUCCEEDED, JobState.FAILED]);
+export const isTerminal = (state: JobState): boolean => TERMINAL.has(state);
+
+/** "job-20261127-231509-3f9a1c": sortable by creation, unique, a valid KV token and NATS subject token. */
+export function newJobId(now = new Date()): string {
+  const stamp = now.toISOString().replace(/[-:]/g, "").replace("T", "-").slice(0, 15);
+  return `job-${stamp}-${randomBytes(3).toString("hex")}`;
+}
+
+const JOB_ID = /^job-[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$/;
+export function assertJobId(jobId: string): void {
+  if (!JOB_ID.test(jobId)) throw new AppError(Code.INVALID_ARGUMENT, `${JSON.stringify(jobId)} is not a job id (job-YYYYMMDD-HHMMSS-xxxxxx)`);
+}
+
+/**
+ * Job records and their event logs in a key-value bucket every trainer shares: a record per job (every change
+ * a compare-and-set), an entry per event (so WatchJob can replay from any sequence), and live events on the
+ * event bus. Whoever runs a job is the only writer of its events.
+ */
+export class JobStore {
+  readonly #kv: KeyValueStore;
+  readonly #events: EventBus;
+
+  private constructor(kv: KeyValueStore, events: EventBus) {
+    this.#kv = kv;
+    this.#events = events;
+  }
+
+  static async open(bus: Bus): Promise<JobStore> {
+    const [kv, events] = await Promise.all([bus.keyValueStore(JOBS_BUCKET, { history: 1 }), bus.events()]);
+    return new JobStore(kv, events);
+  }
+
+  /** Creates a job; with an idempotency key seen before, returns the job created then instead. */
+  async create(job: Job): Promise<{ job: Job; existing: boolean }> {
+    if (job.idempotencyKey !== "") {
+      const key = idempotencyKey(job.idempotencyKey);
+      try {
+        await this.#kv.create(key, new TextEncoder().encode(job.jobId));
+      } catch (error) {
+        if (!AppError.is(error, Code.ABORTED, Code.ALREADY_EXISTS)) throw error;
+        const entry = await this.#kv.get(key);
+        const existing = entry === undefined ? undefined : await this.get(new TextDecoder().decode(entry.value));
+        if (existing !== undefined) return { job: existing.job, existing: true };
+        throw new AppError(Code.ABORTED, "a job with this idempotency key is being created; retry");
+      }
+    }
+    await this.#kv.create(jobKey(job.jobId), toBinary(JobSchema, job));
+    return { job, existing: false };
+  }
+
+  async get(jobId: string): Promise<{ job: Job; revision: number } | undefined> {
+    assertJobId(jobId);
+    const entry = await this.#kv.get(jobKey(jobId));
+    if (entry === undefined) return undefined;
+    return { job: fromBinary(JobSchema, entry.value), revision: entry.revision };
+  }
+
+  async require(jobId: string): Promise<{ job: Job; revision: number }> {
+    const found = await this.get(jobId);
+    if (found === undefined) throw new AppError(Code.NOT_FOUND, `no job ${jobId}`);
+    return found;
+  }
+
+  /**
+   * Changes a job with compare-and-set, retrying on concurrent writes. `change` returns false to leave the
+   * record as it is (e.g. the state moved on meanwhile).
+   */
+  async update(jobId: string, change: (job: Job) => boolean | void): Promise<Job> {
+    for (let attempt = 0; ; attempt++) {
+      const { job, revision } = await this.require(jobId);
+      if (change(job) === false) return job;
+      job.updatedAt = timestampNow();
+      try {
+        await this.#kv.update(jobKey(jobId), toBinary(JobSchema, job), revision);
+        return job;
+      } catch (error) {
+        if (!AppError.is(error, Code.ABORTED) || attempt > 20) throw error;
+      }
+    }
+  }
+
+  /** Every job, newest first. */
+  async list(): Promise<Job[]> {
+    const keys = await this.#kv.keys("job.");
+    const jobs: Job[] = [];
+    for (const key of keys) {
+      const entry = await this.#kv.get(key);
+      if (entry !== undefined) jobs.push(fromBinary(JobSchema, entry.value));
+    }
+    return jobs.sort((a, b) => (a.jobId < b.jobId ? 1 : a.jobId > b.jobId ? -1 : 0));
+  }
+
+  /** The highest event sequence stored for a job (0 when none). */
+  async lastSequence(jobId: string): Promise<bigint> {
+    const keys = await this.#kv.keys(eventPrefix(jobId));
+    const last = keys.at(-1);
+    return last === undefined ? 0n : BigInt(last.slice(eventPrefix(jobId).length));
+  }
+
+  /** Stores an event and announces it to live watchers. */
+  async appendEvent(event: JobEvent): Promise<void> {
+    const bytes = toBinary(JobEventSchema, event);
+    await this.#kv.create(eventKey(event.jobId, event.sequence), bytes);
+    await this.#events.publish(jobEventsSubject(event.jobId), bytes);
+  }
+
+  /** The stored events of a job with a sequence above `after`, in order. */
+  async events(jobId: string, after = 0n): Promise<JobEvent[]> {
+    const prefix = eventPrefix(jobId);
+    const keys = (await this.#kv.keys(prefix)).filter((key) => BigInt(key.slice(prefix.length)) > after);
+    const events: JobEvent[] = [];
+    for (const key of keys) {
+      const entry = await this.#kv.get(key);
+      if (entry !== undefined) events.push(fromBinary(JobEventSchema, entry.value));
+    }
+    return events;
+  }
+
+  /**
+   * The job's events after `after`, then live ones, each exactly once and in sequence order, until the job
+   * ends (its final state change) or `signal` aborts. Gaps in the live feed are filled from the store.
+   */
+  async *watch(jobId: string, after: bigint, signal: AbortSignal): AsyncGenerator<JobEvent> {
+    const live = new AsyncQueue<JobEvent>({ limit: 10_000 });
+    const controller = new AbortController();
+    const stop = AbortSignal.any([signal, controller.signal]);
+    const subscription = (async () => {
+      for await (const message of this.#events.subscribe(jobEventsSubject(jobId), stop)) live.push(fromBinary(JobEventSchema, message.data));
+    })().catch((error: unknown) => live.fail(error));
+    try {
+      let last = after;
+      const emit = (event: JobEvent): boolean => {
+        last = event.sequence;
+        return event.event.case === "stateChanged" && isTerminal(event.event.value.to);
+      };
+      // The replay passes over earlier ends (a job cancelled, then resumed); only the current one ends the watch.
+      for (const event of await this.events(jobId, last)) {
+        yield event;
+        emit(event);
+      }
+      // A job that ended before any event was stored (or whose end is older than `after`) has nothing live.
+      const { job } = await this.require(jobId);
+      if (isTerminal(job.state) && (await this.lastSequence(jobId)) <= last) return;
+      for await (const event of live.iterate(stop)) {
+        if (event.sequence <= last) continue;
+        if (event.sequence > last + 1n) {
+          for (const missed of await this.events(jobId, last)) {
+            if (missed.sequence >= event.sequence) break;
+            yield missed;
+            if (emit(missed)) return;
+          }
+        }
+        yield event;
+        if (emit(event)) return;
+      }
+    } finally {
+      controller.abort();
+      await subscription;
+    }
+  }
+
+  /** The job record now, then on every change, until `signal` aborts. */
+  async *watchRecord(jobId: string, signal: AbortSignal): AsyncGenerator<Job> {
+    for await (const entry of this.#kv.watch(jobKey(jobId), signal)) yield fromBinary(JobSchema, entry.value);
+  }
+}
+
+/** Appends a job's events with consecutive sequence numbers (one writer per job: the trainer running it). */
+export class JobEventLog {
+  readonly #store: JobStore;
+  readonly #jobId: string;
+  #sequence: bigint;
+
+  private constructor(store: JobStore, jobId: string, sequence: bigint) {
+    this.#store = store;
+    this.#jobId = jobId;
+    this.#sequence = sequence;
+  }
+
+  static async open(store: JobStore, jobId: string): Promise<JobEventLog> {
+    return new JobEventLog(store, jobId, await store.lastSequence(jobId));
+  }
+
+  /** Appends with the next sequence; when another writer took it (a cancel racing the runner), moves past it. */
+  async append(event: MessageInitShape<typeof JobEventSchema>["event"]): Promise<JobEvent> {
+    for (let attempt = 0; ; attempt++) {
+      this.#sequence += 1n;
+      const message = create(JobEventSchema, { jobId: this.#jobId, sequence: this.#sequence, time: timestampNow(), ...(event === undefined ? {} : { event }) });
+      try {
+        await this.#store.appendEvent(message);
+        return message;
+      } catch (error) {
+        if (!AppError.is(error, Code.ABORTED, Code.ALREADY_EXISTS) || attempt > 20) throw error;
+        this.#sequence = await this.#store.lastSequence(this.#jobId);
+      }
+    }
+  }
+}

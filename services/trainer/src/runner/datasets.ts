@@ -1,0 +1,120 @@
+import { createHash } from "node:crypto";
+import { mkdir, rename, rm, stat, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { AppError, Code } from "@poseloop/core";
+import { generateSyntheticDataset, readCocoKeypoints, SYNTHETIC_GENERATOR_VERSION, type CocoKeypointDataset, type PoseInstance } from "@poseloop/data";
+import { evaluationSetFromCoco, type EvaluationSet } from "@poseloop/estimator";
+import type { KeypointSchema } from "@poseloop/pose";
+import { DatasetKind, type TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import { resolveUnder } from "../experiment/paths.js";
+
+/** Where the trainer may read datasets and write generated ones. */
+export interface DataRoots {
+  /** COCO dataset roots resolve under it. */
+  readonly dataRoot: string;
+  /** Generated (synthetic) datasets are cached under it. */
+  readonly workDir: string;
+}
+
+export interface PreparedData {
+  readonly trainName: string;
+  readonly instances: readonly PoseInstance[];
+  readonly validation: EvaluationSet;
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
+}
+
+/**
+ * A synthetic dataset made once per option set and generator version, then reused: it is written into a
+ * temporary folder and renamed into place, so a crash mid-generation never leaves a half dataset behind.
+ */
+async function syntheticDir(config: TrainConfig, workDir: string, signal?: AbortSignal): Promise<string> {
+  const synthetic = config.data?.synthetic;
+  const options = {
+    generator: SYNTHETIC_GENERATOR_VERSION,
+    train: synthetic?.trainImages ?? 0,
+    val: synthetic?.valImages ?? 0,
+    width: synthetic?.imageWidth ?? 0,
+    height: synthetic?.imageHeight ?? 0,
+    maxPeople: synthetic?.maxPeople ?? 4,
+    occlusion: synthetic?.occlusion ?? 0,
+    seed: String(synthetic?.seed ?? 0n),
+  };
+  const key = createHash("sha256").update(JSON.stringify(options)).digest("hex").slice(0, 16);
+  const dir = join(workDir, "synthetic", key);
+  if (await exists(join(dir, ".complete"))) return dir;
+  const temp = `${dir}.tmp-${process.pid}-${Date.now()}`;
+  await mkdir(temp, { recursive: true });
+  try {
+    const seed = Number(synthetic?.seed ?? 0n);
+    const scene = { width: options.width, height: options.height, minPeople: 1, maxPeople: options.maxPeople, occlusion: options.occlusion };
+    await generateSyntheticDataset({ ...scene, dir: temp, split: "train", count: options.train, seed, ...(signal === undefined ? {} : { signal }) });
+    await generateSyntheticDataset({ ...scene, dir: temp, split: "val", count: options.val, seed, firstImageId: options.train + 1, ...(signal === undefined ? {} : { signal }) });
+    await writeFile(join(temp, ".complete"), JSON.stringify(options));
+    await rm(dir, { recursive: true, force: true });
+    await rename(temp, dir);
+  } catch (error) {
+    await rm(temp, { recursive: true, force: true });
+    throw error;
+  }
+  return dir;
+}
+
+/** The split name of a COCO-layout path pair ("annotations/person_keypoints_<split>.json", "<split>"). */
+function cocoSplit(annotations: string, images: string, what: string): string {
+  const split = images.replace(/\/+$/, "");
+  if (annotations !== "" && annotations !== `annotations/person_keypoints_${split}.json`) {
+    throw new AppError(Code.INVALID_ARGUMENT, `${what}: annotations must be annotations/person_keypoints_${split}.json for images in ${split}/ (the COCO layout), got ${annotations}`);
+  }
+  return split;
+}
+
+/** Holds out the last `fraction` of the images (by id) for validation. */
+function holdOut(dataset: CocoKeypointDataset, fraction: number): { instances: PoseInstance[]; validation: CocoKeypointDataset } {
+  const ids = [...new Set(dataset.file.images.map((image) => image.id))].sort((a, b) => a - b);
+  const held = new Set(ids.slice(ids.length - Math.max(1, Math.round(ids.length * fraction))));
+  return {
+    instances: dataset.instances.filter((instance) => !held.has(instance.imageId)),
+    validation: {
+      ...dataset,
+      file: { ...dataset.file, images: dataset.file.images.filter((i) => held.has(i.id)), annotations: dataset.file.annotations.filter((a) => held.has(a.image_id)) },
+      instances: dataset.instances.filter((instance) => held.has(instance.imageId)),
+      groundTruthBoxes: dataset.groundTruthBoxes.filter((image) => held.has(image.imageId)),
+    },
+  };
+}
+
+/** Reads (or generates) the training instances and the validation set of a config. */
+export async function prepareData(config: TrainConfig, roots: DataRoots, schema: KeypointSchema, signal?: AbortSignal): Promise<PreparedData> {
+  const data = config.data;
+  const minKeypoints = data?.minKeypoints || 1;
+  if (data?.kind === DatasetKind.SYNTHETIC) {
+    const dir = await syntheticDir(config, roots.workDir, signal);
+    const train = await readCocoKeypoints({ dir, split: "train", schema, minKeypoints });
+    const val = await readCocoKeypoints({ dir, split: "val", schema, minKeypoints });
+    const name = data.name || "synthetic";
+    return { trainName: `${name}/train`, instances: train.instances, validation: evaluationSetFromCoco(`${name}/val`, val) };
+  }
+  if (data?.kind === DatasetKind.COCO && data.coco !== undefined) {
+    const coco = data.coco;
+    const dir = await resolveUnder(roots.dataRoot, coco.root, "DATASET.ROOT");
+    const name = data.name || "coco";
+    const trainSplit = cocoSplit(coco.trainAnnotations, coco.trainImages, "DATASET.TRAIN_SET");
+    const train = await readCocoKeypoints({ dir, split: trainSplit, schema, minKeypoints });
+    if (coco.valImages === "") {
+      const fraction = data.valFraction;
+      if (!(fraction > 0)) throw new AppError(Code.INVALID_ARGUMENT, "DATASET.TEST_SET is empty and DATASET.VAL_FRACTION is 0: there is nothing to validate on");
+      const split = holdOut(train, fraction);
+      return { trainName: `${name}/${trainSplit}`, instances: split.instances, validation: evaluationSetFromCoco(`${name}/${trainSplit}-holdout`, split.validation) };
+    }
+    const valSplit = cocoSplit(coco.valAnnotations, coco.valImages, "DATASET.TEST_SET");
+    const val = await readCocoKeypoints({ dir, split: valSplit, schema, minKeypoints });
+    return { trainName: `${name}/${trainSplit}`, instances: train.instances, validation: evaluationSetFromCoco(`${name}/${valSplit}`, val) };
+  }
+  throw new AppError(Code.INVALID_ARGUMENT, "the config names no dataset (DATASET.DATASET: coco or synthetic)");
+}

@@ -1,0 +1,67 @@
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { servingSpecFromManifest, type ServingSpec } from "@poseloop/estimator";
+import type { KeypointSchema } from "@poseloop/pose";
+import {
+  ChannelOrder,
+  ModelManifestSchema,
+  ModelRefSchema,
+  Precision,
+  type KeypointSchema as KeypointSchemaProto,
+} from "@poseloop/proto/poseloop/common/v1/model_pb";
+import type { ModelSpec, TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import { architectureName, type ModelConfig } from "@poseloop/train";
+import { AppError, Code } from "@poseloop/core";
+import { modelConfigFromSpec } from "../experiment/model-config.js";
+
+export const INPUT_NAME = "input";
+export const OUTPUT_NAME = "heatmaps";
+
+/** The keypoint schema of a manifest or config, as @poseloop/pose uses it. */
+export function schemaFromProto(schema: KeypointSchemaProto | undefined): KeypointSchema {
+  return {
+    name: schema?.name ?? "",
+    names: [...(schema?.keypointNames ?? [])],
+    skeleton: (schema?.skeleton ?? []).map((edge) => [edge.fromIndex, edge.toIndex] as const),
+    flipPairs: (schema?.flipPairs ?? []).map((pair) => [pair.leftIndex, pair.rightIndex] as const),
+    sigmas: [...(schema?.oksSigmas ?? [])],
+  };
+}
+
+/**
+ * The serving half of a run's manifests (architecture, input tensor and normalization, keypoint schema,
+ * codec, output names): what every inferencer checks a version against before loading it.
+ */
+function modelSpec(config: TrainConfig): ModelSpec {
+  if (config.model === undefined) throw new AppError(Code.INVALID_ARGUMENT, "the config has no MODEL section");
+  return config.model;
+}
+
+export function servingManifest(config: TrainConfig, precision: Precision): MessageInitShape<typeof ModelManifestSchema> {
+  const model = modelSpec(config);
+  const [m0 = 0, m1 = 0, m2 = 0] = model.mean;
+  const [s0 = 1, s1 = 1, s2 = 1] = model.std;
+  return {
+    architecture: architectureName(modelConfigFromSpec(model)),
+    input: { name: INPUT_NAME, width: model.inputSize?.width ?? 0, height: model.inputSize?.height ?? 0, channelOrder: ChannelOrder.RGB, mean: [m0, m1, m2], std: [s0, s1, s2] },
+    ...(model.keypointSchema === undefined ? {} : { keypointSchema: model.keypointSchema }),
+    ...(model.codec === undefined ? {} : { codec: model.codec }),
+    outputNames: [OUTPUT_NAME],
+    precision,
+  };
+}
+
+/** Everything the runner derives from a resolved config: the zoo model, the serving spec, the schema. */
+export interface RunContract {
+  readonly modelConfig: ModelConfig;
+  readonly spec: ServingSpec;
+  readonly schema: KeypointSchema;
+}
+
+export function runContract(config: TrainConfig, version = "candidate"): RunContract {
+  const manifest = create(ModelManifestSchema, servingManifest(config, Precision.FP32));
+  manifest.model = create(ModelRefSchema, { name: "candidate", version });
+  const { spec, problems } = servingSpecFromManifest(manifest);
+  if (spec === undefined) throw AppError.invalid("the model section of the config", problems);
+  const model = modelSpec(config);
+  return { modelConfig: modelConfigFromSpec(model), spec, schema: schemaFromProto(model.keypointSchema) };
+}

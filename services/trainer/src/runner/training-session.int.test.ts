@@ -1,0 +1,90 @@
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { KeypointMetricsSchema } from "@poseloop/proto/poseloop/common/v1/metrics_pb";
+import { TrainConfigSchema } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import { makeTempDir } from "@poseloop/testkit";
+import * as ort from "onnxruntime-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { decodeCheckpoint } from "./checkpoint-file.js";
+import { TrainingSession } from "./training-session.js";
+import { tinyTrainConfig } from "../testing/tiny-config.js";
+
+describe("TrainingSession", () => {
+  let dir: { path: string; remove: () => Promise<void> };
+  beforeAll(async () => {
+    dir = await makeTempDir("poseloop-run-");
+  });
+  afterAll(async () => dir.remove());
+
+  const config = tinyTrainConfig();
+  const init = () => ({ jobId: "job-1", config: toBinary(TrainConfigSchema, config), roots: { dataRoot: dir.path, workDir: dir.path } });
+
+  it("trains epochs in chunks, validates through the serving pipeline, and resumes from a mid-epoch checkpoint bit for bit", async () => {
+    const session = await TrainingSession.start(init());
+    let midEpoch: Uint8Array | undefined;
+    try {
+      expect(session.position).toMatchObject({ epoch: 0, nextBatch: 0, step: 0, batchesPerEpoch: expect.any(Number) as number });
+      const perEpoch = session.position.batchesPerEpoch;
+      expect(perEpoch).toBeGreaterThanOrEqual(4);
+      const first = await session.train(2);
+      expect(first.steps).toBe(2);
+      expect(first.epochEnded).toBe(false);
+      expect(Number.isFinite(first.loss)).toBe(true);
+      midEpoch = (await session.checkpoint()).bytes;
+      expect(decodeCheckpoint(midEpoch).header).toMatchObject({ epoch: 0, nextBatch: 2, step: 2 });
+      while (!(await session.train(100)).epochEnded);
+      const validation = await session.validate();
+      const metrics = fromBinary(KeypointMetricsSchema, validation.metrics);
+      expect(metrics.numImages).toBe(8);
+      expect(metrics.ap).toBeGreaterThanOrEqual(0);
+      expect(validation.isBest).toBe(true);
+      while (!(await session.train(100)).epochEnded);
+      expect(session.position.epoch).toBe(2);
+      const final = decodeCheckpoint((await session.checkpoint()).bytes);
+
+      const resumed = await TrainingSession.start({ ...init(), checkpoint: midEpoch });
+      try {
+        expect(resumed.position).toMatchObject({ epoch: 0, nextBatch: 2, step: 2 });
+        while (resumed.position.epoch < 2) await resumed.train(100);
+        const again = decodeCheckpoint((await resumed.checkpoint()).bytes);
+        expect(again.header.step).toBe(final.header.step);
+        expect(Buffer.compare(Buffer.from(again.state), Buffer.from(final.state))).toBe(0);
+      } finally {
+        await resumed.close();
+      }
+    } finally {
+      await session.close();
+    }
+  });
+
+  it("exports fp32 and an int8 model that passed the gate, both runnable, with their metrics", async () => {
+    const session = await TrainingSession.start(init());
+    try {
+      await session.train(3);
+      const exported = await session.export();
+      expect(exported.int8).toBeDefined();
+      expect(exported.gate?.passed).toBe(true);
+      expect(exported.sizes.int8).toBeLessThan(exported.sizes.fp32);
+      for (const bytes of [exported.fp32, exported.int8 as Uint8Array]) {
+        const s = await ort.InferenceSession.create(bytes);
+        const out = await s.run({ input: new ort.Tensor("float32", new Float32Array(3 * 64 * 48), [1, 3, 64, 48]) });
+        expect(out.heatmaps?.dims).toEqual([1, 17, 16, 12]);
+        await s.release();
+      }
+      expect(fromBinary(KeypointMetricsSchema, exported.fp32Metrics).numImages).toBe(8);
+    } finally {
+      await session.close();
+    }
+  });
+
+  it("stops at a step boundary when cancelled", async () => {
+    const session = await TrainingSession.start(init());
+    try {
+      session.cancel();
+      const chunk = await session.train(100);
+      expect(chunk.cancelled).toBe(true);
+      expect(chunk.steps).toBe(0);
+    } finally {
+      await session.close();
+    }
+  });
+});

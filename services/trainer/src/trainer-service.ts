@@ -1,0 +1,196 @@
+import { timingSafeEqual } from "node:crypto";
+import { clone, create } from "@bufbuild/protobuf";
+import { timestampNow } from "@bufbuild/protobuf/wkt";
+import { trace } from "@opentelemetry/api";
+import type { JobQueue, ModelRegistry } from "@poseloop/bus";
+import { AppError, Code, type Logger } from "@poseloop/core";
+import type { HandlerContext, MethodsOf, ServiceImpl } from "@poseloop/grpc";
+import { ModelRefSchema, type ModelManifest, type ModelRef } from "@poseloop/proto/poseloop/common/v1/model_pb";
+import { TrainConfigSchema, type TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import { JobSchema, JobState, type Job, type TrainerService } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
+import { traceContextToRecord, traceIdOf } from "@poseloop/telemetry";
+import { datasetProblems, prepareExperiment, resolveTrainConfig } from "./experiment/index.js";
+import type { CheckpointList } from "./jobs/checkpoint-list.js";
+import type { QueuedJob } from "./jobs/job-executor.js";
+import { isTerminal, JobEventLog, newJobId, type JobStore } from "./jobs/job-store.js";
+
+export interface TrainerServiceDependencies {
+  readonly store: JobStore;
+  readonly queue: JobQueue;
+  readonly checkpointList: CheckpointList;
+  readonly registry: ModelRegistry;
+  readonly dataRoot: string;
+  readonly authToken: string;
+  readonly logger: Logger;
+  /** Publishes a checkpoint of a finished job (export → gate → registry) in a training worker. */
+  readonly publishCheckpoint: (job: Job, checkpointId: string, options: { modelName: string; skipPromotion: boolean }) => Promise<{ serving: ModelManifest; previous?: ModelRef }>;
+}
+
+const MAX_PAGE = 500;
+
+/** Refuses a call without the configured bearer token (constant-time compare). */
+function authorize(ctx: HandlerContext, token: string): void {
+  if (token === "") return;
+  const header = ctx.metadata.get("authorization")[0];
+  const given = typeof header === "string" && header.startsWith("Bearer ") ? header.slice(7) : "";
+  const a = Buffer.from(given);
+  const b = Buffer.from(token);
+  if (a.length !== b.length || !timingSafeEqual(a, b)) throw new AppError(Code.UNAUTHENTICATED, "this trainer needs a bearer token (authorization: Bearer <token>)");
+}
+
+/** TrainerService: validates and queues jobs, reports them, cancels and resumes them, publishes checkpoints. */
+export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<MethodsOf<typeof TrainerService>> {
+  const { store } = deps;
+
+  const enqueue = async (job: Job, dedupSuffix: string): Promise<void> => {
+    const message: QueuedJob = { jobId: job.jobId };
+    await deps.queue.enqueue({ id: job.jobId, data: new TextEncoder().encode(JSON.stringify(message)), headers: traceContextToRecord(), dedupId: `${job.jobId}-${dedupSuffix}` });
+  };
+
+  return {
+    async startTraining(request, ctx) {
+      authorize(ctx, deps.authToken);
+      let config: TrainConfig | undefined;
+      let problems: string[];
+      if (request.source.case === "experimentYaml") {
+        ({ config, problems } = await prepareExperiment(request.source.value, { overrides: request.overrides, dataRoot: deps.dataRoot }));
+      } else if (request.source.case === "config") {
+        if (Object.keys(request.overrides).length > 0) throw new AppError(Code.INVALID_ARGUMENT, "overrides apply to experiment_yaml; set the fields of config directly");
+        const resolved = resolveTrainConfig(request.source.value);
+        problems = [...resolved.problems, ...(resolved.problems.length === 0 ? await datasetProblems(resolved.config, deps.dataRoot) : [])];
+        config = problems.length === 0 ? resolved.config : undefined;
+      } else {
+        throw new AppError(Code.INVALID_ARGUMENT, "StartTraining needs a config or an experiment_yaml");
+      }
+      if (config === undefined || problems.length > 0) throw AppError.invalid("training config", problems);
+      const jobId = newJobId();
+      const now = timestampNow();
+      const job = create(JobSchema, {
+        jobId,
+        state: JobState.QUEUED,
+        config,
+        idempotencyKey: request.idempotencyKey,
+        createdAt: now,
+        updatedAt: now,
+        traceId: traceIdOf(),
+        labels: { ...request.labels },
+      });
+      const created = await store.create(job);
+      if (created.existing) return { job: created.job, existing: true };
+      const events = await JobEventLog.open(store, jobId);
+      await events.append({ case: "stateChanged", value: { from: JobState.UNSPECIFIED, to: JobState.QUEUED, reason: "submitted" } });
+      await enqueue(job, "start");
+      trace.getActiveSpan()?.setAttribute("poseloop.training.job_id", jobId);
+      deps.logger.info("training job queued", { job_id: jobId, experiment: config.name, model: config.publish?.modelName });
+      return { job, existing: false };
+    },
+
+    async *watchJob(request, ctx) {
+      authorize(ctx, deps.authToken);
+      await store.require(request.jobId);
+      for await (const event of store.watch(request.jobId, request.afterSequence, AbortSignal.any([ctx.signal, ctx.draining]))) {
+        if (request.skipProgress && event.event.case === "progress") continue;
+        yield { event };
+      }
+    },
+
+    async getJob(request, ctx) {
+      authorize(ctx, deps.authToken);
+      return { job: (await store.require(request.jobId)).job };
+    },
+
+    async listJobs(request, ctx) {
+      authorize(ctx, deps.authToken);
+      const size = request.pageSize === 0 ? 50 : Math.min(request.pageSize, MAX_PAGE);
+      const offset = request.pageToken === "" ? 0 : Number.parseInt(Buffer.from(request.pageToken, "base64url").toString(), 10);
+      if (!Number.isInteger(offset) || offset < 0) throw new AppError(Code.INVALID_ARGUMENT, "page_token is not one this trainer issued");
+      const states = new Set(request.states);
+      const jobs = (await store.list()).filter((job) => states.size === 0 || states.has(job.state));
+      const page = jobs.slice(offset, offset + size);
+      const next = offset + size < jobs.length ? Buffer.from(String(offset + size)).toString("base64url") : "";
+      return { jobs: page, nextPageToken: next };
+    },
+
+    async cancelJob(request, ctx) {
+      authorize(ctx, deps.authToken);
+      let from = JobState.UNSPECIFIED;
+      const job = await store.update(request.jobId, (j) => {
+        from = j.state;
+        if (isTerminal(j.state)) throw new AppError(Code.FAILED_PRECONDITION, `job ${j.jobId} already ended (${JobState[j.state]})`);
+        if (j.state === JobState.CANCELLING) return false;
+        // A queued job is cancelled at once; a running one stops at its next step boundary, checkpointing.
+        j.state = j.state === JobState.QUEUED ? JobState.CANCELLED : JobState.CANCELLING;
+        if (j.state === JobState.CANCELLED) j.finishedAt = timestampNow();
+        return true;
+      });
+      if (from !== job.state) {
+        const events = await JobEventLog.open(store, job.jobId);
+        await events.append({ case: "stateChanged", value: { from, to: job.state, reason: request.reason === "" ? "cancel requested" : `cancel requested: ${request.reason}` } });
+      }
+      return { job };
+    },
+
+    async resumeJob(request, ctx) {
+      authorize(ctx, deps.authToken);
+      let from = JobState.UNSPECIFIED;
+      const job = await store.update(request.jobId, (j) => {
+        from = j.state;
+        if (j.state !== JobState.CANCELLED && j.state !== JobState.FAILED) {
+          throw new AppError(Code.FAILED_PRECONDITION, `only cancelled or failed jobs resume; job ${j.jobId} is ${JobState[j.state]}`);
+        }
+        if (request.endEpoch !== 0) {
+          const done = j.lastCheckpoint?.epoch ?? 0;
+          if (request.endEpoch <= done) throw new AppError(Code.INVALID_ARGUMENT, `end_epoch ${request.endEpoch} is not after the last checkpoint's epoch ${done}`);
+          const config = clone(TrainConfigSchema, j.config ?? create(TrainConfigSchema));
+          config.endEpoch = request.endEpoch;
+          j.config = config;
+        }
+        j.state = JobState.QUEUED;
+        j.workerId = "";
+        delete j.error;
+        delete j.finishedAt;
+      });
+      const events = await JobEventLog.open(store, job.jobId);
+      await events.append({ case: "stateChanged", value: { from, to: JobState.QUEUED, reason: job.lastCheckpoint === undefined ? "resume requested; no checkpoint yet, starting over" : `resume requested from ${job.lastCheckpoint.checkpointId}` } });
+      await enqueue(job, `resume-${job.attempt}-${Date.now()}`);
+      return { job };
+    },
+
+    async listCheckpoints(request, ctx) {
+      authorize(ctx, deps.authToken);
+      await store.require(request.jobId);
+      return { checkpoints: await deps.checkpointList.get(request.jobId) };
+    },
+
+    async publishCheckpoint(request, ctx) {
+      authorize(ctx, deps.authToken);
+      const reason = request.reason;
+      const who = `rpc:${ctx.peer}`;
+      switch (request.target.case) {
+        case "rollbackModelName": {
+          const { serving, previous } = await deps.registry.rollback(request.target.value, { setBy: who, reason: reason || "rollback" });
+          const manifest = await deps.registry.getManifest(request.target.value, serving.record.model?.version ?? "");
+          return { serving: manifest, ...(previous.record.model === undefined ? {} : { previous: previous.record.model }) };
+        }
+        case "version": {
+          const ref = request.target.value;
+          const current = await deps.registry.getServing(ref.name);
+          const entry = await deps.registry.setServing(ref.name, { name: ref.name, version: ref.version }, { expectedRevision: current?.revision ?? 0, setBy: who, reason: reason || "set serving version" });
+          const manifest = await deps.registry.getManifest(ref.name, entry.record.model?.version ?? "");
+          return { serving: manifest, ...(current?.record.model === undefined ? {} : { previous: create(ModelRefSchema, current.record.model) }) };
+        }
+        case "checkpoint": {
+          const target = request.target.value;
+          const { job } = await store.require(target.jobId);
+          const modelName = target.modelName || job.config?.publish?.modelName || "";
+          if (modelName === "") throw new AppError(Code.INVALID_ARGUMENT, "name the model to publish under (the job's config has no PUBLISH.MODEL_NAME)");
+          const found = (await deps.checkpointList.get(job.jobId)).some((c) => c.checkpointId === target.checkpointId);
+          if (!found) throw new AppError(Code.NOT_FOUND, `job ${job.jobId} keeps no checkpoint ${target.checkpointId}`);
+          return deps.publishCheckpoint(job, target.checkpointId, { modelName, skipPromotion: target.skipPromotion });
+        }
+        default:
+          throw new AppError(Code.INVALID_ARGUMENT, "PublishCheckpoint needs a checkpoint, a rollback_model_name or a version");
+      }
+    },
+  };
+}

@@ -1,0 +1,751 @@
+// Checks deploy/ against the code it deploys: every manifest parses, every object has what its kind needs,
+// ports and entry points agree with the services, and every POSELOOP_* / OTEL_* variable the manifests set
+// is one the services' real config loaders read. It starts no service and needs no Docker or cluster.
+import type { Env } from "@poseloop/core";
+import { loadConfig as loadInferencerConfig } from "@poseloop/inferencer";
+import { loadConfig as loadTrainerConfig } from "@poseloop/trainer";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { basename, dirname, join, relative, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { describe, expect, it } from "vitest";
+import { parseAllDocuments } from "yaml";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const DEPLOY = join(ROOT, "deploy");
+const K8S = join(DEPLOY, "k8s");
+const NAMESPACE = "poseloop";
+
+type Json = Record<string, unknown>;
+
+// ---------------------------------------------------------------------------------------------------------
+// Reading files
+
+/** Every document of a YAML stream as plain values; throws on any error or warning (duplicate keys included). */
+function parseYaml(text: string, where: string): unknown[] {
+  const documents = Array.from(parseAllDocuments(text, { merge: true, prettyErrors: true, uniqueKeys: true }));
+  const problems = documents.flatMap((doc) => [...doc.errors, ...doc.warnings].map((error) => `${where}: ${error.message}`));
+  if (problems.length > 0) throw new Error(problems.join("\n"));
+  return documents.map((doc) => doc.toJS({ maxAliasCount: 100 }) as unknown).filter((value) => value !== null && value !== undefined);
+}
+
+function readYaml(path: string): unknown[] {
+  return parseYaml(readFileSync(path, "utf8"), relative(ROOT, path));
+}
+
+function readYamlObject(path: string): Json {
+  const [document, ...rest] = readYaml(path);
+  if (!isObject(document) || rest.length > 0) throw new Error(`${relative(ROOT, path)}: expected one mapping document`);
+  return document;
+}
+
+function filesUnder(dir: string, keep: (name: string) => boolean): string[] {
+  return readdirSync(dir, { recursive: true, encoding: "utf8" })
+    .map((name) => join(dir, name))
+    .filter((path) => statSync(path).isFile() && keep(basename(path)))
+    .sort();
+}
+
+const isObject = (value: unknown): value is Json => typeof value === "object" && value !== null && !Array.isArray(value);
+const asObject = (value: unknown): Json => (isObject(value) ? value : {});
+const asArray = (value: unknown): unknown[] => (Array.isArray(value) ? (value as unknown[]) : []);
+const asString = (value: unknown): string | undefined => (typeof value === "string" ? value : undefined);
+
+/** Follows keys (and array indexes) through parsed YAML/JSON; undefined where the path is absent. */
+function at(value: unknown, ...path: (string | number)[]): unknown {
+  let current = value;
+  for (const key of path) {
+    if (typeof key === "number") current = Array.isArray(current) ? (current as unknown[])[key] : undefined;
+    else current = isObject(current) ? current[key] : undefined;
+  }
+  return current;
+}
+
+/** The TypeScript the services and libraries ship (no tests, no build output), for name look-ups. */
+const shippedSource = ["libs", "services"]
+  .flatMap((top) => readdirSync(join(ROOT, top)).map((pkg) => join(ROOT, top, pkg, "src")))
+  .filter((dir) => existsSync(dir))
+  .flatMap((dir) => filesUnder(dir, (name) => name.endsWith(".ts") && !name.endsWith(".test.ts")))
+  .filter((path) => !path.includes(join("src", "gen")))
+  .map((path) => readFileSync(path, "utf8"))
+  .join("\n");
+
+// ---------------------------------------------------------------------------------------------------------
+// The services and their configuration
+
+interface LoadedConfig {
+  readonly grpc: { readonly port: number; readonly drainTimeoutMs: number };
+  readonly telemetryWarnings: readonly string[];
+}
+
+interface ServiceSpec {
+  readonly name: "trainer" | "inferencer";
+  readonly loadConfig: (env: Env) => LoadedConfig;
+}
+
+const TRAINER: ServiceSpec = { name: "trainer", loadConfig: loadTrainerConfig };
+const INFERENCER: ServiceSpec = { name: "inferencer", loadConfig: loadInferencerConfig };
+const SERVICES: readonly ServiceSpec[] = [TRAINER, INFERENCER];
+
+const SETTING = /^(POSELOOP|OTEL)_/;
+
+/**
+ * Loads a service's configuration from `env` through its real loader, recording every variable the loader
+ * looks at. A POSELOOP_* or OTEL_* name the loader never reads is a typo or a setting the service does not
+ * have: the loaders ignore unknown names, so only this catches them.
+ */
+function loadRecordingReads(service: ServiceSpec, env: Record<string, string>): { config: LoadedConfig; unread: string[] } {
+  const read = new Set<string>();
+  const recording = new Proxy(env, {
+    get(target, name, receiver) {
+      if (typeof name === "string") read.add(name);
+      return Reflect.get(target, name, receiver) as unknown;
+    },
+  });
+  const config = service.loadConfig(recording);
+  return { config, unread: Object.keys(env).filter((name) => SETTING.test(name) && !read.has(name)).sort() };
+}
+
+/** Runs the loader on a manifest's env and lists what is wrong with it, as "<where>: <problem>". */
+function configProblems(service: ServiceSpec, env: Record<string, string>, where: string): { config?: LoadedConfig; problems: string[] } {
+  try {
+    const { config, unread } = loadRecordingReads(service, env);
+    const problems = [
+      ...unread.map((name) => `${where}: ${name} is not read by the ${service.name}'s configuration (typo, or a setting it does not have)`),
+      ...config.telemetryWarnings.map((warning) => `${where}: ${warning}`),
+    ];
+    return { config, problems };
+  } catch (error) {
+    return { problems: [`${where}: the ${service.name} refuses this configuration: ${(error as Error).message}`] };
+  }
+}
+
+const defaultPort = (service: ServiceSpec): number => service.loadConfig({}).grpc.port;
+
+// ---------------------------------------------------------------------------------------------------------
+// Images
+
+/** A reference names an immutable version: a digest, or a tag with a version number that is not "latest". */
+function imageProblems(reference: string, where: string): string[] {
+  if (/@sha256:[0-9a-f]{64}$/.test(reference)) return [];
+  const name = reference.slice(reference.lastIndexOf("/") + 1);
+  const tag = name.includes(":") ? name.slice(name.indexOf(":") + 1) : "";
+  if (tag === "") return [`${where}: image ${reference} has no tag (it floats to latest)`];
+  if (tag === "latest" || !/\d/.test(tag)) return [`${where}: image ${reference} is not pinned to a version`];
+  return [];
+}
+
+const repositoryOf = (reference: string): string => reference.replace(/@.*$/, "").replace(/:[^/:]*$/, "");
+
+// ---------------------------------------------------------------------------------------------------------
+// Dockerfiles
+
+interface Instruction {
+  readonly op: string;
+  readonly args: string;
+}
+
+/** Instructions with continuation lines joined and comments dropped. */
+function parseDockerfile(text: string): Instruction[] {
+  const instructions: Instruction[] = [];
+  let pending = "";
+  for (const line of text.split("\n")) {
+    if (/^\s*#/.test(line)) continue;
+    if (line.trimEnd().endsWith("\\")) {
+      pending += `${line.trimEnd().slice(0, -1)} `;
+      continue;
+    }
+    const full = `${pending}${line}`.trim();
+    pending = "";
+    if (full === "") continue;
+    const op = full.split(/\s+/, 1)[0] ?? "";
+    instructions.push({ op: op.toUpperCase(), args: full.slice(op.length).trim() });
+  }
+  return instructions;
+}
+
+interface Stage {
+  readonly image: string;
+  readonly name: string | undefined;
+  readonly instructions: Instruction[];
+}
+
+function dockerStages(instructions: Instruction[]): { args: Map<string, string>; stages: Stage[] } {
+  const args = new Map<string, string>();
+  const stages: Stage[] = [];
+  const expand = (value: string): string => value.replace(/\$\{(\w+)\}/g, (_, name: string) => args.get(name) ?? `\${${name}}`);
+  for (const instruction of instructions) {
+    if (instruction.op === "FROM") {
+      const words = instruction.args.split(/\s+/).filter((word) => !word.startsWith("--"));
+      const asIndex = words.findIndex((word) => word.toUpperCase() === "AS");
+      stages.push({ image: expand(words[0] ?? ""), name: asIndex >= 0 ? words[asIndex + 1] : undefined, instructions: [] });
+    } else if (stages.length === 0 && instruction.op === "ARG") {
+      const [name = "", value] = instruction.args.split("=", 2);
+      if (value !== undefined) args.set(name, expand(value));
+    } else {
+      stages.at(-1)?.instructions.push(instruction);
+    }
+  }
+  return { args, stages };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Compose
+
+const composePath = join(DEPLOY, "compose.yaml");
+const compose = readYamlObject(composePath);
+const composeServices = asObject(compose["services"]);
+
+/** Compose's ${VAR}, ${VAR:-default} and ${VAR-default}; a variable without a default needs a sample here. */
+const COMPOSE_SAMPLES: Readonly<Record<string, string>> = {};
+
+function interpolate(value: string, where: string): string {
+  return value.replace(/\$\$|\$\{(\w+)(?:(:?-)([^}]*))?\}|\$(\w+)/g, (match, braced?: string, op?: string, fallback?: string, bare?: string) => {
+    if (match === "$$") return "$";
+    const name = braced ?? bare ?? "";
+    if (op !== undefined) return fallback ?? "";
+    const sample = COMPOSE_SAMPLES[name];
+    if (sample === undefined) throw new Error(`${where}: ${match} has no default and no sample value in this test`);
+    return sample;
+  });
+}
+
+function composeEnv(service: string): Record<string, string> {
+  const raw = at(composeServices, service, "environment");
+  const entries: [string, unknown][] = Array.isArray(raw)
+    ? raw.map((item) => String(item).split(/=(.*)/s, 2) as [string, unknown])
+    : Object.entries(asObject(raw));
+  return Object.fromEntries(
+    entries.map(([name, value]) => {
+      const text = typeof value === "string" ? value : typeof value === "number" || typeof value === "boolean" ? String(value) : value === null ? "" : undefined;
+      if (text === undefined) throw new Error(`compose ${service}.${name}: an environment value must be a scalar`);
+      return [name, interpolate(text, `compose ${service}.${name}`)];
+    }),
+  );
+}
+
+/** Container ports a compose service publishes ("[ip:]host:container[/proto]" or the long form). */
+function publishedTargets(service: string): number[] {
+  return asArray(at(composeServices, service, "ports")).map((port) =>
+    isObject(port) ? Number(port["target"]) : Number(String(port).replace(/\/\w+$/, "").split(":").at(-1)),
+  );
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Kubernetes
+
+const kustomization = readYamlObject(join(K8S, "kustomization.yaml"));
+const k8sObjectFiles = filesUnder(K8S, (name) => /\.ya?ml$/.test(name) && name !== "kustomization.yaml" && !name.endsWith("-values.yaml"));
+const k8sObjects = k8sObjectFiles.flatMap((path) => readYaml(path).map((object) => ({ file: relative(K8S, path), object: asObject(object) })));
+const ofKind = (kind: string): Json[] => k8sObjects.filter(({ object }) => object["kind"] === kind).map(({ object }) => object);
+const nameOf = (object: unknown): string => asString(at(object, "metadata", "name")) ?? "";
+const configMaps = new Map(ofKind("ConfigMap").map((map) => [nameOf(map), asObject(map["data"])]));
+const deployments = new Map(ofKind("Deployment").map((deployment) => [nameOf(deployment), deployment]));
+
+const API_VERSIONS: Readonly<Record<string, string>> = {
+  Namespace: "v1",
+  ServiceAccount: "v1",
+  ConfigMap: "v1",
+  Service: "v1",
+  Deployment: "apps/v1",
+  HorizontalPodAutoscaler: "autoscaling/v2",
+  PodDisruptionBudget: "policy/v1",
+};
+
+/** Label selector `matchLabels` (or a Service's plain selector) matches these labels. */
+const selects = (selector: unknown, labels: unknown): boolean => {
+  const wanted = Object.entries(asObject(selector));
+  return wanted.length > 0 && wanted.every(([key, value]) => asObject(labels)[key] === value);
+};
+
+/** The environment a container starts with: its envFrom ConfigMaps, then its env (downward API sampled). */
+function containerEnv(container: unknown, podName: string, where: string): { env: Record<string, string>; problems: string[] } {
+  const env: Record<string, string> = {};
+  const problems: string[] = [];
+  for (const source of asArray(at(container, "envFrom"))) {
+    const name = asString(at(source, "configMapRef", "name"));
+    const data = name === undefined ? undefined : configMaps.get(name);
+    if (data === undefined) problems.push(`${where}: envFrom ${JSON.stringify(source)} is not a ConfigMap in deploy/k8s`);
+    else for (const [key, value] of Object.entries(data)) env[key] = String(value);
+  }
+  const samples: Readonly<Record<string, string>> = { "metadata.name": `${podName}-5d8f7c9b6d-x7k2p`, "metadata.namespace": NAMESPACE, "status.podIP": "10.1.2.3", "spec.nodeName": "gpu-node-1" };
+  for (const variable of asArray(at(container, "env"))) {
+    const name = asString(at(variable, "name")) ?? "";
+    const value = at(variable, "value");
+    const fieldPath = asString(at(variable, "valueFrom", "fieldRef", "fieldPath"));
+    const mapKey = at(variable, "valueFrom", "configMapKeyRef");
+    if (typeof value === "string") env[name] = value;
+    else if (value !== undefined) problems.push(`${where}: env ${name} must be a string, not ${JSON.stringify(value)}`);
+    else if (fieldPath !== undefined && samples[fieldPath] !== undefined) env[name] = samples[fieldPath];
+    else if (isObject(mapKey) && configMaps.get(String(mapKey["name"]))?.[String(mapKey["key"])] !== undefined) env[name] = String(configMaps.get(String(mapKey["name"]))?.[String(mapKey["key"])]);
+    else problems.push(`${where}: env ${name} has no value this test can resolve`);
+  }
+  return { env, problems };
+}
+
+/** The container port a probe or Service port refers to (by name or number), if any. */
+function containerPort(container: unknown, reference: unknown): number | undefined {
+  const ports = asArray(at(container, "ports"));
+  const match = ports.find((port) => at(port, "name") === reference || at(port, "containerPort") === reference);
+  const number = at(match, "containerPort");
+  return typeof number === "number" ? number : undefined;
+}
+
+function probePortProblems(container: unknown, probe: unknown, where: string): string[] {
+  if (!isObject(probe)) return [`${where} is missing`];
+  const handlers = ["grpc", "tcpSocket", "httpGet", "exec"].filter((key) => probe[key] !== undefined);
+  if (handlers.length !== 1) return [`${where} needs exactly one of grpc, tcpSocket, httpGet, exec`];
+  const handler = handlers[0] ?? "";
+  if (handler === "exec") return [];
+  const port = at(probe, handler, "port");
+  // A grpc probe takes a port number only, never a port name.
+  if (handler === "grpc" && typeof port !== "number") return [`${where}: a grpc probe's port must be a number, not ${JSON.stringify(port)}`];
+  return containerPort(container, port) === undefined ? [`${where}: port ${JSON.stringify(port)} is not a port of the container`] : [];
+}
+
+// ---------------------------------------------------------------------------------------------------------
+
+describe("deploy/", () => {
+  it("parses every YAML file, every document of it, with no error, warning or duplicate key", () => {
+    const files = filesUnder(DEPLOY, (name) => /\.ya?ml$/.test(name));
+    expect(files.map((path) => relative(DEPLOY, path))).toEqual(
+      expect.arrayContaining(["compose.yaml", "otel/collector.yaml", "k8s/kustomization.yaml", "k8s/nats-values.yaml"]),
+    );
+    for (const path of files) expect(readYaml(path).length, relative(ROOT, path)).toBeGreaterThan(0);
+    // The parser is strict where Kubernetes and Compose are.
+    expect(() => parseYaml("a: 1\na: 2\n", "dup.yaml")).toThrow(/dup\.yaml.*unique/s);
+    expect(() => parseYaml("a: [1, 2\n", "bad.yaml")).toThrow(/bad\.yaml/);
+    expect(parseYaml("a: 1\n---\nb: 2\n", "two.yaml")).toEqual([{ a: 1 }, { b: 2 }]);
+  });
+
+  it("flags a variable the services do not read", () => {
+    const { problems } = configProblems(INFERENCER, { POSELOOP_NATS_URL: "nats://nats:4222", POSELOOP_NATS_URLS: "nats://x:4222", POSELOOP_MODEL: "demo" }, "sample");
+    expect(problems).toEqual([expect.stringContaining("POSELOOP_NATS_URLS is not read")]);
+    expect(configProblems(INFERENCER, { POSELOOP_MODEL: "Bad Name" }, "sample").problems).toEqual([expect.stringContaining("refuses this configuration")]);
+  });
+
+  describe("Dockerfiles", () => {
+    const ignorePatterns = (service: string): string[] =>
+      readFileSync(join(DEPLOY, "docker", `${service}.Dockerfile.dockerignore`), "utf8")
+        .split("\n")
+        .map((line) => line.trim())
+        .filter((line) => line !== "" && !line.startsWith("#"));
+
+    for (const service of SERVICES) {
+      it(`${service.name}: multi-stage, production deps only, non-root, exposes its port and starts its built entry point`, () => {
+        const dockerfile = join(DEPLOY, "docker", `${service.name}.Dockerfile`);
+        const { args, stages } = dockerStages(parseDockerfile(readFileSync(dockerfile, "utf8")));
+        const problems: string[] = [];
+        const stageNames = new Set(stages.map((stage) => stage.name));
+        expect(stages.length).toBeGreaterThanOrEqual(2);
+        for (const stage of stages) {
+          if (!stageNames.has(stage.image)) problems.push(...imageProblems(stage.image, `${service.name}.Dockerfile FROM`));
+        }
+        for (const [name, value] of args) {
+          if (name.endsWith("_IMAGE") && !stageNames.has(value)) problems.push(...imageProblems(value, `${service.name}.Dockerfile ARG ${name}`));
+        }
+
+        // Node: the version the workspace supports (package.json engines: >=20.19 <21 || >=22).
+        const nodeTag = /^node:(\d+)\.(\d+)\.\d+-/.exec(args.get("NODE_IMAGE") ?? "");
+        const [major, minor] = [Number(nodeTag?.[1]), Number(nodeTag?.[2])];
+        expect((major === 20 && minor >= 19) || major >= 22, `NODE_IMAGE ${args.get("NODE_IMAGE")} against engines`).toBe(true);
+
+        const runs = stages.flatMap((stage) => stage.instructions.filter((i) => i.op === "RUN").map((i) => i.args));
+        expect(runs.some((run) => /\bnpm ci(?!\s+--omit)/.test(run)), "a build stage runs `npm ci`").toBe(true);
+        expect(runs.some((run) => run.includes(`npm run build -- services/${service.name}`)), "a build stage runs `npm run build`").toBe(true);
+        expect(runs.some((run) => run.includes(`npm ci --omit=dev --workspace services/${service.name}`)), "production deps of this workspace only").toBe(true);
+        expect(runs.some((run) => run.includes(`assemble-runtime.mjs --service services/${service.name}`))).toBe(true);
+
+        const final = stages.at(-1) as Stage;
+        const last = (op: string): string | undefined => final.instructions.filter((i) => i.op === op).at(-1)?.args;
+        const user = /^(\d+)(?::(\d+))?$/.exec(last("USER") ?? "");
+        expect(user, `final stage USER ${last("USER")} must be a numeric uid`).not.toBeNull();
+        expect(Number(user?.[1])).toBeGreaterThan(0);
+        expect(Number(user?.[2] ?? 1)).toBeGreaterThan(0);
+        expect(last("EXPOSE")?.split(/\s+/).map((port) => Number(port.replace(/\/\w+$/, "")))).toEqual([defaultPort(service)]);
+
+        // The entry point is what `npm run build` emits for the service's "bin".
+        const entrypoint = JSON.parse(last("ENTRYPOINT") ?? "null") as unknown;
+        const entry = `services/${service.name}/dist/main.js`;
+        expect(entrypoint).toEqual(["node", entry]);
+        const manifest = JSON.parse(readFileSync(join(ROOT, "services", service.name, "package.json"), "utf8")) as Json;
+        expect(Object.values(asObject(manifest["bin"]))).toContain("./dist/main.js");
+        const tsconfig = JSON.parse(readFileSync(join(ROOT, "services", service.name, "tsconfig.json"), "utf8")) as Json;
+        expect(at(tsconfig, "compilerOptions", "outDir")).toBe("dist");
+        expect(at(tsconfig, "compilerOptions", "rootDir")).toBe("src");
+        expect(existsSync(join(ROOT, "services", service.name, "src", "main.ts"))).toBe(true);
+
+        // Settings baked into the image are held to the same rule as the manifests'.
+        const baked = Object.fromEntries(
+          final.instructions
+            .filter((i) => i.op === "ENV")
+            .flatMap((i) => [...i.args.matchAll(/(\w+)=(\S*)/g)].map((match) => [match[1] ?? "", match[2] ?? ""])),
+        );
+        problems.push(...configProblems(service, baked, `${service.name}.Dockerfile ENV`).problems);
+        expect(problems).toEqual([]);
+      });
+    }
+
+    it("the trainer runs on a CUDA runtime image when asked, on Node's slim image by default", () => {
+      const { args, stages } = dockerStages(parseDockerfile(readFileSync(join(DEPLOY, "docker", "trainer.Dockerfile"), "utf8")));
+      expect(args.get("RUNTIME_IMAGE")).toBe(args.get("NODE_IMAGE"));
+      const text = readFileSync(join(DEPLOY, "docker", "trainer.Dockerfile"), "utf8");
+      expect(text).toMatch(/^FROM \$\{RUNTIME_IMAGE\} AS runtime$/m);
+      // Node is copied in, since a CUDA image has none.
+      expect(stages.at(-1)?.instructions.some((i) => i.op === "COPY" && i.args.includes("/usr/local/bin/node"))).toBe(true);
+      const documented = /RUNTIME_IMAGE=(nvidia\/cuda:\S+)/.exec(text)?.[1] ?? "";
+      expect(imageProblems(documented, "documented CUDA image")).toEqual([]);
+      const gpuOverride = readYamlObject(join(DEPLOY, "compose.gpu.yaml"));
+      expect(at(gpuOverride, "services", "trainer", "build", "args", "RUNTIME_IMAGE")).toBe(documented);
+    });
+
+    it("each Dockerfile has its own ignore file: no host node_modules or dist in the context, the scripts kept", () => {
+      const [trainer, inferencer] = [ignorePatterns("trainer"), ignorePatterns("inferencer")];
+      expect(inferencer).toEqual(trainer);
+      expect(trainer).toEqual(expect.arrayContaining(["**/node_modules", "**/dist", ".git", "deploy", "!deploy/docker/*.mjs"]));
+      for (const script of ["assemble-runtime.mjs", "grpc-health-check.mjs"]) expect(existsSync(join(DEPLOY, "docker", script))).toBe(true);
+    });
+  });
+
+  describe("compose", () => {
+    it("builds the services from the Dockerfiles, mounts files that exist, and pins every image", () => {
+      const problems: string[] = [];
+      for (const [name, service] of Object.entries(composeServices)) {
+        const image = asString(at(service, "image"));
+        if (image === undefined) problems.push(`compose ${name}: no image`);
+        else problems.push(...imageProblems(image, `compose ${name}`));
+        const build = at(service, "build");
+        if (build !== undefined) {
+          const context = resolve(DEPLOY, asString(at(build, "context")) ?? ".");
+          if (context !== resolve(ROOT)) problems.push(`compose ${name}: the build context must be the repository root`);
+          const dockerfile = join(context, asString(at(build, "dockerfile")) ?? "Dockerfile");
+          if (!existsSync(dockerfile)) problems.push(`compose ${name}: ${relative(ROOT, dockerfile)} does not exist`);
+        }
+        for (const volume of asArray(at(service, "volumes"))) {
+          const source = String(volume).split(":")[0] ?? "";
+          if (source.startsWith(".") && !existsSync(resolve(DEPLOY, source))) problems.push(`compose ${name}: ${source} does not exist`);
+        }
+        for (const dependency of Object.keys(Array.isArray(at(service, "depends_on")) ? Object.fromEntries(asArray(at(service, "depends_on")).map((d) => [String(d), {}])) : asObject(at(service, "depends_on")))) {
+          if (!(dependency in composeServices)) problems.push(`compose ${name}: depends on unknown service ${dependency}`);
+          else if (at(service, "depends_on", dependency, "condition") === "service_healthy" && at(composeServices, dependency, "healthcheck") === undefined) {
+            problems.push(`compose ${name}: waits for ${dependency} to be healthy, which has no healthcheck`);
+          }
+        }
+      }
+      for (const service of SERVICES) {
+        expect(at(composeServices, service.name, "build", "dockerfile")).toBe(`deploy/docker/${service.name}.Dockerfile`);
+      }
+      const override = readYamlObject(join(DEPLOY, "compose.gpu.yaml"));
+      for (const name of Object.keys(asObject(override["services"]))) {
+        if (!(name in composeServices)) problems.push(`compose.gpu.yaml: unknown service ${name}`);
+        const image = asString(at(override, "services", name, "image"));
+        if (image !== undefined) problems.push(...imageProblems(image, `compose.gpu.yaml ${name}`));
+      }
+      expect(problems).toEqual([]);
+    });
+
+    for (const service of SERVICES) {
+      it(`${service.name}: its environment is accepted by the real config loader, and its port is the one it listens on`, () => {
+        const env = composeEnv(service.name);
+        const { config, problems } = configProblems(service, env, `compose ${service.name}`);
+        expect(problems).toEqual([]);
+        const port = config?.grpc.port;
+        expect(port).toBe(defaultPort(service));
+        expect(publishedTargets(service.name)).toContain(port);
+        const healthcheck = asArray(at(composeServices, service.name, "healthcheck", "test")).map(String);
+        expect(healthcheck.slice(0, 3)).toEqual(["CMD", "node", "bin/grpc-health-check.mjs"]);
+        expect(healthcheck.at(-1)).toBe(`127.0.0.1:${port}`);
+        // The addresses name services of this compose file, on the ports those listen on.
+        expect(new URL(env["POSELOOP_NATS_URL"] ?? "").host).toBe("nats:4222");
+        expect(new URL(env["OTEL_EXPORTER_OTLP_ENDPOINT"] ?? "").host).toBe("otel-collector:4318");
+        expect(env["OTEL_SERVICE_NAME"]).toBe(`poseloop-${service.name}`);
+      });
+    }
+
+    it("publishes the inferencer on all interfaces and starts NATS with JetStream on a volume", () => {
+      expect(asArray(at(composeServices, "inferencer", "ports"))).toContain(`${defaultPort(INFERENCER)}:${defaultPort(INFERENCER)}`);
+      const command = asArray(at(composeServices, "nats", "command")).map(String);
+      expect(command).toEqual(expect.arrayContaining(["-js", "-sd", "/data"]));
+      expect(asArray(at(composeServices, "nats", "volumes")).map(String)).toContain("nats-data:/data");
+      expect(asString(at(composeServices, "nats", "image"))).toMatch(/^nats:2\.10\./);
+      expect(at(composeServices, "jaeger", "environment", "COLLECTOR_OTLP_ENABLED")).toBe("true");
+      expect(asArray(at(composeServices, "jaeger", "ports"))).toContain("127.0.0.1:16686:16686");
+    });
+  });
+
+  describe("OpenTelemetry collector", () => {
+    /** Pipelines name only components the config defines ("otlp/jaeger" is a named "otlp"). */
+    function pipelineProblems(config: Json, where: string): string[] {
+      const problems: string[] = [];
+      const pipelines = Object.entries(asObject(at(config, "service", "pipelines"))).filter(([, pipeline]) => pipeline !== null);
+      if (pipelines.length === 0) problems.push(`${where}: no pipelines`);
+      for (const [name, pipeline] of pipelines) {
+        for (const kind of ["receivers", "processors", "exporters"]) {
+          for (const component of asArray(at(pipeline, kind)).map(String)) {
+            if (at(config, kind, component) === undefined || at(config, kind, component) === null) {
+              problems.push(`${where}: pipeline ${name} uses ${kind} ${component}, which is not defined`);
+            }
+          }
+        }
+      }
+      return problems;
+    }
+
+    it("receives OTLP on 4317/4318 and sends traces, batched, to Jaeger, Tempo and debug", () => {
+      const config = readYamlObject(join(DEPLOY, "otel", "collector.yaml"));
+      expect(pipelineProblems(config, "otel/collector.yaml")).toEqual([]);
+      expect(at(config, "receivers", "otlp", "protocols", "grpc", "endpoint")).toBe("0.0.0.0:4317");
+      expect(at(config, "receivers", "otlp", "protocols", "http", "endpoint")).toBe("0.0.0.0:4318");
+      const traces = at(config, "service", "pipelines", "traces");
+      expect(at(traces, "processors", 0)).toBe("memory_limiter");
+      expect(asArray(at(traces, "processors"))).toContain("batch");
+      expect(asArray(at(traces, "exporters"))).toEqual(expect.arrayContaining(["otlp/jaeger", "otlp/tempo", "debug"]));
+      // Exporter hosts are compose services; compose mounts this file as the collector's config.
+      for (const exporter of ["otlp/jaeger", "otlp/tempo"]) {
+        const host = (asString(at(config, "exporters", exporter, "endpoint")) ?? "").split(":")[0] ?? "";
+        expect(composeServices, `${exporter} → ${host}`).toHaveProperty(host);
+      }
+      expect(asArray(at(composeServices, "otel-collector", "volumes")).map(String)).toContain("./otel/collector.yaml:/etc/otelcol-contrib/config.yaml:ro");
+      expect(asArray(at(composeServices, "otel-collector", "command"))).toContain("--config=/etc/otelcol-contrib/config.yaml");
+    });
+
+    it("Tempo takes OTLP where the collector sends it and keeps the consumer spans TraceQL metrics need", () => {
+      const collector = readYamlObject(join(DEPLOY, "otel", "collector.yaml"));
+      const tempo = readYamlObject(join(DEPLOY, "tempo", "tempo.yaml"));
+      const port = (asString(at(collector, "exporters", "otlp/tempo", "endpoint")) ?? "").split(":")[1];
+      expect(String(at(tempo, "distributor", "receivers", "otlp", "protocols", "grpc", "endpoint")).split(":")[1]).toBe(port);
+      expect(asArray(at(tempo, "overrides", "defaults", "metrics_generator", "processors"))).toContain("local-blocks");
+      // frame and model.load spans are CONSUMER spans; local-blocks keeps SERVER spans only by default.
+      expect(at(tempo, "metrics_generator", "processor", "local_blocks", "filter_server_spans")).toBe(false);
+      expect(asArray(at(composeServices, "tempo", "volumes")).map(String)).toContain("./tempo/tempo.yaml:/etc/tempo/tempo.yaml:ro");
+      expect(asArray(at(composeServices, "tempo", "command"))).toContain("-config.file=/etc/tempo/tempo.yaml");
+    });
+
+    it("the in-cluster collector values define what their pipelines use and export to Tempo", () => {
+      const values = readYamlObject(join(K8S, "otel-collector-values.yaml"));
+      const config = asObject(values["config"]);
+      expect(pipelineProblems(config, "k8s/otel-collector-values.yaml")).toEqual([]);
+      expect(asArray(at(config, "service", "pipelines", "traces", "exporters"))).toContain("otlp/tempo");
+      expect(imageProblems(`${String(at(values, "image", "repository"))}:${String(at(values, "image", "tag"))}`, "otel-collector-values")).toEqual([]);
+      // The ConfigMap's endpoint is this release's Service, on its OTLP/HTTP port.
+      const endpoint = new URL(String(configMaps.get("poseloop-common")?.["OTEL_EXPORTER_OTLP_ENDPOINT"]));
+      expect(endpoint.hostname).toBe(values["fullnameOverride"]);
+      expect(endpoint.port).toBe(String(at(config, "receivers", "otlp", "protocols", "http", "endpoint")).split(":").at(-1));
+    });
+  });
+
+  describe("Kubernetes", () => {
+    it("kustomization lists exactly the object files, and its images are the Deployments' images", () => {
+      expect(kustomization["namespace"]).toBe(NAMESPACE);
+      expect(asArray(kustomization["resources"]).map(String).sort()).toEqual(k8sObjectFiles.map((path) => relative(K8S, path)).sort());
+      const images = [...deployments.values()].flatMap((d) => asArray(at(d, "spec", "template", "spec", "containers")).map((c) => String(at(c, "image"))));
+      for (const entry of asArray(kustomization["images"])) {
+        const name = String(at(entry, "name"));
+        expect(images.map(repositoryOf), `kustomization image ${name}`).toContain(name);
+        expect(images).toContain(`${name}:${String(at(entry, "newTag"))}`);
+      }
+    });
+
+    it("every object has apiVersion, kind and a name, in the poseloop namespace, with the fields its kind requires", () => {
+      const problems: string[] = [];
+      for (const { file, object } of k8sObjects) {
+        const kind = asString(object["kind"]) ?? "";
+        const where = `${file} ${kind}/${nameOf(object)}`;
+        if (API_VERSIONS[kind] === undefined) problems.push(`${where}: kind ${kind} is not one this test knows; add its checks`);
+        else if (object["apiVersion"] !== API_VERSIONS[kind]) problems.push(`${where}: apiVersion ${String(object["apiVersion"])}, expected ${API_VERSIONS[kind]}`);
+        if (nameOf(object) === "") problems.push(`${where}: metadata.name is missing`);
+        if (kind !== "Namespace" && at(object, "metadata", "namespace") !== NAMESPACE) problems.push(`${where}: not in namespace ${NAMESPACE}`);
+        if (kind === "ConfigMap") {
+          for (const [key, value] of Object.entries(asObject(object["data"]))) {
+            if (typeof value !== "string") problems.push(`${where}: data.${key} must be a string (quote it), not ${JSON.stringify(value)}`);
+          }
+        }
+        if (kind === "Service") {
+          const pods = [...deployments.values()].filter((d) => selects(at(object, "spec", "selector"), at(d, "spec", "template", "metadata", "labels")));
+          if (pods.length !== 1) problems.push(`${where}: the selector matches ${pods.length} Deployments, expected 1`);
+          for (const port of asArray(at(object, "spec", "ports"))) {
+            const container = at(pods[0], "spec", "template", "spec", "containers", 0);
+            if (containerPort(container, at(port, "targetPort")) === undefined) problems.push(`${where}: targetPort ${JSON.stringify(at(port, "targetPort"))} is no container port`);
+          }
+        }
+        if (kind === "PodDisruptionBudget") {
+          const target = deployments.get("inferencer");
+          if (!selects(at(object, "spec", "selector", "matchLabels"), at(target, "spec", "template", "metadata", "labels"))) problems.push(`${where}: does not select the inferencer pods`);
+        }
+      }
+      expect(ofKind("Namespace").map(nameOf)).toEqual([NAMESPACE]);
+      expect(problems).toEqual([]);
+    });
+
+    it("Deployments: selectors match, containers are pinned, probed, locked down and use existing ConfigMaps", () => {
+      const problems: string[] = [];
+      const serviceAccounts = new Set(ofKind("ServiceAccount").map(nameOf));
+      for (const [name, deployment] of deployments) {
+        const where = `Deployment/${name}`;
+        const pod = at(deployment, "spec", "template", "spec");
+        if (!selects(at(deployment, "spec", "selector", "matchLabels"), at(deployment, "spec", "template", "metadata", "labels"))) {
+          problems.push(`${where}: spec.selector does not match the template's labels`);
+        }
+        if (!serviceAccounts.has(String(at(pod, "serviceAccountName")))) problems.push(`${where}: serviceAccountName is not a ServiceAccount here`);
+        if (at(pod, "securityContext", "runAsNonRoot") !== true) problems.push(`${where}: pod securityContext.runAsNonRoot must be true`);
+        if (!(Number(at(pod, "securityContext", "runAsUser")) > 0)) problems.push(`${where}: pod securityContext.runAsUser must be a non-root uid`);
+        const volumes = new Map(asArray(at(pod, "volumes")).map((volume) => [String(at(volume, "name")), volume]));
+        const containers = asArray(at(pod, "containers"));
+        if (containers.length === 0) problems.push(`${where}: no containers`);
+        for (const container of containers) {
+          const label = `${where} container ${String(at(container, "name"))}`;
+          const image = asString(at(container, "image"));
+          if (image === undefined) problems.push(`${label}: no image`);
+          else problems.push(...imageProblems(image, label));
+          const ports = asArray(at(container, "ports"));
+          if (ports.length === 0 || ports.some((port) => typeof at(port, "containerPort") !== "number" || typeof at(port, "name") !== "string")) {
+            problems.push(`${label}: needs named, numbered ports`);
+          }
+          for (const probe of ["readinessProbe", "livenessProbe"]) problems.push(...probePortProblems(container, at(container, probe), `${label} ${probe}`));
+          if (at(container, "startupProbe") !== undefined) problems.push(...probePortProblems(container, at(container, "startupProbe"), `${label} startupProbe`));
+          if (at(container, "securityContext", "allowPrivilegeEscalation") !== false) problems.push(`${label}: allowPrivilegeEscalation must be false`);
+          if (!asArray(at(container, "securityContext", "capabilities", "drop")).includes("ALL")) problems.push(`${label}: must drop ALL capabilities`);
+          if (at(container, "securityContext", "readOnlyRootFilesystem") !== true) problems.push(`${label}: readOnlyRootFilesystem must be true`);
+          const tmp = asArray(at(container, "volumeMounts")).find((mount) => at(mount, "mountPath") === "/tmp");
+          if (at(volumes.get(String(at(tmp, "name"))), "emptyDir") === undefined) problems.push(`${label}: /tmp must be an emptyDir (the root filesystem is read-only)`);
+          for (const mount of asArray(at(container, "volumeMounts"))) {
+            if (!volumes.has(String(at(mount, "name")))) problems.push(`${label}: mounts unknown volume ${String(at(mount, "name"))}`);
+          }
+          if (at(container, "resources", "requests", "cpu") === undefined || at(container, "resources", "limits", "memory") === undefined) {
+            problems.push(`${label}: needs a CPU request and a memory limit`);
+          }
+        }
+      }
+      expect([...deployments.keys()].sort()).toEqual(SERVICES.map((service) => service.name).sort());
+      expect(problems).toEqual([]);
+    });
+
+    for (const service of SERVICES) {
+      it(`${service.name}: the ConfigMaps and env the pod gets are accepted by the real config loader; ports and grace period agree`, () => {
+        const deployment = deployments.get(service.name);
+        const pod = at(deployment, "spec", "template", "spec");
+        const container = at(pod, "containers", 0);
+        const { env, problems: envProblems } = containerEnv(container, service.name, `Deployment/${service.name}`);
+        const { config, problems } = configProblems(service, env, `Deployment/${service.name}`);
+        expect([...envProblems, ...problems]).toEqual([]);
+        const port = config?.grpc.port ?? -1;
+        expect(port).toBe(defaultPort(service));
+        expect(containerPort(container, "grpc")).toBe(port);
+        expect(at(container, "readinessProbe", "grpc", "port")).toBe(port);
+        const k8sService = ofKind("Service").find((s) => nameOf(s) === service.name);
+        expect(at(k8sService, "spec", "ports", 0, "port")).toBe(port);
+        expect(env["OTEL_SERVICE_NAME"]).toBe(`poseloop-${service.name}`);
+        // The kubelet waits for the preStop hook and the drain before it kills the pod.
+        const preStop = asArray(at(container, "lifecycle", "preStop", "exec", "command")).map(String);
+        const preStopMs = preStop[0] === "sleep" ? Number(preStop[1]) * 1000 : 0;
+        expect(Number(at(pod, "terminationGracePeriodSeconds")) * 1000).toBeGreaterThan(preStopMs + (config?.grpc.drainTimeoutMs ?? Infinity));
+      });
+    }
+
+    it("the trainer runs on GPU nodes with one GPU, probed over gRPC health, with time to checkpoint on shutdown", () => {
+      const pod = at(deployments.get("trainer"), "spec", "template", "spec");
+      const container = at(pod, "containers", 0);
+      expect(at(pod, "nodeSelector", "nvidia.com/gpu.present")).toBe("true");
+      expect(asArray(at(pod, "tolerations"))).toContainEqual(expect.objectContaining({ key: "nvidia.com/gpu", effect: "NoSchedule" }));
+      expect(at(container, "resources", "limits", "nvidia.com/gpu")).toBe(1);
+      expect(at(container, "livenessProbe", "grpc", "port")).toBe(defaultPort(TRAINER));
+      expect(Number(at(pod, "terminationGracePeriodSeconds"))).toBeGreaterThanOrEqual(120);
+      expect(at(deployments.get("trainer"), "spec", "strategy", "rollingUpdate", "maxSurge")).toBe(0);
+    });
+
+    it("the inferencer autoscales on CPU and a disruption budget keeps one serving, which drains can still satisfy", () => {
+      const [hpa, ...moreHpas] = ofKind("HorizontalPodAutoscaler");
+      expect(moreHpas).toEqual([]);
+      expect(at(hpa, "spec", "scaleTargetRef")).toEqual({ apiVersion: "apps/v1", kind: "Deployment", name: "inferencer" });
+      const cpu = asArray(at(hpa, "spec", "metrics")).find((metric) => at(metric, "type") === "Resource" && at(metric, "resource", "name") === "cpu");
+      expect(at(cpu, "resource", "target", "type")).toBe("Utilization");
+      const [min, max] = [Number(at(hpa, "spec", "minReplicas")), Number(at(hpa, "spec", "maxReplicas"))];
+      expect(min).toBeGreaterThanOrEqual(2);
+      expect(max).toBeGreaterThanOrEqual(min);
+      const inferencer = deployments.get("inferencer");
+      // The autoscaler owns the replica count; CPU utilization is relative to the request.
+      expect(at(inferencer, "spec", "replicas")).toBeUndefined();
+      expect(at(inferencer, "spec", "template", "spec", "containers", 0, "resources", "requests", "cpu")).toBeDefined();
+      const [pdb] = ofKind("PodDisruptionBudget");
+      expect(Number(at(pdb, "spec", "minAvailable"))).toBeLessThan(min);
+    });
+
+    it("NATS Helm values: JetStream on file storage with a PVC, a pinned 2.10 server, named as the ConfigMap expects", () => {
+      const values = readYamlObject(join(K8S, "nats-values.yaml"));
+      expect(at(values, "config", "jetstream", "enabled")).toBe(true);
+      expect(at(values, "config", "jetstream", "fileStore", "enabled")).toBe(true);
+      expect(at(values, "config", "jetstream", "fileStore", "pvc", "enabled")).toBe(true);
+      expect(String(at(values, "config", "jetstream", "fileStore", "pvc", "size"))).toMatch(/^\d+(Mi|Gi|Ti)$/);
+      const image = `${String(at(values, "container", "image", "repository"))}:${String(at(values, "container", "image", "tag"))}`;
+      expect(imageProblems(image, "nats-values")).toEqual([]);
+      expect(image).toMatch(/^nats:2\.10\./);
+      for (const path of [["reloader", "image"], ["natsBox", "container", "image"]]) {
+        const ref = `${String(at(values, ...path, "repository"))}:${String(at(values, ...path, "tag"))}`;
+        expect(imageProblems(ref, `nats-values ${path.join(".")}`)).toEqual([]);
+      }
+      const url = new URL(String(configMaps.get("poseloop-common")?.["POSELOOP_NATS_URL"]));
+      expect(url.hostname).toBe(values["fullnameOverride"]);
+      expect(url.port).toBe("4222");
+    });
+  });
+
+  describe("Grafana dashboard", () => {
+    const dashboard = JSON.parse(readFileSync(join(DEPLOY, "grafana", "poseloop-dashboard.json"), "utf8")) as Json;
+    const panels = asArray(dashboard["panels"]).filter((panel) => at(panel, "type") !== "row");
+    const targets = panels.flatMap((panel) => asArray(at(panel, "targets")));
+    const queries = targets.map((target) => String(at(target, "query")));
+
+    it("queries a Tempo datasource chosen by a variable, and defines every variable it uses", () => {
+      const variables = asArray(at(dashboard, "templating", "list"));
+      expect(variables).toContainEqual(expect.objectContaining({ type: "datasource", name: "datasource", query: "tempo" }));
+      const defined = new Set(variables.map((variable) => String(at(variable, "name"))));
+      for (const panel of panels) expect(at(panel, "datasource"), String(at(panel, "title"))).toEqual({ type: "tempo", uid: "${datasource}" });
+      for (const target of targets) {
+        expect(at(target, "datasource")).toEqual({ type: "tempo", uid: "${datasource}" });
+        expect(at(target, "queryType")).toBe("traceql");
+        for (const [, name] of JSON.stringify(target).matchAll(/\$\{?(\w+)/g)) expect(defined, `variable $${name}`).toContain(name);
+      }
+      const ids = asArray(dashboard["panels"]).map((panel) => at(panel, "id"));
+      expect(new Set(ids).size).toBe(ids.length);
+    });
+
+    it("uses only span names and attributes the services really emit", () => {
+      const attributes = new Set(queries.flatMap((query) => [...query.matchAll(/\bspan\.(poseloop\.[\w.]+)/g)].map((match) => match[1] ?? "")));
+      const spanNames = new Set(queries.flatMap((query) => [...query.matchAll(/\bname\s*=\s*"([^"]+)"/g)].map((match) => match[1] ?? "")));
+      expect([...attributes].sort()).toEqual(expect.arrayContaining(["poseloop.model.version", "poseloop.training.job_id"]));
+      expect([...spanNames].sort()).toEqual(["frame", "model.load", "registry.publish"]);
+      for (const attribute of attributes) expect(shippedSource, `attribute ${attribute}`).toContain(`"${attribute}"`);
+      for (const name of spanNames) {
+        const escaped = name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+        const created = new RegExp(`(?:startSpan|startActiveSpan)\\(\\s*"${escaped}"|withSpan\\([^;]*?"${escaped}"`);
+        expect(created.test(shippedSource), `a span named "${name}" is created in libs/ or services/`).toBe(true);
+      }
+    });
+
+    it("has the panels a PoseLoop operator looks for", () => {
+      const find = (pattern: RegExp): string | undefined => queries.find((query) => pattern.test(query));
+      // Traces by model version and training job.
+      expect(find(/poseloop\.model\.version.*poseloop\.training\.job_id/)).toBeDefined();
+      // Frame latency, from the frame spans' durations (TraceQL metrics).
+      expect(find(/name = "frame".*\|\s*quantile_over_time\(duration/)).toBeDefined();
+      // FPS.
+      expect(find(/name = "frame".*\|\s*rate\(\)/)).toBeDefined();
+      // Swap events.
+      expect(find(/name = "model\.load"/)).toBeDefined();
+      for (const target of targets) {
+        const isMetrics = /\|\s*(rate|count_over_time|quantile_over_time|histogram_over_time)\(/.test(String(at(target, "query")));
+        expect(at(target, "metricsQueryType"), String(at(target, "query"))).toBe(isMetrics ? "range" : undefined);
+      }
+    });
+
+    it("is provisioned into the compose Grafana with its Tempo datasource", () => {
+      const provider = readYamlObject(join(DEPLOY, "grafana", "provisioning", "dashboards", "poseloop.yaml"));
+      const path = String(at(provider, "providers", 0, "options", "path"));
+      expect(asArray(at(composeServices, "grafana", "volumes")).map(String)).toContain(`./grafana/poseloop-dashboard.json:${path}/poseloop-dashboard.json:ro`);
+      const datasources = readYamlObject(join(DEPLOY, "grafana", "provisioning", "datasources", "poseloop.yaml"));
+      const tempo = asArray(datasources["datasources"]).find((source) => at(source, "type") === "tempo");
+      expect(new URL(String(at(tempo, "url"))).hostname).toBe("tempo");
+      expect(composeServices).toHaveProperty("tempo");
+      expect(dirname(path)).toBe("/var/lib/grafana");
+    });
+  });
+});

@@ -1,1 +1,20 @@
-export {};
+export { PoseloopClient } from "./sdk/poseloop-client.js";
+export type { PoseloopClientOptions } from "./sdk/poseloop-client.js";
+export { TrainerClient } from "./sdk/trainer-client.js";
+export type { ListJobsOptions, PublishCheckpointOptions, StartTrainingOptions, WatchJobOptions } from "./sdk/trainer-client.js";
+export { Delivery, InferenceClient } from "./sdk/inference-client.js";
+export type { DetectOptions, KeypointStreamOptions } from "./sdk/inference-client.js";
+export { encodedFormatOf, PixelLayout, toFrameMessage } from "./sdk/frame-input.js";
+export type { FrameInput, PersonBox, RawFrameImage } from "./sdk/frame-input.js";
+export {
+  connectionsFromEnv,
+  DEFAULT_CALL_TIMEOUT_MS,
+  DEFAULT_INFERENCER_ADDRESS,
+  DEFAULT_TRAINER_ADDRESS,
+  resolveConnection,
+} from "./sdk/client-options.js";
+export type { ConnectionOptions, RequestOptions, ResolvedConnection } from "./sdk/client-options.js";
+export { FlowWindow } from "./sdk/flow-window.js";
+export { runCli } from "./cli/run-cli.js";
+export type { CliIo, CliOutput } from "./cli/cli-io.js";
+export { ExitCode } from "./cli/error-report.js";

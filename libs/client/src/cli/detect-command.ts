@@ -1,0 +1,22 @@
+import type { Command } from "./command.js";
+
+/** `poseloop detect`; its work (image codecs) is loaded when it runs, as for stream. */
+export const detectCommand: Command = {
+  name: "detect",
+  summary: "Find the keypoints of the people in one image.",
+  synopsis: "<image> [--out annotated.png] [--json]",
+  description: "Sends a JPEG, PNG or WebP file as it is and prints each person's box, score and keypoints.",
+  examples: ["poseloop detect photo.jpg", "poseloop detect photo.jpg --out annotated.png --min-score 0.3", "poseloop detect photo.jpg --json"],
+  positionals: { min: 1, max: 1 },
+  options: {
+    out: { type: "string", value: "FILE", help: "write the image with skeletons drawn (.png, .jpg)" },
+    model: { type: "string", value: "NAME", help: "model to serve from (default: the inferencer's)" },
+    "min-score": { type: "string", value: "X", help: "keypoints below this score are left out of the instance score and the drawing (0-1)" },
+    "max-persons": { type: "string", value: "N", help: "at most N people" },
+    "flip-test": { type: "boolean", help: "average with the mirrored crop" },
+  },
+  async run(ctx) {
+    const { runDetect } = await import("./detect-run.js");
+    return runDetect(ctx);
+  },
+};

@@ -1,0 +1,83 @@
+import { readFile, writeFile } from "node:fs/promises";
+import { extname } from "node:path";
+import { performance } from "node:perf_hooks";
+import { AppError, Code, isCode } from "@poseloop/core";
+import { FrameResultSchema, ImageFormat, type FrameResult } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
+import { decodeImage, encodeJpeg, encodePng } from "@poseloop/vision";
+import { encodedFormatOf } from "../sdk/frame-input.js";
+import type { CommandContext } from "./command.js";
+import { ExitCode, UsageError } from "./error-report.js";
+import { modelRefText } from "./job-format.js";
+import { protoJson, writeJsonDocument } from "./json-output.js";
+import { annotatePicture, schemaForKeypoints } from "./pose-annotation.js";
+import { formatMs } from "./stream-stats.js";
+
+const OUTPUT_ENCODERS: Readonly<Record<string, "png" | "jpeg">> = { ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg" };
+
+/** Runs `poseloop detect`: see detectCommand. */
+export async function runDetect(ctx: CommandContext): Promise<number> {
+  const { args } = ctx;
+  const input = args.positionals[0]!;
+  const out = args.string("out");
+  const encoder = out === undefined ? undefined : OUTPUT_ENCODERS[extname(out).toLowerCase()];
+  if (out !== undefined && encoder === undefined) throw new UsageError(`--out ${out}: write the annotated image as .png or .jpg`, "detect");
+  const model = args.string("model");
+  const minKeypointScore = args.number("min-score", { min: 0, max: 1 });
+  const maxPersons = args.int("max-persons", 1);
+
+  const bytes = await readFile(ctx.resolvePath(input)).catch((error: unknown) => {
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new AppError(code === "ENOENT" ? Code.NOT_FOUND : Code.INVALID_ARGUMENT, `cannot read ${input}: ${code === "ENOENT" ? "no such file" : (error as Error).message}`, { cause: error });
+  });
+  if (encodedFormatOf(bytes) === ImageFormat.UNSPECIFIED) throw new AppError(Code.INVALID_ARGUMENT, `${input} is not a JPEG, PNG or WebP image`);
+
+  const started = performance.now();
+  const result = await ctx.inference().detect(bytes, {
+    signal: ctx.signal,
+    flipTest: args.flag("flip-test"),
+    ...(model === undefined ? {} : { modelName: model }),
+    ...(minKeypointScore === undefined ? {} : { minKeypointScore }),
+    ...(maxPersons === undefined ? {} : { maxPersons }),
+  });
+  const elapsedMs = performance.now() - started;
+  const status = result.status;
+  if (status !== undefined && status.code !== 0) {
+    throw new AppError(isCode(status.code) ? status.code : Code.UNKNOWN, `${input}: ${status.message}`);
+  }
+
+  if (out !== undefined && encoder !== undefined) {
+    const picture = await decodeImage(bytes);
+    const annotated = annotatePicture(picture, result.persons, {
+      caption: `${modelRefText(result.model)}  ${result.persons.length} ${result.persons.length === 1 ? "person" : "persons"}`,
+      ...(minKeypointScore === undefined ? {} : { minScore: minKeypointScore }),
+    });
+    await writeFile(ctx.resolvePath(out), encoder === "png" ? await encodePng(annotated) : await encodeJpeg(annotated, 90));
+  }
+
+  if (ctx.json) writeJsonDocument(ctx.out, protoJson(FrameResultSchema, result));
+  else {
+    ctx.out.lines(detectionLines(input, result, elapsedMs));
+    if (out !== undefined) ctx.out.line(`wrote ${out}`);
+  }
+  return ExitCode.OK;
+}
+
+/** The text answer of detect: a header, then per person its score, box and keypoints. */
+export function detectionLines(input: string, result: FrameResult, elapsedMs: number): string[] {
+  const count = result.persons.length;
+  const size = result.imageWidth > 0 ? ` (${result.imageWidth}x${result.imageHeight})` : "";
+  const server = result.timings === undefined || result.timings.totalUs === 0 ? "" : `, server ${formatMs(result.timings.totalUs / 1000)}`;
+  const lines = [`${input}${size}: ${count} ${count === 1 ? "person" : "persons"}, model ${modelRefText(result.model)}, ${formatMs(elapsedMs)}${server}`];
+  result.persons.forEach((person, index) => {
+    const box = person.bbox;
+    const boxText = box === undefined ? "" : `, box ${box.x.toFixed(0)},${box.y.toFixed(0)} ${box.width.toFixed(0)}x${box.height.toFixed(0)}`;
+    const track = person.trackId === undefined ? "" : `, track ${person.trackId}`;
+    lines.push(`person ${index + 1}: score ${person.score.toFixed(2)}${boxText}${track}`);
+    const names = schemaForKeypoints(person.keypoints.length).names;
+    const width = Math.max(...names.map((name) => name.length));
+    person.keypoints.forEach((keypoint, k) => {
+      lines.push(`  ${(names[k] ?? `k${k}`).padEnd(width)}  ${keypoint.x.toFixed(1).padStart(7)} ${keypoint.y.toFixed(1).padStart(7)}  ${keypoint.score.toFixed(2)}`);
+    });
+  });
+  return lines;
+}

@@ -1,0 +1,99 @@
+import { readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { renderSyntheticScene, SeededRandom } from "@poseloop/data";
+import { makeTempDir, spawnService, waitFor, type ServiceProcess } from "@poseloop/testkit";
+import { decodeImage, encodeJpeg } from "@poseloop/vision";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { InferenceClient } from "../sdk/inference-client.js";
+import { captureIo } from "../testing/fake-services.js";
+import { TestModelPublisher } from "../testing/test-model-publisher.js";
+import { ffmpegPath, VideoFrameReader } from "./ffmpeg-video.js";
+import { runCli } from "./run-cli.js";
+
+// The inferencer runs as its own process, the way the CLI meets it in production (a library does not import
+// a service); models reach it through the test NATS server's registry.
+const INFERENCER_MAIN = fileURLToPath(new URL("../../../../services/inferencer/src/main.ts", import.meta.url));
+const natsUrl = inject("natsUrl");
+const model = `client-cli-${process.pid}`;
+
+let inferencer: ServiceProcess;
+let publisher: TestModelPublisher;
+let dir: { path: string; remove: () => Promise<void> };
+let env: Record<string, string>;
+let v1: string;
+
+beforeAll(async () => {
+  dir = await makeTempDir("poseloop-client-int-");
+  publisher = await TestModelPublisher.connect(natsUrl);
+  inferencer = await spawnService(INFERENCER_MAIN, {
+    POSELOOP_INFERENCER_LISTEN: "127.0.0.1:0",
+    POSELOOP_NATS_URL: natsUrl,
+    POSELOOP_MODEL: model,
+    POSELOOP_LOG_LEVEL: "info",
+    POSELOOP_INSTANCE_ID: `client-int-${process.pid}`,
+  }, 60_000);
+  // Nothing but the trainer's default port is assumed closed: point the CLI at a port nobody listens on.
+  env = { POSELOOP_INFERENCER_ADDR: `127.0.0.1:${inferencer.port}`, POSELOOP_TRAINER_ADDR: "127.0.0.1:1" };
+  v1 = await publisher.publish(model, 1);
+  const client = new InferenceClient({ address: env["POSELOOP_INFERENCER_ADDR"]! });
+  try {
+    await waitFor(async () => (await client.getServingModel()).manifest?.model?.version === v1, { timeoutMs: 30_000, what: `${model}@${v1} serving` });
+  } finally {
+    client.close();
+  }
+});
+
+afterAll(async () => {
+  await inferencer?.stop();
+  await publisher?.close();
+  await dir?.remove();
+});
+
+describe("poseloop against a real inferencer", () => {
+  it("models: shows the version serving, and notes that the trainer is not there", async () => {
+    const io = captureIo({ env });
+    expect(await runCli(["models"], io)).toBe(0);
+    expect(io.stdoutText()).toContain(`model ${model} on the inferencer at ${env["POSELOOP_INFERENCER_ADDR"]}: SERVING`);
+    expect(io.stdoutText()).toContain(`version     ${model}@${v1} (fp32, lite`);
+    expect(io.stderrText()).toMatch(/^poseloop: note: published versions not shown: the trainer at 127\.0\.0\.1:1 is unavailable/);
+  });
+
+  it("detect: finds 17 keypoints of the person in a JPEG and draws them", async () => {
+    const scene = renderSyntheticScene(new SeededRandom(5), { width: 160, height: 120, minPeople: 1, maxPeople: 1 });
+    await writeFile(join(dir.path, "person.jpg"), await encodeJpeg(scene.image, 90));
+    const io = captureIo({ env, cwd: dir.path });
+    expect(await runCli(["detect", "person.jpg", "--json", "--out", "person-annotated.png"], io)).toBe(0);
+    const result = JSON.parse(io.stdoutText()) as { model: { name: string; version: string }; imageWidth: number; persons: { keypoints: { x: number; y: number }[] }[] };
+    expect(result.model).toMatchObject({ name: model, version: v1 });
+    expect(result.imageWidth).toBe(160);
+    expect(result.persons).toHaveLength(1);
+    expect(result.persons[0]?.keypoints).toHaveLength(17);
+    const annotated = await decodeImage(await readFile(join(dir.path, "person-annotated.png")));
+    expect([annotated.width, annotated.height]).toEqual([160, 120]);
+  });
+
+  it("stream --synthetic: answers every frame in order and shows the hot swap to a new version in the video", async () => {
+    const io = captureIo({ env, cwd: dir.path });
+    const run = runCli(["stream", "--synthetic", "--frames", "40", "--width", "160", "--height", "120", "--fps", "10", "--realtime", "--json", "--out", "swap.mp4"], io);
+    await waitFor(() => io.stdoutText().split("\n").filter((line) => line.includes('"type":"result"')).length >= 5, { timeoutMs: 20_000, what: "5 results" });
+    const v2 = await publisher.publish(model, 2);
+    const code = await run;
+    expect(io.stderrText()).toBe("");
+    expect(code).toBe(0);
+    const lines = io.stdoutText().trimEnd().split("\n").map((line) => JSON.parse(line) as { type: string; frame?: number; from?: string; to?: string; models?: { model: string }[]; dropped?: number });
+    const frames = lines.filter((line) => line.type === "result").map((line) => line.frame);
+    expect(frames).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
+    const swap = lines.find((line) => line.type === "model_switch");
+    expect(swap).toMatchObject({ from: `${model}@${v1}`, to: `${model}@${v2}` });
+    const summary = lines.at(-1)!;
+    expect(summary).toMatchObject({ type: "summary", dropped: 0 });
+    expect(summary.models?.map((span) => span.model)).toEqual([`${model}@${v1}`, `${model}@${v2}`]);
+
+    const reader = await VideoFrameReader.open(ffmpegPath({}), { input: join(dir.path, "swap.mp4") });
+    let written = 0;
+    for await (const _ of reader.frames()) written++;
+    await reader.close();
+    expect(written).toBe(40);
+  });
+});

@@ -1,0 +1,216 @@
+import { AppError, Code } from "@poseloop/core";
+import { ModelRefSchema } from "@poseloop/proto/poseloop/common/v1/model_pb";
+import {
+  GetServingModelResponseSchema,
+  ServingEventKind,
+  ServingState,
+  WatchServingModelResponseSchema,
+  type GetServingModelResponse,
+  type WatchServingModelResponse,
+} from "@poseloop/proto/poseloop/inference/v1/inference_pb";
+import { PublishCheckpointResponseSchema, type Job, type PublishCheckpointResponse } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
+import type { Command, CommandContext } from "./command.js";
+import { ExitCode, UsageError } from "./error-report.js";
+import { formatTable, jobStateName, manifestText, modelRefText, timestampText } from "./job-format.js";
+import { protoJson, writeJsonDocument, writeJsonLine } from "./json-output.js";
+
+/** "job/checkpoint", or --job and --checkpoint: never both, never half. */
+export function publishTarget(positional: string | undefined, job: string | undefined, checkpoint: string | undefined): { jobId: string; checkpointId: string } {
+  if (positional !== undefined) {
+    if (job !== undefined || checkpoint !== undefined) throw new UsageError("give JOB/CHECKPOINT or --job and --checkpoint, not both", "publish");
+    const slash = positional.indexOf("/");
+    const jobId = slash < 0 ? "" : positional.slice(0, slash).trim();
+    const checkpointId = slash < 0 ? "" : positional.slice(slash + 1).trim();
+    if (jobId === "" || checkpointId === "") throw new UsageError(`"${positional}" is not JOB/CHECKPOINT`, "publish");
+    return { jobId, checkpointId };
+  }
+  if (job === undefined || checkpoint === undefined || job.trim() === "" || checkpoint.trim() === "") {
+    throw new UsageError("name the checkpoint: poseloop publish JOB/CHECKPOINT (or --job JOB --checkpoint CHECKPOINT)", "publish");
+  }
+  return { jobId: job.trim(), checkpointId: checkpoint.trim() };
+}
+
+function servingChangeText(response: PublishCheckpointResponse): string {
+  const previous = response.previous === undefined || response.previous.version === "" ? "" : ` (before: ${modelRefText(response.previous)})`;
+  return `serving ${manifestText(response.serving)}${previous}`;
+}
+
+export const publishCommand: Command = {
+  name: "publish",
+  summary: "Publish a checkpoint as a new model version, and make it serve.",
+  synopsis: "<job>/<checkpoint> | --job JOB --checkpoint CHECKPOINT",
+  positionals: { min: 0, max: 1 },
+  examples: ["poseloop publish 3f9c2a/e0012-s004800", "poseloop publish --job 3f9c2a --checkpoint e0012-s004800 --skip-promotion"],
+  options: {
+    job: { type: "string", value: "JOB", help: "the job" },
+    checkpoint: { type: "string", value: "CHECKPOINT", help: "the checkpoint id (poseloop checkpoints JOB lists them)" },
+    model: { type: "string", value: "NAME", help: "publish under this model name (default: the job's)" },
+    "skip-promotion": { type: "boolean", help: "upload and announce without making it serve" },
+    reason: { type: "string", value: "TEXT", help: "why (kept in the registry's history)" },
+  },
+  async run(ctx) {
+    const target = publishTarget(ctx.args.positionals[0], ctx.args.string("job"), ctx.args.string("checkpoint"));
+    const modelName = ctx.args.string("model");
+    const reason = ctx.args.string("reason");
+    const response = await ctx.trainer().publishCheckpoint({
+      ...target,
+      skipPromotion: ctx.args.flag("skip-promotion"),
+      signal: ctx.signal,
+      ...(modelName === undefined ? {} : { modelName }),
+      ...(reason === undefined ? {} : { reason }),
+    });
+    if (ctx.json) writeJsonDocument(ctx.out, protoJson(PublishCheckpointResponseSchema, response));
+    else {
+      const promoted = ctx.args.flag("skip-promotion") ? "published (not promoted); " : "published; ";
+      ctx.out.line(`${target.jobId}/${target.checkpointId} ${promoted}${servingChangeText(response)}`);
+    }
+    return ExitCode.OK;
+  },
+};
+
+export const rollbackCommand: Command = {
+  name: "rollback",
+  summary: "Make the previous version of a model serve again (or, with --to, any published version).",
+  synopsis: "<model> [--to VERSION] [--reason TEXT]",
+  positionals: { min: 1, max: 1 },
+  examples: ["poseloop rollback demo", "poseloop rollback demo --to 20261127-231500-a1b2c3 --reason 'AP dropped on night footage'"],
+  options: {
+    to: { type: "string", value: "VERSION", help: "make this published version serve" },
+    reason: { type: "string", value: "TEXT", help: "why (kept in the registry's history)" },
+  },
+  async run(ctx) {
+    const model = ctx.args.positionals[0]?.trim() ?? "";
+    if (model === "") throw new UsageError("the model name is empty", "rollback");
+    const to = ctx.args.string("to");
+    const reason = ctx.args.string("reason");
+    const options = { signal: ctx.signal, ...(reason === undefined ? {} : { reason }) };
+    const response =
+      to === undefined ? await ctx.trainer().rollback(model, options) : await ctx.trainer().setServingVersion({ name: model, version: to }, options);
+    if (ctx.json) writeJsonDocument(ctx.out, protoJson(PublishCheckpointResponseSchema, response));
+    else ctx.out.line(`${model}: ${servingChangeText(response)}`);
+    return ExitCode.OK;
+  },
+};
+
+export const modelsCommand: Command = {
+  name: "models",
+  summary: "Show the serving model version and its history (inferencer and trainer).",
+  synopsis: "[model] [--watch]",
+  description: [
+    "The inferencer tells which version serves, since when, and what it served before; the trainer's jobs",
+    "tell which versions were published. When the trainer cannot be reached, only the inferencer's part is",
+    "shown (with a note on stderr). --watch follows loads, swaps and failed loads until Ctrl-C.",
+  ].join("\n"),
+  positionals: { min: 0, max: 1 },
+  options: {
+    watch: { type: "boolean", help: "follow serving changes (loads, swaps, failed loads) until Ctrl-C" },
+    jobs: { type: "string", value: "N", help: "look for published versions in the newest N jobs (default 100)" },
+  },
+  async run(ctx) {
+    const model = ctx.args.positionals[0]?.trim() ?? "";
+    if (ctx.args.flag("watch")) return watchServing(ctx, model);
+    const serving = await ctx.inference().getServingModel(model, { signal: ctx.signal });
+    const name = model !== "" ? model : (serving.manifest?.model?.name ?? "");
+    const published = await publishedVersions(ctx, name, ctx.args.int("jobs", 1, 500) ?? 100);
+    if (ctx.json) {
+      writeJsonDocument(ctx.out, {
+        serving: protoJson(GetServingModelResponseSchema, serving),
+        published: published.versions.map(({ job, version }) => ({
+          jobId: job.jobId,
+          jobState: jobStateName(job.state),
+          model: protoJson(ModelRefSchema, version),
+        })),
+        ...(published.error === undefined ? {} : { trainerError: published.error }),
+      });
+      return ExitCode.OK;
+    }
+    ctx.out.lines(servingLines(ctx, name, serving));
+    if (published.error !== undefined) {
+      ctx.err.line(`poseloop: note: published versions not shown: ${published.error}`);
+    } else if (published.versions.length === 0) {
+      ctx.out.line(`published: no version of ${name === "" ? "this model" : name} in the trainer's newest jobs`);
+    } else {
+      ctx.out.line("published (newest job first):");
+      const rows = published.versions.map(({ job, version }) => [modelRefText(version), job.jobId, jobStateName(job.state), timestampText(job.finishedAt ?? job.createdAt)]);
+      ctx.out.lines(formatTable(["VERSION", "JOB", "STATE", "FINISHED"], rows).map((line) => `  ${line}`));
+    }
+    return ExitCode.OK;
+  },
+};
+
+function servingLines(ctx: CommandContext, name: string, serving: GetServingModelResponse): string[] {
+  const inferencer = ctx.inference().address;
+  const lines = [`model ${name === "" ? "(default)" : name} on the inferencer at ${inferencer}: ${servingStateName(serving.state)}`];
+  const manifest = serving.manifest;
+  if (manifest !== undefined) {
+    lines.push(`  version     ${manifestText(manifest)}`);
+    if (serving.loadedAt !== undefined) lines.push(`  loaded      ${timestampText(serving.loadedAt)}`);
+    if (manifest.trainingJobId !== "") lines.push(`  trained by  job ${manifest.trainingJobId} (epoch ${manifest.epoch}, step ${manifest.step})`);
+    if (manifest.parentVersion !== "") lines.push(`  fine-tuned from ${manifest.parentVersion}`);
+    const quantization = manifest.quantization;
+    if (quantization !== undefined && quantization.calibrator !== "") {
+      lines.push(`  int8        ${quantization.calibrator} calibration, AP drop ${quantization.apDrop.toFixed(2)} points (limit ${quantization.maxApDrop})`);
+    }
+  }
+  lines.push(`  served before on this inferencer: ${serving.previous.length === 0 ? "nothing" : serving.previous.map(modelRefText).join(", ")}`);
+  return lines;
+}
+
+export function servingStateName(state: ServingState): string {
+  return ServingState[state] ?? `STATE_${state}`;
+}
+
+/** Published versions of `name` from the trainer's newest jobs, or why they could not be listed. */
+async function publishedVersions(
+  ctx: CommandContext,
+  name: string,
+  jobs: number,
+): Promise<{ versions: { job: Job; version: Job["published"][number] }[]; error?: string }> {
+  try {
+    const response = await ctx.trainer().listJobs({ pageSize: jobs, signal: ctx.signal });
+    const versions = response.jobs.flatMap((job) =>
+      job.published.filter((ref) => name === "" || ref.name === name).reverse().map((version) => ({ job, version })),
+    );
+    return { versions };
+  } catch (error) {
+    // The serving state is the answer the user asked for; the trainer's list only adds to it.
+    if (AppError.is(error, Code.UNAVAILABLE, Code.UNIMPLEMENTED, Code.DEADLINE_EXCEEDED, Code.PERMISSION_DENIED, Code.UNAUTHENTICATED)) {
+      return { versions: [], error: error.message };
+    }
+    throw error;
+  }
+}
+
+function servingEventText(event: WatchServingModelResponse): string {
+  const time = timestampText(event.time);
+  const candidate = modelRefText(event.candidate);
+  const serving = manifestText(event.serving);
+  switch (event.kind) {
+    case ServingEventKind.SNAPSHOT:
+      return `${time} ${servingStateName(event.state)}: serving ${serving}`;
+    case ServingEventKind.LOADING:
+      return `${time} loading ${candidate} (serving ${serving} meanwhile)`;
+    case ServingEventKind.SWAPPED:
+      return `${time} swapped: serving ${serving}`;
+    case ServingEventKind.LOAD_FAILED:
+      return `${time} load of ${candidate} FAILED${event.error === undefined ? "" : `: ${event.error.message}`}; still serving ${serving}`;
+    case ServingEventKind.DRAINED:
+      return `${time} ${candidate} drained and released`;
+    default:
+      return `${time} ${servingStateName(event.state)}: serving ${serving}`;
+  }
+}
+
+async function watchServing(ctx: CommandContext, model: string): Promise<number> {
+  try {
+    for await (const event of ctx.inference().watchServingModel(model, { signal: ctx.signal })) {
+      if (ctx.json) writeJsonLine(ctx.out, protoJson(WatchServingModelResponseSchema, event));
+      else ctx.out.line(servingEventText(event));
+    }
+  } catch (error) {
+    // Ctrl-C is how a watch ends.
+    if (ctx.signal.aborted && AppError.is(error, Code.CANCELLED)) return ExitCode.OK;
+    throw error;
+  }
+  return ExitCode.OK;
+}

@@ -1,0 +1,161 @@
+import { resolve } from "node:path";
+import { AppError, Code } from "@poseloop/core";
+import { connectionsFromEnv, DEFAULT_INFERENCER_ADDRESS, DEFAULT_TRAINER_ADDRESS, type ConnectionOptions } from "../sdk/client-options.js";
+import { InferenceClient } from "../sdk/inference-client.js";
+import { TrainerClient } from "../sdk/trainer-client.js";
+import { LineWriter, type CliIo } from "./cli-io.js";
+import { commandHelp, optionLines, parseCommandLine, type Command, type CommandContext, type OptionSpecs } from "./command.js";
+import { detectCommand } from "./detect-command.js";
+import { ExitCode, exitCodeOf, formatError, UsageError } from "./error-report.js";
+import { cancelCommand, checkpointsCommand, jobsCommand, watchCommand } from "./job-commands.js";
+import { modelsCommand, publishCommand, rollbackCommand } from "./model-commands.js";
+import { streamCommand } from "./stream-command.js";
+import { trainCommand } from "./train-command.js";
+
+/** Options every command takes. */
+export const GLOBAL_OPTIONS: OptionSpecs = {
+  trainer: { type: "string", value: "HOST:PORT", help: `trainer address (env POSELOOP_TRAINER_ADDR, default ${DEFAULT_TRAINER_ADDRESS})` },
+  inferencer: { type: "string", value: "HOST:PORT", help: `inferencer address (env POSELOOP_INFERENCER_ADDR, default ${DEFAULT_INFERENCER_ADDRESS})` },
+  token: { type: "string", value: "TOKEN", help: "bearer token sent with every call (env POSELOOP_TOKEN)" },
+  timeout: { type: "string", value: "SECONDS", help: "deadline of each request (default 30; streams and watches have none)" },
+  json: { type: "boolean", help: "print JSON: one document, or one line per event for streams" },
+  help: { type: "boolean", short: "h", help: "show help" },
+};
+
+export const COMMANDS: readonly Command[] = [
+  trainCommand,
+  jobsCommand,
+  watchCommand,
+  cancelCommand,
+  checkpointsCommand,
+  publishCommand,
+  rollbackCommand,
+  modelsCommand,
+  streamCommand,
+  detectCommand,
+];
+
+/**
+ * Runs the poseloop command line in this process and resolves with its exit code: 0 success, 1 failure
+ * (one "poseloop: ..." line on stderr, then the problems indented), 2 usage error, 130 interrupted.
+ * Everything it touches comes through `io`, so tests call it directly and read what it wrote.
+ */
+export async function runCli(argv: readonly string[], io: CliIo): Promise<number> {
+  const out = new LineWriter(io.stdout);
+  const err = new LineWriter(io.stderr);
+  const controller = new AbortController();
+  const onAbort = (): void => controller.abort(io.signal?.reason);
+  if (io.signal?.aborted === true) onAbort();
+  else io.signal?.addEventListener("abort", onAbort, { once: true });
+  let trainer: TrainerClient | undefined;
+  let inference: InferenceClient | undefined;
+  try {
+    const { name, rest } = splitCommand(argv);
+    if (name === "help") {
+      const topic = rest.find((arg) => !arg.startsWith("-"));
+      const command = topic === undefined ? undefined : findCommand(topic);
+      if (topic !== undefined && command === undefined) throw new UsageError(`unknown command "${topic}"`);
+      out.lines(command === undefined ? topLevelHelp() : commandHelp(command, GLOBAL_OPTIONS));
+      return ExitCode.OK;
+    }
+    if (name === undefined) {
+      if (rest.includes("--help") || rest.includes("-h")) {
+        out.lines(topLevelHelp());
+        return ExitCode.OK;
+      }
+      if (rest.length === 0) {
+        err.lines(topLevelHelp());
+        return ExitCode.USAGE;
+      }
+      throw new UsageError("no command given");
+    }
+    const command = findCommand(name);
+    if (command === undefined) throw new UsageError(`unknown command "${name}"`);
+    const args = parseCommandLine(command, GLOBAL_OPTIONS, rest);
+    if (args.flag("help")) {
+      out.lines(commandHelp(command, GLOBAL_OPTIONS));
+      return ExitCode.OK;
+    }
+    const timeoutSeconds = args.number("timeout", { min: 0, minExclusive: true });
+    const fromEnv = connectionsFromEnv(io.env);
+    const token = args.string("token");
+    const connection = (base: ConnectionOptions, flag: "trainer" | "inferencer"): ConnectionOptions => {
+      const address = args.string(flag);
+      return {
+        ...base,
+        ...(address === undefined ? {} : { address }),
+        ...(token === undefined ? {} : { token }),
+        ...(timeoutSeconds === undefined ? {} : { defaultTimeoutMs: timeoutSeconds * 1000 }),
+      };
+    };
+    const ctx: CommandContext = {
+      args,
+      out,
+      err,
+      json: args.flag("json"),
+      signal: controller.signal,
+      env: io.env,
+      resolvePath: (path) => resolve(io.cwd ?? process.cwd(), path),
+      trainer: () => (trainer ??= asUsage(() => new TrainerClient(connection(fromEnv.trainer, "trainer")), "--trainer", command.name)),
+      inference: () => (inference ??= asUsage(() => new InferenceClient(connection(fromEnv.inferencer, "inferencer")), "--inferencer", command.name)),
+    };
+    return await command.run(ctx);
+  } catch (error) {
+    if (error instanceof UsageError) return usage(err, error);
+    err.lines(formatError(error));
+    return exitCodeOf(error, controller.signal.aborted);
+  } finally {
+    io.signal?.removeEventListener("abort", onAbort);
+    trainer?.close();
+    inference?.close();
+  }
+}
+
+function usage(err: LineWriter, error: UsageError): number {
+  err.lines(formatError(error));
+  return ExitCode.USAGE;
+}
+
+function findCommand(name: string): Command | undefined {
+  return COMMANDS.find((command) => command.name === name);
+}
+
+/** The command name (the first argument that is neither a global option nor its value) and the rest. */
+export function splitCommand(argv: readonly string[]): { name: string | undefined; rest: string[] } {
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === "--") break;
+    if (!arg.startsWith("-") || arg === "-") return { name: arg, rest: [...argv.slice(0, i), ...argv.slice(i + 1)] };
+    const option = GLOBAL_OPTIONS[arg.replace(/^-+/, "").split("=")[0] ?? ""];
+    if (option?.type === "string" && !arg.includes("=")) i++;
+  }
+  return { name: undefined, rest: [...argv] };
+}
+
+/** A client made from command-line values: its INVALID_ARGUMENT (a bad address or token) is a usage error. */
+function asUsage<T>(make: () => T, flag: string, command: string): T {
+  try {
+    return make();
+  } catch (error) {
+    if (AppError.is(error, Code.INVALID_ARGUMENT)) throw new UsageError(`${flag}: ${error.problems.join("; ")}`, command);
+    throw error;
+  }
+}
+
+export function topLevelHelp(): string[] {
+  const width = Math.max(...COMMANDS.map((command) => command.name.length));
+  return [
+    "Usage: poseloop <command> [options]",
+    "",
+    "Train human-pose keypoint models on the PoseLoop trainer and run video through the inferencer.",
+    "",
+    "Commands:",
+    ...COMMANDS.map((command) => `  ${command.name.padEnd(width)}  ${command.summary}`),
+    "",
+    "Global options:",
+    ...optionLines(GLOBAL_OPTIONS),
+    "",
+    "Run 'poseloop <command> --help' for the options of a command.",
+    "Exit codes: 0 success, 1 failure, 2 usage error, 130 interrupted.",
+  ];
+}

@@ -1,0 +1,50 @@
+import type { Command } from "./command.js";
+
+/**
+ * `poseloop stream`. Its work lives in stream-run.ts, loaded when the command runs: it pulls in image
+ * codecs (sharp) and the synthetic renderer, which the other commands (and --help) should not pay for.
+ */
+export const streamCommand: Command = {
+  name: "stream",
+  summary: "Stream a video, an image folder or synthetic frames through the inferencer; print FPS and latency.",
+  synopsis: "<video | image-folder | --synthetic> [--out annotated.mp4|.gif] [options]",
+  description: [
+    "A video is decoded by ffmpeg (@ffmpeg-installer/ffmpeg, or POSELOOP_FFMPEG) into raw RGB frames; the",
+    "images of a folder are sent encoded, in natural name order; --synthetic renders humanoid scenes.",
+    "Frames go over one StreamKeypoints call with bounded read-ahead. A terminal shows live FPS and latency",
+    "(p50/p95 from sending a frame to reading its result); --json prints one line per result. --out writes",
+    "a video with skeletons, the serving model version burnt in, and a yellow border and banner on the frames",
+    "where the serving version switches.",
+  ].join("\n"),
+  examples: [
+    "poseloop stream clip.mp4 --out annotated.mp4",
+    "poseloop stream frames/ --fps 15 --out preview.gif",
+    "poseloop stream --synthetic --frames 120 --realtime --latest",
+    "poseloop stream --synthetic --frames 10 --json | jq -c '.result.persons | length'",
+  ],
+  positionals: { min: 0, max: 1 },
+  options: {
+    synthetic: { type: "boolean", help: "render synthetic frames instead of reading a file" },
+    frames: { type: "string", value: "N", help: "send at most N frames (synthetic default 60)" },
+    fps: { type: "string", value: "X", help: "frame rate of images and synthetic frames (default 10); resamples a video" },
+    width: { type: "string", value: "PX", help: "synthetic frame width (default 320); scales a video to this width" },
+    height: { type: "string", value: "PX", help: "synthetic frame height (default 240)" },
+    seed: { type: "string", value: "N", help: "synthetic scene seed (default 1)" },
+    people: { type: "string", value: "N", help: "at most N people per synthetic frame (default 3)" },
+    realtime: { type: "boolean", help: "send frames at their frame rate, like a live camera, instead of as fast as possible" },
+    out: { type: "string", value: "FILE", help: "write an annotated video (.mp4, .mov, .mkv: H.264; .gif)" },
+    model: { type: "string", value: "NAME", help: "model to serve from (default: the inferencer's)" },
+    latest: { type: "boolean", help: "latest frame wins: the server drops waiting frames to keep latency low" },
+    "max-in-flight": { type: "string", value: "N", help: "frames the server holds unanswered (default: the server's)" },
+    "min-score": { type: "string", value: "X", help: "keypoints below this score are not drawn or counted (0-1)" },
+    "max-persons": { type: "string", value: "N", help: "at most N people per frame" },
+    smooth: { type: "boolean", help: "smooth keypoints over time (One-Euro filter)" },
+    track: { type: "boolean", help: "give people stable track ids" },
+    "flip-test": { type: "boolean", help: "average with the mirrored crop (slower, slightly more accurate)" },
+    name: { type: "string", value: "TEXT", help: "stream name in the inferencer's logs and traces" },
+  },
+  async run(ctx) {
+    const { runStream } = await import("./stream-run.js");
+    return runStream(ctx);
+  },
+};

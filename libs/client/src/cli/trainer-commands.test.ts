@@ -1,0 +1,249 @@
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { AppError, Code } from "@poseloop/core";
+import { JobState } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
+import { makeTempDir } from "@poseloop/testkit";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { captureIo, fakeJob, startFakeTrainer, type FakeServer, type FakeTrainerScript } from "../testing/fake-services.js";
+import { runCli } from "./run-cli.js";
+
+const cleanups: (() => Promise<void> | void)[] = [];
+let dir: string;
+beforeEach(async () => {
+  const temp = await makeTempDir("poseloop-cli-");
+  cleanups.push(temp.remove);
+  dir = temp.path;
+  await writeFile(join(dir, "demo.yaml"), "TRAIN:\n  LR: 0.001\n  END_EPOCH: 2\n");
+});
+afterEach(async () => {
+  while (cleanups.length > 0) await cleanups.pop()?.();
+});
+
+async function trainer(script: FakeTrainerScript): Promise<FakeServer> {
+  const server = await startFakeTrainer(script);
+  cleanups.push(() => server.stop());
+  return server;
+}
+
+/** A job that ran two epochs, validated, checkpointed and published. */
+function finishedRun(state: JobState = JobState.SUCCEEDED): FakeTrainerScript {
+  const job = fakeJob({
+    jobId: "job-1",
+    state,
+    config: { name: "demo" },
+    startedAt: { seconds: 1000n },
+    finishedAt: { seconds: 1130n },
+    bestMetrics: { ap: 0.712, ap50: 0.9, ap75: 0.75, ar: 0.76 },
+    bestEpoch: 2,
+    published: state === JobState.SUCCEEDED ? [{ name: "demo", version: "v3" }] : [],
+    lastCheckpoint: { checkpointId: "e0002-s000020", jobId: "job-1", epoch: 2, step: 20n, reason: 1, isBest: true, sizeBytes: 3n * 1024n * 1024n },
+    ...(state === JobState.FAILED ? { error: { code: 13, message: "loss is not finite at step 12" } } : {}),
+  });
+  const progress = (epoch: number, stepInEpoch: number) => ({
+    event: { case: "progress" as const, value: { epoch, endEpoch: 2, step: BigInt(epoch * 10 + stepInEpoch), stepInEpoch, stepsPerEpoch: 10, loss: 0.002, lr: 0.001, samplesPerSecond: 40, etaSeconds: 30 } },
+  });
+  return {
+    start: fakeJob({ jobId: "job-1", state: JobState.QUEUED, config: { name: "demo" } }),
+    jobs: [job],
+    events: {
+      "job-1": [
+        { event: { case: "stateChanged", value: { from: JobState.QUEUED, to: JobState.RUNNING } } },
+        progress(0, 5),
+        progress(0, 10),
+        { event: { case: "validation", value: { epoch: 1, metrics: { ap: 0.5, ap50: 0.8, ap75: 0.5, ar: 0.6 }, isBest: true } } },
+        progress(1, 10),
+        { event: { case: "validation", value: { epoch: 2, metrics: { ap: 0.712, ap50: 0.9, ap75: 0.75, ar: 0.76 }, isBest: true } } },
+        { event: { case: "checkpointSaved", value: { checkpoint: { checkpointId: "e0002-s000020", reason: 1, isBest: true } } } },
+        ...(state === JobState.SUCCEEDED
+          ? [{ event: { case: "published" as const, value: { promoted: true, checkpointId: "e0002-s000020", manifest: { model: { name: "demo", version: "v3" }, precision: 3, metrics: { ap: 0.705 } } } } }]
+          : []),
+        { event: { case: "stateChanged", value: { from: JobState.RUNNING, to: state, ...(state === JobState.FAILED ? { error: { code: 13, message: "loss is not finite at step 12" } } : {}) } } },
+      ],
+    },
+  };
+}
+
+describe("poseloop train", () => {
+  it("sends the YAML with the flags as overrides, follows the job with plain lines and prints AP and the publication", async () => {
+    const server = await trainer(finishedRun());
+    const io = captureIo({ cwd: dir, env: { POSELOOP_TRAINER_ADDR: server.address, POSELOOP_TOKEN: "tok" } });
+    const code = await runCli(["train", "--cfg", "demo.yaml", "--lr", "5e-4", "--batch-size", "16", "--grad-accum", "4", "--clip-grad", "5", "--epochs", "2", "--set", "TRAIN.OPTIMIZER=adamw", "--label", "team=pose"], io);
+    expect(io.stderrText()).toBe("");
+    expect(code).toBe(0);
+    const start = server.calls.find((c) => c.method === "startTraining")!;
+    expect(start.headers["authorization"]).toBe("Bearer tok");
+    expect(start.request).toMatchObject({
+      source: { case: "experimentYaml", value: "TRAIN:\n  LR: 0.001\n  END_EPOCH: 2\n" },
+      overrides: { "TRAIN.LR": "5e-4", "TRAIN.BATCH_SIZE_PER_GPU": "16", "TRAIN.GRAD_ACCUM_STEPS": "4", "TRAIN.CLIP_GRAD": "5", "TRAIN.END_EPOCH": "2", "TRAIN.OPTIMIZER": "adamw" },
+      labels: { team: "pose" },
+    });
+    const out = io.stdoutText();
+    expect(out).toContain("job job-1 queued: demo\n");
+    expect(out).toContain("epoch 1/2  step 5/10  loss 2.000e-3  lr 1.00e-3  40.0 samples/s  ETA 30s\n");
+    expect(out).toContain("validation (epoch 2): AP 0.712 (AP50 0.900, AP75 0.750, AR 0.760)  (new best)\n");
+    expect(out).toContain("published demo@v3 (int8, AP 0.705) from checkpoint e0002-s000020: serving now\n");
+    expect(out).toMatch(/job job-1 SUCCEEDED after 2m10s\n {2}best validation AP 0\.712 .*\(epoch 2\)\n {2}published demo@v3\n/);
+    expect(out).not.toContain("\r");
+  });
+
+  it("redraws one progress bar in place on a terminal, with events printed above it", async () => {
+    const server = await trainer(finishedRun());
+    const io = captureIo({ cwd: dir, tty: true, columns: 100, env: { POSELOOP_TRAINER_ADDR: server.address } });
+    expect(await runCli(["train", "--cfg", "demo.yaml"], io)).toBe(0);
+    const clear = "\r\x1b[2K";
+    const out = io.stdoutText();
+    expect(out).toContain(`${clear}epoch 1/2 [###`);
+    // An event clears the bar, prints its line, and draws the bar again below it.
+    const validation = out.indexOf(`${clear}validation (epoch 1): AP 0.500`);
+    expect(validation).toBeGreaterThan(0);
+    expect(out.slice(validation).split("\n")[1]).toMatch(/^epoch 1\/2 \[#+\]/);
+    expect(out).not.toMatch(/epoch 1\/2 {2}step 5\/10/);
+    // Every redrawn line fits the terminal.
+    for (const piece of out.split(clear).flatMap((part) => part.split("\n"))) expect(piece.length).toBeLessThan(100);
+  });
+
+  it("prints JSON lines with --json: started, every event, finished", async () => {
+    const server = await trainer(finishedRun());
+    const io = captureIo({ cwd: dir });
+    expect(await runCli(["train", "--trainer", server.address, "--cfg", "demo.yaml", "--json"], io)).toBe(0);
+    const lines = io.stdoutText().trimEnd().split("\n").map((line) => JSON.parse(line) as { type: string; event?: { sequence: string; validation?: { metrics: { ap: number } } }; job?: { jobId: string; state: string } });
+    expect(lines[0]).toMatchObject({ type: "started", existing: false, job: { jobId: "job-1", state: "JOB_STATE_QUEUED" } });
+    expect(lines.filter((line) => line.type === "event")).toHaveLength(9);
+    expect(lines[1]?.event?.sequence).toBe("1");
+    expect(lines.find((line) => line.event?.validation !== undefined)?.event?.validation?.metrics.ap).toBeCloseTo(0.5);
+    expect(lines.at(-1)).toMatchObject({ type: "finished", job: { jobId: "job-1", state: "JOB_STATE_SUCCEEDED" } });
+  });
+
+  it("exits 1 with the job's error when it fails", async () => {
+    const server = await trainer(finishedRun(JobState.FAILED));
+    const io = captureIo({ cwd: dir, env: { POSELOOP_TRAINER_ADDR: server.address } });
+    expect(await runCli(["train", "--cfg", "demo.yaml"], io)).toBe(1);
+    expect(io.stdoutText()).toContain("job FAILED (loss is not finite at step 12)");
+    expect(io.stderrText()).toBe("poseloop: job job-1 failed: loss is not finite at step 12\n");
+  });
+
+  it("prints the trainer's validation problems one per line and exits 1", async () => {
+    const server = await trainer({ start: AppError.invalid("experiment", ["TRAIN.LR must be positive, got -1", "unknown key TRAIN.FOO"]) });
+    const io = captureIo({ cwd: dir, env: { POSELOOP_TRAINER_ADDR: server.address } });
+    expect(await runCli(["train", "--cfg", "demo.yaml", "--set", "TRAIN.FOO=1"], io)).toBe(1);
+    expect(io.stderrText()).toBe("poseloop: invalid experiment (2 problems)\n  - TRAIN.LR must be positive, got -1\n  - unknown key TRAIN.FOO\n");
+    expect(io.stdoutText()).toBe("");
+  });
+
+  it("says which file is missing and which trainer is down", async () => {
+    const missing = captureIo({ cwd: dir });
+    expect(await runCli(["train", "--cfg", "nope.yaml"], missing)).toBe(1);
+    expect(missing.stderrText()).toBe("poseloop: experiment file nope.yaml not found\n");
+
+    const server = await trainer({});
+    await server.stop();
+    const down = captureIo({ cwd: dir });
+    expect(await runCli(["train", "--cfg", "demo.yaml", "--trainer", server.address], down)).toBe(1);
+    expect(down.stderrText()).toMatch(new RegExp(`^poseloop: the trainer at ${server.address} is unavailable: .*ECONNREFUSED.*\\n$`));
+  });
+
+  it("watches on from the last event when a draining trainer ends the watch of a running job", async () => {
+    const server = await trainer({ ...finishedRun(), endWatchAfter: 4 });
+    const io = captureIo({ env: { POSELOOP_TRAINER_ADDR: server.address } });
+    expect(await runCli(["watch", "job-1", "--json"], io)).toBe(0);
+    const sequences = io.stdoutText().trimEnd().split("\n").map((line) => JSON.parse(line) as { event?: { sequence: string } }).flatMap((line) => (line.event === undefined ? [] : [line.event.sequence]));
+    expect(sequences).toEqual(["1", "2", "3", "4", "5", "6", "7", "8", "9"]);
+    const watches = server.calls.filter((c) => c.method === "watchJob").map((c) => (c.request as { afterSequence: bigint }).afterSequence);
+    expect(watches).toEqual([0n, 4n]);
+  });
+
+  it("resumes a job with a new end epoch and follows it; --detach prints it and returns", async () => {
+    const server = await trainer(finishedRun());
+    const io = captureIo({ env: { POSELOOP_TRAINER_ADDR: server.address } });
+    expect(await runCli(["train", "--resume", "job-1", "--epochs", "30", "--detach"], io)).toBe(0);
+    expect(server.calls.map((c) => c.method)).toEqual(["resumeJob"]);
+    expect(server.calls[0]?.request).toMatchObject({ jobId: "job-1", endEpoch: 30 });
+    expect(io.stdoutText()).toBe("job job-1 queued again from checkpoint e0002-s000020 (attempt 2)\n");
+  });
+
+  it("stops following on Ctrl-C with exit code 130, leaving the job alone", async () => {
+    const script = finishedRun();
+    const server = await trainer({ ...script, events: { "job-1": script.events!["job-1"]!.slice(0, 3) }, live: true });
+    const controller = new AbortController();
+    const io = captureIo({ cwd: dir, env: { POSELOOP_TRAINER_ADDR: server.address }, signal: controller.signal });
+    setTimeout(() => controller.abort(), 300);
+    expect(await runCli(["train", "--cfg", "demo.yaml"], io)).toBe(130);
+    expect(io.stdoutText()).toContain("epoch 1/2  step 10/10");
+    expect(io.stderrText()).toBe("poseloop: stopped following job job-1; it goes on (poseloop watch job-1 follows it again)\n");
+    expect(server.calls.map((c) => c.method)).toEqual(["startTraining", "watchJob"]);
+  });
+});
+
+describe("job commands", () => {
+  it("lists jobs as a table and as one JSON document", async () => {
+    const server = await trainer(finishedRun());
+    const env = { POSELOOP_TRAINER_ADDR: server.address };
+    const table = captureIo({ env });
+    expect(await runCli(["jobs", "--state", "succeeded,failed"], table)).toBe(0);
+    expect(table.stdoutText().split("\n").slice(0, 2)).toEqual([
+      "JOB    STATE      EPOCH  BEST AP  PUBLISHED  CREATED               NAME",
+      "job-1  SUCCEEDED         0.712    demo@v3    2026-11-27T23:15:00Z  demo",
+    ]);
+    expect(server.calls[0]?.request).toMatchObject({ states: [JobState.SUCCEEDED, JobState.FAILED] });
+
+    const json = captureIo({ env });
+    expect(await runCli(["jobs", "--json"], json)).toBe(0);
+    const document = JSON.parse(json.stdoutText()) as { jobs: { jobId: string; state: string; bestMetrics: { ap: number } }[] };
+    expect(document.jobs[0]).toMatchObject({ jobId: "job-1", state: "JOB_STATE_SUCCEEDED" });
+    expect(document.jobs[0]?.bestMetrics.ap).toBeCloseTo(0.712);
+  });
+
+  it("watches, cancels and lists checkpoints", async () => {
+    const server = await trainer(finishedRun());
+    const env = { POSELOOP_TRAINER_ADDR: server.address };
+    const watch = captureIo({ env });
+    expect(await runCli(["watch", "job-1", "--skip-progress"], watch)).toBe(0);
+    expect(watch.stdoutText()).not.toContain("samples/s");
+    expect(watch.stdoutText()).toContain("job job-1 SUCCEEDED");
+
+    const cancel = captureIo({ env });
+    expect(await runCli(["cancel", "job-1", "--reason", "wrong data"], cancel)).toBe(0);
+    expect(cancel.stdoutText()).toBe("job job-1 cancelling (stops at the next step boundary)\n");
+    expect(server.calls.find((c) => c.method === "cancelJob")?.request).toMatchObject({ reason: "wrong data" });
+
+    const checkpoints = captureIo({ env });
+    expect(await runCli(["checkpoints", "job-1"], checkpoints)).toBe(0);
+    expect(checkpoints.stdoutText()).toMatch(/^CHECKPOINT +EPOCH +STEP +REASON +AP +BEST +SIZE +CREATED\ne0002-s000020 +2 +20 +epoch end +\* +3\.0 MiB/);
+
+    const missing = captureIo({ env });
+    expect(await runCli(["cancel", "job-9"], missing)).toBe(1);
+    expect(missing.stderrText()).toBe("poseloop: job job-9 not found\n");
+  });
+
+  it("publishes a checkpoint named either way and rolls back", async () => {
+    const server = await trainer({ jobs: [] });
+    const env = { POSELOOP_TRAINER_ADDR: server.address };
+    const publish = captureIo({ env });
+    expect(await runCli(["publish", "job-1/e0002-s000020"], publish)).toBe(0);
+    expect(publish.stdoutText()).toBe("job-1/e0002-s000020 published; serving demo@v2 (lite) (before: demo@v1)\n");
+    expect(await runCli(["publish", "--job", "job-1", "--checkpoint", "e1", "--skip-promotion"], captureIo({ env }))).toBe(0);
+    const rollback = captureIo({ env });
+    expect(await runCli(["rollback", "demo", "--json"], rollback)).toBe(0);
+    expect(JSON.parse(rollback.stdoutText())).toMatchObject({ serving: { model: { name: "demo", version: "v2" } }, previous: { version: "v1" } });
+    expect(await runCli(["rollback", "demo", "--to", "v1"], captureIo({ env }))).toBe(0);
+    expect(server.calls.map((c) => (c.request as { target: { case: string } }).target.case)).toEqual(["checkpoint", "checkpoint", "rollbackModelName", "version"]);
+  });
+
+  it("applies --timeout to each request", async () => {
+    const server = await trainer({ delayMs: 3000, jobs: [] });
+    const io = captureIo({ env: { POSELOOP_TRAINER_ADDR: server.address } });
+    const started = Date.now();
+    expect(await runCli(["jobs", "--timeout", "0.2"], io)).toBe(1);
+    expect(Date.now() - started).toBeLessThan(2000);
+    expect(io.stderrText()).toMatch(/^poseloop: the trainer at .* did not answer in time/);
+  });
+});
+
+describe("errors from the trainer", () => {
+  it("keeps the code's meaning: a refused token is exit 1 with the trainer's message", async () => {
+    const server = await trainer({ errors: { listJobs: new AppError(Code.UNAUTHENTICATED, "a valid bearer token is required") } });
+    const io = captureIo({ env: { POSELOOP_TRAINER_ADDR: server.address } });
+    expect(await runCli(["jobs"], io)).toBe(1);
+    expect(io.stderrText()).toBe("poseloop: a valid bearer token is required\n");
+  });
+});

@@ -1,0 +1,233 @@
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { AppError, Code, sleep } from "@poseloop/core";
+import { createClient, type ClientControls, type MethodsOf, type ServiceClient } from "@poseloop/grpc";
+import type { ModelRef } from "@poseloop/proto/poseloop/common/v1/model_pb";
+import type { TrainConfigSchema } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import {
+  TrainerService,
+  type Checkpoint,
+  type Job,
+  type JobEvent,
+  type JobState,
+  type ListJobsResponse,
+  type PublishCheckpointResponse,
+  type StartTrainingResponse,
+} from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
+import {
+  DEFAULT_TRAINER_ADDRESS,
+  inService,
+  resolveConnection,
+  toCallOptions,
+  type ConnectionOptions,
+  type RequestOptions,
+  type ResolvedConnection,
+} from "./client-options.js";
+
+/** What to train: an experiment file's text or a TrainConfig, with overrides, exactly one source. */
+export interface StartTrainingOptions extends RequestOptions {
+  /** An experiment file (YAML, HRNet layout); the trainer converts and validates it. */
+  experimentYaml?: string;
+  config?: MessageInitShape<typeof TrainConfigSchema>;
+  /** Experiment-file keys over the source, e.g. { "TRAIN.LR": 0.0005, "TRAIN.END_EPOCH": 20 }. */
+  overrides?: Readonly<Record<string, string | number | boolean>>;
+  /** The same key within a day returns the job it created first instead of starting another. */
+  idempotencyKey?: string;
+  labels?: Readonly<Record<string, string>>;
+}
+
+export interface WatchJobOptions extends RequestOptions {
+  /** Replay events after this sequence number (0, the default: from the first event). */
+  afterSequence?: bigint | number;
+  /** Leave out progress events. */
+  skipProgress?: boolean;
+  /**
+   * Reconnects after the trainer went away mid-watch (UNAVAILABLE), continuing after the last event seen:
+   * this many times in a row, waiting `delayMs` doubled each time (capped at 5 s). Default 5 and 500 ms.
+   * A watch that never received an event fails at once.
+   */
+  reconnect?: { attempts?: number; delayMs?: number };
+}
+
+export interface ListJobsOptions extends RequestOptions {
+  /** Default 50 (the server's), at most 500. */
+  pageSize?: number;
+  pageToken?: string;
+  /** Only jobs in these states. */
+  states?: readonly JobState[];
+}
+
+export interface PublishCheckpointOptions extends RequestOptions {
+  jobId: string;
+  checkpointId: string;
+  /** Default: the job's publish model name. */
+  modelName?: string;
+  /** Upload and announce without making it the serving version. */
+  skipPromotion?: boolean;
+  /** Why; kept in the registry's history. */
+  reason?: string;
+}
+
+/**
+ * TrainerService with friendly arguments: jobs, their events, checkpoints and publications. Every call
+ * carries the bearer token and a deadline; errors are AppErrors with the trainer's code and problem list.
+ */
+export class TrainerClient {
+  readonly address: string;
+  readonly #connection: ResolvedConnection;
+  readonly #client: ServiceClient<MethodsOf<typeof TrainerService>> & ClientControls;
+
+  constructor(options: ConnectionOptions = {}) {
+    this.#connection = resolveConnection(options, DEFAULT_TRAINER_ADDRESS);
+    this.address = this.#connection.address;
+    this.#client = createClient(TrainerService, this.address, this.#connection.client);
+  }
+
+  /** Validates the config on the trainer (every problem in one INVALID_ARGUMENT) and queues the job. */
+  async startTraining(options: StartTrainingOptions): Promise<StartTrainingResponse> {
+    const hasYaml = options.experimentYaml !== undefined;
+    const hasConfig = options.config !== undefined;
+    if (hasYaml === hasConfig) {
+      throw new AppError(Code.INVALID_ARGUMENT, "startTraining needs exactly one of experimentYaml and config");
+    }
+    const overrides = Object.fromEntries(Object.entries(options.overrides ?? {}).map(([key, value]) => [key, String(value)]));
+    return this.#unary(() =>
+      this.#client.startTraining(
+        {
+          source: hasYaml ? { case: "experimentYaml", value: options.experimentYaml! } : { case: "config", value: options.config! },
+          overrides,
+          idempotencyKey: options.idempotencyKey ?? "",
+          labels: { ...options.labels },
+        },
+        this.#call(options),
+      ),
+    );
+  }
+
+  /**
+   * The job's events so far (after `afterSequence`), then live ones; the iteration ends when the job does.
+   * Breaking out of the loop cancels the watch.
+   */
+  async *watchJob(jobId: string, options: WatchJobOptions = {}): AsyncGenerator<JobEvent, void, undefined> {
+    let after = BigInt(options.afterSequence ?? 0);
+    const attempts = options.reconnect?.attempts ?? 5;
+    const baseDelayMs = options.reconnect?.delayMs ?? 500;
+    let received = false;
+    let failures = 0;
+    for (;;) {
+      try {
+        const responses = this.#client.watchJob({ jobId, afterSequence: after, skipProgress: options.skipProgress ?? false }, this.#call(options));
+        for await (const response of responses) {
+          const event = response.event;
+          if (event === undefined) continue;
+          received = true;
+          failures = 0;
+          after = event.sequence;
+          yield event;
+        }
+        return;
+      } catch (error) {
+        const retryable = received && AppError.is(error, Code.UNAVAILABLE) && options.signal?.aborted !== true;
+        if (!retryable || failures >= attempts) throw inService(error, "trainer", this.address);
+        await sleep(Math.min(5_000, baseDelayMs * 2 ** failures), options.signal);
+        failures++;
+      }
+    }
+  }
+
+  async getJob(jobId: string, options: RequestOptions = {}): Promise<Job> {
+    const response = await this.#unary(() => this.#client.getJob({ jobId }, this.#call(options)));
+    return required(response.job, "GetJob");
+  }
+
+  /** One page of jobs, newest first; pass `nextPageToken` back as `pageToken` for the next. */
+  async listJobs(options: ListJobsOptions = {}): Promise<ListJobsResponse> {
+    return this.#unary(() =>
+      this.#client.listJobs(
+        { pageSize: options.pageSize ?? 0, pageToken: options.pageToken ?? "", states: [...(options.states ?? [])] },
+        this.#call(options),
+      ),
+    );
+  }
+
+  /** Asks the job to stop at its next step boundary; its last checkpoint is kept. */
+  async cancelJob(jobId: string, options: RequestOptions & { reason?: string } = {}): Promise<Job> {
+    const response = await this.#unary(() => this.#client.cancelJob({ jobId, reason: options.reason ?? "" }, this.#call(options)));
+    return required(response.job, "CancelJob");
+  }
+
+  /** Queues a cancelled or failed job again from its last checkpoint, optionally to another end epoch. */
+  async resumeJob(jobId: string, options: RequestOptions & { endEpoch?: number } = {}): Promise<Job> {
+    const response = await this.#unary(() => this.#client.resumeJob({ jobId, endEpoch: options.endEpoch ?? 0 }, this.#call(options)));
+    return required(response.job, "ResumeJob");
+  }
+
+  /** The job's checkpoints, oldest first. */
+  async listCheckpoints(jobId: string, options: RequestOptions = {}): Promise<Checkpoint[]> {
+    const response = await this.#unary(() => this.#client.listCheckpoints({ jobId }, this.#call(options)));
+    return response.checkpoints;
+  }
+
+  /** Publishes a checkpoint as a new model version (and makes it serve, unless `skipPromotion`). */
+  async publishCheckpoint(options: PublishCheckpointOptions): Promise<PublishCheckpointResponse> {
+    const { jobId, checkpointId } = options;
+    return this.#unary(() =>
+      this.#client.publishCheckpoint(
+        {
+          target: {
+            case: "checkpoint",
+            value: { jobId, checkpointId, modelName: options.modelName ?? "", skipPromotion: options.skipPromotion ?? false },
+          },
+          reason: options.reason ?? "",
+        },
+        this.#call(options),
+      ),
+    );
+  }
+
+  /** Makes the version that served before the current one serve again. */
+  async rollback(modelName: string, options: RequestOptions & { reason?: string } = {}): Promise<PublishCheckpointResponse> {
+    return this.#unary(() =>
+      this.#client.publishCheckpoint({ target: { case: "rollbackModelName", value: modelName }, reason: options.reason ?? "" }, this.#call(options)),
+    );
+  }
+
+  /** Makes an already-published version serve. */
+  async setServingVersion(
+    version: Pick<ModelRef, "name" | "version"> & { digest?: string },
+    options: RequestOptions & { reason?: string } = {},
+  ): Promise<PublishCheckpointResponse> {
+    return this.#unary(() =>
+      this.#client.publishCheckpoint(
+        { target: { case: "version", value: { name: version.name, version: version.version, digest: version.digest ?? "" } }, reason: options.reason ?? "" },
+        this.#call(options),
+      ),
+    );
+  }
+
+  /** Waits until the channel is connected, or fails with UNAVAILABLE after `timeoutMs`. */
+  async ready(timeoutMs: number): Promise<void> {
+    await this.#unary(() => this.#client.$waitForReady(timeoutMs));
+  }
+
+  /** Closes the channel; open calls are cancelled. */
+  close(): void {
+    this.#client.$close();
+  }
+
+  #call(options: RequestOptions) {
+    return toCallOptions(this.#connection, options);
+  }
+
+  async #unary<T>(call: () => Promise<T>): Promise<T> {
+    try {
+      return await call();
+    } catch (error) {
+      throw inService(error, "trainer", this.address);
+    }
+  }
+}
+
+function required<T>(value: T | undefined, method: string): T {
+  if (value === undefined) throw new AppError(Code.INTERNAL, `${method} answered without a job`);
+  return value;
+}

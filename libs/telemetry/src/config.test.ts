@@ -19,13 +19,15 @@ describe("telemetryConfigFromEnv", () => {
       { serviceName: "x" },
     ).config;
     expect(grpc).toMatchObject({ otlpProtocol: "grpc", otlpEndpoint: "http://collector:4317", sampleRatio: 0.25 });
+    const json = telemetryConfigFromEnv({ OTEL_EXPORTER_OTLP_PROTOCOL: "http/json", OTEL_EXPORTER_OTLP_ENDPOINT: "http://c:4318" }, { serviceName: "x" }).config;
+    expect(json).toMatchObject({ otlpProtocol: "http/json", otlpEndpoint: "http://c:4318/v1/traces" });
     const specific = telemetryConfigFromEnv({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "http://t:4318/custom" }, { serviceName: "x" }).config;
     expect(specific.otlpEndpoint).toBe("http://t:4318/custom");
   });
 
   it("warns about values it cannot use and falls back instead of failing", () => {
     const { config, warnings } = telemetryConfigFromEnv(
-      { OTEL_TRACES_EXPORTER: "zipkin", OTEL_EXPORTER_OTLP_PROTOCOL: "http/json", OTEL_TRACES_SAMPLER: "traceidratio", OTEL_TRACES_SAMPLER_ARG: "2" },
+      { OTEL_TRACES_EXPORTER: "zipkin", OTEL_EXPORTER_OTLP_PROTOCOL: "http/xml", OTEL_TRACES_SAMPLER: "traceidratio", OTEL_TRACES_SAMPLER_ARG: "2" },
       { serviceName: "x" },
     );
     expect(config).toMatchObject({ exporter: "none", otlpProtocol: "http/protobuf", sampleRatio: 1 });

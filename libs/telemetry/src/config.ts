@@ -10,6 +10,7 @@ export type TraceExporterKind = (typeof TraceExporterKind)[keyof typeof TraceExp
 export const OtlpProtocol = {
   grpc: "grpc",
   httpProtobuf: "http/protobuf",
+  httpJson: "http/json",
 } as const;
 export type OtlpProtocol = (typeof OtlpProtocol)[keyof typeof OtlpProtocol];
 
@@ -55,8 +56,8 @@ export function telemetryConfigFromEnv(
   let otlpProtocol: OtlpProtocol = OtlpProtocol.httpProtobuf;
   const protocolVar = get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") ?? get("OTEL_EXPORTER_OTLP_PROTOCOL");
   if (protocolVar !== undefined) {
-    if (protocolVar === "grpc" || protocolVar === "http/protobuf") otlpProtocol = protocolVar;
-    else warnings.push(`OTEL_EXPORTER_OTLP_PROTOCOL=${protocolVar} is not supported (grpc, http/protobuf); using http/protobuf`);
+    if (protocolVar === "grpc" || protocolVar === "http/protobuf" || protocolVar === "http/json") otlpProtocol = protocolVar;
+    else warnings.push(`OTEL_EXPORTER_OTLP_PROTOCOL=${protocolVar} is not supported (grpc, http/protobuf, http/json); using http/protobuf`);
   }
 
   let exporter: TraceExporterKind = tracesEndpoint !== undefined || baseEndpoint !== undefined ? "otlp" : "none";

@@ -1,6 +1,7 @@
 import { propagation, type TextMapPropagator } from "@opentelemetry/api";
 import { CompositePropagator, W3CBaggagePropagator, W3CTraceContextPropagator } from "@opentelemetry/core";
 import { OTLPTraceExporter as OtlpGrpcTraceExporter } from "@opentelemetry/exporter-trace-otlp-grpc";
+import { OTLPTraceExporter as OtlpJsonTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
 import { OTLPTraceExporter as OtlpProtoTraceExporter } from "@opentelemetry/exporter-trace-otlp-proto";
 import { resourceFromAttributes } from "@opentelemetry/resources";
 import { NodeSDK } from "@opentelemetry/sdk-node";
@@ -50,7 +51,9 @@ export function startTelemetry(
     const exporter =
       config.otlpProtocol === "grpc"
         ? new OtlpGrpcTraceExporter({ url: config.otlpEndpoint })
-        : new OtlpProtoTraceExporter({ url: config.otlpEndpoint });
+        : config.otlpProtocol === "http/json"
+          ? new OtlpJsonTraceExporter({ url: config.otlpEndpoint })
+          : new OtlpProtoTraceExporter({ url: config.otlpEndpoint });
     processors.push(new BatchSpanProcessor(exporter));
   } else if (config.exporter === "console") {
     processors.push(new SimpleSpanProcessor(new ConsoleSpanExporter()));

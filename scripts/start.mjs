@@ -1,12 +1,27 @@
 #!/usr/bin/env node
-// `npm start`: runs the trainer and the inferencer as two processes on the embedded bus (no NATS server,
-// no configuration), prints where they listen, and stops both on Ctrl-C. With POSELOOP_NATS_URL set, both
-// use that NATS deployment instead. Run after `tsc -b` (npm start does both).
+// `npm start`: the demo of the whole loop on the embedded bus, no server and no configuration (see
+// libs/client/src/demo/demo.ts): train, publish int8, hot-swap into a live synthetic stream, summary and an
+// annotated video in ./out. `npm start -- --serve` only runs the two services until Ctrl-C. With
+// POSELOOP_NATS_URL set, both use that NATS deployment instead. Run after `tsc -b` (npm start does both).
 import { spawn } from "node:child_process";
 import { resolve } from "node:path";
 import { createInterface } from "node:readline";
 
 const root = resolve(import.meta.dirname, "..");
+
+if (!process.argv.includes("--serve")) {
+  const { runDemo } = await import("../libs/client/dist/demo/demo.js");
+  const controller = new AbortController();
+  process.once("SIGINT", () => controller.abort());
+  process.once("SIGTERM", () => controller.abort());
+  try {
+    process.exitCode = await runDemo({ root, env: process.env, stdout: process.stdout, signal: controller.signal });
+  } catch (error) {
+    process.stderr.write(`\nposeloop demo: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exitCode = controller.signal.aborted ? 130 : 1;
+  }
+  process.exit();
+}
 const env = { POSELOOP_BUS_DIR: resolve(root, ".poseloop/bus"), ...process.env };
 const services = [
   { name: "trainer", entry: "services/trainer/dist/main.js", color: 36 },

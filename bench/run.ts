@@ -8,6 +8,9 @@ const benches: Record<string, () => Promise<{ run: () => Promise<void> }>> = {
   "train-step": () => import("./train-step.js"),
   data: () => import("./data.js"),
   quant: () => import("./quant.js"),
+  stream: () => import("./stream.js"),
+  "train-loop": () => import("./train-loop.js"),
+  "train-demo": () => import("./train-demo.js"),
 };
 
 const wanted = process.argv.slice(2);

@@ -249,6 +249,7 @@ const API_VERSIONS: Readonly<Record<string, string>> = {
   Deployment: "apps/v1",
   HorizontalPodAutoscaler: "autoscaling/v2",
   PodDisruptionBudget: "policy/v1",
+  PersistentVolumeClaim: "v1",
 };
 
 /** Label selector `matchLabels` (or a Service's plain selector) matches these labels. */
@@ -566,6 +567,12 @@ describe("deploy/", () => {
             const container = at(pods[0], "spec", "template", "spec", "containers", 0);
             if (containerPort(container, at(port, "targetPort")) === undefined) problems.push(`${where}: targetPort ${JSON.stringify(at(port, "targetPort"))} is no container port`);
           }
+        }
+        if (kind === "PersistentVolumeClaim") {
+          if (asArray(at(object, "spec", "accessModes")).length === 0) problems.push(`${where}: spec.accessModes is missing`);
+          if (asString(at(object, "spec", "resources", "requests", "storage")) === undefined) problems.push(`${where}: spec.resources.requests.storage is missing`);
+          const claimed = [...deployments.values()].some((d) => asArray(at(d, "spec", "template", "spec", "volumes")).some((v) => at(v, "persistentVolumeClaim", "claimName") === nameOf(object)));
+          if (!claimed) problems.push(`${where}: no Deployment mounts this claim`);
         }
         if (kind === "PodDisruptionBudget") {
           const target = deployments.get("inferencer");

@@ -6,12 +6,12 @@ import { prepareExperiment, TrainingSession } from "@poseloop/trainer";
 import { fmt, printTable } from "./harness.js";
 
 /**
- * The learning proof of the demo: trains experiments/synthetic/lite_64x48_demo.yaml (or the file given in
+ * The learning proof of the demo: trains experiments/synthetic/lite_128x96_demo.yaml (or the file given in
  * POSELOOP_BENCH_EXPERIMENT) from scratch, validating every epoch, and prints the AP curve, the wall time and
  * the fp32 and int8 AP of the best checkpoint. The target: AP >= 0.70 within 10 minutes on 2 cores.
  */
 export async function run(): Promise<void> {
-  const path = process.env["POSELOOP_BENCH_EXPERIMENT"] ?? "experiments/synthetic/lite_64x48_demo.yaml";
+  const path = process.env["POSELOOP_BENCH_EXPERIMENT"] ?? "experiments/synthetic/lite_128x96_demo.yaml";
   const { config, problems } = await prepareExperiment(await readFile(path, "utf8"));
   if (config === undefined) throw new Error(problems.join("\n"));
   const workDir = process.env["POSELOOP_WORK_DIR"] ?? ".poseloop/work";

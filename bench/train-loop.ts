@@ -14,7 +14,7 @@ import { fmt, printTable } from "./harness.js";
 const STEPS = 60;
 
 export async function run(): Promise<void> {
-  const path = process.env["POSELOOP_BENCH_EXPERIMENT"] ?? "experiments/synthetic/lite_64x48_demo.yaml";
+  const path = process.env["POSELOOP_BENCH_EXPERIMENT"] ?? "experiments/synthetic/lite_128x96_demo.yaml";
   const { config, problems } = await prepareExperiment(await readFile(path, "utf8"));
   if (config === undefined) throw new Error(problems.join("\n"));
   const workDir = process.env["POSELOOP_WORK_DIR"] ?? ".poseloop/work";

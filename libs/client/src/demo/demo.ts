@@ -133,10 +133,10 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     trainer = new TrainerClient({ address: services[0]?.address ?? "" });
     inference = new InferenceClient({ address: services[1]?.address ?? "" });
 
-    const yaml = await readFile(join(root, "experiments/synthetic/lite_64x48_demo.yaml"), "utf8");
+    const yaml = await readFile(join(root, "experiments/synthetic/lite_128x96_demo.yaml"), "utf8");
     const { job } = await trainer.startTraining({ experimentYaml: yaml, overrides: { "PUBLISH.MODE": "every_epoch", ...scheduleFor(Number(epochs)) }, labels: { source: "npm-start" } });
     const jobId = job?.jobId ?? "";
-    out.line(`  job ${jobId}: experiments/synthetic/lite_64x48_demo.yaml for ${epochs} epochs (the first run renders the synthetic dataset first)`);
+    out.line(`  job ${jobId}: experiments/synthetic/lite_128x96_demo.yaml for ${epochs} epochs (the first run renders the synthetic dataset first)`);
 
     const publications: ModelManifest[] = [];
     const stream = new DemoStream(inference, join(outDir, "poseloop-demo.mp4"), ffmpegPath(env), signal);

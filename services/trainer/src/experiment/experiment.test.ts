@@ -48,14 +48,14 @@ function cocoExperiment(train = "  LR: 0.001\n  OPTIMIZER: adam\n  BATCH_SIZE_PE
 
 describe("shipped experiments", () => {
   it("the synthetic demo trains the lite net on rendered people and publishes int8 'demo'", async () => {
-    const config = load(await shipped("synthetic/lite_64x48_demo.yaml"));
+    const config = load(await shipped("synthetic/lite_128x96_demo.yaml"));
     expect(config.model?.architecture).toBe(Architecture.LITE);
-    expect(config.model?.inputSize).toMatchObject({ width: 48, height: 64 });
-    expect(config.model?.codec?.kind.value).toMatchObject({ width: 12, height: 16 });
+    expect(config.model?.inputSize).toMatchObject({ width: 96, height: 128 });
+    expect(config.model?.codec?.kind.value).toMatchObject({ width: 24, height: 32, sigma: 2 });
     expect(config.data?.kind).toBe(DatasetKind.SYNTHETIC);
     expect(config.data?.synthetic).toMatchObject({ trainImages: 2000, valImages: 200 });
     expect(config.optimizer).toMatchObject({ kind: OptimizerKind.ADAM, lr: 0.001 });
-    expect(config.batchSize).toBe(32);
+    expect(config.batchSize).toBe(8);
     expect(config.endEpoch - config.beginEpoch).toBeGreaterThanOrEqual(8);
     expect(config.validateEveryEpochs).toBe(1);
     expect(config.publish).toMatchObject({ mode: PublishMode.BEST, modelName: "demo" });

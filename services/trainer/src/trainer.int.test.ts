@@ -78,6 +78,33 @@ describe("trainer service", () => {
     expect(again.job?.jobId).toBe(jobId);
   });
 
+  it("fine-tunes from a published version with distillation from it as the teacher", async () => {
+    const parent = (await harness.registry.getServing("trainer-it"))?.record.model?.version ?? "";
+    expect(parent).not.toBe("");
+    const config = tinyTrainConfig({
+      name: "tiny-finetune",
+      endEpoch: 1,
+      schedule: { kind: 1 },
+      publish: { modelName: "trainer-ft" },
+      initFrom: { source: { case: "model", value: { name: "trainer-it", version: parent } }, skipLayers: ["final_layer"] },
+      distillation: { teacher: { name: "trainer-it", version: parent }, lossWeight: 0.5, loss: 1 },
+    });
+    const { job } = await harness.client.startTraining({ source: { case: "config", value: config } });
+    const events = await jobEvents(harness.client, job?.jobId ?? "", { skipProgress: true });
+    const last = events.at(-1)?.event;
+    expect(last?.case === "stateChanged" && last.value.to, JSON.stringify(last?.value)).toBe(JobState.SUCCEEDED);
+    const published = events.flatMap((e) => (e.event.case === "published" ? [e.event.value.manifest] : []))[0];
+    expect(published?.parentVersion).toBe(parent);
+    expect(published?.trainingJobId).toBe(job?.jobId);
+
+    const missing = tinyTrainConfig({ endEpoch: 1, schedule: { kind: 1 }, publish: { modelName: "trainer-ft" }, initFrom: { source: { case: "model", value: { name: "no-such-model", version: "" } } } });
+    const failed = await harness.client.startTraining({ source: { case: "config", value: missing } });
+    const failedEvents = await jobEvents(harness.client, failed.job?.jobId ?? "", { skipProgress: true });
+    const end = failedEvents.at(-1)?.event;
+    expect(end?.case === "stateChanged" && end.value.to).toBe(JobState.FAILED);
+    expect(end?.case === "stateChanged" && end.value.error?.message).toMatch(/no-such-model/);
+  });
+
   it("refuses invalid configs with INVALID_ARGUMENT naming every problem", async () => {
     const config = create(TrainConfigSchema, tinyTrainConfig());
     if (config.optimizer !== undefined) config.optimizer.lr = -0.1;

@@ -4,7 +4,7 @@ import {
   ListCheckpointsResponseSchema,
   ListJobsResponseSchema,
 } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
-import { create } from "@bufbuild/protobuf";
+import { create, type JsonValue } from "@bufbuild/protobuf";
 import type { Command, CommandContext } from "./command.js";
 import { ExitCode, UsageError } from "./error-report.js";
 import { followJob } from "./job-follow.js";
@@ -47,7 +47,7 @@ export const jobsCommand: Command = {
       ...(pageToken === undefined ? {} : { pageToken }),
     });
     if (ctx.json) {
-      writeJsonDocument(ctx.out, protoJson(ListJobsResponseSchema, response));
+      writeJsonDocument(ctx.out, withList("jobs", protoJson(ListJobsResponseSchema, response)));
       return ExitCode.OK;
     }
     if (response.jobs.length === 0) ctx.out.line("no jobs");
@@ -104,7 +104,7 @@ export const checkpointsCommand: Command = {
     const jobId = jobArgument(ctx);
     const checkpoints = await ctx.trainer().listCheckpoints(jobId, { signal: ctx.signal });
     if (ctx.json) {
-      writeJsonDocument(ctx.out, protoJson(ListCheckpointsResponseSchema, create(ListCheckpointsResponseSchema, { checkpoints })));
+      writeJsonDocument(ctx.out, withList("checkpoints", protoJson(ListCheckpointsResponseSchema, create(ListCheckpointsResponseSchema, { checkpoints }))));
       return ExitCode.OK;
     }
     if (checkpoints.length === 0) ctx.out.line(`job ${jobId} has no checkpoints yet`);
@@ -112,6 +112,15 @@ export const checkpointsCommand: Command = {
     return ExitCode.OK;
   },
 };
+
+/**
+ * proto3 JSON leaves an empty repeated field out, so an empty listing would print `{}` and break
+ * `jq '.jobs[]'`; a listing always has its array.
+ */
+function withList(field: string, document: JsonValue): Record<string, JsonValue> {
+  const fields = typeof document === "object" && document !== null && !Array.isArray(document) ? document : {};
+  return { [field]: [], ...fields };
+}
 
 function jobArgument(ctx: CommandContext): string {
   const jobId = ctx.args.positionals[0]?.trim() ?? "";

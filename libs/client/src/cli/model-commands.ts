@@ -35,10 +35,21 @@ function servingChangeText(response: PublishCheckpointResponse): string {
   return `serving ${manifestText(response.serving)}${previous}`;
 }
 
+/**
+ * PublishCheckpoint exports the checkpoint and runs the int8 gate (a validation pass) before it answers:
+ * minutes for a real model. The trainer goes on when the caller gives up, so the 30 s default deadline
+ * would report a failure for a publication that then happens; --timeout still sets one.
+ */
+const PUBLISH_TIMEOUT_MS = 30 * 60_000;
+
 export const publishCommand: Command = {
   name: "publish",
   summary: "Publish a checkpoint as a new model version, and make it serve.",
   synopsis: "<job>/<checkpoint> | --job JOB --checkpoint CHECKPOINT",
+  description: [
+    "The trainer exports the checkpoint and runs the int8 gate before it answers, which takes minutes for a",
+    "large model: the deadline is 30 minutes unless --timeout sets another.",
+  ].join("\n"),
   positionals: { min: 0, max: 1 },
   examples: ["poseloop publish 3f9c2a/e0012-s004800", "poseloop publish --job 3f9c2a --checkpoint e0012-s004800 --skip-promotion"],
   options: {
@@ -56,6 +67,7 @@ export const publishCommand: Command = {
       ...target,
       skipPromotion: ctx.args.flag("skip-promotion"),
       signal: ctx.signal,
+      ...(ctx.args.has("timeout") ? {} : { timeoutMs: PUBLISH_TIMEOUT_MS }),
       ...(modelName === undefined ? {} : { modelName }),
       ...(reason === undefined ? {} : { reason }),
     });

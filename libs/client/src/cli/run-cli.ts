@@ -17,7 +17,7 @@ export const GLOBAL_OPTIONS: OptionSpecs = {
   trainer: { type: "string", value: "HOST:PORT", help: `trainer address (env POSELOOP_TRAINER_ADDR, default ${DEFAULT_TRAINER_ADDRESS})` },
   inferencer: { type: "string", value: "HOST:PORT", help: `inferencer address (env POSELOOP_INFERENCER_ADDR, default ${DEFAULT_INFERENCER_ADDRESS})` },
   token: { type: "string", value: "TOKEN", help: "bearer token sent with every call (env POSELOOP_TOKEN)" },
-  timeout: { type: "string", value: "SECONDS", help: "deadline of each request (default 30; streams and watches have none)" },
+  timeout: { type: "string", value: "SECONDS", help: "deadline of each request (default 30, publish 1800; streams and watches have none)" },
   json: { type: "boolean", help: "print JSON: one document, or one line per event for streams" },
   help: { type: "boolean", short: "h", help: "show help" },
 };

@@ -191,6 +191,11 @@ describe("job commands", () => {
     const document = JSON.parse(json.stdoutText()) as { jobs: { jobId: string; state: string; bestMetrics: { ap: number } }[] };
     expect(document.jobs[0]).toMatchObject({ jobId: "job-1", state: "JOB_STATE_SUCCEEDED" });
     expect(document.jobs[0]?.bestMetrics.ap).toBeCloseTo(0.712);
+
+    // proto3 JSON would leave the empty list out; `jq '.jobs[]'` needs it there.
+    const none = captureIo({ env });
+    expect(await runCli(["jobs", "--state", "failed", "--json"], none)).toBe(0);
+    expect(JSON.parse(none.stdoutText())).toEqual({ jobs: [] });
   });
 
   it("watches, cancels and lists checkpoints", async () => {
@@ -236,6 +241,10 @@ describe("job commands", () => {
     expect(await runCli(["jobs", "--timeout", "0.2"], io)).toBe(1);
     expect(Date.now() - started).toBeLessThan(2000);
     expect(io.stderrText()).toMatch(/^poseloop: the trainer at .* did not answer in time/);
+    // publish has a long deadline of its own (the trainer exports and gates first); --timeout still wins.
+    const publish = captureIo({ env: { POSELOOP_TRAINER_ADDR: server.address } });
+    expect(await runCli(["publish", "job-1/e1", "--timeout", "0.2"], publish)).toBe(1);
+    expect(publish.stderrText()).toMatch(/^poseloop: the trainer at .* did not answer in time/);
   });
 });
 

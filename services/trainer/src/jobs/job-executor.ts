@@ -239,7 +239,11 @@ export class JobExecutor {
             throw new Stop(JobState.FAILED, "the loss diverged", new AppError(Code.FAILED_PRECONDITION, `the loss became non-finite at epoch ${p.epoch} step ${p.step}; resume from the last checkpoint with a lower TRAIN.LR or TRAIN.CLIP_GRAD`));
           }
           if (chunk.cancelled) {
-            await this.#saveCheckpoint(job, session, events, CheckpointReason.CANCEL, undefined, false);
+            // A cancel right after a checkpoint (at an epoch's end) keeps that checkpoint and its metrics as they are.
+            const at = chunk.position;
+            const saved = (await store.require(jobId)).job.lastCheckpoint;
+            const unchanged = saved !== undefined && saved.epoch === at.epoch && saved.step === BigInt(at.step) && at.nextBatch === 0;
+            if (!unchanged) await this.#saveCheckpoint(job, session, events, CheckpointReason.CANCEL, undefined, false);
             // A trainer shutting down hands the job back to the queue; another trainer resumes it from here.
             if (signal.aborted) throw new HandBack();
             throw new Stop(JobState.CANCELLED, "cancelled at a step boundary");

@@ -1,0 +1,334 @@
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { makeTempDir, NatsServer, spawnService, waitFor, type ServiceProcess } from "@poseloop/testkit";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { captureIo } from "../testing/fake-services.js";
+import { runCli } from "./run-cli.js";
+
+// The trainer and the inferencer run as their own processes, the way the CLI meets them in production (a
+// library does not import a service). They get a NATS server of their own: trainers on one bus share its job
+// queue, and a trainer of another test file must not take this file's jobs.
+const TRAINER_MAIN = fileURLToPath(new URL("../../../../services/trainer/src/main.ts", import.meta.url));
+const INFERENCER_MAIN = fileURLToPath(new URL("../../../../services/inferencer/src/main.ts", import.meta.url));
+const model = `trainer-cli-${process.pid}`;
+const TOKEN = "s3cret-cli-token";
+
+/** The lite net at 48x64 on 40 rendered images: two epochs take seconds on a CPU. */
+function tinyExperiment(modelName: string): string {
+  return `NAME: cli-tiny
+WORKERS: 1
+DATASET:
+  DATASET: synthetic
+  SYNTHETIC:
+    TRAIN_IMAGES: 40
+    VAL_IMAGES: 8
+    IMAGE_SIZE: [128, 96]
+    MAX_PEOPLE: 2
+MODEL:
+  NAME: pose_lite
+  IMAGE_SIZE: [48, 64]
+  HEATMAP_SIZE: [12, 16]
+  SIGMA: 2
+  EXTRA:
+    CHANNELS: [8, 16, 32]
+TRAIN:
+  OPTIMIZER: adam
+  LR: 0.001
+  BATCH_SIZE_PER_GPU: 8
+  END_EPOCH: 2
+  LR_STEP: [1]
+TEST:
+  USE_GT_BBOX: true
+  FLIP_TEST: false
+QUANT:
+  ENABLED: true
+  CALIBRATION_SAMPLES: 16
+  # A model this small has noisy AP; the gate is exercised, not its threshold.
+  MAX_AP_DROP: 100
+PUBLISH:
+  MODEL_NAME: ${modelName}
+`;
+}
+
+/** Four mistakes in one file: the trainer must name every one. */
+const BAD_EXPERIMENT = tinyExperiment(model)
+  .replace("TRAIN_IMAGES: 40", "TRAIN_IMAGES: lots")
+  .replace("SIGMA: 2", "SIGMA: 0")
+  .replace("OPTIMIZER: adam", "OPTIMIZER: lion")
+  .replace("  LR: 0.001", "  LR: 0.001\n  WORKERS: 1");
+
+interface JsonLine {
+  type: string;
+  existing?: boolean;
+  job?: { jobId: string; state: string; published?: { name: string; version: string }[] };
+  event?: {
+    sequence: string;
+    progress?: { epoch?: number; endEpoch: number };
+    validation?: { epoch: number; metrics?: { ap?: number; numImages?: number } };
+    checkpointSaved?: { checkpoint: { checkpointId: string; epoch: number } };
+    quantization?: { passed?: boolean };
+    published?: { manifest: { model: { name: string; version: string } }; promoted?: boolean };
+    stateChanged?: { to: string };
+  };
+}
+
+let nats: NatsServer;
+let dir: { path: string; remove: () => Promise<void> };
+let trainer: ServiceProcess;
+let inferencer: ServiceProcess;
+let guardedTrainer: ServiceProcess;
+let env: Record<string, string>;
+
+const services = (): ServiceProcess[] => [trainer, inferencer, guardedTrainer].filter((s): s is ServiceProcess => s !== undefined);
+
+async function cli(argv: readonly string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const io = captureIo({ env, cwd: dir.path });
+  const code = await runCli(argv, io);
+  return { code, stdout: io.stdoutText(), stderr: io.stderrText() };
+}
+
+/** The serving version the inferencer reports, by `poseloop models --json`. */
+async function servingVersion(): Promise<string | undefined> {
+  const { code, stdout } = await cli(["models", model, "--json"]);
+  if (code !== 0) return undefined;
+  return (JSON.parse(stdout) as { serving: { manifest?: { model?: { version?: string } } } }).serving.manifest?.model?.version;
+}
+
+beforeAll(async () => {
+  nats = await NatsServer.start();
+  dir = await makeTempDir("poseloop-trainer-cli-");
+  await writeFile(join(dir.path, "tiny.yaml"), tinyExperiment(model));
+  await writeFile(join(dir.path, "bad.yaml"), BAD_EXPERIMENT);
+  const common = { POSELOOP_NATS_URL: nats.url, POSELOOP_LOG_LEVEL: "info", POSELOOP_DRAIN_TIMEOUT: "2s" };
+  const trainerEnv = { ...common, POSELOOP_TRAINER_LISTEN: "127.0.0.1:0", POSELOOP_DATA_ROOT: join(dir.path, "data"), POSELOOP_WORK_DIR: join(dir.path, "work") };
+  [trainer, inferencer, guardedTrainer] = await Promise.all([
+    spawnService(TRAINER_MAIN, trainerEnv, 90_000),
+    spawnService(INFERENCER_MAIN, { ...common, POSELOOP_INFERENCER_LISTEN: "127.0.0.1:0", POSELOOP_MODEL: model }, 90_000),
+    // API only (it trains nothing), on the same bus: it sees the same jobs, behind a token.
+    spawnService(TRAINER_MAIN, { ...trainerEnv, POSELOOP_TRAINER_TOKEN: TOKEN, POSELOOP_MAX_CONCURRENT_JOBS: "0", POSELOOP_WORK_DIR: join(dir.path, "work-guarded") }, 90_000),
+  ]);
+  env = { POSELOOP_TRAINER_ADDR: `127.0.0.1:${trainer.port}`, POSELOOP_INFERENCER_ADDR: `127.0.0.1:${inferencer.port}` };
+}, 180_000);
+
+afterAll(async () => {
+  await Promise.all(services().map((service) => service.stop()));
+  await nats?.dispose();
+  await dir?.remove();
+});
+
+describe("poseloop against a real trainer", () => {
+  const first = { jobId: "", version: "", bestCheckpoint: "" };
+  const second = { jobId: "", version: "" };
+
+  it("train --cfg: follows the job to the end with progress, validation AP, checkpoints, the int8 gate and the publication", async () => {
+    const { code, stdout, stderr } = await cli(["train", "--cfg", "tiny.yaml"]);
+    expect(stderr).toBe("");
+    expect(code).toBe(0);
+    first.jobId = /^job (job-\S+) queued: cli-tiny$/m.exec(stdout)?.[1] ?? "";
+    expect(first.jobId).not.toBe("");
+    const published = new RegExp(`^published ${model}@(\\S+) \\(int8, lite, AP \\d\\.\\d{3}\\) from checkpoint (e0001-s\\d+|e0002-s\\d+): serving now$`, "m").exec(stdout);
+    expect(published, stdout).not.toBeNull();
+    first.version = published?.[1] ?? "";
+    first.bestCheckpoint = published?.[2] ?? "";
+
+    // Progress counts epochs from 1 (the proto's 0-based epoch in progress); validation and checkpoints name
+    // the epochs completed, so "epoch 1/2" progress is followed by "validation (epoch 1)".
+    const expected = [
+      `following job ${first.jobId}`,
+      "job RUNNING: started",
+      /^epoch 1\/2 {2}step \d+\/\d+ {2}loss \S+ {2}lr 1\.00e-3 {2}\S+ samples\/s/m,
+      /^validation \(epoch 1\): AP \d\.\d{3} \(AP50 \d\.\d{3}, AP75 \d\.\d{3}, AR \d\.\d{3}\) {2}\(new best\)$/m,
+      /^checkpoint e0001-s\d+ saved \(epoch end, best\)$/m,
+      /^epoch 2\/2 {2}step \d+\/\d+ {2}loss \S+ {2}lr 1\.00e-4/m,
+      /^validation \(epoch 2\): AP \d\.\d{3}/m,
+      /^checkpoint e0002-s\d+ saved \(epoch end/m,
+      /^int8 gate passed \(max AP drop 100\)/m,
+      `published ${model}@${first.version}`,
+      "job SUCCEEDED: training finished",
+      new RegExp(`^job ${first.jobId} SUCCEEDED after \\d+s\\n {2}best validation AP \\d\\.\\d{3} .*\\(epoch [12]\\)\\n {2}published ${model}@${first.version}\\n {2}last checkpoint e0002-s\\d+\\n$`, "m"),
+    ];
+    let at = 0;
+    for (const line of expected) {
+      const rest = stdout.slice(at);
+      const index = typeof line === "string" ? rest.indexOf(line) : (line.exec(rest)?.index ?? -1);
+      expect(index, `${String(line)} after offset ${at} of:\n${stdout}`).toBeGreaterThanOrEqual(0);
+      at += index + 1;
+    }
+  });
+
+  it("train --json: one JSON line per event, from 'started' to 'finished'", async () => {
+    const { code, stdout, stderr } = await cli(["train", "--cfg", "tiny.yaml", "--json"]);
+    expect(stderr).toBe("");
+    expect(code).toBe(0);
+    const lines = stdout.trimEnd().split("\n").map((line) => JSON.parse(line) as JsonLine);
+    expect(lines[0]).toMatchObject({ type: "started", existing: false, job: { state: "JOB_STATE_QUEUED" } });
+    second.jobId = lines[0]?.job?.jobId ?? "";
+    const events = lines.slice(1, -1).map((line) => {
+      expect(line.type).toBe("event");
+      return line.event!;
+    });
+    expect(events.map((event) => Number(event.sequence))).toEqual(events.map((_, i) => i + 1));
+    expect(events.some((event) => event.progress !== undefined)).toBe(true);
+    expect(events.flatMap((event) => (event.validation === undefined ? [] : [event.validation.epoch]))).toEqual([1, 2]);
+    expect(events.find((event) => event.validation !== undefined)?.validation?.metrics?.numImages).toBe(8);
+    expect(events.flatMap((event) => (event.checkpointSaved === undefined ? [] : [event.checkpointSaved.checkpoint.epoch]))).toEqual([1, 2]);
+    expect(events.find((event) => event.quantization !== undefined)?.quantization?.passed).toBe(true);
+    const publication = events.find((event) => event.published !== undefined)?.published;
+    expect(publication).toMatchObject({ promoted: true, manifest: { model: { name: model } } });
+    second.version = publication?.manifest.model.version ?? "";
+    expect(second.version).not.toBe(first.version);
+    expect(events.at(-1)?.stateChanged?.to).toBe("JOB_STATE_SUCCEEDED");
+    expect(lines.at(-1)).toMatchObject({ type: "finished", job: { jobId: second.jobId, state: "JOB_STATE_SUCCEEDED", published: [{ name: model, version: second.version }] } });
+  });
+
+  it("jobs: a table newest first, and one JSON document", async () => {
+    const table = await cli(["jobs"]);
+    expect(table.code).toBe(0);
+    const rows = table.stdout.trimEnd().split("\n");
+    expect(rows[0]).toMatch(/^JOB +STATE +EPOCH +BEST AP +PUBLISHED +CREATED +NAME$/);
+    expect(rows[1]).toMatch(new RegExp(`^${second.jobId} +SUCCEEDED +2/2 +\\d\\.\\d{3} +${model}@${second.version} +\\S+Z +cli-tiny$`));
+    expect(rows[2]).toMatch(new RegExp(`^${first.jobId} +SUCCEEDED +2/2 +\\d\\.\\d{3} +${model}@${first.version} +\\S+Z +cli-tiny$`));
+
+    const json = await cli(["jobs", "--json", "--state", "succeeded"]);
+    expect(json.code).toBe(0);
+    const document = JSON.parse(json.stdout) as { jobs: { jobId: string; state: string; bestEpoch: number }[] };
+    expect(document.jobs.map((job) => job.jobId)).toEqual([second.jobId, first.jobId]);
+    expect(document.jobs.every((job) => job.state === "JOB_STATE_SUCCEEDED" && (job.bestEpoch === 1 || job.bestEpoch === 2))).toBe(true);
+    expect(JSON.parse((await cli(["jobs", "--json", "--state", "failed"])).stdout)).toEqual({ jobs: [] });
+  });
+
+  it("watch: replays a finished job's events and its outcome", async () => {
+    const { code, stdout, stderr } = await cli(["watch", first.jobId, "--skip-progress"]);
+    expect(stderr).toBe("");
+    expect(code).toBe(0);
+    expect(stdout).not.toContain("samples/s");
+    expect(stdout).toMatch(/^job QUEUED: submitted\njob RUNNING: started\nvalidation \(epoch 1\): AP /);
+    expect(stdout).toContain(`published ${model}@${first.version}`);
+    expect(stdout).toContain(`job ${first.jobId} SUCCEEDED after `);
+  });
+
+  it("checkpoints: one per epoch, the epochs completed, the best marked", async () => {
+    const { code, stdout } = await cli(["checkpoints", first.jobId]);
+    expect(code).toBe(0);
+    const rows = stdout.trimEnd().split("\n");
+    expect(rows[0]).toMatch(/^CHECKPOINT +EPOCH +STEP +REASON +AP +BEST +SIZE +CREATED$/);
+    expect(rows.slice(1).map((row) => row.split(/ {2,}/).slice(0, 4))).toEqual([
+      [expect.stringMatching(/^e0001-s\d+$/), "1", expect.stringMatching(/^\d+$/), "epoch end"],
+      [expect.stringMatching(/^e0002-s\d+$/), "2", expect.stringMatching(/^\d+$/), "epoch end"],
+    ]);
+    expect(rows.filter((row) => / \* /.test(row))).toHaveLength(1);
+    expect(rows.find((row) => / \* /.test(row))).toContain(first.bestCheckpoint);
+
+    const json = JSON.parse((await cli(["checkpoints", first.jobId, "--json"])).stdout) as { checkpoints: { checkpointId: string; epoch: number; reason: string }[] };
+    expect(json.checkpoints.map((c) => [c.epoch, c.reason])).toEqual([[1, "CHECKPOINT_REASON_EPOCH_END"], [2, "CHECKPOINT_REASON_EPOCH_END"]]);
+  });
+
+  const third = { version: "" };
+
+  it("publish JOB/CHECKPOINT: a new version serves, and the inferencer loads it", async () => {
+    const last = /^(e0002-s\d+)/m.exec((await cli(["checkpoints", first.jobId])).stdout)?.[1] ?? "";
+    const { code, stdout, stderr } = await cli(["publish", `${first.jobId}/${last}`]);
+    expect(stderr).toBe("");
+    expect(code).toBe(0);
+    const line = new RegExp(`^${first.jobId}/${last} published; serving ${model}@(\\S+) \\(int8, lite, AP \\d\\.\\d{3}\\) \\(before: ${model}@${second.version}\\)\\n$`).exec(stdout);
+    expect(line, stdout).not.toBeNull();
+    third.version = line?.[1] ?? "";
+    await waitFor(async () => (await servingVersion()) === third.version, { timeoutMs: 30_000, what: `${model}@${third.version} serving` });
+
+    const models = await cli(["models", model]);
+    expect(models.code).toBe(0);
+    expect(models.stdout).toContain(`model ${model} on the inferencer at ${env["POSELOOP_INFERENCER_ADDR"]}: SERVING\n  version     ${model}@${third.version} (int8, lite, AP `);
+    // The manifest's epoch is the epochs completed, like the checkpoint it came from.
+    expect(models.stdout).toMatch(new RegExp(`^ {2}trained by {2}job ${first.jobId} \\(epoch 2, step \\d+\\)$`, "m"));
+  });
+
+  it("rollback MODEL: the previous version serves again, as models shows", async () => {
+    const { code, stdout, stderr } = await cli(["rollback", model]);
+    expect(stderr).toBe("");
+    expect(code).toBe(0);
+    expect(stdout).toMatch(new RegExp(`^${model}: serving ${model}@${second.version} \\(int8, lite, AP \\d\\.\\d{3}\\) \\(before: ${model}@${third.version}\\)\\n$`));
+    await waitFor(async () => (await servingVersion()) === second.version, { timeoutMs: 30_000, what: `${model}@${second.version} serving again` });
+
+    const text = await cli(["models", model]);
+    expect(text.stdout).toContain(`  version     ${model}@${second.version} (int8, lite, AP `);
+    expect(text.stdout).toMatch(new RegExp(`^ {2}served before on this inferencer: ${model}@${third.version}, ${model}@${second.version}`, "m"));
+    expect(text.stdout).toMatch(/^published \(newest job first\):$/m);
+
+    const json = await cli(["models", model, "--json"]);
+    expect(json.code).toBe(0);
+    const document = JSON.parse(json.stdout) as { serving: { state: string; manifest: { model: { version: string }; trainingJobId: string } }; published: { jobId: string; model: { version: string } }[] };
+    expect(document.serving).toMatchObject({ state: "SERVING_STATE_SERVING", manifest: { model: { version: second.version }, trainingJobId: second.jobId } });
+    expect(document.published.map((p) => [p.jobId, p.model.version])).toEqual([
+      [second.jobId, second.version],
+      [first.jobId, third.version],
+      [first.jobId, first.version],
+    ]);
+  });
+
+  it("cancel: a detached long job stops at a step boundary, and watch shows it CANCELLED", async () => {
+    const started = await cli(["train", "--cfg", "tiny.yaml", "--epochs", "50", "--detach"]);
+    expect(started.code).toBe(0);
+    const jobId = /^job (job-\S+) queued: cli-tiny\n$/.exec(started.stdout)?.[1] ?? "";
+    expect(jobId, started.stdout).not.toBe("");
+    // Cancel once it trains (a queued job is cancelled without running at all).
+    await waitFor(
+      async () => {
+        const { jobs } = JSON.parse((await cli(["jobs", "--state", "running", "--json"])).stdout) as { jobs: { jobId: string; progress?: unknown }[] };
+        return jobs.some((job) => job.jobId === jobId && job.progress !== undefined);
+      },
+      { timeoutMs: 30_000, intervalMs: 200, what: `${jobId} training` },
+    );
+    const cancel = await cli(["cancel", jobId, "--reason", "test"]);
+    expect(cancel.stderr).toBe("");
+    expect(cancel.code).toBe(0);
+    expect(cancel.stdout).toBe(`job ${jobId} cancelling (stops at the next step boundary)\n`);
+
+    const watch = await cli(["watch", jobId, "--skip-progress"]);
+    expect(watch.code).toBe(1);
+    expect(watch.stdout).toContain("job CANCELLING: cancel requested: test\n");
+    expect(watch.stdout).toContain("job CANCELLED: cancelled at a step boundary\n");
+    expect(watch.stdout).toMatch(new RegExp(`^job ${jobId} CANCELLED after \\d+s\\n`, "m"));
+    expect(watch.stdout).toContain("  published nothing\n");
+    expect(watch.stderr).toBe(`poseloop: job ${jobId} was cancelled (poseloop train --resume ${jobId} continues it)\n`);
+
+    const rows = (await cli(["checkpoints", jobId])).stdout.trimEnd().split("\n");
+    // Cancelled mid-epoch: the id names the batch; EPOCH is still the epochs completed.
+    expect(rows.at(-1)).toMatch(/^e\d{4}-s\d+(-b\d+)? +\d+ +\d+ +cancel /);
+    const { jobs } = JSON.parse((await cli(["jobs", "--state", "cancelled", "--json"])).stdout) as { jobs: { jobId: string }[] };
+    expect(jobs.map((job) => job.jobId)).toEqual([jobId]);
+  });
+
+  it("train with an invalid experiment: exit 1, every problem on stderr, nothing queued", async () => {
+    const before = (JSON.parse((await cli(["jobs", "--json"])).stdout) as { jobs: unknown[] }).jobs.length;
+    const { code, stdout, stderr } = await cli(["train", "--cfg", "bad.yaml"]);
+    expect(code).toBe(1);
+    expect(stdout).toBe("");
+    const lines = stderr.trimEnd().split("\n");
+    expect(lines[0]).toBe("poseloop: invalid training config (4 problems)");
+    expect(lines.slice(1).sort()).toEqual([
+      '  - DATASET.SYNTHETIC.TRAIN_IMAGES: expected a non-negative integer, got "lots"',
+      "  - MODEL.SIGMA: expected a number > 0, got 0",
+      '  - TRAIN.OPTIMIZER: expected one of sgd, adam, adamw, got "lion"',
+      "  - TRAIN.WORKERS: unknown key (did you mean WORKERS?)",
+    ]);
+    expect((JSON.parse((await cli(["jobs", "--json"])).stdout) as { jobs: unknown[] }).jobs).toHaveLength(before);
+  });
+
+  it("--token: a trainer with a token refuses calls without it in one line, and answers with it", async () => {
+    const address = `127.0.0.1:${guardedTrainer.port}`;
+    for (const argv of [["jobs"], ["jobs", "--token", "wrong-token"], ["watch", first.jobId]]) {
+      const refused = await cli([...argv, "--trainer", address]);
+      expect(refused.code, argv.join(" ")).toBe(1);
+      expect(refused.stdout).toBe("");
+      expect(refused.stderr).toMatch(/^poseloop: [^\n]*bearer token[^\n]*\n$/);
+    }
+    const allowed = await cli(["jobs", "--json", "--trainer", address, "--token", TOKEN]);
+    expect(allowed.stderr).toBe("");
+    expect(allowed.code).toBe(0);
+    expect((JSON.parse(allowed.stdout) as { jobs: { jobId: string }[] }).jobs.map((job) => job.jobId)).toContain(first.jobId);
+    const watch = await cli(["watch", first.jobId, "--skip-progress", "--trainer", address, "--token", TOKEN]);
+    expect(watch.code).toBe(0);
+    expect(watch.stdout).toContain(`job ${first.jobId} SUCCEEDED`);
+  });
+});

@@ -44,7 +44,8 @@ describe("service processes", () => {
   });
 
   it("connect to a real nats-server when POSELOOP_NATS_URL is set", async () => {
-    const trainer = await start(TRAINER, { POSELOOP_NATS_URL: inject("natsUrl"), POSELOOP_TRAINER_LISTEN: "127.0.0.1:0" });
+    // API only: a trainer on the shared server must not take the jobs of other test files.
+    const trainer = await start(TRAINER, { POSELOOP_NATS_URL: inject("natsUrl"), POSELOOP_TRAINER_LISTEN: "127.0.0.1:0", POSELOOP_MAX_CONCURRENT_JOBS: "0" });
     expect(trainer.logs.find((log) => log["msg"] === "listening")).toMatchObject({ bus: "nats", bus_location: inject("natsUrl") });
     expect(trainer.logs.some((log) => log["msg"] === "nats connected")).toBe(true);
     expect(await trainer.stop()).toBe(0);

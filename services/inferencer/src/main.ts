@@ -10,11 +10,15 @@ try {
   const logger = createJsonLogger({ name: "inferencer", level: config.logLevel }).child({ instance_id: config.instanceId });
   for (const warning of config.telemetryWarnings) logger.warn(warning);
   const telemetry = startTelemetry(config.telemetry, { logger });
-  const inferencer = await startInferencer(config, logger);
+  // Signals are handled from the start: a SIGTERM that arrives while the service is still starting (it
+  // already listens) must stop it cleanly too, not kill it.
+  const starting = startInferencer(config, logger);
   stopOnSignals(async () => {
-    await inferencer.stop();
+    const inferencer = await starting.catch(() => undefined);
+    await inferencer?.stop();
     await telemetry.shutdown();
   }, logger);
+  await starting;
 } catch (error) {
   bootLogger.error("inferencer failed to start", { err: AppError.from(error) });
   process.exit(1);

@@ -3,13 +3,17 @@ import { BlobCheckpointStore } from "./jobs/checkpoint-store.js";
 import { JobState, type JobEvent } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
 import { createClient } from "@poseloop/grpc";
 import { TrainerService } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
-import { makeTempDir, spawnService, waitFor, type ServiceProcess } from "@poseloop/testkit";
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from "vitest";
+import { NatsServer, makeTempDir, spawnService, waitFor, type ServiceProcess } from "@poseloop/testkit";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { decodeCheckpoint } from "./runner/checkpoint-file.js";
 import { jobEvents, startTrainerHarness, type TrainerClient, type TrainerHarness } from "./testing/harness.js";
 import { tinyTrainConfig } from "./testing/tiny-config.js";
 
-const natsUrl = inject("natsUrl");
+// A nats-server of this file's own: trainers on one bus share the training queue, and another file's
+// trainer must not take this file's jobs.
+const nats = await NatsServer.start();
+afterAll(async () => nats.dispose());
+const natsUrl = nats.url;
 
 /** Long enough to interrupt: 200 training images, 25 micro-batches per epoch. */
 function slowConfig(modelName: string, endEpoch = 3) {

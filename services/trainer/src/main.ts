@@ -10,11 +10,15 @@ try {
   const logger = createJsonLogger({ name: "trainer", level: config.logLevel }).child({ worker_id: config.workerId });
   for (const warning of config.telemetryWarnings) logger.warn(warning);
   const telemetry = startTelemetry(config.telemetry, { logger });
-  const trainer = await startTrainer(config, logger);
+  // Signals are handled from the start: a SIGTERM that arrives while the service is still starting (it
+  // already listens) must stop it cleanly too, not kill it.
+  const starting = startTrainer(config, logger);
   stopOnSignals(async () => {
-    await trainer.stop();
+    const trainer = await starting.catch(() => undefined);
+    await trainer?.stop();
     await telemetry.shutdown();
   }, logger);
+  await starting;
 } catch (error) {
   bootLogger.error("trainer failed to start", { err: AppError.from(error) });
   process.exit(1);

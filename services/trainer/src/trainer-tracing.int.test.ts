@@ -1,12 +1,16 @@
 import { trace } from "@opentelemetry/api";
 import { AppError, Code } from "@poseloop/core";
 import { installTestTelemetry, type TestTelemetry } from "@poseloop/telemetry";
-import { makeTempDir, waitFor } from "@poseloop/testkit";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { NatsServer, makeTempDir, waitFor } from "@poseloop/testkit";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { jobEvents, startTrainerHarness, type TrainerHarness } from "./testing/harness.js";
 import { tinyTrainConfig } from "./testing/tiny-config.js";
 
-const natsUrl = inject("natsUrl");
+// A nats-server of this file's own: trainers on one bus share the training queue, and another file's
+// trainer must not take this file's jobs.
+const nats = await NatsServer.start();
+afterAll(async () => nats.dispose());
+const natsUrl = nats.url;
 
 describe("trainer traces and security", () => {
   let telemetry: TestTelemetry;

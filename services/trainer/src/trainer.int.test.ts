@@ -3,12 +3,16 @@ import { AppError, Code } from "@poseloop/core";
 import { Precision } from "@poseloop/proto/poseloop/common/v1/model_pb";
 import { JobState } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
 import { TrainConfigSchema } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
-import { makeTempDir } from "@poseloop/testkit";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { NatsServer, makeTempDir } from "@poseloop/testkit";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { jobEvents, startTrainerHarness, type TrainerHarness } from "./testing/harness.js";
 import { tinyTrainConfig } from "./testing/tiny-config.js";
 
-const natsUrl = inject("natsUrl");
+// A nats-server of this file's own: trainers on one bus share the training queue, and another file's
+// trainer must not take this file's jobs.
+const nats = await NatsServer.start();
+afterAll(async () => nats.dispose());
+const natsUrl = nats.url;
 
 describe("trainer service", () => {
   let dir: { path: string; remove: () => Promise<void> };

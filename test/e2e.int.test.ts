@@ -1,9 +1,7 @@
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { gunzipSync } from "node:zlib";
-import { runCli, type CliIo } from "@poseloop/client";
+import { runCli, TraceCollector, type CliIo } from "@poseloop/client";
+import { tinyExperiment } from "@poseloop/client/testing";
 import { makeTempDir, NatsServer, spawnService, waitFor, type ServiceProcess } from "@poseloop/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
@@ -15,142 +13,8 @@ const TRAINER = "services/trainer/src/main.ts";
 const INFERENCER = "services/inferencer/src/main.ts";
 const model = `e2e-${process.pid}`;
 
-/** The lite net at 48x64 on 40 rendered images: two epochs take seconds on a CPU. */
-const TINY_EXPERIMENT = `NAME: e2e-tiny
-WORKERS: 1
-DATASET:
-  DATASET: synthetic
-  SYNTHETIC:
-    TRAIN_IMAGES: 40
-    VAL_IMAGES: 8
-    IMAGE_SIZE: [128, 96]
-    MAX_PEOPLE: 2
-MODEL:
-  NAME: pose_lite
-  IMAGE_SIZE: [48, 64]
-  HEATMAP_SIZE: [12, 16]
-  SIGMA: 2
-  EXTRA:
-    CHANNELS: [8, 16, 32]
-TRAIN:
-  OPTIMIZER: adam
-  LR: 0.001
-  BATCH_SIZE_PER_GPU: 8
-  END_EPOCH: 2
-  LR_STEP: [1]
-TEST:
-  USE_GT_BBOX: true
-  FLIP_TEST: false
-QUANT:
-  ENABLED: true
-  CALIBRATION_SAMPLES: 16
-  # A model this small has noisy AP; the gate is exercised, not its threshold.
-  MAX_AP_DROP: 100
-PUBLISH:
-  MODEL_NAME: ${model}
-`;
-
-interface CollectedSpan {
-  readonly service: string;
-  readonly name: string;
-  readonly traceId: string;
-  readonly spanId: string;
-  readonly parentSpanId: string;
-  readonly attributes: Readonly<Record<string, string | number | boolean>>;
-  readonly links: readonly { traceId: string; spanId: string }[];
-}
-
-interface OtlpValue {
-  stringValue?: string;
-  intValue?: string | number;
-  doubleValue?: number;
-  boolValue?: boolean;
-}
-interface OtlpAttribute {
-  key: string;
-  value: OtlpValue;
-}
-interface OtlpExport {
-  resourceSpans?: {
-    resource?: { attributes?: OtlpAttribute[] };
-    scopeSpans?: {
-      spans?: { traceId?: string; spanId?: string; parentSpanId?: string; name?: string; attributes?: OtlpAttribute[]; links?: { traceId?: string; spanId?: string }[] }[];
-    }[];
-  }[];
-}
-
-function attributesOf(attributes: readonly OtlpAttribute[] = []): Record<string, string | number | boolean> {
-  return Object.fromEntries(
-    attributes.map(({ key, value }) => [key, value.stringValue ?? (value.intValue === undefined ? undefined : Number(value.intValue)) ?? value.doubleValue ?? value.boolValue ?? ""]),
-  );
-}
-
-/** An OTLP/JSON trace receiver (POST /v1/traces) on 127.0.0.1, keeping every span it is sent. */
-class OtlpJsonReceiver {
-  readonly spans: CollectedSpan[] = [];
-  readonly #server: Server;
-
-  private constructor(server: Server) {
-    this.#server = server;
-  }
-
-  static async start(): Promise<OtlpJsonReceiver> {
-    const receiver = new OtlpJsonReceiver(createServer());
-    receiver.#server.on("request", (request, response) => {
-      const chunks: Buffer[] = [];
-      request.on("data", (chunk: Buffer) => chunks.push(chunk));
-      request.on("end", () => {
-        if (request.method !== "POST" || request.url !== "/v1/traces") {
-          response.writeHead(404).end();
-          return;
-        }
-        try {
-          const body = Buffer.concat(chunks);
-          receiver.#add(JSON.parse((request.headers["content-encoding"] === "gzip" ? gunzipSync(body) : body).toString("utf8")) as OtlpExport);
-        } catch {
-          response.writeHead(400).end();
-          return;
-        }
-        response.writeHead(200, { "content-type": "application/json" }).end("{}");
-      });
-    });
-    await new Promise<void>((resolve) => receiver.#server.listen(0, "127.0.0.1", resolve));
-    return receiver;
-  }
-
-  get endpoint(): string {
-    return `http://127.0.0.1:${(this.#server.address() as AddressInfo).port}`;
-  }
-
-  named(name: string): CollectedSpan[] {
-    return this.spans.filter((span) => span.name === name);
-  }
-
-  async close(): Promise<void> {
-    this.#server.closeAllConnections();
-    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
-  }
-
-  #add(body: OtlpExport): void {
-    for (const resourceSpans of body.resourceSpans ?? []) {
-      const service = String(attributesOf(resourceSpans.resource?.attributes)["service.name"] ?? "");
-      for (const span of (resourceSpans.scopeSpans ?? []).flatMap((scope) => scope.spans ?? [])) {
-        this.spans.push({
-          service,
-          name: span.name ?? "",
-          traceId: span.traceId ?? "",
-          spanId: span.spanId ?? "",
-          parentSpanId: span.parentSpanId ?? "",
-          attributes: attributesOf(span.attributes),
-          links: (span.links ?? []).map((link) => ({ traceId: link.traceId ?? "", spanId: link.spanId ?? "" })),
-        });
-      }
-    }
-  }
-}
-
 let nats: NatsServer;
-let receiver: OtlpJsonReceiver;
+let receiver: TraceCollector;
 let dir: { path: string; remove: () => Promise<void> };
 let trainer: ServiceProcess | undefined;
 let inferencer: ServiceProcess | undefined;
@@ -167,8 +31,8 @@ async function cli(argv: readonly string[]): Promise<{ code: number; stdout: str
 const jsonLines = <T>(text: string): T[] => text.trimEnd().split("\n").map((line) => JSON.parse(line) as T);
 
 beforeAll(async () => {
-  [nats, receiver, dir] = await Promise.all([NatsServer.start(), OtlpJsonReceiver.start(), makeTempDir("poseloop-e2e-")]);
-  await writeFile(join(dir.path, "tiny.yaml"), TINY_EXPERIMENT);
+  [nats, receiver, dir] = await Promise.all([NatsServer.start(), TraceCollector.start(), makeTempDir("poseloop-e2e-")]);
+  await writeFile(join(dir.path, "tiny.yaml"), tinyExperiment(model, "e2e-tiny"));
   const common = {
     POSELOOP_NATS_URL: nats.url,
     POSELOOP_LOG_LEVEL: "info",

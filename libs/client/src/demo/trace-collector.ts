@@ -1,5 +1,6 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { gunzipSync } from "node:zlib";
 
 /** One span as an OTLP/JSON export carries it, reduced to what a summary needs. */
 export interface CollectedSpan {
@@ -59,13 +60,16 @@ export class TraceCollector {
       const chunks: Buffer[] = [];
       request.on("data", (chunk: Buffer) => chunks.push(chunk));
       request.on("end", () => {
-        if (request.method === "POST" && request.url === "/v1/traces") {
-          try {
-            collector.#add(JSON.parse(Buffer.concat(chunks).toString("utf8")) as OtlpExport);
-          } catch {
-            response.writeHead(400).end();
-            return;
-          }
+        if (request.method !== "POST" || request.url !== "/v1/traces") {
+          response.writeHead(404).end();
+          return;
+        }
+        try {
+          const body = Buffer.concat(chunks);
+          collector.#add(JSON.parse((request.headers["content-encoding"] === "gzip" ? gunzipSync(body) : body).toString("utf8")) as OtlpExport);
+        } catch {
+          response.writeHead(400).end();
+          return;
         }
         response.writeHead(200, { "content-type": "application/json" }).end("{}");
       });
@@ -78,7 +82,13 @@ export class TraceCollector {
     return `http://127.0.0.1:${(this.#server.address() as AddressInfo).port}`;
   }
 
+  /** The spans named `name`. */
+  named(name: string): CollectedSpan[] {
+    return this.spans.filter((span) => span.name === name);
+  }
+
   async close(): Promise<void> {
+    this.#server.closeAllConnections();
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
   }
 

@@ -1,0 +1,2 @@
+export { tinyExperiment } from "./tiny-experiment.js";
+export { captureIo } from "./fake-services.js";

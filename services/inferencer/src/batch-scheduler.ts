@@ -25,9 +25,11 @@ interface Pending {
 }
 
 /**
- * Forms batches across frames and streams: frames wait at most `maxWaitMs` (or until `maxBatch` people are
- * waiting) and leave together when a worker is free, so that under load each session run carries a full batch
- * and at low load a frame waits no longer than the budget. A frame's people always share a batch.
+ * Forms batches across frames and streams. A frame that finds a worker idle leaves at once (no added latency
+ * at low load); frames that arrive while every worker is busy wait together and leave as one batch when a
+ * worker frees up or `maxBatch` people are waiting, so under load each session run carries a full batch. With
+ * `maxWaitMs` > 0 an idle pool still waits that long for company when frames come in bursts faster than it.
+ * A frame's people always share a batch.
  */
 export class BatchScheduler {
   readonly #pool: InferenceWorkerPool;
@@ -56,8 +58,9 @@ export class BatchScheduler {
       const persons = Math.max(1, job.boxes.length) * (job.flipTest ? 2 : 1);
       this.#pending.push({ job, persons, submitted: process.hrtime.bigint(), resolve, reject });
       this.#pendingPersons += persons;
-      if (this.#pendingPersons >= this.#maxBatch) this.#flush();
-      else this.#timer ??= setTimeout(() => this.#flush(), this.#maxWaitMs);
+      if (this.#pendingPersons >= this.#maxBatch || (this.#inFlight < this.#pool.size && this.#maxWaitMs === 0)) this.#flush();
+      else if (this.#inFlight < this.#pool.size) this.#timer ??= setTimeout(() => this.#flush(), this.#maxWaitMs);
+      // Otherwise every worker is busy: the frame leaves with the next batch when one frees up.
     });
   }
 

@@ -63,7 +63,7 @@ export function loadConfig(env: Env): InferencerConfig {
   const workers = reader.int("POSELOOP_INFERENCE_WORKERS", { default: 1, min: 1, max: 64 });
   const intraOpThreads = reader.int("POSELOOP_INTRA_OP_THREADS", { default: 1, min: 1, max: 256 });
   const maxBatch = reader.int("POSELOOP_MAX_BATCH", { default: 8, min: 1, max: 256 });
-  const batchWaitMs = reader.durationMs("POSELOOP_BATCH_WAIT", { default: 2, min: 0, max: 1000 });
+  const batchWaitMs = reader.durationMs("POSELOOP_BATCH_WAIT", { default: 0, min: 0, max: 1000 });
   const frameTraceRatio = reader.number("POSELOOP_FRAME_TRACE_RATIO", { default: 1, min: 0, max: 1 });
   const defaultMaxInFlight = reader.int("POSELOOP_STREAM_MAX_IN_FLIGHT", { default: 4, min: 1, max: 256 });
   const limits: InferenceLimits = {

@@ -1,3 +1,4 @@
+import { jetstream, type JetStreamOptions } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { Objm, setSha256Backend, StorageType, type ObjectInfo, type ObjectStore } from "@nats-io/obj";
 import { AppError, Code } from "@poseloop/core";
@@ -18,9 +19,9 @@ export class NatsBlobStore implements BlobStore {
     this.#store = store;
   }
 
-  static async open(connection: NatsConnection, bucket: string): Promise<NatsBlobStore> {
+  static async open(connection: NatsConnection, bucket: string, js: JetStreamOptions = {}): Promise<NatsBlobStore> {
     try {
-      const store = await new Objm(connection).create(bucket, { storage: StorageType.File });
+      const store = await new Objm(jetstream(connection, js)).create(bucket, { storage: StorageType.File });
       return new NatsBlobStore(store);
     } catch (error) {
       throw fromNatsError(error, `open object store ${bucket}`);

@@ -12,9 +12,17 @@ export interface NatsConnectOptions {
   reconnectTimeWaitMs?: number;
   /** Client pings; a server that misses 2 is considered gone. Default 10 s. */
   pingIntervalMs?: number;
-  /** Request timeout of JetStream API calls. Default 10 s. */
+  /** How long the first connection may take per attempt. Default 10 s. */
   timeoutMs?: number;
+  /**
+   * Request timeout of JetStream API calls (KV reads and writes, consumer and object-store requests). Default
+   * 10 s: nats.js's own 5 s is short for a busy server writing file storage on a loaded machine.
+   */
+  apiTimeoutMs?: number;
 }
+
+/** JetStream API request timeout unless NatsConnectOptions.apiTimeoutMs sets one. */
+export const DEFAULT_API_TIMEOUT_MS = 10_000;
 
 /**
  * Connects to NATS for a service's lifetime: waits for the first connection if the server is not up yet,

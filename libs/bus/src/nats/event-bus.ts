@@ -1,5 +1,5 @@
 import { headers as natsHeaders, type MsgHdrs, type NatsConnection } from "@nats-io/nats-core";
-import { jetstream, jetstreamManager, RetentionPolicy, StorageType, type JetStreamClient } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager, RetentionPolicy, StorageType, type JetStreamClient, type JetStreamOptions } from "@nats-io/jetstream";
 import type { BusMessage, EventBus } from "../types.js";
 import { fromNatsError } from "./errors.js";
 
@@ -20,9 +20,9 @@ export class NatsEventBus implements EventBus {
     this.#js = js;
   }
 
-  static async open(connection: NatsConnection): Promise<NatsEventBus> {
+  static async open(connection: NatsConnection, js: JetStreamOptions = {}): Promise<NatsEventBus> {
     try {
-      const jsm = await jetstreamManager(connection);
+      const jsm = await jetstreamManager(connection, js);
       const existing = await jsm.streams.info(EVENTS_STREAM).catch(() => undefined);
       if (existing === undefined) {
         await jsm.streams.add({
@@ -34,7 +34,7 @@ export class NatsEventBus implements EventBus {
           max_msgs_per_subject: 1000,
         });
       }
-      return new NatsEventBus(connection, jetstream(connection));
+      return new NatsEventBus(connection, jetstream(connection, js));
     } catch (error) {
       throw fromNatsError(error, `open stream ${EVENTS_STREAM}`);
     }

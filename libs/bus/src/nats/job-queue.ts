@@ -8,6 +8,7 @@ import {
   StorageType,
   type Consumer,
   type JetStreamClient,
+  type JetStreamOptions,
   type JsMsg,
 } from "@nats-io/jetstream";
 import { AppError, Code } from "@poseloop/core";
@@ -35,12 +36,12 @@ export class NatsJobQueue implements JobQueue {
     this.ackWaitMs = ackWaitMs;
   }
 
-  static async open(connection: NatsConnection, name: string, ackWaitMs = 60_000): Promise<NatsJobQueue> {
+  static async open(connection: NatsConnection, name: string, ackWaitMs = 60_000, jsOptions: JetStreamOptions = {}): Promise<NatsJobQueue> {
     if (!/^[a-z0-9_-]{1,32}$/.test(name)) throw new AppError(Code.INVALID_ARGUMENT, `invalid queue name ${JSON.stringify(name)}`);
     const stream = `POSELOOP_QUEUE_${name.toUpperCase().replaceAll("-", "_")}`;
     const subject = `poseloop.queue.${name}`;
     try {
-      const jsm = await jetstreamManager(connection);
+      const jsm = await jetstreamManager(connection, jsOptions);
       const existing = await jsm.streams.info(stream).catch(() => undefined);
       if (existing === undefined) {
         await jsm.streams.add({
@@ -61,7 +62,7 @@ export class NatsJobQueue implements JobQueue {
       const current = await jsm.consumers.info(stream, "workers").catch(() => undefined);
       if (current === undefined) await jsm.consumers.add(stream, consumerConfig);
       else if (current.config.ack_wait !== consumerConfig.ack_wait) await jsm.consumers.update(stream, "workers", { ack_wait: consumerConfig.ack_wait });
-      const js = jetstream(connection);
+      const js = jetstream(connection, jsOptions);
       return new NatsJobQueue(js, await js.consumers.get(stream, "workers"), subject, ackWaitMs);
     } catch (error) {
       throw fromNatsError(error, `open job queue ${name}`);

@@ -1,3 +1,4 @@
+import { jetstream, type JetStreamOptions } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { Kvm, KvWatchInclude, type KV, type KvEntry as NatsKvEntry } from "@nats-io/kv";
 import { AppError, Code } from "@poseloop/core";
@@ -14,9 +15,9 @@ export class NatsKeyValueStore implements KeyValueStore {
     this.#bucket = bucket;
   }
 
-  static async open(connection: NatsConnection, bucket: string, history = 64): Promise<NatsKeyValueStore> {
+  static async open(connection: NatsConnection, bucket: string, history = 64, js: JetStreamOptions = {}): Promise<NatsKeyValueStore> {
     try {
-      const kv = await new Kvm(connection).create(bucket, { history });
+      const kv = await new Kvm(jetstream(connection, js)).create(bucket, { history });
       return new NatsKeyValueStore(kv, bucket);
     } catch (error) {
       throw fromNatsError(error, `open key-value bucket ${bucket}`);
@@ -93,15 +94,22 @@ export class NatsKeyValueStore implements KeyValueStore {
     }
   }
 
+  /**
+   * Listing is a read (an ephemeral consumer over the bucket), so a listing that times out on a busy server is
+   * tried once more before the caller sees UNAVAILABLE.
+   */
   async keys(prefix = ""): Promise<string[]> {
-    try {
-      const keys: string[] = [];
-      // A prefix ending at a token boundary ("ev.job-1.") lets the server filter ("ev.job-1.>").
-      const filter = prefix.endsWith(".") && prefix.length > 1 ? `${prefix}>` : undefined;
-      for await (const key of await this.#kv.keys(filter)) if (key.startsWith(prefix)) keys.push(key);
-      return keys.sort();
-    } catch (error) {
-      throw fromNatsError(error, `list keys of ${this.#bucket}`);
+    // A prefix ending at a token boundary ("ev.job-1.") lets the server filter ("ev.job-1.>").
+    const filter = prefix.endsWith(".") && prefix.length > 1 ? `${prefix}>` : undefined;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const keys: string[] = [];
+        for await (const key of await this.#kv.keys(filter)) if (key.startsWith(prefix)) keys.push(key);
+        return [...new Set(keys)].sort();
+      } catch (error) {
+        const mapped = fromNatsError(error, `list keys of ${this.#bucket}`);
+        if (mapped.code !== Code.UNAVAILABLE || attempt >= 2) throw mapped;
+      }
     }
   }
 }

@@ -52,6 +52,13 @@ async function cli(argv: readonly string[]): Promise<{ code: number; stdout: str
   return { code, stdout: io.stdoutText(), stderr: io.stderrText() };
 }
 
+/** A `--json` command's document; a failed command fails the test with its stderr, not a JSON parse error. */
+async function cliJson<T>(argv: readonly string[]): Promise<T> {
+  const { code, stdout, stderr } = await cli(argv);
+  if (code !== 0) throw new Error(`poseloop ${argv.join(" ")} exited ${code}: ${stderr}`);
+  return JSON.parse(stdout) as T;
+}
+
 /** The serving version the inferencer reports, by `poseloop models --json`. */
 async function servingVersion(): Promise<string | undefined> {
   const { code, stdout } = await cli(["models", model, "--json"]);
@@ -159,7 +166,7 @@ describe("poseloop against a real trainer", () => {
     const document = JSON.parse(json.stdout) as { jobs: { jobId: string; state: string; bestEpoch: number }[] };
     expect(document.jobs.map((job) => job.jobId)).toEqual([second.jobId, first.jobId]);
     expect(document.jobs.every((job) => job.state === "JOB_STATE_SUCCEEDED" && (job.bestEpoch === 1 || job.bestEpoch === 2))).toBe(true);
-    expect(JSON.parse((await cli(["jobs", "--json", "--state", "failed"])).stdout)).toEqual({ jobs: [] });
+    expect(await cliJson(["jobs", "--json", "--state", "failed"])).toEqual({ jobs: [] });
   });
 
   it("watch: replays a finished job's events and its outcome", async () => {
@@ -184,7 +191,7 @@ describe("poseloop against a real trainer", () => {
     expect(rows.filter((row) => / \* /.test(row))).toHaveLength(1);
     expect(rows.find((row) => / \* /.test(row))).toContain(first.bestCheckpoint);
 
-    const json = JSON.parse((await cli(["checkpoints", first.jobId, "--json"])).stdout) as { checkpoints: { checkpointId: string; epoch: number; reason: string }[] };
+    const json = await cliJson<{ checkpoints: { checkpointId: string; epoch: number; reason: string }[] }>(["checkpoints", first.jobId, "--json"]);
     expect(json.checkpoints.map((c) => [c.epoch, c.reason])).toEqual([[1, "CHECKPOINT_REASON_EPOCH_END"], [2, "CHECKPOINT_REASON_EPOCH_END"]]);
   });
 
@@ -238,7 +245,7 @@ describe("poseloop against a real trainer", () => {
     // Cancel once it trains (a queued job is cancelled without running at all).
     await waitFor(
       async () => {
-        const { jobs } = JSON.parse((await cli(["jobs", "--state", "running", "--json"])).stdout) as { jobs: { jobId: string; progress?: unknown }[] };
+        const { jobs } = await cliJson<{ jobs: { jobId: string; progress?: unknown }[] }>(["jobs", "--state", "running", "--json"]);
         return jobs.some((job) => job.jobId === jobId && job.progress !== undefined);
       },
       { timeoutMs: 90_000, intervalMs: 200, what: `${jobId} training` },
@@ -260,12 +267,12 @@ describe("poseloop against a real trainer", () => {
     // Cancelled mid-epoch: a cancel checkpoint whose id names the batch (EPOCH is still the epochs completed).
     // A cancel that lands right after an epoch's checkpoint keeps that one as the last.
     expect(rows.at(-1)).toMatch(/^e\d{4}-s\d+(-b\d+ +\d+ +\d+ +cancel| +\d+ +\d+ +(cancel|epoch end)) /);
-    const { jobs } = JSON.parse((await cli(["jobs", "--state", "cancelled", "--json"])).stdout) as { jobs: { jobId: string }[] };
+    const { jobs } = await cliJson<{ jobs: { jobId: string }[] }>(["jobs", "--state", "cancelled", "--json"]);
     expect(jobs.map((job) => job.jobId)).toEqual([jobId]);
   });
 
   it("train with an invalid experiment: exit 1, every problem on stderr, nothing queued", async () => {
-    const before = (JSON.parse((await cli(["jobs", "--json"])).stdout) as { jobs: unknown[] }).jobs.length;
+    const before = (await cliJson<{ jobs: unknown[] }>(["jobs", "--json"])).jobs.length;
     const { code, stdout, stderr } = await cli(["train", "--cfg", "bad.yaml"]);
     expect(code).toBe(1);
     expect(stdout).toBe("");
@@ -277,7 +284,7 @@ describe("poseloop against a real trainer", () => {
       '  - TRAIN.OPTIMIZER: expected one of sgd, adam, adamw, got "lion"',
       "  - TRAIN.WORKERS: unknown key (did you mean WORKERS?)",
     ]);
-    expect((JSON.parse((await cli(["jobs", "--json"])).stdout) as { jobs: unknown[] }).jobs).toHaveLength(before);
+    expect((await cliJson<{ jobs: unknown[] }>(["jobs", "--json"])).jobs).toHaveLength(before);
   });
 
   it("--token: a trainer with a token refuses calls without it in one line, and answers with it", async () => {

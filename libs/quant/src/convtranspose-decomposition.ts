@@ -11,14 +11,19 @@ import {
 } from "@poseloop/proto/onnx/onnx_pb";
 
 /**
- * Rewrites stride-s ConvTranspose nodes (group 1, weights as initializers) into a Conv producing the s² output
- * phases as channels, followed by DepthToSpace (CRD). The two are equal in float; the point is int8:
- * onnxruntime's CPU provider has no int8 transposed convolution, but fuses the Conv into QLinearConv, and
- * SimpleBaseline spends a third of its time in its three deconvolutions.
+ * Rewrites stride-s ConvTranspose nodes (group 1, weights as initializers) into convolutions producing the s²
+ * output phases, interleaved by DepthToSpace. The two are equal in float; the point is int8: onnxruntime's CPU
+ * provider has no int8 transposed convolution, but fuses Conv into QLinearConv, and SimpleBaseline spends a
+ * third of its time in its three deconvolutions.
  *
  * Output position o = s·m + r of a transposed convolution reads input m + (r + p − k)/s through kernel tap k
  * whenever that division is exact, so phase r is a convolution over the input whose taps sit at those offsets.
  * Applies when s·(H − 1) + outputPadding + k − pads = s·H, i.e. the output is exactly s times the input.
+ *
+ * Each phase gets a Conv of its own (Concat, then DepthToSpace DCR), holding exactly the original kernel's
+ * taps: the weights stay as many as the ConvTranspose's, and so does the work. (One Conv over the union of all
+ * phases' offsets — 3×3 for the usual 4×4 stride-2 deconvolution — would store and multiply 2.25 times as
+ * many weights, mostly zeros.) Kernels whose phases do not fit that form fall back to the union Conv (CRD).
  */
 export function decomposeConvTransposes(model: ModelProto): { model: ModelProto; decomposed: number } {
   const out = clone(ModelProtoSchema, model);
@@ -75,6 +80,16 @@ function decompose(node: NodeProto, initializers: ReadonlyMap<string, TensorProt
     return { perPhase, lo: Math.min(...offsets), hi: Math.max(...offsets) };
   });
   const [ty, tx] = taps as [(typeof taps)[number], (typeof taps)[number]];
+  const base = node.name !== "" ? node.name : (node.output[0] as string);
+  let bias: Float32Array | undefined;
+  const biasName = node.input[2];
+  if (biasName !== undefined && biasName !== "") {
+    const biasProto = initializers.get(biasName);
+    if (biasProto === undefined) return undefined;
+    bias = fromTensorProto(biasProto).data as Float32Array;
+  }
+  const perPhase = decomposePerPhase(node, base, weight.data as Float32Array, bias, { cin, cout, kh, kw, s }, ty.perPhase, tx.perPhase);
+  if (perPhase !== undefined) return perPhase;
   if (ty.lo > 0 || tx.lo > 0 || ty.hi < 0 || tx.hi < 0) return undefined;
   const kh2 = ty.hi - ty.lo + 1;
   const kw2 = tx.hi - tx.lo + 1;
@@ -95,18 +110,13 @@ function decompose(node: NodeProto, initializers: ReadonlyMap<string, TensorProt
       }
     }
   }
-  const base = node.name !== "" ? node.name : (node.output[0] as string);
   const created: TensorProto[] = [toTensorProto(`${base}/phases/weight`, { dtype: "float32", dims: [outChannels, cin, kh2, kw2], data: w2 })];
   const convInputs = [node.input[0] as string, `${base}/phases/weight`];
-  const biasName = node.input[2];
-  if (biasName !== undefined && biasName !== "") {
-    const biasProto = initializers.get(biasName);
-    if (biasProto === undefined) return undefined;
-    const bias = fromTensorProto(biasProto).data as Float32Array;
-    created.push(toTensorProto(`${base}/phases/bias`, { dtype: "float32", dims: [outChannels], data: Float32Array.from({ length: outChannels }, (_, c) => bias[Math.floor(c / (s * s))] as number) }));
+  if (bias !== undefined) {
+    const b = bias;
+    created.push(toTensorProto(`${base}/phases/bias`, { dtype: "float32", dims: [outChannels], data: Float32Array.from({ length: outChannels }, (_, c) => b[Math.floor(c / (s * s))] as number) }));
     convInputs.push(`${base}/phases/bias`);
   }
-  const ints = (name: string, values: readonly number[]) => create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.INTS, ints: values.map(BigInt) });
   // Offsets are relative to the phase's input position: negative offsets need padding at the start.
   const conv = create(NodeProtoSchema, {
     opType: "Conv",
@@ -115,15 +125,105 @@ function decompose(node: NodeProto, initializers: ReadonlyMap<string, TensorProt
     output: [`${base}/phases`],
     attribute: [ints("kernel_shape", [kh2, kw2]), ints("pads", [-ty.lo, -tx.lo, ty.hi, tx.hi]), ints("strides", [1, 1])],
   });
-  const depthToSpace = create(NodeProtoSchema, {
+  return { nodes: [conv, depthToSpace(base, `${base}/phases`, node.output[0] as string, s, "CRD")], initializers: created };
+}
+
+interface Tap {
+  offset: number;
+  tap: number;
+}
+
+/**
+ * One Conv per phase (ry, rx) over exactly that phase's taps, concatenated phase-major and interleaved by
+ * DepthToSpace DCR (input channel (ry·s + rx)·C + c). Undefined when a phase has no taps or needs negative
+ * padding (its offsets do not straddle 0), where the union form applies instead.
+ */
+function decomposePerPhase(
+  node: NodeProto,
+  base: string,
+  w: Float32Array,
+  bias: Float32Array | undefined,
+  shape: { cin: number; cout: number; kh: number; kw: number; s: number },
+  phasesY: readonly (readonly Tap[])[],
+  phasesX: readonly (readonly Tap[])[],
+): { nodes: NodeProto[]; initializers: TensorProto[] } | undefined {
+  const { cin, cout, kh, kw, s } = shape;
+  const span = (list: readonly Tap[]) => {
+    const offsets = list.map((t) => t.offset);
+    return { lo: Math.min(...offsets), hi: Math.max(...offsets), count: list.length };
+  };
+  const fits = (list: readonly Tap[]) => {
+    if (list.length === 0) return false;
+    const { lo, hi, count } = span(list);
+    return lo <= 0 && hi >= 0 && hi - lo + 1 === count;
+  };
+  if (!phasesY.every(fits) || !phasesX.every(fits)) return undefined;
+  const nodes: NodeProto[] = [];
+  const created: TensorProto[] = [];
+  const phaseOutputs: string[] = [];
+  for (let ry = 0; ry < s; ry++) {
+    for (let rx = 0; rx < s; rx++) {
+      const ys = phasesY[ry] as readonly Tap[];
+      const xs = phasesX[rx] as readonly Tap[];
+      const sy = span(ys);
+      const sx = span(xs);
+      const khp = sy.count;
+      const kwp = sx.count;
+      const wp = new Float32Array(cout * cin * khp * kwp);
+      for (let co = 0; co < cout; co++) {
+        for (const y of ys) {
+          for (const x of xs) {
+            for (let ci = 0; ci < cin; ci++) {
+              wp[((co * cin + ci) * khp + (y.offset - sy.lo)) * kwp + (x.offset - sx.lo)] = w[((ci * cout + co) * kh + y.tap) * kw + x.tap] as number;
+            }
+          }
+        }
+      }
+      const name = `${base}/phase${ry}${rx}`;
+      created.push(toTensorProto(`${name}/weight`, { dtype: "float32", dims: [cout, cin, khp, kwp], data: wp }));
+      const inputs = [node.input[0] as string, `${name}/weight`];
+      if (bias !== undefined) {
+        created.push(toTensorProto(`${name}/bias`, { dtype: "float32", dims: [cout], data: Float32Array.from(bias) }));
+        inputs.push(`${name}/bias`);
+      }
+      nodes.push(
+        create(NodeProtoSchema, {
+          opType: "Conv",
+          name,
+          input: inputs,
+          output: [name],
+          attribute: [ints("kernel_shape", [khp, kwp]), ints("pads", [-sy.lo, -sx.lo, sy.hi, sx.hi]), ints("strides", [1, 1])],
+        }),
+      );
+      phaseOutputs.push(name);
+    }
+  }
+  nodes.push(
+    create(NodeProtoSchema, {
+      opType: "Concat",
+      name: `${base}/phases`,
+      input: phaseOutputs,
+      output: [`${base}/phases`],
+      attribute: [create(AttributeProtoSchema, { name: "axis", type: AttributeProto_AttributeType.INT, i: 1n })],
+    }),
+  );
+  nodes.push(depthToSpace(base, `${base}/phases`, node.output[0] as string, s, "DCR"));
+  return { nodes, initializers: created };
+}
+
+function ints(name: string, values: readonly number[]) {
+  return create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.INTS, ints: values.map(BigInt) });
+}
+
+function depthToSpace(base: string, input: string, output: string, blocksize: number, mode: "CRD" | "DCR"): NodeProto {
+  return create(NodeProtoSchema, {
     opType: "DepthToSpace",
     name: `${base}/depth_to_space`,
-    input: [`${base}/phases`],
-    output: [node.output[0] as string],
+    input: [input],
+    output: [output],
     attribute: [
-      create(AttributeProtoSchema, { name: "blocksize", type: AttributeProto_AttributeType.INT, i: BigInt(s) }),
-      create(AttributeProtoSchema, { name: "mode", type: AttributeProto_AttributeType.STRING, s: new TextEncoder().encode("CRD") }),
+      create(AttributeProtoSchema, { name: "blocksize", type: AttributeProto_AttributeType.INT, i: BigInt(blocksize) }),
+      create(AttributeProtoSchema, { name: "mode", type: AttributeProto_AttributeType.STRING, s: new TextEncoder().encode(mode) }),
     ],
   });
-  return { nodes: [conv, depthToSpace], initializers: created };
 }

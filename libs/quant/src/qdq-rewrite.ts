@@ -257,9 +257,10 @@ function quantizeWeightsOf(
     const { values, scales: biasScales } = quantizeBias(bias, input.scale, perChannel);
     const b = addInit(toTensorProto(`${biasName}/int32`, { dtype: "int32", dims: [bias.length], data: values }));
     const bs = addInit(toTensorProto(`${biasName}/scale`, { dtype: "float32", dims: [bias.length], data: biasScales }));
-    const bz = addInit(toTensorProto(`${biasName}/zero_point`, { dtype: "int32", dims: [bias.length], data: new Int32Array(bias.length) }));
+    // No zero point: it is optional and 0 for int32, and a per-channel int32 tensor of zeros costs 4 bytes per
+    // channel, as much as the bias itself.
     const biasAxis = create(AttributeProtoSchema, { name: "axis", type: AttributeProto_AttributeType.INT, i: 0n });
-    nodes.push(create(NodeProtoSchema, { opType: "DequantizeLinear", name: `${biasName}/DequantizeLinear`, input: [b, bs, bz], output: [`${biasName}/dequantized`], attribute: [biasAxis] }));
+    nodes.push(create(NodeProtoSchema, { opType: "DequantizeLinear", name: `${biasName}/DequantizeLinear`, input: [b, bs], output: [`${biasName}/dequantized`], attribute: [biasAxis] }));
     node.input[2] = `${biasName}/dequantized`;
   }
   let min = Number.POSITIVE_INFINITY;

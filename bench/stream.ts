@@ -76,8 +76,16 @@ async function raw(model: TestModel, data: Sample[], frames: number, batch: numb
  * Lock-step: each sends its next frame when the previous answer is back, one frame in flight per stream, as a
  * camera whose frames come slower than the model (latency without queueing).
  */
-async function served(client: InferenceClient, data: Sample[], streams: number, frames: number, options: { lockstep?: boolean; during?: () => Promise<void> } = {}): Promise<{ fps: number; latencies: number[] }> {
+async function served(
+  client: InferenceClient,
+  data: Sample[],
+  streams: number,
+  frames: number,
+  options: { lockstep?: boolean; during?: () => Promise<void> } = {},
+): Promise<{ fps: number; latencies: number[]; stages: Record<string, number[]> }> {
   const latencies: number[] = [];
+  // Per frame, in ms: the server's own timings and the rest of the round trip (gRPC, protobuf, the client).
+  const stages: Record<string, number[]> = { queue: [], decode: [], preprocess: [], inference: [], postprocess: [], server: [], outside: [] };
   const start = performance.now();
   const one = async (s: number): Promise<void> => {
     const sent = new Map<bigint, number>();
@@ -94,13 +102,20 @@ async function served(client: InferenceClient, data: Sample[], streams: number, 
     }
     for await (const response of client.streamKeypoints(streamRequests({ delivery: DeliveryMode.EVERY_FRAME, maxInFlight: 4 }, source()))) {
       if (response.payload.case !== "result") continue;
-      latencies.push(performance.now() - (sent.get(response.payload.value.frameId) ?? 0));
+      const latency = performance.now() - (sent.get(response.payload.value.frameId) ?? 0);
+      latencies.push(latency);
+      const t = response.payload.value.timings;
+      if (t !== undefined) {
+        const ms = { queue: t.queueUs, decode: t.decodeUs, preprocess: t.preprocessUs, inference: t.inferenceUs, postprocess: t.postprocessUs, server: t.totalUs };
+        for (const [stage, us] of Object.entries(ms)) stages[stage]?.push(us / 1000);
+        stages["outside"]?.push(latency - t.totalUs / 1000);
+      }
       answered?.();
       answered = undefined;
     }
   };
   await Promise.all([...Array.from({ length: streams }, (_, s) => one(s)), options.during?.() ?? Promise.resolve()]);
-  return { fps: (streams * frames) / ((performance.now() - start) / 1000), latencies };
+  return { fps: (streams * frames) / ((performance.now() - start) / 1000), latencies, stages };
 }
 
 export async function run(): Promise<void> {
@@ -120,11 +135,13 @@ export async function run(): Promise<void> {
     await publishTestModel(registry, "bench", v1);
     await harness.inferencer.models.waitForServing(30_000);
     const rows: string[][] = [];
+    let breakdown: Record<string, number[]> = {};
     for (const streams of [1, 8]) {
       const frames = streams === 1 ? FRAMES_PER_STREAM * 2 : FRAMES_PER_STREAM;
       await served(harness.client, data, streams, 16);
       const ours = await served(harness.client, data, streams, frames);
       const paced = await served(harness.client, data, streams, Math.min(frames, 120), { lockstep: true });
+      if (streams === 1) breakdown = paced.stages;
       // The peer batches like the server can: one frame at a time for one stream, eight for eight.
       const peer = await raw(v1, data, streams * frames, streams === 1 ? 1 : 8);
       rows.push([
@@ -142,6 +159,11 @@ export async function run(): Promise<void> {
       "inferencer streams vs a raw onnxruntime loop (same int8 lite 48x64 model, same decode and crops; JPEG 256x192 frames, 1 person box)",
       ["streams", "served fps", "raw fps", "fps ratio", "p50 ms (1 in flight/stream)", "p99 ms", "raw p50 ms/run", "added p50 ms"],
       rows,
+    );
+    printTable(
+      "where a lock-step frame's time goes (1 stream, medians in ms; 'outside' = client latency - server total: gRPC, protobuf, the client)",
+      Object.keys(breakdown),
+      [Object.values(breakdown).map((values) => fmt(percentileOf(values, 50), 2))],
     );
 
     // p99 under load with versions swapped in mid-run, against the same load without swaps.

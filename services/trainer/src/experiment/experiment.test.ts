@@ -125,6 +125,21 @@ describe("parseExperiment", () => {
     expect(problems.map((problem) => problem.split(":")[0])).toEqual(["MODEL.PRETRAINED", "MODEL.TARGET_TYPE", "DATASET.COLOR_RGB", "LOSS.USE_TARGET_WEIGHT"]);
   });
 
+  it("takes the reference's TEST keys: IMAGE_THRE filters detections, and values PoseLoop cannot honour are refused", () => {
+    const config = load(cocoExperiment(), { "TEST.USE_GT_BBOX": "false", "TEST.COCO_BBOX_FILE": "dets.json", "TEST.IMAGE_THRE": "0.3", "TEST.BBOX_THRE": "1.0", "TEST.NMS_THRE": "1.0", "TEST.SOFT_NMS": "false", "TEST.SHIFT_HEATMAP": "true" });
+    expect(config.validation?.useGtBoxes).toBe(false);
+    expect(config.validation?.minDetectionScore).toBeCloseTo(0.3);
+    expect(config.data?.coco?.valDetections).toBe("dets.json");
+
+    const refused = parseExperiment(cocoExperiment(), { "TEST.SOFT_NMS": "true", "TEST.NMS_THRE": "0.5", "TEST.BBOX_THRE": "0.5", "TEST.SHIFT_HEATMAP": "false" }).problems;
+    expect(refused.map((problem) => problem.split(":")[0]).sort()).toEqual(["TEST.BBOX_THRE", "TEST.NMS_THRE", "TEST.SHIFT_HEATMAP", "TEST.SOFT_NMS"]);
+    expect(refused.find((problem) => problem.startsWith("TEST.SOFT_NMS"))).toContain("soft OKS-NMS is not implemented");
+
+    const parsed = parseExperiment(cocoExperiment(), { "TEST.IMAGE_THRE": "2" });
+    expect(parsed.problems).toEqual([]);
+    expect(resolveTrainConfig(parsed.config!).problems).toEqual(["TEST.IMAGE_THRE (validation.min_detection_score) must be in [0, 1], got 2"]);
+  });
+
   it("accepts the reference's CUDNN settings and directories", () => {
     const yaml = `${cocoExperiment()}\nCUDNN:\n  BENCHMARK: true\nGPUS: (0,1,2,3)\nOUTPUT_DIR: output\nLOG_DIR: log\n`;
     expect(parseExperiment(yaml).problems).toEqual([]);

@@ -202,11 +202,12 @@ const SCHEMA: Section = {
     MODEL_FILE: only(string, "", "a run validates the weights it trains"),
     COCO_BBOX_FILE: string,
     POST_PROCESS: boolean,
-    SHIFT_HEATMAP: boolean,
-    BBOX_THRE: number,
+    SHIFT_HEATMAP: only(boolean, true, "the MSRA heatmap codec's flip test shifts the mirrored heatmaps one pixel, as the reference does"),
+    // The reference reads BBOX_THRE and NMS_THRE nowhere (its person boxes come filtered by IMAGE_THRE).
+    BBOX_THRE: only(number, 1, "the reference reads it nowhere, nor does PoseLoop"),
     IMAGE_THRE: number,
-    NMS_THRE: number,
-    SOFT_NMS: boolean,
+    NMS_THRE: only(number, 1, "the reference reads it nowhere, nor does PoseLoop"),
+    SOFT_NMS: only(boolean, false, "validation uses OKS-NMS with TEST.OKS_THRE; soft OKS-NMS is not implemented"),
     MAX_IMAGES: uint,
   },
   PUBLISH: {
@@ -584,6 +585,7 @@ function buildConfig(values: ReadonlyMap<string, unknown>, problems: string[]): 
   take("TEST.USE_GT_BBOX", (v: boolean) => (validation.useGtBoxes = v));
   take("TEST.OKS_THRE", (v: number) => (validation.oksThreshold = v));
   take("TEST.IN_VIS_THRE", (v: number) => (validation.keypointScoreThreshold = v));
+  take("TEST.IMAGE_THRE", (v: number) => (validation.minDetectionScore = v));
   take("TEST.MAX_IMAGES", (v: number) => (validation.maxImages = v));
 
   // Ours

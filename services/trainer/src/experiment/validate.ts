@@ -481,6 +481,9 @@ function outputProblems(config: TrainConfig): string[] {
   const problems: string[] = [];
   const validation = config.validation!;
   if (!inRange(validation.oksThreshold, 0, 1)) problems.push(`${field("TEST.OKS_THRE", "validation.oks_threshold")} must be in [0, 1], got ${show(validation.oksThreshold)}`);
+  if (!inRange(validation.minDetectionScore, 0, 1)) {
+    problems.push(`${field("TEST.IMAGE_THRE", "validation.min_detection_score")} must be in [0, 1], got ${show(validation.minDetectionScore)}`);
+  }
   if (!inRange(validation.keypointScoreThreshold, 0, 1)) {
     problems.push(`${field("TEST.IN_VIS_THRE", "validation.keypoint_score_threshold")} must be in [0, 1], got ${show(validation.keypointScoreThreshold)}`);
   }

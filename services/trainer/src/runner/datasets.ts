@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { mkdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { AppError, Code } from "@poseloop/core";
-import { generateSyntheticDataset, readCocoKeypoints, SYNTHETIC_GENERATOR_VERSION, type CocoKeypointDataset, type PoseInstance } from "@poseloop/data";
+import { detectionBoxes, generateSyntheticDataset, readCocoDetections, readCocoKeypoints, SYNTHETIC_GENERATOR_VERSION, type CocoKeypointDataset, type PoseInstance } from "@poseloop/data";
 import { evaluationSetFromCoco, type EvaluationSet } from "@poseloop/estimator";
 import type { KeypointSchema } from "@poseloop/pose";
 import { DatasetKind, type TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
@@ -89,6 +89,29 @@ function holdOut(dataset: CocoKeypointDataset, fraction: number): { instances: P
   };
 }
 
+/**
+ * The validation set of a COCO split: ground-truth boxes (TEST.USE_GT_BBOX), or the person detections of
+ * TEST.COCO_BBOX_FILE (relative to DATASET.ROOT) scoring at least TEST.IMAGE_THRE, as the reference evaluates
+ * its published numbers. A held-out part of the training split keeps the detections of its own images only.
+ */
+async function validationSet(config: TrainConfig, dir: string, name: string, split: CocoKeypointDataset, heldOut: boolean): Promise<EvaluationSet> {
+  const validation = config.validation;
+  const detectionsFile = config.data?.coco?.valDetections ?? "";
+  if (validation === undefined || validation.useGtBoxes || detectionsFile === "") return evaluationSetFromCoco(name, split);
+  const path = await resolveUnder(dir, detectionsFile, "TEST.COCO_BBOX_FILE");
+  try {
+    let detections = await readCocoDetections(path);
+    if (heldOut) {
+      const images = new Set(split.file.images.map((image) => image.id));
+      detections = detections.filter((detection) => images.has(detection.image_id));
+    }
+    return evaluationSetFromCoco(name, split, detectionBoxes(split, detections, { minScore: validation.minDetectionScore }));
+  } catch (error) {
+    const cause = AppError.from(error);
+    throw new AppError(cause.code, `TEST.COCO_BBOX_FILE ${detectionsFile}: ${cause.message}`, { cause: error, ...(cause.problems.length > 0 ? { problems: cause.problems } : {}) });
+  }
+}
+
 /** Reads (or generates) the training instances and the validation set of a config. */
 export async function prepareData(config: TrainConfig, roots: DataRoots, schema: KeypointSchema, signal?: AbortSignal): Promise<PreparedData> {
   const data = config.data;
@@ -110,11 +133,11 @@ export async function prepareData(config: TrainConfig, roots: DataRoots, schema:
       const fraction = data.valFraction;
       if (!(fraction > 0)) throw new AppError(Code.INVALID_ARGUMENT, "DATASET.TEST_SET is empty and DATASET.VAL_FRACTION is 0: there is nothing to validate on");
       const split = holdOut(train, fraction);
-      return { trainName: `${name}/${trainSplit}`, instances: split.instances, validation: evaluationSetFromCoco(`${name}/${trainSplit}-holdout`, split.validation) };
+      return { trainName: `${name}/${trainSplit}`, instances: split.instances, validation: await validationSet(config, dir, `${name}/${trainSplit}-holdout`, split.validation, true) };
     }
     const valSplit = cocoSplit(coco.valAnnotations, coco.valImages, "DATASET.TEST_SET");
     const val = await readCocoKeypoints({ dir, split: valSplit, schema, minKeypoints });
-    return { trainName: `${name}/${trainSplit}`, instances: train.instances, validation: evaluationSetFromCoco(`${name}/${valSplit}`, val) };
+    return { trainName: `${name}/${trainSplit}`, instances: train.instances, validation: await validationSet(config, dir, `${name}/${valSplit}`, val, false) };
   }
   throw new AppError(Code.INVALID_ARGUMENT, "the config names no dataset (DATASET.DATASET: coco or synthetic)");
 }

@@ -4,11 +4,13 @@ import type { Command } from "./command.js";
 export const detectCommand: Command = {
   name: "detect",
   summary: "Find the keypoints of the people in one image.",
-  synopsis: "<image> [--out annotated.png] [--json]",
-  description: "Sends a JPEG, PNG or WebP file as it is and prints each person's box, score and keypoints.",
-  examples: ["poseloop detect photo.jpg", "poseloop detect photo.jpg --out annotated.png --min-score 0.3", "poseloop detect photo.jpg --json"],
+  synopsis: "<image> [--box X,Y,W,H ...] [--out annotated.png] [--json]",
+  description:
+    "Sends a JPEG, PNG or WebP file as it is and prints each person's box, score and keypoints. Without --box the whole image is one person; with it, each box (from a person detector) is one.",
+  examples: ["poseloop detect photo.jpg", "poseloop detect photo.jpg --box 40,42,64,147 --box 120,30,60,150 --out annotated.png", "poseloop detect photo.jpg --json"],
   positionals: { min: 1, max: 1 },
   options: {
+    box: { type: "string", multiple: true, value: "X,Y,W,H", help: "a person's box in pixels (repeat for more people)" },
     out: { type: "string", value: "FILE", help: "write the image with skeletons drawn (.png, .jpg)" },
     model: { type: "string", value: "NAME", help: "model to serve from (default: the inferencer's)" },
     "min-score": { type: "string", value: "X", help: "keypoints below this score are left out of the instance score and the drawing (0-1)" },

@@ -4,7 +4,7 @@ import { performance } from "node:perf_hooks";
 import { AppError, Code, isCode } from "@poseloop/core";
 import { FrameResultSchema, ImageFormat, type FrameResult } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
 import { decodeImage, encodeJpeg, encodePng } from "@poseloop/vision";
-import { encodedFormatOf } from "../sdk/frame-input.js";
+import { encodedFormatOf, type PersonBox } from "../sdk/frame-input.js";
 import type { CommandContext } from "./command.js";
 import { ExitCode, UsageError } from "./error-report.js";
 import { modelRefText } from "./job-format.js";
@@ -24,6 +24,7 @@ export async function runDetect(ctx: CommandContext): Promise<number> {
   const model = args.string("model");
   const minKeypointScore = args.number("min-score", { min: 0, max: 1 });
   const maxPersons = args.int("max-persons", 1);
+  const personBoxes = args.strings("box").map(parseBox);
 
   const bytes = await readFile(ctx.resolvePath(input)).catch((error: unknown) => {
     const code = (error as NodeJS.ErrnoException).code;
@@ -32,7 +33,7 @@ export async function runDetect(ctx: CommandContext): Promise<number> {
   if (encodedFormatOf(bytes) === ImageFormat.UNSPECIFIED) throw new AppError(Code.INVALID_ARGUMENT, `${input} is not a JPEG, PNG or WebP image`);
 
   const started = performance.now();
-  const result = await ctx.inference().detect(bytes, {
+  const result = await ctx.inference().detect({ encoded: bytes, personBoxes }, {
     signal: ctx.signal,
     flipTest: args.flag("flip-test"),
     ...(model === undefined ? {} : { modelName: model }),
@@ -60,6 +61,18 @@ export async function runDetect(ctx: CommandContext): Promise<number> {
     if (out !== undefined) ctx.out.line(`wrote ${out}`);
   }
   return ExitCode.OK;
+}
+
+/** `--box X,Y,W,H`: a person box in pixels, width and height > 0. */
+export function parseBox(text: string): PersonBox {
+  const parts = text.split(",").map((part) => part.trim());
+  const numbers = parts.map(Number);
+  if (parts.length !== 4 || parts.some((part) => part === "") || numbers.some((n) => !Number.isFinite(n))) {
+    throw new UsageError(`--box ${text}: expected X,Y,W,H (four numbers in pixels)`, "detect");
+  }
+  const [x, y, width, height] = numbers as [number, number, number, number];
+  if (width <= 0 || height <= 0) throw new UsageError(`--box ${text}: width and height must be > 0`, "detect");
+  return { x, y, width, height };
 }
 
 /** The text answer of detect: a header, then per person its score, box and keypoints. */

@@ -167,6 +167,30 @@ describe("poseloop detect", () => {
     expect(await runCli(["detect", "notes.txt"], bad)).toBe(1);
     expect(bad.stderrText()).toBe("poseloop: notes.txt is not a JPEG, PNG or WebP image\n");
   });
+
+  it("sends each --box as a person box, and refuses a malformed one before calling", async () => {
+    const scene = renderSyntheticScene(new SeededRandom(3), { width: 64, height: 48 });
+    await writeFile(join(dir, "photo.png"), await encodePng(scene.image));
+    const server = await inferencer();
+    const env = { POSELOOP_INFERENCER_ADDR: server.address };
+    expect(await runCli(["detect", "photo.png", "--box", "1,2,30,40", "--box", " 20.5, 0, 10, 12 "], captureIo({ cwd: dir, env }))).toBe(0);
+    const request = server.calls.find((call) => call.method === "detectKeypoints")?.request as { frame: { personBoxes: { x: number; y: number; width: number; height: number }[] } };
+    expect(request.frame.personBoxes.map(({ x, y, width, height }) => [x, y, width, height])).toEqual([
+      [1, 2, 30, 40],
+      [20.5, 0, 10, 12],
+    ]);
+
+    for (const [box, message] of [
+      ["1,2,3", "expected X,Y,W,H (four numbers in pixels)"],
+      ["1,2,x,4", "expected X,Y,W,H (four numbers in pixels)"],
+      ["1,2,0,4", "width and height must be > 0"],
+    ]) {
+      const io = captureIo({ cwd: dir, env });
+      expect(await runCli(["detect", "photo.png", "--box", box as string], io)).toBe(2);
+      expect(io.stderrText().split("\n")[0]).toBe(`poseloop: --box ${box}: ${message}`);
+    }
+    expect(server.calls.filter((call) => call.method === "detectKeypoints")).toHaveLength(1);
+  });
 });
 
 describe("poseloop models", () => {

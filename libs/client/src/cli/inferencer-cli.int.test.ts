@@ -71,6 +71,20 @@ describe("poseloop against a real inferencer", () => {
     expect(result.persons[0]?.keypoints).toHaveLength(17);
     const annotated = await decodeImage(await readFile(join(dir.path, "person-annotated.png")));
     expect([annotated.width, annotated.height]).toEqual([160, 120]);
+
+    // With --box, each box is one person, cropped and answered in its own place.
+    const [x, y, w, h] = scene.people[0]!.bbox;
+    const boxed = captureIo({ env, cwd: dir.path });
+    expect(await runCli(["detect", "person.jpg", "--json", "--box", `${x},${y},${w},${h}`, "--box", "100,10,40,90"], boxed)).toBe(0);
+    const two = JSON.parse(boxed.stdoutText()) as { persons: { bbox: { x: number; y: number; width: number; height: number }; keypoints: { x: number; y: number }[] }[] };
+    expect(two.persons).toHaveLength(2);
+    const boxes = two.persons.map((person) => [person.bbox.x, person.bbox.y, person.bbox.width, person.bbox.height].map((v) => Math.round(v * 100) / 100));
+    expect(boxes).toContainEqual([x, y, w, h].map((v) => Math.round(v * 100) / 100));
+    expect(boxes).toContainEqual([100, 10, 40, 90]);
+    const second = two.persons.find((person) => Math.round(person.bbox.x) === 100)!;
+    // Its keypoints lie in its crop (the box padded by 1.25 to the model's 3:4: x 78..162, y -1..111) give or
+    // take a heatmap pixel and a quarter (8.75 px here): an empty heatmap peaks at its border, shifted outward.
+    expect(second.keypoints.every((k) => k.x >= 69 && k.x <= 171 && k.y >= -10 && k.y <= 120), JSON.stringify(second.keypoints)).toBe(true);
   });
 
   it("stream --synthetic: answers every frame in order and shows the hot swap to a new version in the video", async () => {

@@ -6,5 +6,6 @@ export { EnvReader, parseDurationMs } from "./env.js";
 export type { Env } from "./env.js";
 export { abortReason, deferred, sleep, withDeadline } from "./async.js";
 export { AsyncQueue } from "./async-queue.js";
+export { writeFileAtomic } from "./atomic-file.js";
 export { stopOnSignals } from "./shutdown.js";
 export { serveWorkerRpc, startModuleWorker, Transfer, WorkerClient } from "./worker-rpc.js";

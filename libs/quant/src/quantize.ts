@@ -1,6 +1,4 @@
-import { randomBytes } from "node:crypto";
-import { open, rename, rm } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { writeFileAtomic } from "@poseloop/core";
 import { decodeModel, encodeModel, type ModelProto } from "@poseloop/onnx";
 import { calibrate, type CalibrationFeeds, type CalibratorKind } from "./calibration.js";
 import { prepareForQuantization } from "./prepare.js";
@@ -85,22 +83,9 @@ export async function quantizeModel(fp32: ModelProto | Uint8Array, feeds: Calibr
 }
 
 /**
- * Writes a model file so that readers see the whole file or none: a temporary file beside it, fsync, rename.
- * A failure removes the temporary file, so quantization never leaves a partial model behind.
+ * Writes a model file so that readers see the whole file or none; a failure leaves no partial file behind
+ * (libs/core's writeFileAtomic).
  */
 export async function writeModelFile(path: string, bytes: Uint8Array): Promise<void> {
-  const temp = join(dirname(path), `.${randomBytes(6).toString("hex")}.partial`);
-  try {
-    const handle = await open(temp, "wx");
-    try {
-      await handle.writeFile(bytes);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(temp, path);
-  } catch (error) {
-    await rm(temp, { force: true });
-    throw error;
-  }
+  await writeFileAtomic(path, bytes);
 }

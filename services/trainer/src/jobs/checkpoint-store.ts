@@ -1,8 +1,7 @@
-import { randomBytes } from "node:crypto";
-import { mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { mkdir, readFile, rm } from "node:fs/promises";
+import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { sha256Digest, type BlobStore, type Bus } from "@poseloop/bus";
-import { AppError, Code } from "@poseloop/core";
+import { AppError, Code, writeFileAtomic } from "@poseloop/core";
 
 export const CHECKPOINTS_BUCKET = "poseloop-checkpoints";
 
@@ -69,26 +68,11 @@ export class DirectoryCheckpointStore implements CheckpointStore {
     const location = join(jobId, `${checkpointId}.ckpt`);
     const path = join(this.#root, location);
     await mkdir(dirname(path), { recursive: true });
-    const temp = `${path}.tmp-${randomBytes(4).toString("hex")}`;
-    const handle = await open(temp, "w");
-    try {
-      await handle.writeFile(bytes);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(temp, path);
-    const dir = await open(dirname(path), "r");
-    try {
-      await dir.sync();
-    } finally {
-      await dir.close();
-    }
+    await writeFileAtomic(path, bytes);
     return { location, digest: sha256Digest(bytes), sizeBytes: bytes.byteLength };
   }
   async get(location: string, digest: string): Promise<Uint8Array> {
-    const path = join(this.#root, location);
-    if (!path.startsWith(this.#root)) throw new AppError(Code.PERMISSION_DENIED, `checkpoint location ${location} leaves the checkpoint folder`);
+    const path = this.#path(location);
     const bytes = await readFile(path).catch((error: unknown) => {
       if ((error as NodeJS.ErrnoException).code === "ENOENT") throw new AppError(Code.NOT_FOUND, `checkpoint ${location} is gone from ${this.#root}`);
       throw error;
@@ -96,12 +80,15 @@ export class DirectoryCheckpointStore implements CheckpointStore {
     return verify(bytes, digest, location);
   }
   async delete(location: string): Promise<void> {
-    await rm(join(this.#root, location), { force: true });
+    await rm(this.#path(location), { force: true });
   }
-  /** Temporary files left by a crash mid-write. */
-  async leftovers(jobId: string): Promise<string[]> {
-    const dir = join(this.#root, jobId);
-    if (!(await stat(dir).catch(() => undefined))) return [];
-    return (await readdir(dir)).filter((name) => name.includes(".tmp-"));
+  /** The file of a location recorded in a job; one that resolves outside the folder is refused. */
+  #path(location: string): string {
+    const path = resolve(this.#root, location);
+    const inside = relative(resolve(this.#root), path);
+    if (inside === "" || inside.startsWith("..") || isAbsolute(inside)) {
+      throw new AppError(Code.PERMISSION_DENIED, `checkpoint location ${location} leaves the checkpoint folder`);
+    }
+    return path;
   }
 }

@@ -33,6 +33,7 @@ export function decomposeConvTransposes(model: ModelProto): { model: ModelProto;
   const nodes: NodeProto[] = [];
   const added: TensorProto[] = [];
   let decomposed = 0;
+  const phased: { concat: NodeProto; interleave: NodeProto }[] = [];
   for (const node of graph.node) {
     const rewritten = node.opType === "ConvTranspose" && node.domain === "" ? decompose(node, initializers) : undefined;
     if (rewritten === undefined) {
@@ -41,15 +42,47 @@ export function decomposeConvTransposes(model: ModelProto): { model: ModelProto;
     }
     nodes.push(...rewritten.nodes);
     added.push(...rewritten.initializers);
+    if (rewritten.phased !== undefined) phased.push(rewritten.phased);
     decomposed++;
   }
-  graph.node = nodes;
+  graph.node = hoistRelus(nodes, phased, new Set(graph.output.map((o) => o.name)));
   const used = new Set(nodes.flatMap((n) => n.input));
   graph.initializer = [...graph.initializer.filter((t) => used.has(t.name)), ...added];
   return { model: out, decomposed };
 }
 
-function decompose(node: NodeProto, initializers: ReadonlyMap<string, TensorProto>): { nodes: NodeProto[]; initializers: TensorProto[] } | undefined {
+interface Decomposition {
+  nodes: NodeProto[];
+  initializers: TensorProto[];
+  /** The per-phase form's Concat and DepthToSpace. */
+  phased?: { concat: NodeProto; interleave: NodeProto };
+}
+
+/**
+ * A ReLU read straight after a per-phase decomposition moves onto each phase's Conv (ReLU commutes with the
+ * Concat and DepthToSpace that only move values): there the quantizer folds it into the Conv's output, where
+ * after the DepthToSpace it would cost a dequantize and a requantize of the whole upsampled tensor.
+ */
+function hoistRelus(nodes: NodeProto[], phased: readonly { concat: NodeProto; interleave: NodeProto }[], graphOutputs: ReadonlySet<string>): NodeProto[] {
+  const readers = new Map<string, NodeProto[]>();
+  for (const node of nodes) for (const input of node.input) readers.set(input, [...(readers.get(input) ?? []), node]);
+  const dropped = new Set<NodeProto>();
+  const before = new Map<NodeProto, NodeProto[]>();
+  for (const { concat, interleave } of phased) {
+    const output = interleave.output[0] as string;
+    const only = readers.get(output);
+    const relu = only?.length === 1 ? only[0] : undefined;
+    if (relu === undefined || relu.opType !== "Relu" || relu.domain !== "" || graphOutputs.has(output)) continue;
+    const relus = concat.input.map((input) => create(NodeProtoSchema, { opType: "Relu", name: `${input}/relu`, input: [input], output: [`${input}/relu`] }));
+    concat.input = relus.map((r) => r.output[0] as string);
+    interleave.output = [relu.output[0] as string];
+    before.set(concat, relus);
+    dropped.add(relu);
+  }
+  return nodes.flatMap((node) => (dropped.has(node) ? [] : [...(before.get(node) ?? []), node]));
+}
+
+function decompose(node: NodeProto, initializers: ReadonlyMap<string, TensorProto>): Decomposition | undefined {
   if (intAttr(node, "group", 1) !== 1 || node.input[1] === undefined) return undefined;
   const weightProto = initializers.get(node.input[1]);
   if (weightProto === undefined) return undefined;
@@ -146,7 +179,7 @@ function decomposePerPhase(
   shape: { cin: number; cout: number; kh: number; kw: number; s: number },
   phasesY: readonly (readonly Tap[])[],
   phasesX: readonly (readonly Tap[])[],
-): { nodes: NodeProto[]; initializers: TensorProto[] } | undefined {
+): Decomposition | undefined {
   const { cin, cout, kh, kw, s } = shape;
   const span = (list: readonly Tap[]) => {
     const offsets = list.map((t) => t.offset);
@@ -207,8 +240,9 @@ function decomposePerPhase(
       attribute: [create(AttributeProtoSchema, { name: "axis", type: AttributeProto_AttributeType.INT, i: 1n })],
     }),
   );
-  nodes.push(depthToSpace(base, `${base}/phases`, node.output[0] as string, s, "DCR"));
-  return { nodes, initializers: created };
+  const interleave = depthToSpace(base, `${base}/phases`, node.output[0] as string, s, "DCR");
+  nodes.push(interleave);
+  return { nodes, initializers: created, phased: { concat: nodes.at(-2) as NodeProto, interleave } };
 }
 
 function ints(name: string, values: readonly number[]) {
@@ -226,4 +260,75 @@ function depthToSpace(base: string, input: string, output: string, blocksize: nu
       create(AttributeProtoSchema, { name: "mode", type: AttributeProto_AttributeType.STRING, s: new TextEncoder().encode(mode) }),
     ],
   });
+}
+
+/**
+ * Replaces each DepthToSpace whose input shape calibration saw by the Reshape → Transpose → Reshape it is
+ * defined as. onnxruntime's CPU provider has no integer DepthToSpace, so a quantized one runs as
+ * DequantizeLinear → float DepthToSpace → QuantizeLinear over the largest tensor of a deconvolution; Reshape
+ * and Transpose it runs on the int8 data directly. The reshapes fix the spatial size, so this applies only to
+ * models whose inputs have a fixed size but for the batch (the batch stays free: a 0 in a Reshape copies it).
+ */
+export function depthToSpaceAsReshapes(model: ModelProto, shapes: ReadonlyMap<string, readonly number[]>): { model: ModelProto; replaced: number } {
+  const out = clone(ModelProtoSchema, model);
+  const graph = out.graph;
+  if (graph === undefined) return { model: out, replaced: 0 };
+  const initializerNames = new Set(graph.initializer.map((t) => t.name));
+  const fixedSize = graph.input
+    .filter((input) => !initializerNames.has(input.name))
+    .every((input) => {
+      const dims = input.type?.value.case === "tensorType" ? (input.type.value.value.shape?.dim ?? []) : [];
+      return dims.length > 0 && dims.slice(1).every((dim) => dim.value.case === "dimValue" && dim.value.value > 0n);
+    });
+  if (!fixedSize) return { model: out, replaced: 0 };
+  const nodes: NodeProto[] = [];
+  const added: TensorProto[] = [];
+  let replaced = 0;
+  for (const node of graph.node) {
+    const shape = node.opType === "DepthToSpace" && node.domain === "" ? shapes.get(node.input[0] as string) : undefined;
+    const b = intAttr(node, "blocksize", 0);
+    if (shape === undefined || shape.length !== 4 || b < 1 || (shape[1] as number) % (b * b) !== 0) {
+      nodes.push(node);
+      continue;
+    }
+    const [, c, h, w] = shape as [number, number, number, number];
+    const depth = c / (b * b);
+    const base = node.name !== "" ? node.name : (node.output[0] as string);
+    const input = node.input[0] as string;
+    const output = node.output[0] as string;
+    const shapeTensor = (name: string, values: readonly number[]): string => {
+      added.push(toTensorProto(name, { dtype: "int64", dims: [values.length], data: BigInt64Array.from(values.map(BigInt)) }));
+      return name;
+    };
+    const transpose = (name: string, from: string, perm: readonly number[]) =>
+      create(NodeProtoSchema, { opType: "Transpose", name, input: [from], output: [name], attribute: [ints("perm", perm)] });
+    const reshape = (name: string, from: string, dims: readonly number[], to = name) =>
+      create(NodeProtoSchema, { opType: "Reshape", name, input: [from, shapeTensor(`${name}_shape`, dims)], output: [to] });
+    if (stringAttr(node, "mode") !== "CRD") {
+      // DCR, written channels-last: onnxruntime runs int8 convolutions in NHWC, so the outer transposes cancel
+      // against its own layout transposes, and the one left moves whole runs of C' channels.
+      nodes.push(
+        transpose(`${base}/nhwc`, input, [0, 2, 3, 1]),
+        reshape(`${base}/split`, `${base}/nhwc`, [0, h, w, b, b, depth]),
+        transpose(`${base}/interleave`, `${base}/split`, [0, 1, 3, 2, 4, 5]),
+        reshape(`${base}/merge`, `${base}/interleave`, [0, h * b, w * b, depth]),
+        create(NodeProtoSchema, { opType: "Transpose", name: base, input: [`${base}/merge`], output: [output], attribute: [ints("perm", [0, 3, 1, 2])] }),
+      );
+    } else {
+      nodes.push(
+        reshape(`${base}/split`, input, [0, depth, b, b, h, w]),
+        transpose(`${base}/interleave`, `${base}/split`, [0, 1, 4, 2, 5, 3]),
+        reshape(base, `${base}/interleave`, [0, depth, h * b, w * b], output),
+      );
+    }
+    replaced++;
+  }
+  graph.node = nodes;
+  graph.initializer.push(...added);
+  return { model: out, replaced };
+}
+
+function stringAttr(node: NodeProto, name: string): string | undefined {
+  const attribute = node.attribute.find((a) => a.name === name);
+  return attribute === undefined ? undefined : new TextDecoder().decode(attribute.s);
 }

@@ -1,6 +1,7 @@
 import { writeFileAtomic } from "@poseloop/core";
 import { decodeModel, encodeModel, type ModelProto } from "@poseloop/onnx";
 import { calibrate, type CalibrationFeeds, type CalibratorKind } from "./calibration.js";
+import { depthToSpaceAsReshapes } from "./convtranspose-decomposition.js";
 import { prepareForQuantization } from "./prepare.js";
 import { activationParameters, planQuantization, rewriteQdq } from "./qdq-rewrite.js";
 import { layerSqnr, type LayerReport } from "./report.js";
@@ -57,8 +58,12 @@ export async function quantizeModel(fp32: ModelProto | Uint8Array, feeds: Calibr
     calibrator,
     ...(options.percentile === undefined ? {} : { percentile: options.percentile }),
   });
-  const params = activationParameters(plan, ranges, activationType);
-  const rewritten = rewriteQdq(prepared.model, plan, params, activationType);
+  // Calibration saw every tensor's shape: DepthToSpace can now become the int8-capable reshapes it is made of.
+  const interleaved = depthToSpaceAsReshapes(prepared.model, new Map([...ranges].map(([name, range]) => [name, range.shape])));
+  const model = interleaved.replaced > 0 ? interleaved.model : prepared.model;
+  const finalPlan = interleaved.replaced > 0 ? planQuantization(model, options.keepFp32) : plan;
+  const params = activationParameters(finalPlan, ranges, activationType);
+  const rewritten = rewriteQdq(model, finalPlan, params, activationType);
   const bytes = encodeModel(rewritten.model);
   const layers = options.skipSqnr === true ? rewritten.layers.map((layer) => ({ ...layer, sqnrDb: Number.NaN })) : await layerSqnr(prepared.model, rewritten.model, rewritten.layers, feeds);
   const fp32Bytes = encodeModel(prepared.model).byteLength;

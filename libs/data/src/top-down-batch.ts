@@ -298,7 +298,7 @@ export class TopDownBatchBuilder {
     try {
       region = boxToCropRegion(box, inputSize, { padding: this.#config.padding });
     } catch {
-      // The box itself is what is bad: keep the placeholder region.
+      // The box itself is what is bad: keep the unit region centred on it.
     }
     return {
       sampleIndex,

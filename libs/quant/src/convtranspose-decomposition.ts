@@ -1,5 +1,5 @@
 import { clone, create } from "@bufbuild/protobuf";
-import { fromTensorProto, intAttr, intsAttr, toTensorProto } from "@poseloop/onnx";
+import { fromTensorProto, intAttr, intsAttr, stringAttr, toTensorProto } from "@poseloop/onnx";
 import {
   AttributeProto_AttributeType,
   AttributeProtoSchema,
@@ -304,7 +304,7 @@ export function depthToSpaceAsReshapes(model: ModelProto, shapes: ReadonlyMap<st
       create(NodeProtoSchema, { opType: "Transpose", name, input: [from], output: [name], attribute: [ints("perm", perm)] });
     const reshape = (name: string, from: string, dims: readonly number[], to = name) =>
       create(NodeProtoSchema, { opType: "Reshape", name, input: [from, shapeTensor(`${name}_shape`, dims)], output: [to] });
-    if (stringAttr(node, "mode") !== "CRD") {
+    if (stringAttr(node, "mode", "DCR") !== "CRD") {
       // DCR, written channels-last: onnxruntime runs int8 convolutions in NHWC, so the outer transposes cancel
       // against its own layout transposes, and the one left moves whole runs of C' channels.
       nodes.push(
@@ -326,9 +326,4 @@ export function depthToSpaceAsReshapes(model: ModelProto, shapes: ReadonlyMap<st
   graph.node = nodes;
   graph.initializer.push(...added);
   return { model: out, replaced };
-}
-
-function stringAttr(node: NodeProto, name: string): string | undefined {
-  const attribute = node.attribute.find((a) => a.name === name);
-  return attribute === undefined ? undefined : new TextDecoder().decode(attribute.s);
 }

@@ -8,6 +8,8 @@ export { activationParameters, planQuantization, rewriteQdq } from "./qdq-rewrit
 export type { QuantizationPlan, QuantizedLayer } from "./qdq-rewrite.js";
 export { activationParams, quantizeBias, quantizeWeights, symmetricChannelScales } from "./quant-params.js";
 export type { ActivationType, QuantParams } from "./quant-params.js";
-export { quantizeModel, writeModelFile } from "./quantize.js";
+export { quantizeModel } from "./quantize.js";
+// Model files are written whole or not at all: quantization never leaves a partial file behind.
+export { writeFileAtomic as writeModelFile } from "@poseloop/core";
 export type { QuantizationReport, QuantizedModel, QuantizeOptions } from "./quantize.js";
 export type { LayerReport } from "./report.js";

@@ -1,4 +1,3 @@
-import { writeFileAtomic } from "@poseloop/core";
 import { decodeModel, encodeModel, type ModelProto } from "@poseloop/onnx";
 import { calibrate, type CalibrationFeeds, type CalibratorKind } from "./calibration.js";
 import { depthToSpaceAsReshapes } from "./convtranspose-decomposition.js";
@@ -85,12 +84,4 @@ export async function quantizeModel(fp32: ModelProto | Uint8Array, feeds: Calibr
       sizeRatio: bytes.byteLength / fp32Bytes,
     },
   };
-}
-
-/**
- * Writes a model file so that readers see the whole file or none; a failure leaves no partial file behind
- * (libs/core's writeFileAtomic).
- */
-export async function writeModelFile(path: string, bytes: Uint8Array): Promise<void> {
-  await writeFileAtomic(path, bytes);
 }

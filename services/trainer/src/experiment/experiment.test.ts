@@ -133,7 +133,7 @@ describe("parseExperiment", () => {
 
     const refused = parseExperiment(cocoExperiment(), { "TEST.SOFT_NMS": "true", "TEST.NMS_THRE": "0.5", "TEST.BBOX_THRE": "0.5", "TEST.SHIFT_HEATMAP": "false" }).problems;
     expect(refused.map((problem) => problem.split(":")[0]).sort()).toEqual(["TEST.BBOX_THRE", "TEST.NMS_THRE", "TEST.SHIFT_HEATMAP", "TEST.SOFT_NMS"]);
-    expect(refused.find((problem) => problem.startsWith("TEST.SOFT_NMS"))).toContain("soft OKS-NMS is not implemented");
+    expect(refused.find((problem) => problem.startsWith("TEST.SOFT_NMS"))).toContain("hard OKS-NMS at TEST.OKS_THRE");
 
     const parsed = parseExperiment(cocoExperiment(), { "TEST.IMAGE_THRE": "2" });
     expect(parsed.problems).toEqual([]);

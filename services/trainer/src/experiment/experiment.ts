@@ -207,7 +207,7 @@ const SCHEMA: Section = {
     BBOX_THRE: only(number, 1, "the reference reads it nowhere, nor does PoseLoop"),
     IMAGE_THRE: number,
     NMS_THRE: only(number, 1, "the reference reads it nowhere, nor does PoseLoop"),
-    SOFT_NMS: only(boolean, false, "validation uses OKS-NMS with TEST.OKS_THRE; soft OKS-NMS is not implemented"),
+    SOFT_NMS: only(boolean, false, "validation suppresses duplicates with hard OKS-NMS at TEST.OKS_THRE"),
     MAX_IMAGES: uint,
   },
   PUBLISH: {

@@ -1,5 +1,6 @@
+import { setImmediate as nextTurn } from "node:timers/promises";
 import { describe, expect, it } from "vitest";
-import { AppError, AsyncQueue, Code, sleep, withDeadline } from "@poseloop/core";
+import { AppError, AsyncQueue, Code, raceAbort, sleep, withDeadline } from "@poseloop/core";
 
 describe("AsyncQueue", () => {
   it("delivers pushed items in order and ends after close", async () => {
@@ -65,5 +66,34 @@ describe("AppError.from", () => {
   it("maps aborts and timeouts", () => {
     expect(AppError.from(new DOMException("aborted", "AbortError")).code).toBe(Code.CANCELLED);
     expect(AppError.from(new DOMException("timeout", "TimeoutError")).code).toBe(Code.DEADLINE_EXCEEDED);
+  });
+});
+
+describe("raceAbort", () => {
+  it("rejects at once when already aborted, and the raced promise's later rejection is not left unhandled", async () => {
+    const unhandled: unknown[] = [];
+    const record = (reason: unknown): void => void unhandled.push(reason);
+    process.on("unhandledRejection", record);
+    try {
+      const controller = new AbortController();
+      controller.abort();
+      let fail!: (error: Error) => void;
+      const pending = new Promise<never>((_, reject) => (fail = reject));
+      const error = await raceAbort(pending, controller.signal).catch((e: unknown) => e);
+      expect(AppError.is(error, Code.CANCELLED)).toBe(true);
+      fail(new Error("late"));
+      for (let i = 0; i < 5; i++) await nextTurn();
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off("unhandledRejection", record);
+    }
+  });
+
+  it("rejects with the abort reason when the signal aborts first, and resolves with the value otherwise", async () => {
+    const controller = new AbortController();
+    const slow = new Promise<number>((resolve) => setTimeout(() => resolve(1), 1_000));
+    setTimeout(() => controller.abort(), 5);
+    expect(AppError.is(await raceAbort(slow, controller.signal).catch((e: unknown) => e), Code.CANCELLED)).toBe(true);
+    expect(await raceAbort(Promise.resolve(2), new AbortController().signal)).toBe(2);
   });
 });

@@ -35,6 +35,32 @@ export async function withDeadline<T>(promise: Promise<T>, ms: number, what: str
   }
 }
 
+/**
+ * Resolves with `promise`, or rejects with the abort reason as soon as `signal` aborts. Once the race is
+ * lost, a later rejection of `promise` (a stream read ended by the cancel that follows an abort) is
+ * swallowed rather than left unhandled.
+ */
+export function raceAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) {
+    promise.catch(() => undefined);
+    return Promise.reject(abortReason(signal));
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(abortReason(signal));
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(error);
+      },
+    );
+  });
+}
+
 /** The signal's reason as an AppError (CANCELLED, or DEADLINE_EXCEEDED for a timeout signal). */
 export function abortReason(signal: AbortSignal | undefined): AppError {
   const reason: unknown = signal?.reason;

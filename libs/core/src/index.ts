@@ -4,7 +4,7 @@ export { createJsonLogger, isLogLevel, LogLevel, silentLogger } from "./logger.j
 export type { JsonLoggerOptions, LogFields, Logger } from "./logger.js";
 export { EnvReader, parseDurationMs } from "./env.js";
 export type { Env } from "./env.js";
-export { abortReason, deferred, sleep, withDeadline } from "./async.js";
+export { abortReason, deferred, raceAbort, sleep, withDeadline } from "./async.js";
 export { AsyncQueue } from "./async-queue.js";
 export { writeFileAtomic } from "./atomic-file.js";
 export { stopOnSignals } from "./shutdown.js";

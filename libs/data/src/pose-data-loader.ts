@@ -1,4 +1,4 @@
-import { abortReason, AppError, Code, codeName, silentLogger, startModuleWorker, withDeadline, WorkerClient, type Logger } from "@poseloop/core";
+import { AppError, Code, codeName, raceAbort, silentLogger, startModuleWorker, withDeadline, WorkerClient, type Logger } from "@poseloop/core";
 import { COCO17, createKeypointCodec, schemaProblems, type KeypointCodec, type KeypointCodecSpec, type KeypointSchema, type Size } from "@poseloop/pose";
 import { IMAGENET_NORMALIZATION, type TensorNormalization } from "@poseloop/vision";
 import { augmentationProblems, resolveAugmentation, type AugmentationConfig } from "./augmentation.js";
@@ -215,25 +215,6 @@ function optionProblems(options: PoseDataLoaderOptions, schema: KeypointSchema):
   return problems;
 }
 
-/** Waits for `promise` unless `signal` aborts first (then rejects with the abort's reason). */
-function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(abortReason(signal));
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(abortReason(signal));
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(error);
-      },
-    );
-  });
-}
-
 /**
  * Batches of top-down pose samples, built in worker threads: the crops [B, 3, H, W], the codec's targets and
  * the target weights [B, K], with each sample's crop region to take predictions back to the frame.
@@ -369,7 +350,7 @@ export class PoseDataLoader {
       let next = start;
       for (let index = start; index < n; index++) {
         while (next < n && next - index < window) dispatch(next++);
-        const settled = await untilAborted(pending.get(index)!, signal);
+        const settled = await raceAbort(pending.get(index)!, signal);
         pending.delete(index);
         if (!settled.ok) throw settled.error;
         for (const skipped of settled.batch.skipped) {

@@ -1,24 +1,5 @@
 import type { Readable, Writable } from "node:stream";
-import { abortReason } from "@poseloop/core";
-
-/** Resolves with `promise`, or rejects with the abort reason as soon as `signal` aborts. */
-export function raceAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(abortReason(signal));
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(abortReason(signal));
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(error);
-      },
-    );
-  });
-}
+import { raceAbort } from "@poseloop/core";
 
 /**
  * Reads a grpc-js object stream as an async iterable, keeping its flow control: the stream is only read as

@@ -1,6 +1,7 @@
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { HeatmapRefinement } from "@poseloop/proto/poseloop/common/v1/model_pb";
 import { Architecture, BlockType, DatasetKind, Device, OptimizerKind, PublishMode, ScheduleKind } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import { makeTempDir } from "@poseloop/testkit";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -138,6 +139,17 @@ describe("parseExperiment", () => {
     const parsed = parseExperiment(cocoExperiment(), { "TEST.IMAGE_THRE": "2" });
     expect(parsed.problems).toEqual([]);
     expect(resolveTrainConfig(parsed.config!).problems).toEqual(["TEST.IMAGE_THRE (validation.min_detection_score) must be in [0, 1], got 2"]);
+  });
+
+  it("chooses the heatmap refinement with POST_PROCESS or our TEST.REFINEMENT, not both", () => {
+    const refinement = (overrides: Record<string, string>) => (load(cocoExperiment(), overrides).model?.codec?.kind.value as { refinement: HeatmapRefinement }).refinement;
+    expect(refinement({})).toBe(HeatmapRefinement.QUARTER_OFFSET);
+    expect(refinement({ "TEST.POST_PROCESS": "false" })).toBe(HeatmapRefinement.NONE);
+    expect(refinement({ "TEST.REFINEMENT": "dark" })).toBe(HeatmapRefinement.DARK);
+    expect(parseExperiment(cocoExperiment(), { "TEST.REFINEMENT": "taylor" }).problems).toEqual(['TEST.REFINEMENT: expected one of none, quarter_offset, dark, got "taylor"']);
+    expect(parseExperiment(cocoExperiment(), { "TEST.REFINEMENT": "dark", "TEST.POST_PROCESS": "true" }).problems).toEqual([
+      "TEST.POST_PROCESS and TEST.REFINEMENT both choose the heatmap refinement: give one",
+    ]);
   });
 
   it("accepts the reference's CUDNN settings and directories", () => {

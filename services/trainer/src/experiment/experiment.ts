@@ -202,6 +202,9 @@ const SCHEMA: Section = {
     MODEL_FILE: only(string, "", "a run validates the weights it trains"),
     COCO_BBOX_FILE: string,
     POST_PROCESS: boolean,
+    // Ours: how a heatmap maximum is refined below a pixel. dark also trains on Gaussians centred at the exact
+    // sub-pixel position (DarkPose); POST_PROCESS true is quarter_offset, false is none.
+    REFINEMENT: oneOf({ none: HeatmapRefinement.NONE, quarter_offset: HeatmapRefinement.QUARTER_OFFSET, dark: HeatmapRefinement.DARK }),
     SHIFT_HEATMAP: only(boolean, true, "the MSRA heatmap codec's flip test shifts the mirrored heatmaps one pixel, as the reference does"),
     // The reference reads BBOX_THRE and NMS_THRE nowhere (its person boxes come filtered by IMAGE_THRE).
     BBOX_THRE: only(number, 1, "the reference reads it nowhere, nor does PoseLoop"),
@@ -503,7 +506,7 @@ function buildConfig(values: ReadonlyMap<string, unknown>, problems: string[]): 
   const architecture = values.get("MODEL.NAME") as Architecture | undefined;
   if (architecture !== undefined) model.architecture = architecture;
   take("MODEL.IMAGE_SIZE", ([width, height]: [number, number]) => (model.inputSize = create(ImageSizeSchema, { width, height })));
-  if (values.has("MODEL.HEATMAP_SIZE") || values.has("MODEL.SIGMA") || values.has("TEST.POST_PROCESS")) {
+  if (values.has("MODEL.HEATMAP_SIZE") || values.has("MODEL.SIGMA") || values.has("TEST.POST_PROCESS") || values.has("TEST.REFINEMENT")) {
     const heatmap = create(HeatmapCodecSchema);
     take("MODEL.HEATMAP_SIZE", ([width, height]: [number, number]) => {
       heatmap.width = width;
@@ -512,6 +515,8 @@ function buildConfig(values: ReadonlyMap<string, unknown>, problems: string[]): 
     take("MODEL.SIGMA", (v: number) => (heatmap.sigma = v));
     // POST_PROCESS is the reference's quarter-pixel shift toward the higher neighbour.
     take("TEST.POST_PROCESS", (v: boolean) => (heatmap.refinement = v ? HeatmapRefinement.QUARTER_OFFSET : HeatmapRefinement.NONE));
+    if (values.has("TEST.POST_PROCESS") && values.has("TEST.REFINEMENT")) problems.push("TEST.POST_PROCESS and TEST.REFINEMENT both choose the heatmap refinement: give one");
+    take("TEST.REFINEMENT", (v: HeatmapRefinement) => (heatmap.refinement = v));
     model.codec = create(CodecSchema, { kind: { case: "heatmap", value: heatmap } });
   }
   const extraKeys = new Set(present("MODEL.EXTRA").map((key) => key.split(".")[2] as string));

@@ -3,7 +3,7 @@ import { AppError, Code } from "@poseloop/core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Rng } from "../rng.js";
 import { StepRunner } from "./step-runner.js";
-import type { StepBatch, StepRunnerOptions } from "./step-engine.js";
+import { StepEngine, type StepBatch, type StepRunnerOptions } from "./step-engine.js";
 
 const B = 4;
 const H = 64;
@@ -158,6 +158,11 @@ describe("StepRunner devices", () => {
     await expect(StepRunner.create({ ...base, mixedPrecision: true })).rejects.toSatisfy(
       (e) => AppError.is(e, Code.FAILED_PRECONDITION) && /mixed precision \(fp16\) needs a GPU execution provider/.test(e.message),
     );
+  });
+
+  it("training sessions keep the thread count asked for and never spin-wait (they share cores with the data loader)", () => {
+    expect(StepEngine.sessionOptions({ intraOpThreads: 1 })).toMatchObject({ executionProviders: ["cpu"], intraOpNumThreads: 1, extra: { session: { intra_op: { allow_spinning: "0" } } } });
+    expect(StepEngine.sessionOptions({})).not.toHaveProperty("intraOpNumThreads");
   });
 
   it("rejects batches of the wrong size", async () => {

@@ -252,7 +252,12 @@ export class TrainingRun {
             }),
       });
       if (init.teacher !== undefined) {
-        teacher = await ort.InferenceSession.create(init.teacher, { intraOpNumThreads: Math.max(1, config.intraOpThreads), logSeverityLevel: 3 });
+        teacher = await ort.InferenceSession.create(init.teacher, {
+          intraOpNumThreads: Math.max(1, config.intraOpThreads),
+          logSeverityLevel: 3,
+          // The teacher and the step graph take turns on the same cores: an idle pool must not spin.
+          extra: { session: { intra_op: { allow_spinning: "0" } } },
+        });
       }
       const run = new TrainingRun(init, config, contract, engine, loader, data.validation, teacher, data.instances.length);
       if (init.checkpoint !== undefined) run.#restore(init.checkpoint);

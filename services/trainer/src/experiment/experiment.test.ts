@@ -55,8 +55,9 @@ describe("shipped experiments", () => {
     expect(config.model?.codec?.kind.value).toMatchObject({ width: 24, height: 32, sigma: 2 });
     expect(config.data?.kind).toBe(DatasetKind.SYNTHETIC);
     expect(config.data?.synthetic).toMatchObject({ trainImages: 2000, valImages: 200 });
-    expect(config.optimizer).toMatchObject({ kind: OptimizerKind.ADAM, lr: 0.001 });
+    expect(config.optimizer).toMatchObject({ kind: OptimizerKind.ADAM, lr: 0.003 });
     expect(config.batchSize).toBe(8);
+    expect(config.intraOpThreads).toBe(1);
     expect(config.endEpoch - config.beginEpoch).toBeGreaterThanOrEqual(8);
     expect(config.validateEveryEpochs).toBe(1);
     expect(config.publish).toMatchObject({ mode: PublishMode.BEST, modelName: "demo" });

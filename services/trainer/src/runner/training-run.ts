@@ -252,12 +252,9 @@ export class TrainingRun {
             }),
       });
       if (init.teacher !== undefined) {
-        teacher = await ort.InferenceSession.create(init.teacher, {
-          intraOpNumThreads: Math.max(1, config.intraOpThreads),
-          logSeverityLevel: 3,
-          // The teacher and the step graph take turns on the same cores: an idle pool must not spin.
-          extra: { session: { intra_op: { allow_spinning: "0" } } },
-        });
+        // The teacher takes turns with the step graph on the same cores: the training sessions' options
+        // (no spin-waiting pool).
+        teacher = await ort.InferenceSession.create(init.teacher, { ...StepEngine.sessionOptions({ intraOpThreads: Math.max(1, config.intraOpThreads) }), logSeverityLevel: 3 });
       }
       const run = new TrainingRun(init, config, contract, engine, loader, data.validation, teacher, data.instances.length);
       if (init.checkpoint !== undefined) run.#restore(init.checkpoint);

@@ -87,7 +87,8 @@ function emit(model: ModelDefinition, config: TrainingGraphConfig, optimizer: Re
     loss = add(t, loss, scale(t, term, distillation.weight));
   }
   g.output(loss.value, IoNames.loss);
-  for (const [name, value] of ctx.updatedBuffers) g.output(value, IoNames.bufferOut(name));
+  // Outputs rename their producers' outputs where nothing else reads them: no Identity per state tensor.
+  for (const [name, value] of ctx.updatedBuffers) g.output(value, IoNames.bufferOut(name), { renameProducer: true });
 
   const wrt = [...params.values()];
   const grads = t.gradients(loss, wrt, t.sym(g.scalar(1 / k), [], false));
@@ -123,8 +124,8 @@ function emit(model: ModelDefinition, config: TrainingGraphConfig, optimizer: Re
     const param = params.get(name) as Sym;
     const slotInputs = slots.map((slot) => g.input(IoNames.slot(slot, name), "float32", param.shape));
     const updated = emitUpdate(g, optimizer, param.value, clipped[i] as Value, slotInputs, scalars as NonNullable<typeof scalars>);
-    g.output(updated.param, IoNames.paramOut(name));
-    slots.forEach((slot, j) => g.output(updated.slots[j] as Value, IoNames.slotOut(slot, name)));
+    g.output(updated.param, IoNames.paramOut(name), { renameProducer: true });
+    slots.forEach((slot, j) => g.output(updated.slots[j] as Value, IoNames.slotOut(slot, name), { renameProducer: true }));
   });
   return g.build();
 }

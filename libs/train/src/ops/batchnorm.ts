@@ -16,6 +16,9 @@ export interface BatchNormTrainResult {
  * runningMean, runningVar: [C] (inputs of the step graph).
  *   y = γ·(x − μ)/√(σ² + ε) + β, with μ, σ² the batch mean and biased variance;
  *   dx = γ/√(σ² + ε) · (dy − mean(dy) − x̂·mean(dy·x̂)),  dγ = Σ dy·x̂,  dβ = Σ dy.
+ * Written for few passes over the activations (the step's elementwise ops are memory-bound): x̂ is never
+ * materialized — with c = x − μ and s = γ/√(σ² + ε) per channel, y = c·s + β, Σ dy·x̂ = Σ(dy·c)/√(σ² + ε),
+ * and the means in dx are the sums dγ and dβ already took, divided by the count.
  */
 export function batchNormTrain(
   t: Tape,
@@ -38,11 +41,11 @@ export function batchNormTrain(
   const centered = g.op("Sub", [x.value, mean], {}, { shape: x.shape });
   const variance = reduce(g, "ReduceMean", g.op("Mul", [centered, centered]), [0, 2, 3], true, perChannel);
   const invStd = g.op("Reciprocal", [g.op("Sqrt", [g.op("Add", [variance, g.scalar(epsilon)])])], {}, { shape: perChannel });
-  const xHat = g.op("Mul", [centered, invStd], {}, { shape: x.shape });
   const shape4 = g.int64s(perChannel);
   const gamma4 = g.op("Reshape", [gamma.value, shape4], {}, { shape: perChannel });
   const beta4 = g.op("Reshape", [beta.value, shape4], {}, { shape: perChannel });
-  const y = t.sym(g.op("Add", [g.op("Mul", [xHat, gamma4]), beta4], {}, { shape: x.shape }), x.shape, Tape.needsGrad(x, gamma, beta));
+  const scale4 = g.op("Mul", [gamma4, invStd], {}, { shape: perChannel });
+  const y = t.sym(g.op("Add", [g.op("Mul", [centered, scale4]), beta4], {}, { shape: x.shape }), x.shape, Tape.needsGrad(x, gamma, beta));
 
   const flat = g.int64s([channels]);
   const batchMean = g.op("Reshape", [mean, flat], {}, { shape: [channels] });
@@ -54,19 +57,21 @@ export function batchNormTrain(
 
   t.record([x, gamma, beta], [y], ([dy]) => {
     if (dy === undefined) return [];
-    const dBeta = g.op("ReduceSum", [dy.value, axes], { keepdims: { i: 0 } }, { shape: [channels] });
-    const dGamma = g.op("ReduceSum", [g.op("Mul", [dy.value, xHat]), axes], { keepdims: { i: 0 } }, { shape: [channels] });
+    const sumDy = reduce(g, "ReduceSum", dy.value, [0, 2, 3], true, perChannel);
+    const sumDyC = reduce(g, "ReduceSum", g.op("Mul", [dy.value, centered], {}, { shape: x.shape }), [0, 2, 3], true, perChannel);
+    const sumDyXHat = g.op("Mul", [sumDyC, invStd], {}, { shape: perChannel });
     let dx: Sym | undefined;
     if (x.requiresGrad) {
-      const meanDy = reduce(g, "ReduceMean", dy.value, [0, 2, 3], true, perChannel);
-      const meanDyXHat = reduce(g, "ReduceMean", g.op("Mul", [dy.value, xHat]), [0, 2, 3], true, perChannel);
-      const inner = g.op("Sub", [g.op("Sub", [dy.value, meanDy]), g.op("Mul", [xHat, meanDyXHat])], {}, { shape: x.shape });
-      dx = t.sym(g.op("Mul", [inner, g.op("Mul", [gamma4, invStd])], {}, { shape: x.shape }), x.shape, true);
+      // dx = s·(dy − Σdy/m) − c · s·Σ(dy·x̂)/(m·√(σ² + ε))
+      const meanDy = g.op("Mul", [sumDy, g.scalar(1 / count)], {}, { shape: perChannel });
+      const cCoef = g.op("Mul", [g.op("Mul", [scale4, g.op("Mul", [sumDyXHat, invStd])]), g.scalar(1 / count)], {}, { shape: perChannel });
+      const shifted = g.op("Mul", [g.op("Sub", [dy.value, meanDy], {}, { shape: x.shape }), scale4], {}, { shape: x.shape });
+      dx = t.sym(g.op("Sub", [shifted, g.op("Mul", [centered, cCoef], {}, { shape: x.shape })], {}, { shape: x.shape }), x.shape, true);
     }
     return [
       dx,
-      gamma.requiresGrad ? t.sym(dGamma, [channels], true) : undefined,
-      beta.requiresGrad ? t.sym(dBeta, [channels], true) : undefined,
+      gamma.requiresGrad ? t.sym(g.op("Reshape", [sumDyXHat, flat], {}, { shape: [channels] }), [channels], true) : undefined,
+      beta.requiresGrad ? t.sym(g.op("Reshape", [sumDy, flat], {}, { shape: [channels] }), [channels], true) : undefined,
     ];
   });
   return { y, runningMean: newMean, runningVar: newVar };

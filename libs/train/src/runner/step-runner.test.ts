@@ -160,8 +160,13 @@ describe("StepRunner devices", () => {
     );
   });
 
-  it("training sessions keep the thread count asked for and never spin-wait (they share cores with the data loader)", () => {
-    expect(StepEngine.sessionOptions({ intraOpThreads: 1 })).toMatchObject({ executionProviders: ["cpu"], intraOpNumThreads: 1, extra: { session: { intra_op: { allow_spinning: "0" } } } });
+  it("training sessions keep the thread count asked for, never spin-wait (they share cores with the data loader) and plan no per-run memory block", () => {
+    expect(StepEngine.sessionOptions({ intraOpThreads: 1 })).toMatchObject({
+      executionProviders: ["cpu"],
+      intraOpNumThreads: 1,
+      enableMemPattern: false,
+      extra: { session: { intra_op: { allow_spinning: "0" } } },
+    });
     expect(StepEngine.sessionOptions({})).not.toHaveProperty("intraOpNumThreads");
   });
 

@@ -170,17 +170,19 @@ export class GraphBuilder {
 
   /**
    * Marks `value` as a graph output, under `name` when given, through an Identity. With `renameProducer` the
-   * producing node's output is renamed instead (no extra node in a deployed model), when nothing has read it
-   * yet; the caller must then stop using `value` and use the returned value.
+   * producing node's output is renamed instead, and so are the inputs of the nodes that read it already (no
+   * extra node, and no copy: a training step's Identity per state tensor copied every weight), unless it is
+   * already a graph output; the caller must then stop using `value` and use the returned value.
    */
   output(value: Value, name?: string, options: { renameProducer?: boolean } = {}): Value {
     let out = value;
     if (name !== undefined && name !== value.name) {
       const producer = this.#nodes.find((node) => node.output.includes(value.name));
-      const read = this.#nodes.some((node) => node.input.includes(value.name)) || this.#outputs.some((o) => o.name === value.name);
-      if (options.renameProducer === true && producer !== undefined && !read) {
+      const isOutput = this.#outputs.some((o) => o.name === value.name);
+      if (options.renameProducer === true && producer !== undefined && !isOutput) {
         this.#claim(name);
         producer.output = producer.output.map((o) => (o === value.name ? name : o));
+        for (const node of this.#nodes) if (node.input.includes(value.name)) node.input = node.input.map((i) => (i === value.name ? name : i));
         out = { ...value, name };
       } else {
         out = this.op("Identity", [value], {}, { name, dtype: value.dtype, ...(value.shape === undefined ? {} : { shape: value.shape }) });

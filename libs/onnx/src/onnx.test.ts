@@ -57,6 +57,26 @@ describe("GraphBuilder", () => {
     expect(() => new GraphBuilder({ name: "old", opset: 13 })).toThrow(/opset 13/);
   });
 
+  it("outputs a value that other nodes read by renaming it everywhere, without an Identity", async () => {
+    const g = new GraphBuilder({ name: "rename" });
+    const x = g.input("x", "float32", [3]);
+    const doubled = g.op("Mul", [x, g.scalar(2)]);
+    const plusOne = g.op("Add", [doubled, g.scalar(1)]);
+    g.output(doubled, "doubled", { renameProducer: true });
+    g.output(plusOne, "y");
+    const model = g.build();
+    expect(model.graph?.node.map((node) => node.opType)).toEqual(["Mul", "Add", "Identity"]);
+    expect(model.graph?.node[1]?.input).toContain("doubled");
+    const session = await ort.InferenceSession.create(encodeModel(model));
+    try {
+      const out = await session.run({ x: new ort.Tensor("float32", Float32Array.of(1, 2, 3), [3]) });
+      expect(Array.from(out["doubled"]?.data as Float32Array)).toEqual([2, 4, 6]);
+      expect(Array.from(out["y"]?.data as Float32Array)).toEqual([3, 5, 7]);
+    } finally {
+      await session.release();
+    }
+  });
+
   it("round-trips tensors through TensorProto raw data, int64 included", () => {
     const t = hostTensor("int64", [3], [1n, -2n, 9223372036854775807n]);
     expect(fromTensorProto(toTensorProto("t", t)).data).toEqual(t.data);

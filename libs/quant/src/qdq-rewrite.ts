@@ -25,18 +25,7 @@ export interface QuantizationPlan {
   readonly sameScaleAs: ReadonlyMap<string, string>;
   /** Nodes kept in fp32 on request. */
   readonly keptFp32: readonly string[];
-  /** Convolutions over the image itself, kept in fp32 because they run faster there (see planQuantization). */
-  readonly imageConvsFp32: readonly string[];
 }
-
-/**
- * At most this many input channels makes a convolution an image convolution (RGB, RGBA, grey). onnxruntime's
- * int8 convolution is slow there, its fp32 one (NCHWc, weights reordered once) is not, and the weights are a
- * few hundred bytes: measured on the lite model at 256x192, batch 1, the 3→16 stem took 0.41 ms in int8 plus
- * 0.19 ms to quantize and transpose the image, against 0.14 ms in fp32; keeping it fp32 raised the model's
- * int8 speed-up from 1.48x to 1.91x.
- */
-const IMAGE_CHANNELS = 4;
 
 /** A quantized compute node, for the report. */
 export interface QuantizedLayer {
@@ -71,7 +60,6 @@ export function planQuantization(model: ModelProto, keepFp32: readonly string[] 
   const index = indexGraph(model);
   const keep = new Set(keepFp32);
   const kept: string[] = [];
-  const imageConvs: string[] = [];
   const quantizedNodes = new Set<NodeProto>();
   // Activations: what flows from the graph inputs. Nodes computing on constants only (shape arithmetic for
   // Resize, ...) stay float.
@@ -87,8 +75,7 @@ export function planQuantization(model: ModelProto, keepFp32: readonly string[] 
     if (COMPUTE_OPS.has(node.opType)) {
       const weight = weightName(node);
       if (weight !== undefined && index.initializers.has(weight) && (node.input[2] === undefined || node.input[2] === "" || index.initializers.has(node.input[2]))) {
-        if (isImageConv(node, index)) imageConvs.push(nodeLabel(node));
-        else quantizedNodes.add(node);
+        quantizedNodes.add(node);
       }
     } else if (OWN_SCALE_OPS.has(node.opType) || SAME_SCALE_OPS.has(node.opType)) {
       quantizedNodes.add(node);
@@ -114,14 +101,7 @@ export function planQuantization(model: ModelProto, keepFp32: readonly string[] 
     if (SAME_SCALE_OPS.has(node.opType)) sameScaleAs.set(output, node.input[0] as string);
   }
   const order = [...index.graphInputs, ...index.nodes.flatMap((node) => node.output)];
-  return { index, quantizedNodes, tensors: order.filter((name) => tensors.has(name)), sameScaleAs, keptFp32: kept, imageConvsFp32: imageConvs };
-}
-
-/** A Conv with at most IMAGE_CHANNELS input channels. */
-function isImageConv(node: NodeProto, index: GraphIndex): boolean {
-  if (node.opType !== "Conv") return false;
-  const dims = index.initializers.get(node.input[1] as string)?.dims;
-  return dims !== undefined && dims.length === 4 && Number(dims[1]) * intAttr(node, "group", 1) <= IMAGE_CHANNELS;
+  return { index, quantizedNodes, tensors: order.filter((name) => tensors.has(name)), sameScaleAs, keptFp32: kept };
 }
 
 /** Activation parameters of every planned tensor from the calibrated ranges (same-scale outputs inherit). */

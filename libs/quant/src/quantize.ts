@@ -28,8 +28,6 @@ export interface QuantizationReport {
   readonly layers: readonly LayerReport[];
   readonly quantizedTensors: number;
   readonly keptFp32: readonly string[];
-  /** Convolutions over the image (at most 4 input channels), always fp32: faster there, and tiny. */
-  readonly imageConvsFp32: readonly string[];
   readonly foldedBatchNorms: number;
   readonly decomposedConvTransposes: number;
   readonly fp32Bytes: number;
@@ -79,7 +77,6 @@ export async function quantizeModel(fp32: ModelProto | Uint8Array, feeds: Calibr
       layers,
       quantizedTensors: plan.tensors.length,
       keptFp32: plan.keptFp32,
-      imageConvsFp32: plan.imageConvsFp32,
       foldedBatchNorms: prepared.foldedBatchNorms,
       decomposedConvTransposes: prepared.decomposedConvTransposes,
       fp32Bytes,

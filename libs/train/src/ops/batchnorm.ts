@@ -35,7 +35,6 @@ export function batchNormTrain(
   const channels = num(c);
   const count = num(n) * num(h) * num(w);
   const g = t.g;
-  const axes = g.int64s([0, 2, 3]);
   const perChannel = [1, channels, 1, 1];
   const mean = reduce(g, "ReduceMean", x.value, [0, 2, 3], true, perChannel);
   const centered = g.op("Sub", [x.value, mean], {}, { shape: x.shape });

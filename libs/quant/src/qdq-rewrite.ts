@@ -248,7 +248,8 @@ function quantizeWeightsOf(
   const w = addInit(toTensorProto(`${base}/int8`, { dtype: "int8", dims: weight.dims, data: q }));
   const ws = addInit(toTensorProto(`${base}/scale`, { dtype: "float32", dims: [scales.length], data: Float32Array.from(scales) }));
   // Symmetric weights have zero points of 0, the default: Conv goes without (onnxruntime still fuses it into
-  // QLinearConv); its Gemm fusion needs them spelled out (measured: without, the Gemm stays float).
+  // QLinearConv); onnxruntime's Gemm fusion needs them spelled out (measured: without, the Gemm stays float),
+  // so every other op keeps them.
   const weightInputs = [w, ws];
   if (original.opType !== "Conv") weightInputs.push(addInit(toTensorProto(`${base}/zero_point`, { dtype: "int8", dims: [scales.length], data: new Int8Array(scales.length) })));
   const axisAttr = create(AttributeProtoSchema, { name: "axis", type: AttributeProto_AttributeType.INT, i: BigInt(axis) });

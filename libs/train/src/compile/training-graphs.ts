@@ -87,7 +87,7 @@ function emit(model: ModelDefinition, config: TrainingGraphConfig, optimizer: Re
     loss = add(t, loss, scale(t, term, distillation.weight));
   }
   g.output(loss.value, IoNames.loss);
-  // Outputs rename their producers' outputs where nothing else reads them: no Identity per state tensor.
+  // State outputs rename their producers' outputs (and the readers' inputs): no Identity copy per state tensor.
   for (const [name, value] of ctx.updatedBuffers) g.output(value, IoNames.bufferOut(name), { renameProducer: true });
 
   const wrt = [...params.values()];

@@ -17,9 +17,9 @@ export type { OptimizerConfig, OptimizerKind, ResolvedOptimizer, StepScalars } f
 export { learningRate, scheduleProblems } from "./optim/lr-schedule.js";
 export type { LrScheduleConfig, ScheduleKind } from "./optim/lr-schedule.js";
 export { checkDevice, StepEngine } from "./runner/step-engine.js";
-export type { Device, StepBatch, StepResult, StepRunnerOptions } from "./runner/step-engine.js";
+export type { Device, LossScalingOptions, StepBatch, StepResult, StepRunnerOptions } from "./runner/step-engine.js";
 export { decodeTrainingState, encodeTrainingState } from "./runner/training-state.js";
-export type { TrainingState } from "./runner/training-state.js";
+export type { LossScalerState, TrainingState } from "./runner/training-state.js";
 export { StepRunner } from "./runner/step-runner.js";
 export { initialize, Registry } from "./nn/parameters.js";
 export type { Init, TensorSpec } from "./nn/parameters.js";

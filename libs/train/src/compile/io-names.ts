@@ -9,6 +9,8 @@ export const IoNames = {
   adamSqrtBc2: "adam_sqrt_bc2",
   loss: "loss",
   gradNorm: "grad_norm",
+  lossScale: "loss_scale",
+  gradsFinite: "grads_finite",
   heatmaps: "heatmaps",
   param: (name: string) => `param:${name}`,
   paramOut: (name: string) => `param_out:${name}`,

@@ -27,6 +27,13 @@ export interface TrainingGraphConfig {
   readonly distillation?: DistillationConfig;
   /** Also output each parameter's gradient of the update, before clipping ("grad:<name>"), for verification. */
   readonly exposeGradients?: boolean;
+  /**
+   * Mixed precision: convolutions and matrix products (forward and backward) in fp16, the rest in fp32, fp32
+   * master weights, and dynamic loss scaling — the graphs take the scale as an input, seed the backward pass
+   * with it, unscale the gradients in fp32, and leave weights and optimizer state unchanged when any gradient
+   * is not finite ("grads_finite" says which; the StepEngine adjusts the scale).
+   */
+  readonly mixedPrecision?: boolean;
 }
 
 export interface TrainingGraphs {
@@ -76,7 +83,9 @@ function emit(model: ModelDefinition, config: TrainingGraphConfig, optimizer: Re
   const buffers = new Map<string, Value>();
   for (const spec of model.registry.buffers) buffers.set(spec.name, g.input(IoNames.buffer(spec.name), "float32", spec.shape));
 
-  const ctx = new ForwardContext(t, "train", params, buffers);
+  const mixed = config.mixedPrecision === true;
+  const lossScale = mixed ? g.input(IoNames.lossScale, "float32", []) : undefined;
+  const ctx = new ForwardContext(t, "train", params, buffers, { computeType: mixed ? "float16" : "float32" });
   const heatmaps = model.forward(ctx, images);
   let loss = jointsMseLoss(t, heatmaps, targets, targetWeights);
   if (distillation !== undefined && teacher !== undefined) {
@@ -91,14 +100,19 @@ function emit(model: ModelDefinition, config: TrainingGraphConfig, optimizer: Re
   for (const [name, value] of ctx.updatedBuffers) g.output(value, IoNames.bufferOut(name), { renameProducer: true });
 
   const wrt = [...params.values()];
-  const grads = t.gradients(loss, wrt, t.sym(g.scalar(1 / k), [], false));
+  // Under loss scaling the backward pass starts from the scale (so small fp16 gradients do not flush to zero)
+  // and every gradient is unscaled in fp32 as it leaves it, before accumulation, clipping and the update.
+  const seed = lossScale === undefined ? g.scalar(1 / k) : k === 1 ? lossScale : g.op("Mul", [lossScale, g.scalar(1 / k)], {}, { shape: [] });
+  const grads = t.gradients(loss, wrt, t.sym(seed, [], false));
+  const unscale = lossScale === undefined ? undefined : g.op("Reciprocal", [lossScale], {}, { shape: [] });
   const names = [...params.keys()];
   const totalGrads = names.map((name) => {
     const spec = params.get(name) as Sym;
     const grad = grads.get(spec);
     if (grad === undefined) throw new AppError(Code.INTERNAL, `parameter ${name} gets no gradient`);
-    if (k === 1) return grad.value;
-    return g.op("Add", [g.input(IoNames.accum(name), "float32", spec.shape), grad.value], {}, { shape: spec.shape });
+    const value = unscale === undefined ? grad.value : g.op("Mul", [grad.value, unscale], {}, { shape: spec.shape });
+    if (k === 1) return value;
+    return g.op("Add", [g.input(IoNames.accum(name), "float32", spec.shape), value], {}, { shape: spec.shape });
   });
 
   if (!update) {
@@ -119,13 +133,22 @@ function emit(model: ModelDefinition, config: TrainingGraphConfig, optimizer: Re
     const coefficient = g.op("Min", [g.op("Div", [g.scalar(maxNorm), g.op("Add", [norm, g.scalar(1e-6)])]), g.scalar(1)], {}, { shape: [] });
     clipped = totalGrads.map((grad, i) => g.op("Mul", [grad, coefficient], {}, { shape: (params.get(names[i] as string) as Sym).shape }));
   }
+  // Mixed precision: an overflow anywhere makes the sum of squares inf or NaN; then the update is skipped —
+  // weights and optimizer state pass through unchanged (torch.cuda.amp.GradScaler skips optimizer.step()).
+  let finite: Value | undefined;
+  if (mixed) {
+    finite = g.op("Not", [g.op("Or", [g.op("IsInf", [sumSquares], {}, { shape: [] }), g.op("IsNaN", [sumSquares], {}, { shape: [] })], {}, { shape: [] })], {}, { shape: [] });
+    g.output(finite, IoNames.gradsFinite);
+  }
+  const keepUnlessFinite = (updated: Value, old: Value, shape: readonly number[]) => (finite === undefined ? updated : g.op("Where", [finite, updated, old], {}, { shape }));
   const slots = optimizerSlots(optimizer);
   names.forEach((name, i) => {
     const param = params.get(name) as Sym;
+    const shape = param.shape as readonly number[];
     const slotInputs = slots.map((slot) => g.input(IoNames.slot(slot, name), "float32", param.shape));
     const updated = emitUpdate(g, optimizer, param.value, clipped[i] as Value, slotInputs, scalars as NonNullable<typeof scalars>);
-    g.output(updated.param, IoNames.paramOut(name), { renameProducer: true });
-    slots.forEach((slot, j) => g.output(updated.slots[j] as Value, IoNames.slotOut(slot, name), { renameProducer: true }));
+    g.output(keepUnlessFinite(updated.param, param.value, shape), IoNames.paramOut(name), { renameProducer: true });
+    slots.forEach((slot, j) => g.output(keepUnlessFinite(updated.slots[j] as Value, slotInputs[j] as Value, shape), IoNames.slotOut(slot, name), { renameProducer: true }));
   });
   return g.build();
 }

@@ -38,12 +38,15 @@ export class Conv2d {
 
   forward(ctx: ForwardContext, x: Sym): Sym {
     const p = this.#padding;
-    return conv2d(ctx.tape, x, ctx.param(this.weight), this.bias === undefined ? undefined : ctx.param(this.bias), {
-      stride: [this.#stride, this.#stride],
-      pads: [p, p, p, p],
-      dilation: [this.#dilation, this.#dilation],
-      group: this.#groups,
-    });
+    const bias = this.bias === undefined ? undefined : ctx.param(this.bias);
+    return ctx.autocast([x, ctx.param(this.weight), bias] as const, (x, w, b) =>
+      conv2d(ctx.tape, x, w, b, {
+        stride: [this.#stride, this.#stride],
+        pads: [p, p, p, p],
+        dilation: [this.#dilation, this.#dilation],
+        group: this.#groups,
+      }),
+    );
   }
 }
 
@@ -74,11 +77,14 @@ export class ConvTranspose2d {
 
   forward(ctx: ForwardContext, x: Sym): Sym {
     const p = this.#padding;
-    return convTranspose2d(ctx.tape, x, ctx.param(this.weight), this.bias === undefined ? undefined : ctx.param(this.bias), {
-      stride: [this.#stride, this.#stride],
-      pads: [p, p, p, p],
-      outputPadding: [this.#outputPadding, this.#outputPadding],
-    });
+    const bias = this.bias === undefined ? undefined : ctx.param(this.bias);
+    return ctx.autocast([x, ctx.param(this.weight), bias] as const, (x, w, b) =>
+      convTranspose2d(ctx.tape, x, w, b, {
+        stride: [this.#stride, this.#stride],
+        pads: [p, p, p, p],
+        outputPadding: [this.#outputPadding, this.#outputPadding],
+      }),
+    );
   }
 }
 
@@ -123,7 +129,8 @@ export class Linear {
   }
 
   forward(ctx: ForwardContext, x: Sym): Sym {
-    return linear(ctx.tape, x, ctx.param(this.weight), this.bias === undefined ? undefined : ctx.param(this.bias));
+    const bias = this.bias === undefined ? undefined : ctx.param(this.bias);
+    return ctx.autocast([x, ctx.param(this.weight), bias] as const, (x, w, b) => linear(ctx.tape, x, w, b));
   }
 }
 

@@ -1,4 +1,4 @@
-import { float, type Dim } from "@poseloop/onnx";
+import { DType, float, type Dim } from "@poseloop/onnx";
 import { Tape, type Sym } from "../tape.js";
 import { broadcastShape, nums, sameShape } from "./dims.js";
 
@@ -40,6 +40,23 @@ function neg(t: Tape, a: Sym): Sym {
 export const add = (t: Tape, a: Sym, b: Sym): Sym => binary(t, "Add", a, b);
 export const sub = (t: Tape, a: Sym, b: Sym): Sym => binary(t, "Sub", a, b);
 export const mul = (t: Tape, a: Sym, b: Sym): Sym => binary(t, "Mul", a, b);
+
+/** Floating-point precisions a tensor of the tape can have. */
+export type FloatType = "float32" | "float16";
+
+/**
+ * x converted to `to` (ONNX Cast); the gradient goes back through the opposite Cast, so a tensor's gradient
+ * always has the tensor's own precision (mixed precision casts fp32 master weights and activations to fp16
+ * around the convolutions, and their fp16 gradients come back as fp32).
+ */
+export function cast(t: Tape, x: Sym, to: FloatType): Sym {
+  const from = x.value.dtype;
+  if (from === to) return x;
+  if (from !== "float32" && from !== "float16") throw new TypeError(`cast: ${x.value.name} is ${from}, not a float tensor`);
+  const y = t.sym(t.g.op("Cast", [x.value], { to: { i: DType[to] } }, { dtype: to, shape: x.shape }), x.shape, x.requiresGrad);
+  t.record([x], [y], ([dy]) => [dy === undefined ? undefined : t.sym(t.g.op("Cast", [dy.value], { to: { i: DType[from] } }, { dtype: from, shape: x.shape }), x.shape, true)]);
+  return y;
+}
 
 /** x · c for a constant c. */
 export function scale(t: Tape, x: Sym, c: number): Sym {

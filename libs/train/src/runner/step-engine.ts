@@ -8,7 +8,7 @@ import { initialize } from "../nn/parameters.js";
 import { stepScalars, type ResolvedOptimizer } from "../optim/optimizer.js";
 import { Rng } from "../rng.js";
 import { defineModel, type ModelConfig, type ModelDefinition } from "../zoo/model-config.js";
-import type { TrainingState } from "./training-state.js";
+import type { LossScalerState, TrainingState } from "./training-state.js";
 
 export type Device = "cpu" | "cuda" | "webgpu";
 
@@ -20,8 +20,27 @@ export interface StepRunnerOptions {
   readonly device?: Device;
   /** onnxruntime intra-op threads; 0 or absent: one per core. */
   readonly intraOpThreads?: number;
-  /** fp16 compute with fp32 master weights; GPU execution providers only. */
+  /** fp16 compute with fp32 master weights and dynamic loss scaling; GPU execution providers only. */
   readonly mixedPrecision?: boolean;
+  /** The dynamic loss scaler; defaults are torch.cuda.amp.GradScaler's. */
+  readonly lossScaling?: LossScalingOptions;
+  /**
+   * Verification only (tests, CI without a GPU): runs the mixed-precision graphs on the CPU provider, which
+   * computes their fp16 ops — some natively, the rest through casts onnxruntime inserts — slower than fp32.
+   * The trainer never sets it: TRAIN.AMP on a CPU device is refused.
+   */
+  readonly emulateMixedPrecisionOnCpu?: boolean;
+}
+
+export interface LossScalingOptions {
+  /** Default 2^16. */
+  readonly initScale?: number;
+  /** Default 2. */
+  readonly growthFactor?: number;
+  /** Default 0.5. */
+  readonly backoffFactor?: number;
+  /** Finite updates in a row before the scale grows. Default 2000. */
+  readonly growthInterval?: number;
 }
 
 /** One micro-batch: crops [B, 3, H, W], heatmap targets [B, K, h, w], target weights [B, K]. */
@@ -42,12 +61,16 @@ export interface StepResult {
   readonly gradNorm: number | undefined;
   /** The update's gradients before clipping, by parameter name, when the graphs expose them. */
   readonly gradients?: ReadonlyMap<string, Float32Array>;
-  /** Updates applied so far. */
+  /** Updates so far (skipped ones included: the LR schedule moves on, as PyTorch's does). */
   readonly step: number;
+  /** Mixed precision: whether this update was skipped for non-finite gradients. */
+  readonly skipped?: boolean;
+  /** Mixed precision: the loss scale the next micro-batch will use. */
+  readonly lossScale?: number;
 }
 
 /** The execution providers this onnxruntime-node build can use, checked before any session is created. */
-export function checkDevice(device: Device, mixedPrecision: boolean): void {
+export function checkDevice(device: Device, mixedPrecision: boolean, emulateOnCpu = false): void {
   const backends = ort.listSupportedBackends?.() ?? [{ name: "cpu", bundled: true }];
   const available = backends.filter((backend) => backend.name === "cpu" || backend.bundled).map((backend) => backend.name);
   if (!available.includes(device)) {
@@ -56,14 +79,11 @@ export function checkDevice(device: Device, mixedPrecision: boolean): void {
       `execution provider ${device} is not available in this onnxruntime-node installation (available: ${available.join(", ")})`,
     );
   }
-  if (mixedPrecision && device === "cpu") {
+  if (mixedPrecision && device === "cpu" && !emulateOnCpu) {
     throw new AppError(
       Code.FAILED_PRECONDITION,
-      "mixed precision (fp16) needs a GPU execution provider (cuda or webgpu): onnxruntime's CPU provider has no fp16 convolution kernels, and PoseLoop never falls back to fp32 silently",
+      "mixed precision (fp16) needs a GPU execution provider (cuda or webgpu): onnxruntime's CPU provider runs fp16 slower than fp32, and PoseLoop never falls back to fp32 silently",
     );
-  }
-  if (mixedPrecision) {
-    throw new AppError(Code.UNIMPLEMENTED, `mixed precision on ${device} is not available yet: train in fp32 (TRAIN.AMP: false)`);
   }
 }
 
@@ -83,6 +103,7 @@ export class StepEngine {
   #tensors = new Map<string, ort.Tensor>();
   #stepCount = 0;
   #microStep = 0;
+  #scaler: LossScalerState | undefined;
   #forward: ort.InferenceSession | undefined;
 
   private constructor(options: StepRunnerOptions, model: ModelDefinition, optimizer: ResolvedOptimizer, slots: readonly string[], step: ort.InferenceSession, accumulate: ort.InferenceSession | undefined) {
@@ -93,6 +114,7 @@ export class StepEngine {
     this.#step = step;
     this.#accumulate = accumulate;
     this.#k = options.training.gradAccumSteps ?? 1;
+    if (options.mixedPrecision === true) this.#scaler = { scale: scalingOptions(options).initScale, goodSteps: 0, skippedSteps: 0 };
   }
 
   static async create(options: StepRunnerOptions): Promise<StepEngine> {
@@ -101,8 +123,9 @@ export class StepEngine {
 
   /** An engine for a model definition built outside the zoo (tests, custom heads). */
   static async fromDefinition(model: ModelDefinition, options: StepRunnerOptions): Promise<StepEngine> {
-    checkDevice(options.device ?? "cpu", options.mixedPrecision ?? false);
-    const graphs = compileTrainingGraphs(model, options.training);
+    checkDevice(options.device ?? "cpu", options.mixedPrecision ?? false, options.emulateMixedPrecisionOnCpu ?? false);
+    if (options.mixedPrecision === true) scalingOptions(options);
+    const graphs = compileTrainingGraphs(model, { ...options.training, mixedPrecision: options.mixedPrecision === true });
     const sessionOptions = StepEngine.sessionOptions(options);
     const step = await ort.InferenceSession.create(encodeModel(graphs.step), sessionOptions);
     const accumulate = graphs.accumulate === undefined ? undefined : await ort.InferenceSession.create(encodeModel(graphs.accumulate), sessionOptions);
@@ -158,8 +181,9 @@ export class StepEngine {
       const value = this.#tensors.get(name);
       if (value !== undefined) feeds[name] = value;
     }
+    if (this.#scaler !== undefined) feeds[IoNames.lossScale] = scalar(this.#scaler.scale);
     if (final) {
-      const scalars = stepScalars(this.optimizer, lr, this.#stepCount + 1);
+      const scalars = stepScalars(this.optimizer, lr, this.#stepCount - (this.#scaler?.skippedSteps ?? 0) + 1);
       feeds[IoNames.lr] = scalar(scalars.lr);
       feeds[IoNames.adamStepSize] = scalar(scalars.adamStepSize);
       feeds[IoNames.adamSqrtBc2] = scalar(scalars.adamSqrtBc2);
@@ -175,20 +199,35 @@ export class StepEngine {
       this.#microStep = 0;
       if (this.#k > 1) this.#zeroAccumulators();
       const gradNorm = Number((outputs[IoNames.gradNorm]?.data as Float32Array)[0]);
-      if (this.#options.training.exposeGradients !== true) return { loss, updated: true, gradNorm, step: this.#stepCount };
+      const scaling = this.#scaler === undefined ? {} : this.#updateScale(Boolean((outputs[IoNames.gradsFinite]?.data as Uint8Array | boolean[])[0]));
+      if (this.#options.training.exposeGradients !== true) return { loss, updated: true, gradNorm, step: this.#stepCount, ...scaling };
       const gradients = new Map<string, Float32Array>();
       for (const spec of this.model.registry.params) gradients.set(spec.name, outputs[IoNames.grad(spec.name)]?.data as Float32Array);
-      return { loss, updated: true, gradNorm, step: this.#stepCount, gradients };
+      return { loss, updated: true, gradNorm, step: this.#stepCount, gradients, ...scaling };
     }
     this.#microStep++;
-    return { loss, updated: false, gradNorm: undefined, step: this.#stepCount };
+    return { loss, updated: false, gradNorm: undefined, step: this.#stepCount, ...(this.#scaler === undefined ? {} : { lossScale: this.#scaler.scale }) };
+  }
+
+  /** GradScaler.update(): back off and skip on an overflow, grow after growthInterval finite updates in a row. */
+  #updateScale(finite: boolean): { skipped: boolean; lossScale: number } {
+    const options = scalingOptions(this.#options);
+    const current = this.#scaler as LossScalerState;
+    if (!finite) {
+      this.#scaler = { scale: current.scale * options.backoffFactor, goodSteps: 0, skippedSteps: current.skippedSteps + 1 };
+    } else if (current.goodSteps + 1 >= options.growthInterval) {
+      this.#scaler = { scale: current.scale * options.growthFactor, goodSteps: 0, skippedSteps: current.skippedSteps };
+    } else {
+      this.#scaler = { ...current, goodSteps: current.goodSteps + 1 };
+    }
+    return { skipped: !finite, lossScale: this.#scaler.scale };
   }
 
   /** A copy of the whole training state. */
   exportState(): TrainingState {
     const tensors = new Map<string, Float32Array>();
     for (const [name, value] of this.#tensors) tensors.set(name, Float32Array.from(value.data as Float32Array));
-    return { step: this.#stepCount, microStep: this.#microStep, tensors };
+    return { step: this.#stepCount, microStep: this.#microStep, tensors, ...(this.#scaler === undefined ? {} : { lossScaler: { ...this.#scaler } }) };
   }
 
   /** Replaces the training state (every tensor must match the model's names and sizes). */
@@ -202,6 +241,12 @@ export class StepEngine {
     }
     if (!Number.isInteger(state.microStep) || state.microStep < 0 || state.microStep >= this.#k) {
       throw new AppError(Code.INVALID_ARGUMENT, `micro-step ${state.microStep} is outside 0..${this.#k - 1}`);
+    }
+    if (this.#scaler !== undefined) {
+      // A state saved without mixed precision continues with a fresh scaler (its updates were all applied).
+      const scaler = state.lossScaler ?? { scale: scalingOptions(this.#options).initScale, goodSteps: 0, skippedSteps: 0 };
+      if (scaler.skippedSteps > state.step) throw new AppError(Code.INVALID_ARGUMENT, `the state skipped ${scaler.skippedSteps} of its ${state.step} updates`);
+      this.#scaler = { ...scaler };
     }
     this.#tensors = next;
     this.#stepCount = state.step;
@@ -267,6 +312,19 @@ export class StepEngine {
   #zeroAccumulators(): void {
     for (const spec of this.model.registry.params) this.#tensors.set(IoNames.accum(spec.name), zeros(spec.shape));
   }
+}
+
+/** The loss scaler's settings with GradScaler's defaults; throws INVALID_ARGUMENT for impossible ones. */
+function scalingOptions(options: StepRunnerOptions): Required<LossScalingOptions> {
+  const given = options.lossScaling ?? {};
+  const resolved = { initScale: given.initScale ?? 2 ** 16, growthFactor: given.growthFactor ?? 2, backoffFactor: given.backoffFactor ?? 0.5, growthInterval: given.growthInterval ?? 2000 };
+  const problems: string[] = [];
+  if (!(resolved.initScale > 0 && Number.isFinite(resolved.initScale))) problems.push(`initial loss scale must be positive and finite, got ${resolved.initScale}`);
+  if (!(resolved.growthFactor > 1 && Number.isFinite(resolved.growthFactor))) problems.push(`growth factor must be > 1, got ${resolved.growthFactor}`);
+  if (!(resolved.backoffFactor > 0 && resolved.backoffFactor < 1)) problems.push(`backoff factor must lie in (0, 1), got ${resolved.backoffFactor}`);
+  if (!Number.isInteger(resolved.growthInterval) || resolved.growthInterval < 1) problems.push(`growth interval must be a positive integer, got ${resolved.growthInterval}`);
+  if (problems.length > 0) throw new AppError(Code.INVALID_ARGUMENT, `invalid loss scaling: ${problems.join("; ")}`);
+  return resolved;
 }
 
 /** Maps an output name to the input name it feeds at the next step ("param_out:x" → "param:x"). */

@@ -1,7 +1,10 @@
 import * as ort from "onnxruntime-node";
 import { AppError, Code } from "@poseloop/core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { compileTrainingGraphs } from "../compile/training-graphs.js";
+import { defineModel } from "../zoo/model-config.js";
 import { Rng } from "../rng.js";
+import { decodeTrainingState } from "./training-state.js";
 import { StepRunner } from "./step-runner.js";
 import { StepEngine, type StepBatch, type StepRunnerOptions } from "./step-engine.js";
 
@@ -108,6 +111,134 @@ describe("StepRunner", () => {
       expect(Math.max(...gaps)).toBeLessThan(stepMs / 2);
     } finally {
       await big.release();
+    }
+  });
+});
+
+describe("StepRunner mixed precision (the fp16 graphs, run on the CPU provider to verify them)", () => {
+  const amp: StepRunnerOptions = {
+    ...base,
+    training: { batchSize: B, optimizer: { kind: "sgd", momentum: 0.9 }, exposeGradients: true },
+    mixedPrecision: true,
+    emulateMixedPrecisionOnCpu: true,
+  };
+  /** max |a − b| / max |a| over the worst tensor of two maps. */
+  const worstRelative = (a: ReadonlyMap<string, Float32Array>, b: ReadonlyMap<string, Float32Array>) => {
+    let worst = 0;
+    for (const [name, x] of a) {
+      const y = b.get(name) as Float32Array;
+      let diff = 0;
+      let scale = 0;
+      for (let i = 0; i < x.length; i++) {
+        diff = Math.max(diff, Math.abs((x[i] as number) - (y[i] as number)));
+        scale = Math.max(scale, Math.abs(x[i] as number));
+      }
+      worst = Math.max(worst, diff / scale);
+    }
+    return worst;
+  };
+
+  it("runs the convolutions and their gradients on fp16 casts, takes the loss scale and reports overflows", () => {
+    const model = defineModel(amp.model);
+    const FLOAT16 = 10n;
+    const fp16Convs = (mixedPrecision: boolean) => {
+      const { step } = compileTrainingGraphs(model, { ...amp.training, mixedPrecision });
+      const nodes = step.graph?.node ?? [];
+      const producers = new Map(nodes.flatMap((node) => node.output.map((output) => [output, node] as const)));
+      // An fp16 tensor: a Cast to fp16, or a layout op (Transpose, Reshape, Slice, Pad) of one.
+      const isFp16Cast = (name: string | undefined): boolean => {
+        const node = name === undefined ? undefined : producers.get(name);
+        if (node !== undefined && ["Transpose", "Reshape", "Slice", "Pad"].includes(node.opType)) return isFp16Cast(node.input[0]);
+        return node?.opType === "Cast" && node.attribute.find((a) => a.name === "to")?.i === FLOAT16;
+      };
+      const convs = nodes.filter((node) => node.opType === "Conv" || node.opType === "ConvTranspose");
+      return { step, convs: convs.length, fp16: convs.filter((node) => isFp16Cast(node.input[0]) && isFp16Cast(node.input[1])).length };
+    };
+    const mixed = fp16Convs(true);
+    // Forward convolutions, and the input gradients of the backward pass (ConvTranspose of a Conv and back).
+    expect(mixed.convs).toBeGreaterThanOrEqual(20);
+    expect(mixed.fp16).toBe(mixed.convs);
+    expect(mixed.step.graph?.input.map((input) => input.name)).toContain("loss_scale");
+    expect(mixed.step.graph?.output.map((output) => output.name)).toContain("grads_finite");
+    // Weights, optimizer state and BatchNorm statistics stay fp32 in and out.
+    const FLOAT = 1;
+    const state = [...(mixed.step.graph?.input ?? []), ...(mixed.step.graph?.output ?? [])].filter((v) => /^(param|slot|buffer)/.test(v.name));
+    expect(state.length).toBeGreaterThan(0);
+    expect(state.every((v) => v.type?.value.case === "tensorType" && v.type.value.value.elemType === FLOAT)).toBe(true);
+    expect(fp16Convs(false).fp16).toBe(0);
+  });
+
+  it("matches the fp32 step's gradients within fp16 rounding, applies the same updates, and learns", async () => {
+    const fp32 = await StepRunner.create({ ...amp, mixedPrecision: false, emulateMixedPrecisionOnCpu: false });
+    const half = await StepRunner.create(amp);
+    try {
+      for (let i = 0; i < 3; i++) {
+        const batch = makeBatch(i + 1);
+        const a = await fp32.run(batch, 0.01);
+        const b = await half.run(batch, 0.01);
+        expect(b).toMatchObject({ updated: true, skipped: false, lossScale: 2 ** 16 });
+        expect(Math.abs(b.loss - a.loss)).toBeLessThan(1e-3 * a.loss);
+        expect(worstRelative(a.gradients as Map<string, Float32Array>, b.gradients as Map<string, Float32Array>)).toBeLessThan(5e-3);
+      }
+      expect(worstRelative((await fp32.weights()).params, (await half.weights()).params)).toBeLessThan(1e-4);
+      const batch = makeBatch(9);
+      const first = await half.run(batch, 0.05);
+      let last = first;
+      for (let i = 1; i < 150; i++) last = await half.run(batch, 0.05);
+      expect(last.loss).toBeLessThan(0.5 * first.loss);
+    } finally {
+      await Promise.all([fp32.release(), half.release()]);
+    }
+  });
+
+  it("skips an overflowing update with weights and momentum untouched, backs the scale off, and grows it after finite updates", async () => {
+    const runner = await StepRunner.create({ ...amp, lossScaling: { initScale: 2 ** 40, growthInterval: 2 } });
+    try {
+      await runner.run(makeBatch(1), 0.01); // a first, finite or not, so that the momentum buffers are not all zero
+      const before = decodeTrainingState(await runner.exportState());
+      const scale = before.lossScaler?.scale as number;
+      const result = await runner.run(makeBatch(2), 0.01);
+      expect(result).toMatchObject({ updated: true, skipped: true, lossScale: scale / 2, step: before.step + 1 });
+      const after = decodeTrainingState(await runner.exportState());
+      for (const [name, data] of before.tensors) {
+        if (name.startsWith("buffer:")) continue; // BatchNorm statistics move in the forward pass, as in PyTorch
+        expect(Buffer.from((after.tensors.get(name) as Float32Array).buffer).equals(Buffer.from(data.buffer)), name).toBe(true);
+      }
+      expect(after.lossScaler).toEqual({ scale: scale / 2, goodSteps: 0, skippedSteps: (before.lossScaler?.skippedSteps ?? 0) + 1 });
+      // The scale halves until the fp16 gradients fit, then doubles after every two finite updates.
+      const scales: number[] = [];
+      const skipped: boolean[] = [];
+      for (let i = 0; i < 40 && skipped.filter((s) => !s).length < 4; i++) {
+        const r = await runner.run(makeBatch(3 + i), 0.01);
+        scales.push(r.lossScale as number);
+        skipped.push(r.skipped as boolean);
+      }
+      const firstFinite = skipped.indexOf(false);
+      expect(firstFinite).toBeGreaterThan(0);
+      expect(scales[firstFinite]).toBe(scales[firstFinite - 1]);
+      expect(scales[firstFinite + 1]).toBe(2 * (scales[firstFinite] as number));
+      expect(scales[firstFinite]).toBeLessThan(2 ** 40);
+    } finally {
+      await runner.release();
+    }
+  });
+
+  it("resumes bit-exactly, loss scaler and skipped updates included", async () => {
+    const options: StepRunnerOptions = { ...amp, training: { batchSize: B, optimizer: { kind: "adam" } }, lossScaling: { initScale: 2 ** 30, growthInterval: 3 } };
+    const batches = [1, 2, 3, 4, 5, 6].map((seed) => makeBatch(seed));
+    const uninterrupted = await StepRunner.create(options);
+    const first = await StepRunner.create(options);
+    const resumed = await StepRunner.create({ ...options, seed: 999 });
+    try {
+      for (const batch of batches) await uninterrupted.run(batch, 1e-3);
+      for (const batch of batches.slice(0, 3)) await first.run(batch, 1e-3);
+      const state = await first.exportState();
+      expect(decodeTrainingState(state).lossScaler?.skippedSteps).toBeGreaterThan(0);
+      await resumed.importState(state);
+      for (const batch of batches.slice(3)) await resumed.run(batch, 1e-3);
+      expect(Buffer.compare(Buffer.from(await uninterrupted.exportState()), Buffer.from(await resumed.exportState()))).toBe(0);
+    } finally {
+      await Promise.all([uninterrupted.release(), first.release(), resumed.release()]);
     }
   });
 });

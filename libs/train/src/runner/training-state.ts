@@ -11,6 +11,16 @@ export interface TrainingState {
   /** Micro-batches accumulated toward the next update (0 ≤ microStep < gradAccumSteps). */
   readonly microStep: number;
   readonly tensors: ReadonlyMap<string, Float32Array>;
+  /** The dynamic loss scaler under mixed precision. */
+  readonly lossScaler?: LossScalerState;
+}
+
+/** torch.cuda.amp.GradScaler's state: the scale, finite updates since it last changed, and updates skipped. */
+export interface LossScalerState {
+  readonly scale: number;
+  readonly goodSteps: number;
+  /** Updates skipped for non-finite gradients (they do not count as optimizer steps, e.g. for Adam's t). */
+  readonly skippedSteps: number;
 }
 
 const MAGIC = "POSELOOP-STATE-1";
@@ -22,7 +32,13 @@ const MAGIC = "POSELOOP-STATE-1";
 export function encodeTrainingState(state: TrainingState): Uint8Array {
   const entries = [...state.tensors.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   const header = new TextEncoder().encode(
-    JSON.stringify({ magic: MAGIC, step: state.step, microStep: state.microStep, tensors: entries.map(([name, data]) => [name, data.length]) }),
+    JSON.stringify({
+      magic: MAGIC,
+      step: state.step,
+      microStep: state.microStep,
+      ...(state.lossScaler === undefined ? {} : { lossScaler: state.lossScaler }),
+      tensors: entries.map(([name, data]) => [name, data.length]),
+    }),
   );
   const headerPadded = Math.ceil((header.length + 4) / 4) * 4;
   const total = headerPadded + entries.reduce((n, [, data]) => n + data.byteLength, 0);
@@ -45,7 +61,7 @@ export function decodeTrainingState(bytes: Uint8Array): TrainingState {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const headerLength = view.getUint32(0, true);
   if (headerLength + 4 > bytes.byteLength) fail("truncated header");
-  let header: { magic?: string; step?: number; microStep?: number; tensors?: [string, number][] };
+  let header: { magic?: string; step?: number; microStep?: number; lossScaler?: LossScalerState; tensors?: [string, number][] };
   try {
     header = JSON.parse(new TextDecoder().decode(bytes.subarray(4, 4 + headerLength))) as typeof header;
   } catch {
@@ -61,5 +77,7 @@ export function decodeTrainingState(bytes: Uint8Array): TrainingState {
     offset += length * 4;
   }
   if (offset !== bytes.byteLength) fail("trailing bytes");
-  return { step: header.step ?? 0, microStep: header.microStep ?? 0, tensors };
+  const scaler = header.lossScaler;
+  if (scaler !== undefined && !(scaler.scale > 0 && Number.isInteger(scaler.goodSteps) && Number.isInteger(scaler.skippedSteps))) fail("invalid loss scaler");
+  return { step: header.step ?? 0, microStep: header.microStep ?? 0, tensors, ...(scaler === undefined ? {} : { lossScaler: { scale: scaler.scale, goodSteps: scaler.goodSteps, skippedSteps: scaler.skippedSteps } }) };
 }

@@ -227,6 +227,7 @@ export class JobExecutor {
             samplesPerSecond: rate,
             etaSeconds: rate > 0 ? Math.round((remainingBatches * config.batchSize) / rate) : 0,
             gradNorm: Number.isFinite(chunk.gradNorm) ? chunk.gradNorm : 0,
+            lossScale: chunk.lossScale,
           };
           if (chunk.batches > 0) {
             await events.append({ case: "progress", value: progress });

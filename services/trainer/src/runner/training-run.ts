@@ -73,6 +73,10 @@ export interface TrainChunk {
   readonly loss: number;
   readonly lr: number;
   readonly gradNorm: number;
+  /** Mixed precision: the dynamic loss scale after the call (0 without mixed precision). */
+  readonly lossScale: number;
+  /** Mixed precision: updates skipped in this call because their fp16 gradients overflowed. */
+  readonly skippedSteps: number;
   readonly samples: number;
   readonly seconds: number;
   /** The epoch ended with this call. */
@@ -297,6 +301,8 @@ export class TrainingRun {
     let lossSum = 0;
     let lr = 0;
     let gradNorm = Number.NaN;
+    let lossScale = 0;
+    let skippedSteps = 0;
     let samples = 0;
     let cancelled = false;
     let nonFinite = false;
@@ -317,9 +323,12 @@ export class TrainingRun {
       samples += batch.size;
       lossSum += result.loss;
       if (!Number.isFinite(result.loss)) nonFinite = true;
+      if (result.lossScale !== undefined) lossScale = result.lossScale;
       if (result.updated) {
         steps++;
-        gradNorm = result.gradNorm ?? Number.NaN;
+        // A skipped update's norm is inf or NaN by definition: report the last applied one's.
+        if (result.skipped === true) skippedSteps++;
+        else gradNorm = result.gradNorm ?? Number.NaN;
       }
     }
     const epochEnded = this.#nextBatch >= position.batchesPerEpoch;
@@ -335,6 +344,8 @@ export class TrainingRun {
       loss: batches === 0 ? Number.NaN : lossSum / batches,
       lr,
       gradNorm,
+      lossScale,
+      skippedSteps,
       samples,
       seconds: (performance.now() - started) / 1000,
       epochEnded,

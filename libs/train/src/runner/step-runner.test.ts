@@ -191,6 +191,27 @@ describe("StepRunner mixed precision (the fp16 graphs, run on the CPU provider t
     }
   });
 
+  // (HRNet's step graph takes ~27 s to create even in fp32; its convolutions are the same layers.)
+  it("SimpleBaseline-R18 (residual stages, three deconvolutions): the fp16 graph's gradients match fp32's within fp16 rounding", async () => {
+    const config = { architecture: "simplebaseline", simpleBaseline: { depth: 18, baseWidth: 16, deconvFilters: [32, 32, 32] }, inputWidth: 64, inputHeight: 64, numKeypoints: K } as const;
+    const options: StepRunnerOptions = { ...amp, model: config, training: { batchSize: 2, optimizer: { kind: "sgd" }, exposeGradients: true } };
+    const [fp32, half] = await Promise.all([StepRunner.create({ ...options, mixedPrecision: false, emulateMixedPrecisionOnCpu: false }), StepRunner.create(options)]);
+    try {
+      const rng = new Rng(4);
+      const batch = {
+        images: Float32Array.from({ length: 2 * 3 * 64 * 64 }, () => rng.normal()),
+        targets: Float32Array.from({ length: 2 * K * 16 * 16 }, () => rng.uniform() ** 8),
+        targetWeights: new Float32Array(2 * K).fill(1),
+      };
+      const [a, b] = await Promise.all([fp32.run(batch, 0.01), half.run(batch, 0.01)]);
+      expect(b.skipped).toBe(false);
+      expect(Math.abs(b.loss - a.loss)).toBeLessThan(1e-3 * a.loss);
+      expect(worstRelative(a.gradients as Map<string, Float32Array>, b.gradients as Map<string, Float32Array>)).toBeLessThan(1e-2);
+    } finally {
+      await Promise.all([fp32.release(), half.release()]);
+    }
+  });
+
   it("skips an overflowing update with weights and momentum untouched, backs the scale off, and grows it after finite updates", async () => {
     const runner = await StepRunner.create({ ...amp, lossScaling: { initScale: 2 ** 40, growthInterval: 2 } });
     try {

@@ -191,6 +191,23 @@ describe("StepRunner mixed precision (the fp16 graphs, run on the CPU provider t
     }
   });
 
+  it("accumulates unscaled gradients over micro-batches like the fp32 graphs do", async () => {
+    const options: StepRunnerOptions = { ...amp, training: { batchSize: B, gradAccumSteps: 2, clipGradNorm: 1, optimizer: { kind: "sgd", momentum: 0.9 } } };
+    const fp32 = await StepRunner.create({ ...options, mixedPrecision: false, emulateMixedPrecisionOnCpu: false });
+    const half = await StepRunner.create(options);
+    try {
+      for (let i = 0; i < 4; i++) {
+        const [a, b] = [await fp32.run(makeBatch(i + 1), 0.01), await half.run(makeBatch(i + 1), 0.01)];
+        expect(b.updated).toBe(a.updated);
+        if (a.updated) expect(Math.abs((b.gradNorm as number) - (a.gradNorm as number))).toBeLessThan(5e-3 * (a.gradNorm as number));
+      }
+      expect((await half.weights()).params.size).toBeGreaterThan(0);
+      expect(worstRelative((await fp32.weights()).params, (await half.weights()).params)).toBeLessThan(1e-4);
+    } finally {
+      await Promise.all([fp32.release(), half.release()]);
+    }
+  });
+
   // (HRNet's step graph takes ~27 s to create even in fp32; its convolutions are the same layers.)
   it("SimpleBaseline-R18 (residual stages, three deconvolutions): the fp16 graph's gradients match fp32's within fp16 rounding", async () => {
     const config = { architecture: "simplebaseline", simpleBaseline: { depth: 18, baseWidth: 16, deconvFilters: [32, 32, 32] }, inputWidth: 64, inputHeight: 64, numKeypoints: K } as const;

@@ -20,7 +20,8 @@ export async function run(): Promise<void> {
   if (config === undefined) throw new Error(problems.join("\n"));
   const workDir = process.env["POSELOOP_WORK_DIR"] ?? ".poseloop/work";
   const contract = runContract(config);
-  const batch = config.batchSize;
+  // A loader batch feeds every data-parallel replica (TRAIN.REPLICAS) its batch_size samples.
+  const batch = config.batchSize * Math.max(1, config.replicas);
   const rows: string[][] = [];
 
   // The loop: the trainer's own run (data generated on first use, outside the timing). The bare step: the same
@@ -32,8 +33,9 @@ export async function run(): Promise<void> {
   const k = contract.spec.numKeypoints;
   const runner = await StepRunner.create({
     model: contract.modelConfig,
-    training: { batchSize: batch, gradAccumSteps: config.gradAccumSteps, clipGradNorm: config.clipGradNorm, optimizer: { kind: "adam" } },
+    training: { batchSize: config.batchSize, gradAccumSteps: config.gradAccumSteps, clipGradNorm: config.clipGradNorm, optimizer: { kind: "adam" } },
     seed: 1,
+    ...(config.replicas > 1 ? { replicas: config.replicas } : {}),
     ...(config.intraOpThreads > 0 ? { intraOpThreads: config.intraOpThreads } : {}),
   });
   const loopRates: number[] = [];

@@ -21,4 +21,5 @@ export const IoNames = {
   accum: (name: string) => `accum:${name}`,
   accumOut: (name: string) => `accum_out:${name}`,
   grad: (name: string) => `grad:${name}`,
+  shardGrad: (shard: number, name: string) => `shard${shard}:${name}`,
 } as const;

@@ -120,18 +120,36 @@ function emit(model: ModelDefinition, config: TrainingGraphConfig, optimizer: Re
     return g.build();
   }
 
+  emitUpdateTail(g, config, optimizer, names.map((name) => ({ name, value: (params.get(name) as Sym).value, shape: (params.get(name) as Sym).shape as readonly number[] })), totalGrads, scalars as NonNullable<typeof scalars>, mixed);
+  return g.build();
+}
+
+/**
+ * The update part of a step — global gradient norm, clipping, the overflow check under mixed precision, the
+ * optimizer — for `params` with their total gradients `grads` (same order). Shared by the step graph and the
+ * data-parallel apply graph.
+ */
+function emitUpdateTail(
+  g: GraphBuilder,
+  config: TrainingGraphConfig,
+  optimizer: ResolvedOptimizer,
+  params: readonly { name: string; value: Value; shape: readonly number[] }[],
+  totalGrads: readonly Value[],
+  scalars: { lr: Value; adamStepSize: Value; adamSqrtBc2: Value },
+  mixed: boolean,
+): void {
   // Global L2 norm of all gradients, before clipping (reported as grad_norm in any case).
   const squares = totalGrads.map((grad) => g.op("ReduceSumSquare", [grad], { keepdims: { i: 0 } }, { shape: [] }));
   const sumSquares = squares.reduce((acc, sq) => g.op("Add", [acc, sq], {}, { shape: [] }));
   const norm = g.op("Sqrt", [sumSquares], {}, { shape: [] });
   g.output(norm, IoNames.gradNorm);
-  if (config.exposeGradients === true) names.forEach((name, i) => g.output(totalGrads[i] as Value, IoNames.grad(name)));
+  if (config.exposeGradients === true) params.forEach(({ name }, i) => g.output(totalGrads[i] as Value, IoNames.grad(name)));
   let clipped = totalGrads;
   const maxNorm = config.clipGradNorm ?? 0;
   if (maxNorm > 0) {
     // torch.nn.utils.clip_grad_norm_: coefficient max_norm / (norm + 1e-6), capped at 1.
     const coefficient = g.op("Min", [g.op("Div", [g.scalar(maxNorm), g.op("Add", [norm, g.scalar(1e-6)])]), g.scalar(1)], {}, { shape: [] });
-    clipped = totalGrads.map((grad, i) => g.op("Mul", [grad, coefficient], {}, { shape: (params.get(names[i] as string) as Sym).shape }));
+    clipped = totalGrads.map((grad, i) => g.op("Mul", [grad, coefficient], {}, { shape: (params[i] as { shape: readonly number[] }).shape }));
   }
   // Mixed precision: an overflow anywhere makes the sum of squares inf or NaN; then the update is skipped —
   // weights and optimizer state pass through unchanged (torch.cuda.amp.GradScaler skips optimizer.step()).
@@ -142,13 +160,48 @@ function emit(model: ModelDefinition, config: TrainingGraphConfig, optimizer: Re
   }
   const keepUnlessFinite = (updated: Value, old: Value, shape: readonly number[]) => (finite === undefined ? updated : g.op("Where", [finite, updated, old], {}, { shape }));
   const slots = optimizerSlots(optimizer);
-  names.forEach((name, i) => {
-    const param = params.get(name) as Sym;
-    const shape = param.shape as readonly number[];
-    const slotInputs = slots.map((slot) => g.input(IoNames.slot(slot, name), "float32", param.shape));
-    const updated = emitUpdate(g, optimizer, param.value, clipped[i] as Value, slotInputs, scalars as NonNullable<typeof scalars>);
-    g.output(keepUnlessFinite(updated.param, param.value, shape), IoNames.paramOut(name), { renameProducer: true });
+  params.forEach(({ name, value, shape }, i) => {
+    const slotInputs = slots.map((slot) => g.input(IoNames.slot(slot, name), "float32", shape));
+    const updated = emitUpdate(g, optimizer, value, clipped[i] as Value, slotInputs, scalars);
+    g.output(keepUnlessFinite(updated.param, value, shape), IoNames.paramOut(name), { renameProducer: true });
     slots.forEach((slot, j) => g.output(keepUnlessFinite(updated.slots[j] as Value, slotInputs[j] as Value, shape), IoNames.slotOut(slot, name), { renameProducer: true }));
   });
-  return g.build();
+}
+
+/** The graphs of data-parallel training over `replicas` shards of a batch. */
+export interface ReplicaGraphs {
+  /** Forward and backward of one shard: its loss, BatchNorm statistics and gradient / replicas ("accum_out:<name>"). */
+  readonly gradients: ModelProto;
+  /** Sums the shards' gradients (shard 0's first, in order) and applies clipping and the optimizer update. */
+  readonly apply: ModelProto;
+  readonly optimizer: ResolvedOptimizer;
+  readonly slots: readonly string[];
+}
+
+/**
+ * Compiles data-parallel training: every replica runs `gradients` on its shard (the accumulation graph of
+ * `replicas` micro-batches, from zero accumulators), and `apply` sums the shards' gradients in shard order and
+ * updates the weights. The update equals gradient accumulation over the same shards bit for bit — the sums are
+ * the same additions in the same order — while the shards run at the same time.
+ */
+export function compileReplicaGraphs(model: ModelDefinition, config: TrainingGraphConfig, replicas: number): ReplicaGraphs {
+  if (!Number.isInteger(replicas) || replicas < 2) throw new AppError(Code.INVALID_ARGUMENT, `data-parallel training needs at least 2 replicas, got ${replicas}`);
+  if ((config.gradAccumSteps ?? 1) !== 1) throw new AppError(Code.INVALID_ARGUMENT, "data-parallel replicas and gradient accumulation cannot be combined: use one or the other");
+  const optimizer = resolveOptimizer(config.optimizer);
+  const gradients = compileShardGradients(model, config, replicas);
+  const g = new GraphBuilder({ name: "train_apply", producer: "poseloop-train" });
+  const scalars = { lr: g.input(IoNames.lr, "float32", []), adamStepSize: g.input(IoNames.adamStepSize, "float32", []), adamSqrtBc2: g.input(IoNames.adamSqrtBc2, "float32", []) };
+  const params = model.registry.params.map((spec) => ({ name: spec.name, value: g.input(IoNames.param(spec.name), "float32", spec.shape), shape: spec.shape }));
+  const totals = params.map(({ name, shape }) => {
+    let total = g.input(IoNames.shardGrad(0, name), "float32", shape);
+    for (let r = 1; r < replicas; r++) total = g.op("Add", [total, g.input(IoNames.shardGrad(r, name), "float32", shape)], {}, { shape });
+    return total;
+  });
+  emitUpdateTail(g, config, optimizer, params, totals, scalars, config.mixedPrecision === true);
+  return { gradients, apply: g.build(), optimizer, slots: optimizerSlots(optimizer) };
+}
+
+/** The gradients graph of one data-parallel shard (what a helper replica runs). */
+export function compileShardGradients(model: ModelDefinition, config: TrainingGraphConfig, replicas: number): ModelProto {
+  return emit(model, config, resolveOptimizer(config.optimizer), replicas, false);
 }

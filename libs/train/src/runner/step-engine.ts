@@ -1,13 +1,14 @@
 import * as ort from "onnxruntime-node";
 import { encodeModel, type ModelProto } from "@poseloop/onnx";
-import { AppError, Code } from "@poseloop/core";
+import { AppError, Code, startModuleWorker, WorkerClient } from "@poseloop/core";
 import { buildInferenceModel, compileForwardGraph, type InferenceModelOptions } from "../compile/forward-graph.js";
 import { IoNames } from "../compile/io-names.js";
-import { compileTrainingGraphs, type TrainingGraphConfig } from "../compile/training-graphs.js";
+import { compileReplicaGraphs, compileTrainingGraphs, type TrainingGraphConfig } from "../compile/training-graphs.js";
 import { initialize } from "../nn/parameters.js";
 import { stepScalars, type ResolvedOptimizer } from "../optim/optimizer.js";
 import { Rng } from "../rng.js";
 import { defineModel, type ModelConfig, type ModelDefinition } from "../zoo/model-config.js";
+import type { ShardRequest, ShardResult } from "./replica-worker.js";
 import type { LossScalerState, TrainingState } from "./training-state.js";
 
 export type Device = "cpu" | "cuda" | "webgpu";
@@ -30,6 +31,15 @@ export interface StepRunnerOptions {
    * The trainer never sets it: TRAIN.AMP on a CPU device is refused.
    */
   readonly emulateMixedPrecisionOnCpu?: boolean;
+  /**
+   * Data-parallel replicas (default 1). With R > 1 a batch holds R x training.batchSize samples: shard r is the
+   * r-th block of batchSize, each shard runs forward and backward in its own thread (shard 0 in the engine's,
+   * the rest in helper workers, each with intraOpThreads threads), and one update applies the sum of the
+   * shards' gradients — DistributedDataParallel's semantics: BatchNorm normalizes each shard by its own
+   * statistics and the running statistics follow shard 0. The update equals gradient accumulation over the
+   * same shards bit for bit; it cannot be combined with gradAccumSteps > 1.
+   */
+  readonly replicas?: number;
 }
 
 export interface LossScalingOptions {
@@ -105,8 +115,18 @@ export class StepEngine {
   #microStep = 0;
   #scaler: LossScalerState | undefined;
   #forward: ort.InferenceSession | undefined;
+  readonly #replicated: Replicated | undefined;
 
-  private constructor(options: StepRunnerOptions, model: ModelDefinition, optimizer: ResolvedOptimizer, slots: readonly string[], step: ort.InferenceSession, accumulate: ort.InferenceSession | undefined) {
+  private constructor(
+    options: StepRunnerOptions,
+    model: ModelDefinition,
+    optimizer: ResolvedOptimizer,
+    slots: readonly string[],
+    step: ort.InferenceSession,
+    accumulate: ort.InferenceSession | undefined,
+    replicated?: Replicated,
+  ) {
+    this.#replicated = replicated;
     this.#options = options;
     this.model = model;
     this.optimizer = optimizer;
@@ -125,13 +145,39 @@ export class StepEngine {
   static async fromDefinition(model: ModelDefinition, options: StepRunnerOptions): Promise<StepEngine> {
     checkDevice(options.device ?? "cpu", options.mixedPrecision ?? false, options.emulateMixedPrecisionOnCpu ?? false);
     if (options.mixedPrecision === true) scalingOptions(options);
-    const graphs = compileTrainingGraphs(model, { ...options.training, mixedPrecision: options.mixedPrecision === true });
+    const replicas = options.replicas ?? 1;
+    if (!Number.isInteger(replicas) || replicas < 1) throw new AppError(Code.INVALID_ARGUMENT, `replicas must be a positive integer, got ${replicas}`);
+    const training = { ...options.training, mixedPrecision: options.mixedPrecision === true };
+    if (replicas > 1) return StepEngine.#replicatedEngine(model, options, training, replicas);
+    const graphs = compileTrainingGraphs(model, training);
     const sessionOptions = StepEngine.sessionOptions(options);
     const step = await ort.InferenceSession.create(encodeModel(graphs.step), sessionOptions);
     const accumulate = graphs.accumulate === undefined ? undefined : await ort.InferenceSession.create(encodeModel(graphs.accumulate), sessionOptions);
     const engine = new StepEngine(options, model, graphs.optimizer, graphs.slots, step, accumulate);
     engine.#initialize(options.seed);
     return engine;
+  }
+
+  static async #replicatedEngine(model: ModelDefinition, options: StepRunnerOptions, training: TrainingGraphConfig, replicas: number): Promise<StepEngine> {
+    const graphs = compileReplicaGraphs(model, training, replicas);
+    const sessionOptions = StepEngine.sessionOptions(options);
+    const helpers = Array.from({ length: replicas - 1 }, (_, i) => new WorkerClient(startModuleWorker(import.meta.url, "./replica-worker", { name: `poseloop-replica-${i + 1}` })));
+    const opened: ort.InferenceSession[] = [];
+    try {
+      const created = helpers.map((helper) => helper.call("create", { options, replicas }));
+      const gradients = await ort.InferenceSession.create(encodeModel(graphs.gradients), sessionOptions);
+      opened.push(gradients);
+      const apply = await ort.InferenceSession.create(encodeModel(graphs.apply), sessionOptions);
+      opened.push(apply);
+      await Promise.all(created);
+      const zeroAccumulators = Object.fromEntries(model.registry.params.map((spec) => [IoNames.accum(spec.name), zeros(spec.shape)]));
+      const engine = new StepEngine(options, model, graphs.optimizer, graphs.slots, apply, undefined, { replicas, gradients, helpers, zeros: zeroAccumulators });
+      engine.#initialize(options.seed);
+      return engine;
+    } catch (error) {
+      await Promise.all([...opened.map((session) => session.release()), ...helpers.map((helper) => helper.terminate())]);
+      throw error;
+    }
   }
 
   /**
@@ -163,6 +209,7 @@ export class StepEngine {
    * through the optimizer).
    */
   async run(batch: StepBatch, lr: number): Promise<StepResult> {
+    if (this.#replicated !== undefined) return this.#runReplicated(this.#replicated, batch, lr);
     const { batchSize } = this.#options.training;
     const { inputWidth: w, inputHeight: h, numKeypoints: k } = this.model.config;
     const feeds: Record<string, ort.Tensor> = {
@@ -207,6 +254,85 @@ export class StepEngine {
     }
     this.#microStep++;
     return { loss, updated: false, gradNorm: undefined, step: this.#stepCount, ...(this.#scaler === undefined ? {} : { lossScale: this.#scaler.scale }) };
+  }
+
+  /** One data-parallel step: the shards' forward and backward at once, then one update of their summed gradients. */
+  async #runReplicated(replicated: Replicated, batch: StepBatch, lr: number): Promise<StepResult> {
+    const { replicas, gradients, helpers, zeros } = replicated;
+    const { batchSize } = this.#options.training;
+    const { inputWidth: w, inputHeight: h, numKeypoints: k } = this.model.config;
+    const heatmap = [batchSize, k, this.model.heatmapHeight, this.model.heatmapWidth];
+    const perShard = { images: batchSize * 3 * h * w, heatmaps: heatmap.reduce((a, b) => a * b, 1), weights: batchSize * k };
+    tensor(batch.images, [replicas * batchSize, 3, h, w], "images");
+    tensor(batch.targets, [replicas * batchSize, ...heatmap.slice(1)], "targets");
+    tensor(batch.targetWeights, [replicas * batchSize, k], "target weights");
+    const distilled = this.#options.training.distillation !== undefined;
+    if (distilled) {
+      if (batch.teacher === undefined) throw new AppError(Code.INVALID_ARGUMENT, "distillation needs teacher heatmaps in every batch");
+      tensor(batch.teacher, [replicas * batchSize, ...heatmap.slice(1)], "teacher heatmaps");
+    }
+    const shard = (data: Float32Array, size: number, r: number) => data.slice(r * size, (r + 1) * size);
+    const lossScale = this.#scaler?.scale;
+    // The helpers start first (posting copies their inputs), then this thread runs shard 0 meanwhile.
+    const params = new Map(this.model.registry.params.map((spec) => [spec.name, this.#tensors.get(IoNames.param(spec.name))?.data as Float32Array]));
+    const pending = helpers.map((helper, i) => {
+      const r = i + 1;
+      const request: ShardRequest = {
+        params,
+        images: shard(batch.images, perShard.images, r),
+        targets: shard(batch.targets, perShard.heatmaps, r),
+        targetWeights: shard(batch.targetWeights, perShard.weights, r),
+        ...(batch.teacher === undefined ? {} : { teacher: shard(batch.teacher, perShard.heatmaps, r) }),
+        ...(lossScale === undefined ? {} : { lossScale }),
+      };
+      return helper.call<ShardResult>("run", request, [request.images.buffer, request.targets.buffer, request.targetWeights.buffer, ...(request.teacher === undefined ? [] : [request.teacher.buffer])] as ArrayBuffer[]);
+    });
+    const feeds: Record<string, ort.Tensor> = {
+      ...zeros,
+      [IoNames.images]: new ort.Tensor("float32", batch.images.subarray(0, perShard.images), [batchSize, 3, h, w]),
+      [IoNames.targets]: new ort.Tensor("float32", batch.targets.subarray(0, perShard.heatmaps), heatmap),
+      [IoNames.targetWeights]: new ort.Tensor("float32", batch.targetWeights.subarray(0, perShard.weights), [batchSize, k]),
+    };
+    if (batch.teacher !== undefined && distilled) feeds[IoNames.teacher] = new ort.Tensor("float32", batch.teacher.subarray(0, perShard.heatmaps), heatmap);
+    if (lossScale !== undefined) feeds[IoNames.lossScale] = scalar(lossScale);
+    for (const name of gradients.inputNames) {
+      if (feeds[name] !== undefined) continue;
+      const value = this.#tensors.get(name);
+      if (value !== undefined) feeds[name] = value;
+    }
+    let own: ort.InferenceSession.OnnxValueMapType;
+    let others: ShardResult[];
+    try {
+      own = await gradients.run(feeds);
+    } finally {
+      // Every helper's answer is awaited even when this shard failed, so none is left running into the next step.
+      others = await Promise.all(pending);
+    }
+    const scalars = stepScalars(this.optimizer, lr, this.#stepCount - (this.#scaler?.skippedSteps ?? 0) + 1);
+    const applyFeeds: Record<string, ort.Tensor> = { [IoNames.lr]: scalar(scalars.lr), [IoNames.adamStepSize]: scalar(scalars.adamStepSize), [IoNames.adamSqrtBc2]: scalar(scalars.adamSqrtBc2) };
+    for (const spec of this.model.registry.params) {
+      applyFeeds[IoNames.shardGrad(0, spec.name)] = own[IoNames.accumOut(spec.name)] as ort.Tensor;
+      others.forEach((result, i) => (applyFeeds[IoNames.shardGrad(i + 1, spec.name)] = new ort.Tensor("float32", result.grads.get(spec.name) as Float32Array, spec.shape)));
+    }
+    for (const name of this.#step.inputNames) {
+      if (applyFeeds[name] !== undefined) continue;
+      const value = this.#tensors.get(name);
+      if (value !== undefined) applyFeeds[name] = value;
+    }
+    const outputs = await this.#step.run(applyFeeds);
+    for (const [name, value] of [...Object.entries(own), ...Object.entries(outputs)]) {
+      const input = stateInputName(name);
+      if (input !== undefined && !input.startsWith("accum:")) this.#tensors.set(input, value);
+    }
+    this.#stepCount++;
+    // The batch's loss: the mean of the shards' means (equal shards).
+    const loss = [Number((own[IoNames.loss]?.data as Float32Array)[0]), ...others.map((result) => result.loss)].reduce((a, b) => a + b, 0) / replicas;
+    const gradNorm = Number((outputs[IoNames.gradNorm]?.data as Float32Array)[0]);
+    const scaling = this.#scaler === undefined ? {} : this.#updateScale(Boolean((outputs[IoNames.gradsFinite]?.data as Uint8Array | boolean[])[0]));
+    if (this.#options.training.exposeGradients !== true) return { loss, updated: true, gradNorm, step: this.#stepCount, ...scaling };
+    const exposed = new Map<string, Float32Array>();
+    for (const spec of this.model.registry.params) exposed.set(spec.name, outputs[IoNames.grad(spec.name)]?.data as Float32Array);
+    return { loss, updated: true, gradNorm, step: this.#stepCount, gradients: exposed, ...scaling };
   }
 
   /** GradScaler.update(): back off and skip on an overflow, grow after growthInterval finite updates in a row. */
@@ -297,6 +423,16 @@ export class StepEngine {
     await this.#step.release();
     await this.#accumulate?.release();
     await this.#forward?.release();
+    if (this.#replicated !== undefined) {
+      await this.#replicated.gradients.release();
+      await Promise.all(this.#replicated.helpers.map(async (helper) => {
+        try {
+          await helper.call("release");
+        } finally {
+          await helper.terminate();
+        }
+      }));
+    }
   }
 
   #initialize(seed: number): void {
@@ -343,6 +479,14 @@ function tensor(data: Float32Array, dims: readonly number[], what: string): ort.
 
 function scalar(value: number): ort.Tensor {
   return new ort.Tensor("float32", Float32Array.of(value), []);
+}
+
+/** The data-parallel parts of an engine: shard 0's gradients session, the helper replicas, zero accumulators. */
+interface Replicated {
+  readonly replicas: number;
+  readonly gradients: ort.InferenceSession;
+  readonly helpers: readonly WorkerClient[];
+  readonly zeros: Readonly<Record<string, ort.Tensor>>;
 }
 
 function zeros(shape: readonly number[]): ort.Tensor {

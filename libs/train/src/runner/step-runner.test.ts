@@ -281,6 +281,72 @@ describe("StepRunner mixed precision (the fp16 graphs, run on the CPU provider t
   });
 });
 
+describe("StepRunner with data-parallel replicas", () => {
+  /** Two batches of B joined: the replicated runner's batch of 2 x B. */
+  const joined = (a: StepBatch, b: StepBatch): StepBatch => ({
+    images: Float32Array.from([...a.images, ...b.images]),
+    targets: Float32Array.from([...a.targets, ...b.targets]),
+    targetWeights: Float32Array.from([...a.targetWeights, ...b.targetWeights]),
+  });
+  const training = { batchSize: B, clipGradNorm: 0.5, optimizer: { kind: "adam" as const, weightDecay: 1e-4 } };
+
+  it("updates exactly as gradient accumulation over the same shards, with the mean loss of the batch", async () => {
+    const replicated = await StepRunner.create({ ...base, training, replicas: 2 });
+    const accumulated = await StepRunner.create({ ...base, training: { ...training, gradAccumSteps: 2 } });
+    try {
+      for (let step = 0; step < 3; step++) {
+        const [a, b] = [makeBatch(2 * step + 1), makeBatch(2 * step + 2)];
+        const first = await accumulated.run(a, 1e-3);
+        const second = await accumulated.run(b, 1e-3);
+        const result = await replicated.run(joined(a, b), 1e-3);
+        expect(result).toMatchObject({ updated: true, step: step + 1, gradNorm: second.gradNorm });
+        expect(result.loss).toBeCloseTo((first.loss + second.loss) / 2, 6);
+      }
+      const [x, y] = [await replicated.weights(), await accumulated.weights()];
+      for (const [name, data] of x.params) expect(Buffer.from(data.buffer).equals(Buffer.from((y.params.get(name) as Float32Array).buffer)), name).toBe(true);
+      const [sx, sy] = [decodeTrainingState(await replicated.exportState()), decodeTrainingState(await accumulated.exportState())];
+      for (const [name, data] of sx.tensors) {
+        if (!name.startsWith("slot:")) continue;
+        expect(Buffer.from(data.buffer).equals(Buffer.from((sy.tensors.get(name) as Float32Array).buffer)), name).toBe(true);
+      }
+    } finally {
+      await Promise.all([replicated.release(), accumulated.release()]);
+    }
+  });
+
+  it("resumes bit-exactly from its state, which a single-replica run of the model also reads", async () => {
+    const options: StepRunnerOptions = { ...base, training, replicas: 2 };
+    const batches = [1, 2, 3, 4].map((seed) => joined(makeBatch(seed), makeBatch(seed + 10)));
+    const uninterrupted = await StepRunner.create(options);
+    const first = await StepRunner.create(options);
+    const resumed = await StepRunner.create({ ...options, seed: 999 });
+    const single = await StepRunner.create({ ...base, training });
+    try {
+      for (const batch of batches) await uninterrupted.run(batch, 1e-3);
+      for (const batch of batches.slice(0, 2)) await first.run(batch, 1e-3);
+      const state = await first.exportState();
+      await resumed.importState(state);
+      await single.importState(state);
+      for (const batch of batches.slice(2)) await resumed.run(batch, 1e-3);
+      expect(Buffer.compare(Buffer.from(await uninterrupted.exportState()), Buffer.from(await resumed.exportState()))).toBe(0);
+    } finally {
+      await Promise.all([uninterrupted.release(), first.release(), resumed.release(), single.release()]);
+    }
+  });
+
+  it("refuses a batch that is not replicas x batchSize, and replicas with gradient accumulation", async () => {
+    const runner = await StepRunner.create({ ...base, training, replicas: 2 });
+    try {
+      await expect(runner.run(makeBatch(1), 1e-3)).rejects.toSatisfy((e) => AppError.is(e, Code.INVALID_ARGUMENT) && /images: expected/.test(e.message));
+    } finally {
+      await runner.release();
+    }
+    await expect(StepRunner.create({ ...base, training: { ...training, gradAccumSteps: 2 }, replicas: 2 })).rejects.toSatisfy(
+      (e) => AppError.is(e, Code.INVALID_ARGUMENT) && /cannot be combined/.test(e.message),
+    );
+  });
+});
+
 describe("StepRunner state", () => {
   it("export → import → continue gives weights bit-identical to an uninterrupted run", async () => {
     const options: StepRunnerOptions = { ...base, training: { batchSize: B, gradAccumSteps: 2, clipGradNorm: 0.5, optimizer: { kind: "sgd", momentum: 0.9, nesterov: true, weightDecay: 1e-4 } } };

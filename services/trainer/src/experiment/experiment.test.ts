@@ -153,6 +153,14 @@ describe("parseExperiment", () => {
     ]);
   });
 
+  it("runs TRAIN.REPLICAS data-parallel replicas, never together with gradient accumulation", () => {
+    expect(load(cocoExperiment(), {}).replicas).toBe(1);
+    expect(load(cocoExperiment(), { "TRAIN.REPLICAS": "2" }).replicas).toBe(2);
+    expect(parseExperiment(cocoExperiment(), { "TRAIN.REPLICAS": "0" }).problems).toEqual([expect.stringMatching(/^TRAIN\.REPLICAS: /) as string]);
+    const both = parseExperiment(cocoExperiment(), { "TRAIN.REPLICAS": "2", "TRAIN.GRAD_ACCUM_STEPS": "4" });
+    expect(resolveTrainConfig(both.config!).problems).toEqual(["TRAIN.REPLICAS (replicas) 2 and TRAIN.GRAD_ACCUM_STEPS (grad_accum_steps) 4 cannot be combined: use one or the other"]);
+  });
+
   it("accepts the reference's CUDNN settings and directories", () => {
     const yaml = `${cocoExperiment()}\nCUDNN:\n  BENCHMARK: true\nGPUS: (0,1,2,3)\nOUTPUT_DIR: output\nLOG_DIR: log\n`;
     expect(parseExperiment(yaml).problems).toEqual([]);

@@ -191,6 +191,8 @@ const SCHEMA: Section = {
     OCCLUSION_PROB: number,
     COLOR_JITTER: number,
     INTRA_OP_THREADS: uint,
+    // Ours: data-parallel replicas on this node (BATCH_SIZE_PER_GPU samples each; see TrainConfig.replicas).
+    REPLICAS: positiveInt,
     DEVICE: oneOf({ cpu: Device.CPU, cuda: Device.CUDA, webgpu: Device.WEBGPU }),
   },
   TEST: {
@@ -583,6 +585,7 @@ function buildConfig(values: ReadonlyMap<string, unknown>, problems: string[]): 
   take("TRAIN.SEED", (v: number) => (config.seed = BigInt(v)));
   take("TRAIN.VALIDATE_EVERY", (v: number) => (config.validateEveryEpochs = v));
   take("TRAIN.INTRA_OP_THREADS", (v: number) => (config.intraOpThreads = v));
+  take("TRAIN.REPLICAS", (v: number) => (config.replicas = v));
   take("TRAIN.DEVICE", (v: Device) => (config.device = v));
 
   // TEST

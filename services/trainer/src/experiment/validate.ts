@@ -115,6 +115,7 @@ function applyDefaults(config: TrainConfig): void {
   if (config.validateEveryEpochs === 0) config.validateEveryEpochs = 1;
   if (config.logEverySteps === 0) config.logEverySteps = 10;
   if (config.loaderWorkers === 0) config.loaderWorkers = 1;
+  if (config.replicas === 0) config.replicas = 1;
   if (config.device === Device.UNSPECIFIED) config.device = Device.CPU;
 
   const model = (config.model ??= create(ModelSpecSchema));
@@ -410,6 +411,10 @@ function optimizationProblems(config: TrainConfig): string[] {
   }
 
   if (config.batchSize === 0) problems.push(`${field("TRAIN.BATCH_SIZE_PER_GPU", "batch_size")} must be > 0, got 0`);
+  if (config.replicas > 64) problems.push(`${field("TRAIN.REPLICAS", "replicas")} must be at most 64, got ${config.replicas}`);
+  if (config.replicas > 1 && config.gradAccumSteps > 1) {
+    problems.push(`${field("TRAIN.REPLICAS", "replicas")} ${config.replicas} and ${field("TRAIN.GRAD_ACCUM_STEPS", "grad_accum_steps")} ${config.gradAccumSteps} cannot be combined: use one or the other`);
+  }
   if (!(config.clipGradNorm >= 0) || !Number.isFinite(config.clipGradNorm)) {
     problems.push(`${field("TRAIN.CLIP_GRAD", "clip_grad_norm")} must be >= 0 (0: no clipping), got ${show(config.clipGradNorm)}`);
   }

@@ -203,8 +203,10 @@ export class TrainingRun {
     const config = fromBinary(TrainConfigSchema, init.config);
     const contract = runContract(config);
     const data = await prepareData(config, init.roots, contract.schema);
-    if (data.instances.length < config.batchSize) {
-      throw new AppError(Code.FAILED_PRECONDITION, `the training set has ${data.instances.length} instances, fewer than one batch of ${config.batchSize}`);
+    // A loader batch feeds every replica: batch_size samples each.
+    const loaderBatch = config.batchSize * Math.max(1, config.replicas);
+    if (data.instances.length < loaderBatch) {
+      throw new AppError(Code.FAILED_PRECONDITION, `the training set has ${data.instances.length} instances, fewer than one batch of ${loaderBatch}`);
     }
     const distill = config.distillation;
     const training: TrainingGraphConfig = {
@@ -223,6 +225,7 @@ export class TrainingRun {
       device: "cpu",
       mixedPrecision: config.mixedPrecision,
       ...(config.intraOpThreads > 0 ? { intraOpThreads: config.intraOpThreads } : {}),
+      ...(config.replicas > 1 ? { replicas: config.replicas } : {}),
     };
     const engine = await StepEngine.create(options);
     let loader: PoseDataLoader | undefined;
@@ -233,7 +236,7 @@ export class TrainingRun {
         source: { instances: data.instances },
         inputSize: { width: contract.spec.inputWidth, height: contract.spec.inputHeight },
         codec: contract.spec.codec,
-        batchSize: config.batchSize,
+        batchSize: loaderBatch,
         mode: "train",
         seed: Number(config.seed),
         schema: contract.schema,
@@ -273,7 +276,7 @@ export class TrainingRun {
   }
 
   get position(): RunPosition {
-    const batchesPerEpoch = Math.floor(this.#trainInstances / this.config.batchSize);
+    const batchesPerEpoch = Math.floor(this.#trainInstances / (this.config.batchSize * Math.max(1, this.config.replicas)));
     return {
       epoch: this.#epoch,
       nextBatch: this.#nextBatch,

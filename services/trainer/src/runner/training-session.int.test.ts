@@ -4,6 +4,7 @@ import { TrainConfigSchema } from "@poseloop/proto/poseloop/trainer/v1/config_pb
 import { makeTempDir } from "@poseloop/testkit";
 import * as ort from "onnxruntime-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { decodeTrainingState } from "@poseloop/train";
 import { decodeCheckpoint } from "./checkpoint-file.js";
 import { TrainingSession } from "./training-session.js";
 import { tinyTrainConfig } from "../testing/tiny-config.js";
@@ -53,6 +54,30 @@ describe("TrainingSession", () => {
       }
     } finally {
       await session.close();
+    }
+  });
+
+  it("with TRAIN.REPLICAS trains each loader batch as shards in parallel, exactly as accumulation over them", async () => {
+    const start = (overrides: Parameters<typeof tinyTrainConfig>[0]) =>
+      TrainingSession.start({ ...init(), jobId: `job-${JSON.stringify(overrides).length}`, config: toBinary(TrainConfigSchema, tinyTrainConfig(overrides)) });
+    const replicated = await start({ batchSize: 5, replicas: 2 });
+    const accumulated = await start({ batchSize: 5, gradAccumSteps: 2 });
+    try {
+      expect(replicated.position.batchesPerEpoch).toBe(accumulated.position.batchesPerEpoch / 2);
+      const chunk = await replicated.train(100);
+      expect(chunk).toMatchObject({ epochEnded: true, batches: replicated.position.batchesPerEpoch, steps: chunk.batches, samples: chunk.batches * 10 });
+      while (!(await accumulated.train(100)).epochEnded);
+      expect(replicated.position.step).toBe(accumulated.position.step);
+      const [a, b] = [decodeCheckpoint((await replicated.checkpoint()).bytes), decodeCheckpoint((await accumulated.checkpoint()).bytes)];
+      // Same weights and optimizer state; the BatchNorm running statistics differ (shard 0's only, as in DDP),
+      // and only accumulation keeps gradient accumulators.
+      const weights = (state: Uint8Array) => [...decodeTrainingState(state).tensors].filter(([name]) => name.startsWith("param:") || name.startsWith("slot:"));
+      const [wa, wb] = [weights(a.state), weights(b.state)];
+      expect(wa.length).toBeGreaterThan(0);
+      expect(wa.map(([name]) => name)).toEqual(wb.map(([name]) => name));
+      expect(wa.every(([, data], i) => Buffer.from(data.buffer).equals(Buffer.from((wb[i] as [string, Float32Array])[1].buffer)))).toBe(true);
+    } finally {
+      await Promise.all([replicated.close(), accumulated.close()]);
     }
   });
 

@@ -1,0 +1,65 @@
+// A data-parallel helper replica: runs the gradients graph on its shard of each batch, with the weights the
+// primary sends, and returns the shard's loss and gradients. Its BatchNorm running statistics are never read
+// (the primary's shard keeps them, as DistributedDataParallel keeps rank 0's), so it feeds fixed ones.
+import * as ort from "onnxruntime-node";
+import { serveWorkerRpc, Transfer } from "@poseloop/core";
+import { encodeModel } from "@poseloop/onnx";
+import { IoNames } from "../compile/io-names.js";
+import { compileShardGradients } from "../compile/training-graphs.js";
+import { initialize } from "../nn/parameters.js";
+import { Rng } from "../rng.js";
+import { defineModel } from "../zoo/model-config.js";
+import { StepEngine, type StepRunnerOptions } from "./step-engine.js";
+
+export interface ShardRequest {
+  readonly params: ReadonlyMap<string, Float32Array>;
+  readonly images: Float32Array;
+  readonly targets: Float32Array;
+  readonly targetWeights: Float32Array;
+  readonly teacher?: Float32Array;
+  readonly lossScale?: number;
+}
+
+export interface ShardResult {
+  readonly loss: number;
+  readonly grads: Map<string, Float32Array>;
+}
+
+let state: { session: ort.InferenceSession; fixed: Record<string, ort.Tensor>; options: StepRunnerOptions; dims: { images: number[]; heatmaps: number[]; weights: number[] } } | undefined;
+
+serveWorkerRpc({
+  create: async ({ options, replicas }: { options: StepRunnerOptions; replicas: number }) => {
+    const model = defineModel(options.model);
+    const graph = compileShardGradients(model, { ...options.training, mixedPrecision: options.mixedPrecision === true }, replicas);
+    const session = await ort.InferenceSession.create(encodeModel(graph), StepEngine.sessionOptions(options));
+    const fixed: Record<string, ort.Tensor> = {};
+    const rng = new Rng(0);
+    for (const spec of model.registry.buffers) fixed[IoNames.buffer(spec.name)] = new ort.Tensor("float32", initialize(spec, rng), spec.shape);
+    for (const spec of model.registry.params) fixed[IoNames.accum(spec.name)] = new ort.Tensor("float32", new Float32Array(spec.shape.reduce((a, b) => a * b, 1)), spec.shape);
+    const b = options.training.batchSize;
+    const { inputWidth: w, inputHeight: h, numKeypoints: k } = model.config;
+    state = { session, fixed, options, dims: { images: [b, 3, h, w], heatmaps: [b, k, model.heatmapHeight, model.heatmapWidth], weights: [b, k] } };
+  },
+  run: async (request: ShardRequest) => {
+    if (state === undefined) throw new Error("the replica is not created");
+    const { session, fixed, dims } = state;
+    const feeds: Record<string, ort.Tensor> = {
+      ...fixed,
+      [IoNames.images]: new ort.Tensor("float32", request.images, dims.images),
+      [IoNames.targets]: new ort.Tensor("float32", request.targets, dims.heatmaps),
+      [IoNames.targetWeights]: new ort.Tensor("float32", request.targetWeights, dims.weights),
+    };
+    if (request.teacher !== undefined) feeds[IoNames.teacher] = new ort.Tensor("float32", request.teacher, dims.heatmaps);
+    if (request.lossScale !== undefined) feeds[IoNames.lossScale] = new ort.Tensor("float32", Float32Array.of(request.lossScale), []);
+    for (const [name, data] of request.params) feeds[IoNames.param(name)] = new ort.Tensor("float32", data, (fixed[IoNames.accum(name)] as ort.Tensor).dims);
+    const outputs = await session.run(feeds);
+    const grads = new Map<string, Float32Array>();
+    for (const name of request.params.keys()) grads.set(name, outputs[IoNames.accumOut(name)]?.data as Float32Array);
+    const result: ShardResult = { loss: Number((outputs[IoNames.loss]?.data as Float32Array)[0]), grads };
+    return new Transfer(result, [...grads.values()].map((g) => g.buffer as ArrayBuffer));
+  },
+  release: async () => {
+    await state?.session.release();
+    state = undefined;
+  },
+});

@@ -301,13 +301,16 @@ export class StepEngine {
       if (value !== undefined) feeds[name] = value;
     }
     let own: ort.InferenceSession.OnnxValueMapType;
-    let others: ShardResult[];
+    let settled: PromiseSettledResult<ShardResult>[];
     try {
       own = await gradients.run(feeds);
     } finally {
-      // Every helper's answer is awaited even when this shard failed, so none is left running into the next step.
-      others = await Promise.all(pending);
+      // Every helper's answer is awaited even when a shard failed, so none is left running into the next step.
+      settled = await Promise.allSettled(pending);
     }
+    const failed = settled.find((result): result is PromiseRejectedResult => result.status === "rejected");
+    if (failed !== undefined) throw failed.reason;
+    const others = settled.map((result) => (result as PromiseFulfilledResult<ShardResult>).value);
     const scalars = stepScalars(this.optimizer, lr, this.#stepCount - (this.#scaler?.skippedSteps ?? 0) + 1);
     const applyFeeds: Record<string, ort.Tensor> = { [IoNames.lr]: scalar(scalars.lr), [IoNames.adamStepSize]: scalar(scalars.adamStepSize), [IoNames.adamSqrtBc2]: scalar(scalars.adamSqrtBc2) };
     for (const spec of this.model.registry.params) {

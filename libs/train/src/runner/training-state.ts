@@ -6,7 +6,7 @@ import { AppError, Code } from "@poseloop/core";
  * ("param:layer1.0.conv1.weight", "slot:exp_avg:...", ...).
  */
 export interface TrainingState {
-  /** Optimizer updates applied so far. */
+  /** Optimizer updates so far (under mixed precision, skipped ones included: see lossScaler). */
   readonly step: number;
   /** Micro-batches accumulated toward the next update (0 ≤ microStep < gradAccumSteps). */
   readonly microStep: number;

@@ -54,7 +54,7 @@ describe("shipped experiments", () => {
     expect(config.model?.inputSize).toMatchObject({ width: 96, height: 128 });
     expect(config.model?.codec?.kind.value).toMatchObject({ width: 24, height: 32, sigma: 2 });
     expect(config.data?.kind).toBe(DatasetKind.SYNTHETIC);
-    expect(config.data?.synthetic).toMatchObject({ trainImages: 2000, valImages: 200 });
+    expect(config.data?.synthetic).toMatchObject({ trainImages: 4000, valImages: 200 });
     expect(config.optimizer).toMatchObject({ kind: OptimizerKind.ADAM, lr: 0.003 });
     expect(config.batchSize).toBe(8);
     expect(config.intraOpThreads).toBe(1);

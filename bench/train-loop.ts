@@ -20,14 +20,14 @@ export async function run(): Promise<void> {
   if (config === undefined) throw new Error(problems.join("\n"));
   const workDir = process.env["POSELOOP_WORK_DIR"] ?? ".poseloop/work";
   const contract = runContract(config);
-  // A loader batch feeds every data-parallel replica (TRAIN.REPLICAS) its batch_size samples.
-  const batch = config.batchSize * Math.max(1, config.replicas);
   const rows: string[][] = [];
 
   // The loop: the trainer's own run (data generated on first use, outside the timing). The bare step: the same
   // graphs in a StepRunner worker, batches prepared in memory beforehand. Rounds alternate between the two so
   // that whatever else this machine is doing weighs on both alike; each side's rate is its median round.
   const session = await TrainingSession.start({ jobId: "bench", config: toBinary(TrainConfigSchema, config), roots: { dataRoot: workDir, workDir } });
+  // A loader batch: every data-parallel replica's batch_size samples.
+  const batch = session.position.samplesPerBatch;
   const { inputWidth: w, inputHeight: h } = contract.spec;
   const heatmap = contract.spec.codec.kind === "heatmap" ? contract.spec.codec.heatmapSize : { width: w / 4, height: h / 4 };
   const k = contract.spec.numKeypoints;

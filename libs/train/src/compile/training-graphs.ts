@@ -120,7 +120,8 @@ function emit(model: ModelDefinition, config: TrainingGraphConfig, optimizer: Re
     return g.build();
   }
 
-  emitUpdateTail(g, config, optimizer, names.map((name) => ({ name, value: (params.get(name) as Sym).value, shape: (params.get(name) as Sym).shape as readonly number[] })), totalGrads, scalars as NonNullable<typeof scalars>, mixed);
+  const updated = [...params].map(([name, sym]) => ({ name, value: sym.value, shape: sym.shape as readonly number[] }));
+  emitUpdateTail(g, config, optimizer, updated, totalGrads, scalars as NonNullable<typeof scalars>, mixed);
   return g.build();
 }
 

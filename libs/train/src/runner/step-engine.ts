@@ -114,6 +114,8 @@ export class StepEngine {
   #stepCount = 0;
   #microStep = 0;
   #scaler: LossScalerState | undefined;
+  /** The loss scaler's settings, under mixed precision. */
+  readonly #scaling: Required<LossScalingOptions> | undefined;
   #forward: ort.InferenceSession | undefined;
   readonly #replicated: Replicated | undefined;
 
@@ -134,7 +136,8 @@ export class StepEngine {
     this.#step = step;
     this.#accumulate = accumulate;
     this.#k = options.training.gradAccumSteps ?? 1;
-    if (options.mixedPrecision === true) this.#scaler = { scale: scalingOptions(options).initScale, goodSteps: 0, skippedSteps: 0 };
+    this.#scaling = options.mixedPrecision === true ? scalingOptions(options) : undefined;
+    if (this.#scaling !== undefined) this.#scaler = { scale: this.#scaling.initScale, goodSteps: 0, skippedSteps: 0 };
   }
 
   static async create(options: StepRunnerOptions): Promise<StepEngine> {
@@ -144,6 +147,7 @@ export class StepEngine {
   /** An engine for a model definition built outside the zoo (tests, custom heads). */
   static async fromDefinition(model: ModelDefinition, options: StepRunnerOptions): Promise<StepEngine> {
     checkDevice(options.device ?? "cpu", options.mixedPrecision ?? false, options.emulateMixedPrecisionOnCpu ?? false);
+    // Impossible loss-scaling settings fail before anything is compiled.
     if (options.mixedPrecision === true) scalingOptions(options);
     const replicas = options.replicas ?? 1;
     if (!Number.isInteger(replicas) || replicas < 1) throw new AppError(Code.INVALID_ARGUMENT, `replicas must be a positive integer, got ${replicas}`);
@@ -223,18 +227,9 @@ export class StepEngine {
     }
     const final = this.#microStep === this.#k - 1;
     const session = final ? this.#step : (this.#accumulate as ort.InferenceSession);
-    for (const name of session.inputNames) {
-      if (feeds[name] !== undefined) continue;
-      const value = this.#tensors.get(name);
-      if (value !== undefined) feeds[name] = value;
-    }
     if (this.#scaler !== undefined) feeds[IoNames.lossScale] = scalar(this.#scaler.scale);
-    if (final) {
-      const scalars = stepScalars(this.optimizer, lr, this.#stepCount - (this.#scaler?.skippedSteps ?? 0) + 1);
-      feeds[IoNames.lr] = scalar(scalars.lr);
-      feeds[IoNames.adamStepSize] = scalar(scalars.adamStepSize);
-      feeds[IoNames.adamSqrtBc2] = scalar(scalars.adamSqrtBc2);
-    }
+    if (final) this.#feedUpdateScalars(feeds, lr);
+    this.#feedState(session, feeds);
     const outputs = await session.run(feeds);
     const loss = Number((outputs[IoNames.loss]?.data as Float32Array)[0]);
     for (const [name, value] of Object.entries(outputs)) {
@@ -242,15 +237,9 @@ export class StepEngine {
       if (input !== undefined) this.#tensors.set(input, value);
     }
     if (final) {
-      this.#stepCount++;
       this.#microStep = 0;
       if (this.#k > 1) this.#zeroAccumulators();
-      const gradNorm = Number((outputs[IoNames.gradNorm]?.data as Float32Array)[0]);
-      const scaling = this.#scaler === undefined ? {} : this.#updateScale(Boolean((outputs[IoNames.gradsFinite]?.data as Uint8Array | boolean[])[0]));
-      if (this.#options.training.exposeGradients !== true) return { loss, updated: true, gradNorm, step: this.#stepCount, ...scaling };
-      const gradients = new Map<string, Float32Array>();
-      for (const spec of this.model.registry.params) gradients.set(spec.name, outputs[IoNames.grad(spec.name)]?.data as Float32Array);
-      return { loss, updated: true, gradNorm, step: this.#stepCount, gradients, ...scaling };
+      return this.#updated(outputs, loss);
     }
     this.#microStep++;
     return { loss, updated: false, gradNorm: undefined, step: this.#stepCount, ...(this.#scaler === undefined ? {} : { lossScale: this.#scaler.scale }) };
@@ -295,11 +284,7 @@ export class StepEngine {
     };
     if (batch.teacher !== undefined && distilled) feeds[IoNames.teacher] = new ort.Tensor("float32", batch.teacher.subarray(0, perShard.heatmaps), heatmap);
     if (lossScale !== undefined) feeds[IoNames.lossScale] = scalar(lossScale);
-    for (const name of gradients.inputNames) {
-      if (feeds[name] !== undefined) continue;
-      const value = this.#tensors.get(name);
-      if (value !== undefined) feeds[name] = value;
-    }
+    this.#feedState(gradients, feeds);
     let own: ort.InferenceSession.OnnxValueMapType;
     let settled: PromiseSettledResult<ShardResult>[];
     try {
@@ -311,36 +296,54 @@ export class StepEngine {
     const failed = settled.find((result): result is PromiseRejectedResult => result.status === "rejected");
     if (failed !== undefined) throw failed.reason;
     const others = settled.map((result) => (result as PromiseFulfilledResult<ShardResult>).value);
-    const scalars = stepScalars(this.optimizer, lr, this.#stepCount - (this.#scaler?.skippedSteps ?? 0) + 1);
-    const applyFeeds: Record<string, ort.Tensor> = { [IoNames.lr]: scalar(scalars.lr), [IoNames.adamStepSize]: scalar(scalars.adamStepSize), [IoNames.adamSqrtBc2]: scalar(scalars.adamSqrtBc2) };
+    const applyFeeds: Record<string, ort.Tensor> = {};
     for (const spec of this.model.registry.params) {
       applyFeeds[IoNames.shardGrad(0, spec.name)] = own[IoNames.accumOut(spec.name)] as ort.Tensor;
       others.forEach((result, i) => (applyFeeds[IoNames.shardGrad(i + 1, spec.name)] = new ort.Tensor("float32", result.grads.get(spec.name) as Float32Array, spec.shape)));
     }
-    for (const name of this.#step.inputNames) {
-      if (applyFeeds[name] !== undefined) continue;
-      const value = this.#tensors.get(name);
-      if (value !== undefined) applyFeeds[name] = value;
-    }
+    this.#feedUpdateScalars(applyFeeds, lr);
+    this.#feedState(this.#step, applyFeeds);
     const outputs = await this.#step.run(applyFeeds);
     for (const [name, value] of [...Object.entries(own), ...Object.entries(outputs)]) {
       const input = stateInputName(name);
       if (input !== undefined && !input.startsWith("accum:")) this.#tensors.set(input, value);
     }
-    this.#stepCount++;
     // The batch's loss: the mean of the shards' means (equal shards).
     const loss = [Number((own[IoNames.loss]?.data as Float32Array)[0]), ...others.map((result) => result.loss)].reduce((a, b) => a + b, 0) / replicas;
+    return this.#updated(outputs, loss);
+  }
+
+  /** Feeds every input of `session` that `feeds` lacks from the training state (weights, slots, statistics). */
+  #feedState(session: ort.InferenceSession, feeds: Record<string, ort.Tensor>): void {
+    for (const name of session.inputNames) {
+      if (feeds[name] !== undefined) continue;
+      const value = this.#tensors.get(name);
+      if (value !== undefined) feeds[name] = value;
+    }
+  }
+
+  /** The update's scalars at learning rate `lr`; Adam's t counts the updates applied (skipped ones are not). */
+  #feedUpdateScalars(feeds: Record<string, ort.Tensor>, lr: number): void {
+    const scalars = stepScalars(this.optimizer, lr, this.#stepCount - (this.#scaler?.skippedSteps ?? 0) + 1);
+    feeds[IoNames.lr] = scalar(scalars.lr);
+    feeds[IoNames.adamStepSize] = scalar(scalars.adamStepSize);
+    feeds[IoNames.adamSqrtBc2] = scalar(scalars.adamSqrtBc2);
+  }
+
+  /** Counts an update that `outputs` (of a graph ending in the optimizer) made, and reports it. */
+  #updated(outputs: ort.InferenceSession.OnnxValueMapType, loss: number): StepResult {
+    this.#stepCount++;
     const gradNorm = Number((outputs[IoNames.gradNorm]?.data as Float32Array)[0]);
     const scaling = this.#scaler === undefined ? {} : this.#updateScale(Boolean((outputs[IoNames.gradsFinite]?.data as Uint8Array | boolean[])[0]));
     if (this.#options.training.exposeGradients !== true) return { loss, updated: true, gradNorm, step: this.#stepCount, ...scaling };
-    const exposed = new Map<string, Float32Array>();
-    for (const spec of this.model.registry.params) exposed.set(spec.name, outputs[IoNames.grad(spec.name)]?.data as Float32Array);
-    return { loss, updated: true, gradNorm, step: this.#stepCount, gradients: exposed, ...scaling };
+    const gradients = new Map<string, Float32Array>();
+    for (const spec of this.model.registry.params) gradients.set(spec.name, outputs[IoNames.grad(spec.name)]?.data as Float32Array);
+    return { loss, updated: true, gradNorm, step: this.#stepCount, gradients, ...scaling };
   }
 
   /** GradScaler.update(): back off and skip on an overflow, grow after growthInterval finite updates in a row. */
   #updateScale(finite: boolean): { skipped: boolean; lossScale: number } {
-    const options = scalingOptions(this.#options);
+    const options = this.#scaling as Required<LossScalingOptions>;
     const current = this.#scaler as LossScalerState;
     if (!finite) {
       this.#scaler = { scale: current.scale * options.backoffFactor, goodSteps: 0, skippedSteps: current.skippedSteps + 1 };
@@ -373,7 +376,7 @@ export class StepEngine {
     }
     if (this.#scaler !== undefined) {
       // A state saved without mixed precision continues with a fresh scaler (its updates were all applied).
-      const scaler = state.lossScaler ?? { scale: scalingOptions(this.#options).initScale, goodSteps: 0, skippedSteps: 0 };
+      const scaler = state.lossScaler ?? { scale: (this.#scaling as Required<LossScalingOptions>).initScale, goodSteps: 0, skippedSteps: 0 };
       if (scaler.skippedSteps > state.step) throw new AppError(Code.INVALID_ARGUMENT, `the state skipped ${scaler.skippedSteps} of its ${state.step} updates`);
       this.#scaler = { ...scaler };
     }
@@ -414,10 +417,7 @@ export class StepEngine {
     const feeds: Record<string, ort.Tensor> = {
       [IoNames.images]: tensor(images, [n, 3, this.model.config.inputHeight, this.model.config.inputWidth], "images"),
     };
-    for (const name of this.#forward.inputNames) {
-      const value = this.#tensors.get(name);
-      if (value !== undefined) feeds[name] = value;
-    }
+    this.#feedState(this.#forward, feeds);
     const outputs = await this.#forward.run(feeds);
     return Float32Array.from(outputs[IoNames.heatmaps]?.data as Float32Array);
   }

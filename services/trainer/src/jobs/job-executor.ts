@@ -225,7 +225,7 @@ export class JobExecutor {
             loss: chunk.loss,
             lr: chunk.lr,
             samplesPerSecond: rate,
-            etaSeconds: rate > 0 ? Math.round((remainingBatches * config.batchSize * Math.max(1, config.replicas)) / rate) : 0,
+            etaSeconds: rate > 0 ? Math.round((remainingBatches * p.samplesPerBatch) / rate) : 0,
             gradNorm: Number.isFinite(chunk.gradNorm) ? chunk.gradNorm : 0,
             lossScale: chunk.lossScale,
           };

@@ -54,6 +54,8 @@ export interface RunPosition {
   readonly nextBatch: number;
   readonly step: number;
   readonly batchesPerEpoch: number;
+  /** Samples in a loader batch: batch_size for each data-parallel replica. */
+  readonly samplesPerBatch: number;
   readonly stepsPerEpoch: number;
   readonly endEpoch: number;
   readonly bestAp: number;
@@ -203,8 +205,7 @@ export class TrainingRun {
     const config = fromBinary(TrainConfigSchema, init.config);
     const contract = runContract(config);
     const data = await prepareData(config, init.roots, contract.schema);
-    // A loader batch feeds every replica: batch_size samples each.
-    const loaderBatch = config.batchSize * Math.max(1, config.replicas);
+    const loaderBatch = samplesPerBatch(config);
     if (data.instances.length < loaderBatch) {
       throw new AppError(Code.FAILED_PRECONDITION, `the training set has ${data.instances.length} instances, fewer than one batch of ${loaderBatch}`);
     }
@@ -276,12 +277,14 @@ export class TrainingRun {
   }
 
   get position(): RunPosition {
-    const batchesPerEpoch = Math.floor(this.#trainInstances / (this.config.batchSize * Math.max(1, this.config.replicas)));
+    const batchSamples = samplesPerBatch(this.config);
+    const batchesPerEpoch = Math.floor(this.#trainInstances / batchSamples);
     return {
       epoch: this.#epoch,
       nextBatch: this.#nextBatch,
       step: this.#engine.step,
       batchesPerEpoch,
+      samplesPerBatch: batchSamples,
       stepsPerEpoch: Math.max(1, Math.floor(batchesPerEpoch / this.config.gradAccumSteps)),
       endEpoch: this.config.endEpoch,
       bestAp: this.#bestAp,
@@ -560,4 +563,9 @@ function weightsFromState(tensors: ReadonlyMap<string, Float32Array>, engine: St
     buffers.set(spec.name, data);
   }
   return { params, buffers };
+}
+
+/** A loader batch feeds every data-parallel replica its batch_size samples (configs from before replicas have 0). */
+function samplesPerBatch(config: TrainConfig): number {
+  return config.batchSize * Math.max(1, config.replicas);
 }

@@ -6,7 +6,7 @@ export { indexGraph, nodeLabel } from "./graph-analysis.js";
 export { prepareForQuantization } from "./prepare.js";
 export { activationParameters, planQuantization, rewriteQdq } from "./qdq-rewrite.js";
 export type { QuantizationPlan, QuantizedLayer } from "./qdq-rewrite.js";
-export { activationParams, quantizeBias, quantizeWeights, symmetricChannelScales } from "./quant-params.js";
+export { activationParams, FULL_WEIGHT_RANGE, quantizeBias, quantizeWeights, REDUCED_WEIGHT_RANGE, symmetricChannelScales } from "./quant-params.js";
 export type { ActivationType, QuantParams } from "./quant-params.js";
 export { quantizeModel } from "./quantize.js";
 // Model files are written whole or not at all: quantization never leaves a partial file behind.

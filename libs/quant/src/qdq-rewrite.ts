@@ -12,7 +12,7 @@ import {
 import { AppError, Code } from "@poseloop/core";
 import type { TensorRange } from "./calibration.js";
 import { ABSORBED_OPS, COMPUTE_OPS, indexGraph, nodeLabel, OWN_SCALE_OPS, SAME_SCALE_OPS, type GraphIndex } from "./graph-analysis.js";
-import { activationParams, quantizeBias, quantizeWeights, symmetricChannelScales, type ActivationType, type QuantParams } from "./quant-params.js";
+import { activationParams, FULL_WEIGHT_RANGE, quantizeBias, quantizeWeights, symmetricChannelScales, type ActivationType, type QuantParams } from "./quant-params.js";
 
 /** Which nodes become int8 and which activation tensors get a Q/DQ pair. */
 export interface QuantizationPlan {
@@ -130,6 +130,7 @@ export function rewriteQdq(
   plan: QuantizationPlan,
   params: ReadonlyMap<string, QuantParams>,
   type: ActivationType,
+  weightRange: number = FULL_WEIGHT_RANGE,
 ): { model: ModelProto; layers: QuantizedLayer[] } {
   const out = clone(ModelProtoSchema, model);
   const graph = out.graph;
@@ -177,7 +178,7 @@ export function rewriteQdq(
     const node = clone(NodeProtoSchema, original);
     node.input = node.input.map((input) => (planned.has(input) ? dequantize(input) : input));
     if (plan.quantizedNodes.has(original) && COMPUTE_OPS.has(original.opType)) {
-      const layer = quantizeWeightsOf(original, node, scaleOf(original.input[0] as string), plan, addInit, nodes);
+      const layer = quantizeWeightsOf(original, node, scaleOf(original.input[0] as string), plan, addInit, nodes, weightRange);
       const output = quantizedOutput(original, plan);
       layers.push({ ...layer, input: original.input[0] as string, inputScale: scaleOf(original.input[0] as string).scale, output, outputScale: planned.has(output) ? scaleOf(output).scale : Number.NaN });
     }
@@ -229,6 +230,7 @@ function quantizeWeightsOf(
   plan: QuantizationPlan,
   addInit: (tensor: TensorProto) => string,
   nodes: NodeProto[],
+  weightRange: number,
 ): Omit<QuantizedLayer, "input" | "inputScale" | "output" | "outputScale"> {
   const label = nodeLabel(original);
   const weightProto = plan.index.initializers.get(original.input[1] as string);
@@ -242,8 +244,8 @@ function quantizeWeightsOf(
   if (weight.dtype !== "float32") throw new AppError(Code.INVALID_ARGUMENT, `cannot quantize node ${label}: weight ${weightProto.name} is ${weight.dtype}, not float32`);
   const axis = weightAxis(original);
   if (weight.dims.length <= axis) throw new AppError(Code.INVALID_ARGUMENT, `cannot quantize node ${label}: weight ${weightProto.name} has rank ${weight.dims.length}`);
-  const scales = symmetricChannelScales(weight.data as Float32Array, weight.dims, axis);
-  const q = quantizeWeights(weight.data as Float32Array, weight.dims, axis, scales);
+  const scales = symmetricChannelScales(weight.data as Float32Array, weight.dims, axis, weightRange);
+  const q = quantizeWeights(weight.data as Float32Array, weight.dims, axis, scales, weightRange);
   const base = weightProto.name;
   const w = addInit(toTensorProto(`${base}/int8`, { dtype: "int8", dims: weight.dims, data: q }));
   const ws = addInit(toTensorProto(`${base}/scale`, { dtype: "float32", dims: [scales.length], data: Float32Array.from(scales) }));

@@ -71,6 +71,7 @@ describe("quantizeModel on the zoo", () => {
     // The lite model at its real widths: its int8 file must be ≤ 0.3x fp32 although graph structure is a visible
     // share of so small a file. The others are narrowed to keep the test fast.
     ["lite", { architecture: "lite", inputWidth: 48, inputHeight: 64, numKeypoints: 17 }, 0.3],
+    ["lite with a 1/16 stage", { architecture: "lite", lite: { channels: [16, 32, 64, 128] }, inputWidth: 48, inputHeight: 64, numKeypoints: 17 }, 0.3],
     ["SimpleBaseline-R18", { architecture: "simplebaseline", simpleBaseline: { depth: 18, baseWidth: 16, deconvFilters: [32, 32, 32] }, inputWidth: 64, inputHeight: 96, numKeypoints: 17 }, 0.35],
     ["HRNet-W8", { architecture: "hrnet", hrnet: { width: 8 }, inputWidth: 64, inputHeight: 96, numKeypoints: 17 }, 0.35],
   ] as const)("%s runs as fused int8 kernels: QLinearConv, no float convolution left", async (_name, config, maxSizeRatio) => {
@@ -96,6 +97,43 @@ describe("quantizeModel on the zoo", () => {
     expect(quantized.report.keptFp32).toEqual([head?.name]);
     const ops = await optimizedOps(quantized.bytes);
     expect(floatConvolutions(ops), JSON.stringify(ops)).toBe(1);
+  });
+});
+
+describe("quantizeModel weight range", () => {
+  const config = { architecture: "lite", inputWidth: 48, inputHeight: 64, numKeypoints: 17 } as const;
+  const weightsOf = (model: ModelProto) => (model.graph?.initializer ?? []).filter((t) => t.name.endsWith("/int8")).map((t) => new Int8Array(t.rawData.buffer, t.rawData.byteOffset, t.rawData.byteLength));
+  const largest = (model: ModelProto) => Math.max(...weightsOf(model).map((w) => w.reduce((m, v) => Math.max(m, Math.abs(v)), 0)));
+
+  it("keeps weights within ±64 by default and uses ±127 when asked, saying which in the report", async () => {
+    const fp32 = zooModel(config);
+    const feeds = feedsFor("input", [2, 3, 64, 48], 2, 3);
+    const reduced = await quantizeModel(fp32, feeds, { skipSqnr: true });
+    const full = await quantizeModel(fp32, feeds, { skipSqnr: true, fullRangeWeights: true });
+    expect(weightsOf(reduced.model).length).toBeGreaterThan(5);
+    expect([reduced.report.weightRange, largest(reduced.model)]).toEqual([64, 64]);
+    expect([full.report.weightRange, largest(full.model)]).toEqual([127, 127]);
+  });
+
+  it("runs on this CPU's int8 kernels as onnxruntime's exact QDQ semantics say, where full-range weights may saturate", async () => {
+    // With graph optimizations off onnxruntime computes DequantizeLinear -> float op -> QuantizeLinear: the exact
+    // result of the int8 model. Fused int8 kernels on x86 without VNNI add uint8·int8 products in pairs into
+    // saturating int16; with the default reduced range they cannot overflow, on any CPU.
+    const foreign = readFileSync(fileURLToPath(new URL("../fixtures/foreign-pose-opset13.onnx", import.meta.url)));
+    const quantized = await quantizeModel(foreign, feedsFor("image", [2, 3, 64, 48], 3, 5), { calibrator: "percentile", percentile: 99.99, skipSqnr: true });
+    const [feed] = feedsFor("image", [2, 3, 64, 48], 1, 42);
+    const run = async (level: "all" | "disabled") => {
+      const session = await ort.InferenceSession.create(quantized.bytes, { graphOptimizationLevel: level });
+      try {
+        const out = await session.run(feed as never);
+        return Object.fromEntries(Object.entries(out).map(([k, v]) => [k, v.data as Float32Array]));
+      } finally {
+        await session.release();
+      }
+    };
+    const [kernels, exact] = [await run("all"), await run("disabled")];
+    expect(sqnrDb(exact["heatmaps"] as Float32Array, kernels["heatmaps"] as Float32Array)).toBeGreaterThan(40);
+    expect(sqnrDb(exact["visibility"] as Float32Array, kernels["visibility"] as Float32Array)).toBeGreaterThan(40);
   });
 });
 

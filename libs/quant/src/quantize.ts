@@ -4,7 +4,7 @@ import { depthToSpaceAsReshapes } from "./convtranspose-decomposition.js";
 import { prepareForQuantization } from "./prepare.js";
 import { activationParameters, planQuantization, rewriteQdq } from "./qdq-rewrite.js";
 import { layerSqnr, type LayerReport } from "./report.js";
-import type { ActivationType } from "./quant-params.js";
+import { FULL_WEIGHT_RANGE, REDUCED_WEIGHT_RANGE, type ActivationType } from "./quant-params.js";
 
 export interface QuantizeOptions {
   /** Default "minmax". */
@@ -17,12 +17,21 @@ export interface QuantizeOptions {
   readonly activationType?: ActivationType;
   /** Skip the SQNR pass of the report (faster; layers get NaN). */
   readonly skipSqnr?: boolean;
+  /**
+   * Full 8-bit weights ([−127, 127]) instead of the default reduced range ([−64, 64]). Only for models served
+   * where onnxruntime's int8 kernels cannot saturate — x86 with VNNI (AVX512-VNNI, AVX-VNNI, AMX), ARM — since
+   * elsewhere full-range weights overflow its int16 intermediate sums (see REDUCED_WEIGHT_RANGE). The model file
+   * does not say which CPU will run it, so the safe range is the default, as in PyTorch's x86 (fbgemm) defaults.
+   */
+  readonly fullRangeWeights?: boolean;
 }
 
 export interface QuantizationReport {
   readonly calibrator: CalibratorKind;
   readonly percentile: number | undefined;
   readonly activationType: ActivationType;
+  /** Int8 weights lie in [−weightRange, weightRange]: 64 (reduced, the default) or 127 (fullRangeWeights). */
+  readonly weightRange: number;
   readonly calibrationBatches: number;
   /** Quantized compute layers: scales and output SQNR. */
   readonly layers: readonly LayerReport[];
@@ -62,7 +71,8 @@ export async function quantizeModel(fp32: ModelProto | Uint8Array, feeds: Calibr
   const model = interleaved.replaced > 0 ? interleaved.model : prepared.model;
   const finalPlan = interleaved.replaced > 0 ? planQuantization(model, options.keepFp32) : plan;
   const params = activationParameters(finalPlan, ranges, activationType);
-  const rewritten = rewriteQdq(model, finalPlan, params, activationType);
+  const weightRange = options.fullRangeWeights === true ? FULL_WEIGHT_RANGE : REDUCED_WEIGHT_RANGE;
+  const rewritten = rewriteQdq(model, finalPlan, params, activationType, weightRange);
   const bytes = encodeModel(rewritten.model);
   const layers = options.skipSqnr === true ? rewritten.layers.map((layer) => ({ ...layer, sqnrDb: Number.NaN })) : await layerSqnr(prepared.model, rewritten.model, rewritten.layers, feeds);
   const fp32Bytes = encodeModel(prepared.model).byteLength;
@@ -73,6 +83,7 @@ export async function quantizeModel(fp32: ModelProto | Uint8Array, feeds: Calibr
       calibrator,
       percentile: calibrator === "percentile" ? (options.percentile ?? 99.999) : undefined,
       activationType,
+      weightRange,
       calibrationBatches: feeds.length,
       layers,
       quantizedTensors: plan.tensors.length,

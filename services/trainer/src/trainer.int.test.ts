@@ -57,6 +57,7 @@ describe("trainer service", () => {
     expect(manifest?.metrics?.numImages).toBe(8);
     expect(manifest?.fp32Metrics?.numImages).toBe(8);
     expect(manifest?.quantization?.calibrator).not.toBe("");
+    expect(manifest?.quantization?.weightRange).toBe(64);
 
     // The registry holds the version, serving, with an int8 artifact whose digest verifies.
     const serving = await harness.registry.getServing("trainer-it");

@@ -161,6 +161,12 @@ describe("parseExperiment", () => {
     expect(resolveTrainConfig(both.config!).problems).toEqual(["TRAIN.REPLICAS (replicas) 2 and TRAIN.GRAD_ACCUM_STEPS (grad_accum_steps) 4 cannot be combined: use one or the other"]);
   });
 
+  it("quantizes weights to the range every CPU computes exactly unless QUANT.FULL_RANGE_WEIGHTS asks for 8 bits", () => {
+    expect(load(cocoExperiment(), {}).quantization?.fullRangeWeights).toBe(false);
+    expect(load(cocoExperiment(), { "QUANT.FULL_RANGE_WEIGHTS": "true" }).quantization?.fullRangeWeights).toBe(true);
+    expect(parseExperiment(cocoExperiment(), { "QUANT.FULL_RANGE_WEIGHTS": "7" }).problems).toEqual([expect.stringMatching(/^QUANT\.FULL_RANGE_WEIGHTS: /) as string]);
+  });
+
   it("accepts the reference's CUDNN settings and directories", () => {
     const yaml = `${cocoExperiment()}\nCUDNN:\n  BENCHMARK: true\nGPUS: (0,1,2,3)\nOUTPUT_DIR: output\nLOG_DIR: log\n`;
     expect(parseExperiment(yaml).problems).toEqual([]);

@@ -227,6 +227,7 @@ const SCHEMA: Section = {
     CALIBRATION_SAMPLES: positiveInt,
     MAX_AP_DROP: positiveNumber,
     FP32_NODES: strings,
+    FULL_RANGE_WEIGHTS: boolean,
   },
   CHECKPOINT: {
     EVERY_MINUTES: uint,
@@ -606,6 +607,7 @@ function buildConfig(values: ReadonlyMap<string, unknown>, problems: string[]): 
   take("QUANT.CALIBRATION_SAMPLES", (v: number) => (quantization.calibrationSamples = v));
   take("QUANT.MAX_AP_DROP", (v: number) => (quantization.maxApDrop = v));
   take("QUANT.FP32_NODES", (v: string[]) => (quantization.fp32Nodes = v));
+  take("QUANT.FULL_RANGE_WEIGHTS", (v: boolean) => (quantization.fullRangeWeights = v));
   take("CHECKPOINT.EVERY_MINUTES", (v: number) => (checkpoint.everyMinutes = v));
   take("CHECKPOINT.KEEP_LAST", (v: number) => (checkpoint.keepLast = v));
 

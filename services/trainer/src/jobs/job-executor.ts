@@ -15,6 +15,7 @@ import {
   type Checkpoint,
   type Job,
 } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
+import { FULL_WEIGHT_RANGE, REDUCED_WEIGHT_RANGE } from "@poseloop/quant";
 import { recordError, traceContextFromRecord, withSpan } from "@poseloop/telemetry";
 import { decodeCheckpoint } from "../runner/checkpoint-file.js";
 import type { DataRoots } from "../runner/datasets.js";
@@ -391,6 +392,7 @@ export class JobExecutor {
         fp32Nodes: [...quantization.fp32Nodes],
         apDrop: (accepted.fp32Ap - accepted.int8Ap) * 100,
         maxApDrop: quantization.maxApDrop,
+        weightRange: quantization.fullRangeWeights ? FULL_WEIGHT_RANGE : REDUCED_WEIGHT_RANGE,
       });
     }
     const files = [

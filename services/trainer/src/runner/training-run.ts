@@ -438,7 +438,7 @@ export class TrainingRun {
         int8Metrics = toBinary(KeypointMetricsSchema, metricsMessage(evaluation));
         return evaluation.stats.ap;
       },
-      quantize: { skipSqnr: true },
+      quantize: { skipSqnr: true, fullRangeWeights: quant.fullRangeWeights },
     });
     const gate = {
       passed: result.passed,

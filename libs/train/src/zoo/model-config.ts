@@ -38,8 +38,9 @@ export function modelConfigProblems(config: ModelConfig): string[] {
   positive(config.inputWidth, "input width");
   positive(config.inputHeight, "input height");
   positive(config.numKeypoints, "number of keypoints");
-  // Every model reaches 1/32 (HRNet's fourth branch, ResNet's last stage) and upsamples back to 1/4.
-  const divisor = config.architecture === "lite" ? 8 : 32;
+  // Every big model reaches 1/32 (HRNet's fourth branch, ResNet's last stage) and upsamples back to 1/4; lite
+  // reaches 1/8, or 1/16 with a fourth width.
+  const divisor = config.architecture === "lite" ? ((config.lite?.channels?.length ?? 3) === 4 ? 16 : 8) : 32;
   if (config.inputWidth % divisor !== 0 || config.inputHeight % divisor !== 0) {
     problems.push(`${config.architecture} needs an input size divisible by ${divisor}, got ${config.inputWidth}x${config.inputHeight}`);
   }

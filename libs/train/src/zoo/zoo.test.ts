@@ -23,6 +23,7 @@ describe("model zoo", () => {
 
   it.each([
     ["lite", { architecture: "lite", inputWidth: 48, inputHeight: 64, numKeypoints: 17 }],
+    ["lite with a 1/16 stage", { architecture: "lite", lite: { channels: [8, 16, 32, 64] }, inputWidth: 48, inputHeight: 64, numKeypoints: 17 }],
     ["SimpleBaseline-R18", { architecture: "simplebaseline", simpleBaseline: { depth: 18, baseWidth: 16, deconvFilters: [32, 32, 32] }, inputWidth: 64, inputHeight: 96, numKeypoints: 17 }],
     ["HRNet-W8", { architecture: "hrnet", hrnet: { width: 8 }, inputWidth: 64, inputHeight: 96, numKeypoints: 17 }],
   ] as const)("%s exports an inference model with a dynamic batch and quarter-resolution heatmaps", async (_name, config) => {

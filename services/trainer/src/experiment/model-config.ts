@@ -18,9 +18,12 @@ export function modelConfigFromSpec(spec: ModelSpec): ModelConfig {
     case Architecture.LITE: {
       const lite = spec.extra.case === "lite" ? spec.extra.value : undefined;
       const config: { -readonly [K in keyof LiteConfig]?: LiteConfig[K] } = {};
-      const [c0, c1, c2] = lite?.channels ?? [];
-      // The lite net has exactly three stages; another count is reported by resolveTrainConfig.
-      if (lite?.channels.length === 3 && c0 !== undefined && c1 !== undefined && c2 !== undefined) config.channels = [c0, c1, c2];
+      const [c0, c1, c2, c3] = lite?.channels ?? [];
+      // The lite net has three or four stages; another count is reported by resolveTrainConfig.
+      if (c0 !== undefined && c1 !== undefined && c2 !== undefined) {
+        if (lite?.channels.length === 3) config.channels = [c0, c1, c2];
+        if (lite?.channels.length === 4 && c3 !== undefined) config.channels = [c0, c1, c2, c3];
+      }
       if (lite !== undefined && lite.blocksPerStage > 0) config.blocksPerStage = lite.blocksPerStage;
       return { architecture: "lite", ...base, lite: config };
     }

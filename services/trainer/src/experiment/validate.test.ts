@@ -134,6 +134,19 @@ describe("resolveTrainConfig", () => {
     ]);
   });
 
+  it("takes a fourth lite width as a 1/16 stage, which needs an input divisible by 16", () => {
+    const four = resolve(minimal({ model: { architecture: Architecture.LITE, inputSize: { width: 48, height: 64 }, extra: { case: "lite", value: { channels: [8, 16, 32, 64] } } } }));
+    expect(four.problems).toEqual([]);
+    expect(modelConfigFromSpec(four.config.model!).lite?.channels).toEqual([8, 16, 32, 64]);
+    const { problems } = resolve(
+      minimal({ model: { architecture: Architecture.LITE, inputSize: { width: 40, height: 64 }, extra: { case: "lite", value: { channels: [8, 16, 32, 64] } } } }),
+    );
+    expect(problems).toContain("MODEL: lite needs an input size divisible by 16, got 40x64");
+    expect(resolve(minimal({ model: { architecture: Architecture.LITE, inputSize: { width: 48, height: 64 }, extra: { case: "lite", value: { channels: [8, 16] } } } })).problems).toEqual([
+      "MODEL.EXTRA.CHANNELS (model.lite.channels) must be three or four positive widths (1/2, 1/4, 1/8 and optionally 1/16 of the input), got [8, 16]",
+    ]);
+  });
+
   it("reports an inconsistent keypoint schema", () => {
     const { problems } = resolve(
       minimal({

@@ -244,8 +244,8 @@ function modelProblems(config: TrainConfig): string[] {
   }
   if (model.extra.case === "lite") {
     const { channels } = model.extra.value;
-    if (channels.length !== 3 || channels.some((c) => c === 0)) {
-      problems.push(`${field("MODEL.EXTRA.CHANNELS", "model.lite.channels")} must be three positive widths (1/2, 1/4, 1/8 of the input), got ${list(channels)}`);
+    if ((channels.length !== 3 && channels.length !== 4) || channels.some((c) => c === 0)) {
+      problems.push(`${field("MODEL.EXTRA.CHANNELS", "model.lite.channels")} must be three or four positive widths (1/2, 1/4, 1/8 and optionally 1/16 of the input), got ${list(channels)}`);
     }
   }
   if (model.extra.case === "simpleBaseline") {

@@ -287,7 +287,7 @@ export const ModelSpecSchema: GenMessage<ModelSpec> = /*@__PURE__*/
  */
 export type LiteSpec = Message<"poseloop.trainer.v1.LiteSpec"> & {
   /**
-   * Channels of the stages, e.g. [16, 32, 64].
+   * Widths at 1/2, 1/4 and 1/8 of the input, e.g. [16, 32, 64]; a fourth adds a stage at 1/16 (input divisible by 16).
    *
    * @generated from field: repeated uint32 channels = 1;
    */

@@ -103,7 +103,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   const live = new LiveLine(out);
   const outDir = join(root, "out");
   await mkdir(outDir, { recursive: true });
-  const epochs = env["POSELOOP_DEMO_EPOCHS"] ?? "4";
+  const epochs = env["POSELOOP_DEMO_EPOCHS"] ?? "3";
   const externalTraces = env["OTEL_EXPORTER_OTLP_ENDPOINT"] !== undefined;
   const collector = externalTraces ? undefined : await TraceCollector.start();
   const serviceEnv: Env = {

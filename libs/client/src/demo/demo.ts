@@ -103,7 +103,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   const live = new LiveLine(out);
   const outDir = join(root, "out");
   await mkdir(outDir, { recursive: true });
-  const epochs = env["POSELOOP_DEMO_EPOCHS"] ?? "3";
+  const epochs = env["POSELOOP_DEMO_EPOCHS"] ?? "4";
   const externalTraces = env["OTEL_EXPORTER_OTLP_ENDPOINT"] !== undefined;
   const collector = externalTraces ? undefined : await TraceCollector.start();
   const serviceEnv: Env = {
@@ -134,9 +134,13 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     inference = new InferenceClient({ address: services[1]?.address ?? "" });
 
     const yaml = await readFile(join(root, "experiments/synthetic/lite_128x96_demo.yaml"), "utf8");
-    const { job } = await trainer.startTraining({ experimentYaml: yaml, overrides: { "PUBLISH.MODE": "every_epoch", ...scheduleFor(Number(epochs)) }, labels: { source: "npm-start" } });
+    // A few-minute run learns faster with the three-width net: the recipe's 1/16 stage costs 1.45x a step and
+    // pays only from about the fifth minute (measured: 3 epochs of it AP 0.194 in 330 s, 4 of the three-width
+    // net 0.239 in less time).
+    const overrides = { "PUBLISH.MODE": "every_epoch", "MODEL.EXTRA.CHANNELS": "[16, 32, 64]", ...scheduleFor(Number(epochs)) };
+    const { job } = await trainer.startTraining({ experimentYaml: yaml, overrides, labels: { source: "npm-start" } });
     const jobId = job?.jobId ?? "";
-    out.line(`  job ${jobId}: experiments/synthetic/lite_128x96_demo.yaml for ${epochs} epochs (the first run renders the synthetic dataset first)`);
+    out.line(`  job ${jobId}: experiments/synthetic/lite_128x96_demo.yaml with the three-width net for ${epochs} epochs (the first run renders the synthetic dataset first)`);
 
     const publications: ModelManifest[] = [];
     const stream = new DemoStream(inference, join(outDir, "poseloop-demo.mp4"), ffmpegPath(env), signal);

@@ -12,7 +12,7 @@ import {
 import { AppError, Code } from "@poseloop/core";
 import type { TensorRange } from "./calibration.js";
 import { ABSORBED_OPS, COMPUTE_OPS, indexGraph, nodeLabel, OWN_SCALE_OPS, SAME_SCALE_OPS, type GraphIndex } from "./graph-analysis.js";
-import { activationParams, FULL_WEIGHT_RANGE, quantizeBias, quantizeWeights, symmetricChannelScales, type ActivationType, type QuantParams } from "./quant-params.js";
+import { activationParams, quantizeBias, quantizeWeights, symmetricChannelScales, type ActivationType, type QuantParams } from "./quant-params.js";
 
 /** Which nodes become int8 and which activation tensors get a Q/DQ pair. */
 export interface QuantizationPlan {
@@ -130,7 +130,8 @@ export function rewriteQdq(
   plan: QuantizationPlan,
   params: ReadonlyMap<string, QuantParams>,
   type: ActivationType,
-  weightRange: number = FULL_WEIGHT_RANGE,
+  /** Int8 weights lie in [−weightRange, weightRange] (FULL_WEIGHT_RANGE or REDUCED_WEIGHT_RANGE). */
+  weightRange: number,
 ): { model: ModelProto; layers: QuantizedLayer[] } {
   const out = clone(ModelProtoSchema, model);
   const graph = out.graph;

@@ -33,7 +33,7 @@ export const FULL_WEIGHT_RANGE = 127;
 export const REDUCED_WEIGHT_RANGE = 64;
 
 /** Symmetric int8 scale per channel of `weights` along `axis`: max |w| / range (1 for an all-zero channel). */
-export function symmetricChannelScales(weights: Float32Array, dims: readonly number[], axis: number, range: number = FULL_WEIGHT_RANGE): Float64Array {
+export function symmetricChannelScales(weights: Float32Array, dims: readonly number[], axis: number, range: number): Float64Array {
   const channels = dims[axis] as number;
   const inner = dims.slice(axis + 1).reduce((a, b) => a * b, 1);
   const scales = new Float64Array(channels);
@@ -46,7 +46,7 @@ export function symmetricChannelScales(weights: Float32Array, dims: readonly num
 }
 
 /** Quantizes weights to int8 with per-channel scales along `axis` (zero points 0, values in [−range, range]). */
-export function quantizeWeights(weights: Float32Array, dims: readonly number[], axis: number, scales: Float64Array, range: number = FULL_WEIGHT_RANGE): Int8Array {
+export function quantizeWeights(weights: Float32Array, dims: readonly number[], axis: number, scales: Float64Array, range: number): Int8Array {
   const channels = dims[axis] as number;
   const inner = dims.slice(axis + 1).reduce((a, b) => a * b, 1);
   const out = new Int8Array(weights.length);

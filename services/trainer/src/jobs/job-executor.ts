@@ -15,7 +15,6 @@ import {
   type Checkpoint,
   type Job,
 } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
-import { FULL_WEIGHT_RANGE, REDUCED_WEIGHT_RANGE } from "@poseloop/quant";
 import { recordError, traceContextFromRecord, withSpan } from "@poseloop/telemetry";
 import { decodeCheckpoint } from "../runner/checkpoint-file.js";
 import type { DataRoots } from "../runner/datasets.js";
@@ -392,7 +391,7 @@ export class JobExecutor {
         fp32Nodes: [...quantization.fp32Nodes],
         apDrop: (accepted.fp32Ap - accepted.int8Ap) * 100,
         maxApDrop: quantization.maxApDrop,
-        weightRange: quantization.fullRangeWeights ? FULL_WEIGHT_RANGE : REDUCED_WEIGHT_RANGE,
+        weightRange: outcome.gate?.weightRange ?? 0,
       });
     }
     const files = [

@@ -105,7 +105,16 @@ export interface ExportOutcome {
   readonly weights: Uint8Array;
   readonly fp32Metrics: Uint8Array;
   readonly int8Metrics: Uint8Array | undefined;
-  readonly gate: { passed: boolean; maxApDrop: number; message: string; attempts: { strategy: string; calibrator: string; fp32Ap: number; int8Ap: number; passed: boolean }[] } | undefined;
+  readonly gate:
+    | {
+        passed: boolean;
+        maxApDrop: number;
+        message: string;
+        attempts: { strategy: string; calibrator: string; fp32Ap: number; int8Ap: number; passed: boolean }[];
+        /** The accepted int8 model's weight range (0 when none passed). */
+        weightRange: number;
+      }
+    | undefined;
   readonly epoch: number;
   readonly step: number;
   readonly sizes: { fp32: number; int8: number };
@@ -445,6 +454,7 @@ export class TrainingRun {
       maxApDrop: result.maxApDrop,
       message: result.message,
       attempts: result.attempts.map((a) => ({ strategy: a.strategy, calibrator: a.calibrator, fp32Ap: result.fp32Ap, int8Ap: a.int8Ap, passed: a.passed })),
+      weightRange: result.accepted?.report.weightRange ?? 0,
     };
     const int8 = result.accepted?.bytes;
     return { fp32, int8, weights: weightBytes, fp32Metrics, int8Metrics: int8 === undefined ? undefined : int8Metrics, gate, epoch, step, sizes: { fp32: fp32.byteLength, int8: int8?.byteLength ?? 0 } };

@@ -1,15 +1,23 @@
 import { clone } from "@bufbuild/protobuf";
 import { foldBatchNorms, tensorAttr, toTensorProto } from "@poseloop/onnx";
 import { ModelProtoSchema, type ModelProto } from "@poseloop/proto/onnx/onnx_pb";
+import { padConvInputChannels } from "./channel-padding.js";
 import { decomposeConvTransposes } from "./convtranspose-decomposition.js";
 
 /**
  * Prepares a float model for quantization: Constant nodes become initializers (so weights hidden behind
  * Constant, as PyTorch exports them, are seen as weights), BatchNormalization is folded into the convolutions
  * before it (so the folded weights are what gets quantized), and stride-s transposed convolutions become a
- * Conv + DepthToSpace (int8-capable on the CPU provider). Every step keeps the float outputs.
+ * Conv + DepthToSpace (int8-capable on the CPU provider), and the stem's 3 input channels become 4 (see
+ * padConvInputChannels). Every step keeps the float outputs.
  */
-export function prepareForQuantization(model: ModelProto): { model: ModelProto; foldedBatchNorms: number; foldedConstants: number; decomposedConvTransposes: number } {
+export function prepareForQuantization(model: ModelProto): {
+  model: ModelProto;
+  foldedBatchNorms: number;
+  foldedConstants: number;
+  decomposedConvTransposes: number;
+  paddedConvInputs: number;
+} {
   const out = clone(ModelProtoSchema, model);
   const graph = out.graph;
   let foldedConstants = 0;
@@ -28,5 +36,6 @@ export function prepareForQuantization(model: ModelProto): { model: ModelProto; 
   }
   const folded = foldBatchNorms(out);
   const decomposed = decomposeConvTransposes(folded.model);
-  return { model: decomposed.model, foldedBatchNorms: folded.folded, foldedConstants, decomposedConvTransposes: decomposed.decomposed };
+  const padded = padConvInputChannels(decomposed.model);
+  return { model: padded.model, foldedBatchNorms: folded.folded, foldedConstants, decomposedConvTransposes: decomposed.decomposed, paddedConvInputs: padded.padded };
 }

@@ -39,6 +39,8 @@ export interface QuantizationReport {
   readonly keptFp32: readonly string[];
   readonly foldedBatchNorms: number;
   readonly decomposedConvTransposes: number;
+  /** Convolutions whose input channels were padded to a multiple of 4 (the RGB stem). */
+  readonly paddedConvInputs: number;
   readonly fp32Bytes: number;
   readonly int8Bytes: number;
   /** int8 file size / fp32 file size. */
@@ -90,6 +92,7 @@ export async function quantizeModel(fp32: ModelProto | Uint8Array, feeds: Calibr
       keptFp32: plan.keptFp32,
       foldedBatchNorms: prepared.foldedBatchNorms,
       decomposedConvTransposes: prepared.decomposedConvTransposes,
+      paddedConvInputs: prepared.paddedConvInputs,
       fp32Bytes,
       int8Bytes: bytes.byteLength,
       sizeRatio: bytes.byteLength / fp32Bytes,

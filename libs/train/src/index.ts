@@ -1,7 +1,7 @@
 export { Rng } from "./rng.js";
 export { Tape } from "./tape.js";
 export type { Backward, Sym } from "./tape.js";
-export { defineModel, modelConfigProblems } from "./zoo/model-config.js";
+export { defineModel, heatmapStride, modelConfigProblems } from "./zoo/model-config.js";
 export type { Architecture, ModelConfig, ModelDefinition } from "./zoo/model-config.js";
 export { hrnetStages } from "./zoo/hrnet.js";
 export type { HrnetConfig, HrnetStageConfig } from "./zoo/hrnet.js";

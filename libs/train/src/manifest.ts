@@ -8,7 +8,7 @@ import {
   Precision,
   type KeypointSchema as KeypointSchemaProto,
 } from "@poseloop/proto/poseloop/common/v1/model_pb";
-import type { ModelConfig } from "./zoo/model-config.js";
+import { heatmapStride, type ModelConfig } from "./zoo/model-config.js";
 
 /** ImageNet statistics on the 0–255 scale, what the zoo models are trained with. */
 export const IMAGENET_MEAN = [123.675, 116.28, 103.53] as const;
@@ -59,7 +59,7 @@ export function modelManifest(config: ModelConfig, options: ManifestOptions = {}
       std: [...IMAGENET_STD],
     },
     keypointSchema: keypointSchemaProto(options.schema ?? COCO17),
-    codec: { kind: { case: "heatmap", value: { width: config.inputWidth / 4, height: config.inputHeight / 4, sigma: options.sigma ?? 2, refinement, unbiased: options.unbiased ?? false } } },
+    codec: { kind: { case: "heatmap", value: { width: config.inputWidth / heatmapStride(config), height: config.inputHeight / heatmapStride(config), sigma: options.sigma ?? 2, refinement, unbiased: options.unbiased ?? false } } },
     outputNames: [options.outputName ?? "heatmaps"],
     precision: options.precision ?? Precision.FP32,
   };

@@ -5,7 +5,7 @@ import { readTensorArchive, relativeError } from "../testing/tensor-archive.js";
 import type { ModelConfig } from "../zoo/model-config.js";
 import { StepEngine } from "./step-engine.js";
 
-const MODELS = ["lite", "lite-16", "simplebaseline-r18", "simplebaseline-r50", "hrnet-w4"] as const;
+const MODELS = ["lite", "lite-16", "lite-half", "simplebaseline-r18", "simplebaseline-r50", "hrnet-w4"] as const;
 /**
  * The bound per tensor: 1e-4 relative (max |Δ| / max |ref|) against PyTorch's float64 run, or a multiple of the
  * float32 noise floor where that is larger: the fixture records, per tensor, how far PyTorch's own float32 runs

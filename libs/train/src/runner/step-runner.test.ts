@@ -14,11 +14,11 @@ const W = 48;
 const K = 17;
 
 /** A fixed batch: noise crops and one Gaussian blob per joint, different per sample. */
-function makeBatch(seed: number): StepBatch {
+function makeBatch(seed: number, heatmapStride = 4): StepBatch {
   const rng = new Rng(seed);
   const images = Float32Array.from({ length: B * 3 * H * W }, () => rng.normal());
-  const hh = H / 4;
-  const hw = W / 4;
+  const hh = H / heatmapStride;
+  const hw = W / heatmapStride;
   const targets = new Float32Array(B * K * hh * hw);
   for (let b = 0; b < B; b++) {
     for (let k = 0; k < K; k++) {
@@ -38,7 +38,7 @@ const base: StepRunnerOptions = {
 };
 
 /** The exported inference model (BN folded), run by a plain InferenceSession, equals the eval-mode training forward within 1e-5. */
-async function expectExportEqualsForward(runner: StepRunner): Promise<void> {
+async function expectExportEqualsForward(runner: StepRunner, heatmapStride = 4): Promise<void> {
   const rng = new Rng(5);
   const n = 3;
   const images = Float32Array.from({ length: n * 3 * H * W }, () => rng.normal());
@@ -49,7 +49,7 @@ async function expectExportEqualsForward(runner: StepRunner): Promise<void> {
     expect(session.inputNames).toEqual(["input"]);
     const out = await session.run({ input: new ort.Tensor("float32", images, [n, 3, H, W]) });
     const heatmaps = out["heatmaps"]?.data as Float32Array;
-    expect(heatmaps.length).toBe(n * K * (H / 4) * (W / 4));
+    expect(heatmaps.length).toBe(n * K * (H / heatmapStride) * (W / heatmapStride));
     let worst = 0;
     let scale = 0;
     for (let i = 0; i < heatmaps.length; i++) {
@@ -134,6 +134,23 @@ describe("StepRunner, lite with a 1/16 stage (CHANNELS with a fourth width)", ()
     for (let i = 1; i < 150; i++) last = await runner.run(batch, 1e-3);
     expect(last.loss).toBeLessThan(0.2 * first.loss);
     await expectExportEqualsForward(runner);
+  });
+});
+
+describe("StepRunner, lite with half-resolution heatmaps (MODEL.HEATMAP_SIZE at half the input)", () => {
+  let runner: StepRunner;
+  beforeAll(async () => {
+    runner = await StepRunner.create({ ...base, model: { ...base.model, lite: { channels: [8, 16, 32, 64], heatmapStride: 2 } } });
+  });
+  afterAll(async () => runner.release());
+
+  it("learns a fixed batch of 32x24 targets and exports an inference model equal to its eval-mode forward", async () => {
+    const batch = makeBatch(2, 2);
+    const first = await runner.run(batch, 1e-3);
+    let last = first;
+    for (let i = 1; i < 150; i++) last = await runner.run(batch, 1e-3);
+    expect(last.loss).toBeLessThan(0.2 * first.loss);
+    await expectExportEqualsForward(runner, 2);
   });
 });
 
@@ -372,7 +389,7 @@ describe("StepRunner with data-parallel replicas", () => {
 describe("StepRunner state", () => {
   it("export → import → continue gives weights bit-identical to an uninterrupted run", async () => {
     const options: StepRunnerOptions = { ...base, training: { batchSize: B, gradAccumSteps: 2, clipGradNorm: 0.5, optimizer: { kind: "sgd", momentum: 0.9, nesterov: true, weightDecay: 1e-4 } } };
-    const batches = [1, 2, 3, 4, 5, 6, 7].map(makeBatch);
+    const batches = [1, 2, 3, 4, 5, 6, 7].map((seed) => makeBatch(seed));
     const lr = (i: number) => 0.01 * (1 - i / 10);
     const uninterrupted = await StepRunner.create(options);
     const first = await StepRunner.create(options);

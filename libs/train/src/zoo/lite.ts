@@ -12,6 +12,14 @@ export interface LiteConfig {
    */
   readonly channels: readonly [number, number, number] | readonly [number, number, number, number];
   readonly blocksPerStage: number;
+  /**
+   * 4 (default): heatmaps at a quarter of the input, like the big models. 2: one more deconvolution brings the
+   * quarter-resolution features up to half (keeping the second width: the first is narrower than 17 heatmaps),
+   * adds the stem's first (1/2) features through a 1x1 projection, fuses them with a 3x3 conv, and the head
+   * works there: heatmap cells half as big, for keypoints whose tolerance is under a quarter-resolution cell
+   * (the face's, at small inputs).
+   */
+  readonly heatmapStride?: 2 | 4;
 }
 
 const INIT: Init = { kind: "kaiming-normal-fan-out" };
@@ -22,7 +30,8 @@ const INIT: Init = { kind: "kaiming-normal-fan-out" };
  * keeps localisation sharp), and a 3x3 + 1x1 head. Heatmaps at a quarter of the input, like the big models.
  * A fourth width adds residual blocks at 1/16 brought back to 1/8 by a deconvolution, an add and a 3x3 fuse:
  * context across the whole crop, which is what tells a person's left limbs from their right (on the synthetic
- * demo it halved the left/right swaps of ankles and knees).
+ * demo it halved the left/right swaps of ankles and knees). `heatmapStride: 2` adds a last step up to half
+ * the input, with the stem's 1/2 features as its skip.
  */
 export class LitePose {
   readonly #stem: ConvBnRelu[];
@@ -32,6 +41,7 @@ export class LitePose {
   readonly #fuse: ConvBnRelu;
   readonly #head: Conv2d;
   readonly #context: { layer: { forward(ctx: ForwardContext, x: Sym): Sym }[]; deconv: ConvTranspose2d; bn: BatchNorm2d; fuse: ConvBnRelu } | undefined;
+  readonly #half: { deconv: ConvTranspose2d; bn: BatchNorm2d; skip: ConvBnRelu; fuse: ConvBnRelu } | undefined;
 
   constructor(registry: Registry, config: LiteConfig, numKeypoints: number) {
     const [c0, c1, c2, c3] = config.channels;
@@ -55,12 +65,23 @@ export class LitePose {
       bn: new BatchNorm2d(registry, "up.1", c1),
     };
     this.#fuse = new ConvBnRelu(registry, "fuse.0", "fuse.1", c1, c1, 3, { init: INIT });
+    this.#half =
+      config.heatmapStride === 2
+        ? {
+            deconv: new ConvTranspose2d(registry, "up2.0", c1, c1, 4, { stride: 2, padding: 1, init: { kind: "normal", std: 0.001 } }),
+            bn: new BatchNorm2d(registry, "up2.1", c1),
+            skip: new ConvBnRelu(registry, "skip2.0", "skip2.1", c0, c1, 1, { init: INIT }),
+            fuse: new ConvBnRelu(registry, "fuse2.0", "fuse2.1", c1, c1, 3, { init: INIT }),
+          }
+        : undefined;
     this.#head = new Conv2d(registry, "final_layer", c1, numKeypoints, 1, { bias: true, init: { kind: "normal", std: 0.001 }, biasInit: { kind: "zeros" } });
   }
 
   forward(ctx: ForwardContext, images: Sym): Sym {
     const t = ctx.tape;
-    const quarter = this.#layer1.reduce((y, block) => block.forward(ctx, y), this.#stem.reduce((y, unit) => unit.forward(ctx, y), images));
+    const [stem1, stem2] = this.#stem as [ConvBnRelu, ConvBnRelu];
+    const half = stem1.forward(ctx, images);
+    const quarter = this.#layer1.reduce((y, block) => block.forward(ctx, y), stem2.forward(ctx, half));
     let eighth = this.#layer2.reduce((y, block) => block.forward(ctx, y), quarter);
     const context = this.#context;
     if (context !== undefined) {
@@ -68,6 +89,9 @@ export class LitePose {
       eighth = context.fuse.forward(ctx, add(t, relu(t, context.bn.forward(ctx, context.deconv.forward(ctx, sixteenth))), eighth));
     }
     const up = relu(t, this.#up.bn.forward(ctx, this.#up.deconv.forward(ctx, eighth)));
-    return this.#head.forward(ctx, this.#fuse.forward(ctx, add(t, up, quarter)));
+    const fused = this.#fuse.forward(ctx, add(t, up, quarter));
+    const h = this.#half;
+    if (h === undefined) return this.#head.forward(ctx, fused);
+    return this.#head.forward(ctx, h.fuse.forward(ctx, add(t, relu(t, h.bn.forward(ctx, h.deconv.forward(ctx, fused))), h.skip.forward(ctx, half))));
   }
 }

@@ -44,6 +44,10 @@ export function modelConfigProblems(config: ModelConfig): string[] {
   if (config.inputWidth % divisor !== 0 || config.inputHeight % divisor !== 0) {
     problems.push(`${config.architecture} needs an input size divisible by ${divisor}, got ${config.inputWidth}x${config.inputHeight}`);
   }
+  const stride = config.lite?.heatmapStride;
+  if (stride !== undefined && (config.architecture !== "lite" || (stride !== 2 && stride !== 4))) {
+    problems.push(`a heatmap stride of ${String(stride)} is not possible: the lite model outputs at 1/4 or 1/2 of the input, the others at 1/4`);
+  }
   if (config.architecture === "simplebaseline") {
     const depth = config.simpleBaseline?.depth ?? 50;
     if (!RESNET_DEPTHS.includes(depth)) problems.push(`ResNet depth must be one of ${RESNET_DEPTHS.join(", ")}, got ${depth}`);
@@ -71,6 +75,11 @@ export function modelConfigProblems(config: ModelConfig): string[] {
   return problems;
 }
 
+/** Input pixels per heatmap pixel: 4 for every model but a lite one configured for 2. */
+export function heatmapStride(config: ModelConfig): number {
+  return config.architecture === "lite" ? (config.lite?.heatmapStride ?? 4) : 4;
+}
+
 /** Builds the definition of a zoo model; throws a RangeError naming every problem of an invalid config. */
 export function defineModel(config: ModelConfig): ModelDefinition {
   const problems = modelConfigProblems(config);
@@ -79,7 +88,11 @@ export function defineModel(config: ModelConfig): ModelDefinition {
   let model: { forward(ctx: ForwardContext, images: Sym): Sym };
   switch (config.architecture) {
     case "lite":
-      model = new LitePose(registry, { channels: config.lite?.channels ?? [16, 32, 64], blocksPerStage: config.lite?.blocksPerStage ?? 1 }, config.numKeypoints);
+      model = new LitePose(
+        registry,
+        { channels: config.lite?.channels ?? [16, 32, 64], blocksPerStage: config.lite?.blocksPerStage ?? 1, heatmapStride: config.lite?.heatmapStride ?? 4 },
+        config.numKeypoints,
+      );
       break;
     case "simplebaseline":
       model = new SimpleBaseline(
@@ -111,8 +124,8 @@ export function defineModel(config: ModelConfig): ModelDefinition {
   return {
     config,
     registry,
-    heatmapWidth: config.inputWidth / 4,
-    heatmapHeight: config.inputHeight / 4,
+    heatmapWidth: config.inputWidth / heatmapStride(config),
+    heatmapHeight: config.inputHeight / heatmapStride(config),
     forward: (ctx, images) => model.forward(ctx, images),
   };
 }

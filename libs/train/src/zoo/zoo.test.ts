@@ -26,7 +26,8 @@ describe("model zoo", () => {
     ["lite with a 1/16 stage", { architecture: "lite", lite: { channels: [8, 16, 32, 64] }, inputWidth: 48, inputHeight: 64, numKeypoints: 17 }],
     ["SimpleBaseline-R18", { architecture: "simplebaseline", simpleBaseline: { depth: 18, baseWidth: 16, deconvFilters: [32, 32, 32] }, inputWidth: 64, inputHeight: 96, numKeypoints: 17 }],
     ["HRNet-W8", { architecture: "hrnet", hrnet: { width: 8 }, inputWidth: 64, inputHeight: 96, numKeypoints: 17 }],
-  ] as const)("%s exports an inference model with a dynamic batch and quarter-resolution heatmaps", async (_name, config) => {
+    ["lite with half-resolution heatmaps", { architecture: "lite", lite: { channels: [8, 16, 32, 64], heatmapStride: 2 }, inputWidth: 48, inputHeight: 64, numKeypoints: 17 }],
+  ] as const)("%s exports an inference model with a dynamic batch and its heatmap resolution", async (_name, config) => {
     const model = defineModel(config);
     const rng = new Rng(1);
     const weights = {
@@ -41,7 +42,9 @@ describe("model zoo", () => {
       for (const batch of [1, 3]) {
         const input = new ort.Tensor("float32", new Float32Array(batch * 3 * config.inputHeight * config.inputWidth).fill(0.5), [batch, 3, config.inputHeight, config.inputWidth]);
         const out = await session.run({ input });
-        expect(out["heatmaps"]?.dims).toEqual([batch, 17, config.inputHeight / 4, config.inputWidth / 4]);
+        const stride = "lite" in config && "heatmapStride" in config.lite ? config.lite.heatmapStride : 4;
+        expect(out["heatmaps"]?.dims).toEqual([batch, 17, config.inputHeight / stride, config.inputWidth / stride]);
+        expect([model.heatmapHeight, model.heatmapWidth]).toEqual([config.inputHeight / stride, config.inputWidth / stride]);
       }
     } finally {
       await session.release();
@@ -55,6 +58,7 @@ describe("model zoo", () => {
     expect(problems.join("\n")).toMatch(/divisible by 32/);
     expect(problems.join("\n")).toMatch(/ResNet depth must be one of 18, 34, 50, 101, 152, got 19/);
     expect(problems.join("\n")).toMatch(/unsupported deconvolution kernel 5/);
+    expect(modelConfigProblems({ architecture: "lite", inputWidth: 48, inputHeight: 64, numKeypoints: 17, lite: { heatmapStride: 8 as 4 } }).join("\n")).toMatch(/heatmap stride of 8/);
     expect(() => defineModel({ architecture: "hrnet", inputWidth: 64, inputHeight: 64, numKeypoints: 17, hrnet: { stages: [{ numModules: 1, numBranches: 3, block: "BASIC", numBlocks: [1], numChannels: [8] }] } })).toThrow(/one entry per branch/);
   });
 

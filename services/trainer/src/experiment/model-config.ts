@@ -25,6 +25,9 @@ export function modelConfigFromSpec(spec: ModelSpec): ModelConfig {
         if (lite?.channels.length === 4 && c3 !== undefined) config.channels = [c0, c1, c2, c3];
       }
       if (lite !== undefined && lite.blocksPerStage > 0) config.blocksPerStage = lite.blocksPerStage;
+      // MODEL.HEATMAP_SIZE at half the input asks for the lite net's half-resolution head.
+      const heatmap = spec.codec?.kind.case === "heatmap" ? spec.codec.kind.value : undefined;
+      if (heatmap !== undefined && heatmap.width > 0 && heatmap.width * 2 === base.inputWidth && heatmap.height * 2 === base.inputHeight) config.heatmapStride = 2;
       return { architecture: "lite", ...base, lite: config };
     }
     case Architecture.SIMPLE_BASELINE: {

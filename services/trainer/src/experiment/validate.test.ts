@@ -130,8 +130,19 @@ describe("resolveTrainConfig", () => {
     );
     expect(problems).toEqual([
       "MODEL: lite needs an input size divisible by 8, got 50x64",
-      "MODEL.HEATMAP_SIZE (model.codec.heatmap) must be MODEL.IMAGE_SIZE / 4 = [12.5, 16], got [16, 16]",
+      "MODEL.HEATMAP_SIZE (model.codec.heatmap) must be MODEL.IMAGE_SIZE / 4 = [12.5, 16] or, for pose_lite, / 2 = [25, 32], got [16, 16]",
     ]);
+  });
+
+  it("takes a lite heatmap at half the input as the half-resolution head; the other models output 1/4 only", () => {
+    const half = { kind: { case: "heatmap", value: { width: 24, height: 32 } } } as const;
+    const lite = resolve(minimal({ model: { architecture: Architecture.LITE, inputSize: { width: 48, height: 64 }, codec: half } }));
+    expect(lite.problems).toEqual([]);
+    expect(modelConfigFromSpec(lite.config.model!).lite?.heatmapStride).toBe(2);
+    const quarter = resolve(minimal({ model: { architecture: Architecture.LITE, inputSize: { width: 48, height: 64 } } }));
+    expect(modelConfigFromSpec(quarter.config.model!).lite?.heatmapStride).toBeUndefined();
+    const hrnet = resolve(minimal({ model: { architecture: Architecture.HRNET, inputSize: { width: 64, height: 64 }, codec: { kind: { case: "heatmap", value: { width: 32, height: 32 } } } } }));
+    expect(hrnet.problems).toContain("MODEL.HEATMAP_SIZE (model.codec.heatmap) must be MODEL.IMAGE_SIZE / 4 = [16, 16], got [32, 32]");
   });
 
   it("takes a fourth lite width as a 1/16 stage, which needs an input divisible by 16", () => {

@@ -272,10 +272,10 @@ function modelProblems(config: TrainConfig): string[] {
   const codec = model.codec?.kind;
   if (codec?.case === "heatmap") {
     const heatmap = codec.value;
-    if (hasInput && (heatmap.width * 4 !== input.width || heatmap.height * 4 !== input.height)) {
-      problems.push(
-        `${field("MODEL.HEATMAP_SIZE", "model.codec.heatmap")} must be MODEL.IMAGE_SIZE / 4 = ${list([input.width / 4, input.height / 4])}, got ${list([heatmap.width, heatmap.height])}`,
-      );
+    const matches = (stride: number) => input !== undefined && heatmap.width * stride === input.width && heatmap.height * stride === input.height;
+    if (hasInput && !matches(4) && !(architecture === Architecture.LITE && matches(2))) {
+      const allowed = architecture === Architecture.LITE ? `MODEL.IMAGE_SIZE / 4 = ${list([input.width / 4, input.height / 4])} or, for pose_lite, / 2 = ${list([input.width / 2, input.height / 2])}` : `MODEL.IMAGE_SIZE / 4 = ${list([input.width / 4, input.height / 4])}`;
+      problems.push(`${field("MODEL.HEATMAP_SIZE", "model.codec.heatmap")} must be ${allowed}, got ${list([heatmap.width, heatmap.height])}`);
     }
     if (!(heatmap.sigma > 0) || !Number.isFinite(heatmap.sigma)) problems.push(`${field("MODEL.SIGMA", "model.codec.heatmap.sigma")} must be > 0, got ${show(heatmap.sigma)}`);
   } else {

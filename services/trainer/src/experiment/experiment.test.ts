@@ -7,6 +7,7 @@ import { makeTempDir } from "@poseloop/testkit";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { parseExperiment, prepareExperiment } from "./experiment.js";
 import { resolveTrainConfig } from "./validate.js";
+import { modelConfigFromSpec } from "./model-config.js";
 
 const EXPERIMENTS = fileURLToPath(new URL("../../../../experiments/", import.meta.url));
 
@@ -52,7 +53,9 @@ describe("shipped experiments", () => {
     const config = load(await shipped("synthetic/lite_128x96_demo.yaml"));
     expect(config.model?.architecture).toBe(Architecture.LITE);
     expect(config.model?.inputSize).toMatchObject({ width: 96, height: 128 });
-    expect(config.model?.codec?.kind.value).toMatchObject({ width: 24, height: 32, sigma: 2 });
+    // Half-resolution heatmaps: the lite net's extra step up (modelConfigFromSpec turns them into heatmapStride 2).
+    expect(config.model?.codec?.kind.value).toMatchObject({ width: 48, height: 64, sigma: 2 });
+    expect(modelConfigFromSpec(config.model!).lite).toMatchObject({ channels: [16, 32, 64, 128], heatmapStride: 2 });
     expect(config.data?.kind).toBe(DatasetKind.SYNTHETIC);
     expect(config.data?.synthetic).toMatchObject({ trainImages: 4000, valImages: 200 });
     expect(config.optimizer).toMatchObject({ kind: OptimizerKind.ADAM, lr: 0.003 });

@@ -18,7 +18,7 @@ import { fmt, printTable } from "./harness.js";
 
 const CASES: readonly { label: string; model: ModelConfig }[] = [
   { label: "lite 64x48", model: { architecture: "lite", inputWidth: 48, inputHeight: 64, numKeypoints: 17 } },
-  { label: "lite 128x96, 4 widths (demo)", model: { architecture: "lite", inputWidth: 96, inputHeight: 128, numKeypoints: 17, lite: { channels: [16, 32, 64, 128], blocksPerStage: 2 } } },
+  { label: "lite 128x96, 4 widths (demo)", model: { architecture: "lite", inputWidth: 96, inputHeight: 128, numKeypoints: 17, lite: { channels: [16, 32, 64, 128], blocksPerStage: 2, heatmapStride: 2 } } },
   { label: "lite 256x192", model: { architecture: "lite", inputWidth: 192, inputHeight: 256, numKeypoints: 17 } },
   { label: "SimpleBaseline-R18 256x192", model: { architecture: "simplebaseline", inputWidth: 192, inputHeight: 256, numKeypoints: 17, simpleBaseline: { depth: 18 } } },
   { label: "HRNet-W32 256x192", model: { architecture: "hrnet", inputWidth: 192, inputHeight: 256, numKeypoints: 17, hrnet: { width: 32 } } },

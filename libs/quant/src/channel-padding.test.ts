@@ -62,8 +62,12 @@ describe("padConvInputChannels", () => {
     expect(model.graph!.node.some((n) => n.opType === "Pad")).toBe(false);
   });
 
-  it("leaves aligned, grouped and shared-weight convolutions alone", () => {
-    for (const model of [stemModel(4), stemModel(8), stemModel(3, { group: 3 }), stemModel(3, { sharedWeight: true })]) {
+  it("leaves aligned, grouped, shared-weight and inner convolutions alone", () => {
+    // `inner` reads 6 channels in its second convolution: not a graph input, so not padded.
+    const inner = stemModel(4);
+    const head = inner.graph!.initializer.find((t) => t.name === "head.weight")!;
+    Object.assign(head, { dims: [5n, 6n, 1n, 1n], floatData: head.floatData.slice(0, 30) });
+    for (const model of [stemModel(4), stemModel(8), stemModel(3, { group: 3 }), stemModel(3, { sharedWeight: true }), inner]) {
       const { model: out, padded } = padConvInputChannels(model);
       expect(padded).toBe(0);
       expect(out.graph!.node.map((n) => n.opType)).toEqual(model.graph!.node.map((n) => n.opType));

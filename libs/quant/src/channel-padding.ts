@@ -11,8 +11,9 @@ export const CHANNEL_ALIGNMENT = 4;
  * onnxruntime's int8 convolution is much slower on 3 input channels than on 4. On an AVX512-VNNI EPYC the
  * lite model's first convolution (3 → 16 channels, stride 2, on the whole 256x192 picture) took a third of the
  * int8 model's time; padded to 4 channels the whole int8 model ran 12-13% faster at batch 1 and 8 (8 or 16
- * channels: no faster, or slower). Only group-1 convolutions with initializer weights of at most 16 input
- * channels, each read by that convolution alone, are padded: that is the RGB (or grey) stem.
+ * channels: no faster, or slower). Only group-1 convolutions of a graph input with initializer weights of at most
+ * 16 input channels, each read by that convolution alone, are padded: that is the RGB (or grey) stem. (Inside
+ * the network the Pad would sit in float between int8 ops.)
  */
 export function padConvInputChannels(model: ModelProto): { model: ModelProto; padded: number } {
   const out = clone(ModelProtoSchema, model);
@@ -26,6 +27,7 @@ export function padConvInputChannels(model: ModelProto): { model: ModelProto; pa
     names.add(name);
     return name;
   };
+  const graphInputs = new Set(graph.input.map((v) => v.name));
   const uses = new Map<string, number>();
   for (const name of graph.node.flatMap((n) => n.input)) uses.set(name, (uses.get(name) ?? 0) + 1);
   const nodes: NodeProto[] = [];
@@ -37,7 +39,7 @@ export function padConvInputChannels(model: ModelProto): { model: ModelProto; pa
     const weight = node.opType === "Conv" && node.domain === "" && intAttr(node, "group", 1) === 1 ? initializers.get(node.input[1] ?? "") : undefined;
     const dims = weight?.dims.map(Number);
     const channels = dims?.[1];
-    if (weight === undefined || dims === undefined || channels === undefined || dims.length !== 4 || channels % CHANNEL_ALIGNMENT === 0 || channels > 16 || weight.dataType !== 1 || uses.get(weight.name) !== 1) {
+    if (weight === undefined || dims === undefined || channels === undefined || dims.length !== 4 || channels % CHANNEL_ALIGNMENT === 0 || channels > 16 || weight.dataType !== 1 || uses.get(weight.name) !== 1 || !graphInputs.has(node.input[0] ?? "")) {
       nodes.push(node);
       continue;
     }

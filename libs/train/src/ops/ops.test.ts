@@ -1,10 +1,11 @@
 import { describe, expect, it } from "vitest";
+import { GraphBuilder } from "@poseloop/onnx";
 import { Rng } from "../rng.js";
 import { gradCheck, type GradCheckInput } from "../testing/gradcheck.js";
-import type { Sym } from "../tape.js";
+import { Tape, type Sym } from "../tape.js";
 import { add, concat, dropout, flatten, hardSwish, leakyRelu, mul, relu, relu6, reshape, sigmoid, silu } from "./basic.js";
 import { batchNormEval, batchNormTrain } from "./batchnorm.js";
-import { conv2d, convTranspose2d } from "./conv.js";
+import { conv2d, convTranspose2d, type ConvOptions } from "./conv.js";
 import { linear } from "./linear.js";
 import { distillKlLoss, distillMseLoss, jointsMseLoss, l1Loss, simccKlLoss } from "./loss.js";
 import { avgPool2d, globalAvgPool, maxPool2d } from "./pool.js";
@@ -36,9 +37,29 @@ describe("convolutions pass finite differences", () => {
     ["groups 2, stride 2", { group: 2, stride: [2, 2], pads: [1, 1, 1, 1] }, [2, 4, 7, 7], [6, 2, 3, 3], true],
     ["depthwise", { group: 4, pads: [1, 1, 1, 1] }, [2, 4, 6, 5], [4, 1, 3, 3], false],
     ["1x1 stride 2 (downsample)", { stride: [2, 2] }, [2, 3, 7, 7], [5, 3, 1, 1], false],
+    ["1x1 stride 1", {}, [2, 3, 5, 4], [4, 3, 1, 1], true],
+    ["3x2 kernel, asymmetric pads", { pads: [1, 0, 0, 1] }, [2, 3, 6, 5], [4, 3, 3, 2], false],
+    ["1x1 padded past its kernel", { pads: [1, 1, 1, 1] }, [1, 2, 4, 4], [3, 2, 1, 1], false],
   ] as const)("Conv %s", async (_label, options, xShape, wShape, bias) => {
     const inputs = [x4(xShape), x4(wShape, "w"), ...(bias ? [x4([wShape[0]], "b")] : [])];
     await expectGradients((t, [x, w, b]) => conv2d(t, x as Sym, w as Sym, b, options), inputs);
+  });
+
+  it("takes a stride-1 input gradient as a Conv with the flipped kernel, a strided or grouped one as ConvTranspose", () => {
+    const backwardOps = (options: ConvOptions, xShape: readonly number[], wShape: readonly number[]) => {
+      const g = new GraphBuilder({ name: "conv" });
+      const t = new Tape(g);
+      // Only the input gradient: the weight is a constant here.
+      const [x, w] = [t.sym(g.input("x", "float32", xShape), xShape, true), t.sym(g.input("w", "float32", wShape), wShape, false)];
+      const y = conv2d(t, x, w, undefined, options);
+      const before = g.build().graph?.node.length ?? 0;
+      t.gradients(y, [x], t.sym(g.input("dy", "float32", y.shape), y.shape, false));
+      return (g.build().graph?.node ?? []).slice(before).map((node) => node.opType);
+    };
+    expect(backwardOps({ pads: [1, 1, 1, 1] }, [1, 4, 6, 5], [8, 4, 3, 3])).toEqual(["Transpose", "Slice", "Conv"]);
+    expect(backwardOps({}, [1, 4, 6, 5], [8, 4, 1, 1])).toEqual(["Transpose", "Conv"]);
+    expect(backwardOps({ stride: [2, 2], pads: [1, 1, 1, 1] }, [1, 4, 6, 5], [8, 4, 3, 3])).toEqual(["ConvTranspose"]);
+    expect(backwardOps({ group: 4, pads: [1, 1, 1, 1] }, [1, 4, 6, 5], [4, 1, 3, 3])).toEqual(["ConvTranspose"]);
   });
 
   it.each([

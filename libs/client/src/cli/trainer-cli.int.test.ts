@@ -66,6 +66,18 @@ async function servingVersion(): Promise<string | undefined> {
   return (JSON.parse(stdout) as { serving: { manifest?: { model?: { version?: string } } } }).serving.manifest?.model?.version;
 }
 
+/** `wait`, or its failure with the job's record and the trainers' last log lines appended. */
+async function diagnosed(jobId: string, wait: Promise<unknown>): Promise<void> {
+  try {
+    await wait;
+  } catch (error) {
+    const record = await cli(["jobs", "--json"]).catch((e: unknown) => ({ stdout: "", stderr: String(e) }));
+    const job = record.stdout === "" ? record.stderr : JSON.stringify((JSON.parse(record.stdout) as { jobs: { jobId: string }[] }).jobs.find((j) => j.jobId === jobId), (key, value: unknown) => (key === "config" ? undefined : value));
+    const tail = (service: ServiceProcess) => service.logs.slice(-40).map((line) => JSON.stringify(line)).join("\n");
+    throw new Error(`${(error as Error).message}\njob record: ${job}\ntrainer log tail:\n${tail(trainer)}\nAPI-only trainer log tail:\n${tail(guardedTrainer)}`, { cause: error });
+  }
+}
+
 beforeAll(async () => {
   nats = await NatsServer.start();
   dir = await makeTempDir("poseloop-trainer-cli-");
@@ -245,7 +257,9 @@ describe("poseloop against a real trainer", () => {
     // Cancel once it trains (a queued job is cancelled without running at all). Under the full suite's load on 2
     // cores one poll has hit the CLI's 30 s deadline (seen twice in many runs); such a poll is retried within the
     // wait, any other failure fails the test.
-    await waitFor(
+    // One run (of many) never saw the job running within the wait; should it happen again, the failure carries
+    // what the job record and the trainer said meanwhile.
+    await diagnosed(jobId, waitFor(
       async () => {
         const { code, stdout, stderr } = await cli(["jobs", "--state", "running", "--json"]);
         if (code !== 0 && /did not answer in time/.test(stderr)) return false;
@@ -254,7 +268,7 @@ describe("poseloop against a real trainer", () => {
         return jobs.some((job) => job.jobId === jobId && job.progress !== undefined);
       },
       { timeoutMs: 90_000, intervalMs: 200, what: `${jobId} training` },
-    );
+    ));
     const cancel = await cli(["cancel", jobId, "--reason", "test"]);
     expect(cancel.stderr).toBe("");
     expect(cancel.code).toBe(0);

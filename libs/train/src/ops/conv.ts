@@ -53,8 +53,9 @@ export function conv2d(t: Tape, x: Sym, w: Sym, b: Sym | undefined, options: Con
  * The input gradient of a convolution. At stride 1 (ungrouped, fp32) it is the convolution of dy with the
  * kernel transposed to [Cin, Cout] and flipped in space, padded by dilation·(k − 1) − pad: onnxruntime runs
  * that Conv through its blocked (NCHWc) kernels, where ConvTranspose goes through a GEMM and a col2im scatter.
- * Measured on an AVX-512 Xeon: a step of HRNet-W32 256x192 (batch 8) 17% faster, the input gradient of a 3x3
- * 32→32 conv over 8x32x64x48 about 25% faster; the flip itself is two ops on the weights. Otherwise (strided,
+ * Measured on an AVX-512 Xeon whose speed drifts by tens of percent: a step of HRNet-W32 256x192 (batch 8) 6% and
+ * 17% faster in two runs of alternating steps, the input gradient of a 3x3 32→32 conv over 8x32x64x48 about 25%
+ * faster in a profile; the flip itself is two ops on the weights. Otherwise (strided,
  * grouped, or fp16, whose graphs are for GPU providers where ConvTranspose is the data-gradient kernel itself):
  * ConvTranspose(dy, w) with the output padding that restores H×W.
  */

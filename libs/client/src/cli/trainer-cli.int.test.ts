@@ -250,7 +250,9 @@ describe("poseloop against a real trainer", () => {
   });
 
   it("cancel: a detached long job stops at a step boundary, and watch shows it CANCELLED", async () => {
-    const started = await cli(["train", "--cfg", "tiny.yaml", "--epochs", "50", "--detach"]);
+    // Long enough that it cannot end before the cancel: 50 epochs of the tiny job once took only 10 s, less than
+    // the polls below needed to see it running under the suite's load.
+    const started = await cli(["train", "--cfg", "tiny.yaml", "--epochs", "5000", "--detach"]);
     expect(started.code).toBe(0);
     const jobId = /^job (job-\S+) queued: cli-tiny\n$/.exec(started.stdout)?.[1] ?? "";
     expect(jobId, started.stdout).not.toBe("");
@@ -261,11 +263,12 @@ describe("poseloop against a real trainer", () => {
     // what the job record and the trainer said meanwhile.
     await diagnosed(jobId, waitFor(
       async () => {
-        const { code, stdout, stderr } = await cli(["jobs", "--state", "running", "--json"]);
+        const { code, stdout, stderr } = await cli(["jobs", "--json"]);
         if (code !== 0 && /did not answer in time/.test(stderr)) return false;
-        if (code !== 0) throw new Error(`poseloop jobs --state running --json exited ${code}: ${stderr}`);
-        const { jobs } = JSON.parse(stdout) as { jobs: { jobId: string; progress?: unknown }[] };
-        return jobs.some((job) => job.jobId === jobId && job.progress !== undefined);
+        if (code !== 0) throw new Error(`poseloop jobs --json exited ${code}: ${stderr}`);
+        const job = (JSON.parse(stdout) as { jobs: { jobId: string; state: string; progress?: unknown }[] }).jobs.find((j) => j.jobId === jobId);
+        if (job !== undefined && !["JOB_STATE_QUEUED", "JOB_STATE_RUNNING"].includes(job.state)) throw new Error(`${jobId} ended ${job.state} before it could be cancelled`);
+        return job?.state === "JOB_STATE_RUNNING" && job.progress !== undefined;
       },
       { timeoutMs: 90_000, intervalMs: 200, what: `${jobId} training` },
     ));

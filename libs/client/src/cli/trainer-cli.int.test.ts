@@ -259,8 +259,7 @@ describe("poseloop against a real trainer", () => {
     // Cancel once it trains (a queued job is cancelled without running at all). Under the full suite's load on 2
     // cores one poll has hit the CLI's 30 s deadline (seen twice in many runs); such a poll is retried within the
     // wait, any other failure fails the test.
-    // One run (of many) never saw the job running within the wait; should it happen again, the failure carries
-    // what the job record and the trainer said meanwhile.
+    // Should the wait fail, the failure carries the job's record and what the trainers logged meanwhile.
     await diagnosed(jobId, waitFor(
       async () => {
         const { code, stdout, stderr } = await cli(["jobs", "--json"]);

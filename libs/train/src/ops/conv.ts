@@ -55,9 +55,9 @@ export function conv2d(t: Tape, x: Sym, w: Sym, b: Sym | undefined, options: Con
  * that Conv through its blocked (NCHWc) kernels, where ConvTranspose goes through a GEMM and a col2im scatter.
  * Measured on an AVX-512 Xeon whose speed drifts by tens of percent: a step of HRNet-W32 256x192 (batch 8) 6% and
  * 17% faster in two runs of alternating steps, the input gradient of a 3x3 32→32 conv over 8x32x64x48 about 25%
- * faster in a profile; the flip itself is two ops on the weights. Otherwise (strided,
- * grouped, or fp16, whose graphs are for GPU providers where ConvTranspose is the data-gradient kernel itself):
- * ConvTranspose(dy, w) with the output padding that restores H×W.
+ * faster in a profile; the flip itself is two ops on the weights. Otherwise (strided, grouped, or fp16, whose
+ * graphs are for GPU providers where ConvTranspose is the data-gradient kernel itself): ConvTranspose(dy, w) with
+ * the output padding that restores H×W.
  */
 function convInputGrad(
   t: Tape,

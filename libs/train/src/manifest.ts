@@ -48,6 +48,7 @@ export function keypointSchemaProto(schema: KeypointSchema): KeypointSchemaProto
  */
 export function modelManifest(config: ModelConfig, options: ManifestOptions = {}): MessageInitShape<typeof ModelManifestSchema> {
   const refinement = options.refinement === "dark" ? HeatmapRefinement.DARK : options.refinement === "none" ? HeatmapRefinement.NONE : HeatmapRefinement.QUARTER_OFFSET;
+  const stride = heatmapStride(config);
   return {
     architecture: architectureName(config),
     input: {
@@ -59,7 +60,7 @@ export function modelManifest(config: ModelConfig, options: ManifestOptions = {}
       std: [...IMAGENET_STD],
     },
     keypointSchema: keypointSchemaProto(options.schema ?? COCO17),
-    codec: { kind: { case: "heatmap", value: { width: config.inputWidth / heatmapStride(config), height: config.inputHeight / heatmapStride(config), sigma: options.sigma ?? 2, refinement, unbiased: options.unbiased ?? false } } },
+    codec: { kind: { case: "heatmap", value: { width: config.inputWidth / stride, height: config.inputHeight / stride, sigma: options.sigma ?? 2, refinement, unbiased: options.unbiased ?? false } } },
     outputNames: [options.outputName ?? "heatmaps"],
     precision: options.precision ?? Precision.FP32,
   };

@@ -34,7 +34,7 @@ const INIT: Init = { kind: "kaiming-normal-fan-out" };
  * the input, with the stem's 1/2 features as its skip.
  */
 export class LitePose {
-  readonly #stem: ConvBnRelu[];
+  readonly #stem: readonly [ConvBnRelu, ConvBnRelu];
   readonly #layer1: { forward(ctx: ForwardContext, x: Sym): Sym }[];
   readonly #layer2: { forward(ctx: ForwardContext, x: Sym): Sym }[];
   readonly #up: { deconv: ConvTranspose2d; bn: BatchNorm2d };
@@ -79,7 +79,7 @@ export class LitePose {
 
   forward(ctx: ForwardContext, images: Sym): Sym {
     const t = ctx.tape;
-    const [stem1, stem2] = this.#stem as [ConvBnRelu, ConvBnRelu];
+    const [stem1, stem2] = this.#stem;
     const half = stem1.forward(ctx, images);
     const quarter = this.#layer1.reduce((y, block) => block.forward(ctx, y), stem2.forward(ctx, half));
     let eighth = this.#layer2.reduce((y, block) => block.forward(ctx, y), quarter);

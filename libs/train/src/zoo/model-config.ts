@@ -121,11 +121,12 @@ export function defineModel(config: ModelConfig): ModelDefinition {
       );
       break;
   }
+  const stride = heatmapStride(config);
   return {
     config,
     registry,
-    heatmapWidth: config.inputWidth / heatmapStride(config),
-    heatmapHeight: config.inputHeight / heatmapStride(config),
+    heatmapWidth: config.inputWidth / stride,
+    heatmapHeight: config.inputHeight / stride,
     forward: (ctx, images) => model.forward(ctx, images),
   };
 }

@@ -274,7 +274,8 @@ function modelProblems(config: TrainConfig): string[] {
     const heatmap = codec.value;
     const matches = (stride: number) => input !== undefined && heatmap.width * stride === input.width && heatmap.height * stride === input.height;
     if (hasInput && !matches(4) && !(architecture === Architecture.LITE && matches(2))) {
-      const allowed = architecture === Architecture.LITE ? `MODEL.IMAGE_SIZE / 4 = ${list([input.width / 4, input.height / 4])} or, for pose_lite, / 2 = ${list([input.width / 2, input.height / 2])}` : `MODEL.IMAGE_SIZE / 4 = ${list([input.width / 4, input.height / 4])}`;
+      const quarter = `MODEL.IMAGE_SIZE / 4 = ${list([input.width / 4, input.height / 4])}`;
+      const allowed = architecture === Architecture.LITE ? `${quarter} or, for pose_lite, / 2 = ${list([input.width / 2, input.height / 2])}` : quarter;
       problems.push(`${field("MODEL.HEATMAP_SIZE", "model.codec.heatmap")} must be ${allowed}, got ${list([heatmap.width, heatmap.height])}`);
     }
     if (!(heatmap.sigma > 0) || !Number.isFinite(heatmap.sigma)) problems.push(`${field("MODEL.SIGMA", "model.codec.heatmap.sigma")} must be > 0, got ${show(heatmap.sigma)}`);

@@ -58,10 +58,12 @@ describe("shipped experiments", () => {
     expect(modelConfigFromSpec(config.model!).lite).toMatchObject({ channels: [16, 32, 64, 128], heatmapStride: 2 });
     expect(config.data?.kind).toBe(DatasetKind.SYNTHETIC);
     expect(config.data?.synthetic).toMatchObject({ trainImages: 4000, valImages: 200 });
-    expect(config.optimizer).toMatchObject({ kind: OptimizerKind.ADAM, lr: 0.003 });
+    // Two replicas of batch 8: one update of 16 samples, hence 4e-3.
+    expect(config.optimizer).toMatchObject({ kind: OptimizerKind.ADAM, lr: 0.004 });
     expect(config.batchSize).toBe(8);
+    expect(config.replicas).toBe(2);
     expect(config.intraOpThreads).toBe(1);
-    expect(config.endEpoch - config.beginEpoch).toBeGreaterThanOrEqual(8);
+    expect(config.endEpoch - config.beginEpoch).toBeGreaterThanOrEqual(10);
     expect(config.validateEveryEpochs).toBe(1);
     expect(config.publish).toMatchObject({ mode: PublishMode.BEST, modelName: "demo" });
     expect(config.quantization?.enabled).toBe(true);

@@ -138,13 +138,15 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     // stage costs 1.45x a step and pays only from about the fifth minute (measured on clean clones: 3 epochs of
     // it AP 0.194 in 330 s, 4 of the three-width net 0.237 in 303 s); its half-resolution head costs 1.5x an
     // epoch again and is behind for the first four minutes. One replica at batch 8 with the LR tuned for that
-    // batch: the recipe's second replica would take the core the inferencer streams on.
+    // batch and no warm-up (the recipe's, for its two replicas' larger batch): the second replica would take the
+    // core the inferencer streams on.
     const overrides = {
       "PUBLISH.MODE": "every_epoch",
       "MODEL.EXTRA.CHANNELS": "[16, 32, 64]",
       "MODEL.HEATMAP_SIZE": "[24, 32]",
       "TRAIN.REPLICAS": "1",
       "TRAIN.LR": "0.003",
+      "TRAIN.WARMUP_STEPS": "0",
       ...scheduleFor(Number(epochs)),
     };
     const { job } = await trainer.startTraining({ experimentYaml: yaml, overrides, labels: { source: "npm-start" } });

@@ -60,7 +60,7 @@ describe("shipped experiments", () => {
     expect(config.data?.synthetic).toMatchObject({ trainImages: 4000, valImages: 200 });
     // Two replicas of batch 8: one update of 16 samples at 6e-3, which needs its linear warm-up.
     expect(config.optimizer).toMatchObject({ kind: OptimizerKind.ADAM, lr: 0.006 });
-    expect(config.schedule).toMatchObject({ warmupSteps: 200, warmupStartFactor: 0.001 });
+    expect(config.schedule).toMatchObject({ kind: ScheduleKind.COSINE, warmupSteps: 200, warmupStartFactor: 0.001 });
     expect(config.batchSize).toBe(8);
     expect(config.replicas).toBe(2);
     expect(config.intraOpThreads).toBe(1);

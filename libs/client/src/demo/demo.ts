@@ -137,9 +137,9 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     // A few-minute run learns faster with the three-width net at quarter-resolution heatmaps: the recipe's 1/16
     // stage costs 1.45x a step and pays only from about the fifth minute (measured on clean clones: 3 epochs of
     // it AP 0.194 in 330 s, 4 of the three-width net 0.237 in 303 s); its half-resolution head costs 1.5x an
-    // epoch again and is behind for the first four minutes. One replica at batch 8 with the LR tuned for that
-    // batch and no warm-up (the recipe's, for its two replicas' larger batch): the second replica would take the
-    // core the inferencer streams on.
+    // epoch again and is behind for the first four minutes. One replica, since a second would take the core the
+    // inferencer streams on, so batch 8 with the LR tuned for it and no warm-up (the recipe's 6e-3 and warm-up are
+    // for its two replicas' 16-sample updates).
     const overrides = {
       "PUBLISH.MODE": "every_epoch",
       "MODEL.EXTRA.CHANNELS": "[16, 32, 64]",

@@ -19,6 +19,8 @@ export type { KeypointCodecSpec } from "./create-keypoint-codec.js";
 export { averageOutputs, flipHeatmaps, flipSimccVectors } from "./flip-test.js";
 export type { FlipHeatmapsOptions, HeatmapShape, SimccShape } from "./flip-test.js";
 export { keypointOks } from "./oks.js";
+export { keypointErrors } from "./keypoint-errors.js";
+export type { KeypointErrorReport, KeypointErrorStats } from "./keypoint-errors.js";
 export type { OksGroundTruth } from "./oks.js";
 export { oksNms } from "./oks-nms.js";
 export type { OksNmsCandidate, OksNmsOptions } from "./oks-nms.js";

@@ -6,3 +6,5 @@ export { parseExperiment, prepareExperiment, resolveTrainConfig } from "./experi
 export { runContract, servingManifest } from "./runner/model-contract.js";
 export { TrainingSession } from "./runner/training-session.js";
 export type { ExportOutcome, RunPosition, TrainChunk, ValidationOutcome } from "./runner/training-run.js";
+export { prepareData } from "./runner/datasets.js";
+export type { DataRoots, PreparedData } from "./runner/datasets.js";

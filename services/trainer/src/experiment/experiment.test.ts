@@ -58,6 +58,8 @@ describe("shipped experiments", () => {
     expect(modelConfigFromSpec(config.model!).lite).toMatchObject({ channels: [16, 32, 64, 128], heatmapStride: 2 });
     expect(config.data?.kind).toBe(DatasetKind.SYNTHETIC);
     expect(config.data?.synthetic).toMatchObject({ trainImages: 4000, valImages: 200 });
+    // 4000 decoded pictures outgrow a loader worker's memory cache: decoded once, read back from disk.
+    expect(config.data?.diskCache).toBe(true);
     // Two replicas of batch 8: one update of 16 samples at 6e-3, which needs its linear warm-up.
     expect(config.optimizer).toMatchObject({ kind: OptimizerKind.ADAM, lr: 0.006 });
     expect(config.schedule).toMatchObject({ kind: ScheduleKind.COSINE, warmupSteps: 200, warmupStartFactor: 0.001 });

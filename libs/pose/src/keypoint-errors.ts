@@ -1,6 +1,6 @@
 import type { CocoKeypointDetection, CocoKeypointGroundTruth } from "./coco-keypoint-eval.js";
 import type { KeypointSchema } from "./keypoint-schema.js";
-import { FLOAT64_SPACING_1, keypointOks, oksVariances } from "./oks.js";
+import { keypointOks, oksTerm, oksVariances } from "./oks.js";
 
 /** How well one keypoint type was found, over every labelled instance of it that a detection matched. */
 export interface KeypointErrorStats {
@@ -71,12 +71,9 @@ export function keypointErrors(
       detUsed.add(d);
       const gt = people[g] as CocoKeypointGroundTruth;
       const det = found[d] as ArrayLike<number>;
-      const scale = 2 * (gt.area + FLOAT64_SPACING_1);
-      const term = (j: number, target: number): number => {
-        const dx = (det[3 * j] as number) - (gt.keypoints[3 * target] as number);
-        const dy = (det[3 * j + 1] as number) - (gt.keypoints[3 * target + 1] as number);
-        return Math.exp(-(dx * dx + dy * dy) / (variances[j] as number) / scale);
-      };
+      // Keypoint j's OKS term measured against the truth of keypoint `target` (itself, or its flip partner).
+      const term = (j: number, target: number): number =>
+        oksTerm((det[3 * j] as number) - (gt.keypoints[3 * target] as number), (det[3 * j + 1] as number) - (gt.keypoints[3 * target + 1] as number), variances[j] as number, gt.area);
       for (let j = 0; j < k; j++) {
         if (!((gt.keypoints[3 * j + 2] as number) > 0)) continue;
         const oks = term(j, j);

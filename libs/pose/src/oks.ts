@@ -18,6 +18,14 @@ export function oksVariances(sigmas: readonly number[]): Float64Array {
 }
 
 /**
+ * One keypoint's term of COCO's OKS: exp(−d² / (2σ)² / (area + ε) / 2) for the offset (dx, dy), with
+ * `variance` = (2σ)² (oksVariances), in pycocotools' order of operations.
+ */
+export function oksTerm(dx: number, dy: number, variance: number, area: number): number {
+  return Math.exp(-((dx * dx + dy * dy) / variance / (area + FLOAT64_SPACING_1) / 2));
+}
+
+/**
  * COCO's object keypoint similarity exactly as pycocotools' computeOks: the mean over labelled keypoints
  * (v > 0) of exp(−d² / (2σ)² / (area + ε) / 2) — note the (2σ)² and the extra /2, COCO's definition. A ground
  * truth with no labelled keypoint compares every detected keypoint with the box doubled around the GT box
@@ -35,14 +43,13 @@ export function cocoOks(
   const k = variances.length;
   let labelled = 0;
   for (let j = 0; j < k; j++) if ((groundTruth[3 * j + 2] as number) > 0) labelled++;
-  const denominator = area + FLOAT64_SPACING_1;
   let n = 0;
   if (labelled > 0) {
     for (let j = 0; j < k; j++) {
       if (!((groundTruth[3 * j + 2] as number) > 0)) continue;
       const dx = (detection[detectionOffset + 3 * j] as number) - (groundTruth[3 * j] as number);
       const dy = (detection[detectionOffset + 3 * j + 1] as number) - (groundTruth[3 * j + 1] as number);
-      scratch[n++] = Math.exp(-((dx * dx + dy * dy) / (variances[j] as number) / denominator / 2));
+      scratch[n++] = oksTerm(dx, dy, variances[j] as number, area);
     }
   } else {
     if (bbox === undefined) throw new RangeError("a ground truth without labelled keypoints needs its bbox for OKS");
@@ -59,7 +66,7 @@ export function cocoOks(
       const yd = detection[detectionOffset + 3 * j + 1] as number;
       const dx = Math.max(0, x0 - xd) + Math.max(0, xd - x1);
       const dy = Math.max(0, y0 - yd) + Math.max(0, yd - y1);
-      scratch[n++] = Math.exp(-((dx * dx + dy * dy) / (variances[j] as number) / denominator / 2));
+      scratch[n++] = oksTerm(dx, dy, variances[j] as number, area);
     }
   }
   return pairwiseSum(scratch, 0, n) / n;

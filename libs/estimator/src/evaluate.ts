@@ -2,7 +2,8 @@ import { readFile } from "node:fs/promises";
 import { AppError, Code } from "@poseloop/core";
 import type { CocoKeypointDataset, ValidationImage } from "@poseloop/data";
 import { CocoKeypointMetric, type CocoKeypointGroundTruth, type CocoKeypointMetricDetection, type CocoKeypointStats } from "@poseloop/pose";
-import type { FrameJob } from "./frame-job.js";
+import type { DecodedFrameCache } from "./frame-cache.js";
+import type { FrameImage, FrameJob } from "./frame-job.js";
 import type { PoseEstimator } from "./pose-estimator.js";
 
 /** What a model is evaluated on: images with the person boxes to estimate, and the annotations to score against. */
@@ -24,6 +25,8 @@ export interface EvaluateOptions {
   readonly batchSize?: number;
   /** Evaluate the first N images only; 0 or absent: all. */
   readonly maxImages?: number;
+  /** Keeps the pictures decoded for the next evaluation of the same set (a training run's every epoch). */
+  readonly frames?: DecodedFrameCache;
   readonly signal?: AbortSignal;
 }
 
@@ -40,8 +43,9 @@ export interface ModelEvaluation {
 /**
  * COCO keypoint AP of a loaded model version on an evaluation set, through exactly the pipeline that serves
  * frames: the image file's bytes are decoded, cropped, run and decoded by PoseEstimator.infer, as a frame with
- * person boxes would be. Images that fail to decode are an error, not a silent skip: a validation number must
- * cover the whole set.
+ * person boxes would be (with `frames`, pictures decoded by an earlier evaluation go in as raw RGB frames: the
+ * same pixels). Images that fail to decode are an error, not a silent skip: a validation number must cover the
+ * whole set.
  */
 export async function evaluateModel(estimator: PoseEstimator, version: string, set: EvaluationSet, options: EvaluateOptions = {}): Promise<ModelEvaluation> {
   const flipTest = options.flipTest ?? false;
@@ -82,10 +86,10 @@ export async function evaluateModel(estimator: PoseEstimator, version: string, s
     options.signal?.throwIfAborted();
     if (image.boxes.length === 0) continue;
     if (persons + image.boxes.length > batchSize) await flush();
-    const data = await readFile(image.imagePath);
+    const frame: FrameImage = options.frames === undefined ? { kind: "encoded", data: await readFile(image.imagePath) } : await options.frames.frame(image.imagePath);
     batch.push({
       image,
-      job: { image: { kind: "encoded", data }, boxes: image.boxes.map((b) => b.bbox), flipTest, minKeypointScore: threshold, maxPersons: 0 },
+      job: { image: frame, boxes: image.boxes.map((b) => b.bbox), flipTest, minKeypointScore: threshold, maxPersons: 0 },
     });
     persons += image.boxes.length;
   }

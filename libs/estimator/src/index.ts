@@ -5,3 +5,5 @@ export { servingSpecFromManifest } from "./serving-spec.js";
 export type { ServingSpec } from "./serving-spec.js";
 export { evaluateModel, evaluationSetFromCoco } from "./evaluate.js";
 export type { EvaluateOptions, EvaluationSet, ModelEvaluation } from "./evaluate.js";
+export { DecodedFrameCache } from "./frame-cache.js";
+export type { DecodedFrameCacheOptions } from "./frame-cache.js";

@@ -1,6 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { generateSyntheticDataset, readCocoKeypoints } from "@poseloop/data";
-import { evaluateModel, evaluationSetFromCoco, PoseEstimator, servingSpecFromManifest } from "@poseloop/estimator";
+import { DecodedFrameCache, evaluateModel, evaluationSetFromCoco, PoseEstimator, servingSpecFromManifest } from "@poseloop/estimator";
 import { CocoKeypointMetric, COCO17 } from "@poseloop/pose";
 import { ImageFormat } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
 import { makeTempDir } from "@poseloop/testkit";
@@ -36,6 +36,11 @@ describe("inferencer accuracy", () => {
     const estimator = new PoseEstimator({ intraOpThreads: 1, maxPixels: 1 << 24 });
     await estimator.load(spec, model.serving);
     const trainerSide = await evaluateModel(estimator, spec.version, set, { flipTest: true });
+    // A training run keeps its validation pictures decoded from one epoch to the next: the same detections
+    // whether the cache is being filled or read.
+    const frames = new DecodedFrameCache({ maxBytes: 1 << 26, maxPixels: 1 << 24 });
+    for (let pass = 0; pass < 2; pass++) expect((await evaluateModel(estimator, spec.version, set, { flipTest: true, frames })).detections).toEqual(trainerSide.detections);
+    expect(frames.bytes).toBe(12 * 160 * 120 * 3);
     await estimator.close();
 
     // Served: every validation image through DetectKeypoints with its ground-truth boxes.

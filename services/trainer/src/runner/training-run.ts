@@ -173,9 +173,9 @@ function metricsMessage(evaluation: ModelEvaluation): KeypointMetrics {
 /** Largest validation picture decoded (width·height). */
 const MAX_FRAME_PIXELS = 64 * 1024 * 1024;
 /**
- * Decoded validation pictures kept between epochs. The synthetic demo's 200 need 29 MB and each epoch's
- * validation then skips ~1 s of JPEG decoding; a COCO val2017 (5000 pictures, ~4.6 GB decoded) keeps its first
- * ~270 and decodes the rest each time, as before.
+ * Decoded validation pictures kept between epochs. The synthetic demo's 200 need 29 MB and its validation no
+ * longer decodes JPEGs after the first epoch (with the replicas' threads: 1.3-1.5 s an epoch before, 0.7-0.9 s
+ * after); a COCO val2017 (5000 pictures, ~4.6 GB decoded) keeps its first ~270 and decodes the rest each time.
  */
 const VALIDATION_FRAME_CACHE_BYTES = 256 * 1024 * 1024;
 

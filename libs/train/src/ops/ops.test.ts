@@ -40,7 +40,7 @@ describe("convolutions pass finite differences", () => {
     ["1x1 stride 1", {}, [2, 3, 5, 4], [4, 3, 1, 1], true],
     ["3x2 kernel, asymmetric pads", { pads: [1, 0, 0, 1] }, [2, 3, 6, 5], [4, 3, 3, 2], false],
     ["1x1 padded past its kernel", { pads: [1, 1, 1, 1] }, [1, 2, 4, 4], [3, 2, 1, 1], false],
-    // 16 input channels and more: the weight gradient as per-tap GEMMs (flat shifts at stride 1).
+    // 16 input channels and more: the weight gradient as per-tap GEMMs (a strided slice of the input per tap).
     ["16 channels, 3x3 stride 1 pad 1", { pads: [1, 1, 1, 1] }, [2, 16, 5, 4], [3, 16, 3, 3], true],
     ["16 channels, 3x2 kernel, asymmetric pads", { pads: [1, 0, 0, 1] }, [2, 16, 5, 4], [3, 16, 3, 2], false],
     ["16 channels, dilation 2", { dilation: [2, 2], pads: [2, 1, 2, 1] }, [1, 16, 6, 5], [2, 16, 3, 3], false],

@@ -111,6 +111,12 @@ export class StepEngine {
   readonly #slots: readonly string[];
   readonly #k: number;
   #tensors = new Map<string, ort.Tensor>();
+  /**
+   * A second buffer for every state tensor a graph updates: a step writes its new state straight into these
+   * (onnxruntime's pre-allocated outputs) and the two swap roles once it succeeded. No step allocates the state
+   * afresh, and a failed step leaves the current one untouched.
+   */
+  readonly #spare = new Map<string, ort.Tensor>();
   #stepCount = 0;
   #microStep = 0;
   #scaler: LossScalerState | undefined;
@@ -230,12 +236,9 @@ export class StepEngine {
     if (this.#scaler !== undefined) feeds[IoNames.lossScale] = scalar(this.#scaler.scale);
     if (final) this.#feedUpdateScalars(feeds, lr);
     this.#feedState(session, feeds);
-    const outputs = await session.run(feeds);
+    const outputs = await session.run(feeds, this.#fetches(session));
     const loss = Number((outputs[IoNames.loss]?.data as Float32Array)[0]);
-    for (const [name, value] of Object.entries(outputs)) {
-      const input = stateInputName(name);
-      if (input !== undefined) this.#tensors.set(input, value);
-    }
+    this.#swapState(session);
     if (final) {
       this.#microStep = 0;
       if (this.#k > 1) this.#zeroAccumulators();
@@ -288,7 +291,7 @@ export class StepEngine {
     let own: ort.InferenceSession.OnnxValueMapType;
     let settled: PromiseSettledResult<ShardResult>[];
     try {
-      own = await gradients.run(feeds);
+      own = await gradients.run(feeds, this.#fetches(gradients));
     } finally {
       // Every helper's answer is awaited even when a shard failed, so none is left running into the next step.
       settled = await Promise.allSettled(pending);
@@ -303,11 +306,9 @@ export class StepEngine {
     }
     this.#feedUpdateScalars(applyFeeds, lr);
     this.#feedState(this.#step, applyFeeds);
-    const outputs = await this.#step.run(applyFeeds);
-    for (const [name, value] of [...Object.entries(own), ...Object.entries(outputs)]) {
-      const input = stateInputName(name);
-      if (input !== undefined && !input.startsWith("accum:")) this.#tensors.set(input, value);
-    }
+    const outputs = await this.#step.run(applyFeeds, this.#fetches(this.#step));
+    this.#swapState(gradients);
+    this.#swapState(this.#step);
     // The batch's loss: the mean of the shards' means (equal shards).
     const loss = [Number((own[IoNames.loss]?.data as Float32Array)[0]), ...others.map((result) => result.loss)].reduce((a, b) => a + b, 0) / replicas;
     return this.#updated(outputs, loss);
@@ -319,6 +320,41 @@ export class StepEngine {
       if (feeds[name] !== undefined) continue;
       const value = this.#tensors.get(name);
       if (value !== undefined) feeds[name] = value;
+    }
+  }
+
+  /**
+   * What `session.run` fetches: each output that is a state tensor's next value goes into that tensor's spare
+   * buffer; the others (loss, norms, gradients) onnxruntime allocates.
+   */
+  #fetches(session: ort.InferenceSession): Record<string, ort.Tensor | null> {
+    const fetches: Record<string, ort.Tensor | null> = {};
+    for (const name of session.outputNames) {
+      const input = stateInputName(name);
+      const current = input === undefined ? undefined : this.#tensors.get(input);
+      if (input === undefined || current === undefined) {
+        fetches[name] = null;
+        continue;
+      }
+      let spare = this.#spare.get(input);
+      if (spare === undefined) {
+        spare = zeros(current.dims);
+        this.#spare.set(input, spare);
+      }
+      fetches[name] = spare;
+    }
+    return fetches;
+  }
+
+  /** After `session` ran with #fetches: its state outputs become the state, the replaced buffers the spares. */
+  #swapState(session: ort.InferenceSession): void {
+    for (const name of session.outputNames) {
+      const input = stateInputName(name);
+      const written = input === undefined ? undefined : this.#spare.get(input);
+      const current = input === undefined ? undefined : this.#tensors.get(input);
+      if (input === undefined || written === undefined || current === undefined) continue;
+      this.#tensors.set(input, written);
+      this.#spare.set(input, current);
     }
   }
 
@@ -397,12 +433,12 @@ export class StepEngine {
     }
   }
 
-  /** Current parameters and buffers by name. */
+  /** A copy of the current parameters and buffers by name (the engine's own buffers are rewritten by later steps). */
   weights(): { params: Map<string, Float32Array>; buffers: Map<string, Float32Array> } {
     const params = new Map<string, Float32Array>();
     const buffers = new Map<string, Float32Array>();
-    for (const spec of this.model.registry.params) params.set(spec.name, this.#tensors.get(IoNames.param(spec.name))?.data as Float32Array);
-    for (const spec of this.model.registry.buffers) buffers.set(spec.name, this.#tensors.get(IoNames.buffer(spec.name))?.data as Float32Array);
+    for (const spec of this.model.registry.params) params.set(spec.name, Float32Array.from(this.#tensors.get(IoNames.param(spec.name))?.data as Float32Array));
+    for (const spec of this.model.registry.buffers) buffers.set(spec.name, Float32Array.from(this.#tensors.get(IoNames.buffer(spec.name))?.data as Float32Array));
     return { params, buffers };
   }
 
@@ -449,7 +485,11 @@ export class StepEngine {
   }
 
   #zeroAccumulators(): void {
-    for (const spec of this.model.registry.params) this.#tensors.set(IoNames.accum(spec.name), zeros(spec.shape));
+    for (const spec of this.model.registry.params) {
+      const current = this.#tensors.get(IoNames.accum(spec.name));
+      if (current === undefined) this.#tensors.set(IoNames.accum(spec.name), zeros(spec.shape));
+      else (current.data as Float32Array).fill(0);
+    }
   }
 }
 

@@ -408,6 +408,30 @@ describe("StepRunner state", () => {
     }
   });
 
+  it("steps write the new state into second buffers: weights handed out earlier keep their values, and every step equals one from freshly imported state", async () => {
+    const batches = [1, 2, 3, 4].map((seed) => makeBatch(seed));
+    const engine = await StepEngine.create(base);
+    const fresh = await StepEngine.create({ ...base, seed: 999 });
+    try {
+      const handedOut = engine.weights();
+      const before = new Map([...handedOut.params].map(([name, data]) => [name, Float32Array.from(data)]));
+      fresh.importState(engine.exportState());
+      for (const batch of batches) {
+        await engine.run(batch, 1e-3);
+        // A new engine state (fresh tensors) for every step of the reference run.
+        await fresh.run(batch, 1e-3);
+        fresh.importState(fresh.exportState());
+      }
+      for (const [name, data] of handedOut.params) expect(data, name).toEqual(before.get(name));
+      expect(engine.weights().params.get("final_layer.weight")).not.toEqual(before.get("final_layer.weight"));
+      const a = engine.exportState();
+      const b = fresh.exportState();
+      for (const [name, data] of a.tensors) expect(Buffer.compare(Buffer.from(data.buffer), Buffer.from((b.tensors.get(name) as Float32Array).buffer)), name).toBe(0);
+    } finally {
+      await Promise.all([engine.release(), fresh.release()]);
+    }
+  });
+
   it("refuses a state of another model with a clear error", async () => {
     const other = await StepRunner.create({ ...base, model: { ...base.model, lite: { channels: [8, 16, 32] } } });
     const runner = await StepRunner.create(base);

@@ -113,8 +113,9 @@ export class StepEngine {
   #tensors = new Map<string, ort.Tensor>();
   /**
    * A second buffer for every state tensor a graph updates: a step writes its new state straight into these
-   * (onnxruntime's pre-allocated outputs) and the two swap roles once it succeeded. No step allocates the state
-   * afresh, and a failed step leaves the current one untouched.
+   * (onnxruntime's pre-allocated outputs) and the two swap roles once it succeeded, so onnxruntime allocates
+   * no state outputs and a failed step leaves the current state untouched. (onnxruntime-node 1.30 still copies
+   * every output into a new ArrayBuffer for the result object; the engine drops those copies.)
    */
   readonly #spare = new Map<string, ort.Tensor>();
   #stepCount = 0;

@@ -163,11 +163,13 @@ export function convWeightGrad(
  * matrix): tap (ky, kx) reads a strided window of the padded input, and
  * dW[:, :, ky, kx] = dy [Co, N·Ho·Wo] × window [N·Ho·Wo, Ci]. The input is moved to channels-last first, so
  * a window's rows are runs of Wo·Ci contiguous values (Ci at stride 2) rather than Wo: onnxruntime's Slice
- * copies them on one thread, and the short rows of a channels-first window made it a fifth of a small
- * model's step. Measured against the channels-first windows (alternating steps of two engines, two threads):
- * lite 64x48 batch 32 16% faster, lite 128x96 batch 8 on one thread 9%, HRNet-W32 batch 8 4%,
- * SimpleBaseline-R18/R50 batch 32 within 3%. Faster here than the single large-kernel convolution as well,
- * whose kernel (the whole output map) onnxruntime's Conv is not built for.
+ * copies them on one thread, and the short rows of channels-first windows made it a fifth of a small model's
+ * kernel time. Measured against channels-first windows (alternating steps of two engines, two threads): lite
+ * 64x48 batch 32 16% faster, lite 128x96 batch 8 on one thread 9%, HRNet-W32 batch 8 4%, SimpleBaseline
+ * R18/R50 batch 32 within 3%. Slower (measured): a channels-last dy with a transposed-A GEMM; one GEMM over
+ * the nine windows concatenated into an im2col matrix (13% on the lite models: the concatenation is one more
+ * copy); the single large-kernel convolution, whose kernel (the whole output map) onnxruntime's Conv is not
+ * built for.
  */
 function im2colWeightGrad(
   t: Tape,

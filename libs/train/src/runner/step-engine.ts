@@ -237,9 +237,10 @@ export class StepEngine {
     if (this.#scaler !== undefined) feeds[IoNames.lossScale] = scalar(this.#scaler.scale);
     if (final) this.#feedUpdateScalars(feeds, lr);
     this.#feedState(session, feeds);
-    const outputs = await session.run(feeds, this.#fetches(session));
+    const fetches = this.#fetches(session);
+    const outputs = await session.run(feeds, fetches);
     const loss = Number((outputs[IoNames.loss]?.data as Float32Array)[0]);
-    this.#swapState(session);
+    this.#swapState(fetches);
     if (final) {
       this.#microStep = 0;
       if (this.#k > 1) this.#zeroAccumulators();
@@ -289,10 +290,11 @@ export class StepEngine {
     if (batch.teacher !== undefined && distilled) feeds[IoNames.teacher] = new ort.Tensor("float32", batch.teacher.subarray(0, perShard.heatmaps), heatmap);
     if (lossScale !== undefined) feeds[IoNames.lossScale] = scalar(lossScale);
     this.#feedState(gradients, feeds);
+    const ownFetches = this.#fetches(gradients);
     let own: ort.InferenceSession.OnnxValueMapType;
     let settled: PromiseSettledResult<ShardResult>[];
     try {
-      own = await gradients.run(feeds, this.#fetches(gradients));
+      own = await gradients.run(feeds, ownFetches);
     } finally {
       // Every helper's answer is awaited even when a shard failed, so none is left running into the next step.
       settled = await Promise.allSettled(pending);
@@ -307,9 +309,10 @@ export class StepEngine {
     }
     this.#feedUpdateScalars(applyFeeds, lr);
     this.#feedState(this.#step, applyFeeds);
-    const outputs = await this.#step.run(applyFeeds, this.#fetches(this.#step));
-    this.#swapState(gradients);
-    this.#swapState(this.#step);
+    const applyFetches = this.#fetches(this.#step);
+    const outputs = await this.#step.run(applyFeeds, applyFetches);
+    this.#swapState(ownFetches);
+    this.#swapState(applyFetches);
     // The batch's loss: the mean of the shards' means (equal shards).
     const loss = [Number((own[IoNames.loss]?.data as Float32Array)[0]), ...others.map((result) => result.loss)].reduce((a, b) => a + b, 0) / replicas;
     return this.#updated(outputs, loss);
@@ -347,15 +350,13 @@ export class StepEngine {
     return fetches;
   }
 
-  /** After `session` ran with #fetches: its state outputs become the state, the replaced buffers the spares. */
-  #swapState(session: ort.InferenceSession): void {
-    for (const name of session.outputNames) {
-      const input = stateInputName(name);
-      const written = input === undefined ? undefined : this.#spare.get(input);
-      const current = input === undefined ? undefined : this.#tensors.get(input);
-      if (input === undefined || written === undefined || current === undefined) continue;
+  /** After a run with `fetches` (from #fetches): the state outputs written become the state, the replaced buffers the spares. */
+  #swapState(fetches: Record<string, ort.Tensor | null>): void {
+    for (const [name, written] of Object.entries(fetches)) {
+      if (written === null) continue;
+      const input = stateInputName(name) as string;
+      this.#spare.set(input, this.#tensors.get(input) as ort.Tensor);
       this.#tensors.set(input, written);
-      this.#spare.set(input, current);
     }
   }
 

@@ -71,6 +71,8 @@ export class GraphBuilder {
   readonly #counters = new Map<string, number>();
   readonly #constants = new Map<string, Value>();
   readonly #metadata: Record<string, string> = {};
+  /** Non-default domains of the nodes emitted (each imported at version 1 unless extraOpsets says otherwise). */
+  readonly #domains = new Set<string>();
 
   constructor(options: GraphBuilderOptions) {
     this.#options = options;
@@ -136,6 +138,7 @@ export class GraphBuilder {
     attrs: Attrs = {},
     options: { outputs?: readonly { dtype?: keyof typeof DType; shape?: readonly Dim[]; name?: string }[]; name?: string; domain?: string } = {},
   ): Value[] {
+    if (options.domain !== undefined && options.domain !== "") this.#domains.add(options.domain);
     const outputsSpec = options.outputs ?? [{}];
     const base = options.name ?? opType.toLowerCase();
     const outputs = outputsSpec.map((spec, i) => {
@@ -201,6 +204,9 @@ export class GraphBuilder {
     const opsets = [create(OperatorSetIdProtoSchema, { domain: "", version: BigInt(this.opset) })];
     for (const [domain, version] of Object.entries(this.#options.extraOpsets ?? {})) {
       opsets.push(create(OperatorSetIdProtoSchema, { domain, version: BigInt(version) }));
+    }
+    for (const domain of this.#domains) {
+      if (this.#options.extraOpsets?.[domain] === undefined) opsets.push(create(OperatorSetIdProtoSchema, { domain, version: 1n }));
     }
     return create(ModelProtoSchema, {
       irVersion: 8n,

@@ -77,6 +77,15 @@ describe("GraphBuilder", () => {
     }
   });
 
+  it("imports the operator set of every domain its nodes use, at version 1 unless extraOpsets says otherwise", () => {
+    const g = new GraphBuilder({ name: "domains", extraOpsets: { "com.microsoft": 1 } });
+    const x = g.input("x", "float32", [1, 16, 2, 2]);
+    const blocked = g.op("ReorderInput", [x], {}, { domain: "com.microsoft.nchwc" });
+    g.output(g.op("ReorderOutput", [blocked], { channels: { i: 16 } }, { domain: "com.microsoft.nchwc" }), "y");
+    const imports = g.build().opsetImport.map((opset) => [opset.domain, Number(opset.version)]);
+    expect(imports).toEqual([["", 17], ["com.microsoft", 1], ["com.microsoft.nchwc", 1]]);
+  });
+
   it("round-trips tensors through TensorProto raw data, int64 included", () => {
     const t = hostTensor("int64", [3], [1n, -2n, 9223372036854775807n]);
     expect(fromTensorProto(toTensorProto("t", t)).data).toEqual(t.data);

@@ -24,10 +24,16 @@ interface Record {
  */
 export class Tape {
   readonly g: GraphBuilder;
+  /**
+   * The channel block of onnxruntime's blocked-layout (NCHWc) CPU convolution kernels when the graph is
+   * compiled for its CPU provider (see conv2d); undefined: standard ONNX Conv nodes only.
+   */
+  readonly nchwcBlock: number | undefined;
   readonly #records: Record[] = [];
 
-  constructor(graph: GraphBuilder) {
+  constructor(graph: GraphBuilder, options: { nchwcBlock?: number } = {}) {
     this.g = graph;
+    this.nchwcBlock = options.nchwcBlock;
   }
 
   /** Wraps a value as a tensor of the tape. */

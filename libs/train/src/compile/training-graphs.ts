@@ -34,6 +34,12 @@ export interface TrainingGraphConfig {
    * is not finite ("grads_finite" says which; the StepEngine adjusts the scale).
    */
   readonly mixedPrecision?: boolean;
+  /**
+   * Compiles for onnxruntime's CPU provider: eligible convolutions run through its blocked-layout (NCHWc)
+   * kernels with this channel block (`nchwcBlockSize()`), which makes the graphs CPU-only. The StepEngine
+   * sets it on the CPU provider; absent: standard ONNX ops only.
+   */
+  readonly nchwcBlock?: number;
 }
 
 export interface TrainingGraphs {
@@ -65,7 +71,7 @@ export function compileTrainingGraphs(model: ModelDefinition, config: TrainingGr
 
 function emit(model: ModelDefinition, config: TrainingGraphConfig, optimizer: ResolvedOptimizer, k: number, update: boolean): ModelProto {
   const g = new GraphBuilder({ name: update ? "train_step" : "train_accumulate", producer: "poseloop-train" });
-  const t = new Tape(g);
+  const t = new Tape(g, config.nchwcBlock === undefined ? {} : { nchwcBlock: config.nchwcBlock });
   const { batchSize: b, distillation } = config;
   const { inputWidth: w, inputHeight: h, numKeypoints: kp } = model.config;
   const hw = model.heatmapWidth;

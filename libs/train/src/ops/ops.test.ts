@@ -10,6 +10,7 @@ import { linear } from "./linear.js";
 import { distillKlLoss, distillMseLoss, jointsMseLoss, l1Loss, simccKlLoss } from "./loss.js";
 import { avgPool2d, globalAvgPool, maxPool2d } from "./pool.js";
 import { upsampleBilinear, upsampleNearest } from "./resize.js";
+import { nchwcBlockSize } from "../runner/nchwc.js";
 
 /** Values drawn away from an activation's kinks, where a finite difference would straddle the corner. */
 function awayFrom(kinks: readonly number[], shape: readonly number[], seed = 5): Float32Array {
@@ -22,8 +23,8 @@ function awayFrom(kinks: readonly number[], shape: readonly number[], seed = 5):
   });
 }
 
-async function expectGradients(build: (t: Parameters<Parameters<typeof gradCheck>[0]>[0], s: readonly Sym[]) => Sym, inputs: readonly GradCheckInput[], samples = 24): Promise<void> {
-  const result = await gradCheck(build, inputs, { samples });
+async function expectGradients(build: (t: Parameters<Parameters<typeof gradCheck>[0]>[0], s: readonly Sym[]) => Sym, inputs: readonly GradCheckInput[], samples = 24, nchwcBlock?: number): Promise<void> {
+  const result = await gradCheck(build, inputs, { samples, ...(nchwcBlock === undefined ? {} : { nchwcBlock }) });
   expect(result.worst, result.details).toBeLessThanOrEqual(1);
 }
 
@@ -76,6 +77,50 @@ describe("convolutions pass finite differences", () => {
     const group = "group" in options ? options.group : 1;
     const inputs = [x4(xShape), x4(wShape, "w"), ...(bias ? [x4([wShape[1] * group], "b")] : [])];
     await expectGradients((t, [x, w, b]) => convTranspose2d(t, x as Sym, w as Sym, b, options), inputs);
+  });
+});
+
+describe("convolutions through onnxruntime's blocked (NCHWc) CPU kernels", () => {
+  const opsOf = (t: Tape) => (t.g.build().graph?.node ?? []).map((node) => `${node.domain === "" ? "" : `${node.domain}:`}${node.opType}`);
+
+  it("reads the CPU provider's channel block off the provider", async () => {
+    // This machine's MLAS has blocked kernels (16 channels with AVX-512, 8 with AVX2); the probe checks the
+    // whole reordered layout, not just one value.
+    expect([8, 16]).toContain(await nchwcBlockSize());
+  });
+
+  it.each([
+    ["3x3 stride 1 pad 1 with bias", { pads: [1, 1, 1, 1] }, [2, 16, 5, 4], [16, 16, 3, 3], true],
+    ["3x3 stride 2, 16→32", { stride: [2, 2], pads: [1, 1, 1, 1] }, [2, 16, 7, 6], [32, 16, 3, 3], false],
+    ["1x1 stride 1", {}, [2, 32, 4, 3], [16, 32, 1, 1], false],
+    ["3x2 kernel, asymmetric pads, dilation 2", { pads: [2, 0, 1, 1], dilation: [2, 2] }, [1, 16, 7, 6], [16, 16, 3, 2], false],
+  ] as const)("Conv %s passes finite differences", async (_label, options, xShape, wShape, bias) => {
+    const block = (await nchwcBlockSize()) as number;
+    const inputs = [x4(xShape), x4(wShape, "w"), ...(bias ? [x4([wShape[0]], "b")] : [])];
+    await expectGradients((t, [x, w, b]) => conv2d(t, x as Sym, w as Sym, b, options), inputs, 24, block);
+  });
+
+  it("ConvTranspose 4x4 stride 2 (whose input gradient is a blocked Conv) passes finite differences", async () => {
+    const block = (await nchwcBlockSize()) as number;
+    await expectGradients((t, [x, w]) => convTranspose2d(t, x as Sym, w as Sym, undefined, { stride: [2, 2], pads: [1, 1, 1, 1] }), [x4([2, 16, 4, 3]), x4([16, 16, 4, 4], "w")], 24, block);
+  });
+
+  it("blocks the ungrouped fp32 convolutions whose channels fill whole blocks, forward and input gradient, and leaves the others standard", () => {
+    const compile = (xShape: readonly number[], wShape: readonly number[], options: ConvOptions = {}) => {
+      const t = new Tape(new GraphBuilder({ name: "conv" }), { nchwcBlock: 16 });
+      const [x, w] = [t.sym(t.g.input("x", "float32", xShape), xShape, true), t.sym(t.g.input("w", "float32", wShape), wShape, true)];
+      const y = conv2d(t, x, w, undefined, options);
+      t.gradients(y, [x, w], t.sym(t.g.input("dy", "float32", y.shape), y.shape, false));
+      return opsOf(t);
+    };
+    const blocked = compile([1, 32, 6, 5], [16, 32, 3, 3], { pads: [1, 1, 1, 1] });
+    expect(blocked.filter((op) => op === "com.microsoft.nchwc:Conv")).toHaveLength(2);
+    expect(blocked).not.toContain("Conv");
+    expect(blocked.filter((op) => op === "com.microsoft.nchwc:ReorderInput")).toHaveLength(2);
+    // 3 input channels (the stem), 17 outputs (the heatmap head), groups: standard Conv nodes.
+    expect(compile([1, 3, 6, 5], [16, 3, 3, 3], { pads: [1, 1, 1, 1] })).not.toContain("com.microsoft.nchwc:Conv");
+    expect(compile([1, 32, 6, 5], [17, 32, 1, 1])).not.toContain("com.microsoft.nchwc:Conv");
+    expect(compile([1, 32, 6, 5], [32, 16, 3, 3], { group: 2, pads: [1, 1, 1, 1] })).not.toContain("com.microsoft.nchwc:Conv");
   });
 });
 

@@ -9,7 +9,7 @@ import { compileShardGradients } from "../compile/training-graphs.js";
 import { initialize } from "../nn/parameters.js";
 import { Rng } from "../rng.js";
 import { defineModel } from "../zoo/model-config.js";
-import { StepEngine, type StepRunnerOptions } from "./step-engine.js";
+import { graphConfig, StepEngine, type StepRunnerOptions } from "./step-engine.js";
 
 export interface ShardRequest {
   readonly params: ReadonlyMap<string, Float32Array>;
@@ -30,7 +30,7 @@ let state: { session: ort.InferenceSession; fixed: Record<string, ort.Tensor>; o
 serveWorkerRpc({
   create: async ({ options, replicas }: { options: StepRunnerOptions; replicas: number }) => {
     const model = defineModel(options.model);
-    const graph = compileShardGradients(model, { ...options.training, mixedPrecision: options.mixedPrecision === true }, replicas);
+    const graph = compileShardGradients(model, await graphConfig(options), replicas);
     const session = await ort.InferenceSession.create(encodeModel(graph), StepEngine.sessionOptions(options));
     const fixed: Record<string, ort.Tensor> = {};
     const rng = new Rng(0);

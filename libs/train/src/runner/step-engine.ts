@@ -9,6 +9,7 @@ import { stepScalars, type ResolvedOptimizer } from "../optim/optimizer.js";
 import { Rng } from "../rng.js";
 import { defineModel, type ModelConfig, type ModelDefinition } from "../zoo/model-config.js";
 import type { ShardRequest, ShardResult } from "./replica-worker.js";
+import { nchwcBlockSize } from "./nchwc.js";
 import type { LossScalerState, TrainingState } from "./training-state.js";
 
 export type Device = "cpu" | "cuda" | "webgpu";
@@ -40,6 +41,11 @@ export interface StepRunnerOptions {
    * same shards bit for bit; it cannot be combined with gradAccumSteps > 1.
    */
   readonly replicas?: number;
+  /**
+   * On the CPU provider, run the training graphs' eligible convolutions through onnxruntime's blocked-layout
+   * (NCHWc) kernels (default true; see conv2d's emitConv). false: standard ONNX Conv nodes only.
+   */
+  readonly blockedConvolutions?: boolean;
 }
 
 export interface LossScalingOptions {
@@ -77,6 +83,17 @@ export interface StepResult {
   readonly skipped?: boolean;
   /** Mixed precision: the loss scale the next micro-batch will use. */
   readonly lossScale?: number;
+}
+
+/**
+ * The configuration the training graphs compile with: the run's, with its mixed precision and, on the CPU
+ * provider in fp32, the channel block of the provider's blocked convolutions.
+ */
+export async function graphConfig(options: StepRunnerOptions): Promise<TrainingGraphConfig> {
+  const mixedPrecision = options.mixedPrecision === true;
+  const blocked = (options.device ?? "cpu") === "cpu" && !mixedPrecision && options.blockedConvolutions !== false;
+  const block = blocked ? await nchwcBlockSize() : undefined;
+  return { ...options.training, mixedPrecision, ...(block === undefined ? {} : { nchwcBlock: block }) };
 }
 
 /** The execution providers this onnxruntime-node build can use, checked before any session is created. */
@@ -158,7 +175,7 @@ export class StepEngine {
     if (options.mixedPrecision === true) scalingOptions(options);
     const replicas = options.replicas ?? 1;
     if (!Number.isInteger(replicas) || replicas < 1) throw new AppError(Code.INVALID_ARGUMENT, `replicas must be a positive integer, got ${replicas}`);
-    const training = { ...options.training, mixedPrecision: options.mixedPrecision === true };
+    const training = await graphConfig(options);
     if (replicas > 1) return StepEngine.#replicatedEngine(model, options, training, replicas);
     const graphs = compileTrainingGraphs(model, training);
     const sessionOptions = StepEngine.sessionOptions(options);
@@ -204,7 +221,7 @@ export class StepEngine {
   static sessionOptions(options: Pick<StepRunnerOptions, "device" | "intraOpThreads">): ort.InferenceSession.SessionOptions {
     return {
       executionProviders: [options.device ?? "cpu"],
-      graphOptimizationLevel: (process.env["POSELOOP_ORT_OPT"] as "all" | undefined) ?? "all",
+      graphOptimizationLevel: "all",
       ...(options.intraOpThreads === undefined || options.intraOpThreads === 0 ? {} : { intraOpNumThreads: options.intraOpThreads }),
       enableMemPattern: false,
       extra: { session: { intra_op: { allow_spinning: "0" } } },

@@ -6,7 +6,8 @@ import { defineModel } from "../zoo/model-config.js";
 import { Rng } from "../rng.js";
 import { decodeTrainingState } from "./training-state.js";
 import { StepRunner } from "./step-runner.js";
-import { StepEngine, type StepBatch, type StepRunnerOptions } from "./step-engine.js";
+import { graphConfig, StepEngine, type StepBatch, type StepRunnerOptions } from "./step-engine.js";
+import { nchwcBlockSize } from "./nchwc.js";
 
 const B = 4;
 const H = 64;
@@ -465,6 +466,39 @@ describe("StepRunner devices", () => {
       extra: { session: { intra_op: { allow_spinning: "0" } } },
     });
     expect(StepEngine.sessionOptions({})).not.toHaveProperty("intraOpNumThreads");
+  });
+
+  it("compiles its convolutions for the CPU provider's blocked kernels (fp32 only), and trains as the standard graphs do", async () => {
+    const block = await nchwcBlockSize();
+    expect((await graphConfig(base)).nchwcBlock).toBe(block);
+    expect((await graphConfig({ ...base, blockedConvolutions: false })).nchwcBlock).toBeUndefined();
+    expect((await graphConfig({ ...base, mixedPrecision: true, emulateMixedPrecisionOnCpu: true })).nchwcBlock).toBeUndefined();
+    expect((await graphConfig({ ...base, device: "webgpu" })).nchwcBlock).toBeUndefined();
+    const ops = (blocked: boolean) =>
+      compileTrainingGraphs(defineModel(base.model), { ...base.training, ...(blocked ? { nchwcBlock: block as number } : {}) }).step.graph?.node.map((node) => `${node.domain}:${node.opType}`) ?? [];
+    // The lite model's 16→32, 32→32 and 32→64 convolutions forward (7) and as stride-1 or deconvolution input
+    // gradients (5); the 3-channel stem and the 17-heatmap head stay standard.
+    expect(ops(true).filter((op) => op === "com.microsoft.nchwc:Conv")).toHaveLength(12);
+    expect(ops(true).filter((op) => op === ":Conv")).toHaveLength(ops(false).filter((op) => op === ":Conv").length - 12);
+
+    const options: StepRunnerOptions = { ...base, training: { batchSize: B, optimizer: { kind: "sgd", momentum: 0.9 }, clipGradNorm: 1 } };
+    const engines = [await StepEngine.create(options), await StepEngine.create({ ...options, blockedConvolutions: false })] as const;
+    try {
+      for (let i = 0; i < 3; i++) {
+        const [blocked, standard] = [await engines[0].run(makeBatch(i), 0.05), await engines[1].run(makeBatch(i), 0.05)];
+        expect(Math.abs(blocked.loss - standard.loss)).toBeLessThanOrEqual(1e-5 * standard.loss);
+        expect(Math.abs((blocked.gradNorm as number) - (standard.gradNorm as number))).toBeLessThanOrEqual(1e-5 * (standard.gradNorm as number));
+      }
+      const [blocked, standard] = [engines[0].weights().params, engines[1].weights().params];
+      for (const [name, reference] of standard) {
+        const values = blocked.get(name) as Float32Array;
+        const scale = reference.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+        const worst = reference.reduce((m, v, j) => Math.max(m, Math.abs(v - (values[j] as number))), 0);
+        expect(worst, name).toBeLessThanOrEqual(1e-5 * scale);
+      }
+    } finally {
+      await Promise.all(engines.map((engine) => engine.release()));
+    }
   });
 
   it("rejects batches of the wrong size", async () => {

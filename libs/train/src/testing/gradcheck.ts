@@ -26,7 +26,7 @@ export interface GradCheckResult {
 export async function gradCheck(
   build: (t: Tape, inputs: readonly Sym[]) => Sym,
   inputs: readonly GradCheckInput[],
-  options: { seed?: number; samples?: number; epsilon?: number; rtol?: number; atol?: number } = {},
+  options: { seed?: number; samples?: number; epsilon?: number; rtol?: number; atol?: number; nchwcBlock?: number } = {},
 ): Promise<GradCheckResult> {
   const rng = new Rng(options.seed ?? 1);
   const values = inputs.map((input) => input.values ?? Float32Array.from({ length: input.shape.reduce((a, b) => a * b, 1) }, () => rng.normal()));
@@ -36,7 +36,7 @@ export async function gradCheck(
 
   const graph = (withGrad: boolean): { bytes: Uint8Array; gradNames: string[] } => {
     const g = new GraphBuilder({ name: "gradcheck" });
-    const t = new Tape(g);
+    const t = new Tape(g, options.nchwcBlock === undefined ? {} : { nchwcBlock: options.nchwcBlock });
     const syms = inputs.map((input) => t.sym(g.input(input.name, "float32", input.shape), input.shape, withGrad && input.requiresGrad === true));
     const y = build(t, syms);
     const shape = y.shape.map(Number);

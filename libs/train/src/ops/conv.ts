@@ -59,7 +59,7 @@ export function conv2d(t: Tape, x: Sym, w: Sym, b: Sym | undefined, options: Con
  * counts are multiples of the block qualify (the 3-channel stem and the 17-heatmap head stay standard).
  * Measured, alternating the steps of two engines (two threads): lite 64x48 batch 32 12-14% faster, the demo
  * model (128x96, batch 8, one thread) 9%, HRNet-W32 256x192 batch 8 5%, SimpleBaseline-R18 1-3%; one 3x3
- * 32→32 convolution over 32x32x16x12 1.6x, including both reorders.
+ * 32→32 convolution over 32x32x16x12 1.25-1.6x faster in two runs, including both reorders.
  */
 function emitConv(t: Tape, x: Value, w: Value, b: Value | undefined, attrs: Attrs, shape: readonly Dim[], group: number): Value {
   const block = t.nchwcBlock;

@@ -76,7 +76,8 @@ function emitConv(t: Tape, x: Value, w: Value, b: Value | undefined, attrs: Attr
   return g.op("ReorderOutput", [y], { channels: { i: co } }, { domain: NCHWC, shape });
 }
 
-const NCHWC = "com.microsoft.nchwc";
+/** The operator domain of onnxruntime's blocked-layout CPU kernels (ReorderInput, Conv, ReorderOutput). */
+export const NCHWC = "com.microsoft.nchwc";
 
 /**
  * The input gradient of a convolution. At stride 1 (ungrouped, fp32) it is the convolution of dy with the

@@ -1,5 +1,6 @@
 import * as ort from "onnxruntime-node";
 import { encodeModel, GraphBuilder } from "@poseloop/onnx";
+import { NCHWC } from "../ops/conv.js";
 
 const CHANNELS = 64;
 const POSITIONS = 2;
@@ -20,7 +21,7 @@ export function nchwcBlockSize(): Promise<number | undefined> {
 async function probe(): Promise<number | undefined> {
   const g = new GraphBuilder({ name: "nchwc_probe", producer: "poseloop-train" });
   const x = g.input("x", "float32", [1, CHANNELS, 1, POSITIONS]);
-  g.output(g.op("ReorderInput", [x], {}, { domain: "com.microsoft.nchwc" }), "y");
+  g.output(g.op("ReorderInput", [x], {}, { domain: NCHWC }), "y");
   let session: ort.InferenceSession;
   try {
     session = await ort.InferenceSession.create(encodeModel(g.build()), { graphOptimizationLevel: "disabled" });

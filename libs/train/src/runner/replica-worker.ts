@@ -5,11 +5,11 @@ import * as ort from "onnxruntime-node";
 import { serveWorkerRpc, Transfer } from "@poseloop/core";
 import { encodeModel } from "@poseloop/onnx";
 import { IoNames } from "../compile/io-names.js";
-import { compileShardGradients } from "../compile/training-graphs.js";
+import { compileShardGradients, type TrainingGraphConfig } from "../compile/training-graphs.js";
 import { initialize } from "../nn/parameters.js";
 import { Rng } from "../rng.js";
 import { defineModel } from "../zoo/model-config.js";
-import { graphConfig, StepEngine, type StepRunnerOptions } from "./step-engine.js";
+import { StepEngine, type StepRunnerOptions } from "./step-engine.js";
 
 export interface ShardRequest {
   readonly params: ReadonlyMap<string, Float32Array>;
@@ -28,9 +28,10 @@ export interface ShardResult {
 let state: { session: ort.InferenceSession; fixed: Record<string, ort.Tensor>; options: StepRunnerOptions; dims: { images: number[]; heatmaps: number[]; weights: number[] } } | undefined;
 
 serveWorkerRpc({
-  create: async ({ options, replicas }: { options: StepRunnerOptions; replicas: number }) => {
+  // `training` is the primary's graph configuration (graphConfig), so every shard compiles the same graph.
+  create: async ({ options, training, replicas }: { options: StepRunnerOptions; training: TrainingGraphConfig; replicas: number }) => {
     const model = defineModel(options.model);
-    const graph = compileShardGradients(model, await graphConfig(options), replicas);
+    const graph = compileShardGradients(model, training, replicas);
     const session = await ort.InferenceSession.create(encodeModel(graph), StepEngine.sessionOptions(options));
     const fixed: Record<string, ort.Tensor> = {};
     const rng = new Rng(0);

@@ -192,7 +192,7 @@ export class StepEngine {
     const helpers = Array.from({ length: replicas - 1 }, (_, i) => new WorkerClient(startModuleWorker(import.meta.url, "./replica-worker", { name: `poseloop-replica-${i + 1}` })));
     const opened: ort.InferenceSession[] = [];
     try {
-      const created = helpers.map((helper) => helper.call("create", { options, replicas }));
+      const created = helpers.map((helper) => helper.call("create", { options, training, replicas }));
       const gradients = await ort.InferenceSession.create(encodeModel(graphs.gradients), sessionOptions);
       opened.push(gradients);
       const apply = await ort.InferenceSession.create(encodeModel(graphs.apply), sessionOptions);

@@ -1,7 +1,7 @@
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { runCli, TraceCollector, type CliIo } from "@poseloop/client";
-import { tinyExperiment } from "@poseloop/client/testing";
+import { runCli, TraceCollector, type CliIo } from "@poseloop/cli";
+import { tinyExperiment } from "@poseloop/cli/testing";
 import { makeTempDir, NatsServer, spawnService, waitFor, type ServiceProcess } from "@poseloop/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 

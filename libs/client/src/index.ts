@@ -15,8 +15,3 @@ export {
 } from "./sdk/client-options.js";
 export type { ConnectionOptions, RequestOptions, ResolvedConnection } from "./sdk/client-options.js";
 export { FlowWindow } from "./sdk/flow-window.js";
-export { runCli } from "./cli/run-cli.js";
-export type { CliIo, CliOutput } from "./cli/cli-io.js";
-export { ExitCode } from "./cli/error-report.js";
-export { TraceCollector } from "./demo/trace-collector.js";
-export type { CollectedSpan } from "./demo/trace-collector.js";

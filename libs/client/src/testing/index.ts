@@ -1,2 +1,2 @@
-export { tinyExperiment } from "./tiny-experiment.js";
-export { captureIo } from "./fake-services.js";
+export { fakeJob, startFakeInferencer, startFakeTrainer } from "./fake-services.js";
+export type { FakeInferencerScript, FakeServer, FakeTrainerScript, ReceivedCall } from "./fake-services.js";

@@ -1,16 +1,17 @@
 #!/usr/bin/env node
 // `npm start`: the demo of the whole loop on the embedded bus, no server and no configuration (see
-// libs/client/src/demo/demo.ts): train, publish int8, hot-swap into a live synthetic stream, summary and an
+// apps/poseloop/src/demo/demo.ts): train, publish int8, hot-swap into a live synthetic stream, summary and an
 // annotated video in ./out. `npm start -- --serve` only runs the two services until Ctrl-C. With
 // POSELOOP_NATS_URL set, both use that NATS deployment instead. Run after `tsc -b` (npm start does both).
 import { spawn } from "node:child_process";
 import { resolve } from "node:path";
 import { createInterface } from "node:readline";
 
-const root = resolve(import.meta.dirname, "..");
+// The repository root: the demo reads experiments/ there and writes out/ and .poseloop/ beside them.
+const root = resolve(import.meta.dirname, "../../..");
+const { runDemo, serviceEntry } = await import("../dist/index.js");
 
 if (!process.argv.includes("--serve")) {
-  const { runDemo } = await import("../libs/client/dist/demo/demo.js");
   const controller = new AbortController();
   process.once("SIGINT", () => controller.abort());
   process.once("SIGTERM", () => controller.abort());
@@ -24,8 +25,8 @@ if (!process.argv.includes("--serve")) {
 }
 const env = { POSELOOP_BUS_DIR: resolve(root, ".poseloop/bus"), ...process.env };
 const services = [
-  { name: "trainer", entry: "services/trainer/dist/main.js", color: 36 },
-  { name: "inferencer", entry: "services/inferencer/dist/main.js", color: 35 },
+  { name: "trainer", entry: serviceEntry("trainer"), color: 36 },
+  { name: "inferencer", entry: serviceEntry("inferencer"), color: 35 },
 ];
 
 const children = [];

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { captureIo } from "../testing/fake-services.js";
+import { captureIo } from "../testing/capture-io.js";
 import { runCli, splitCommand } from "./run-cli.js";
 
 describe("runCli command line", () => {

@@ -4,7 +4,8 @@ import { AppError, Code } from "@poseloop/core";
 import { JobState } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
 import { makeTempDir } from "@poseloop/testkit";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { captureIo, fakeJob, startFakeTrainer, type FakeServer, type FakeTrainerScript } from "../testing/fake-services.js";
+import { fakeJob, startFakeTrainer, type FakeServer, type FakeTrainerScript } from "@poseloop/client/testing";
+import { captureIo } from "../testing/capture-io.js";
 import { runCli } from "./run-cli.js";
 
 const cleanups: (() => Promise<void> | void)[] = [];

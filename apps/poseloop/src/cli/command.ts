@@ -1,7 +1,6 @@
 import { parseArgs } from "node:util";
 import type { Env } from "@poseloop/core";
-import type { InferenceClient } from "../sdk/inference-client.js";
-import type { TrainerClient } from "../sdk/trainer-client.js";
+import { type InferenceClient, type TrainerClient } from "@poseloop/client";
 import type { LineWriter } from "./cli-io.js";
 import { UsageError } from "./error-report.js";
 

@@ -3,6 +3,7 @@ import { createWriteStream } from "node:fs";
 import { mkdir, readFile } from "node:fs/promises";
 import { join, relative } from "node:path";
 import { createInterface } from "node:readline";
+import { InferenceClient, TrainerClient, type FrameInput } from "@poseloop/client";
 import { AppError, Code, sleep, type Env } from "@poseloop/core";
 import { renderSyntheticScene, SeededRandom } from "@poseloop/data";
 import type { ModelManifest } from "@poseloop/proto/poseloop/common/v1/model_pb";
@@ -15,13 +16,11 @@ import { ffmpegPath, VideoFrameWriter } from "../cli/ffmpeg-video.js";
 import { formatProgressBar, formatProgressLine } from "../cli/progress-format.js";
 import { annotatePicture } from "../cli/pose-annotation.js";
 import { percentile } from "../cli/stream-stats.js";
-import type { FrameInput } from "../sdk/frame-input.js";
-import { InferenceClient } from "../sdk/inference-client.js";
-import { TrainerClient } from "../sdk/trainer-client.js";
+import { serviceEntry } from "./service-entry.js";
 import { TraceCollector, type CollectedSpan } from "./trace-collector.js";
 
 export interface DemoOptions {
-  /** The repository root: experiments/, services/*\/dist and the output folder are found from it. */
+  /** The repository root: experiments/ and the output folders (out/, .poseloop/) are found from it. */
   readonly root: string;
   readonly env: Env;
   readonly stdout: CliOutput;
@@ -122,11 +121,8 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   let inference: InferenceClient | undefined;
   try {
     out.line("PoseLoop demo: train a pose model, publish it as int8, hot-swap it into a live stream.");
-    for (const [name, entry] of [
-      ["trainer", "services/trainer/dist/main.js"],
-      ["inferencer", "services/inferencer/dist/main.js"],
-    ] as const) {
-      services.push(await startService(name, join(root, entry), serviceEnv, join(outDir, `${name}.log`)));
+    for (const name of ["trainer", "inferencer"] as const) {
+      services.push(await startService(name, serviceEntry(name), serviceEnv, join(outDir, `${name}.log`)));
     }
     const bus = env["POSELOOP_NATS_URL"] === undefined ? `the embedded bus (${relative(root, serviceEnv["POSELOOP_BUS_DIR"] ?? "") || "."})` : `NATS at ${env["POSELOOP_NATS_URL"]}`;
     out.line(`  trainer on ${services[0]?.address}, inferencer on ${services[1]?.address}, over ${bus}; logs in out/`);

@@ -5,7 +5,8 @@ import type { Frame } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
 import { makeTempDir } from "@poseloop/testkit";
 import { decodeImage, encodePng } from "@poseloop/vision";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { captureIo, startFakeInferencer, startFakeTrainer, fakeJob, type FakeInferencerScript, type FakeServer } from "../testing/fake-services.js";
+import { fakeJob, startFakeInferencer, startFakeTrainer, type FakeInferencerScript, type FakeServer } from "@poseloop/client/testing";
+import { captureIo } from "../testing/capture-io.js";
 import { ffmpegPath, VideoFrameReader, VideoFrameWriter } from "./ffmpeg-video.js";
 import { runCli } from "./run-cli.js";
 

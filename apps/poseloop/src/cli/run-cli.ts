@@ -1,8 +1,6 @@
 import { resolve } from "node:path";
 import { AppError, Code } from "@poseloop/core";
-import { connectionsFromEnv, DEFAULT_INFERENCER_ADDRESS, DEFAULT_TRAINER_ADDRESS, type ConnectionOptions } from "../sdk/client-options.js";
-import { InferenceClient } from "../sdk/inference-client.js";
-import { TrainerClient } from "../sdk/trainer-client.js";
+import { connectionsFromEnv, DEFAULT_INFERENCER_ADDRESS, DEFAULT_TRAINER_ADDRESS, type ConnectionOptions, InferenceClient, TrainerClient } from "@poseloop/client";
 import { LineWriter, type CliIo } from "./cli-io.js";
 import { commandHelp, optionLines, parseCommandLine, type Command, type CommandContext, type OptionSpecs } from "./command.js";
 import { detectCommand } from "./detect-command.js";

@@ -3,7 +3,7 @@ import { basename, extname, join } from "node:path";
 import { AppError, Code } from "@poseloop/core";
 import { renderSyntheticScene, SeededRandom } from "@poseloop/data";
 import { decodeImage, type RgbImage } from "@poseloop/vision";
-import type { FrameInput } from "../sdk/frame-input.js";
+import type { FrameInput } from "@poseloop/client";
 import { VideoFrameReader } from "./ffmpeg-video.js";
 
 /** One frame of a source: what is sent, and its pixels for the annotated output. */

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { makeTempDir, NatsServer, spawnService, waitFor, type ServiceProcess } from "@poseloop/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { captureIo } from "../testing/fake-services.js";
+import { captureIo } from "../testing/capture-io.js";
 import { tinyExperiment } from "../testing/tiny-experiment.js";
 import { runCli } from "./run-cli.js";
 

@@ -3,7 +3,7 @@ import { JobEventSchema, JobProgressSchema, JobState } from "@poseloop/proto/pos
 import { describe, expect, it } from "vitest";
 import { formatEvent, formatJobSummary, formatTable } from "./job-format.js";
 import { formatDuration, formatLearningRate, formatLoss, formatProgressBar, formatProgressLine } from "./progress-format.js";
-import { fakeJob } from "../testing/fake-services.js";
+import { fakeJob } from "@poseloop/client/testing";
 
 const progress = create(JobProgressSchema, {
   epoch: 2,

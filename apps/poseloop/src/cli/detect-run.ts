@@ -4,7 +4,7 @@ import { performance } from "node:perf_hooks";
 import { AppError, Code, isCode } from "@poseloop/core";
 import { FrameResultSchema, ImageFormat, type FrameResult } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
 import { decodeImage, encodeJpeg, encodePng } from "@poseloop/vision";
-import { encodedFormatOf, type PersonBox } from "../sdk/frame-input.js";
+import { encodedFormatOf, type PersonBox } from "@poseloop/client";
 import type { CommandContext } from "./command.js";
 import { ExitCode, UsageError } from "./error-report.js";
 import { modelRefText } from "./job-format.js";

@@ -2,6 +2,7 @@ export { AppError, Code, codeName, isCode } from "./app-error.js";
 export type { AppErrorOptions } from "./app-error.js";
 export { createJsonLogger, isLogLevel, LogLevel, silentLogger } from "./logger.js";
 export type { JsonLoggerOptions, LogFields, Logger } from "./logger.js";
+export { didYouMean, editDistance } from "./did-you-mean.js";
 export { EnvReader, parseDurationMs } from "./env.js";
 export type { Env } from "./env.js";
 export { abortReason, deferred, raceAbort, sleep, withDeadline } from "./async.js";

@@ -1,3 +1,4 @@
+export { BearerTokenCheck, BearerTokenFailure, bearerToken } from "./bearer-token.js";
 export { createClient } from "./client.js";
 export type { ClientControls, ClientOptions } from "./client.js";
 export type { CallOptions, ClientMethod, HandlerContext, MethodHandler, MethodsOf, ServiceClient, ServiceImpl } from "./handler-types.js";

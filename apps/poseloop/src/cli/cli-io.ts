@@ -13,7 +13,7 @@ export interface CliOutput {
 export interface CliIo {
   readonly stdout: CliOutput;
   readonly stderr: CliOutput;
-  /** POSELOOP_TRAINER_ADDR, POSELOOP_INFERENCER_ADDR, POSELOOP_TOKEN, POSELOOP_FFMPEG. */
+  /** POSELOOP_TRAINER_ADDR, POSELOOP_INFERENCER_ADDR, POSELOOP_TOKEN, POSELOOP_FFMPEG (see cli-environment.ts). */
   readonly env: Env;
   /** Aborts the running command (Ctrl-C). */
   readonly signal?: AbortSignal;
@@ -54,7 +54,8 @@ export class LineWriter {
 
 /**
  * One line at the bottom of a terminal, redrawn in place (a progress bar); other lines are printed above
- * it. On anything but a terminal it draws nothing: callers print plain lines instead.
+ * it. On anything but a terminal it draws nothing: callers print plain lines instead. The CLI draws it on
+ * stderr, beside its other messages, so that stdout holds results only.
  */
 export class LiveLine {
   readonly #out: LineWriter;
@@ -78,6 +79,15 @@ export class LiveLine {
     } else {
       this.#out.line(text);
     }
+  }
+
+  /**
+   * Leaves the live line on the screen as it is now (an epoch's last bar) and starts the next one on a
+   * new line, so the next update does not draw over it.
+   */
+  keep(): void {
+    if (this.#out.isTTY && this.#current !== "") this.#out.raw("\n");
+    this.#current = "";
   }
 
   /** Removes the live line. */

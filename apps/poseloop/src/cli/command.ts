@@ -1,5 +1,5 @@
 import { parseArgs } from "node:util";
-import type { Env } from "@poseloop/core";
+import { didYouMean, type Env } from "@poseloop/core";
 import { type InferenceClient, type TrainerClient } from "@poseloop/client";
 import type { LineWriter } from "./cli-io.js";
 import { UsageError } from "./error-report.js";
@@ -49,11 +49,12 @@ export interface Command {
 
 /** A parsed command line with typed getters. */
 export class ParsedArgs {
-  readonly command: string;
+  /** The command whose help a usage error points at; undefined: the top level. */
+  readonly command: string | undefined;
   readonly positionals: readonly string[];
   readonly #values: Readonly<Record<string, string | boolean | (string | boolean)[] | undefined>>;
 
-  constructor(command: string, values: Record<string, string | boolean | (string | boolean)[] | undefined>, positionals: readonly string[]) {
+  constructor(command: string | undefined, values: Record<string, string | boolean | (string | boolean)[] | undefined>, positionals: readonly string[]) {
     this.command = command;
     this.#values = values;
     this.positionals = positionals;
@@ -102,7 +103,7 @@ export class ParsedArgs {
   }
 }
 
-export function parseInteger(raw: string, what: string, command: string, min = 0, max = Number.MAX_SAFE_INTEGER): number {
+export function parseInteger(raw: string, what: string, command: string | undefined, min = 0, max = Number.MAX_SAFE_INTEGER): number {
   const value = /^[-+]?\d+$/.test(raw.trim()) ? Number(raw) : Number.NaN;
   if (!Number.isSafeInteger(value)) throw new UsageError(`${what} must be an integer, got "${raw}"`, command);
   if (value < min || value > max) {
@@ -111,7 +112,7 @@ export function parseInteger(raw: string, what: string, command: string, min = 0
   return value;
 }
 
-export function parseNumber(raw: string, what: string, command: string, range: { min?: number; max?: number; minExclusive?: boolean } = {}): number {
+export function parseNumber(raw: string, what: string, command: string | undefined, range: { min?: number; max?: number; minExclusive?: boolean } = {}): number {
   const value = raw.trim() === "" ? Number.NaN : Number(raw);
   if (!Number.isFinite(value)) throw new UsageError(`${what} must be a number, got "${raw}"`, command);
   const { min, max, minExclusive } = range;
@@ -136,7 +137,23 @@ export function parseKeyValue(raw: string, what: string, command: string): [stri
  * errors with messages of our own, not parseArgs' long ones).
  */
 export function parseCommandLine(command: Command, globalOptions: OptionSpecs, argv: readonly string[]): ParsedArgs {
-  const options = { ...globalOptions, ...command.options };
+  const args = parseOptions({ ...globalOptions, ...command.options }, argv, command.name);
+  // --help and --version answer whatever else the command line lacks.
+  if (args.flag("help") || args.flag("version")) return args;
+  const count = args.positionals.length;
+  if (count < command.positionals.min) throw new UsageError(`missing argument: poseloop ${command.name} ${command.synopsis}`, command.name);
+  if (count > command.positionals.max) {
+    const extra = args.positionals.slice(command.positionals.max).map((p) => `"${p}"`).join(", ");
+    throw new UsageError(`unexpected argument${count - command.positionals.max === 1 ? "" : "s"} ${extra}`, command.name);
+  }
+  return args;
+}
+
+/**
+ * Parses options and positionals strictly; a usage error points at `command`'s help (the top level's when
+ * undefined). Below the command line, where no command was named, that is the global options alone.
+ */
+export function parseOptions(options: OptionSpecs, argv: readonly string[], command: string | undefined): ParsedArgs {
   let parsed: ReturnType<typeof parseArgs>;
   try {
     parsed = parseArgs({
@@ -151,26 +168,21 @@ export function parseCommandLine(command: Command, globalOptions: OptionSpecs, a
       allowPositionals: true,
     });
   } catch (error) {
-    throw new UsageError(parseArgsMessage(error), command.name);
+    throw new UsageError(parseArgsMessage(error, Object.keys(options)), command);
   }
-  const args = new ParsedArgs(command.name, parsed.values, parsed.positionals);
-  if (args.flag("help")) return args;
-  const count = args.positionals.length;
-  if (count < command.positionals.min) throw new UsageError(`missing argument: poseloop ${command.name} ${command.synopsis}`, command.name);
-  if (count > command.positionals.max) {
-    const extra = args.positionals.slice(command.positionals.max).map((p) => `"${p}"`).join(", ");
-    throw new UsageError(`unexpected argument${count - command.positionals.max === 1 ? "" : "s"} ${extra}`, command.name);
-  }
-  return args;
+  return new ParsedArgs(command, parsed.values, parsed.positionals);
 }
 
-function parseArgsMessage(error: unknown): string {
+function parseArgsMessage(error: unknown, optionNames: readonly string[]): string {
   const code = (error as { code?: unknown }).code;
   const message = error instanceof Error ? error.message : String(error);
   const option = /'(-{1,2}[^' ]+)/.exec(message)?.[1];
   switch (code) {
-    case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
-      return `unknown option ${option ?? message}`;
+    case "ERR_PARSE_ARGS_UNKNOWN_OPTION": {
+      if (option === undefined) return `unknown option ${message}`;
+      const suggestion = option.startsWith("--") ? didYouMean(option.slice(2).split("=")[0] ?? "", optionNames) : undefined;
+      return `unknown option ${option}${suggestion === undefined ? "" : ` (did you mean --${suggestion}?)`}`;
+    }
     case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE":
       if (message.includes("ambiguous")) return `option ${option ?? ""} needs a value (write ${option ?? "--option"}=-1 for one that starts with "-")`;
       return message.includes("argument missing") ? `option ${option ?? ""} needs a value` : `option ${option ?? ""} takes no value`;

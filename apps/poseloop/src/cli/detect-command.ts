@@ -5,9 +5,17 @@ export const detectCommand: Command = {
   name: "detect",
   summary: "Find the keypoints of the people in one image.",
   synopsis: "<image> [--box X,Y,W,H ...] [--out annotated.png] [--json]",
-  description:
-    "Sends a JPEG, PNG or WebP file as it is and prints each person's box, score and keypoints. Without --box the whole image is one person; with it, each box (from a person detector) is one.",
-  examples: ["poseloop detect photo.jpg", "poseloop detect photo.jpg --box 40,42,64,147 --box 120,30,60,150 --out annotated.png", "poseloop detect photo.jpg --json"],
+  description: [
+    "Sends a JPEG, PNG or WebP file as it is and prints each person's box, score and keypoints. Without --box",
+    "the whole image is one person; with it, each box (from a person detector) is one.",
+    "The examples' out/person.jpg is a sample picture of one synthetic person (192x256, its box 49,36 72x160):",
+    "`npm run sample-image` makes it in a checkout of PoseLoop.",
+  ].join("\n"),
+  examples: [
+    "poseloop detect out/person.jpg",
+    "poseloop detect out/person.jpg --box 49,36,72,160 --out out/person-annotated.png",
+    "poseloop detect out/person.jpg --json | jq '.persons[0].keypoints[0]'",
+  ],
   positionals: { min: 1, max: 1 },
   options: {
     box: { type: "string", multiple: true, value: "X,Y,W,H", help: "a person's box in pixels (repeat for more people)" },

@@ -1,5 +1,5 @@
-import { readFile, writeFile } from "node:fs/promises";
-import { extname } from "node:path";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { dirname, extname } from "node:path";
 import { performance } from "node:perf_hooks";
 import { AppError, Code, isCode } from "@poseloop/core";
 import { FrameResultSchema, ImageFormat, type FrameResult } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
@@ -52,13 +52,16 @@ export async function runDetect(ctx: CommandContext): Promise<number> {
       caption: `${modelRefText(result.model)}  ${result.persons.length} ${result.persons.length === 1 ? "person" : "persons"}`,
       ...(minKeypointScore === undefined ? {} : { minScore: minKeypointScore }),
     });
-    await writeFile(ctx.resolvePath(out), encoder === "png" ? await encodePng(annotated) : await encodeJpeg(annotated, 90));
+    const output = ctx.resolvePath(out);
+    await mkdir(dirname(output), { recursive: true });
+    await writeFile(output, encoder === "png" ? await encodePng(annotated) : await encodeJpeg(annotated, 90));
   }
 
   if (ctx.json) writeJsonDocument(ctx.out, protoJson(FrameResultSchema, result));
   else {
     ctx.out.lines(detectionLines(input, result, elapsedMs));
-    if (out !== undefined) ctx.out.line(`wrote ${out}`);
+    // Stdout is the keypoints alone, for whatever reads them.
+    if (out !== undefined) ctx.err.line(`wrote ${out}`);
   }
   return ExitCode.OK;
 }

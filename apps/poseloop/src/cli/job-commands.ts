@@ -4,7 +4,7 @@ import {
   ListCheckpointsResponseSchema,
   ListJobsResponseSchema,
 } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
-import { create, type JsonValue } from "@bufbuild/protobuf";
+import { create } from "@bufbuild/protobuf";
 import type { Command, CommandContext } from "./command.js";
 import { ExitCode, UsageError } from "./error-report.js";
 import { followJob } from "./job-follow.js";
@@ -47,12 +47,14 @@ export const jobsCommand: Command = {
       ...(pageToken === undefined ? {} : { pageToken }),
     });
     if (ctx.json) {
-      writeJsonDocument(ctx.out, withList("jobs", protoJson(ListJobsResponseSchema, response)));
+      writeJsonDocument(ctx.out, protoJson(ListJobsResponseSchema, response));
       return ExitCode.OK;
     }
-    if (response.jobs.length === 0) ctx.out.line("no jobs");
+    // Only the table goes to stdout, so that `poseloop jobs | tail -n +2` sees jobs and nothing else; saying
+    // there are none, or that there are more, is a message.
+    if (response.jobs.length === 0) ctx.err.line("no jobs");
     else ctx.out.lines(formatTable(JOB_TABLE_HEADER, response.jobs.map(jobRow)));
-    if (response.nextPageToken !== "") ctx.out.line(`more: poseloop jobs --page-token ${response.nextPageToken}`);
+    if (response.nextPageToken !== "") ctx.err.line(`more: poseloop jobs --page-token ${response.nextPageToken}`);
     return ExitCode.OK;
   },
 };
@@ -104,23 +106,14 @@ export const checkpointsCommand: Command = {
     const jobId = jobArgument(ctx);
     const checkpoints = await ctx.trainer().listCheckpoints(jobId, { signal: ctx.signal });
     if (ctx.json) {
-      writeJsonDocument(ctx.out, withList("checkpoints", protoJson(ListCheckpointsResponseSchema, create(ListCheckpointsResponseSchema, { checkpoints }))));
+      writeJsonDocument(ctx.out, protoJson(ListCheckpointsResponseSchema, create(ListCheckpointsResponseSchema, { checkpoints })));
       return ExitCode.OK;
     }
-    if (checkpoints.length === 0) ctx.out.line(`job ${jobId} has no checkpoints yet`);
+    if (checkpoints.length === 0) ctx.err.line(`job ${jobId} has no checkpoints yet`);
     else ctx.out.lines(formatTable(CHECKPOINT_TABLE_HEADER, checkpoints.map(checkpointRow)));
     return ExitCode.OK;
   },
 };
-
-/**
- * proto3 JSON leaves an empty repeated field out, so an empty listing would print `{}` and break
- * `jq '.jobs[]'`; a listing always has its array.
- */
-function withList(field: string, document: JsonValue): Record<string, JsonValue> {
-  const fields = typeof document === "object" && document !== null && !Array.isArray(document) ? document : {};
-  return { [field]: [], ...fields };
-}
 
 function jobArgument(ctx: CommandContext): string {
   const jobId = ctx.args.positionals[0]?.trim() ?? "";

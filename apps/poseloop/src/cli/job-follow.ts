@@ -1,5 +1,5 @@
 import { AppError, Code, sleep } from "@poseloop/core";
-import { JobEventSchema, JobSchema, JobState, type Job } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
+import { CheckpointReason, JobEventSchema, JobSchema, JobState, type Job, type JobEvent } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
 import { LiveLine } from "./cli-io.js";
 import type { CommandContext } from "./command.js";
 import { ExitCode } from "./error-report.js";
@@ -17,14 +17,18 @@ export interface FollowOptions {
 }
 
 /**
- * Follows a job until it ends: a live progress bar and event lines on a terminal, plain lines otherwise,
- * JSON lines with --json ({"type":"event"} per event, then {"type":"finished"} with the job). Then prints
- * the outcome: best validation AP and publications. Exit code 0 only when the job succeeded; Ctrl-C stops
- * following (the job goes on) with 130.
+ * Follows a job until it ends: a live progress bar (one kept per finished epoch) and event lines on a
+ * terminal, plain lines otherwise, all on stderr; then the outcome on stdout, the one result: state, best
+ * validation AP and publications. With --json, stdout gets JSON lines instead ({"type":"event"} per event,
+ * then {"type":"finished"} with the job). Exit code 0 only when the job succeeded; Ctrl-C stops following
+ * (the job goes on) with 130.
  */
 export async function followJob(ctx: CommandContext, jobId: string, options: FollowOptions = {}): Promise<number> {
   const trainer = ctx.trainer();
-  const live = new LiveLine(ctx.out);
+  const log = ctx.err;
+  const live = new LiveLine(log);
+  // The epoch the bar on screen belongs to; undefined when there is none (or it was kept).
+  let barEpoch: number | undefined;
   let after = options.afterSequence ?? 0n;
   let idleRounds = 0;
   let job: Job;
@@ -42,9 +46,21 @@ export async function followJob(ctx: CommandContext, jobId: string, options: Fol
         if (ctx.json) {
           writeJsonLine(ctx.out, { type: "event", event: protoJson(JobEventSchema, event) });
         } else if (event.event.case === "progress") {
-          if (ctx.out.isTTY) live.update(formatProgressBar(event.event.value, ctx.out.columns));
-          else ctx.out.line(formatProgressLine(event.event.value));
+          const progress = event.event.value;
+          if (!log.isTTY) {
+            log.line(formatProgressLine(progress));
+            continue;
+          }
+          // A new epoch's first report: the last epoch's bar stays, as its record.
+          if (barEpoch !== undefined && progress.epoch !== barEpoch) live.keep();
+          barEpoch = progress.epoch;
+          live.update(formatProgressBar(progress, log.columns));
         } else {
+          // Validation and the epoch-end checkpoint close the epoch: keep its bar above their lines.
+          if (endsEpoch(event)) {
+            live.keep();
+            barEpoch = undefined;
+          }
           const text = formatEvent(event);
           if (text !== undefined) live.print(text);
         }
@@ -63,7 +79,8 @@ export async function followJob(ctx: CommandContext, jobId: string, options: Fol
     }
     throw error;
   }
-  live.clear();
+  // The watch ended with the job: its last bar shows where it stopped.
+  live.keep();
 
   if (ctx.json) writeJsonLine(ctx.out, { type: "finished", job: protoJson(JobSchema, job) });
   else ctx.out.lines(formatJobSummary(job));
@@ -82,4 +99,9 @@ export async function followJob(ctx: CommandContext, jobId: string, options: Fol
       }
       return ExitCode.FAILURE;
   }
+}
+
+function endsEpoch(event: JobEvent): boolean {
+  const e = event.event;
+  return e.case === "validation" || (e.case === "checkpointSaved" && e.value.checkpoint?.reason === CheckpointReason.EPOCH_END);
 }

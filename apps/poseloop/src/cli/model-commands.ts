@@ -1,5 +1,6 @@
+import { TimestampSchema, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { AppError, Code } from "@poseloop/core";
-import { ModelRefSchema } from "@poseloop/proto/poseloop/common/v1/model_pb";
+import { ModelRefSchema, type ModelRef } from "@poseloop/proto/poseloop/common/v1/model_pb";
 import {
   GetServingModelResponseSchema,
   ServingEventKind,
@@ -51,7 +52,7 @@ export const publishCommand: Command = {
     "large model: the deadline is 30 minutes unless --timeout sets another.",
   ].join("\n"),
   positionals: { min: 0, max: 1 },
-  examples: ["poseloop publish 3f9c2a/e0012-s004800", "poseloop publish --job 3f9c2a --checkpoint e0012-s004800 --skip-promotion"],
+  examples: ["poseloop publish <job-id>/<checkpoint-id>", "poseloop publish --job <job-id> --checkpoint <checkpoint-id> --skip-promotion"],
   options: {
     job: { type: "string", value: "JOB", help: "the job" },
     checkpoint: { type: "string", value: "CHECKPOINT", help: "the checkpoint id (poseloop checkpoints JOB lists them)" },
@@ -85,7 +86,7 @@ export const rollbackCommand: Command = {
   summary: "Make the previous version of a model serve again (or, with --to, any published version).",
   synopsis: "<model> [--to VERSION] [--reason TEXT]",
   positionals: { min: 1, max: 1 },
-  examples: ["poseloop rollback demo", "poseloop rollback demo --to 20261127-231500-a1b2c3 --reason 'AP dropped on night footage'"],
+  examples: ["poseloop rollback demo", "poseloop rollback demo --to <version> --reason 'AP dropped on night footage'"],
   options: {
     to: { type: "string", value: "VERSION", help: "make this published version serve" },
     reason: { type: "string", value: "TEXT", help: "why (kept in the registry's history)" },
@@ -110,9 +111,11 @@ export const modelsCommand: Command = {
   synopsis: "[model] [--watch]",
   description: [
     "The inferencer tells which version serves, since when, and what it served before; the trainer's jobs",
-    "tell which versions were published. When the trainer cannot be reached, only the inferencer's part is",
-    "shown (with a note on stderr). --watch follows loads, swaps and failed loads until Ctrl-C.",
+    "tell which versions were published, and their event logs when. When the trainer cannot be reached, only",
+    "the inferencer's part is shown (with a note on stderr). --watch follows loads, swaps and failed loads",
+    "until Ctrl-C.",
   ].join("\n"),
+  examples: ["poseloop models", "poseloop models demo --watch"],
   positionals: { min: 0, max: 1 },
   options: {
     watch: { type: "boolean", help: "follow serving changes (loads, swaps, failed loads) until Ctrl-C" },
@@ -123,14 +126,15 @@ export const modelsCommand: Command = {
     if (ctx.args.flag("watch")) return watchServing(ctx, model);
     const serving = await ctx.inference().getServingModel(model, { signal: ctx.signal });
     const name = model !== "" ? model : (serving.manifest?.model?.name ?? "");
-    const published = await publishedVersions(ctx, name, ctx.args.int("jobs", 1, 500) ?? 100);
+    const published = await publishedVersions(ctx, name, ctx.args.int("jobs", 1, 500) ?? 100, serving);
     if (ctx.json) {
       writeJsonDocument(ctx.out, {
         serving: protoJson(GetServingModelResponseSchema, serving),
-        published: published.versions.map(({ job, version }) => ({
+        published: published.versions.map(({ job, version, publishedAt }) => ({
           jobId: job.jobId,
           jobState: jobStateName(job.state),
           model: protoJson(ModelRefSchema, version),
+          ...(publishedAt === undefined ? {} : { publishedAt: protoJson(TimestampSchema, publishedAt) }),
         })),
         ...(published.error === undefined ? {} : { trainerError: published.error }),
       });
@@ -143,8 +147,8 @@ export const modelsCommand: Command = {
       ctx.out.line(`published: no version of ${name === "" ? "this model" : name} in the trainer's newest jobs`);
     } else {
       ctx.out.line("published (newest job first):");
-      const rows = published.versions.map(({ job, version }) => [modelRefText(version), job.jobId, jobStateName(job.state), timestampText(job.finishedAt ?? job.createdAt)]);
-      ctx.out.lines(formatTable(["VERSION", "JOB", "STATE", "FINISHED"], rows).map((line) => `  ${line}`));
+      const rows = published.versions.map(({ job, version, publishedAt }) => [modelRefText(version), job.jobId, jobStateName(job.state), timestampText(publishedAt)]);
+      ctx.out.lines(formatTable(["VERSION", "JOB", "STATE", "PUBLISHED"], rows).map((line) => `  ${line}`));
     }
     return ExitCode.OK;
   },
@@ -164,7 +168,9 @@ function servingLines(ctx: CommandContext, name: string, serving: GetServingMode
       lines.push(`  int8        ${quantization.calibrator} calibration, AP drop ${quantization.apDrop.toFixed(2)} points (limit ${quantization.maxApDrop})`);
     }
   }
-  lines.push(`  served before on this inferencer: ${serving.previous.length === 0 ? "nothing" : serving.previous.map(modelRefText).join(", ")}`);
+  // After a rollback the version serving again is among the earlier ones too; it is not "before".
+  const before = serving.previous.filter((ref) => !sameVersion(ref, manifest?.model));
+  lines.push(`  served before on this inferencer: ${before.length === 0 ? "nothing" : before.map(modelRefText).join(", ")}`);
   return lines;
 }
 
@@ -172,18 +178,40 @@ export function servingStateName(state: ServingState): string {
   return ServingState[state] ?? `STATE_${state}`;
 }
 
+function sameVersion(a: ModelRef | undefined, b: ModelRef | undefined): boolean {
+  return a !== undefined && b !== undefined && a.name === b.name && a.version === b.version;
+}
+
+interface PublishedVersion {
+  readonly job: Job;
+  readonly version: ModelRef;
+  /** When it was stored in the registry; undefined when the job's event log did not tell. */
+  readonly publishedAt?: Timestamp;
+}
+
 /** Published versions of `name` from the trainer's newest jobs, or why they could not be listed. */
 async function publishedVersions(
   ctx: CommandContext,
   name: string,
   jobs: number,
-): Promise<{ versions: { job: Job; version: Job["published"][number] }[]; error?: string }> {
+  serving: GetServingModelResponse,
+): Promise<{ versions: PublishedVersion[]; error?: string }> {
   try {
     const response = await ctx.trainer().listJobs({ pageSize: jobs, signal: ctx.signal });
     const versions = response.jobs.flatMap((job) =>
       job.published.filter((ref) => name === "" || ref.name === name).reverse().map((version) => ({ job, version })),
     );
-    return { versions };
+    const times = await publicationTimes(ctx, versions);
+    // The serving version's manifest has its time too, should its job's log not.
+    const servingRef = serving.manifest?.model;
+    const servingTime = serving.manifest?.createdAt;
+    if (servingRef !== undefined && servingTime !== undefined && !times.has(versionKey(servingRef))) times.set(versionKey(servingRef), servingTime);
+    return {
+      versions: versions.map((entry) => {
+        const publishedAt = times.get(versionKey(entry.version));
+        return publishedAt === undefined ? entry : { ...entry, publishedAt };
+      }),
+    };
   } catch (error) {
     // The serving state is the answer the user asked for; the trainer's list only adds to it.
     if (AppError.is(error, Code.UNAVAILABLE, Code.UNIMPLEMENTED, Code.DEADLINE_EXCEEDED, Code.PERMISSION_DENIED, Code.UNAUTHENTICATED)) {
@@ -191,6 +219,51 @@ async function publishedVersions(
     }
     throw error;
   }
+}
+
+/** A job's event log is a few hundred events without progress: read in well under this. */
+const PUBLICATION_LOOKUP_TIMEOUT_MS = 10_000;
+/** Event logs read at once. */
+const PUBLICATION_LOOKUP_CONCURRENCY = 4;
+
+function versionKey(ref: Pick<ModelRef, "name" | "version">): string {
+  return `${ref.name}@${ref.version}`;
+}
+
+/**
+ * When each version was published. A job names its versions only; their time is in its event log: the
+ * manifest of each `published` event, whose created_at the registry set when it stored the version. One
+ * watch per job, without progress, ended once all of the job's versions are found (the watch of a running
+ * job would otherwise wait for its next event). A log that cannot be read leaves its versions without a time.
+ */
+async function publicationTimes(ctx: CommandContext, versions: readonly { job: Job; version: ModelRef }[]): Promise<Map<string, Timestamp>> {
+  const wanted = new Map<string, Set<string>>();
+  for (const { job, version } of versions) {
+    const keys = wanted.get(job.jobId) ?? new Set<string>();
+    keys.add(versionKey(version));
+    wanted.set(job.jobId, keys);
+  }
+  const times = new Map<string, Timestamp>();
+  const readLog = async (jobId: string, keys: Set<string>): Promise<void> => {
+    try {
+      const events = ctx.trainer().watchJob(jobId, { signal: ctx.signal, skipProgress: true, timeoutMs: PUBLICATION_LOOKUP_TIMEOUT_MS, reconnect: { attempts: 0 } });
+      for await (const event of events) {
+        if (event.event.case !== "published") continue;
+        const manifest = event.event.value.manifest;
+        const key = versionKey(manifest?.model ?? { name: "", version: "" });
+        const time = manifest?.createdAt ?? event.time;
+        if (keys.delete(key) && time !== undefined) times.set(key, time);
+        if (keys.size === 0) break;
+      }
+    } catch (error) {
+      if (ctx.signal.aborted || !(error instanceof AppError)) throw error;
+    }
+  };
+  const logs = [...wanted];
+  for (let i = 0; i < logs.length; i += PUBLICATION_LOOKUP_CONCURRENCY) {
+    await Promise.all(logs.slice(i, i + PUBLICATION_LOOKUP_CONCURRENCY).map(([jobId, keys]) => readLog(jobId, keys)));
+  }
+  return times;
 }
 
 function servingEventText(event: WatchServingModelResponse): string {

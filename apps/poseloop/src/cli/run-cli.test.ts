@@ -1,6 +1,12 @@
+import { readdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { captureIo } from "../testing/capture-io.js";
+import { CLI_VARIABLES, isKnownVariable, NEIGHBOUR_VARIABLES } from "./cli-environment.js";
 import { runCli, splitCommand } from "./run-cli.js";
+
+const ROOT = fileURLToPath(new URL("../../../../", import.meta.url));
 
 describe("runCli command line", () => {
   it("finds the command after global options and their values", () => {
@@ -34,8 +40,13 @@ describe("runCli command line", () => {
   );
 
   it.each([
-    [["trian"], 'poseloop: unknown command "trian"'],
-    [["jobs", "--bogus"], "poseloop: unknown option --bogus"],
+    [["trian"], `poseloop: unknown command "trian" (did you mean 'train'?)`],
+    [["help", "wacth"], `poseloop: unknown command "wacth" (did you mean 'watch'?)`],
+    [["frobnicate"], 'poseloop: unknown command "frobnicate"\n'],
+    [["train", "--epcohs", "3"], "poseloop: unknown option --epcohs (did you mean --epochs?)"],
+    [["train", "--batchsize=4"], "poseloop: unknown option --batchsize (did you mean --batch-size?)"],
+    [["--verison"], "poseloop: unknown option --verison (did you mean --version?)"],
+    [["jobs", "--bogus"], "poseloop: unknown option --bogus\n"],
     [["train", "--cfg"], "poseloop: option --cfg needs a value"],
     [["train"], "poseloop: --cfg is required"],
     [["watch"], "poseloop: missing argument: poseloop watch <job>"],
@@ -55,8 +66,58 @@ describe("runCli command line", () => {
     const io = captureIo();
     expect(await runCli(argv, io)).toBe(2);
     const lines = io.stderrText().trimEnd().split("\n");
-    expect(lines[0]).toContain(message);
+    expect(`${lines[0]}\n`).toContain(message);
     expect(lines.at(-1)).toMatch(/^Run 'poseloop( \w+)? --help' for usage\.$/);
     expect(io.stdoutText()).toBe("");
+  });
+});
+
+describe("poseloop --version", () => {
+  it.each([["--version"], ["-V"], ["jobs", "--version"], ["watch", "--version"]])("%j prints the package's version on stdout and exits 0", async (...argv) => {
+    const { version } = JSON.parse(await readFile(join(ROOT, "apps/poseloop/package.json"), "utf8")) as { version: string };
+    const io = captureIo();
+    expect(await runCli(argv, io)).toBe(0);
+    expect(io.stdoutText()).toBe(`poseloop ${version}\n`);
+    expect(io.stderrText()).toBe("");
+  });
+});
+
+describe("POSELOOP_* environment variables", () => {
+  it("warns once for each variable nothing reads, naming the one it probably meant, and goes on", async () => {
+    const io = captureIo({ env: { POSELOOP_TRAINER_ADR: "h:1", POSELOOP_FROBNICATE: "1", POSELOOP_TOKEN: "t", PATH: "/usr/bin" } });
+    expect(await runCli(["--version"], io)).toBe(0);
+    expect(io.stderrText()).toBe(
+      "poseloop: warning: unknown environment variable POSELOOP_FROBNICATE\n" +
+        "poseloop: warning: unknown environment variable POSELOOP_TRAINER_ADR (did you mean POSELOOP_TRAINER_ADDR?)\n",
+    );
+    expect(io.stdoutText()).toMatch(/^poseloop \S+\n$/);
+  });
+
+  it("says nothing of the CLI's own variables nor of those of the services run from the same shell", async () => {
+    const env = Object.fromEntries([...CLI_VARIABLES, ...NEIGHBOUR_VARIABLES].map((name) => [name, "x"]));
+    const io = captureIo({ env });
+    expect(await runCli(["--version"], io)).toBe(0);
+    expect(io.stderrText()).toBe("");
+  });
+
+  it("knows every POSELOOP_* variable the services' configurations, the CLI, the demo and the benchmarks read", async () => {
+    const sources = [
+      ...(await readdir(join(ROOT, "services"))).map((service) => `services/${service}/src/config.ts`),
+      "libs/bus/src/config.ts",
+      "libs/grpc/src/config.ts",
+      ...(await readdir(join(ROOT, "apps/poseloop/src"), { recursive: true }))
+        .filter((file) => file.endsWith(".ts") && !file.endsWith(".test.ts"))
+        .map((file) => `apps/poseloop/src/${file}`),
+      ...(await readdir(join(ROOT, "apps/poseloop/bin"))).map((file) => `apps/poseloop/bin/${file}`),
+      ...(await readdir(join(ROOT, "bench"))).filter((file) => file.endsWith(".ts")).map((file) => `bench/${file}`),
+    ];
+    const unknown = new Set<string>();
+    for (const source of sources) {
+      for (const [name] of (await readFile(join(ROOT, source), "utf8")).matchAll(/\bPOSELOOP_[A-Z0-9_]*[A-Z0-9]\b/g)) {
+        // grpcServerSettingsFromEnv(reader, "POSELOOP_TRAINER", …) reads <prefix>_LISTEN.
+        if (!isKnownVariable(name) && !isKnownVariable(`${name}_LISTEN`)) unknown.add(`${source}: ${name}`);
+      }
+    }
+    expect([...unknown]).toEqual([]);
   });
 });

@@ -1,8 +1,11 @@
 import { resolve } from "node:path";
-import { AppError, Code } from "@poseloop/core";
+import { AppError, Code, didYouMean } from "@poseloop/core";
 import { connectionsFromEnv, DEFAULT_INFERENCER_ADDRESS, DEFAULT_TRAINER_ADDRESS, type ConnectionOptions, InferenceClient, TrainerClient } from "@poseloop/client";
+import { explainingAuthFailures, type TokenSource } from "./auth-failures.js";
+import { unknownVariableWarnings } from "./cli-environment.js";
 import { LineWriter, type CliIo } from "./cli-io.js";
-import { commandHelp, optionLines, parseCommandLine, type Command, type CommandContext, type OptionSpecs } from "./command.js";
+import { cliVersion } from "./cli-version.js";
+import { commandHelp, optionLines, parseCommandLine, parseOptions, type Command, type CommandContext, type OptionSpecs } from "./command.js";
 import { detectCommand } from "./detect-command.js";
 import { ExitCode, exitCodeOf, formatError, UsageError } from "./error-report.js";
 import { cancelCommand, checkpointsCommand, jobsCommand, watchCommand } from "./job-commands.js";
@@ -18,6 +21,7 @@ export const GLOBAL_OPTIONS: OptionSpecs = {
   timeout: { type: "string", value: "SECONDS", help: "deadline of each request (default 30, publish 1800; streams and watches have none)" },
   json: { type: "boolean", help: "print JSON: one document, or one line per event for streams" },
   help: { type: "boolean", short: "h", help: "show help" },
+  version: { type: "boolean", short: "V", help: "print the version of poseloop" },
 };
 
 export const COMMANDS: readonly Command[] = [
@@ -47,36 +51,41 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   else io.signal?.addEventListener("abort", onAbort, { once: true });
   let trainer: TrainerClient | undefined;
   let inference: InferenceClient | undefined;
+  err.lines(unknownVariableWarnings(io.env));
   try {
     const { name, rest } = splitCommand(argv);
     if (name === "help") {
       const topic = rest.find((arg) => !arg.startsWith("-"));
       const command = topic === undefined ? undefined : findCommand(topic);
-      if (topic !== undefined && command === undefined) throw new UsageError(`unknown command "${topic}"`);
+      if (topic !== undefined && command === undefined) throw unknownCommand(topic);
       out.lines(command === undefined ? topLevelHelp() : commandHelp(command, GLOBAL_OPTIONS));
       return ExitCode.OK;
     }
     if (name === undefined) {
-      if (rest.includes("--help") || rest.includes("-h")) {
-        out.lines(topLevelHelp());
-        return ExitCode.OK;
-      }
       if (rest.length === 0) {
         err.lines(topLevelHelp());
         return ExitCode.USAGE;
       }
+      const args = parseOptions(GLOBAL_OPTIONS, rest, undefined);
+      if (args.flag("help")) {
+        out.lines(topLevelHelp());
+        return ExitCode.OK;
+      }
+      if (args.flag("version")) return printVersion(out);
       throw new UsageError("no command given");
     }
     const command = findCommand(name);
-    if (command === undefined) throw new UsageError(`unknown command "${name}"`);
+    if (command === undefined) throw unknownCommand(name);
     const args = parseCommandLine(command, GLOBAL_OPTIONS, rest);
     if (args.flag("help")) {
       out.lines(commandHelp(command, GLOBAL_OPTIONS));
       return ExitCode.OK;
     }
+    if (args.flag("version")) return printVersion(out);
     const timeoutSeconds = args.number("timeout", { min: 0, minExclusive: true });
     const fromEnv = connectionsFromEnv(io.env);
     const token = args.string("token");
+    const tokenSource: TokenSource = token !== undefined ? "--token" : fromEnv.trainer.token !== undefined ? "POSELOOP_TOKEN" : undefined;
     const connection = (base: ConnectionOptions, flag: "trainer" | "inferencer"): ConnectionOptions => {
       const address = args.string(flag);
       return {
@@ -94,8 +103,9 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
       signal: controller.signal,
       env: io.env,
       resolvePath: (path) => resolve(io.cwd ?? process.cwd(), path),
-      trainer: () => (trainer ??= asUsage(() => new TrainerClient(connection(fromEnv.trainer, "trainer")), "--trainer", command.name)),
-      inference: () => (inference ??= asUsage(() => new InferenceClient(connection(fromEnv.inferencer, "inferencer")), "--inferencer", command.name)),
+      trainer: () => (trainer ??= authExplained(asUsage(() => new TrainerClient(connection(fromEnv.trainer, "trainer")), "--trainer", command.name), "trainer", tokenSource)),
+      inference: () =>
+        (inference ??= authExplained(asUsage(() => new InferenceClient(connection(fromEnv.inferencer, "inferencer")), "--inferencer", command.name), "inferencer", tokenSource)),
     };
     return await command.run(ctx);
   } catch (error) {
@@ -116,6 +126,21 @@ function usage(err: LineWriter, error: UsageError): number {
 
 function findCommand(name: string): Command | undefined {
   return COMMANDS.find((command) => command.name === name);
+}
+
+async function printVersion(out: LineWriter): Promise<number> {
+  out.line(`poseloop ${await cliVersion()}`);
+  return ExitCode.OK;
+}
+
+function unknownCommand(name: string): UsageError {
+  const suggestion = didYouMean(name, COMMANDS.map((command) => command.name));
+  return new UsageError(`unknown command "${name}"${suggestion === undefined ? "" : ` (did you mean '${suggestion}'?)`}`);
+}
+
+/** A client whose UNAUTHENTICATED errors say which service refused, and what to do (see auth-failures.ts). */
+function authExplained<T extends TrainerClient | InferenceClient>(client: T, service: string, token: TokenSource): T {
+  return explainingAuthFailures(client, service, client.address, token);
 }
 
 /** The command name (the first argument that is neither a global option nor its value) and the rest. */

@@ -1,4 +1,5 @@
-import { rm, stat } from "node:fs/promises";
+import { mkdir, rm, stat } from "node:fs/promises";
+import { dirname } from "node:path";
 import { performance } from "node:perf_hooks";
 import { AppError, Code, sleep } from "@poseloop/core";
 import { FrameResultSchema, StreamAcceptedSchema, type FrameResult } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
@@ -40,7 +41,9 @@ export async function runStream(ctx: CommandContext): Promise<number> {
   const source = await openSource(ctx);
   const pending = new Map<bigint, Pending>();
   const stats = new StreamStats();
-  const live = new LiveLine(ctx.out);
+  // The running figures go to stderr with the other messages; stdout gets the summary (or JSON lines).
+  const log = ctx.err;
+  const live = new LiveLine(log);
   const realtime = args.flag("realtime");
   let writer: VideoFrameWriter | undefined;
   let lastModel: string | undefined;
@@ -61,7 +64,7 @@ export async function runStream(ctx: CommandContext): Promise<number> {
     }
   };
 
-  if (!ctx.json) ctx.out.line(`streaming ${source.description} to the inferencer at ${ctx.inference().address}`);
+  if (!ctx.json) log.line(`streaming ${source.description} to the inferencer at ${ctx.inference().address}`);
   try {
     const responses = ctx.inference().streamKeypoints(
       {
@@ -115,7 +118,12 @@ export async function runStream(ctx: CommandContext): Promise<number> {
 
       if (out !== undefined && container !== undefined && encoderPath !== undefined && entry !== undefined) {
         const picture = await entry.frame.picture();
-        writer ??= new VideoFrameWriter(encoderPath, { output: ctx.resolvePath(out), width: picture.width, height: picture.height, fps: source.fps, container });
+        if (writer === undefined) {
+          const output = ctx.resolvePath(out);
+          // ffmpeg makes no folders: `--out out/annotated.mp4` works in a fresh checkout.
+          await mkdir(dirname(output), { recursive: true });
+          writer = new VideoFrameWriter(encoderPath, { output, width: picture.width, height: picture.height, fps: source.fps, container });
+        }
         if (picture.width !== writer.spec.width || picture.height !== writer.spec.height) {
           throw new AppError(
             Code.INVALID_ARGUMENT,
@@ -132,11 +140,11 @@ export async function runStream(ctx: CommandContext): Promise<number> {
       }
       if (bannerFrames > 0) bannerFrames--;
 
-      if (!ctx.json && now - lastPrint >= (ctx.out.isTTY ? LIVE_REDRAW_MS : PLAIN_LINE_MS)) {
+      if (!ctx.json && now - lastPrint >= (log.isTTY ? LIVE_REDRAW_MS : PLAIN_LINE_MS)) {
         lastPrint = now;
         const line = liveText(stats, frameNumber, model, result);
-        if (ctx.out.isTTY) live.update(line);
-        else ctx.out.line(line);
+        if (log.isTTY) live.update(line);
+        else log.line(line);
       }
     }
     live.clear();
@@ -146,8 +154,8 @@ export async function runStream(ctx: CommandContext): Promise<number> {
     if (ctx.signal.aborted && AppError.is(error, Code.CANCELLED)) {
       // Ctrl-C ends a live stream: keep the video of what was streamed.
       const wrote = writer === undefined ? undefined : await writer.finish().then(() => out, () => undefined);
-      ctx.err.line(`poseloop: interrupted after ${stats.results} frames`);
       printSummary(ctx, stats, performance.now() - started, wrote);
+      ctx.err.line(`poseloop: interrupted after ${stats.results} frames`);
       return ExitCode.INTERRUPTED;
     }
     if (writer !== undefined) {
@@ -202,8 +210,8 @@ function printSummary(ctx: CommandContext, stats: StreamStats, elapsedMs: number
       `${stats.dropped > 0 ? `, ${stats.dropped} dropped` : ""}${stats.failed > 0 ? `, ${stats.failed} failed` : ""}`,
     ...stats.models.map((span) => `  ${span.model}: frames ${span.firstFrame}-${span.lastFrame} (${span.frames})`),
   ];
-  if (out !== undefined) lines.push(`wrote ${out}`);
   ctx.out.lines(lines);
+  if (out !== undefined) ctx.err.line(`wrote ${out}`);
 }
 
 function streamOptions(ctx: CommandContext): KeypointStreamOptions {

@@ -24,9 +24,10 @@ export const trainCommand: Command = {
     "publication. Ctrl-C stops following; the job goes on. The exit code is 0 when the job succeeded.",
   ].join("\n"),
   examples: [
-    "poseloop train --cfg experiments/synthetic-demo.yaml --lr 5e-4 --epochs 20",
-    "poseloop train --cfg experiments/coco-hrnet-w32.yaml --batch-size 16 --grad-accum 4 --clip-grad 5",
-    "poseloop train --resume 3f9c2a --epochs 30",
+    "poseloop train --cfg experiments/synthetic/lite_128x96_demo.yaml --lr 5e-4 --epochs 20",
+    "poseloop train --cfg experiments/synthetic/lite_128x96_demo.yaml --set TRAIN.OPTIMIZER=adamw --detach",
+    "poseloop train --cfg experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml --batch-size 16 --grad-accum 4 --clip-grad 5  # COCO in the trainer's data root",
+    "poseloop train --resume <job-id> --epochs 30",
   ],
   positionals: { min: 0, max: 0 },
   options: {
@@ -74,14 +75,16 @@ async function runTrain(ctx: CommandContext): Promise<number> {
     const document = protoJson(StartTrainingResponseSchema, response);
     if (args.flag("detach")) writeJsonDocument(ctx.out, document);
     else writeJsonLine(ctx.out, { type: "started", existing: response.existing, job: protoJson(JobSchema, job) });
-  } else if (response.existing) {
-    ctx.out.line(`job ${job.jobId} already exists for idempotency key "${idempotencyKey ?? ""}" (${jobStateName(job.state)})`);
   } else {
     const name = job.config?.name ?? "";
-    ctx.out.line(`job ${job.jobId} ${jobStateName(job.state).toLowerCase()}${name === "" ? "" : `: ${name}`}`);
+    const started = response.existing
+      ? `job ${job.jobId} already exists for idempotency key "${idempotencyKey ?? ""}" (${jobStateName(job.state)})`
+      : `job ${job.jobId} ${jobStateName(job.state).toLowerCase()}${name === "" ? "" : `: ${name}`}`;
+    // Detached, the job is the result; followed, the result is its outcome and this is news on the way.
+    (args.flag("detach") ? ctx.out : ctx.err).line(started);
   }
   if (args.flag("detach")) return ExitCode.OK;
-  if (!ctx.json) ctx.out.line(`following job ${job.jobId} (Ctrl-C stops following; the job goes on)`);
+  if (!ctx.json) ctx.err.line(`following job ${job.jobId} (Ctrl-C stops following; the job goes on)`);
   return followJob(ctx, job.jobId);
 }
 
@@ -106,7 +109,7 @@ async function resumeTraining(ctx: CommandContext, jobId: string, flags: Partial
     else writeJsonLine(ctx.out, { type: "resumed", job: protoJson(JobSchema, job) });
   } else {
     const from = job.lastCheckpoint === undefined ? "" : ` from checkpoint ${job.lastCheckpoint.checkpointId}`;
-    ctx.out.line(`job ${job.jobId} ${jobStateName(job.state).toLowerCase()} again${from} (attempt ${job.attempt})`);
+    (args.flag("detach") ? ctx.out : ctx.err).line(`job ${job.jobId} ${jobStateName(job.state).toLowerCase()} again${from} (attempt ${job.attempt})`);
   }
   if (args.flag("detach")) return ExitCode.OK;
   return followJob(ctx, job.jobId);

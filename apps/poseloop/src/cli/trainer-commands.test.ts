@@ -1,11 +1,13 @@
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { AppError, Code } from "@poseloop/core";
-import { JobState } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
+import { BearerTokenFailure } from "@poseloop/grpc";
+import { JobState, TrainerService } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
 import { makeTempDir } from "@poseloop/testkit";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { fakeJob, startFakeTrainer, type FakeServer, type FakeTrainerScript } from "@poseloop/client/testing";
 import { captureIo } from "../testing/capture-io.js";
+import { startServiceStub } from "../testing/service-stub.js";
 import { runCli } from "./run-cli.js";
 
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -65,11 +67,10 @@ function finishedRun(state: JobState = JobState.SUCCEEDED): FakeTrainerScript {
 }
 
 describe("poseloop train", () => {
-  it("sends the YAML with the flags as overrides, follows the job with plain lines and prints AP and the publication", async () => {
+  it("sends the YAML with the flags as overrides, follows the job with plain lines on stderr and prints the outcome on stdout", async () => {
     const server = await trainer(finishedRun());
     const io = captureIo({ cwd: dir, env: { POSELOOP_TRAINER_ADDR: server.address, POSELOOP_TOKEN: "tok" } });
     const code = await runCli(["train", "--cfg", "demo.yaml", "--lr", "5e-4", "--batch-size", "16", "--grad-accum", "4", "--clip-grad", "5", "--epochs", "2", "--set", "TRAIN.OPTIMIZER=adamw", "--label", "team=pose"], io);
-    expect(io.stderrText()).toBe("");
     expect(code).toBe(0);
     const start = server.calls.find((c) => c.method === "startTraining")!;
     expect(start.headers["authorization"]).toBe("Bearer tok");
@@ -78,29 +79,80 @@ describe("poseloop train", () => {
       overrides: { "TRAIN.LR": "5e-4", "TRAIN.BATCH_SIZE_PER_GPU": "16", "TRAIN.GRAD_ACCUM_STEPS": "4", "TRAIN.CLIP_GRAD": "5", "TRAIN.END_EPOCH": "2", "TRAIN.OPTIMIZER": "adamw" },
       labels: { team: "pose" },
     });
-    const out = io.stdoutText();
-    expect(out).toContain("job job-1 queued: demo\n");
-    expect(out).toContain("epoch 1/2  step 5/10  loss 2.000e-3  lr 1.00e-3  40.0 samples/s  ETA 30s\n");
-    expect(out).toContain("validation (epoch 2): AP 0.712 (AP50 0.900, AP75 0.750, AR 0.760)  (new best)\n");
-    expect(out).toContain("published demo@v3 (int8, AP 0.705) from checkpoint e0002-s000020: serving now\n");
-    expect(out).toMatch(/job job-1 SUCCEEDED after 2m10s\n {2}best validation AP 0\.712 .*\(epoch 2\)\n {2}published demo@v3\n/);
-    expect(out).not.toContain("\r");
+    const log = io.stderrText();
+    expect(log).toMatch(/^job job-1 queued: demo\nfollowing job job-1 \(Ctrl-C stops following; the job goes on\)\n/);
+    expect(log).toContain("epoch 1/2  step 5/10  loss 2.000e-3  lr 1.00e-3  40.0 samples/s  ETA 30s\n");
+    expect(log).toContain("validation (epoch 2): AP 0.712 (AP50 0.900, AP75 0.750, AR 0.760)  (new best)\n");
+    expect(log).toContain("published demo@v3 (int8, AP 0.705) from checkpoint e0002-s000020: serving now\n");
+    expect(log).not.toContain("\r");
+    // stdout is the outcome and nothing else: `poseloop train ... > outcome.txt` keeps just that.
+    expect(io.stdoutText()).toBe("job job-1 SUCCEEDED after 2m10s\n  best validation AP 0.712 (AP50 0.900, AP75 0.750, AR 0.760) (epoch 2)\n  published demo@v3\n  last checkpoint e0002-s000020\n");
   });
 
   it("redraws one progress bar in place on a terminal, with events printed above it", async () => {
-    const server = await trainer(finishedRun());
+    const script = finishedRun();
+    // Mid-epoch, after the first progress report.
+    script.events!["job-1"]!.splice(2, 0, { event: { case: "warning", value: { code: "slow_data", message: "data loading is the bottleneck" } } });
+    const server = await trainer(script);
     const io = captureIo({ cwd: dir, tty: true, columns: 100, env: { POSELOOP_TRAINER_ADDR: server.address } });
     expect(await runCli(["train", "--cfg", "demo.yaml"], io)).toBe(0);
     const clear = "\r\x1b[2K";
-    const out = io.stdoutText();
+    const out = io.stderrText();
     expect(out).toContain(`${clear}epoch 1/2 [###`);
     // An event clears the bar, prints its line, and draws the bar again below it.
-    const validation = out.indexOf(`${clear}validation (epoch 1): AP 0.500`);
-    expect(validation).toBeGreaterThan(0);
-    expect(out.slice(validation).split("\n")[1]).toMatch(/^epoch 1\/2 \[#+\]/);
+    const warning = out.indexOf(`${clear}warning [slow_data]: data loading is the bottleneck\n`);
+    expect(warning).toBeGreaterThan(0);
+    expect(out.slice(warning).split("\n")[1]).toMatch(/^epoch 1\/2 \[#+-+\] 5\/10/);
     expect(out).not.toMatch(/epoch 1\/2 {2}step 5\/10/);
     // Every redrawn line fits the terminal.
     for (const piece of out.split(clear).flatMap((part) => part.split("\n"))) expect(piece.length).toBeLessThan(100);
+    expect(io.stdoutText()).not.toContain(clear);
+  });
+
+  it("keeps each finished epoch's last bar on the terminal instead of drawing the next epoch over it", async () => {
+    const script = finishedRun();
+    const progress = (epoch: number, stepInEpoch: number) => ({
+      event: { case: "progress" as const, value: { epoch, endEpoch: 3, step: BigInt(epoch * 10 + stepInEpoch), stepInEpoch, stepsPerEpoch: 10, loss: 0.002, lr: 0.001, samplesPerSecond: 40, etaSeconds: 30 } },
+    });
+    const server = await trainer({
+      ...script,
+      events: {
+        "job-1": [
+          progress(0, 5),
+          progress(0, 10),
+          // Epoch 1 ends with its validation; epoch 2 has none and ends when epoch 3 starts.
+          { event: { case: "validation", value: { epoch: 1, metrics: { ap: 0.5 }, isBest: true } } },
+          progress(1, 5),
+          progress(1, 10),
+          progress(2, 4),
+          { event: { case: "stateChanged", value: { from: JobState.RUNNING, to: JobState.SUCCEEDED } } },
+        ],
+      },
+    });
+    const io = captureIo({ tty: true, columns: 120, env: { POSELOOP_TRAINER_ADDR: server.address } });
+    expect(await runCli(["watch", "job-1"], io)).toBe(0);
+    // What the terminal shows at the end: each \r\x1b[2K wipes the line it is on.
+    const screen = io
+      .stderrText()
+      .split("\n")
+      .map((line) => line.split("\r\x1b[2K").at(-1) ?? "")
+      .filter((line) => line !== "");
+    expect(screen.map((line) => line.replace(/ \[[#-]+\] (\d+\/\d+).*/, " $1"))).toEqual([
+      "epoch 1/3 10/10",
+      "validation (epoch 1): AP 0.500 (AP50 0.000, AP75 0.000, AR 0.000)  (new best)",
+      "epoch 2/3 10/10",
+      // An event mid-epoch is printed above the bar, which goes on below it.
+      "job SUCCEEDED",
+      "epoch 3/3 4/10",
+    ]);
+  });
+
+  it("draws the bar on a terminal's stderr while stdout goes to a file", async () => {
+    const server = await trainer(finishedRun());
+    const io = captureIo({ tty: true, stdoutTty: false, env: { POSELOOP_TRAINER_ADDR: server.address } });
+    expect(await runCli(["watch", "job-1"], io)).toBe(0);
+    expect(io.stderrText()).toContain("\r\x1b[2Kepoch 2/2 [");
+    expect(io.stdoutText()).toMatch(/^job job-1 SUCCEEDED after 2m10s\n/);
   });
 
   it("prints JSON lines with --json: started, every event, finished", async () => {
@@ -119,8 +171,9 @@ describe("poseloop train", () => {
     const server = await trainer(finishedRun(JobState.FAILED));
     const io = captureIo({ cwd: dir, env: { POSELOOP_TRAINER_ADDR: server.address } });
     expect(await runCli(["train", "--cfg", "demo.yaml"], io)).toBe(1);
-    expect(io.stdoutText()).toContain("job FAILED (loss is not finite at step 12)");
-    expect(io.stderrText()).toBe("poseloop: job job-1 failed: loss is not finite at step 12\n");
+    expect(io.stderrText()).toContain("job FAILED (loss is not finite at step 12)\n");
+    expect(io.stdoutText()).toMatch(/^job job-1 FAILED after 2m10s\n {2}error: loss is not finite at step 12\n/);
+    expect(io.stderrText().trimEnd().split("\n").at(-1)).toBe("poseloop: job job-1 failed: loss is not finite at step 12");
   });
 
   it("prints the trainer's validation problems one per line and exits 1", async () => {
@@ -169,8 +222,9 @@ describe("poseloop train", () => {
     const io = captureIo({ cwd: dir, env: { POSELOOP_TRAINER_ADDR: server.address }, signal: controller.signal });
     setTimeout(() => controller.abort(), 300);
     expect(await runCli(["train", "--cfg", "demo.yaml"], io)).toBe(130);
-    expect(io.stdoutText()).toContain("epoch 1/2  step 10/10");
-    expect(io.stderrText()).toBe("poseloop: stopped following job job-1; it goes on (poseloop watch job-1 follows it again)\n");
+    expect(io.stderrText()).toContain("epoch 1/2  step 10/10");
+    expect(io.stderrText().trimEnd().split("\n").at(-1)).toBe("poseloop: stopped following job job-1; it goes on (poseloop watch job-1 follows it again)");
+    expect(io.stdoutText()).toBe("");
     expect(server.calls.map((c) => c.method)).toEqual(["startTraining", "watchJob"]);
   });
 });
@@ -193,10 +247,27 @@ describe("job commands", () => {
     expect(document.jobs[0]).toMatchObject({ jobId: "job-1", state: "JOB_STATE_SUCCEEDED" });
     expect(document.jobs[0]?.bestMetrics.ap).toBeCloseTo(0.712);
 
+    // An empty listing has no table; saying so is not a job.
+    const empty = captureIo({ env });
+    expect(await runCli(["jobs", "--state", "failed"], empty)).toBe(0);
+    expect(empty.stdoutText()).toBe("");
+    expect(empty.stderrText()).toBe("no jobs\n");
+
     // proto3 JSON would leave the empty list out; `jq '.jobs[]'` needs it there.
     const none = captureIo({ env });
     expect(await runCli(["jobs", "--state", "failed", "--json"], none)).toBe(0);
-    expect(JSON.parse(none.stdoutText())).toEqual({ jobs: [] });
+    expect(JSON.parse(none.stdoutText())).toMatchObject({ jobs: [] });
+  });
+
+  it("prints the hint for the next page on stderr, leaving stdout to the table", async () => {
+    const server = await startServiceStub(TrainerService, {
+      listJobs: () => ({ jobs: [fakeJob({ jobId: "job-2", state: JobState.RUNNING })], nextPageToken: "MQ" }),
+    });
+    cleanups.push(() => server.stop());
+    const io = captureIo({ env: { POSELOOP_TRAINER_ADDR: server.address } });
+    expect(await runCli(["jobs", "--limit", "1"], io)).toBe(0);
+    expect(io.stdoutText().trimEnd().split("\n")).toEqual([expect.stringMatching(/^JOB +STATE/), expect.stringMatching(/^job-2 +RUNNING/)]);
+    expect(io.stderrText()).toBe("more: poseloop jobs --page-token MQ\n");
   });
 
   it("watches, cancels and lists checkpoints", async () => {
@@ -250,10 +321,25 @@ describe("job commands", () => {
 });
 
 describe("errors from the trainer", () => {
-  it("keeps the code's meaning: a refused token is exit 1 with the trainer's message", async () => {
-    const server = await trainer({ errors: { listJobs: new AppError(Code.UNAUTHENTICATED, "a valid bearer token is required") } });
+  it("tells a missing token from a refused one, naming the trainer and where the token came from", async () => {
+    const missing = await trainer({ errors: { listJobs: new AppError(Code.UNAUTHENTICATED, BearerTokenFailure.MISSING) } });
+    const none = captureIo({ env: { POSELOOP_TRAINER_ADDR: missing.address } });
+    expect(await runCli(["jobs"], none)).toBe(1);
+    expect(none.stderrText()).toBe(`poseloop: the trainer at ${missing.address} needs a bearer token: pass --token or set POSELOOP_TOKEN\n`);
+
+    const refused = await trainer({ errors: { listJobs: new AppError(Code.UNAUTHENTICATED, BearerTokenFailure.REFUSED) } });
+    const fromEnv = captureIo({ env: { POSELOOP_TRAINER_ADDR: refused.address, POSELOOP_TOKEN: "wrong" } });
+    expect(await runCli(["jobs"], fromEnv)).toBe(1);
+    expect(fromEnv.stderrText()).toBe(`poseloop: the trainer refused the token in POSELOOP_TOKEN (trainer at ${refused.address})\n`);
+    const fromFlag = captureIo({ env: { POSELOOP_TRAINER_ADDR: refused.address } });
+    expect(await runCli(["jobs", "--token", "wrong"], fromFlag)).toBe(1);
+    expect(fromFlag.stderrText()).toBe(`poseloop: the trainer refused the token given with --token (trainer at ${refused.address})\n`);
+  });
+
+  it("judges a trainer that words its refusal otherwise by whether a token was sent, in streams too", async () => {
+    const server = await trainer({ errors: { watchJob: new AppError(Code.UNAUTHENTICATED, "this trainer needs a bearer token") } });
     const io = captureIo({ env: { POSELOOP_TRAINER_ADDR: server.address } });
-    expect(await runCli(["jobs"], io)).toBe(1);
-    expect(io.stderrText()).toBe("poseloop: a valid bearer token is required\n");
+    expect(await runCli(["watch", "job-1", "--token", "wrong"], io)).toBe(1);
+    expect(io.stderrText()).toBe(`poseloop: the trainer refused the token given with --token (trainer at ${server.address})\n`);
   });
 });

@@ -1,13 +1,7 @@
 import { AppError, Code } from "@poseloop/core";
 import type { FrameJob, FrameOutcome } from "@poseloop/estimator";
-import type { ServingHandle } from "./model-manager.js";
+import type { ServingHandle, VersionSource } from "./serving-handle.js";
 import type { InferenceWorkerPool } from "./worker-pool.js";
-
-/** The version a batch runs on: taken when the batch leaves, released when its results are back. */
-export interface VersionSource {
-  acquire(): ServingHandle | undefined;
-  release(handle: ServingHandle): void;
-}
 
 export interface ScheduledResult {
   readonly outcome: FrameOutcome;

@@ -7,7 +7,7 @@ import type { BatchScheduler } from "./batch-scheduler.js";
 import type { InferenceLimits } from "./config.js";
 import { frameJob, type FrameSettings } from "./frame-conversion.js";
 import type { PersonEstimate } from "@poseloop/estimator";
-import type { ServingHandle } from "./model-manager.js";
+import type { ServingHandle } from "./serving-handle.js";
 
 export type FrameResultInit = MessageInitShape<typeof FrameResultSchema>;
 

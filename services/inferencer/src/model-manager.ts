@@ -1,27 +1,15 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampNow, type Timestamp } from "@bufbuild/protobuf/wkt";
-import { context as otelContext, SpanKind, trace, type Link } from "@opentelemetry/api";
+import { context as otelContext, SpanKind, trace } from "@opentelemetry/api";
 import { type ModelRegistry, type ServingEntry } from "@poseloop/bus";
 import { AppError, AsyncQueue, Code, sleep, type Logger } from "@poseloop/core";
 import { ServingStatus, type HealthService } from "@poseloop/grpc";
 import { ModelRefSchema, type ModelManifest, type ModelRef } from "@poseloop/proto/poseloop/common/v1/model_pb";
 import { ServingEventKind, ServingState } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
 import { linkTo, recordError, traceContextFromRecord, withSpan } from "@poseloop/telemetry";
-import { servingSpecFromManifest, type ServingSpec } from "@poseloop/estimator";
-import type { VersionSource } from "./batch-scheduler.js";
+import { servingSpecFromManifest } from "@poseloop/estimator";
+import type { ServingHandle, VersionSource } from "./serving-handle.js";
 import type { InferenceWorkerPool } from "./worker-pool.js";
-
-/** A loaded model version, counted while batches run on it. */
-export interface ServingHandle {
-  readonly version: string;
-  readonly manifest: ModelManifest;
-  readonly spec: ServingSpec;
-  readonly ref: ModelRef;
-  readonly trainingJobId: string;
-  /** Link to the span that published this version (every frame span carries it). */
-  readonly publishLink: Link | undefined;
-  readonly loadedAt: Timestamp;
-}
 
 interface HandleState {
   handle: ServingHandle;

@@ -49,7 +49,7 @@ export class NatsBlobStore implements BlobStore {
     try {
       return toBlobInfo(await this.#store.put({ name, options: { max_chunk_size: CHUNK_BYTES } }, stream));
     } catch (error) {
-      throw AppError.is(error) ? error : fromNatsError(error, `store ${name}`);
+      throw fromNatsError(error, `store ${name}`);
     }
   }
 
@@ -73,11 +73,7 @@ export class NatsBlobStore implements BlobStore {
           yield chunk.value;
         }
       } catch (cause) {
-        if (AppError.is(cause)) throw cause;
-        // nats.js checks its own digest at the end of the object: a mismatch means corrupt chunks.
-        if (cause instanceof Error && /digests do not match|corrupt/i.test(cause.message)) {
-          throw new AppError(Code.DATA_LOSS, `${name} is corrupt: its bytes do not match the stored digest`, { cause });
-        }
+        // nats.js checks its own digest at the end of the object: a mismatch (corrupt chunks) is DATA_LOSS.
         throw fromNatsError(cause, `read ${name}`);
       } finally {
         await reader.cancel().catch(() => undefined);

@@ -1,19 +1,46 @@
+import { JetStreamApiCodes, JetStreamApiError, JetStreamError } from "@nats-io/jetstream";
+import { ClosedConnectionError, ConnectionError, DrainingConnectionError, NoRespondersError, RequestError, TimeoutError } from "@nats-io/nats-core";
 import { AppError, Code } from "@poseloop/core";
 
+/** Errors that say the server or the connection is not there right now: worth retrying. */
+const UNAVAILABLE_ERRORS = [TimeoutError, NoRespondersError, RequestError, ClosedConnectionError, DrainingConnectionError, ConnectionError];
+
 /**
- * Maps nats.js errors to AppErrors: timeouts and lost connections are UNAVAILABLE (worth retrying), a wrong
- * last-sequence on a KV write is ABORTED (a stale compare-and-set), anything else INTERNAL.
+ * Maps a nats.js error to an AppError, by its class and JetStream code; every NATS call of this package goes
+ * through here. A timeout, a failed request or a lost connection is UNAVAILABLE (worth retrying), a KV write
+ * at a wrong last sequence ABORTED (a stale compare-and-set), a JetStream 404 NOT_FOUND, anything else
+ * INTERNAL. "JetStream not enabled" stays INTERNAL: nats.js reports it for a server without JetStream and for
+ * one still starting alike.
  */
 export function fromNatsError(error: unknown, what: string): AppError {
   if (error instanceof AppError) return error;
-  const message = error instanceof Error ? error.message : String(error);
-  const name = error instanceof Error ? error.name : "";
-  if (/wrong last sequence|key exists/i.test(message)) {
-    return new AppError(Code.ABORTED, `${what}: the value changed since it was read (stale revision)`, { cause: error });
+  const code = natsErrorCode(error);
+  const message =
+    code === Code.ABORTED ? `${what}: the value changed since it was read (stale revision)`
+    : code === Code.UNAVAILABLE ? `${what}: NATS is unavailable`
+    : code === Code.NOT_FOUND ? `${what}: not found`
+    : code === Code.DATA_LOSS ? `${what}: the object is corrupt, its bytes do not match the stored digest`
+    : `${what} failed`;
+  return new AppError(code, message, { cause: error });
+}
+
+function natsErrorCode(error: unknown): Code {
+  if (error instanceof JetStreamApiError) {
+    if (error.code === JetStreamApiCodes.StreamWrongLastSequence || error.code === JetStreamApiCodes.StreamWrongLastSequenceUnknown) return Code.ABORTED;
+    if (error.status === 404) return Code.NOT_FOUND;
+    if (error.status === 503) return Code.UNAVAILABLE;
+    return Code.INTERNAL;
   }
-  if (/timeout|TIMEOUT|disconnect|closed|no responders|503|connection/i.test(`${name} ${message}`)) {
-    return new AppError(Code.UNAVAILABLE, `${what}: NATS is unavailable`, { cause: error });
+  if (error instanceof JetStreamError) {
+    // A pull consumer's status (JetStreamStatusError, which the package's main entry does not export).
+    const status = (error as { code?: unknown }).code;
+    return status === 408 || status === 503 ? Code.UNAVAILABLE : Code.INTERNAL;
   }
-  if (/not found|404/i.test(message)) return new AppError(Code.NOT_FOUND, `${what}: not found`, { cause: error });
-  return new AppError(Code.INTERNAL, `${what} failed`, { cause: error });
+  if (UNAVAILABLE_ERRORS.some((type) => error instanceof type)) return Code.UNAVAILABLE;
+  if (error instanceof Error && error.constructor === Error) {
+    // @nats-io/obj throws plain Errors; these are the two of its messages a caller acts on.
+    if (error.message.startsWith("received a corrupt object, digests do not match")) return Code.DATA_LOSS;
+    if (error.message === "object store not found" || error.message === "object not found") return Code.NOT_FOUND;
+  }
+  return Code.INTERNAL;
 }

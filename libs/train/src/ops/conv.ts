@@ -57,9 +57,7 @@ export function conv2d(t: Tape, x: Sym, w: Sym, b: Sym | undefined, options: Con
  * are initializers, which a training graph's (inputs, updated every step) are not, so its convolutions ran
  * through the generic im2col + GEMM kernel, one image at a time. Ungrouped fp32 convolutions whose channel
  * counts are multiples of the block qualify (the 3-channel stem and the 17-heatmap head stay standard).
- * Measured, alternating the steps of two engines (two threads): lite 64x48 batch 32 12-14% faster, the demo
- * model (128x96, batch 8, one thread) 9%, HRNet-W32 256x192 batch 8 5%, SimpleBaseline-R18 1-3%; one 3x3
- * 32→32 convolution over 32x32x16x12 1.25-1.6x faster in two runs, including both reorders.
+ * Faster on every model measured, most on the small ones (docs/engine-notes.md, "Blocked convolutions").
  */
 function emitConv(t: Tape, x: Value, w: Value, b: Value | undefined, attrs: Attrs, shape: readonly Dim[], group: number): Value {
   const block = t.nchwcBlock;
@@ -82,12 +80,11 @@ export const NCHWC = "com.microsoft.nchwc";
 /**
  * The input gradient of a convolution. At stride 1 (ungrouped, fp32) it is the convolution of dy with the
  * kernel transposed to [Cin, Cout] and flipped in space, padded by dilation·(k − 1) − pad: a convolution kernel
- * (on the CPU provider the blocked one, see emitConv), where ConvTranspose goes through a GEMM and a col2im scatter.
- * Measured on an AVX-512 Xeon whose speed drifts by tens of percent: a step of HRNet-W32 256x192 (batch 8) 6% and
- * 17% faster in two runs of alternating steps, the input gradient of a 3x3 32→32 conv over 8x32x64x48 about 25%
- * faster in a profile; the flip itself is two ops on the weights. Otherwise (strided, grouped, or fp16, whose
- * graphs are for GPU providers where ConvTranspose is the data-gradient kernel itself): ConvTranspose(dy, w) with
- * the output padding that restores H×W.
+ * (on the CPU provider the blocked one, see emitConv), where ConvTranspose goes through a GEMM and a col2im scatter;
+ * the flip costs two ops on the weights and made HRNet steps faster (docs/engine-notes.md, "Input gradient at
+ * stride 1").
+ * Otherwise (strided, grouped, or fp16, whose graphs are for GPU providers where ConvTranspose is the
+ * data-gradient kernel itself): ConvTranspose(dy, w) with the output padding that restores H×W.
  */
 function convInputGrad(
   t: Tape,
@@ -181,7 +178,7 @@ export function convWeightGrad(
   group: number,
 ): Sym {
   // Per-tap GEMMs need enough input channels to keep each GEMM busy; a stem over 3 colour channels with a 7x7
-  // kernel would be 49 thin GEMMs, where the single convolution is faster (measured).
+  // kernel would be 49 thin GEMMs, where the single convolution is faster (docs/engine-notes.md).
   const inChannels = num(input.shape[1]);
   return group === 1 && inChannels >= 16
     ? im2colWeightGrad(t, input, gradOut, kernel, stride, pads, dilation)
@@ -193,13 +190,9 @@ export function convWeightGrad(
  * matrix): tap (ky, kx) reads a strided window of the padded input, and
  * dW[:, :, ky, kx] = dy [Co, N·Ho·Wo] × window [N·Ho·Wo, Ci]. The input is moved to channels-last first, so
  * a window's rows are runs of Wo·Ci contiguous values (Ci at stride 2) rather than Wo: onnxruntime's Slice
- * copies them on one thread, and the short rows of channels-first windows made it a fifth of a small model's
- * kernel time. Measured against channels-first windows (alternating steps of two engines, two threads): lite
- * 64x48 batch 32 16% faster, lite 128x96 batch 8 on one thread 9%, HRNet-W32 batch 8 4%, SimpleBaseline
- * R18/R50 batch 32 within 3%. Slower (measured): a channels-last dy with a transposed-A GEMM; one GEMM over
- * the nine windows concatenated into an im2col matrix (13% on the lite models: the concatenation is one more
- * copy); the single large-kernel convolution, whose kernel (the whole output map) onnxruntime's Conv is not
- * built for.
+ * copies them on one thread, and the short rows of channels-first windows made slicing a large share of a small
+ * model's kernel time. The variants that measured slower (a transposed-A GEMM, one concatenated im2col GEMM, a
+ * single large-kernel convolution) are in docs/engine-notes.md, "Weight gradient", so nobody redoes them.
  */
 function im2colWeightGrad(
   t: Tape,

@@ -1,3 +1,4 @@
+import { SeededRandom } from "@poseloop/core";
 import { COCO17 } from "@poseloop/pose";
 import { describe, expect, it } from "vitest";
 import {
@@ -11,7 +12,6 @@ import {
   sampleAugmentation,
   upperBodyJoints,
 } from "./augmentation.js";
-import { SeededRandom } from "./seeded-random.js";
 
 const inputSize = { width: 192, height: 256 };
 

@@ -1,5 +1,5 @@
 import type { CropRegion, KeypointSchema, Size } from "@poseloop/pose";
-import type { SeededRandom } from "./seeded-random.js";
+import type { SeededRandom } from "@poseloop/core";
 
 /**
  * Training-time augmentation of top-down crops, field for field the trainer's proto `AugmentationSpec`

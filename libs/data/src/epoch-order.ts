@@ -1,5 +1,4 @@
-import { AppError, Code } from "@poseloop/core";
-import { SeededRandom } from "./seeded-random.js";
+import { AppError, Code, SeededRandom } from "@poseloop/core";
 
 /** Random streams of a loader seed: one for the sample order, one for augmentation, never overlapping. */
 export const ORDER_STREAM = 0x4f524452;

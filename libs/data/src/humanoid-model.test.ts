@@ -1,7 +1,7 @@
+import { SeededRandom } from "@poseloop/core";
 import { describe, expect, it } from "vitest";
 import { JOINT_LIMITS, PoseKind, poseHumanoid, sampleBodyShape, samplePose } from "./humanoid-model.js";
 import type { Vec3 } from "./rotation-3d.js";
-import { SeededRandom } from "./seeded-random.js";
 
 const distance = (a: Vec3, b: Vec3): number => Math.hypot(a[0] - b[0], a[1] - b[1], a[2] - b[2]);
 

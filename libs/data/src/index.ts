@@ -23,7 +23,7 @@ export type {
 } from "./coco-reader.js";
 export { detectionBoxes, parseCocoDetections, readCocoDetections } from "./coco-detections.js";
 export type { DetectionFilter } from "./coco-detections.js";
-export { SeededRandom } from "./seeded-random.js";
+export { SeededRandom } from "@poseloop/core";
 export { JOINT_LIMITS, PoseKind, poseHumanoid, sampleBodyShape, samplePose } from "./humanoid-model.js";
 export type { BodyPart, BodyShape, Material, PosedHumanoid, PoseAngles } from "./humanoid-model.js";
 export { renderSyntheticScene } from "./synthetic-scene.js";

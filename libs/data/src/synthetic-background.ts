@@ -1,5 +1,5 @@
 import { drawLine, fillCircle, fillEllipse, fillPolygon, fillRect, strokeRect, type Rgb, type RgbImage } from "@poseloop/vision";
-import type { SeededRandom } from "./seeded-random.js";
+import type { SeededRandom } from "@poseloop/core";
 
 /** A random colour from hue, saturation and value ranges (each 0–1). */
 export function randomColour(random: SeededRandom, saturation: readonly [number, number] = [0, 1], value: readonly [number, number] = [0.1, 1]): Rgb {

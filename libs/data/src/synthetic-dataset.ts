@@ -1,11 +1,10 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { AppError, Code } from "@poseloop/core";
+import { AppError, Code, SeededRandom } from "@poseloop/core";
 import { COCO17 } from "@poseloop/pose";
 import { encodeJpeg } from "@poseloop/vision";
 import { cocoLayout, personCategory, type CocoImage, type CocoKeypointAnnotation, type CocoKeypointFile } from "./coco-format.js";
 import { writeCocoKeypoints } from "./coco-writer.js";
-import { SeededRandom } from "./seeded-random.js";
 import { renderSyntheticScene, sceneOptionProblems, type SyntheticSceneOptions } from "./synthetic-scene.js";
 
 export interface SyntheticDatasetOptions extends SyntheticSceneOptions {

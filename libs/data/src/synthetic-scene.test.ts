@@ -1,6 +1,5 @@
-import { AppError, Code } from "@poseloop/core";
+import { AppError, Code, SeededRandom } from "@poseloop/core";
 import { describe, expect, it } from "vitest";
-import { SeededRandom } from "./seeded-random.js";
 import { renderSyntheticScene, type SyntheticPerson } from "./synthetic-scene.js";
 
 const flags = (person: SyntheticPerson): number[] => person.keypoints.filter((_, i) => i % 3 === 2);

@@ -1,10 +1,9 @@
-import { AppError } from "@poseloop/core";
+import { AppError, type SeededRandom } from "@poseloop/core";
 import { createRgbImage, type Rgb, type RgbImage } from "@poseloop/vision";
 import { DepthRaster } from "./depth-raster.js";
 import { poseHumanoid, PoseKind, sampleBodyShape, samplePose, type BodyPart, type Material } from "./humanoid-model.js";
 import { invert, multiply, rotationX, rotationY, transform, transpose, type Mat3, type Vec3 } from "./rotation-3d.js";
 import { paintBackground, randomColour } from "./synthetic-background.js";
-import type { SeededRandom } from "./seeded-random.js";
 
 export interface SyntheticSceneOptions {
   readonly width: number;

@@ -1,4 +1,4 @@
-import { AppError, Code } from "@poseloop/core";
+import { AppError, Code, SeededRandom } from "@poseloop/core";
 import {
   applyAffine,
   boxToCropRegion,
@@ -19,7 +19,6 @@ import { augmentRegion, jitterColours, pasteOcclusion, sampleAugmentation, upper
 import { DecodedImageStore, imageLabel, type ImageCacheOptions } from "./decoded-image-store.js";
 import { AUGMENT_STREAM } from "./epoch-order.js";
 import type { SampleTable } from "./sample-table.js";
-import { SeededRandom } from "./seeded-random.js";
 
 /** What the loader does with a sample whose image or annotation is bad. */
 export type BadSamplePolicy = "fail" | "skip";

@@ -1,85 +1,36 @@
+import { SeededRandom } from "@poseloop/core";
+
 /**
- * A small seeded PRNG (xoshiro128**) with uniform and normal draws, so that weight initialization, data
- * order and augmentation are reproducible from a seed on every platform. Math.random is never used.
+ * libs/train's former generator under its old name and method names, kept so that existing callers and seeds
+ * give the same numbers: `SeededRandom.fromSeed32(seed)` with `normal()` drawing paired Box–Muller values
+ * (`normalPaired`), `between(low, high)` for `uniform(low, high)` and `int(n)` for an integer in [0, n).
+ * @deprecated New code uses `SeededRandom` from @poseloop/core: `SeededRandom.fromSeed32(seed)`.
  */
-export class Rng {
-  #s0: number;
-  #s1: number;
-  #s2: number;
-  #s3: number;
-  #spare: number | undefined;
-
+export class Rng extends SeededRandom {
   constructor(seed: number) {
-    // splitmix32 expands the seed into the four state words.
-    let x = seed >>> 0;
-    const next = (): number => {
-      x = (x + 0x9e3779b9) >>> 0;
-      let z = x;
-      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
-      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
-      return (z ^ (z >>> 16)) >>> 0;
-    };
-    this.#s0 = next();
-    this.#s1 = next();
-    this.#s2 = next();
-    this.#s3 = next();
+    super(0);
+    this.restoreState(SeededRandom.fromSeed32(seed).state);
   }
 
-  /** A uniform 32-bit unsigned integer. */
-  nextUint32(): number {
-    const result = Math.imul(rotl(Math.imul(this.#s1, 5) >>> 0, 7), 9) >>> 0;
-    const t = (this.#s1 << 9) >>> 0;
-    this.#s2 ^= this.#s0;
-    this.#s3 ^= this.#s1;
-    this.#s1 ^= this.#s2;
-    this.#s0 ^= this.#s3;
-    this.#s2 ^= t;
-    this.#s3 = rotl(this.#s3, 11);
-    return result;
+  static override fromState(state: readonly [number, number, number, number]): Rng {
+    const rng = new Rng(0);
+    rng.restoreState(state);
+    return rng;
   }
 
-  /** Uniform in [0, 1). */
-  uniform(): number {
-    return this.nextUint32() / 4294967296;
+  /** Standard normal (Box–Muller, both values used); with `mean` and `sd`, scaled. */
+  override normal(mean = 0, sd = 1): number {
+    const z = this.normalPaired();
+    return mean === 0 && sd === 1 ? z : mean + sd * z;
   }
 
   /** Uniform in [low, high). */
   between(low: number, high: number): number {
-    return low + (high - low) * this.uniform();
+    return this.uniform(low, high);
   }
 
-  /** Standard normal (Box–Muller, both values used). */
-  normal(): number {
-    if (this.#spare !== undefined) {
-      const spare = this.#spare;
-      this.#spare = undefined;
-      return spare;
-    }
-    let u = this.uniform();
-    while (u <= Number.EPSILON) u = this.uniform();
-    const v = this.uniform();
-    const radius = Math.sqrt(-2 * Math.log(u));
-    this.#spare = radius * Math.sin(2 * Math.PI * v);
-    return radius * Math.cos(2 * Math.PI * v);
+  /** An integer in [0, n); with two arguments, one in [min, max] like SeededRandom's. */
+  override int(n: number, max?: number): number {
+    return max === undefined ? Math.floor(this.next() * n) : super.int(n, max);
   }
-
-  /** An integer in [0, n). */
-  int(n: number): number {
-    return Math.floor(this.uniform() * n);
-  }
-
-  /** The state, to save in a checkpoint. */
-  get state(): readonly [number, number, number, number] {
-    return [this.#s0, this.#s1, this.#s2, this.#s3];
-  }
-
-  static fromState(state: readonly [number, number, number, number]): Rng {
-    const rng = new Rng(0);
-    [rng.#s0, rng.#s1, rng.#s2, rng.#s3] = state;
-    return rng;
-  }
-}
-
-function rotl(x: number, k: number): number {
-  return ((x << k) | (x >>> (32 - k))) >>> 0;
 }

@@ -1,11 +1,10 @@
 import { createReadStream } from "node:fs";
-import { mkdir, open, readdir, rename, rm } from "node:fs/promises";
+import { mkdir, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { randomBytes } from "node:crypto";
-import { AppError, Code } from "@poseloop/core";
+import { AppError, AtomicFile, Code, writeFileAtomic } from "@poseloop/core";
 import { chunksOf, DigestAccumulator, isDigest } from "../digest.js";
 import type { BlobInfo, BlobSource, BlobStore } from "../types.js";
-import { atomicWriteFile, decodeSegment, encodeSegment, readJson } from "./fs-util.js";
+import { decodeSegment, encodeSegment, readJson } from "./fs-util.js";
 
 /**
  * A BlobStore in a directory: content-addressed data files (data/<sha256 hex>) and one small index file per
@@ -22,26 +21,24 @@ export class FsBlobStore implements BlobStore {
     checkName(name);
     const dataDir = join(this.#dir, "data");
     await mkdir(dataDir, { recursive: true });
-    const temp = join(dataDir, `.upload-${process.pid}-${randomBytes(6).toString("hex")}`);
     const digest = new DigestAccumulator();
-    const handle = await open(temp, "w");
+    // The data file's name is its digest, known once the last chunk is in.
+    const upload = await AtomicFile.create(dataDir, "upload");
     let info: BlobInfo;
     try {
       for await (const chunk of chunksOf(source)) {
         if (options.signal?.aborted === true) throw new AppError(Code.CANCELLED, "upload cancelled");
         digest.update(chunk);
-        await handle.write(chunk);
+        await upload.write(chunk);
       }
-      await handle.sync();
-      await handle.close();
       info = { name, sizeBytes: digest.sizeBytes, digest: digest.digest() };
-      await rename(temp, this.#dataPath(info.digest));
+      await upload.commit(this.#dataPath(info.digest));
     } catch (error) {
-      await handle.close().catch(() => undefined);
-      await rm(temp, { force: true });
+      await upload.discard();
       throw AppError.from(error);
     }
-    await atomicWriteFile(this.#indexPath(name), JSON.stringify(info));
+    await mkdir(join(this.#dir, "names"), { recursive: true });
+    await writeFileAtomic(this.#indexPath(name), JSON.stringify(info));
     return info;
   }
 

@@ -1,31 +1,7 @@
-import { randomBytes } from "node:crypto";
 import { watch, type FSWatcher } from "node:fs";
-import { mkdir, open, readFile, rename, rm, stat, unlink } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { mkdir, open, readFile, stat, unlink } from "node:fs/promises";
+import { dirname } from "node:path";
 import { AppError, AsyncQueue, Code, sleep } from "@poseloop/core";
-
-/**
- * Writes a file so that readers see the old content or the new, never a mix: a temporary file in the same
- * directory, fsync, rename over the target. `mtime` sets the new file's modification time before the rename.
- */
-export async function atomicWriteFile(path: string, data: Uint8Array | string, mtime?: Date): Promise<void> {
-  await mkdir(dirname(path), { recursive: true });
-  const temp = join(dirname(path), `.tmp-${process.pid}-${randomBytes(6).toString("hex")}`);
-  const handle = await open(temp, "w");
-  try {
-    await handle.writeFile(data);
-    await handle.sync();
-    if (mtime !== undefined) await handle.utimes(mtime, mtime);
-  } finally {
-    await handle.close();
-  }
-  try {
-    await rename(temp, path);
-  } catch (error) {
-    await rm(temp, { force: true });
-    throw error;
-  }
-}
 
 /** The file's content parsed as JSON, or undefined when it does not exist. */
 export async function readJson<T>(path: string): Promise<T | undefined> {

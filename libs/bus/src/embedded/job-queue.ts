@@ -1,9 +1,8 @@
 import { createHash, randomBytes } from "node:crypto";
 import { mkdir, readdir, readFile, rename, stat, unlink, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { AppError, Code, sleep } from "@poseloop/core";
+import { AppError, Code, sleep, writeFileAtomic } from "@poseloop/core";
 import type { JobDelivery, JobQueue } from "../types.js";
-import { atomicWriteFile } from "./fs-util.js";
 
 interface StoredJob {
   id: string;
@@ -40,7 +39,7 @@ export class FsJobQueue implements JobQueue {
     await writeFile(dedupPath, "");
     const stored: StoredJob = { id: job.id, data: Buffer.from(job.data).toString("base64"), headers: { ...job.headers }, deliveryCount: 0 };
     const order = `${Date.now().toString().padStart(15, "0")}-${String(this.#sequence++).padStart(6, "0")}-${randomBytes(4).toString("hex")}`;
-    await atomicWriteFile(join(this.#dir, "pending", `${order}.json`), JSON.stringify(stored), NOT_LEASED);
+    await writeFileAtomic(join(this.#dir, "pending", `${order}.json`), JSON.stringify(stored), { mtime: NOT_LEASED });
   }
 
   async next(options: { waitMs: number; signal?: AbortSignal }): Promise<JobDelivery | undefined> {
@@ -68,7 +67,7 @@ export class FsJobQueue implements JobQueue {
       }
       const stored = JSON.parse(await readFile(leased, "utf8")) as StoredJob;
       stored.deliveryCount += 1;
-      await atomicWriteFile(leased, JSON.stringify(stored), new Date(Date.now() + this.ackWaitMs));
+      await writeFileAtomic(leased, JSON.stringify(stored), { mtime: new Date(Date.now() + this.ackWaitMs) });
       return this.#delivery(file, stored);
     }
     return undefined;

@@ -1,7 +1,7 @@
 import { join } from "node:path";
-import { AppError, Code } from "@poseloop/core";
+import { AppError, Code, writeFileAtomic } from "@poseloop/core";
 import type { KeyValueStore, KvEntry } from "../types.js";
-import { atomicWriteFile, readJson, watchDirectory, withFileLock } from "./fs-util.js";
+import { readJson, watchDirectory, withFileLock } from "./fs-util.js";
 
 interface StoredEntry {
   revision: number;
@@ -90,7 +90,7 @@ export class FsKeyValueStore implements KeyValueStore {
       entries.push({ revision, value: Buffer.from(value).toString("base64"), createdAt: new Date().toISOString() });
       state.keys[key] = entries.slice(-this.#history);
       state.revision = revision;
-      await atomicWriteFile(join(this.#dir, "state.json"), JSON.stringify(state));
+      await writeFileAtomic(join(this.#dir, "state.json"), JSON.stringify(state));
       return revision;
     });
   }

@@ -1,4 +1,4 @@
-import { type Rng } from "../rng.js";
+import type { SeededRandom } from "@poseloop/core";
 
 /** How a tensor starts: the schemes the reference implementations use. */
 export type Init =
@@ -33,8 +33,11 @@ export class Registry {
   }
 }
 
-/** Fills a tensor by its init scheme from `rng` (one stream for the whole model, in definition order). */
-export function initialize(spec: TensorSpec, rng: Rng): Float32Array {
+/**
+ * Fills a tensor by its init scheme from `random` (one stream for the whole model, in definition order; the
+ * engine seeds it with `SeededRandom.fromSeed32`).
+ */
+export function initialize(spec: TensorSpec, random: SeededRandom): Float32Array {
   const count = spec.shape.reduce((a, b) => a * b, 1);
   const data = new Float32Array(count);
   const init = spec.init;
@@ -45,17 +48,17 @@ export function initialize(spec: TensorSpec, rng: Rng): Float32Array {
       data.fill(1);
       break;
     case "normal":
-      for (let i = 0; i < count; i++) data[i] = rng.normal() * init.std;
+      for (let i = 0; i < count; i++) data[i] = random.normalPaired() * init.std;
       break;
     case "kaiming-normal-fan-out": {
       const receptive = spec.shape.slice(2).reduce((a, b) => a * b, 1);
       const std = Math.sqrt(2 / ((spec.shape[0] ?? 1) * receptive));
-      for (let i = 0; i < count; i++) data[i] = rng.normal() * std;
+      for (let i = 0; i < count; i++) data[i] = random.normalPaired() * std;
       break;
     }
     case "torch-default": {
       const bound = 1 / Math.sqrt(init.fanIn);
-      for (let i = 0; i < count; i++) data[i] = rng.between(-bound, bound);
+      for (let i = 0; i < count; i++) data[i] = random.uniform(-bound, bound);
       break;
     }
   }

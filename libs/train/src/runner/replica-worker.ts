@@ -2,28 +2,14 @@
 // primary sends, and returns the shard's loss and gradients. Its BatchNorm running statistics are never read
 // (the primary's shard keeps them, as DistributedDataParallel keeps rank 0's), so it feeds fixed ones.
 import * as ort from "onnxruntime-node";
-import { serveWorkerRpc, Transfer } from "@poseloop/core";
+import { SeededRandom, serveWorkerRpc, Transfer } from "@poseloop/core";
 import { encodeModel } from "@poseloop/onnx";
 import { IoNames } from "../compile/io-names.js";
 import { compileShardGradients, type TrainingGraphConfig } from "../compile/training-graphs.js";
 import { initialize } from "../nn/parameters.js";
-import { Rng } from "../rng.js";
 import { defineModel } from "../zoo/model-config.js";
+import type { ShardRequest, ShardResult } from "./replica-protocol.js";
 import { StepEngine, type StepRunnerOptions } from "./step-engine.js";
-
-export interface ShardRequest {
-  readonly params: ReadonlyMap<string, Float32Array>;
-  readonly images: Float32Array;
-  readonly targets: Float32Array;
-  readonly targetWeights: Float32Array;
-  readonly teacher?: Float32Array;
-  readonly lossScale?: number;
-}
-
-export interface ShardResult {
-  readonly loss: number;
-  readonly grads: Map<string, Float32Array>;
-}
 
 let state: { session: ort.InferenceSession; fixed: Record<string, ort.Tensor>; options: StepRunnerOptions; dims: { images: number[]; heatmaps: number[]; weights: number[] } } | undefined;
 
@@ -34,8 +20,8 @@ serveWorkerRpc({
     const graph = compileShardGradients(model, training, replicas);
     const session = await ort.InferenceSession.create(encodeModel(graph), StepEngine.sessionOptions(options));
     const fixed: Record<string, ort.Tensor> = {};
-    const rng = new Rng(0);
-    for (const spec of model.registry.buffers) fixed[IoNames.buffer(spec.name)] = new ort.Tensor("float32", initialize(spec, rng), spec.shape);
+    const random = SeededRandom.fromSeed32(0);
+    for (const spec of model.registry.buffers) fixed[IoNames.buffer(spec.name)] = new ort.Tensor("float32", initialize(spec, random), spec.shape);
     for (const spec of model.registry.params) fixed[IoNames.accum(spec.name)] = new ort.Tensor("float32", new Float32Array(spec.shape.reduce((a, b) => a * b, 1)), spec.shape);
     const b = options.training.batchSize;
     const { inputWidth: w, inputHeight: h, numKeypoints: k } = model.config;

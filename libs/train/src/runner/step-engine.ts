@@ -1,14 +1,13 @@
 import * as ort from "onnxruntime-node";
 import { encodeModel, type ModelProto } from "@poseloop/onnx";
-import { AppError, Code, startModuleWorker, WorkerClient } from "@poseloop/core";
+import { AppError, Code, SeededRandom, startModuleWorker, WorkerClient } from "@poseloop/core";
 import { buildInferenceModel, compileForwardGraph, type InferenceModelOptions } from "../compile/forward-graph.js";
 import { IoNames } from "../compile/io-names.js";
 import { compileReplicaGraphs, compileTrainingGraphs, type TrainingGraphConfig } from "../compile/training-graphs.js";
 import { initialize } from "../nn/parameters.js";
 import { stepScalars, type ResolvedOptimizer } from "../optim/optimizer.js";
-import { Rng } from "../rng.js";
 import { defineModel, type ModelConfig, type ModelDefinition } from "../zoo/model-config.js";
-import type { ShardRequest, ShardResult } from "./replica-worker.js";
+import type { ShardRequest, ShardResult } from "./replica-protocol.js";
 import { nchwcBlockSize } from "./nchwc.js";
 import type { LossScalerState, TrainingState } from "./training-state.js";
 
@@ -211,12 +210,10 @@ export class StepEngine {
   /**
    * Session options of the training graphs. Pool threads do not spin-wait between kernels: they share the
    * cores with the data loader's workers, the validation session and whatever else runs on the node, and a
-   * spinning thread that loses its core stalls the step. Measured (lite 128x96, batch 8, Adam, 2 cores, 25-step
-   * chunks): spinning ran 65-75 ms/step at best but 110-165 ms for minutes at a time; without it 76-83 ms.
-   * No memory pattern either: with it, onnxruntime allocates the step's planned activation block afresh on
-   * every run, and for a big model that block comes from the system each time — HRNet-W32 256x192, batch 8:
-   * 215,000 minor page faults per step (0.8 GB of fresh pages) and 6.2 s/step, against 10,000 and 4.6 s
-   * without; the lite model: 670 faults and 78 ms against 0 and 73 ms.
+   * spinning thread that loses its core stalls the step (a little faster at best, far slower for minutes at a
+   * time). No memory pattern either: with it, onnxruntime allocates the step's planned activation block afresh
+   * on every run, and for a big model that block comes from the system each time, as page faults. The
+   * measurements: docs/engine-notes.md, "Session options of the training graphs".
    */
   static sessionOptions(options: Pick<StepRunnerOptions, "device" | "intraOpThreads">): ort.InferenceSession.SessionOptions {
     return {
@@ -494,9 +491,9 @@ export class StepEngine {
   }
 
   #initialize(seed: number): void {
-    const rng = new Rng(seed);
-    for (const spec of this.model.registry.params) this.#tensors.set(IoNames.param(spec.name), new ort.Tensor("float32", initialize(spec, rng), spec.shape));
-    for (const spec of this.model.registry.buffers) this.#tensors.set(IoNames.buffer(spec.name), new ort.Tensor("float32", initialize(spec, rng), spec.shape));
+    const random = SeededRandom.fromSeed32(seed);
+    for (const spec of this.model.registry.params) this.#tensors.set(IoNames.param(spec.name), new ort.Tensor("float32", initialize(spec, random), spec.shape));
+    for (const spec of this.model.registry.buffers) this.#tensors.set(IoNames.buffer(spec.name), new ort.Tensor("float32", initialize(spec, random), spec.shape));
     for (const spec of this.model.registry.params) {
       for (const slot of this.#slots) this.#tensors.set(IoNames.slot(slot, spec.name), zeros(spec.shape));
     }

@@ -1,6 +1,6 @@
+import { SeededRandom } from "@poseloop/core";
 import { encodeModel, GraphBuilder, hostTensor } from "@poseloop/onnx";
 import * as ort from "onnxruntime-node";
-import { Rng } from "../rng.js";
 import { Tape, type Sym } from "../tape.js";
 
 export interface GradCheckInput {
@@ -28,8 +28,8 @@ export async function gradCheck(
   inputs: readonly GradCheckInput[],
   options: { seed?: number; samples?: number; epsilon?: number; rtol?: number; atol?: number; nchwcBlock?: number } = {},
 ): Promise<GradCheckResult> {
-  const rng = new Rng(options.seed ?? 1);
-  const values = inputs.map((input) => input.values ?? Float32Array.from({ length: input.shape.reduce((a, b) => a * b, 1) }, () => rng.normal()));
+  const random = SeededRandom.fromSeed32(options.seed ?? 1);
+  const values = inputs.map((input) => input.values ?? Float32Array.from({ length: input.shape.reduce((a, b) => a * b, 1) }, () => random.normalPaired()));
   const epsilon = options.epsilon ?? 1e-2;
   const rtol = options.rtol ?? 2e-2;
   const atol = options.atol ?? 2e-3;
@@ -73,7 +73,7 @@ export async function gradCheck(
       const base = values[i] as Float32Array;
       const count = Math.min(options.samples ?? 24, base.length);
       const picked = new Set<number>();
-      while (picked.size < count) picked.add(count === base.length ? picked.size : rng.int(base.length));
+      while (picked.size < count) picked.add(count === base.length ? picked.size : random.int(0, base.length - 1));
       for (const index of picked) {
         const original = base[index] as number;
         const probe = async (delta: number): Promise<number> => {

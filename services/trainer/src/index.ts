@@ -6,5 +6,6 @@ export { parseExperiment, prepareExperiment, resolveTrainConfig } from "./experi
 export { runContract, servingManifest } from "./runner/model-contract.js";
 export { TrainingSession } from "./runner/training-session.js";
 export type { ExportOutcome, RunPosition, TrainChunk, ValidationOutcome } from "./runner/training-run.js";
-export { prepareData } from "./runner/datasets.js";
-export type { DataRoots, PreparedData } from "./runner/datasets.js";
+export { prepareData } from "./datasets/prepare-data.js";
+export type { PreparedData } from "./datasets/prepare-data.js";
+export type { DataRoots } from "./datasets/data-root.js";

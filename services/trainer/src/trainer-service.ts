@@ -9,7 +9,8 @@ import { ModelRefSchema, type ModelManifest, type ModelRef } from "@poseloop/pro
 import { TrainConfigSchema, type TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import { JobSchema, JobState, type Job, type TrainerService } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
 import { traceContextToRecord, traceIdOf } from "@poseloop/telemetry";
-import { datasetProblems, prepareExperiment, resolveTrainConfig } from "./experiment/index.js";
+import { datasetProblems } from "./datasets/data-root.js";
+import { prepareExperiment, resolveTrainConfig } from "./experiment/index.js";
 import type { CheckpointList } from "./jobs/checkpoint-list.js";
 import type { QueuedJob } from "./jobs/job-executor.js";
 import { isTerminal, JobEventLog, newJobId, type JobStore } from "./jobs/job-store.js";

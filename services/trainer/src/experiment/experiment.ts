@@ -27,7 +27,7 @@ import {
   type TrainConfig,
 } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import { parseDocument } from "yaml";
-import { datasetProblems } from "./paths.js";
+import { datasetProblems } from "../datasets/data-root.js";
 import { resolveTrainConfig } from "./validate.js";
 
 // ---------------------------------------------------------------------------------------------------------

@@ -1,5 +1,4 @@
 export { parseExperiment, prepareExperiment } from "./experiment.js";
 export type { PrepareExperimentOptions } from "./experiment.js";
 export { modelConfigFromSpec } from "./model-config.js";
-export { datasetProblems, resolveUnder } from "./paths.js";
 export { resolveTrainConfig } from "./validate.js";

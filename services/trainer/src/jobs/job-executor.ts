@@ -16,8 +16,8 @@ import {
   type Job,
 } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
 import { recordError, traceContextFromRecord, withSpan } from "@poseloop/telemetry";
+import type { DataRoots } from "../datasets/data-root.js";
 import { decodeCheckpoint } from "../runner/checkpoint-file.js";
-import type { DataRoots } from "../runner/datasets.js";
 import { servingManifest } from "../runner/model-contract.js";
 import type { ExportOutcome } from "../runner/training-run.js";
 import { TrainingSession } from "../runner/training-session.js";

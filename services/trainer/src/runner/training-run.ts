@@ -27,8 +27,9 @@ import {
   type StepRunnerOptions,
   type TrainingGraphConfig,
 } from "@poseloop/train";
+import type { DataRoots } from "../datasets/data-root.js";
+import { prepareData } from "../datasets/prepare-data.js";
 import { checkpointId, decodeCheckpoint, encodeCheckpoint, type EpochMetrics } from "./checkpoint-file.js";
-import { prepareData, type DataRoots } from "./datasets.js";
 import { INPUT_NAME, OUTPUT_NAME, runContract, type RunContract } from "./model-contract.js";
 
 /** What a run starts from. */

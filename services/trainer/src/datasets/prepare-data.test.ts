@@ -7,7 +7,7 @@ import { makeTempDir } from "@poseloop/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseExperiment } from "../experiment/experiment.js";
 import { resolveTrainConfig } from "../experiment/validate.js";
-import { prepareData } from "./datasets.js";
+import { prepareData } from "./prepare-data.js";
 
 const schema: KeypointSchema = COCO17;
 let dir: { path: string; remove: () => Promise<void> };

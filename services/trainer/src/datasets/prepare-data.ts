@@ -6,15 +6,7 @@ import { detectionBoxes, generateSyntheticDataset, readCocoDetections, readCocoK
 import { evaluationSetFromCoco, type EvaluationSet } from "@poseloop/estimator";
 import type { KeypointSchema } from "@poseloop/pose";
 import { DatasetKind, type TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
-import { resolveUnder } from "../experiment/paths.js";
-
-/** Where the trainer may read datasets and write generated ones. */
-export interface DataRoots {
-  /** COCO dataset roots resolve under it. */
-  readonly dataRoot: string;
-  /** Generated (synthetic) datasets are cached under it. */
-  readonly workDir: string;
-}
+import { resolveUnder, type DataRoots } from "./data-root.js";
 
 export interface PreparedData {
   readonly trainName: string;

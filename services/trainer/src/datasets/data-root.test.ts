@@ -5,7 +5,7 @@ import { AppError, Code } from "@poseloop/core";
 import { DatasetKind, TrainConfigSchema } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import { makeTempDir } from "@poseloop/testkit";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { datasetProblems, resolveUnder } from "./paths.js";
+import { datasetProblems, resolveUnder } from "./data-root.js";
 
 describe("resolveUnder", () => {
   let temp: { path: string; remove: () => Promise<void> };

@@ -3,6 +3,17 @@ import { isAbsolute, relative as relativePath, resolve, sep } from "node:path";
 import { AppError, Code } from "@poseloop/core";
 import { DatasetKind, type TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 
+// Both the checks of a config before its job is accepted and the runs that read the files need to know where
+// data may live; it lives here, below both, so that neither reaches into the other.
+
+/** Where the trainer may read datasets and write generated ones. */
+export interface DataRoots {
+  /** COCO dataset roots resolve under it. */
+  readonly dataRoot: string;
+  /** Generated (synthetic) datasets are cached under it. */
+  readonly workDir: string;
+}
+
 function isInside(root: string, path: string): boolean {
   const rel = relativePath(root, path);
   return rel === "" || (!isAbsolute(rel) && rel !== ".." && !rel.startsWith(`..${sep}`));

@@ -23,7 +23,7 @@ export interface TrainerServiceDependencies {
   readonly dataRoot: string;
   readonly authToken: string;
   readonly logger: Logger;
-  /** Publishes a checkpoint of a finished job (export → gate → registry) in a training worker. */
+  /** Publishes a kept checkpoint of a job (export → gate → registry) in an export-only worker. */
   readonly publishCheckpoint: (job: Job, checkpointId: string, options: { modelName: string; skipPromotion: boolean }) => Promise<{ serving: ModelManifest; previous?: ModelRef }>;
 }
 

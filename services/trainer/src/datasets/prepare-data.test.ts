@@ -7,7 +7,7 @@ import { makeTempDir } from "@poseloop/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseExperiment } from "../experiment/experiment.js";
 import { resolveTrainConfig } from "../experiment/validate.js";
-import { prepareData } from "./prepare-data.js";
+import { prepareData, prepareValidation } from "./prepare-data.js";
 
 const schema: KeypointSchema = COCO17;
 let dir: { path: string; remove: () => Promise<void> };
@@ -60,6 +60,8 @@ beforeAll(async () => {
   await generateSyntheticDataset({ ...scene, dir: join(root, "coco"), split: "val2017", count: 4, seed: 1, firstImageId: 7 });
   await writeDetections("val2017", "val.json");
   await writeDetections("train2017", "train.json");
+  // A copy of the validation split with no training split beside it.
+  await generateSyntheticDataset({ ...scene, dir: join(root, "val-only"), split: "val2017", count: 4, seed: 1, firstImageId: 7 });
 }, 60_000);
 
 afterAll(() => dir?.remove());
@@ -105,5 +107,21 @@ describe("prepareData's validation boxes", () => {
     const missing = await prepareData(config({ "TEST.USE_GT_BBOX": "false", "TEST.COCO_BBOX_FILE": "dets/none.json" }), roots(), schema).catch((error: unknown) => error);
     expect(AppError.is(missing, Code.NOT_FOUND) || AppError.is(missing, Code.INVALID_ARGUMENT)).toBe(true);
     expect((missing as AppError).message).toContain("TEST.COCO_BBOX_FILE");
+  });
+});
+
+describe("prepareValidation", () => {
+  it("reads the validation split without the training split, which prepareData needs", async () => {
+    const valOnly = config({ "DATASET.ROOT": "val-only", "TEST.USE_GT_BBOX": "true" });
+    const validation = await prepareValidation(valOnly, roots(), schema);
+    expect(validation.name).toBe("coco/val2017");
+    expect(validation.images.map((image) => image.imageId)).toEqual([7, 8, 9, 10]);
+    await expect(prepareData(valOnly, roots(), schema)).rejects.toBeInstanceOf(AppError);
+  });
+
+  it("of a held-out part still reads the training split it is held out of", async () => {
+    const validation = await prepareValidation(config({ "TEST.USE_GT_BBOX": "true" }, "holdout"), roots(), schema);
+    expect(validation.name).toBe("coco/train2017-holdout");
+    expect(validation.images.map((image) => image.imageId)).toEqual([4, 5, 6]);
   });
 });

@@ -106,30 +106,43 @@ async function validationSet(config: TrainConfig, dir: string, name: string, spl
 
 /** Reads (or generates) the training instances and the validation set of a config. */
 export async function prepareData(config: TrainConfig, roots: DataRoots, schema: KeypointSchema, signal?: AbortSignal): Promise<PreparedData> {
+  const data = await readSplits(config, roots, schema, true, signal);
+  return { trainName: data.trainName, instances: data.instances ?? [], validation: data.validation };
+}
+
+/**
+ * The validation set alone, for measuring a model without training it (a checkpoint's publication): the
+ * training split is not read, unless validation is a held-out part of it (DATASET.VAL_FRACTION).
+ */
+export async function prepareValidation(config: TrainConfig, roots: DataRoots, schema: KeypointSchema, signal?: AbortSignal): Promise<EvaluationSet> {
+  return (await readSplits(config, roots, schema, false, signal)).validation;
+}
+
+async function readSplits(config: TrainConfig, roots: DataRoots, schema: KeypointSchema, withTraining: boolean, signal?: AbortSignal): Promise<{ trainName: string; instances: readonly PoseInstance[] | undefined; validation: EvaluationSet }> {
   const data = config.data;
   const minKeypoints = data?.minKeypoints || 1;
   if (data?.kind === DatasetKind.SYNTHETIC) {
     const dir = await syntheticDir(config, roots.workDir, signal);
-    const train = await readCocoKeypoints({ dir, split: "train", schema, minKeypoints });
+    const train = withTraining ? await readCocoKeypoints({ dir, split: "train", schema, minKeypoints }) : undefined;
     const val = await readCocoKeypoints({ dir, split: "val", schema, minKeypoints });
     const name = data.name || "synthetic";
-    return { trainName: `${name}/train`, instances: train.instances, validation: evaluationSetFromCoco(`${name}/val`, val) };
+    return { trainName: `${name}/train`, instances: train?.instances, validation: evaluationSetFromCoco(`${name}/val`, val) };
   }
   if (data?.kind === DatasetKind.COCO && data.coco !== undefined) {
     const coco = data.coco;
     const dir = await resolveUnder(roots.dataRoot, coco.root, "DATASET.ROOT");
     const name = data.name || "coco";
     const trainSplit = cocoSplit(coco.trainAnnotations, coco.trainImages, "DATASET.TRAIN_SET");
-    const train = await readCocoKeypoints({ dir, split: trainSplit, schema, minKeypoints });
     if (coco.valImages === "") {
       const fraction = data.valFraction;
       if (!(fraction > 0)) throw new AppError(Code.INVALID_ARGUMENT, "DATASET.TEST_SET is empty and DATASET.VAL_FRACTION is 0: there is nothing to validate on");
-      const split = holdOut(train, fraction);
+      const split = holdOut(await readCocoKeypoints({ dir, split: trainSplit, schema, minKeypoints }), fraction);
       return { trainName: `${name}/${trainSplit}`, instances: split.instances, validation: await validationSet(config, dir, `${name}/${trainSplit}-holdout`, split.validation, true) };
     }
+    const train = withTraining ? await readCocoKeypoints({ dir, split: trainSplit, schema, minKeypoints }) : undefined;
     const valSplit = cocoSplit(coco.valAnnotations, coco.valImages, "DATASET.TEST_SET");
     const val = await readCocoKeypoints({ dir, split: valSplit, schema, minKeypoints });
-    return { trainName: `${name}/${trainSplit}`, instances: train.instances, validation: await validationSet(config, dir, `${name}/${valSplit}`, val, false) };
+    return { trainName: `${name}/${trainSplit}`, instances: train?.instances, validation: await validationSet(config, dir, `${name}/${valSplit}`, val, false) };
   }
   throw new AppError(Code.INVALID_ARGUMENT, "the config names no dataset (DATASET.DATASET: coco or synthetic)");
 }

@@ -4,7 +4,7 @@ import { context as otelContext, SpanKind, trace, type Span } from "@opentelemet
 import type { JobDelivery, ModelRegistry } from "@poseloop/bus";
 import { AppError, Code, type Logger } from "@poseloop/core";
 import { KeypointMetricsSchema, type KeypointMetrics } from "@poseloop/proto/poseloop/common/v1/metrics_pb";
-import { ModelManifestSchema, ModelRefSchema, Precision, QuantizationSummarySchema, type ModelManifest, type ModelRef } from "@poseloop/proto/poseloop/common/v1/model_pb";
+import { ModelRefSchema, type ModelManifest, type ModelRef } from "@poseloop/proto/poseloop/common/v1/model_pb";
 import { StatusSchema } from "@poseloop/proto/poseloop/common/v1/status_pb";
 import { PublishMode, TrainConfigSchema, type TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import {
@@ -17,9 +17,9 @@ import {
 } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
 import { recordError, traceContextFromRecord, withSpan } from "@poseloop/telemetry";
 import type { DataRoots } from "../datasets/data-root.js";
+import { exportInWorker } from "../publication/export-session.js";
+import { Publisher, type PublicationLog, type PublicationTarget } from "../publication/publisher.js";
 import { decodeCheckpoint } from "../runner/checkpoint-file.js";
-import { servingManifest } from "../runner/model-contract.js";
-import type { ExportOutcome } from "../runner/training-run.js";
 import { TrainingSession } from "../runner/training-session.js";
 import type { CheckpointStore } from "./checkpoint-store.js";
 import type { CheckpointList } from "./checkpoint-list.js";
@@ -72,9 +72,11 @@ function metricsOf(bytes: Uint8Array | undefined): KeypointMetrics | undefined {
  */
 export class JobExecutor {
   readonly #deps: ExecutorDependencies;
+  readonly #publisher: Publisher;
 
   constructor(deps: ExecutorDependencies) {
     this.#deps = deps;
+    this.#publisher = new Publisher(deps.registry, deps.logger);
   }
 
   async run(delivery: JobDelivery, signal: AbortSignal): Promise<void> {
@@ -204,6 +206,8 @@ export class JobExecutor {
     let best: { checkpoint: Checkpoint | undefined; ap: number } = { checkpoint: job.lastCheckpoint?.isBest === true ? job.lastCheckpoint : undefined, ap: session.position.bestAp };
     const bestSoFar = (await this.#deps.checkpointList.get(jobId)).find((c) => c.isBest);
     if (bestSoFar !== undefined) best = { checkpoint: bestSoFar, ap: session.position.bestAp };
+    /** The checkpoint of the weights the worker holds now, once this attempt has written one. */
+    let current: Checkpoint | undefined;
 
     while (session.position.epoch < config.endEpoch) {
       const epoch = session.position.epoch;
@@ -278,23 +282,23 @@ export class JobExecutor {
           });
         }
       }
-      const saved = await this.#saveCheckpoint(job, session, events, CheckpointReason.EPOCH_END, metrics, isBest);
+      current = await this.#saveCheckpoint(job, session, events, CheckpointReason.EPOCH_END, metrics, isBest);
       lastCheckpointAt = Date.now();
-      if (isBest) best = { checkpoint: saved.checkpoint, ap: metrics?.ap ?? 0 };
-      if (config.publish?.mode === PublishMode.EVERY_EPOCH && validate) await this.#publish(job, events, session, saved.checkpoint, saved.bytes);
+      if (isBest) best = { checkpoint: current, ap: metrics?.ap ?? 0 };
+      if (config.publish?.mode === PublishMode.EVERY_EPOCH && validate) await this.#publishFromRun(job, events, session, current, true);
     }
     const mode = config.publish?.mode ?? PublishMode.BEST;
     if (mode === PublishMode.BEST && best.checkpoint !== undefined) {
-      const bytes = await this.#deps.checkpoints.get(best.checkpoint.location, best.checkpoint.digest);
-      await this.#publish(job, events, session, best.checkpoint, bytes);
+      await this.#publishFromRun(job, events, session, best.checkpoint, best.checkpoint.checkpointId === current?.checkpointId);
     } else if (mode === PublishMode.FINAL) {
-      const last = (await store.require(jobId)).job.lastCheckpoint;
-      if (last !== undefined) await this.#publish(job, events, session, last, undefined);
+      // The run ends holding the weights of its last checkpoint (written by this attempt, or restored from it).
+      const last = current ?? (await store.require(jobId)).job.lastCheckpoint;
+      if (last !== undefined) await this.#publishFromRun(job, events, session, last, true);
     }
     await this.#finish(events, jobId, JobState.SUCCEEDED, "training finished");
   }
 
-  async #saveCheckpoint(job: Job, session: TrainingSession, events: JobEventLog, reason: CheckpointReason, metrics: KeypointMetrics | undefined, isBest: boolean): Promise<{ checkpoint: Checkpoint; bytes: Uint8Array }> {
+  async #saveCheckpoint(job: Job, session: TrainingSession, events: JobEventLog, reason: CheckpointReason, metrics: KeypointMetrics | undefined, isBest: boolean): Promise<Checkpoint> {
     const { store, checkpoints, checkpointList } = this.#deps;
     const written = await session.checkpoint();
     const stored = await checkpoints.put(job.jobId, written.id, written.bytes);
@@ -318,99 +322,57 @@ export class JobExecutor {
     const removed = await checkpointList.add(job.jobId, checkpoint, job.config?.checkpoint?.keepLast || 3);
     for (const old of removed) await checkpoints.delete(old.location).catch(() => undefined);
     await events.append({ case: "checkpointSaved", value: { checkpoint } });
-    return { checkpoint, bytes: written.bytes };
+    return checkpoint;
   }
 
-  /** Export → int8 gate → registry, by the job's publish policy. A failed gate publishes nothing and says why. */
   /**
-   * PublishCheckpoint: a kept checkpoint of any job through the same export → gate → registry path, in a
-   * training worker of its own. Returns the manifest now serving (the new version unless promotion is skipped).
+   * A publication by the job's policy, exported in the training worker: from the weights it holds when they are
+   * the checkpoint's (`held`), else from the checkpoint's file (an earlier best).
+   */
+  async #publishFromRun(job: Job, events: JobEventLog, session: TrainingSession, checkpoint: Checkpoint, held: boolean): Promise<void> {
+    const config = job.config as TrainConfig;
+    const exporter = held ? () => session.export() : async () => session.export(await this.#deps.checkpoints.get(checkpoint.location, checkpoint.digest));
+    const target = { modelName: config.publish?.modelName ?? "", promote: config.publish?.skipPromotion !== true };
+    await this.#publisher.publish(exporter, this.#target(job, checkpoint.checkpointId, target), this.#publicationLog(job.jobId, events));
+  }
+
+  /**
+   * PublishCheckpoint: a kept checkpoint of any job through the same export → gate → registry path, in an
+   * export-only worker (the checkpoint's weights and the validation set; no training set, no training graph).
+   * Returns the manifest now serving (the new version unless promotion is skipped).
    */
   async publishCheckpoint(job: Job, checkpointId: string, options: { modelName: string; skipPromotion: boolean }): Promise<{ serving: ModelManifest; previous?: ModelRef }> {
     const { store, checkpointList, checkpoints, registry } = this.#deps;
     const checkpoint = (await checkpointList.get(job.jobId)).find((c) => c.checkpointId === checkpointId);
     if (checkpoint === undefined) throw new AppError(Code.NOT_FOUND, `job ${job.jobId} keeps no checkpoint ${checkpointId}`);
-    const bytes = await checkpoints.get(checkpoint.location, checkpoint.digest);
+    const { header, state } = decodeCheckpoint(await checkpoints.get(checkpoint.location, checkpoint.digest));
     const previous = await registry.getServing(options.modelName);
-    const session = await TrainingSession.start({ jobId: job.jobId, config: toBinary(TrainConfigSchema, job.config ?? create(TrainConfigSchema)), roots: this.#deps.roots }, `poseloop-publish-${job.jobId}`);
-    try {
-      const events = await JobEventLog.open(store, job.jobId);
-      const manifest = await this.#publish(job, events, session, checkpoint, bytes, options);
-      if (manifest === undefined) throw new AppError(Code.FAILED_PRECONDITION, `checkpoint ${checkpointId} did not pass the int8 gate; see the job's events`);
-      const serving = options.skipPromotion ? await this.#manifest(options.modelName, "") : manifest;
-      return { serving, ...(previous?.record.model === undefined ? {} : { previous: create(ModelRefSchema, previous.record.model) }) };
-    } finally {
-      await session.close();
-    }
+    const events = await JobEventLog.open(store, job.jobId);
+    const init = { config: toBinary(TrainConfigSchema, job.config ?? create(TrainConfigSchema)), roots: this.#deps.roots, weights: state, epoch: header.epoch, step: header.step };
+    const manifest = await this.#publisher.publish(
+      () => exportInWorker(init, `poseloop-publish-${job.jobId}`),
+      this.#target(job, checkpointId, { modelName: options.modelName, promote: !options.skipPromotion }),
+      this.#publicationLog(job.jobId, events),
+    );
+    if (manifest === undefined) throw new AppError(Code.FAILED_PRECONDITION, `checkpoint ${checkpointId} did not pass the int8 gate; see the job's events`);
+    const serving = options.skipPromotion ? await this.#manifest(options.modelName, "") : manifest;
+    return { serving, ...(previous?.record.model === undefined ? {} : { previous: create(ModelRefSchema, previous.record.model) }) };
   }
 
-  async #publish(job: Job, events: JobEventLog, session: TrainingSession, checkpoint: Checkpoint, bytes: Uint8Array | undefined, target?: { modelName: string; skipPromotion: boolean }): Promise<ModelManifest | undefined> {
-    const { registry, store, logger } = this.#deps;
-    const config = job.config as TrainConfig;
-    const modelName = target?.modelName ?? config.publish?.modelName ?? "";
-    const source = bytes ?? (await this.#deps.checkpoints.get(checkpoint.location, checkpoint.digest));
-    const started = Date.now();
-    const outcome: ExportOutcome = await withSpan(tracer(), "training.export", { attributes: { "poseloop.training.job_id": job.jobId, "poseloop.training.checkpoint_id": checkpoint.checkpointId } }, async (span) => {
-      const result = await session.export(source);
-      span.setAttribute("poseloop.model.fp32_bytes", result.sizes.fp32);
-      span.setAttribute("poseloop.model.int8_bytes", result.sizes.int8);
-      return result;
-    });
-    const fp32Metrics = metricsOf(outcome.fp32Metrics);
-    const int8Metrics = metricsOf(outcome.int8Metrics);
-    if (outcome.gate !== undefined) {
-      const gate = outcome.gate;
-      tracer()
-        .startSpan("training.quantize", { startTime: started, attributes: { "poseloop.training.job_id": job.jobId, "poseloop.quant.passed": gate.passed, "poseloop.quant.attempts": gate.attempts.length } })
-        .end();
-      await events.append({ case: "quantization", value: { attempts: gate.attempts, passed: gate.passed, maxApDrop: gate.maxApDrop, message: gate.message } });
-      if (!gate.passed) {
-        await events.append({ case: "warning", value: { code: "gate_failed", message: `nothing published from ${checkpoint.checkpointId}: ${gate.message}` } });
-        logger.warn("int8 gate failed; nothing published", { job_id: job.jobId, checkpoint: checkpoint.checkpointId, message: gate.message });
-        return undefined;
-      }
-    }
-    const int8 = outcome.int8;
-    const precision = int8 === undefined ? Precision.FP32 : Precision.INT8;
-    const accepted = outcome.gate?.attempts.find((a) => a.passed);
-    const quantization = config.quantization;
-    const manifest = create(ModelManifestSchema, servingManifest(config, precision));
-    manifest.model = create(ModelRefSchema, { name: modelName });
-    const served = int8Metrics ?? fp32Metrics;
-    if (served !== undefined) manifest.metrics = served;
-    if (fp32Metrics !== undefined) manifest.fp32Metrics = fp32Metrics;
-    manifest.trainingJobId = job.jobId;
-    manifest.parentVersion = config.initFrom?.source.case === "model" ? config.initFrom.source.value.version : "";
-    manifest.epoch = outcome.epoch;
-    manifest.step = BigInt(outcome.step);
-    manifest.labels = { experiment: config.name, checkpoint: checkpoint.checkpointId, ...job.labels };
-    if (accepted !== undefined && quantization !== undefined) {
-      manifest.quantization = create(QuantizationSummarySchema, {
-        calibrator: accepted.calibrator,
-        calibrationSamples: quantization.calibrationSamples,
-        fp32Nodes: [...quantization.fp32Nodes],
-        apDrop: (accepted.fp32Ap - accepted.int8Ap) * 100,
-        maxApDrop: quantization.maxApDrop,
-        weightRange: outcome.gate?.weightRange ?? 0,
-      });
-    }
-    const files = [
-      { file: "model.onnx", data: outcome.fp32, precision: Precision.FP32 },
-      { file: "weights.ptw", data: outcome.weights, precision: Precision.FP32 },
-      ...(int8 === undefined ? [] : [{ file: "model.int8.onnx", data: int8, precision: Precision.INT8 }]),
-    ];
-    const promote = !(target?.skipPromotion ?? config.publish?.skipPromotion === true);
-    const published = await withSpan(tracer(), "training.publish", { kind: SpanKind.PRODUCER, attributes: { "poseloop.training.job_id": job.jobId, "poseloop.model.name": modelName } }, async (span) => {
-      const result = await registry.publish({ manifest, files, servingFile: int8 === undefined ? "model.onnx" : "model.int8.onnx", promote, setBy: job.jobId, reason: `${config.name}: ${checkpoint.checkpointId}` });
-      span.setAttribute("poseloop.model.version", result.manifest.model?.version ?? "");
-      return result;
-    });
-    await store.update(job.jobId, (j) => {
-      j.published.push(create(ModelRefSchema, published.manifest.model ?? {}));
-    });
-    await events.append({ case: "published", value: { manifest: published.manifest, promoted: published.serving !== undefined, checkpointId: checkpoint.checkpointId } });
-    logger.info("published a model version", { job_id: job.jobId, model: modelName, version: published.manifest.model?.version, promoted: published.serving !== undefined, ap: published.manifest.metrics?.ap, fp32_ap: fp32Metrics?.ap });
-    return published.manifest;
+  #target(job: Job, checkpointId: string, to: { modelName: string; promote: boolean }): PublicationTarget {
+    return { jobId: job.jobId, config: job.config ?? create(TrainConfigSchema), labels: job.labels, checkpointId, ...to };
+  }
+
+  /** A publication reports into the job's event log and lists its version in the job's record. */
+  #publicationLog(jobId: string, events: JobEventLog): PublicationLog {
+    return {
+      append: (event) => events.append(event),
+      recordPublished: async (model) => {
+        await this.#deps.store.update(jobId, (j) => {
+          j.published.push(model);
+        });
+      },
+    };
   }
 
   /** Fine-tuning weights: a published version's weights file, or a checkpoint's state. */

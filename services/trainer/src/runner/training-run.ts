@@ -1,25 +1,14 @@
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { AppError, Code } from "@poseloop/core";
 import { PoseDataLoader, type PoseBatch } from "@poseloop/data";
-import { DecodedFrameCache, evaluateModel, PoseEstimator, type EvaluationSet, type ModelEvaluation } from "@poseloop/estimator";
 import { encodeModel } from "@poseloop/onnx";
-import { KeypointMetricsSchema, type KeypointMetrics } from "@poseloop/proto/poseloop/common/v1/metrics_pb";
+import { KeypointMetricsSchema } from "@poseloop/proto/poseloop/common/v1/metrics_pb";
+import { DistillationLoss, OptimizerKind, ScheduleKind, TrainConfigSchema, type TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import {
-  Calibrator,
-  DistillationLoss,
-  OptimizerKind,
-  ScheduleKind,
-  TrainConfigSchema,
-  type TrainConfig,
-} from "@poseloop/proto/poseloop/trainer/v1/config_pb";
-import { defaultStrategies, runQuantizationGate, type CalibrationFeeds, type GateResult } from "@poseloop/quant";
-import {
-  buildInferenceModel,
   decodeTrainingState,
   encodeTrainingState,
-  IoNames,
   learningRate,
   StepEngine,
   type LrScheduleConfig,
@@ -29,8 +18,10 @@ import {
 } from "@poseloop/train";
 import type { DataRoots } from "../datasets/data-root.js";
 import { prepareData } from "../datasets/prepare-data.js";
+import { INPUT_NAME, OUTPUT_NAME, runContract, type RunContract } from "../experiment/model-contract.js";
+import { metricsMessage, ModelEvaluator } from "../publication/model-evaluator.js";
+import { exportModel, weightsFromState, type ExportOutcome } from "../publication/model-export.js";
 import { checkpointId, decodeCheckpoint, encodeCheckpoint, type EpochMetrics } from "./checkpoint-file.js";
-import { INPUT_NAME, OUTPUT_NAME, runContract, type RunContract } from "./model-contract.js";
 
 /** What a run starts from. */
 export interface RunInit {
@@ -99,30 +90,6 @@ export interface ValidationOutcome {
   readonly durationMs: number;
 }
 
-export interface ExportOutcome {
-  readonly fp32: Uint8Array;
-  readonly int8: Uint8Array | undefined;
-  /** The weights as a training state (param:/buffer: tensors), for fine-tuning from this version. */
-  readonly weights: Uint8Array;
-  readonly fp32Metrics: Uint8Array;
-  readonly int8Metrics: Uint8Array | undefined;
-  readonly gate:
-    | {
-        passed: boolean;
-        maxApDrop: number;
-        message: string;
-        attempts: { strategy: string; calibrator: string; fp32Ap: number; int8Ap: number; passed: boolean }[];
-        /** The accepted int8 model's weight range (0 when none passed). */
-        weightRange: number;
-      }
-    | undefined;
-  readonly epoch: number;
-  readonly step: number;
-  readonly sizes: { fp32: number; int8: number };
-}
-
-const CALIBRATORS = { [Calibrator.MINMAX]: "minmax", [Calibrator.PERCENTILE]: "percentile", [Calibrator.ENTROPY]: "entropy", [Calibrator.UNSPECIFIED]: "percentile" } as const;
-
 function optimizerConfig(config: TrainConfig): OptimizerConfig {
   const o = config.optimizer;
   const kind = o?.kind === OptimizerKind.SGD ? "sgd" : o?.kind === OptimizerKind.ADAMW ? "adamw" : "adam";
@@ -151,41 +118,13 @@ function scheduleConfig(config: TrainConfig): LrScheduleConfig {
   };
 }
 
-function metricsMessage(evaluation: ModelEvaluation): KeypointMetrics {
-  const s = evaluation.stats;
-  return create(KeypointMetricsSchema, {
-    ap: s.ap,
-    ap50: s.ap50,
-    ap75: s.ap75,
-    apMedium: s.apMedium,
-    apLarge: s.apLarge,
-    ar: s.ar,
-    ar50: s.ar50,
-    ar75: s.ar75,
-    arMedium: s.arMedium,
-    arLarge: s.arLarge,
-    dataset: evaluation.dataset,
-    numImages: evaluation.numImages,
-    numInstances: evaluation.numInstances,
-    flipTest: evaluation.flipTest,
-  });
-}
-
-/** Largest validation picture decoded (width·height). */
-const MAX_FRAME_PIXELS = 64 * 1024 * 1024;
-/**
- * Decoded validation pictures kept between epochs. The synthetic demo's 200 need 29 MB and its validation no
- * longer decodes JPEGs after the first epoch (with the replicas' threads: 1.3-1.5 s an epoch before, 0.7-0.9 s
- * after); a COCO val2017 (5000 pictures, ~4.6 GB decoded) keeps its first ~270 and decodes the rest each time.
- */
-const VALIDATION_FRAME_CACHE_BYTES = 256 * 1024 * 1024;
-
 const base64 = (bytes: Uint8Array): string => Buffer.from(bytes).toString("base64");
 
 /**
  * One training run, driven a chunk at a time by the job's owner: epochs of the data loader through the
  * StepEngine with the LR schedule per step, validation through the serving pipeline, checkpoints of the whole
- * state, and the export → int8 gate of a publication. Runs in a worker thread (see training-worker.ts).
+ * state, and the export of its weights for a publication (the worker that holds the weights exports them).
+ * Runs in a worker thread (see training-worker.ts).
  */
 export class TrainingRun {
   readonly config: TrainConfig;
@@ -193,10 +132,8 @@ export class TrainingRun {
   readonly #init: RunInit;
   readonly #engine: StepEngine;
   readonly #loader: PoseDataLoader;
-  readonly #validation: EvaluationSet;
-  readonly #estimator: PoseEstimator;
-  /** Validation pictures decoded once for the whole run (validation every epoch, the export's gate). */
-  readonly #frames: DecodedFrameCache;
+  /** One for the whole run, so validation pictures are decoded once (every epoch's validation, the gate's). */
+  readonly #evaluator: ModelEvaluator;
   readonly #teacher: ort.InferenceSession | undefined;
   readonly #cancel: Int32Array | undefined;
   readonly #trainInstances: number;
@@ -207,19 +144,15 @@ export class TrainingRun {
   #history: EpochMetrics[] = [];
   #iterator: { epoch: number; nextBatch: number; it: AsyncIterator<PoseBatch> } | undefined;
 
-  private constructor(init: RunInit, config: TrainConfig, contract: RunContract, engine: StepEngine, loader: PoseDataLoader, validation: EvaluationSet, teacher: ort.InferenceSession | undefined, trainInstances: number) {
+  private constructor(init: RunInit, config: TrainConfig, contract: RunContract, engine: StepEngine, loader: PoseDataLoader, evaluator: ModelEvaluator, teacher: ort.InferenceSession | undefined, trainInstances: number) {
     this.#init = init;
     this.config = config;
     this.contract = contract;
     this.#engine = engine;
     this.#loader = loader;
-    this.#validation = validation;
+    this.#evaluator = evaluator;
     this.#teacher = teacher;
     this.#trainInstances = trainInstances;
-    // Validation and the export's evaluations run while the step sessions wait: they get all the threads the
-    // replicas train with (0: onnxruntime's default, one per core, as for training).
-    this.#estimator = new PoseEstimator({ intraOpThreads: config.intraOpThreads > 0 ? config.intraOpThreads * Math.max(1, config.replicas) : 0, maxPixels: MAX_FRAME_PIXELS });
-    this.#frames = new DecodedFrameCache({ maxBytes: VALIDATION_FRAME_CACHE_BYTES, maxPixels: MAX_FRAME_PIXELS });
     this.#cancel = init.cancelFlag === undefined ? undefined : new Int32Array(init.cancelFlag);
     this.#epoch = config.beginEpoch;
     this.#nextBatch = 0;
@@ -288,7 +221,7 @@ export class TrainingRun {
         // (no spin-waiting pool).
         teacher = await ort.InferenceSession.create(init.teacher, { ...StepEngine.sessionOptions({ intraOpThreads: Math.max(1, config.intraOpThreads) }), logSeverityLevel: 3 });
       }
-      const run = new TrainingRun(init, config, contract, engine, loader, data.validation, teacher, data.instances.length);
+      const run = new TrainingRun(init, config, contract, engine, loader, new ModelEvaluator(config, contract, data.validation), teacher, data.instances.length);
       if (init.checkpoint !== undefined) run.#restore(init.checkpoint);
       else if (init.initWeights !== undefined) run.#loadInitWeights(init.initWeights, init.skipLayers ?? []);
       return run;
@@ -315,7 +248,7 @@ export class TrainingRun {
       bestEpoch: this.#bestEpoch,
       history: this.#history,
       trainInstances: this.#trainInstances,
-      validationImages: this.#validation.images.length,
+      validationImages: this.#evaluator.validation.images.length,
     };
   }
 
@@ -388,7 +321,7 @@ export class TrainingRun {
   async validate(): Promise<ValidationOutcome> {
     const started = performance.now();
     const epoch = this.#epoch;
-    const evaluation = await this.#evaluate(encodeModel(this.#engine.inferenceModel({ inputName: INPUT_NAME, outputName: OUTPUT_NAME })), `e${epoch}-s${this.#engine.step}`);
+    const evaluation = await this.#evaluator.evaluate(encodeModel(this.#engine.inferenceModel({ inputName: INPUT_NAME, outputName: OUTPUT_NAME })), `e${epoch}-s${this.#engine.step}`);
     const metrics = metricsMessage(evaluation);
     const ap = evaluation.stats.ap;
     const isBest = ap > this.#bestAp;
@@ -423,62 +356,20 @@ export class TrainingRun {
   }
 
   /**
-   * The artifacts of a publication, from the current weights or from a checkpoint's: the fp32 inference model
-   * (BatchNorm folded), its AP, and, when quantization is on, the int8 model that passed the AP gate (or the
-   * gate's report of why none did).
+   * Export → int8 → AP gate for a publication: of the weights this run holds now, or of a checkpoint's (an
+   * earlier best, which the run no longer holds).
    */
-  async export(source?: Uint8Array): Promise<ExportOutcome> {
-    let weights = this.#engine.weights();
-    let epoch = this.#epoch;
-    let step = this.#engine.step;
-    if (source !== undefined) {
-      const { header, state } = decodeCheckpoint(source);
-      weights = weightsFromState(decodeTrainingState(state).tensors, this.#engine);
-      epoch = header.epoch;
-      step = header.step;
-    }
+  async export(checkpoint?: Uint8Array): Promise<ExportOutcome> {
     const model = this.#engine.model;
-    const fp32Proto = buildInferenceModel(model, weights, { inputName: INPUT_NAME, outputName: OUTPUT_NAME });
-    const fp32 = encodeModel(fp32Proto);
-    const fp32Evaluation = await this.#evaluate(fp32, `export-fp32-${step}`);
-    const fp32Metrics = toBinary(KeypointMetricsSchema, metricsMessage(fp32Evaluation));
-    const weightTensors = new Map<string, Float32Array>();
-    for (const [name, data] of weights.params) weightTensors.set(IoNames.param(name), data);
-    for (const [name, data] of weights.buffers) weightTensors.set(IoNames.buffer(name), data);
-    const weightBytes = encodeTrainingState({ step, microStep: 0, tensors: weightTensors });
-    const quant = this.config.quantization;
-    if (quant?.enabled !== true) {
-      return { fp32, int8: undefined, weights: weightBytes, fp32Metrics, int8Metrics: undefined, gate: undefined, epoch, step, sizes: { fp32: fp32.byteLength, int8: 0 } };
-    }
-    const calibrator = CALIBRATORS[quant.calibrator];
-    let int8Metrics: Uint8Array | undefined;
-    let attempt = 0;
-    const result: GateResult = await runQuantizationGate(fp32Proto, await this.#calibrationFeeds(quant.calibrationSamples || 256), {
-      maxApDrop: quant.maxApDrop,
-      fp32Ap: fp32Evaluation.stats.ap,
-      strategies: defaultStrategies(calibrator, [OUTPUT_NAME, ...quant.fp32Nodes], quant.percentile || 99.99).map((s) => ({ ...s, keepFp32: [...new Set([...s.keepFp32, ...quant.fp32Nodes])] })),
-      evaluate: async (bytes) => {
-        const evaluation = await this.#evaluate(bytes, `export-int8-${step}-${attempt++}`);
-        int8Metrics = toBinary(KeypointMetricsSchema, metricsMessage(evaluation));
-        return evaluation.stats.ap;
-      },
-      quantize: { skipSqnr: true, fullRangeWeights: quant.fullRangeWeights },
-    });
-    const gate = {
-      passed: result.passed,
-      maxApDrop: result.maxApDrop,
-      message: result.message,
-      attempts: result.attempts.map((a) => ({ strategy: a.strategy, calibrator: a.calibrator, fp32Ap: result.fp32Ap, int8Ap: a.int8Ap, passed: a.passed })),
-      weightRange: result.accepted?.report.weightRange ?? 0,
-    };
-    const int8 = result.accepted?.bytes;
-    return { fp32, int8, weights: weightBytes, fp32Metrics, int8Metrics: int8 === undefined ? undefined : int8Metrics, gate, epoch, step, sizes: { fp32: fp32.byteLength, int8: int8?.byteLength ?? 0 } };
+    if (checkpoint === undefined) return exportModel({ model, weights: this.#engine.weights(), epoch: this.#epoch, step: this.#engine.step }, this.config, this.#evaluator);
+    const { header, state } = decodeCheckpoint(checkpoint);
+    return exportModel({ model, weights: weightsFromState(decodeTrainingState(state).tensors, model), epoch: header.epoch, step: header.step }, this.config, this.#evaluator);
   }
 
   async close(): Promise<void> {
     await this.#closeIterator();
     await this.#loader.close();
-    await this.#estimator.close();
+    await this.#evaluator.close();
     await this.#teacher?.release();
     await this.#engine.release();
   }
@@ -527,68 +418,6 @@ export class TrainingRun {
     const out = await session.run({ [session.inputNames[0] as string]: new ort.Tensor("float32", batch.images, [batch.size, 3, h, w]) });
     return Float32Array.from(out[session.outputNames[0] as string]?.data as Float32Array);
   }
-
-  async #evaluate(model: Uint8Array, version: string): Promise<ModelEvaluation> {
-    const spec = { ...this.contract.spec, version };
-    await this.#estimator.load(spec, model);
-    try {
-      const validation = this.config.validation;
-      return await evaluateModel(this.#estimator, version, this.#validation, {
-        flipTest: validation?.flipTest ?? false,
-        ...(validation !== undefined && validation.keypointScoreThreshold > 0 ? { keypointScoreThreshold: validation.keypointScoreThreshold } : {}),
-        ...(validation !== undefined && validation.oksThreshold > 0 && !validation.useGtBoxes ? { oksNmsThreshold: validation.oksThreshold } : {}),
-        ...(validation !== undefined && validation.maxImages > 0 ? { maxImages: validation.maxImages } : {}),
-        frames: this.#frames,
-      });
-    } finally {
-      await this.#estimator.release(version);
-    }
-  }
-
-  /** Validation crops (no augmentation) as calibration batches. */
-  async #calibrationFeeds(samples: number): Promise<CalibrationFeeds> {
-    const { inputWidth: w, inputHeight: h } = this.contract.spec;
-    const batchSize = Math.min(16, samples);
-    const loader = await PoseDataLoader.create({
-      source: { boxes: this.#validation.images },
-      inputSize: { width: w, height: h },
-      codec: this.contract.spec.codec,
-      batchSize,
-      mode: "validation",
-      schema: this.contract.schema,
-      normalization: { mean: this.contract.spec.mean, std: this.contract.spec.std, channelOrder: this.contract.spec.channelOrder },
-      workers: 0,
-    });
-    const feeds: Record<string, ort.Tensor>[] = [];
-    try {
-      let taken = 0;
-      for await (const batch of loader.epoch(0)) {
-        feeds.push({ [INPUT_NAME]: new ort.Tensor("float32", batch.images, [batch.size, 3, h, w]) });
-        taken += batch.size;
-        if (taken >= samples) break;
-      }
-    } finally {
-      await loader.close();
-    }
-    return feeds;
-  }
-}
-
-/** The parameters and buffers of a training state, checked against the model. */
-function weightsFromState(tensors: ReadonlyMap<string, Float32Array>, engine: StepEngine): { params: Map<string, Float32Array>; buffers: Map<string, Float32Array> } {
-  const params = new Map<string, Float32Array>();
-  const buffers = new Map<string, Float32Array>();
-  for (const spec of engine.model.registry.params) {
-    const data = tensors.get(IoNames.param(spec.name));
-    if (data === undefined) throw new AppError(Code.DATA_LOSS, `the checkpoint has no parameter ${spec.name}`);
-    params.set(spec.name, data);
-  }
-  for (const spec of engine.model.registry.buffers) {
-    const data = tensors.get(IoNames.buffer(spec.name));
-    if (data === undefined) throw new AppError(Code.DATA_LOSS, `the checkpoint has no buffer ${spec.name}`);
-    buffers.set(spec.name, data);
-  }
-  return { params, buffers };
 }
 
 /** A loader batch feeds every data-parallel replica its batch_size samples (configs from before replicas have 0). */

@@ -1,5 +1,6 @@
 import { startModuleWorker, withDeadline, WorkerClient } from "@poseloop/core";
-import type { ExportOutcome, RunInit, RunPosition, TrainChunk, ValidationOutcome } from "./training-run.js";
+import type { ExportOutcome } from "../publication/model-export.js";
+import type { RunInit, RunPosition, TrainChunk, ValidationOutcome } from "./training-run.js";
 
 /**
  * The service-thread handle of a training run in its own worker thread: every onnxruntime call, image decode
@@ -43,8 +44,12 @@ export class TrainingSession {
     return this.#client.call("checkpoint");
   }
 
-  export(source?: Uint8Array): Promise<ExportOutcome> {
-    return this.#client.call<ExportOutcome>("export", source === undefined ? {} : { source });
+  /**
+   * Export → int8 → AP gate of the weights the run holds now, where they are (nothing crosses threads but the
+   * artifacts); or of a checkpoint's weights the run no longer holds (an earlier best).
+   */
+  export(checkpoint?: Uint8Array): Promise<ExportOutcome> {
+    return this.#client.call<ExportOutcome>("export", checkpoint === undefined ? {} : { checkpoint });
   }
 
   /** Asks the run to stop at the next step boundary (the running `train` call returns with `cancelled`). */

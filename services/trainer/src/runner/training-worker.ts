@@ -1,5 +1,6 @@
 import { AppError, Code, serveWorkerRpc, Transfer } from "@poseloop/core";
-import { TrainingRun, type ExportOutcome, type RunInit } from "./training-run.js";
+import type { ExportOutcome } from "../publication/model-export.js";
+import { TrainingRun, type RunInit } from "./training-run.js";
 
 let run: TrainingRun | undefined;
 
@@ -24,8 +25,8 @@ serveWorkerRpc({
     const checkpoint = current().checkpoint();
     return new Transfer(checkpoint, [checkpoint.bytes.buffer as ArrayBuffer]);
   },
-  export: async (args: { source?: Uint8Array }) => {
-    const outcome: ExportOutcome = await current().export(args.source);
+  export: async (args: { checkpoint?: Uint8Array }) => {
+    const outcome: ExportOutcome = await current().export(args.checkpoint);
     const buffers = [outcome.fp32, outcome.int8, outcome.weights].flatMap((b) => (b === undefined ? [] : [b.buffer as ArrayBuffer]));
     return new Transfer(outcome, [...new Set(buffers)]);
   },

@@ -11,7 +11,7 @@ import {
 import type { ModelSpec, TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import { architectureName, type ModelConfig } from "@poseloop/train";
 import { AppError, Code } from "@poseloop/core";
-import { modelConfigFromSpec } from "../experiment/model-config.js";
+import { modelConfigFromSpec } from "./model-config.js";
 
 export const INPUT_NAME = "input";
 export const OUTPUT_NAME = "heatmaps";
@@ -50,7 +50,10 @@ export function servingManifest(config: TrainConfig, precision: Precision): Mess
   };
 }
 
-/** Everything the runner derives from a resolved config: the zoo model, the serving spec, the schema. */
+/**
+ * Everything a run (training, or a checkpoint's export) derives from a resolved config: the zoo model, the
+ * serving spec, the schema.
+ */
 export interface RunContract {
   readonly modelConfig: ModelConfig;
   readonly spec: ServingSpec;

@@ -1,0 +1,118 @@
+import { create, fromBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import { SpanKind, trace } from "@opentelemetry/api";
+import type { ModelRegistry } from "@poseloop/bus";
+import type { Logger } from "@poseloop/core";
+import { KeypointMetricsSchema, type KeypointMetrics } from "@poseloop/proto/poseloop/common/v1/metrics_pb";
+import { ModelManifestSchema, ModelRefSchema, Precision, QuantizationSummarySchema, type ModelManifest, type ModelRef } from "@poseloop/proto/poseloop/common/v1/model_pb";
+import type { TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import type { JobEventSchema } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
+import { withSpan } from "@poseloop/telemetry";
+import { servingManifest } from "../experiment/model-contract.js";
+import type { ExportOutcome } from "./model-export.js";
+
+const tracer = () => trace.getTracer("@poseloop/trainer");
+
+/** What is published, from which job and checkpoint, under which name. */
+export interface PublicationTarget {
+  readonly jobId: string;
+  /** The job's resolved config: its model contract, quantization settings and name. */
+  readonly config: TrainConfig;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly checkpointId: string;
+  readonly modelName: string;
+  /** Make the new version the serving one. */
+  readonly promote: boolean;
+}
+
+/**
+ * Where a publication reports to: the job's event log and its record. The jobs layer implements it, so this
+ * module never reaches up into job storage.
+ */
+export interface PublicationLog {
+  append(event: MessageInitShape<typeof JobEventSchema>["event"]): Promise<unknown>;
+  /** The version is in the registry; the job's record lists it. */
+  recordPublished(model: ModelRef): Promise<void>;
+}
+
+function metricsOf(bytes: Uint8Array | undefined): KeypointMetrics | undefined {
+  return bytes === undefined ? undefined : fromBinary(KeypointMetricsSchema, bytes);
+}
+
+/**
+ * The service-thread half of a publication: runs the export → int8 → AP gate in the worker that has the weights
+ * (`exporter`: the training run's current state, or an export-only worker's checkpoint), then writes the
+ * version into the registry with its manifest. A failed gate publishes nothing and says why.
+ */
+export class Publisher {
+  readonly #registry: ModelRegistry;
+  readonly #logger: Logger;
+
+  constructor(registry: ModelRegistry, logger: Logger) {
+    this.#registry = registry;
+    this.#logger = logger;
+  }
+
+  /** The manifest of the new version, or undefined when the int8 gate refused every attempt. */
+  async publish(exporter: () => Promise<ExportOutcome>, target: PublicationTarget, log: PublicationLog): Promise<ModelManifest | undefined> {
+    const { jobId, config, checkpointId, modelName } = target;
+    const started = Date.now();
+    const outcome = await withSpan(tracer(), "training.export", { attributes: { "poseloop.training.job_id": jobId, "poseloop.training.checkpoint_id": checkpointId } }, async (span) => {
+      const result = await exporter();
+      span.setAttribute("poseloop.model.fp32_bytes", result.sizes.fp32);
+      span.setAttribute("poseloop.model.int8_bytes", result.sizes.int8);
+      return result;
+    });
+    const fp32Metrics = metricsOf(outcome.fp32Metrics);
+    const int8Metrics = metricsOf(outcome.int8Metrics);
+    if (outcome.gate !== undefined) {
+      const gate = outcome.gate;
+      tracer()
+        .startSpan("training.quantize", { startTime: started, attributes: { "poseloop.training.job_id": jobId, "poseloop.quant.passed": gate.passed, "poseloop.quant.attempts": gate.attempts.length } })
+        .end();
+      await log.append({ case: "quantization", value: { attempts: gate.attempts, passed: gate.passed, maxApDrop: gate.maxApDrop, message: gate.message } });
+      if (!gate.passed) {
+        await log.append({ case: "warning", value: { code: "gate_failed", message: `nothing published from ${checkpointId}: ${gate.message}` } });
+        this.#logger.warn("int8 gate failed; nothing published", { job_id: jobId, checkpoint: checkpointId, message: gate.message });
+        return undefined;
+      }
+    }
+    const int8 = outcome.int8;
+    const precision = int8 === undefined ? Precision.FP32 : Precision.INT8;
+    const accepted = outcome.gate?.attempts.find((a) => a.passed);
+    const quantization = config.quantization;
+    const manifest = create(ModelManifestSchema, servingManifest(config, precision));
+    manifest.model = create(ModelRefSchema, { name: modelName });
+    const served = int8Metrics ?? fp32Metrics;
+    if (served !== undefined) manifest.metrics = served;
+    if (fp32Metrics !== undefined) manifest.fp32Metrics = fp32Metrics;
+    manifest.trainingJobId = jobId;
+    manifest.parentVersion = config.initFrom?.source.case === "model" ? config.initFrom.source.value.version : "";
+    manifest.epoch = outcome.epoch;
+    manifest.step = BigInt(outcome.step);
+    manifest.labels = { experiment: config.name, checkpoint: checkpointId, ...target.labels };
+    if (accepted !== undefined && quantization !== undefined) {
+      manifest.quantization = create(QuantizationSummarySchema, {
+        calibrator: accepted.calibrator,
+        calibrationSamples: quantization.calibrationSamples,
+        fp32Nodes: [...quantization.fp32Nodes],
+        apDrop: (accepted.fp32Ap - accepted.int8Ap) * 100,
+        maxApDrop: quantization.maxApDrop,
+        weightRange: outcome.gate?.weightRange ?? 0,
+      });
+    }
+    const files = [
+      { file: "model.onnx", data: outcome.fp32, precision: Precision.FP32 },
+      { file: "weights.ptw", data: outcome.weights, precision: Precision.FP32 },
+      ...(int8 === undefined ? [] : [{ file: "model.int8.onnx", data: int8, precision: Precision.INT8 }]),
+    ];
+    const published = await withSpan(tracer(), "training.publish", { kind: SpanKind.PRODUCER, attributes: { "poseloop.training.job_id": jobId, "poseloop.model.name": modelName } }, async (span) => {
+      const result = await this.#registry.publish({ manifest, files, servingFile: int8 === undefined ? "model.onnx" : "model.int8.onnx", promote: target.promote, setBy: jobId, reason: `${config.name}: ${checkpointId}` });
+      span.setAttribute("poseloop.model.version", result.manifest.model?.version ?? "");
+      return result;
+    });
+    await log.recordPublished(create(ModelRefSchema, published.manifest.model ?? {}));
+    await log.append({ case: "published", value: { manifest: published.manifest, promoted: published.serving !== undefined, checkpointId } });
+    this.#logger.info("published a model version", { job_id: jobId, model: modelName, version: published.manifest.model?.version, promoted: published.serving !== undefined, ap: published.manifest.metrics?.ap, fp32_ap: fp32Metrics?.ap });
+    return published.manifest;
+  }
+}

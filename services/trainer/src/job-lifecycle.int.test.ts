@@ -1,5 +1,8 @@
+import { create } from "@bufbuild/protobuf";
 import { AppError, Code } from "@poseloop/core";
+import { ImageSizeSchema, ScheduleKind } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import { BlobCheckpointStore } from "./jobs/checkpoint-store.js";
+import { JobStore } from "./jobs/job-store.js";
 import { JobState, type JobEvent } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
 import { createClient } from "@poseloop/grpc";
 import { TrainerService } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
@@ -16,10 +19,11 @@ afterAll(async () => nats.dispose());
 const natsUrl = nats.url;
 
 /** Long enough to interrupt: 200 training images, 25 micro-batches per epoch. */
-function slowConfig(modelName: string, endEpoch = 3) {
+function slowConfig(modelName: string, endEpoch = 3, schedule?: { kind: ScheduleKind }) {
   return tinyTrainConfig({
     name: "slow",
     endEpoch,
+    ...(schedule === undefined ? {} : { schedule }),
     logEverySteps: 2,
     data: { kind: 2, synthetic: { trainImages: 200, valImages: 8, imageWidth: 128, imageHeight: 96, maxPeople: 1, seed: 9n }, name: "slow" },
     publish: { mode: 1, modelName },
@@ -99,6 +103,69 @@ describe("job lifecycle: cancel, resume, rollback", () => {
     const republished = await client.publishCheckpoint({ target: { case: "checkpoint", value: { jobId, checkpointId: checkpoints[0]?.checkpointId ?? "" } } });
     expect(republished.serving?.trainingJobId).toBe(jobId);
     expect(republished.serving?.model?.version).not.toBe(secondVersion);
+  });
+
+  it("resumes to a larger END_EPOCH once a checkpoint exists; a resume its checkpoint refuses names the setting and changes nothing", async () => {
+    const client = harness.client;
+    const { job } = await client.startTraining({ source: { case: "config", value: slowConfig("resume-longer", 1, { kind: ScheduleKind.CONSTANT }) } });
+    const jobId = job?.jobId ?? "";
+    /** The first progress report after event `after`, then a cancel; the events until the job stops. */
+    const cancelAtProgress = async (after: bigint): Promise<JobEvent[]> => {
+      let progress: JobEvent | undefined;
+      for await (const r of client.watchJob({ jobId, afterSequence: after })) {
+        if (r.event?.event.case === "progress") {
+          progress = r.event;
+          break;
+        }
+      }
+      await client.cancelJob({ jobId, reason: "test" });
+      return [...(progress === undefined ? [] : [progress]), ...(await jobEvents(client, jobId, { skipProgress: true }))];
+    };
+    const lastSequence = async (): Promise<bigint> => (await jobEvents(client, jobId)).at(-1)?.sequence ?? 0n;
+    const ended = (events: JobEvent[]) => {
+      const end = events.at(-1)?.event;
+      return end?.case === "stateChanged" ? end.value : undefined;
+    };
+
+    expect(ended(await cancelAtProgress(0n))?.to).toBe(JobState.CANCELLED);
+    const stoppedAt = (await client.getJob({ jobId })).job?.lastCheckpoint;
+    expect(stoppedAt?.epoch).toBe(0);
+
+    // No RPC changes what shapes a checkpoint's state, so the record is edited as a trainer of another version
+    // might have written it: a resume then fails naming the setting, and the END_EPOCH it asked for is not kept.
+    const records = await JobStore.open(harness.observerBus);
+    const setImageSize = (width: number, height: number) =>
+      records.update(jobId, (j) => {
+        if (j.config?.model !== undefined) j.config.model.inputSize = create(ImageSizeSchema, { width, height });
+      });
+    await setImageSize(96, 128);
+    let after = await lastSequence();
+    await client.resumeJob({ jobId, endEpoch: 2 });
+    const refused = ended(await jobEvents(client, jobId, { skipProgress: true }));
+    expect(refused?.to).toBe(JobState.FAILED);
+    expect(refused?.error?.message).toMatch(/^cannot resume job job-\S+: MODEL\.IMAGE_SIZE differs from its checkpoint \(\[48, 64\] there, \[96, 128\] now\)/);
+    const { job: afterRefusal } = await client.getJob({ jobId });
+    expect(afterRefusal?.config?.endEpoch).toBe(1);
+    expect(afterRefusal?.lastCheckpoint?.checkpointId).toBe(stoppedAt?.checkpointId);
+    await setImageSize(48, 64);
+
+    // A plain resume runs to the END_EPOCH the job had (stopped again to keep the test short).
+    after = await lastSequence();
+    await client.resumeJob({ jobId });
+    const plain = await cancelAtProgress(after);
+    const progress = plain.find((e) => e.event.case === "progress")?.event;
+    expect(progress?.case === "progress" && progress.value.endEpoch).toBe(1);
+    expect(ended(plain)?.to).toBe(JobState.CANCELLED);
+
+    // poseloop train --resume JOB --epochs 2: the checkpoint continues under the longer run.
+    after = await lastSequence();
+    await client.resumeJob({ jobId, endEpoch: 2 });
+    const longer = (await jobEvents(client, jobId, { skipProgress: true })).filter((e) => e.sequence > after);
+    expect(ended(longer)?.to, JSON.stringify(ended(longer)?.error)).toBe(JobState.SUCCEEDED);
+    expect(longer.flatMap((e) => (e.event.case === "validation" ? [e.event.value.epoch] : []))).toEqual([1, 2]);
+    const { job: done } = await client.getJob({ jobId });
+    expect(done?.config?.endEpoch).toBe(2);
+    expect(done?.lastCheckpoint?.epoch).toBe(2);
   });
 
   it("refuses dataset paths outside the data root with PERMISSION_DENIED", async () => {

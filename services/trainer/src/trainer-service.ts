@@ -1,12 +1,12 @@
 import { timingSafeEqual } from "node:crypto";
-import { clone, create } from "@bufbuild/protobuf";
+import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { trace } from "@opentelemetry/api";
 import type { JobQueue, ModelRegistry } from "@poseloop/bus";
 import { AppError, Code, type Logger } from "@poseloop/core";
 import type { HandlerContext, MethodsOf, ServiceImpl } from "@poseloop/grpc";
 import { ModelRefSchema, type ModelManifest, type ModelRef } from "@poseloop/proto/poseloop/common/v1/model_pb";
-import { TrainConfigSchema, type TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import type { TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import { JobSchema, JobState, type Job, type TrainerService } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
 import { traceContextToRecord, traceIdOf } from "@poseloop/telemetry";
 import { datasetProblems } from "./datasets/data-root.js";
@@ -43,8 +43,8 @@ function authorize(ctx: HandlerContext, token: string): void {
 export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<MethodsOf<typeof TrainerService>> {
   const { store } = deps;
 
-  const enqueue = async (job: Job, dedupSuffix: string): Promise<void> => {
-    const message: QueuedJob = { jobId: job.jobId };
+  const enqueue = async (job: Job, dedupSuffix: string, endEpoch?: number): Promise<void> => {
+    const message: QueuedJob = { jobId: job.jobId, ...(endEpoch === undefined ? {} : { endEpoch }) };
     await deps.queue.enqueue({ id: job.jobId, data: new TextEncoder().encode(JSON.stringify(message)), headers: traceContextToRecord(), dedupId: `${job.jobId}-${dedupSuffix}` });
   };
 
@@ -139,21 +139,18 @@ export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<Me
         if (j.state !== JobState.CANCELLED && j.state !== JobState.FAILED) {
           throw new AppError(Code.FAILED_PRECONDITION, `only cancelled or failed jobs resume; job ${j.jobId} is ${JobState[j.state]}`);
         }
-        if (request.endEpoch !== 0) {
-          const done = j.lastCheckpoint?.epoch ?? 0;
-          if (request.endEpoch <= done) throw new AppError(Code.INVALID_ARGUMENT, `end_epoch ${request.endEpoch} is not after the last checkpoint's epoch ${done}`);
-          const config = clone(TrainConfigSchema, j.config ?? create(TrainConfigSchema));
-          config.endEpoch = request.endEpoch;
-          j.config = config;
-        }
+        // A new end epoch travels with the queued job; the record takes it once the run accepted the checkpoint.
+        const done = j.lastCheckpoint?.epoch ?? 0;
+        if (request.endEpoch !== 0 && request.endEpoch <= done) throw new AppError(Code.INVALID_ARGUMENT, `end_epoch ${request.endEpoch} is not after the last checkpoint's epoch ${done}`);
         j.state = JobState.QUEUED;
         j.workerId = "";
         delete j.error;
         delete j.finishedAt;
       });
       const events = await JobEventLog.open(store, job.jobId);
-      await events.append({ case: "stateChanged", value: { from, to: JobState.QUEUED, reason: job.lastCheckpoint === undefined ? "resume requested; no checkpoint yet, starting over" : `resume requested from ${job.lastCheckpoint.checkpointId}` } });
-      await enqueue(job, `resume-${job.attempt}-${Date.now()}`);
+      const to = request.endEpoch === 0 ? "" : ` with END_EPOCH ${request.endEpoch}`;
+      await events.append({ case: "stateChanged", value: { from, to: JobState.QUEUED, reason: job.lastCheckpoint === undefined ? `resume requested${to}; no checkpoint yet, starting over` : `resume requested from ${job.lastCheckpoint.checkpointId}${to}` } });
+      await enqueue(job, `resume-${job.attempt}-${Date.now()}`, request.endEpoch === 0 ? undefined : request.endEpoch);
       return { job };
     },
 

@@ -1,4 +1,4 @@
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { clone, create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { context as otelContext, SpanKind, trace, type Span } from "@opentelemetry/api";
 import type { JobDelivery, ModelRegistry } from "@poseloop/bus";
@@ -11,6 +11,7 @@ import {
   CheckpointReason,
   CheckpointSchema,
   JobProgressSchema,
+  JobSchema,
   JobState,
   type Checkpoint,
   type Job,
@@ -39,9 +40,14 @@ export interface ExecutorDependencies {
   readonly ackWaitMs: number;
 }
 
-/** The queue message of a job: its id (the record holds everything else). */
+/** The queue message of a job: its id (the record holds everything else) and what a resume asks to change. */
 export interface QueuedJob {
   readonly jobId: string;
+  /**
+   * ResumeJob's new TRAIN.END_EPOCH. It reaches the job's record only once the resumed run has accepted the
+   * checkpoint, so a resume that fails leaves the config as it was for the next one.
+   */
+  readonly endEpoch?: number;
 }
 
 /** The process is stopping: the job goes back to the queue, as it is, for another trainer. */
@@ -92,7 +98,7 @@ export class JobExecutor {
     }
     const heartbeat = setInterval(() => void delivery.heartbeat().catch((error: unknown) => logger.warn("job heartbeat failed", { err: error, job_id: queued.jobId })), Math.max(250, this.#deps.ackWaitMs / 3));
     try {
-      const done = await this.#execute(queued.jobId, delivery, signal);
+      const done = await this.#execute(queued, delivery, signal);
       if (done) await delivery.ack();
       else await delivery.nak(1000);
     } catch (error) {
@@ -104,8 +110,9 @@ export class JobExecutor {
   }
 
   /** Returns true when the job reached a final state (ack), false to hand it back (this process is stopping). */
-  async #execute(jobId: string, delivery: JobDelivery, signal: AbortSignal): Promise<boolean> {
+  async #execute(queued: QueuedJob, delivery: JobDelivery, signal: AbortSignal): Promise<boolean> {
     const { store, logger, workerId } = this.#deps;
+    const jobId = queued.jobId;
     const events = await JobEventLog.open(store, jobId);
     const before = (await store.require(jobId)).job;
     if (isTerminal(before.state)) return true;
@@ -127,7 +134,7 @@ export class JobExecutor {
     const parent = traceContextFromRecord(delivery.headers, otelContext.active());
     return withSpan(tracer(), "training.job", { kind: SpanKind.CONSUMER, parent, attributes: { "poseloop.training.job_id": jobId, "poseloop.training.attempt": job.attempt, "poseloop.trainer.worker_id": workerId } }, async (span) => {
       try {
-        await this.#train(job, events, span, signal);
+        await this.#train(job, queued.endEpoch, events, span, signal);
         return true;
       } catch (error) {
         if (error instanceof Stop) {
@@ -159,10 +166,13 @@ export class JobExecutor {
     this.#deps.logger.info("training job ended", { job_id: jobId, state: JobState[state], reason });
   }
 
-  async #train(job: Job, events: JobEventLog, jobSpan: Span, signal: AbortSignal): Promise<void> {
+  async #train(recorded: Job, endEpoch: number | undefined, events: JobEventLog, jobSpan: Span, signal: AbortSignal): Promise<void> {
     const { store, checkpoints, logger } = this.#deps;
-    const config = job.config as TrainConfig;
-    const jobId = job.jobId;
+    const jobId = recorded.jobId;
+    const job = clone(JobSchema, recorded);
+    const config = job.config ?? create(TrainConfigSchema);
+    if (endEpoch !== undefined && endEpoch !== 0) config.endEpoch = endEpoch;
+    job.config = config;
     const resumeFrom = job.lastCheckpoint;
     const checkpoint = resumeFrom === undefined ? undefined : await checkpoints.get(resumeFrom.location, resumeFrom.digest);
     const fineTune = checkpoint === undefined ? await this.#initWeights(config) : undefined;
@@ -184,6 +194,13 @@ export class JobExecutor {
     const onStop = (): void => session.cancel();
     signal.addEventListener("abort", onStop, { once: true });
     try {
+      // The run accepted the checkpoint under the resumed config: from now on the job's record holds it.
+      if (config.endEpoch !== recorded.config?.endEpoch) {
+        const resumed = clone(TrainConfigSchema, config);
+        await store.update(jobId, (j) => {
+          j.config = resumed;
+        });
+      }
       if (resumeFrom !== undefined) logger.info("resuming from checkpoint", { job_id: jobId, checkpoint: resumeFrom.checkpointId });
       jobSpan.setAttribute("poseloop.training.resumed_from", resumeFrom?.checkpointId ?? "");
       await this.#epochs(job, session, events, signal);

@@ -20,7 +20,7 @@ export interface CheckpointHeader {
   readonly codeVersion: string;
   readonly jobId: string;
   readonly checkpointId: string;
-  /** The TrainConfig the run trains with, binary, base64 (the resume refuses another). */
+  /** The TrainConfig the run trains with, binary, base64 (a resume refuses one that shapes the state otherwise). */
   readonly config: string;
   /** Epochs completed: training continues in epoch `epoch` at batch `nextBatch`. */
   readonly epoch: number;

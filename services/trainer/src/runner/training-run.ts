@@ -22,6 +22,7 @@ import { INPUT_NAME, OUTPUT_NAME, runContract, type RunContract } from "../exper
 import { metricsMessage, ModelEvaluator } from "../publication/model-evaluator.js";
 import { exportModel, weightsFromState, type ExportOutcome } from "../publication/model-export.js";
 import { checkpointId, decodeCheckpoint, encodeCheckpoint, type EpochMetrics } from "./checkpoint-file.js";
+import { resumeConflicts } from "./resume-check.js";
 
 /** What a run starts from. */
 export interface RunInit {
@@ -160,6 +161,12 @@ export class TrainingRun {
 
   static async create(init: RunInit): Promise<TrainingRun> {
     const config = fromBinary(TrainConfigSchema, init.config);
+    // Before any data is read or graph compiled: a checkpoint that cannot continue under this config says why.
+    const resumed = init.checkpoint === undefined ? undefined : decodeCheckpoint(init.checkpoint);
+    if (resumed !== undefined) {
+      const conflicts = resumeConflicts(fromBinary(TrainConfigSchema, Buffer.from(resumed.header.config, "base64")), config);
+      if (conflicts.length > 0) throw new AppError(Code.FAILED_PRECONDITION, `cannot resume job ${init.jobId}: ${conflicts.join("; ")}`);
+    }
     const contract = runContract(config);
     const data = await prepareData(config, init.roots, contract.schema);
     const loaderBatch = samplesPerBatch(config);
@@ -222,7 +229,7 @@ export class TrainingRun {
         teacher = await ort.InferenceSession.create(init.teacher, { ...StepEngine.sessionOptions({ intraOpThreads: Math.max(1, config.intraOpThreads) }), logSeverityLevel: 3 });
       }
       const run = new TrainingRun(init, config, contract, engine, loader, new ModelEvaluator(config, contract, data.validation), teacher, data.instances.length);
-      if (init.checkpoint !== undefined) run.#restore(init.checkpoint);
+      if (resumed !== undefined) run.#restore(resumed);
       else if (init.initWeights !== undefined) run.#loadInitWeights(init.initWeights, init.skipLayers ?? []);
       return run;
     } catch (error) {
@@ -374,11 +381,7 @@ export class TrainingRun {
     await this.#engine.release();
   }
 
-  #restore(bytes: Uint8Array): void {
-    const { header, state } = decodeCheckpoint(bytes);
-    if (header.config !== base64(this.#init.config)) {
-      throw new AppError(Code.FAILED_PRECONDITION, `checkpoint ${header.checkpointId} was written with another config; resume it with the config it was trained with`);
-    }
+  #restore({ header, state }: ReturnType<typeof decodeCheckpoint>): void {
     this.#engine.importState(decodeTrainingState(state));
     this.#epoch = header.epoch;
     this.#nextBatch = header.nextBatch;

@@ -1,4 +1,5 @@
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { AppError, Code } from "@poseloop/core";
 import { KeypointMetricsSchema } from "@poseloop/proto/poseloop/common/v1/metrics_pb";
 import { TrainConfigSchema } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import { makeTempDir } from "@poseloop/testkit";
@@ -54,6 +55,38 @@ describe("TrainingSession", () => {
       }
     } finally {
       await session.close();
+    }
+  });
+
+  it("resumes a checkpoint to a later END_EPOCH at another LR, and refuses one whose MODEL.IMAGE_SIZE differs, naming it", async () => {
+    const session = await TrainingSession.start(init());
+    let checkpoint: Uint8Array;
+    try {
+      while (!(await session.train(100)).epochEnded);
+      checkpoint = (await session.checkpoint()).bytes;
+    } finally {
+      await session.close();
+    }
+    const resume = (overrides: Parameters<typeof tinyTrainConfig>[0]) => TrainingSession.start({ ...init(), config: toBinary(TrainConfigSchema, tinyTrainConfig(overrides)), checkpoint });
+
+    const larger = { architecture: 1, inputSize: { width: 96, height: 128 }, extra: { case: "lite" as const, value: { channels: [8, 16, 32] } } };
+    const refused: unknown = await resume({ model: larger }).then(
+      async (s) => s.close(),
+      (error: unknown) => error,
+    );
+    expect(AppError.is(refused, Code.FAILED_PRECONDITION)).toBe(true);
+    expect((refused as AppError).message).toMatch(/^cannot resume job job-1: MODEL\.IMAGE_SIZE differs from its checkpoint \(\[48, 64\] there, \[96, 128\] now\)/);
+
+    const longer = await resume({ endEpoch: 3, optimizer: { kind: 2, lr: 5e-4 } });
+    try {
+      expect(longer.position).toMatchObject({ epoch: 1, nextBatch: 0, endEpoch: 3 });
+      let lr = 0;
+      while (longer.position.epoch < 3) lr = (await longer.train(100)).lr;
+      expect(longer.position.epoch).toBe(3);
+      // The new LR, through the same schedule (factor 0.5 from epoch 1).
+      expect(lr).toBeCloseTo(2.5e-4, 10);
+    } finally {
+      await longer.close();
     }
   });
 

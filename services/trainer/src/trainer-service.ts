@@ -1,10 +1,9 @@
-import { timingSafeEqual } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { trace } from "@opentelemetry/api";
 import type { JobQueue, ModelRegistry } from "@poseloop/bus";
 import { AppError, Code, type Logger } from "@poseloop/core";
-import type { HandlerContext, MethodsOf, ServiceImpl } from "@poseloop/grpc";
+import { BearerTokenCheck, type HandlerContext, type MethodsOf, type ServiceImpl } from "@poseloop/grpc";
 import { ModelRefSchema, type ModelManifest, type ModelRef } from "@poseloop/proto/poseloop/common/v1/model_pb";
 import type { TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import { JobSchema, JobState, type Job, type TrainerService } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
@@ -29,19 +28,10 @@ export interface TrainerServiceDependencies {
 
 const MAX_PAGE = 500;
 
-/** Refuses a call without the configured bearer token (constant-time compare). */
-function authorize(ctx: HandlerContext, token: string): void {
-  if (token === "") return;
-  const header = ctx.metadata.get("authorization")[0];
-  const given = typeof header === "string" && header.startsWith("Bearer ") ? header.slice(7) : "";
-  const a = Buffer.from(given);
-  const b = Buffer.from(token);
-  if (a.length !== b.length || !timingSafeEqual(a, b)) throw new AppError(Code.UNAUTHENTICATED, "this trainer needs a bearer token (authorization: Bearer <token>)");
-}
-
 /** TrainerService: validates and queues jobs, reports them, cancels and resumes them, publishes checkpoints. */
 export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<MethodsOf<typeof TrainerService>> {
   const { store } = deps;
+  const auth = new BearerTokenCheck(deps.authToken);
 
   const enqueue = async (job: Job, dedupSuffix: string, endEpoch?: number): Promise<void> => {
     const message: QueuedJob = { jobId: job.jobId, ...(endEpoch === undefined ? {} : { endEpoch }) };
@@ -50,7 +40,7 @@ export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<Me
 
   return {
     async startTraining(request, ctx) {
-      authorize(ctx, deps.authToken);
+      auth.check(ctx.metadata);
       let config: TrainConfig | undefined;
       let problems: string[];
       if (request.source.case === "experimentYaml") {
@@ -87,7 +77,7 @@ export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<Me
     },
 
     async *watchJob(request, ctx) {
-      authorize(ctx, deps.authToken);
+      auth.check(ctx.metadata);
       await store.require(request.jobId);
       for await (const event of store.watch(request.jobId, request.afterSequence, AbortSignal.any([ctx.signal, ctx.draining]))) {
         if (request.skipProgress && event.event.case === "progress") continue;
@@ -96,12 +86,12 @@ export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<Me
     },
 
     async getJob(request, ctx) {
-      authorize(ctx, deps.authToken);
+      auth.check(ctx.metadata);
       return { job: (await store.require(request.jobId)).job };
     },
 
     async listJobs(request, ctx) {
-      authorize(ctx, deps.authToken);
+      auth.check(ctx.metadata);
       const size = request.pageSize === 0 ? 50 : Math.min(request.pageSize, MAX_PAGE);
       const offset = request.pageToken === "" ? 0 : Number.parseInt(Buffer.from(request.pageToken, "base64url").toString(), 10);
       if (!Number.isInteger(offset) || offset < 0) throw new AppError(Code.INVALID_ARGUMENT, "page_token is not one this trainer issued");
@@ -113,7 +103,7 @@ export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<Me
     },
 
     async cancelJob(request, ctx) {
-      authorize(ctx, deps.authToken);
+      auth.check(ctx.metadata);
       let from = JobState.UNSPECIFIED;
       const job = await store.update(request.jobId, (j) => {
         from = j.state;
@@ -132,7 +122,7 @@ export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<Me
     },
 
     async resumeJob(request, ctx) {
-      authorize(ctx, deps.authToken);
+      auth.check(ctx.metadata);
       let from = JobState.UNSPECIFIED;
       const job = await store.update(request.jobId, (j) => {
         from = j.state;
@@ -155,13 +145,13 @@ export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<Me
     },
 
     async listCheckpoints(request, ctx) {
-      authorize(ctx, deps.authToken);
+      auth.check(ctx.metadata);
       await store.require(request.jobId);
       return { checkpoints: await deps.checkpointList.get(request.jobId) };
     },
 
     async publishCheckpoint(request, ctx) {
-      authorize(ctx, deps.authToken);
+      auth.check(ctx.metadata);
       const reason = request.reason;
       const who = `rpc:${ctx.peer}`;
       switch (request.target.case) {

@@ -1,5 +1,6 @@
 import { trace } from "@opentelemetry/api";
 import { AppError, Code } from "@poseloop/core";
+import { BearerTokenFailure } from "@poseloop/grpc";
 import { installTestTelemetry, type TestTelemetry } from "@poseloop/telemetry";
 import { NatsServer, makeTempDir, waitFor } from "@poseloop/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -27,12 +28,15 @@ describe("trainer traces and security", () => {
     await telemetry.shutdown();
   });
 
-  it("refuses calls without the bearer token", async () => {
+  it("refuses calls without the bearer token, telling a missing token from a refused one", async () => {
     const error = await harness.client.listJobs({}).catch((e: unknown) => e);
     expect(AppError.is(error, Code.UNAUTHENTICATED)).toBe(true);
+    expect((error as AppError).message).toContain(BearerTokenFailure.MISSING);
     const wrong = await harness.client.listJobs({}, { headers: { authorization: "Bearer nope" } }).catch((e: unknown) => e);
     expect(AppError.is(wrong, Code.UNAUTHENTICATED)).toBe(true);
+    expect((wrong as AppError).message).toContain(BearerTokenFailure.REFUSED);
     await expect(harness.client.listJobs({}, { headers: { authorization: "Bearer s3cret-token" } })).resolves.toBeDefined();
+    await expect(harness.client.listJobs({}, { headers: { authorization: "bearer s3cret-token" } })).resolves.toBeDefined();
   });
 
   it("traces the job: job, epochs, validation, export, quantization and publish in one trace, the publish context on the NATS event", async () => {

@@ -195,11 +195,54 @@ export default tseslint.config(
         {
           patterns: [
             { group: ["@poseloop/*/src/*", "@poseloop/*/dist/*"], message: "Import a package by name through its exports." },
-            { group: ["@poseloop/trainer", "@poseloop/inferencer"], message: "Libraries never import services." },
+            { group: ["@poseloop/trainer", "@poseloop/inferencer", "@poseloop/cli", "@poseloop/cli/*"], message: "Libraries never import services or apps." },
           ],
         },
       ],
     },
+  },
+  {
+    // The SDK is what other programs embed: gRPC and the contracts only, no image, video, data or training code.
+    files: ["libs/client/src/**/*.ts"],
+    ignores: ["**/*.test.ts", "**/testing/**"],
+    rules: {
+      "no-restricted-imports": [
+        "error",
+        {
+          patterns: [
+            { group: ["@poseloop/*/src/*", "@poseloop/*/dist/*"], message: "Import a package by name through its exports." },
+            { group: ["@poseloop/trainer", "@poseloop/inferencer", "@poseloop/cli", "@poseloop/cli/*"], message: "Libraries never import services or apps." },
+            {
+              group: ["@poseloop/*", "!@poseloop/core", "!@poseloop/grpc", "!@poseloop/proto", "!@poseloop/proto/*", "sharp", "@ffmpeg-installer/*", "onnxruntime-node"],
+              message: "The SDK depends on core, grpc and proto only; image, video, data and training code belongs to apps/poseloop.",
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
+    files: ["services/**/*.ts"],
+    rules: {
+      "no-restricted-imports": [
+        "error",
+        {
+          patterns: [
+            { group: ["@poseloop/*/src/*", "@poseloop/*/dist/*"], message: "Import a package by name through its exports." },
+            { group: ["**/libs/*/src/*", "**/services/*/src/*"], message: "Import another package by name, never by path." },
+            { group: ["@poseloop/cli", "@poseloop/cli/*"], message: "Services never import the CLI." },
+          ],
+        },
+      ],
+    },
+  },
+  {
+    files: ["services/trainer/**/*.ts"],
+    rules: { "no-restricted-syntax": ["error", { selector: "ImportDeclaration[source.value=/^@poseloop\\/inferencer/]", message: "Services never import each other: they share proto contracts over gRPC and NATS." }] },
+  },
+  {
+    files: ["services/inferencer/**/*.ts"],
+    rules: { "no-restricted-syntax": ["error", { selector: "ImportDeclaration[source.value=/^@poseloop\\/trainer/]", message: "Services never import each other: they share proto contracts over gRPC and NATS." }] },
   },
   {
     files: ["**/*.js", "**/*.mjs"],

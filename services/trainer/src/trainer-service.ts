@@ -3,7 +3,7 @@ import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { trace } from "@opentelemetry/api";
 import type { JobQueue, ModelRegistry } from "@poseloop/bus";
 import { AppError, Code, type Logger } from "@poseloop/core";
-import { BearerTokenCheck, type HandlerContext, type MethodsOf, type ServiceImpl } from "@poseloop/grpc";
+import { BearerTokenCheck, type MethodsOf, type ServiceImpl } from "@poseloop/grpc";
 import { ModelRefSchema, type ModelManifest, type ModelRef } from "@poseloop/proto/poseloop/common/v1/model_pb";
 import type { TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import { JobSchema, JobState, type Job, type TrainerService } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";

@@ -1,4 +1,5 @@
 import { AppError } from "./app-error.js";
+import { didYouMean } from "./did-you-mean.js";
 
 export type Env = Readonly<Record<string, string | undefined>>;
 
@@ -21,6 +22,7 @@ interface Common<T> {
 export class EnvReader {
   readonly #env: Env;
   readonly #problems: string[] = [];
+  readonly #names = new Set<string>();
 
   constructor(env: Env) {
     this.#env = env;
@@ -29,6 +31,11 @@ export class EnvReader {
   /** Problems found so far. */
   get problems(): readonly string[] {
     return this.#problems;
+  }
+
+  /** Every variable name asked for so far, set or not: the names this configuration knows. */
+  get names(): ReadonlySet<string> {
+    return this.#names;
   }
 
   /** Records a problem found by a check that spans several variables. */
@@ -145,6 +152,7 @@ export class EnvReader {
   }
 
   #raw(name: string): string | undefined {
+    this.#names.add(name);
     const value = this.#env[name]?.trim();
     return value === undefined || value === "" ? undefined : value;
   }
@@ -159,6 +167,76 @@ export class EnvReader {
     if (min !== undefined && value < min) this.#problems.push(`${name}=${value}${unit} is below the minimum ${min}${unit}`);
     if (max !== undefined && value > max) this.#problems.push(`${name}=${value}${unit} is above the maximum ${max}${unit}`);
   }
+}
+
+/**
+ * Every POSELOOP_* variable a PoseLoop process reads: the trainer, the inferencer, the CLI and its SDK, the demo
+ * (`npm start`) and the benchmarks. Users run them all from one shell, so a process treats as known not only its
+ * own variables but everyone's, and warns only about names no process reads (a typo). Each service's config
+ * test checks that its loader reads nothing outside this list, and the core test checks the CLI's and the
+ * benchmarks' sources, so the list cannot go stale.
+ */
+export const POSELOOP_ENV_VARIABLES: readonly string[] = Object.freeze([
+  // Both services
+  "POSELOOP_NATS_URL",
+  "POSELOOP_BUS_DIR",
+  "POSELOOP_LOG_LEVEL",
+  "POSELOOP_GRPC_MAX_MESSAGE_BYTES",
+  "POSELOOP_DRAIN_TIMEOUT",
+  // Trainer
+  "POSELOOP_TRAINER_LISTEN",
+  "POSELOOP_WORKER_ID",
+  "POSELOOP_DATA_ROOT",
+  "POSELOOP_WORK_DIR",
+  "POSELOOP_CHECKPOINT_DIR",
+  "POSELOOP_MAX_CONCURRENT_JOBS",
+  "POSELOOP_JOB_ACK_WAIT",
+  "POSELOOP_TRAINER_TOKEN",
+  // Inferencer
+  "POSELOOP_INFERENCER_LISTEN",
+  "POSELOOP_MODEL",
+  "POSELOOP_INSTANCE_ID",
+  "POSELOOP_INFERENCE_WORKERS",
+  "POSELOOP_INTRA_OP_THREADS",
+  "POSELOOP_MAX_BATCH",
+  "POSELOOP_BATCH_WAIT",
+  "POSELOOP_FRAME_TRACE_RATIO",
+  "POSELOOP_STREAM_MAX_IN_FLIGHT",
+  "POSELOOP_MAX_FRAME_BYTES",
+  "POSELOOP_MAX_FRAME_PIXELS",
+  "POSELOOP_MAX_STREAMS",
+  "POSELOOP_MAX_MODEL_BYTES",
+  // CLI and SDK
+  "POSELOOP_TRAINER_ADDR",
+  "POSELOOP_INFERENCER_ADDR",
+  "POSELOOP_TOKEN",
+  "POSELOOP_FFMPEG",
+  "POSELOOP_CLI_FROM_SOURCE",
+  // Demo and benchmarks
+  "POSELOOP_DEMO_EPOCHS",
+  "POSELOOP_BENCH_EXPERIMENT",
+]);
+
+/** A variable with a PoseLoop prefix that no PoseLoop process reads, and the known name it is closest to. */
+export interface UnknownVariable {
+  readonly name: string;
+  /** The closest known name, when one is a few keystrokes away (see didYouMean). */
+  readonly suggestion: string | undefined;
+}
+
+/**
+ * The variables of `env` that start with `prefix` but are not `known`, sorted by name, each with the closest
+ * known name: the typos a loader would otherwise silently ignore (it reads only the names it knows).
+ *
+ * Only names are looked at, never values: reading a value is how a recording env (see the deploy checks)
+ * tells which variables a loader uses.
+ */
+export function unknownVariables(env: Env, prefix: string, known: Iterable<string>): UnknownVariable[] {
+  const knownNames = new Set(known);
+  return Object.keys(env)
+    .filter((name) => name.startsWith(prefix) && !knownNames.has(name))
+    .sort()
+    .map((name) => ({ name, suggestion: didYouMean(name, knownNames) }));
 }
 
 const durationUnits: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };

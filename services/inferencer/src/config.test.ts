@@ -1,4 +1,4 @@
-import { AppError, Code } from "@poseloop/core";
+import { AppError, Code, POSELOOP_ENV_VARIABLES, type Env } from "@poseloop/core";
 import { describe, expect, it } from "vitest";
 import { loadConfig } from "@poseloop/inferencer";
 
@@ -22,5 +22,24 @@ describe("inferencer loadConfig", () => {
     expect(problems).toHaveLength(2);
     expect(problems.join("\n")).toMatch(/POSELOOP_MODEL: model name "My.Model"/);
     expect(problems.join("\n")).toMatch(/POSELOOP_GRPC_MAX_MESSAGE_BYTES=10 is below the minimum/);
+  });
+
+  it("reports POSELOOP_* typos with the closest name, but not the other programs' variables", () => {
+    const config = loadConfig({ POSELOOP_NATS_ULR: "nats://nats:4222", POSELOOP_TRAINER_LISTEN: "0.0.0.0:1", POSELOOP_TOKEN: "t", POSELOOP_DEMO_EPOCHS: "2" });
+    expect(config.unknownVariables).toEqual([{ name: "POSELOOP_NATS_ULR", suggestion: "POSELOOP_NATS_URL" }]);
+  });
+
+  it("reads only variables in POSELOOP_ENV_VARIABLES, the list every PoseLoop program knows", () => {
+    const read = new Set<string>();
+    const recording: Env = new Proxy({}, {
+      get: (_target, name) => {
+        if (typeof name === "string") read.add(name);
+        return undefined;
+      },
+    });
+    loadConfig(recording);
+    const poseloop = [...read].filter((name) => name.startsWith("POSELOOP_"));
+    expect(poseloop).toContain("POSELOOP_NATS_URL");
+    expect(poseloop.filter((name) => !POSELOOP_ENV_VARIABLES.includes(name))).toEqual([]);
   });
 });

@@ -1,5 +1,5 @@
 import { assertModelName, busOptionsFromEnv, modelNameProblems, type BusOptions } from "@poseloop/bus";
-import { EnvReader, LogLevel, type Env } from "@poseloop/core";
+import { EnvReader, LogLevel, POSELOOP_ENV_VARIABLES, unknownVariables, type Env, type UnknownVariable } from "@poseloop/core";
 import { grpcServerSettingsFromEnv, type GrpcServerSettings } from "@poseloop/grpc";
 import { telemetryConfigFromEnv, type TelemetryConfig } from "@poseloop/telemetry";
 import { hostname } from "node:os";
@@ -26,6 +26,8 @@ export interface InferencerConfig {
   readonly logLevel: LogLevel;
   readonly telemetry: TelemetryConfig;
   readonly telemetryWarnings: readonly string[];
+  /** POSELOOP_* variables that no PoseLoop process reads (typos), to warn about at start. */
+  readonly unknownVariables: readonly UnknownVariable[];
   /** The model name served when a request names none (the only one this process serves). */
   readonly defaultModel: string;
   readonly instanceId: string;
@@ -47,6 +49,7 @@ export interface InferencerConfig {
  * POSELOOP_BATCH_WAIT, POSELOOP_MAX_STREAMS, POSELOOP_STREAM_MAX_IN_FLIGHT, POSELOOP_MAX_FRAME_BYTES,
  * POSELOOP_MAX_FRAME_PIXELS, POSELOOP_MAX_MODEL_BYTES, POSELOOP_FRAME_TRACE_RATIO, POSELOOP_LOG_LEVEL,
  * POSELOOP_INSTANCE_ID, POSELOOP_GRPC_MAX_MESSAGE_BYTES, POSELOOP_DRAIN_TIMEOUT and the standard OTEL_* ones.
+ * Other POSELOOP_* names that no PoseLoop process reads come back in `unknownVariables`.
  */
 export function loadConfig(env: Env): InferencerConfig {
   const reader = new EnvReader(env);
@@ -76,7 +79,9 @@ export function loadConfig(env: Env): InferencerConfig {
     maxModelBytes: reader.int("POSELOOP_MAX_MODEL_BYTES", { default: 512 * 1024 * 1024, min: 1024 }),
   };
   reader.done("inferencer configuration");
+  // The other service's and the CLI's variables are known too: users run them all from one shell.
+  const unknown = unknownVariables(env, "POSELOOP_", [...POSELOOP_ENV_VARIABLES, ...reader.names]);
   assertModelName(defaultModel);
   const { config: telemetry, warnings } = telemetryConfigFromEnv(env, { serviceName: "poseloop-inferencer", serviceVersion: "0.1.0" });
-  return Object.freeze({ grpc, bus, logLevel, telemetry, telemetryWarnings: warnings, defaultModel, instanceId, workers, intraOpThreads, maxBatch, batchWaitMs, frameTraceRatio, limits });
+  return Object.freeze({ grpc, bus, logLevel, telemetry, telemetryWarnings: warnings, unknownVariables: unknown, defaultModel, instanceId, workers, intraOpThreads, maxBatch, batchWaitMs, frameTraceRatio, limits });
 }

@@ -1,5 +1,5 @@
 import { busOptionsFromEnv, type BusOptions } from "@poseloop/bus";
-import { EnvReader, LogLevel, type Env } from "@poseloop/core";
+import { EnvReader, LogLevel, POSELOOP_ENV_VARIABLES, unknownVariables, type Env, type UnknownVariable } from "@poseloop/core";
 import { grpcServerSettingsFromEnv, type GrpcServerSettings } from "@poseloop/grpc";
 import { telemetryConfigFromEnv, type TelemetryConfig } from "@poseloop/telemetry";
 import { hostname } from "node:os";
@@ -12,6 +12,8 @@ export interface TrainerConfig {
   readonly telemetry: TelemetryConfig;
   /** Problems with OTEL_* variables that were ignored (telemetry never stops a service). */
   readonly telemetryWarnings: readonly string[];
+  /** POSELOOP_* variables that no PoseLoop process reads (typos), to warn about at start. */
+  readonly unknownVariables: readonly UnknownVariable[];
   /** This process's name in job records and logs. */
   readonly workerId: string;
   /** COCO datasets resolve under this folder; nothing outside it is read. */
@@ -34,6 +36,7 @@ export interface TrainerConfig {
  * POSELOOP_WORKER_ID, POSELOOP_DATA_ROOT (default ./data), POSELOOP_WORK_DIR (default ./.poseloop/work),
  * POSELOOP_CHECKPOINT_DIR, POSELOOP_MAX_CONCURRENT_JOBS (default 1), POSELOOP_JOB_ACK_WAIT (default 60s),
  * POSELOOP_TRAINER_TOKEN, POSELOOP_GRPC_MAX_MESSAGE_BYTES, POSELOOP_DRAIN_TIMEOUT and the standard OTEL_* ones.
+ * Other POSELOOP_* names that no PoseLoop process reads come back in `unknownVariables`.
  */
 export function loadConfig(env: Env): TrainerConfig {
   const reader = new EnvReader(env);
@@ -52,6 +55,8 @@ export function loadConfig(env: Env): TrainerConfig {
   const jobAckWaitMs = reader.durationMs("POSELOOP_JOB_ACK_WAIT", { default: 60_000, min: 1000, max: 3_600_000 });
   const authToken = reader.string("POSELOOP_TRAINER_TOKEN", { default: "" });
   reader.done("trainer configuration");
+  // The other service's and the CLI's variables are known too: users run them all from one shell.
+  const unknown = unknownVariables(env, "POSELOOP_", [...POSELOOP_ENV_VARIABLES, ...reader.names]);
   const { config: telemetry, warnings } = telemetryConfigFromEnv(env, { serviceName: "poseloop-trainer", serviceVersion: "0.1.0" });
   return Object.freeze({
     grpc,
@@ -59,6 +64,7 @@ export function loadConfig(env: Env): TrainerConfig {
     logLevel,
     telemetry,
     telemetryWarnings: warnings,
+    unknownVariables: unknown,
     workerId,
     dataRoot,
     workDir,

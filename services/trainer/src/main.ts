@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { AppError, createJsonLogger, stopOnSignals } from "@poseloop/core";
+import { AppError, createJsonLogger, describeStartupError, stopOnSignals } from "@poseloop/core";
 import { startTelemetry } from "@poseloop/telemetry";
 import { loadConfig } from "./config.js";
 import { startTrainer } from "./trainer.js";
@@ -9,6 +9,10 @@ try {
   const config = loadConfig(process.env);
   const logger = createJsonLogger({ name: "trainer", level: config.logLevel }).child({ worker_id: config.workerId });
   for (const warning of config.telemetryWarnings) logger.warn(warning);
+  for (const { name, suggestion } of config.unknownVariables) {
+    const hint = suggestion === undefined ? "" : `; did you mean ${suggestion}?`;
+    logger.warn(`ignoring ${name}: no PoseLoop program reads it${hint}`, { variable: name, did_you_mean: suggestion });
+  }
   const telemetry = startTelemetry(config.telemetry, { logger });
   // Signals are handled from the start: a SIGTERM that arrives while the service is still starting (it
   // already listens) must stop it cleanly too, not kill it.
@@ -21,5 +25,7 @@ try {
   await starting;
 } catch (error) {
   bootLogger.error("trainer failed to start", { err: AppError.from(error) });
+  // The JSON line above holds the whole cause chain; a person reading the terminal needs the root cause.
+  process.stderr.write(`poseloop-trainer: ${describeStartupError(error)}\n`);
   process.exit(1);
 }

@@ -217,6 +217,43 @@ describe("GrpcServer with generated descriptors", () => {
   });
 });
 
+describe("GrpcServer bidi failures", () => {
+  it("sends a stream's status when its handler fails while a read is pending", async () => {
+    // The handler answers a frame, asks for the next request and fails before it arrives. The status used to
+    // be lost: the pending read's iterator destroyed the call before grpc-js could send it, so the client,
+    // whose request stream stays open, waited until the server shut down.
+    const { client } = await startServer(
+      echoImpl({
+        async *streamKeypoints(requests) {
+          const iterator = requests[Symbol.asyncIterator]();
+          await iterator.next();
+          await iterator.next();
+          yield { payload: { case: "result", value: { frameId: 1n } } };
+          void iterator.next().catch(() => undefined);
+          throw new AppError(Code.FAILED_PRECONDITION, "this stream cannot go on");
+        },
+      }),
+    );
+    const requests = new AsyncQueue<RequestInit>();
+    requests.push({ payload: { case: "options", value: {} } });
+    requests.push({ payload: { case: "frame", value: { frameId: 1n } } });
+    const responses = client.streamKeypoints(requests)[Symbol.asyncIterator]();
+    try {
+      expect(frameIdOf((await responses.next()).value)).toBe(1n);
+      const outcome = await Promise.race([
+        responses.next().then(
+          () => "no error",
+          (e: unknown) => e,
+        ),
+        sleep(5_000).then(() => "no status within 5 s"),
+      ]);
+      expect(AppError.is(outcome, Code.FAILED_PRECONDITION), String(outcome)).toBe(true);
+    } finally {
+      requests.close();
+    }
+  });
+});
+
 describe("GrpcServer.drain", () => {
   it("lets an open stream finish, refuses new calls, and reports a graceful drain", async () => {
     const { server, client, target } = await startServer(echoImpl());

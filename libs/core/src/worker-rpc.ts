@@ -9,7 +9,20 @@ interface Request {
 
 type Response =
   | { readonly id: number; readonly ok: true; readonly result: unknown }
-  | { readonly id: number; readonly ok: false; readonly error: { code: number; message: string; problems: readonly string[]; name: string; stack?: string } };
+  | { readonly id: number; readonly ok: false; readonly error: WireError };
+
+/**
+ * An error crossing the thread boundary. `message` is what an AppError thrown in the worker said to its users;
+ * `detail` is the text of anything else (native errors, bugs), kept only as the cause on the calling side.
+ */
+interface WireError {
+  readonly code: number;
+  readonly message: string;
+  readonly problems: readonly string[];
+  readonly name: string;
+  readonly detail?: string;
+  readonly stack?: string;
+}
 
 /** What a worker handler may return: a value, or a value with buffers to transfer instead of copy. */
 export type RpcResult = unknown;
@@ -48,8 +61,9 @@ function tsxApi(): string {
 }
 
 /**
- * The calling side of a worker: call(op, args) returns the handler's result, or rejects with its AppError (code
- * and message preserved). Every pending call fails with UNAVAILABLE if the worker dies.
+ * The calling side of a worker: call(op, args) returns the handler's result, or rejects with its AppError (code,
+ * message and problems preserved); any other error thrown in the worker arrives as INTERNAL "internal error", its
+ * text and stack in the cause for the log. Every pending call fails with UNAVAILABLE if the worker dies.
  */
 export class WorkerClient {
   readonly worker: Worker;
@@ -65,8 +79,8 @@ export class WorkerClient {
       this.#pending.delete(message.id);
       if (message.ok) pending.resolve(message.result);
       else {
-        const { code, message: text, problems, name, stack } = message.error;
-        const cause = Object.assign(new Error(text), { name, stack });
+        const { code, message: text, problems, name, detail, stack } = message.error;
+        const cause = Object.assign(new Error(detail ?? text), { name, stack });
         pending.reject(new AppError(isCode(code) ? code : Code.INTERNAL, text, { problems, cause }));
       }
     });
@@ -75,7 +89,7 @@ export class WorkerClient {
       for (const pending of this.#pending.values()) pending.reject(error);
       this.#pending.clear();
     };
-    worker.on("error", (error) => fail(new AppError(Code.INTERNAL, `worker crashed: ${error.message}`, { cause: error })));
+    worker.on("error", (error) => fail(new AppError(Code.INTERNAL, "worker crashed", { cause: error })));
     worker.on("exit", (code) => fail(new AppError(Code.UNAVAILABLE, `worker exited with code ${code}`)));
   }
 
@@ -111,16 +125,19 @@ export function serveWorkerRpc(handlers: Readonly<Record<string, (args: never) =
         if (result instanceof Transfer) port.postMessage({ id: request.id, ok: true, result: result.value } satisfies Response, [...result.list]);
         else port.postMessage({ id: request.id, ok: true, result } satisfies Response);
       } catch (error) {
-        const appError = error instanceof AppError ? error : AppError.from(error);
+        // Only an AppError's message is written for users; any other text (onnxruntime's source paths, C++
+        // symbols) travels as the detail, which the caller logs and never sends on.
+        const appError = AppError.from(error);
         const original = error instanceof Error ? error : undefined;
         port.postMessage({
           id: request.id,
           ok: false,
           error: {
             code: appError.code,
-            message: error instanceof AppError ? appError.message : (original?.message ?? appError.message),
+            message: appError.message,
             problems: appError.problems,
             name: original?.name ?? "Error",
+            ...(error instanceof AppError ? {} : { detail: original?.message ?? String(error) }),
             ...(original?.stack === undefined ? {} : { stack: original.stack }),
           },
         } satisfies Response);

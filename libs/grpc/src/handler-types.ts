@@ -2,6 +2,7 @@ import type { DescMessage, DescMethod, MessageInitShape, MessageShape } from "@b
 import type { GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import type { Metadata } from "@grpc/grpc-js";
 import type { Logger } from "@poseloop/core";
+import type { Role } from "./access-control.js";
 
 type MethodShape = GenServiceMethods[string];
 type Input<M extends MethodShape> = M["input"] extends DescMessage ? MessageShape<M["input"]> : never;
@@ -22,6 +23,8 @@ export interface HandlerContext {
   /** The client's address. */
   readonly peer: string;
   readonly logger: Logger;
+  /** The role of the caller's bearer token, on a server that checks tokens (see AccessControl). */
+  readonly role?: Role;
 }
 
 /**

@@ -1,3 +1,5 @@
+export { AccessControl, accessKey, parseRoleTokens, Role, ROLES } from "./access-control.js";
+export type { MethodAccess, MethodAccessMap, RoleToken } from "./access-control.js";
 export { BearerTokenCheck, BearerTokenFailure, bearerToken } from "./bearer-token.js";
 export { createClient } from "./client.js";
 export type { ClientControls, ClientOptions } from "./client.js";
@@ -7,5 +9,7 @@ export { GrpcServer } from "./server.js";
 export type { DrainResult, GrpcServerOptions, ListenAddress } from "./server.js";
 export { deserializer, methodPath, serializer, toServiceDefinition } from "./service-definition.js";
 export { fromServiceError, PROBLEMS_METADATA_KEY, toStatus } from "./status.js";
-export { grpcServerSettingsFromEnv, startGrpcServer } from "./config.js";
-export type { GrpcServerSettings, RunningServer } from "./config.js";
+export { grpcServerSettingsFromEnv, isLoopback, startGrpcServer } from "./config.js";
+export type { GrpcServerSettings, RunningServer, ServiceAccess } from "./config.js";
+export { ReloadingServerCredentials } from "./server-tls.js";
+export type { ServerTlsFiles } from "./server-tls.js";

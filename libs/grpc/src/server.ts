@@ -15,8 +15,9 @@ import {
   type UntypedHandleCall,
 } from "@grpc/grpc-js";
 import { context as otelContext, SpanKind, SpanStatusCode, trace, type Span } from "@opentelemetry/api";
-import { AppError, Code, deferred, silentLogger, type Logger } from "@poseloop/core";
+import { AppError, Code, codeName, deferred, silentLogger, type Logger } from "@poseloop/core";
 import { extractFromMetadata, recordError } from "@poseloop/telemetry";
+import type { AccessControl, Role } from "./access-control.js";
 import type { HandlerContext, ServiceImpl } from "./handler-types.js";
 import { HealthService, ServingStatus } from "./health.js";
 import { createReflectionImpl } from "./reflection.js";
@@ -43,6 +44,13 @@ export interface GrpcServerOptions {
   reflection?: boolean;
   /** A SERVER span per call, child of the trace context in the request metadata. Default true. */
   tracing?: boolean;
+  /**
+   * Checked before every handler runs: bearer tokens and the role each method needs. Default: none (every
+   * call is let through; bind such a server to loopback only).
+   */
+  access?: AccessControl;
+  /** How listen() binds. Default insecure (plaintext HTTP/2). */
+  credentials?: ServerCredentials;
 }
 
 export interface ListenAddress {
@@ -127,7 +135,7 @@ export class GrpcServer {
     }
     const target = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
     const boundPort = await new Promise<number>((resolve, reject) => {
-      this.#server.bindAsync(target, ServerCredentials.createInsecure(), (error, bound) => {
+      this.#server.bindAsync(target, this.#options.credentials ?? ServerCredentials.createInsecure(), (error, bound) => {
         if (error !== null) reject(AppError.from(error, Code.UNAVAILABLE));
         else resolve(bound);
       });
@@ -207,6 +215,20 @@ export class GrpcServer {
     }
   }
 
+  /** The caller's role when the server checks tokens; throws UNAUTHENTICATED or PERMISSION_DENIED. */
+  #authorize(method: DescMethod, ctx: HandlerContext): Role | undefined {
+    const access = this.#options.access;
+    if (access === undefined) return undefined;
+    try {
+      return access.check(method, ctx.metadata);
+    } catch (error) {
+      // Who was turned away and why, never what they sent: a wrong token may be a right one mistyped.
+      const refusal = AppError.from(error);
+      ctx.logger.info("call refused", { code: codeName(refusal.code), reason: refusal.message, peer: ctx.peer });
+      throw error;
+    }
+  }
+
   /** Runs one call: its context and abort signal, its span, and bookkeeping for drain. */
   async #run<T>(method: DescMethod, call: CallLike, body: (ctx: HandlerContext) => Promise<T>): Promise<T> {
     const controller = new AbortController();
@@ -243,7 +265,10 @@ export class GrpcServer {
           );
     const spanContext = span === undefined ? parent : trace.setSpan(parent, span);
     try {
-      const result = await otelContext.with(spanContext, () => body(ctx));
+      const result = await otelContext.with(spanContext, () => {
+        const role = this.#authorize(method, ctx);
+        return body(role === undefined ? ctx : { ...ctx, role });
+      });
       span?.setAttribute("rpc.grpc.status_code", Code.OK);
       return result;
     } catch (error) {

@@ -8,6 +8,21 @@ import { AppError, Code, isCode, type Logger } from "@poseloop/core";
 export const PROBLEMS_METADATA_KEY = "poseloop-problems-bin";
 
 /**
+ * The most problems, and the longest problem, a status carries. Trailers share HTTP/2's header-list limit
+ * (about 64 KiB in Node): past it the client gets no status at all, so a config with thousands of problems
+ * would get no answer. The first ones are what a person fixes first anyway.
+ */
+const MAX_STATUS_PROBLEMS = 100;
+const MAX_PROBLEM_CHARS = 400;
+
+/** At most MAX_STATUS_PROBLEMS problems, each shortened, then "and N more" for the rest. */
+function capProblems(problems: readonly string[]): string[] {
+  const shown = problems.slice(0, MAX_STATUS_PROBLEMS).map((problem) => (problem.length > MAX_PROBLEM_CHARS ? `${problem.slice(0, MAX_PROBLEM_CHARS - 3)}...` : problem));
+  const rest = problems.length - shown.length;
+  return rest > 0 ? [...shown, `and ${rest} more`] : shown;
+}
+
+/**
  * The gRPC status for an error thrown by a handler: AppErrors keep their code and message (written for the
  * client); anything else becomes its mapped AppError (ECONNREFUSED → UNAVAILABLE, ...) or INTERNAL with a
  * generic message. Errors a client cannot fix are logged here, once, with their cause.
@@ -15,13 +30,18 @@ export const PROBLEMS_METADATA_KEY = "poseloop-problems-bin";
 export function toStatus(error: unknown, logger?: Logger, method?: string): Partial<StatusObject> {
   const appError = AppError.from(error);
   const metadata = new Metadata();
+  let details = appError.message;
   if (appError.problems.length > 0) {
-    metadata.set(PROBLEMS_METADATA_KEY, Buffer.from(JSON.stringify(appError.problems), "utf8"));
+    metadata.set(PROBLEMS_METADATA_KEY, Buffer.from(JSON.stringify(capProblems(appError.problems)), "utf8"));
+    // The problems travel once, in their trailer; a message that lists them all (AppError.invalid) keeps
+    // only its summary, and fromServiceError puts the list back.
+    const joined = `: ${appError.problems.join("; ")}`;
+    if (details.endsWith(joined)) details = details.slice(0, -joined.length);
   }
   if (appError.code === Code.INTERNAL || appError.code === Code.UNKNOWN || appError.code === Code.DATA_LOSS) {
     logger?.error("request failed", { method, code: appError.code, err: error });
   }
-  return { code: appError.code, details: appError.message, metadata };
+  return { code: appError.code, details, metadata };
 }
 
 /** The AppError for a failed client call, with the server's code, message and problem list. */
@@ -29,7 +49,10 @@ export function fromServiceError(error: ServiceError | Error): AppError {
   const serviceError = error as Partial<ServiceError>;
   if (typeof serviceError.code === "number" && isCode(serviceError.code)) {
     const problems = parseProblems(serviceError.metadata?.get(PROBLEMS_METADATA_KEY)[0]);
-    return new AppError(serviceError.code, serviceError.details ?? error.message, { cause: error, problems });
+    const details = serviceError.details ?? error.message;
+    // toStatus sent AppError.invalid's summary ("invalid X (N problems)") without the list it ended with.
+    const message = problems.length > 0 && /\(\d+ problems?\)$/.test(details) ? `${details}: ${problems.join("; ")}` : details;
+    return new AppError(serviceError.code, message, { cause: error, problems });
   }
   return AppError.from(error);
 }

@@ -1,0 +1,60 @@
+import { AppError, EnvReader, type Env } from "@poseloop/core";
+import { describe, expect, it } from "vitest";
+import { grpcServerSettingsFromEnv } from "./config.js";
+
+function settings(env: Env) {
+  const reader = new EnvReader(env);
+  const result = grpcServerSettingsFromEnv(reader, "POSELOOP_TRAINER", "0.0.0.0:50052");
+  reader.done("test configuration");
+  return result;
+}
+
+function problems(env: Env): readonly string[] {
+  try {
+    settings(env);
+    return [];
+  } catch (error) {
+    return AppError.from(error).problems;
+  }
+}
+
+const TOKENS = "admin:admin-token-0123456789";
+
+describe("grpcServerSettingsFromEnv: secure by default", () => {
+  it("binds loopback only when neither tokens nor TLS are configured", () => {
+    expect(settings({})).toMatchObject({ host: "127.0.0.1", port: 50052, tokens: [], tls: undefined });
+  });
+
+  it("binds the default address once tokens or TLS protect it", () => {
+    expect(settings({ POSELOOP_TRAINER_TOKENS: TOKENS }).host).toBe("0.0.0.0");
+    expect(settings({ POSELOOP_TRAINER_TOKENS_FILE: "/run/secrets/tokens" }).host).toBe("0.0.0.0");
+    expect(settings({ POSELOOP_TLS_CERT: "/tls/tls.crt", POSELOOP_TLS_KEY: "/tls/tls.key" }).host).toBe("0.0.0.0");
+  });
+
+  it("refuses an address other hosts reach without tokens or TLS, naming the ways out", () => {
+    const found = problems({ POSELOOP_TRAINER_LISTEN: "0.0.0.0:50052" });
+    expect(found).toHaveLength(1);
+    expect(found[0]).toMatch(/POSELOOP_TRAINER_LISTEN=0\.0\.0\.0:50052 lets other hosts call this service.*POSELOOP_TRAINER_TOKENS.*POSELOOP_TLS_CERT.*POSELOOP_INSECURE=1/);
+    expect(problems({ POSELOOP_TRAINER_LISTEN: "10.0.0.7:50052" })).toHaveLength(1);
+  });
+
+  it("serves other hosts without protection only when told to with POSELOOP_INSECURE=1", () => {
+    expect(settings({ POSELOOP_TRAINER_LISTEN: "0.0.0.0:50052", POSELOOP_INSECURE: "1" })).toMatchObject({ host: "0.0.0.0", insecure: true });
+  });
+
+  it("takes loopback addresses as they are", () => {
+    for (const host of ["127.0.0.1", "localhost", "[::1]"]) expect(problems({ POSELOOP_TRAINER_LISTEN: `${host}:0` })).toEqual([]);
+  });
+
+  it("reads TLS files and reports a half-configured pair", () => {
+    expect(settings({ POSELOOP_TLS_CERT: "c.pem", POSELOOP_TLS_KEY: "k.pem", POSELOOP_TLS_CLIENT_CA: "ca.pem" }).tls).toEqual({ certFile: "c.pem", keyFile: "k.pem", clientCaFile: "ca.pem" });
+    expect(problems({ POSELOOP_TLS_CERT: "c.pem" })).toContain("POSELOOP_TLS_CERT and POSELOOP_TLS_KEY go together: set both or neither");
+    expect(problems({ POSELOOP_TLS_CLIENT_CA: "ca.pem" })).toContain("POSELOOP_TLS_CLIENT_CA (mutual TLS) needs POSELOOP_TLS_CERT and POSELOOP_TLS_KEY");
+  });
+
+  it("reports a malformed token list without echoing it", () => {
+    const found = problems({ POSELOOP_TRAINER_TOKENS: "superuser:abcdefghijklmnopqrstuvwxyz" });
+    expect(found).toHaveLength(1);
+    expect(found[0]).not.toContain("abcdefghijklmnopqrstuvwxyz");
+  });
+});

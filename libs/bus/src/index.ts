@@ -1,4 +1,5 @@
 export type { BlobInfo, BlobSource, BlobStore, Bus, BusMessage, EventBus, JobDelivery, JobQueue, KeyValueStore, KvEntry } from "./types.js";
+export { DEFAULT_MAX_DELIVERIES } from "./types.js";
 export { chunksOf, DigestAccumulator, fromNatsDigest, isDigest, sha256Digest } from "./digest.js";
 export {
   artifactObjectName,
@@ -13,9 +14,11 @@ export {
 export { ModelRegistry, newVersion } from "./model-registry.js";
 export type { PublishedEvent, PublishFile, PublishRequest, PublishResult, ServingEntry } from "./model-registry.js";
 export { connectNats } from "./nats/connection.js";
-export type { NatsConnectOptions } from "./nats/connection.js";
+export type { NatsConnectOptions, NatsSecurityOptions } from "./nats/connection.js";
 export { NatsBus } from "./nats/bus.js";
 export { EmbeddedBus } from "./embedded/bus.js";
 export { openBus } from "./open-bus.js";
 export type { BusOptions } from "./open-bus.js";
 export { busOptionsFromEnv } from "./config.js";
+export type { BusSettings } from "./config.js";
+export { natsUrlSecrets, redactNatsUrl, redactSecrets } from "./nats/url-secrets.js";

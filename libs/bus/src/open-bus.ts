@@ -1,6 +1,7 @@
 import type { Logger } from "@poseloop/core";
 import { EmbeddedBus } from "./embedded/bus.js";
 import { NatsBus } from "./nats/bus.js";
+import type { NatsSecurityOptions } from "./nats/connection.js";
 import type { Bus } from "./types.js";
 
 export interface BusOptions {
@@ -10,6 +11,8 @@ export interface BusOptions {
   /** Client name on NATS. */
   name?: string;
   logger?: Logger;
+  /** How the service proves itself to NATS and checks the server (credentials, nkey, user/password, token, TLS). */
+  natsSecurity?: NatsSecurityOptions;
 }
 
 /** The bus a service runs on: NATS when servers are configured, otherwise the embedded one. */
@@ -19,5 +22,6 @@ export async function openBus(options: BusOptions): Promise<Bus> {
     servers: options.natsServers,
     ...(options.name === undefined ? {} : { name: options.name }),
     ...(options.logger === undefined ? {} : { logger: options.logger }),
+    ...(options.natsSecurity === undefined ? {} : { security: options.natsSecurity }),
   });
 }

@@ -96,7 +96,16 @@ export interface JobQueue {
   next(options: { waitMs: number; signal?: AbortSignal }): Promise<JobDelivery | undefined>;
   /** How long a delivery stays leased without heartbeat or ack. */
   readonly ackWaitMs: number;
+  /**
+   * Deliveries a job gets at most (the first one included); after that it is never delivered again, so a job
+   * that fails the same way every time cannot loop forever. Its consumer sees `deliveryCount === maxDeliveries`
+   * on the last one.
+   */
+  readonly maxDeliveries: number;
 }
+
+/** Deliveries of a job when its queue was opened without `maxDeliveries`. */
+export const DEFAULT_MAX_DELIVERIES = 5;
 
 /** The transport behind a deployment: NATS JetStream, or the embedded single-machine bus. */
 export interface Bus {
@@ -106,6 +115,6 @@ export interface Bus {
   blobStore(bucket: string): Promise<BlobStore>;
   keyValueStore(bucket: string, options?: { history?: number }): Promise<KeyValueStore>;
   events(): Promise<EventBus>;
-  jobQueue(name: string, options?: { ackWaitMs?: number }): Promise<JobQueue>;
+  jobQueue(name: string, options?: { ackWaitMs?: number; maxDeliveries?: number }): Promise<JobQueue>;
   close(): Promise<void>;
 }

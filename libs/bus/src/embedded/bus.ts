@@ -41,8 +41,8 @@ export class EmbeddedBus implements Bus {
     return this.#events;
   }
 
-  async jobQueue(name: string, options: { ackWaitMs?: number } = {}) {
-    return new FsJobQueue(join(this.location, "queues", checkBucket(name)), options.ackWaitMs);
+  async jobQueue(name: string, options: { ackWaitMs?: number; maxDeliveries?: number } = {}) {
+    return new FsJobQueue(join(this.location, "queues", checkBucket(name)), options.ackWaitMs, options.maxDeliveries);
   }
 
   async close(): Promise<void> {

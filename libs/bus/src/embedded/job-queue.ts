@@ -2,7 +2,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { mkdir, readdir, readFile, rename, stat, unlink, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { AppError, Code, sleep, writeFileAtomic } from "@poseloop/core";
-import type { JobDelivery, JobQueue } from "../types.js";
+import { DEFAULT_MAX_DELIVERIES, type JobDelivery, type JobQueue } from "../types.js";
 
 interface StoredJob {
   id: string;
@@ -23,12 +23,15 @@ const DEDUP_WINDOW_MS = 10 * 60_000;
  */
 export class FsJobQueue implements JobQueue {
   readonly ackWaitMs: number;
+  readonly maxDeliveries: number;
   readonly #dir: string;
   #sequence = 0;
 
-  constructor(dir: string, ackWaitMs = 60_000) {
+  constructor(dir: string, ackWaitMs = 60_000, maxDeliveries = DEFAULT_MAX_DELIVERIES) {
+    if (!Number.isInteger(maxDeliveries) || maxDeliveries < 1) throw new AppError(Code.INVALID_ARGUMENT, `maxDeliveries must be a positive integer, not ${maxDeliveries}`);
     this.#dir = dir;
     this.ackWaitMs = ackWaitMs;
+    this.maxDeliveries = maxDeliveries;
   }
 
   async enqueue(job: { id: string; data: Uint8Array; headers?: Readonly<Record<string, string>>; dedupId?: string }): Promise<void> {
@@ -66,6 +69,12 @@ export class FsJobQueue implements JobQueue {
         throw error;
       }
       const stored = JSON.parse(await readFile(leased, "utf8")) as StoredJob;
+      if (stored.deliveryCount >= this.maxDeliveries) {
+        // Its last delivery ran out (nak, or a consumer that died): like JetStream's max_deliver, never again.
+        await mkdir(join(this.#dir, "dead"), { recursive: true });
+        await rename(leased, join(this.#dir, "dead", file)).catch(() => undefined);
+        continue;
+      }
       stored.deliveryCount += 1;
       await writeFileAtomic(leased, JSON.stringify(stored), { mtime: new Date(Date.now() + this.ackWaitMs) });
       return this.#delivery(file, stored);

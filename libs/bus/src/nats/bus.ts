@@ -42,8 +42,8 @@ export class NatsBus implements Bus {
     return this.#events;
   }
 
-  jobQueue(name: string, options: { ackWaitMs?: number } = {}) {
-    return NatsJobQueue.open(this.connection, name, options.ackWaitMs, this.#js);
+  jobQueue(name: string, options: { ackWaitMs?: number; maxDeliveries?: number } = {}) {
+    return NatsJobQueue.open(this.connection, name, options.ackWaitMs, this.#js, options.maxDeliveries);
   }
 
   async close(logger: Logger = silentLogger): Promise<void> {

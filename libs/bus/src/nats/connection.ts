@@ -1,6 +1,29 @@
+import { readFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { connect } from "@nats-io/transport-node";
-import type { NatsConnection } from "@nats-io/nats-core";
+import { AuthorizationError, credsAuthenticator, nkeyAuthenticator, type ConnectionOptions, type NatsConnection } from "@nats-io/nats-core";
 import { AppError, Code, silentLogger, type Logger } from "@poseloop/core";
+import { redactNatsUrl } from "./url-secrets.js";
+
+/**
+ * How a client proves who it is to NATS and checks the server, all optional. Secrets come from files (mounted
+ * Kubernetes secrets), never from the command line or a URL that ends up in a log.
+ */
+export interface NatsSecurityOptions {
+  /** A NATS credentials file (JWT + nkey seed, from `nsc`); read again at each reconnect, so it can rotate. */
+  credsFile?: string;
+  /** A file holding an nkey seed ("SU..."). */
+  nkeySeedFile?: string;
+  /** User name, with its password from `passwordFile`. */
+  user?: string;
+  passwordFile?: string;
+  /** A file holding the server's auth token. */
+  tokenFile?: string;
+  /** TLS: the CA that signed the server's certificate; the client's certificate and key for mutual TLS. */
+  tlsCaFile?: string;
+  tlsCertFile?: string;
+  tlsKeyFile?: string;
+}
 
 export interface NatsConnectOptions {
   /** One or more server URLs (nats://host:4222). */
@@ -19,6 +42,8 @@ export interface NatsConnectOptions {
    * 10 s: nats.js's own 5 s is short for a busy server writing file storage on a loaded machine.
    */
   apiTimeoutMs?: number;
+  /** Credentials and TLS. A user:password or token in a server URL works too, and is never logged. */
+  security?: NatsSecurityOptions;
 }
 
 /** JetStream API request timeout unless NatsConnectOptions.apiTimeoutMs sets one. */
@@ -30,11 +55,14 @@ export const DEFAULT_API_TIMEOUT_MS = 10_000;
  */
 export async function connectNats(options: NatsConnectOptions): Promise<NatsConnection> {
   const logger = options.logger ?? silentLogger;
-  const servers = typeof options.servers === "string" ? [options.servers] : [...options.servers];
+  const { servers, auth: urlAuth } = splitUrlCredentials(typeof options.servers === "string" ? [options.servers] : [...options.servers]);
+  const security = await securityOptions(options.security ?? {});
   let connection: NatsConnection;
   try {
     connection = await connect({
       servers,
+      ...urlAuth,
+      ...security,
       ...(options.name === undefined ? {} : { name: options.name }),
       maxReconnectAttempts: -1,
       waitOnFirstConnect: true,
@@ -43,7 +71,14 @@ export async function connectNats(options: NatsConnectOptions): Promise<NatsConn
       timeout: options.timeoutMs ?? 10_000,
     });
   } catch (error) {
-    throw new AppError(Code.UNAVAILABLE, `cannot connect to NATS at ${servers.join(", ")}`, { cause: error });
+    if (isAuthorizationError(error)) {
+      throw new AppError(
+        Code.UNAUTHENTICATED,
+        `NATS at ${servers.join(", ")} refused this client's credentials (${describeCredentials(urlAuth, options.security ?? {})})`,
+        { cause: error },
+      );
+    }
+    throw new AppError(Code.UNAVAILABLE, `cannot connect to NATS at ${servers.map(redactNatsUrl).join(", ")}`, { cause: error });
   }
   logger.info("nats connected", { server: connection.getServer() });
   void (async () => {
@@ -68,4 +103,83 @@ export async function connectNats(options: NatsConnectOptions): Promise<NatsConn
     }
   })().catch((error: unknown) => logger.warn("nats status monitor ended", { err: error }));
   return connection;
+}
+
+type UrlAuth = Pick<ConnectionOptions, "user" | "pass" | "token">;
+
+/**
+ * The servers without the user part of their URLs, and the credentials it held: nats.js ignores a URL's user
+ * part, so "nats://app:secret@nats:4222" would otherwise connect anonymously (and print the secret in logs).
+ */
+function splitUrlCredentials(servers: readonly string[]): { servers: string[]; auth: UrlAuth } {
+  let auth: UrlAuth = {};
+  const plain = servers.map((server) => {
+    const match = /^([a-z]+:\/\/)([^@/\s]*)@(.*)$/i.exec(server);
+    if (match === null) return server;
+    const [, scheme = "", userInfo = "", rest = ""] = match;
+    if (Object.keys(auth).length === 0 && userInfo !== "") {
+      const colon = userInfo.indexOf(":");
+      auth = colon < 0
+        ? { token: decode(userInfo) }
+        : { user: decode(userInfo.slice(0, colon)), pass: decode(userInfo.slice(colon + 1)) };
+    }
+    return `${scheme}${rest}`;
+  });
+  return { servers: plain, auth };
+}
+
+function decode(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text;
+  }
+}
+
+async function securityOptions(security: NatsSecurityOptions): Promise<Partial<ConnectionOptions>> {
+  const read = async (path: string, what: string): Promise<string> => {
+    try {
+      return (await readFile(path, "utf8")).trim();
+    } catch (error) {
+      throw new AppError(Code.INVALID_ARGUMENT, `cannot read the NATS ${what} ${path}`, { cause: error });
+    }
+  };
+  const out: Partial<ConnectionOptions> = {};
+  if (security.credsFile !== undefined) {
+    const credsFile = security.credsFile;
+    await read(credsFile, "credentials file");
+    // Read at every (re)connect, so a rotated credentials file is picked up without a restart.
+    out.authenticator = credsAuthenticator(() => readFileSync(credsFile));
+  } else if (security.nkeySeedFile !== undefined) {
+    out.authenticator = nkeyAuthenticator(new TextEncoder().encode(await read(security.nkeySeedFile, "nkey seed file")));
+  }
+  if (security.user !== undefined) {
+    out.user = security.user;
+    if (security.passwordFile !== undefined) out.pass = await read(security.passwordFile, "password file");
+  }
+  if (security.tokenFile !== undefined) out.token = await read(security.tokenFile, "token file");
+  if (security.tlsCaFile !== undefined || security.tlsCertFile !== undefined) {
+    out.tls = {
+      ...(security.tlsCaFile === undefined ? {} : { caFile: security.tlsCaFile }),
+      ...(security.tlsCertFile === undefined ? {} : { certFile: security.tlsCertFile }),
+      ...(security.tlsKeyFile === undefined ? {} : { keyFile: security.tlsKeyFile }),
+    };
+  }
+  return out;
+}
+
+function isAuthorizationError(error: unknown): boolean {
+  for (let cause: unknown = error; cause instanceof Error; cause = cause.cause) {
+    if (cause instanceof AuthorizationError || /authoriz/i.test(cause.message)) return true;
+  }
+  return false;
+}
+
+/** Which kind of credentials were sent, never their values. */
+function describeCredentials(urlAuth: UrlAuth, security: NatsSecurityOptions): string {
+  if (security.credsFile !== undefined) return `credentials file ${security.credsFile}`;
+  if (security.nkeySeedFile !== undefined) return `nkey seed file ${security.nkeySeedFile}`;
+  if (security.user !== undefined || urlAuth.user !== undefined) return `user ${security.user ?? urlAuth.user ?? ""}`;
+  if (security.tokenFile !== undefined || urlAuth.token !== undefined) return "a token";
+  return "none were configured";
 }

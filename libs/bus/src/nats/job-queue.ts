@@ -12,7 +12,7 @@ import {
   type JsMsg,
 } from "@nats-io/jetstream";
 import { AppError, Code } from "@poseloop/core";
-import type { JobDelivery, JobQueue } from "../types.js";
+import { DEFAULT_MAX_DELIVERIES, type JobDelivery, type JobQueue } from "../types.js";
 import { headersToRecord } from "./event-bus.js";
 import { fromNatsError } from "./errors.js";
 
@@ -25,19 +25,28 @@ const JOB_ID_HEADER = "Poseloop-Job-Id";
  */
 export class NatsJobQueue implements JobQueue {
   readonly ackWaitMs: number;
+  readonly maxDeliveries: number;
   readonly #js: JetStreamClient;
   readonly #consumer: Consumer;
   readonly #subject: string;
 
-  private constructor(js: JetStreamClient, consumer: Consumer, subject: string, ackWaitMs: number) {
+  private constructor(js: JetStreamClient, consumer: Consumer, subject: string, ackWaitMs: number, maxDeliveries: number) {
     this.#js = js;
     this.#consumer = consumer;
     this.#subject = subject;
     this.ackWaitMs = ackWaitMs;
+    this.maxDeliveries = maxDeliveries;
   }
 
-  static async open(connection: NatsConnection, name: string, ackWaitMs = 60_000, jsOptions: JetStreamOptions = {}): Promise<NatsJobQueue> {
+  static async open(
+    connection: NatsConnection,
+    name: string,
+    ackWaitMs = 60_000,
+    jsOptions: JetStreamOptions = {},
+    maxDeliveries = DEFAULT_MAX_DELIVERIES,
+  ): Promise<NatsJobQueue> {
     if (!/^[a-z0-9_-]{1,32}$/.test(name)) throw new AppError(Code.INVALID_ARGUMENT, `invalid queue name ${JSON.stringify(name)}`);
+    if (!Number.isInteger(maxDeliveries) || maxDeliveries < 1) throw new AppError(Code.INVALID_ARGUMENT, `maxDeliveries must be a positive integer, not ${maxDeliveries}`);
     const stream = `POSELOOP_QUEUE_${name.toUpperCase().replaceAll("-", "_")}`;
     const subject = `poseloop.queue.${name}`;
     try {
@@ -57,13 +66,16 @@ export class NatsJobQueue implements JobQueue {
         ack_policy: AckPolicy.Explicit,
         ack_wait: nanos(ackWaitMs),
         deliver_policy: DeliverPolicy.All,
-        max_deliver: -1,
+        max_deliver: maxDeliveries,
       };
       const current = await jsm.consumers.info(stream, "workers").catch(() => undefined);
       if (current === undefined) await jsm.consumers.add(stream, consumerConfig);
-      else if (current.config.ack_wait !== consumerConfig.ack_wait) await jsm.consumers.update(stream, "workers", { ack_wait: consumerConfig.ack_wait });
+      else if (current.config.ack_wait !== consumerConfig.ack_wait || current.config.max_deliver !== consumerConfig.max_deliver) {
+        // A consumer created by an older trainer had no delivery limit (-1): it gets this one's.
+        await jsm.consumers.update(stream, "workers", { ack_wait: consumerConfig.ack_wait, max_deliver: consumerConfig.max_deliver });
+      }
       const js = jetstream(connection, jsOptions);
-      return new NatsJobQueue(js, await js.consumers.get(stream, "workers"), subject, ackWaitMs);
+      return new NatsJobQueue(js, await js.consumers.get(stream, "workers"), subject, ackWaitMs, maxDeliveries);
     } catch (error) {
       throw fromNatsError(error, `open job queue ${name}`);
     }

@@ -225,6 +225,22 @@ export function describeBusContract(label: string, harness: () => BusHarness): v
       await job?.ack();
       expect(await other.next({ waitMs: ackWaitMs + 500 })).toBeUndefined();
     });
+
+    it("delivers a job that keeps failing at most maxDeliveries times, then never again", async () => {
+      const queueName = uniqueName("q");
+      const queue = await a.jobQueue(queueName, { ackWaitMs, maxDeliveries: 3 });
+      expect(queue.maxDeliveries).toBe(3);
+      await queue.enqueue({ id: "poison", data: Buffer.from("x") });
+      const counts: number[] = [];
+      for (let i = 0; i < 5; i++) {
+        const job = await queue.next({ waitMs: 1_500 });
+        if (job === undefined) break;
+        counts.push(job.deliveryCount);
+        await job.nak(0);
+      }
+      expect(counts).toEqual([1, 2, 3]);
+      expect(await queue.next({ waitMs: ackWaitMs + 500 })).toBeUndefined();
+    });
   });
 
   describe(`${label}: EventBus`, () => {

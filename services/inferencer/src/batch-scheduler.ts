@@ -1,5 +1,6 @@
 import { AppError, Code } from "@poseloop/core";
 import type { FrameJob, FrameOutcome } from "@poseloop/estimator";
+import { decodePixels } from "./frame-cost.js";
 import type { ServingHandle, VersionSource } from "./serving-handle.js";
 import type { InferenceWorkerPool } from "./worker-pool.js";
 
@@ -10,12 +11,34 @@ export interface ScheduledResult {
   readonly queueUs: number;
 }
 
+export interface BatchSchedulerOptions {
+  /** People per batch; a frame with more people than this leaves alone. */
+  readonly maxBatch: number;
+  readonly maxWaitMs: number;
+  /**
+   * Frames with more pixels than this are large: each decodes in a batch of its own, so a 4K PNG never holds
+   * light frames of its batch back, and large frames take at most all but one worker. Default 1920x1080.
+   */
+  readonly largeFramePixels?: number;
+}
+
+/** The stream of frames submitted without one: they share one queue. */
+const UNNAMED_STREAM = Symbol("unnamed stream");
+
 interface Pending {
   readonly job: FrameJob;
   readonly persons: number;
+  /** Frames above the large-frame size (slow to decode) run alone. */
+  readonly large: boolean;
   readonly submitted: bigint;
   readonly resolve: (result: ScheduledResult) => void;
   readonly reject: (error: unknown) => void;
+}
+
+interface StreamQueue {
+  readonly items: Pending[];
+  /** When this stream last had a frame taken into a batch: the longest unserved stream goes first. */
+  servedAt: number;
 }
 
 /**
@@ -24,33 +47,54 @@ interface Pending {
  * worker frees up or `maxBatch` people are waiting, so under load each session run carries a full batch. With
  * `maxWaitMs` > 0 an idle pool still waits that long for company when frames come in bursts faster than it.
  * A frame's people always share a batch.
+ *
+ * Fairness: batches are filled round robin across streams, one frame per stream per round, starting with the
+ * stream served longest ago, so a stream with many frames queued cannot fill every batch while others wait.
+ * Decoding happens in the workers, inside the batch, so a large frame (slow to decode: more pixels than
+ * `largeFramePixels`) leaves in a batch of its own, and large frames occupy at most all but one worker: light
+ * frames of other streams wait for at most one large decode, never for a queue of them.
  */
 export class BatchScheduler {
   readonly #pool: InferenceWorkerPool;
   readonly #versions: VersionSource;
   readonly #maxBatch: number;
   readonly #maxWaitMs: number;
-  #pending: Pending[] = [];
+  readonly #largeFramePixels: number;
+  readonly #streams = new Map<unknown, StreamQueue>();
+  #waiting = 0;
   #pendingPersons = 0;
   #timer: NodeJS.Timeout | undefined;
   #inFlight = 0;
+  #heavyInFlight = 0;
+  #served = 0;
 
-  constructor(pool: InferenceWorkerPool, versions: VersionSource, options: { maxBatch: number; maxWaitMs: number }) {
+  constructor(pool: InferenceWorkerPool, versions: VersionSource, options: BatchSchedulerOptions) {
     this.#pool = pool;
     this.#versions = versions;
     this.#maxBatch = options.maxBatch;
     this.#maxWaitMs = options.maxWaitMs;
+    this.#largeFramePixels = options.largeFramePixels ?? 1920 * 1080;
+    // The scheduler alone decides how large batches get, so a version must prove it runs this size before it
+    // serves: a model with its batch fixed at 1 would otherwise fail every batched frame.
+    pool.requireBatch(this.#maxBatch);
   }
 
   /** Frames waiting for a batch. */
   get waiting(): number {
-    return this.#pending.length;
+    return this.#waiting;
   }
 
-  submit(job: FrameJob): Promise<ScheduledResult> {
+  /** Queues a frame of `stream` (any value that identifies the stream; frames without one share a queue). */
+  submit(job: FrameJob, stream: unknown = UNNAMED_STREAM): Promise<ScheduledResult> {
     return new Promise((resolve, reject) => {
       const persons = Math.max(1, job.boxes.length) * (job.flipTest ? 2 : 1);
-      this.#pending.push({ job, persons, submitted: process.hrtime.bigint(), resolve, reject });
+      let queue = this.#streams.get(stream);
+      if (queue === undefined) {
+        queue = { items: [], servedAt: -1 };
+        this.#streams.set(stream, queue);
+      }
+      queue.items.push({ job, persons, large: decodePixels(job.image) > this.#largeFramePixels, submitted: process.hrtime.bigint(), resolve, reject });
+      this.#waiting++;
       this.#pendingPersons += persons;
       if (this.#pendingPersons >= this.#maxBatch || (this.#inFlight < this.#pool.size && this.#maxWaitMs === 0)) this.#flush();
       else if (this.#inFlight < this.#pool.size) this.#timer ??= setTimeout(() => this.#flush(), this.#maxWaitMs);
@@ -61,23 +105,52 @@ export class BatchScheduler {
   #flush(): void {
     clearTimeout(this.#timer);
     this.#timer = undefined;
-    while (this.#pending.length > 0 && this.#inFlight < this.#pool.size) {
-      const batch: Pending[] = [];
-      let persons = 0;
-      while (this.#pending.length > 0) {
-        const next = this.#pending[0] as Pending;
-        if (batch.length > 0 && persons + next.persons > this.#maxBatch) break;
-        batch.push(next);
-        persons += next.persons;
-        this.#pending.shift();
-      }
-      this.#pendingPersons -= persons;
-      this.#dispatch(batch);
+    while (this.#waiting > 0 && this.#inFlight < this.#pool.size) {
+      const batch = this.#takeBatch();
+      if (batch === undefined) break;
+      this.#dispatch(batch.items, batch.heavy);
     }
-    if (this.#pending.length > 0) this.#timer ??= setTimeout(() => this.#flush(), this.#maxWaitMs);
+    // Frames still waiting leave when a batch comes back (every batch's end flushes).
   }
 
-  #dispatch(batch: Pending[]): void {
+  /** The next batch, or undefined when only large frames wait and they may take no more workers now. */
+  #takeBatch(): { items: Pending[]; heavy: boolean } | undefined {
+    // One worker stays free of large frames (when there are two or more), so light frames never wait for a
+    // large frame's decode if another worker could run them.
+    const heavyAllowed = this.#heavyInFlight < Math.max(1, this.#pool.size - 1);
+    const order = [...this.#streams.values()].sort((a, b) => a.servedAt - b.servedAt);
+    const batch: Pending[] = [];
+    const closed = new Set<StreamQueue>();
+    let persons = 0;
+    let added = true;
+    while (added) {
+      added = false;
+      for (const queue of order) {
+        const next = queue.items[0];
+        if (next === undefined || closed.has(queue)) continue;
+        const fits = batch.length === 0
+          ? heavyAllowed || !next.large
+          : !next.large && !(batch[0] as Pending).large && persons + next.persons <= this.#maxBatch;
+        if (!fits) {
+          // Taking a later frame of this stream would reorder it; the stream waits for the next batch.
+          closed.add(queue);
+          continue;
+        }
+        queue.items.shift();
+        queue.servedAt = this.#served++;
+        batch.push(next);
+        persons += next.persons;
+        added = true;
+      }
+    }
+    if (batch.length === 0) return undefined;
+    for (const [stream, queue] of this.#streams) if (queue.items.length === 0) this.#streams.delete(stream);
+    this.#waiting -= batch.length;
+    this.#pendingPersons -= persons;
+    return { items: batch, heavy: (batch[0] as Pending).large };
+  }
+
+  #dispatch(batch: Pending[], heavy: boolean): void {
     const handle = this.#versions.acquire();
     if (handle === undefined) {
       const error = new AppError(Code.UNAVAILABLE, "no model version is loaded yet");
@@ -85,6 +158,7 @@ export class BatchScheduler {
       return;
     }
     this.#inFlight++;
+    if (heavy) this.#heavyInFlight++;
     const left = process.hrtime.bigint();
     this.#pool.infer(handle.version, batch.map((item) => item.job)).then(
       (outcomes) => {
@@ -96,7 +170,8 @@ export class BatchScheduler {
     ).finally(() => {
       this.#versions.release(handle);
       this.#inFlight--;
-      if (this.#pending.length > 0) this.#flush();
+      if (heavy) this.#heavyInFlight--;
+      if (this.#waiting > 0) this.#flush();
     });
   }
 }

@@ -24,6 +24,22 @@ describe("inferencer loadConfig", () => {
     expect(problems.join("\n")).toMatch(/POSELOOP_GRPC_MAX_MESSAGE_BYTES=10 is below the minimum/);
   });
 
+  it("ends silent streams after 10s without StreamOptions and 60s without a message, unless told otherwise", () => {
+    expect(loadConfig({}).limits).toMatchObject({ streamFirstMessageTimeoutMs: 10_000, streamIdleTimeoutMs: 60_000 });
+    const config = loadConfig({ POSELOOP_STREAM_FIRST_MESSAGE_TIMEOUT: "2s", POSELOOP_STREAM_IDLE_TIMEOUT: "5m" });
+    expect(config.limits).toMatchObject({ streamFirstMessageTimeoutMs: 2000, streamIdleTimeoutMs: 300_000 });
+    expect(() => loadConfig({ POSELOOP_STREAM_IDLE_TIMEOUT: "0s" })).toThrow(/POSELOOP_STREAM_IDLE_TIMEOUT/);
+  });
+
+  it("asks a stream token for every call once POSELOOP_INFERENCER_TOKENS is set, and binds loopback without one", () => {
+    expect(loadConfig({}).grpc.host).toBe("127.0.0.1");
+    const config = loadConfig({ POSELOOP_INFERENCER_TOKENS: "stream:stream-token-0123456789" });
+    expect(config.grpc).toMatchObject({ host: "0.0.0.0", tokens: [{ role: "stream", token: "stream-token-0123456789" }] });
+    expect(new Set(Object.values(config.grpc.methodAccess))).toEqual(new Set(["stream"]));
+    expect(Object.keys(config.grpc.methodAccess)).toContain("poseloop.inference.v1.InferenceService/GetServingModel");
+    expect(() => loadConfig({ POSELOOP_INFERENCER_LISTEN: "0.0.0.0:50051" })).toThrow(/POSELOOP_INFERENCER_LISTEN=0\.0\.0\.0:50051 lets other hosts call this service/);
+  });
+
   it("reports POSELOOP_* typos with the closest name, but not the other programs' variables", () => {
     const config = loadConfig({ POSELOOP_NATS_ULR: "nats://nats:4222", POSELOOP_TRAINER_LISTEN: "0.0.0.0:1", POSELOOP_TOKEN: "t", POSELOOP_DEMO_EPOCHS: "2" });
     expect(config.unknownVariables).toEqual([{ name: "POSELOOP_NATS_ULR", suggestion: "POSELOOP_NATS_URL" }]);

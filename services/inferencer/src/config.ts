@@ -1,6 +1,7 @@
-import { assertModelName, busOptionsFromEnv, modelNameProblems, type BusOptions } from "@poseloop/bus";
+import { assertModelName, busOptionsFromEnv, modelNameProblems, type BusSettings } from "@poseloop/bus";
 import { EnvReader, LogLevel, POSELOOP_ENV_VARIABLES, unknownVariables, type Env, type UnknownVariable } from "@poseloop/core";
-import { grpcServerSettingsFromEnv, type GrpcServerSettings } from "@poseloop/grpc";
+import { accessKey, grpcServerSettingsFromEnv, Role, type GrpcServerSettings, type MethodAccessMap } from "@poseloop/grpc";
+import { InferenceService } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
 import { telemetryConfigFromEnv, type TelemetryConfig } from "@poseloop/telemetry";
 import { hostname } from "node:os";
 
@@ -18,11 +19,16 @@ export interface InferenceLimits {
   readonly maxInFlight: number;
   /** Largest model artifact loaded. */
   readonly maxModelBytes: number;
+  /** How long a new stream may take to send its options; a silent call must not hold a stream slot. */
+  readonly streamFirstMessageTimeoutMs: number;
+  /** How long a stream may go without sending a message while the server waits to read one. */
+  readonly streamIdleTimeoutMs: number;
 }
 
 export interface InferencerConfig {
   readonly grpc: GrpcServerSettings;
-  readonly bus: Omit<BusOptions, "logger">;
+  /** The bus, with the NATS credentials and TLS files (POSELOOP_NATS_*) in `natsSecurity`. */
+  readonly bus: BusSettings;
   readonly logLevel: LogLevel;
   readonly telemetry: TelemetryConfig;
   readonly telemetryWarnings: readonly string[];
@@ -43,17 +49,28 @@ export interface InferencerConfig {
 }
 
 /**
+ * The role each InferenceService method needs: all of them `stream` (an `admin` token may call them too).
+ * GetServingModel and WatchServingModel are not open: they name the training job and digest behind a model.
+ */
+export const INFERENCER_METHOD_ACCESS: MethodAccessMap = Object.freeze(
+  Object.fromEntries(InferenceService.methods.map((method) => [accessKey(method), Role.STREAM])),
+);
+
+/**
  * The inferencer's configuration from environment variables, every problem reported at once:
  * POSELOOP_INFERENCER_LISTEN (default 0.0.0.0:50051), POSELOOP_MODEL (default "demo"), POSELOOP_NATS_URL,
  * POSELOOP_BUS_DIR, POSELOOP_INFERENCE_WORKERS, POSELOOP_INTRA_OP_THREADS, POSELOOP_MAX_BATCH,
  * POSELOOP_BATCH_WAIT, POSELOOP_MAX_STREAMS, POSELOOP_STREAM_MAX_IN_FLIGHT, POSELOOP_MAX_FRAME_BYTES,
- * POSELOOP_MAX_FRAME_PIXELS, POSELOOP_MAX_MODEL_BYTES, POSELOOP_FRAME_TRACE_RATIO, POSELOOP_LOG_LEVEL,
- * POSELOOP_INSTANCE_ID, POSELOOP_GRPC_MAX_MESSAGE_BYTES, POSELOOP_DRAIN_TIMEOUT and the standard OTEL_* ones.
+ * POSELOOP_MAX_FRAME_PIXELS, POSELOOP_MAX_MODEL_BYTES, POSELOOP_STREAM_FIRST_MESSAGE_TIMEOUT,
+ * POSELOOP_STREAM_IDLE_TIMEOUT, POSELOOP_FRAME_TRACE_RATIO, POSELOOP_LOG_LEVEL,
+ * POSELOOP_INSTANCE_ID, POSELOOP_INFERENCER_TOKENS ("role:token,..."), POSELOOP_INFERENCER_TOKENS_FILE,
+ * POSELOOP_TLS_CERT, POSELOOP_TLS_KEY, POSELOOP_TLS_CLIENT_CA, POSELOOP_INSECURE, POSELOOP_GRPC_MAX_MESSAGE_BYTES,
+ * POSELOOP_DRAIN_TIMEOUT and the standard OTEL_* ones. Without tokens or TLS it listens on 127.0.0.1 only.
  * Other POSELOOP_* names that no PoseLoop process reads come back in `unknownVariables`.
  */
 export function loadConfig(env: Env): InferencerConfig {
   const reader = new EnvReader(env);
-  const grpc = grpcServerSettingsFromEnv(reader, "POSELOOP_INFERENCER", "0.0.0.0:50051");
+  const grpc = grpcServerSettingsFromEnv(reader, "POSELOOP_INFERENCER", "0.0.0.0:50051", { methods: INFERENCER_METHOD_ACCESS });
   const defaultModel = reader.string("POSELOOP_MODEL", { default: "demo" });
   for (const problem of modelNameProblems(defaultModel)) reader.problem(`POSELOOP_MODEL: ${problem}`);
   const instanceId = reader.string("POSELOOP_INSTANCE_ID", {
@@ -77,6 +94,8 @@ export function loadConfig(env: Env): InferencerConfig {
     defaultMaxInFlight,
     maxInFlight: Math.max(defaultMaxInFlight, 32),
     maxModelBytes: reader.int("POSELOOP_MAX_MODEL_BYTES", { default: 512 * 1024 * 1024, min: 1024 }),
+    streamFirstMessageTimeoutMs: reader.durationMs("POSELOOP_STREAM_FIRST_MESSAGE_TIMEOUT", { default: 10_000, min: 1, max: 3_600_000 }),
+    streamIdleTimeoutMs: reader.durationMs("POSELOOP_STREAM_IDLE_TIMEOUT", { default: 60_000, min: 1, max: 86_400_000 }),
   };
   reader.done("inferencer configuration");
   // The other service's and the CLI's variables are known too: users run them all from one shell.

@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { PersonSchema, type Person } from "@poseloop/proto/poseloop/common/v1/pose_pb";
 import { AppError, Code } from "@poseloop/core";
 import type { Box } from "@poseloop/pose";
-import { PixelFormat, type Frame } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
+import { ImageFormat, PixelFormat, type Frame } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
 import type { InferenceLimits } from "./config.js";
 import type { FrameImage, FrameJob, PersonEstimate } from "@poseloop/estimator";
 
@@ -12,6 +12,36 @@ const PIXEL_FORMATS: Readonly<Partial<Record<PixelFormat, { name: "RGB8" | "BGR8
   [PixelFormat.RGBA8]: { name: "RGBA8", bytes: 4 },
   [PixelFormat.GRAY8]: { name: "GRAY8", bytes: 1 },
 };
+
+/** Box corners are at most this far from the frame's origin, in pixels (no decodable image is wider). */
+export const MAX_BOX_COORDINATE = 1 << 20;
+
+const IMAGE_FORMAT_NAMES: Readonly<Partial<Record<ImageFormat, string>>> = {
+  [ImageFormat.JPEG]: "JPEG",
+  [ImageFormat.PNG]: "PNG",
+  [ImageFormat.WEBP]: "WebP",
+};
+
+/** The format an image's first bytes announce (magic numbers), or undefined when none of ours. */
+export function sniffImageFormat(bytes: Uint8Array): ImageFormat | undefined {
+  const starts = (offset: number, ...magic: number[]): boolean => bytes.length >= offset + magic.length && magic.every((b, i) => bytes[offset + i] === b);
+  if (starts(0, 0xff, 0xd8, 0xff)) return ImageFormat.JPEG;
+  if (starts(0, 0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a)) return ImageFormat.PNG;
+  if (starts(0, 0x52, 0x49, 0x46, 0x46) && starts(8, 0x57, 0x45, 0x42, 0x50)) return ImageFormat.WEBP;
+  return undefined;
+}
+
+/** A declared format must be ours and match the bytes, so the decoder never guesses past what the client said. */
+function checkDeclaredFormat(frameId: bigint, declared: ImageFormat, data: Uint8Array): void {
+  if (declared === ImageFormat.UNSPECIFIED) return;
+  const name = IMAGE_FORMAT_NAMES[declared];
+  if (name === undefined) throw new AppError(Code.INVALID_ARGUMENT, `frame ${frameId}: unknown image format ${declared}`);
+  const actual = sniffImageFormat(data);
+  if (actual !== declared) {
+    const found = actual === undefined ? "none of JPEG, PNG or WebP" : (IMAGE_FORMAT_NAMES[actual] as string);
+    throw new AppError(Code.INVALID_ARGUMENT, `frame ${frameId}: declared ${name}, but the bytes are ${found}`);
+  }
+}
 
 export interface FrameSettings {
   readonly flipTest: boolean;
@@ -31,6 +61,7 @@ export function frameJob(frame: Frame, settings: FrameSettings, limits: Inferenc
       const data = frame.image.value.data;
       if (data.byteLength === 0) throw new AppError(Code.INVALID_ARGUMENT, `frame ${frame.frameId}: the encoded image is empty`);
       if (data.byteLength > limits.maxFrameBytes) throw new AppError(Code.INVALID_ARGUMENT, `frame ${frame.frameId}: ${data.byteLength} bytes is above the limit of ${limits.maxFrameBytes}`);
+      checkDeclaredFormat(frame.frameId, frame.image.value.format, data);
       // Copied: the gRPC receive buffer must not move to another thread.
       image = { kind: "encoded", data: Uint8Array.from(data) };
       break;
@@ -54,8 +85,13 @@ export function frameJob(frame: Frame, settings: FrameSettings, limits: Inferenc
   }
   if (frame.personBoxes.length > limits.maxBoxesPerFrame) throw new AppError(Code.INVALID_ARGUMENT, `frame ${frame.frameId}: ${frame.personBoxes.length} person boxes, at most ${limits.maxBoxesPerFrame}`);
   const boxes: Box[] = frame.personBoxes.map((b, i) => {
+    const box = `frame ${frame.frameId}: person box ${i} (${b.x}, ${b.y}, ${b.width}x${b.height})`;
     if (![b.x, b.y, b.width, b.height].every(Number.isFinite) || !(b.width > 0) || !(b.height > 0)) {
-      throw new AppError(Code.INVALID_ARGUMENT, `frame ${frame.frameId}: person box ${i} (${b.x}, ${b.y}, ${b.width}x${b.height}) is empty or not finite`);
+      throw new AppError(Code.INVALID_ARGUMENT, `${box} is empty or not finite`);
+    }
+    // Far beyond any frame the crop's scale underflows and the worker could only say "invalid argument".
+    if (![b.x, b.y, b.x + b.width, b.y + b.height].every((v) => Math.abs(v) <= MAX_BOX_COORDINATE)) {
+      throw new AppError(Code.INVALID_ARGUMENT, `${box} reaches beyond ±${MAX_BOX_COORDINATE} pixels; boxes are in frame pixels`);
     }
     return { x: b.x, y: b.y, width: b.width, height: b.height };
   });

@@ -11,7 +11,7 @@ import type { ModelManager } from "./model-manager.js";
 import { runStream } from "./stream-session.js";
 
 export interface InferenceServiceDependencies {
-  readonly processor: FrameProcessor;
+  readonly processor: Pick<FrameProcessor, "process">;
   readonly models: ModelManager;
   readonly limits: InferenceLimits;
   readonly defaultModel: string;
@@ -43,7 +43,7 @@ export function inferenceService(deps: InferenceServiceDependencies): ServiceImp
       checkModel(request.modelName);
       if (request.frame === undefined) throw new AppError(Code.INVALID_ARGUMENT, "the request carries no frame");
       const minKeypointScore = request.minKeypointScore === 0 ? 0.2 : request.minKeypointScore;
-      const processed = await deps.processor.process(request.frame, { flipTest: request.flipTest, minKeypointScore, maxPersons: request.maxPersons }, otelContext.active());
+      const processed = await deps.processor.process(request.frame, { flipTest: request.flipTest, minKeypointScore, maxPersons: request.maxPersons }, { parent: otelContext.active(), logger: deps.logger });
       processed.span?.end();
       // One image, one answer: a failed frame is the call's status (a stream reports it in the frame instead).
       if (!processed.ok) throw new AppError((processed.result.status?.code ?? Code.INTERNAL) as Code, processed.result.status?.message ?? "the frame failed");

@@ -1,14 +1,33 @@
 // An inference worker thread: owns onnxruntime sessions (one per loaded model version) and runs whole batches.
 import { workerData } from "node:worker_threads";
-import { serveWorkerRpc } from "@poseloop/core";
+import { AppError, Code, serveWorkerRpc } from "@poseloop/core";
 import type { FrameJob } from "@poseloop/estimator";
 import { PoseEstimator, type PoseEstimatorOptions } from "@poseloop/estimator";
 import type { ServingSpec } from "@poseloop/estimator";
+import { checkWarmUp, modelFailureReason, warmUpFrames } from "./load-check.js";
 
 const engine = new PoseEstimator(workerData as PoseEstimatorOptions);
 
+/**
+ * Loads a version and proves it serves what the scheduler will send: a full batch of real-looking frames
+ * through the whole pipeline, with finite keypoints for every one. The estimator's own check runs one blank
+ * crop, which a model with its batch fixed at 1, a baked-in Reshape or NaN weights passes.
+ */
+async function load(spec: ServingSpec, bytes: Uint8Array, batch: number): Promise<void> {
+  await engine.load(spec, bytes);
+  try {
+    const outcomes = await engine.infer(spec.version, warmUpFrames(spec, batch)).catch((error: unknown) => {
+      throw new AppError(Code.FAILED_PRECONDITION, `version ${spec.version} failed its warm-up at batch ${batch} (the largest batch this inferencer sends): ${modelFailureReason(error)}`, { cause: error });
+    });
+    checkWarmUp(spec.version, batch, outcomes);
+  } catch (error) {
+    await engine.release(spec.version);
+    throw error;
+  }
+}
+
 serveWorkerRpc({
-  load: ({ spec, bytes }: { spec: ServingSpec; bytes: Uint8Array }) => engine.load(spec, bytes),
+  load: ({ spec, bytes, batch }: { spec: ServingSpec; bytes: Uint8Array; batch?: number }) => load(spec, bytes, Math.max(1, batch ?? 1)),
   release: ({ version }: { version: string }) => engine.release(version),
   infer: ({ version, frames }: { version: string; frames: FrameJob[] }) => engine.infer(version, frames),
   close: () => engine.close(),

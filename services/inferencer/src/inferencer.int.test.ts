@@ -12,8 +12,8 @@ import {
 } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
 import { NatsServer, waitFor } from "@poseloop/testkit";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { jpegFrame, startHarness, streamRequests, syntheticJpegs, type InferencerHarness } from "./testing/harness.js";
-import { buildTestModel, publishTestModel, type TestModel } from "./testing/test-models.js";
+import { jpegFrame, pngFrame, startHarness, streamRequests, plainPng, syntheticJpegs, type InferencerHarness } from "./testing/harness.js";
+import { buildBrokenTestModel, buildTestModel, publishTestModel, type TestModel } from "./testing/test-models.js";
 
 const natsUrl = inject("natsUrl");
 
@@ -313,6 +313,95 @@ describe("inferencer: rejected models", () => {
   it("a good version after the rejections is picked up", async () => {
     const published = await publishTestModel(harness.registry, "rejects", v2);
     await waitFor(async () => (await harness.client.getServingModel({})).manifest?.model?.version === published.manifest.model?.version, { timeoutMs: 20_000, what: "the good version" });
+  });
+});
+
+describe("inferencer: load checks at the largest batch", () => {
+  let harness: InferencerHarness;
+  let goodVersion: string;
+  beforeAll(async () => {
+    // Batches of up to 4 people: a version must prove it runs 4 crops at once before it serves.
+    harness = await startHarness(natsUrl, "batch-checks", { POSELOOP_MAX_BATCH: "4" });
+    goodVersion = (await publishTestModel(harness.registry, "batch-checks", v1)).manifest.model?.version ?? "";
+    await harness.inferencer.models.waitForServing(20_000);
+  });
+  afterAll(async () => harness.close());
+
+  it.each([
+    ["batch-fixed-at-1", /batch 4/],
+    ["reshape-to-batch-1", /batch 4/],
+    ["nan-weights", /NaN|not finite/],
+  ] as const)("a model that passes a one-crop warm-up but fails batched frames (%s) is rejected and the old one serves on", async (kind, message) => {
+    const broken = await buildBrokenTestModel(kind, { seed: 3 });
+    const watch = watchEvents(harness);
+    try {
+      await waitFor(() => watch.events.some((e) => e.kind === ServingEventKind.SNAPSHOT), { what: "the snapshot" });
+      const badVersion = (await publishTestModel(harness.registry, "batch-checks", broken)).manifest.model?.version ?? "";
+      const failed = await waitFor(() => watch.events.find((e) => e.kind === ServingEventKind.LOAD_FAILED && e.candidate?.version === badVersion), { timeoutMs: 20_000, what: "LOAD_FAILED" });
+      expect(failed.error?.code).toBe(Code.FAILED_PRECONDITION);
+      expect(failed.error?.message).toMatch(message);
+      expect(failed.error?.message).not.toMatch(/onnxruntime_src|\.cc:|\.h:\d/);
+      expect(failed.serving?.model?.version).toBe(goodVersion);
+
+      // Frames that arrive together share a batch, and still get keypoints from the old version.
+      const responses: StreamKeypointsResponse[] = [];
+      const frames = Array.from({ length: 12 }, (_, i) => jpegFrame(i, jpegs[i % jpegs.length] as Uint8Array));
+      for await (const r of harness.client.streamKeypoints(streamRequests({ delivery: DeliveryMode.EVERY_FRAME, maxInFlight: 8 }, frames))) responses.push(r);
+      const answered = results(responses);
+      expect(answered).toHaveLength(12);
+      expect(answered.every((r) => r.model?.version === goodVersion && (r.status?.code ?? 0) === 0)).toBe(true);
+      const health = createClient(Health, `127.0.0.1:${harness.inferencer.address.port}`);
+      expect((await health.check({})).status).toBe(HealthCheckResponse_ServingStatus.SERVING);
+      health.$close();
+    } finally {
+      watch.stop();
+    }
+  });
+
+  it("a healthy version is still accepted by the batched warm-up", async () => {
+    const published = await publishTestModel(harness.registry, "batch-checks", v2);
+    await waitFor(async () => (await harness.client.getServingModel({})).manifest?.model?.version === published.manifest.model?.version, { timeoutMs: 20_000, what: "the good version" });
+  });
+});
+
+describe("inferencer: fairness between streams", () => {
+  it("a frame of a light stream does not wait behind the queue of a stream of large PNGs", async () => {
+    // One worker and batches of 2: without turns between streams, the light frame queued behind every large
+    // frame read so far (16 of them answered before it, measured here).
+    const harness = await startHarness(natsUrl, "fairness", { POSELOOP_MAX_BATCH: "2", POSELOOP_INFERENCE_WORKERS: "1" });
+    try {
+      const png = await plainPng(3840, 2160);
+      await publishTestModel(harness.registry, "fairness", v1);
+      await harness.inferencer.models.waitForServing(20_000);
+
+      let heavyAnswered = 0;
+      const heavy = (async () => {
+        const frames = Array.from({ length: 24 }, (_, i) => pngFrame(i, png));
+        for await (const r of harness.client.streamKeypoints(streamRequests({ delivery: DeliveryMode.EVERY_FRAME, maxInFlight: 16, streamName: "4k" }, frames))) {
+          if (r.payload.case === "result") heavyAnswered++;
+        }
+      })();
+      // Two answers in, the stream's other frames wait in the inferencer.
+      await waitFor(() => heavyAnswered >= 2, { timeoutMs: 60_000, what: "the first large frames" });
+      let before = 0;
+      let during = -1;
+      async function* light(): AsyncGenerator<Frame> {
+        before = heavyAnswered;
+        yield jpegFrame(0, jpegs[0] as Uint8Array);
+      }
+      for await (const r of harness.client.streamKeypoints(streamRequests({ delivery: DeliveryMode.EVERY_FRAME, streamName: "light" }, light()))) {
+        if (r.payload.case !== "result") continue;
+        during = heavyAnswered - before;
+        expect(r.payload.value.status?.code ?? 0).toBe(0);
+      }
+      await heavy;
+      expect(heavyAnswered).toBe(24);
+      // At most the large frame being decoded when the light one arrived, and one more for timing slack.
+      expect(during).toBeGreaterThanOrEqual(0);
+      expect(during).toBeLessThanOrEqual(2);
+    } finally {
+      await harness.close();
+    }
   });
 });
 

@@ -1,4 +1,4 @@
-import { ModelRegistry, openBus, type Bus } from "@poseloop/bus";
+import { ModelRegistry, openBus, redactNatsUrl, type Bus } from "@poseloop/bus";
 import type { Logger } from "@poseloop/core";
 import { startGrpcServer, type GrpcServer, type ListenAddress } from "@poseloop/grpc";
 import { InferenceService } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
@@ -32,7 +32,7 @@ export async function startInferencer(config: InferencerConfig, logger: Logger):
       logger,
       service: "inferencer",
       initialHealth: "NOT_SERVING",
-      fields: { bus: bus.kind, bus_location: bus.location, model: config.defaultModel, workers: config.workers },
+      fields: { bus: bus.kind, bus_location: bus.location.split(",").map(redactNatsUrl).join(","), model: config.defaultModel, workers: config.workers },
       register: (server) => {
         const models = new ModelManager({ registry, pool, modelName: config.defaultModel, logger, health: server.health, healthServices: [InferenceService.typeName], maxModelBytes: config.limits.maxModelBytes });
         const scheduler = new BatchScheduler(pool, models, { maxBatch: config.maxBatch, maxWaitMs: config.batchWaitMs });

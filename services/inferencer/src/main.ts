@@ -1,13 +1,19 @@
 #!/usr/bin/env node
+import { natsUrlSecrets, redactSecrets } from "@poseloop/bus";
 import { AppError, createJsonLogger, describeStartupError, stopOnSignals } from "@poseloop/core";
 import { startTelemetry } from "@poseloop/telemetry";
 import { loadConfig } from "./config.js";
 import { startInferencer } from "./inferencer.js";
 
-const bootLogger = createJsonLogger({ name: "inferencer" });
+// Secrets never reach a log line, whichever library wrote it: a NATS URL in an error's cause, a token in a
+// message. They are known before the config is (a config error may quote a variable).
+const secrets = natsUrlSecrets((process.env["POSELOOP_NATS_URL"] ?? "").split(",").map((server) => server.trim()));
+const write = (line: string): void => void process.stdout.write(redactSecrets(line, secrets));
+const bootLogger = createJsonLogger({ name: "inferencer", write });
 try {
   const config = loadConfig(process.env);
-  const logger = createJsonLogger({ name: "inferencer", level: config.logLevel }).child({ instance_id: config.instanceId });
+  secrets.push(...config.grpc.tokens.map(({ token }) => token));
+  const logger = createJsonLogger({ name: "inferencer", level: config.logLevel, write }).child({ instance_id: config.instanceId });
   for (const warning of config.telemetryWarnings) logger.warn(warning);
   for (const { name, suggestion } of config.unknownVariables) {
     const hint = suggestion === undefined ? "" : `; did you mean ${suggestion}?`;
@@ -26,6 +32,6 @@ try {
 } catch (error) {
   bootLogger.error("inferencer failed to start", { err: AppError.from(error) });
   // The JSON line above holds the whole cause chain; a person reading the terminal needs the root cause.
-  process.stderr.write(`poseloop-inferencer: ${describeStartupError(error)}\n`);
+  process.stderr.write(`poseloop-inferencer: ${redactSecrets(describeStartupError(error), secrets)}\n`);
   process.exit(1);
 }

@@ -1,6 +1,6 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { context as otelContext } from "@opentelemetry/api";
-import { AppError, AsyncQueue, Code, deferred, type Logger } from "@poseloop/core";
+import { abortReason, AppError, Code, deferred, type Logger } from "@poseloop/core";
 import { KeypointSmoother, PoseTracker } from "@poseloop/pose";
 import {
   DeliveryMode,
@@ -12,6 +12,7 @@ import {
   type StreamKeypointsResponseSchema,
   type StreamOptions,
 } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
+import { clientError } from "./client-error.js";
 import type { InferenceLimits } from "./config.js";
 import { personsInit } from "./frame-conversion.js";
 import type { FrameProcessor, ProcessedFrame } from "./frame-processor.js";
@@ -32,13 +33,37 @@ export interface ResolvedStreamOptions {
   readonly streamName: string;
 }
 
+/** Ranges of the stream options. One-Euro frequencies above a video frame rate mean nothing. */
+export const STREAM_OPTION_LIMITS = {
+  maxCutoffHz: 1000,
+  maxBeta: 1000,
+  /** Tracks kept without a match: each costs memory and matching time on every frame of the stream. */
+  maxAgeFrames: 1000,
+  streamNameLength: 128,
+} as const;
+
+/** The options of a stream; INVALID_ARGUMENT listing every problem (a value 0 means the default). */
 export function resolveStreamOptions(options: StreamOptions, defaults: { modelName: string; limits: InferenceLimits }): ResolvedStreamOptions {
   const problems: string[] = [];
-  if (options.minKeypointScore < 0 || options.minKeypointScore > 1 || Number.isNaN(options.minKeypointScore)) problems.push(`min_keypoint_score must be in [0, 1], got ${options.minKeypointScore}`);
+  const inRange = (value: number, name: string, min: number, max: number, minOpen = false): void => {
+    if (!Number.isFinite(value) || (minOpen ? value <= min : value < min) || value > max) problems.push(`${name} must be a finite number in ${minOpen ? "(" : "["}${min}, ${max}], got ${value}`);
+  };
+  if (!Object.values(DeliveryMode).includes(options.delivery)) problems.push(`delivery ${options.delivery} is not a DeliveryMode`);
+  inRange(options.minKeypointScore, "min_keypoint_score", 0, 1);
   const smoothing = options.smoothing;
-  if (smoothing?.enabled === true && (smoothing.minCutoff < 0 || smoothing.beta < 0 || smoothing.derivativeCutoff < 0)) problems.push("smoothing parameters must not be negative");
+  if (smoothing?.enabled === true) {
+    // 0 stands for the default (proto3 cannot tell it from unset), so only non-zero values are checked.
+    if (smoothing.minCutoff !== 0) inRange(smoothing.minCutoff, "smoothing.min_cutoff", 0, STREAM_OPTION_LIMITS.maxCutoffHz, true);
+    if (smoothing.beta !== 0) inRange(smoothing.beta, "smoothing.beta", 0, STREAM_OPTION_LIMITS.maxBeta);
+    if (smoothing.derivativeCutoff !== 0) inRange(smoothing.derivativeCutoff, "smoothing.derivative_cutoff", 0, STREAM_OPTION_LIMITS.maxCutoffHz, true);
+  }
   const tracking = options.tracking;
-  if (tracking?.enabled === true && (tracking.matchThreshold < 0 || tracking.matchThreshold > 1)) problems.push(`tracking match_threshold must be in [0, 1], got ${tracking.matchThreshold}`);
+  if (tracking?.enabled === true) {
+    if (!Object.values(TrackingMetric).includes(tracking.metric)) problems.push(`tracking.metric ${tracking.metric} is not a TrackingMetric`);
+    inRange(tracking.matchThreshold, "tracking.match_threshold", 0, 1);
+    if (tracking.maxAgeFrames > STREAM_OPTION_LIMITS.maxAgeFrames) problems.push(`tracking.max_age_frames must be at most ${STREAM_OPTION_LIMITS.maxAgeFrames}, got ${tracking.maxAgeFrames}`);
+  }
+  if (options.streamName.length > STREAM_OPTION_LIMITS.streamNameLength) problems.push(`stream_name must be at most ${STREAM_OPTION_LIMITS.streamNameLength} characters, got ${options.streamName.length}`);
   if (problems.length > 0) throw AppError.invalid("stream options", problems);
   return {
     modelName: options.modelName === "" ? defaults.modelName : options.modelName,
@@ -83,8 +108,9 @@ class StreamPostprocessor {
     let ids: number[] | undefined;
     if (this.#tracker !== undefined) {
       ids = this.#tracker.update(persons.map((p) => ({ box: p.bbox, keypoints: xy(p.keypoints), scores: scores(p.keypoints) })));
-      if (this.#options.smoothing.enabled) {
-        const k = persons[0] === undefined ? 0 : persons[0].keypoints.length / 3;
+      // A frame without people has nothing to smooth (and no keypoint count to size the filters by).
+      if (this.#options.smoothing.enabled && persons[0] !== undefined) {
+        const k = persons[0].keypoints.length / 3;
         const smoother = this.#smootherFor(k);
         persons = persons.map((p, i) => {
           const smoothed = smoother.smooth(ids?.[i] as number, xy(p.keypoints), processed.frame.ptsUs);
@@ -123,30 +149,40 @@ function scores(keypoints: Float32Array): Float32Array {
 }
 
 export interface StreamDependencies {
-  readonly processor: FrameProcessor;
-  readonly models: ModelManager;
+  readonly processor: Pick<FrameProcessor, "process">;
+  readonly models: Pick<ModelManager, "current">;
   readonly limits: InferenceLimits;
   readonly defaultModel: string;
   readonly logger: Logger;
   readonly streamId: string;
 }
 
+/** Frame ids one FramesDropped notice may collect while the client does not read; then reading pauses. */
+export const MAX_PENDING_DROPPED_IDS = 4096;
+
 /**
- * One StreamKeypoints call. EVERY_FRAME: frames are read only while fewer than max_in_flight are unanswered
- * (gRPC flow control then slows the sender) and answered strictly in order. LATEST_FRAME_WINS: frames are read
- * as fast as they come; while the model is busy a newer frame replaces the waiting ones, which are reported in
- * FramesDropped, so latency stays bounded whatever the input rate.
+ * One StreamKeypoints call. EVERY_FRAME: frames are read only while fewer than max_in_flight are unanswered,
+ * a frame counting until its result has left for gRPC (so a client that does not read stops being read, and
+ * gRPC flow control slows the sender), and answered strictly in order. LATEST_FRAME_WINS: frames are read as
+ * fast as they come while results are collected; while the model is busy a newer frame replaces the waiting
+ * ones, reported in FramesDropped notices that merge while the client does not read them, so latency and
+ * memory stay bounded whatever the input rate.
+ *
+ * A client that sends no options within the first-message timeout, or nothing while the server waits to read,
+ * within the idle timeout, gets DEADLINE_EXCEEDED. A frame message that is not a Frame ends the stream with
+ * INVALID_ARGUMENT after the frames read before it are answered. Anything else that throws inside the pipeline
+ * ends this stream only, with a status naming a log reference.
  */
-export async function* runStream(requests: AsyncIterable<StreamKeypointsRequest>, signal: AbortSignal, deps: StreamDependencies): AsyncGenerator<ResponseInit> {
+export async function* runStream(requests: AsyncIterable<StreamKeypointsRequest>, signal: AbortSignal, deps: StreamDependencies): AsyncGenerator<ResponseInit, void, undefined> {
   const iterator = requests[Symbol.asyncIterator]();
-  const first = await iterator.next();
+  const first = await nextRequest(iterator, deps.limits.streamFirstMessageTimeoutMs, `no StreamOptions within ${deps.limits.streamFirstMessageTimeoutMs} ms`);
   if (first.done === true || first.value.payload.case !== "options") {
     throw new AppError(Code.INVALID_ARGUMENT, "the first message of a stream must carry StreamOptions");
   }
   const options = resolveStreamOptions(first.value.payload.value, { modelName: deps.defaultModel, limits: deps.limits });
   if (options.modelName !== deps.defaultModel) throw new AppError(Code.NOT_FOUND, `this inferencer serves ${deps.defaultModel}, not ${options.modelName}`);
   const current = deps.models.current;
-  yield {
+  const accepted: ResponseInit = {
     payload: {
       case: "accepted",
       value: {
@@ -166,97 +202,242 @@ export async function* runStream(requests: AsyncIterable<StreamKeypointsRequest>
       },
     },
   };
-  const settings = { flipTest: options.flipTest, minKeypointScore: options.minKeypointScore, maxPersons: options.maxPersons };
-  const post = new StreamPostprocessor(options);
-  const parent = otelContext.active();
-  const attributes = { "poseloop.stream.id": deps.streamId, ...(options.streamName === "" ? {} : { "poseloop.stream.name": options.streamName }) };
-  const out = new AsyncQueue<ResponseInit>();
-  const process = (frame: Frame): Promise<ProcessedFrame> => deps.processor.process(frame, settings, parent, attributes);
-  const emit = (processed: ProcessedFrame): void => {
-    out.push(post.apply(processed));
-    processed.span?.end();
-  };
-
-  const reader = options.delivery === DeliveryMode.EVERY_FRAME
-    ? readEveryFrame(iterator, process, emit, options.maxInFlight, signal)
-    : readLatestFrame(iterator, process, emit, (ids) => out.push({ payload: { case: "dropped", value: { frameIds: ids, reason: DropReason.SUPERSEDED } } }), options.maxInFlight, signal);
-  reader.then(() => out.close(), (error: unknown) => out.fail(error));
-  yield* out.iterate(signal);
+  yield* new StreamSession(iterator, signal, deps, options, accepted).responses();
 }
 
-/** In-order delivery with at most `maxInFlight` frames unanswered. */
-async function readEveryFrame(
-  iterator: AsyncIterator<StreamKeypointsRequest>,
-  process: (frame: Frame) => Promise<ProcessedFrame>,
-  emit: (processed: ProcessedFrame) => void,
-  maxInFlight: number,
-  signal: AbortSignal,
-): Promise<void> {
-  const inFlight: Promise<ProcessedFrame>[] = [];
-  let emitting = Promise.resolve();
-  let slot = deferred<void>();
-  for (;;) {
-    while (inFlight.length >= maxInFlight) {
-      await slot.promise;
-      if (signal.aborted) return;
+/** The next request, or DEADLINE_EXCEEDED after `timeoutMs` (the read itself is left to the call's end). */
+async function nextRequest(iterator: AsyncIterator<StreamKeypointsRequest>, timeoutMs: number, what: string): Promise<IteratorResult<StreamKeypointsRequest>> {
+  const next = iterator.next();
+  // Lost races must not surface as unhandled rejections; the call's end settles the read.
+  next.catch(() => undefined);
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new AppError(Code.DEADLINE_EXCEEDED, `stream closed: ${what}`)), timeoutMs);
+  });
+  try {
+    return await Promise.race([next, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+type Settled = { ok: true; processed: ProcessedFrame } | { ok: false; error: unknown };
+
+/**
+ * The frames of one stream after its options: a reader that pulls requests, a pipeline that runs them, and an
+ * outbox of responses the consumer (gRPC's writer, which pulls only when the transport has room) drains.
+ * Every loop ends in `#fail` or in the session's end state instead of a rejection nobody handles, so no error
+ * escapes the stream.
+ */
+class StreamSession {
+  readonly #iterator: AsyncIterator<StreamKeypointsRequest>;
+  readonly #signal: AbortSignal;
+  readonly #deps: StreamDependencies;
+  readonly #options: ResolvedStreamOptions;
+  readonly #post: StreamPostprocessor;
+  readonly #process: (frame: Frame) => Promise<Settled>;
+  readonly #outbox: ResponseInit[] = [];
+  /** Results in the outbox (not notices): with the frames in the pipeline, what the client has not taken yet. */
+  #queuedResults = 0;
+  #pendingDropped: bigint[] | undefined;
+  #changed = deferred<void>();
+  /** Set once: an internal failure ends the stream at once; `#ending` waits for the frames already read. */
+  #failure: AppError | undefined;
+  #ending: { error?: AppError } | undefined;
+  #readerDone = false;
+  #pipelineDone = false;
+
+  /** `accepted` leaves first; frames are read from the moment it is taken, whether or not gRPC sent it yet. */
+  constructor(iterator: AsyncIterator<StreamKeypointsRequest>, signal: AbortSignal, deps: StreamDependencies, options: ResolvedStreamOptions, accepted: ResponseInit) {
+    this.#outbox.push(accepted);
+    this.#iterator = iterator;
+    this.#signal = signal;
+    this.#deps = deps;
+    this.#options = options;
+    this.#post = new StreamPostprocessor(options);
+    const settings = { flipTest: options.flipTest, minKeypointScore: options.minKeypointScore, maxPersons: options.maxPersons };
+    const parent = otelContext.active();
+    const attributes = { "poseloop.stream.id": deps.streamId, ...(options.streamName === "" ? {} : { "poseloop.stream.name": options.streamName }) };
+    this.#process = async (frame) => {
+      try {
+        return { ok: true, processed: await deps.processor.process(frame, settings, { parent, attributes, logger: deps.logger, stream: deps.streamId }) };
+      } catch (error) {
+        return { ok: false, error };
+      }
+    };
+  }
+
+  async *responses(): AsyncGenerator<ResponseInit, void, undefined> {
+    const every = this.#options.delivery === DeliveryMode.EVERY_FRAME;
+    const pipeline = every ? this.#everyFrame() : this.#latestFrame();
+    void pipeline.then(
+      () => {
+        this.#pipelineDone = true;
+        this.#notify();
+      },
+      (error: unknown) => this.#fail(error, "stream pipeline failed"),
+    );
+    try {
+      for (;;) {
+        if (this.#failure !== undefined) throw this.#failure;
+        const item = this.#outbox.shift();
+        if (item !== undefined) {
+          if (item.payload?.case === "result") this.#queuedResults--;
+          else if (item.payload?.case === "dropped") this.#pendingDropped = undefined;
+          this.#notify();
+          yield item;
+          continue;
+        }
+        if (this.#pipelineDone) {
+          if (this.#ending?.error !== undefined) throw this.#ending.error;
+          return;
+        }
+        await this.#wait();
+      }
+    } finally {
+      // The loops stop at their next step; reads still pending end with the call.
+      this.#failure ??= new AppError(Code.CANCELLED, "stream closed");
+      this.#notify();
     }
-    const next = await iterator.next();
-    if (next.done === true || signal.aborted) break;
-    const frame = frameOf(next.value);
-    const pending = process(frame);
-    inFlight.push(pending);
-    // Results leave in arrival order: each waits for the one before it.
-    emitting = emitting.then(async () => {
-      const processed = await pending;
-      void inFlight.shift();
-      emit(processed);
-      const freed = slot;
-      slot = deferred<void>();
-      freed.resolve();
+  }
+
+  /** In-order delivery with at most `maxInFlight` frames read and not yet handed to gRPC. */
+  async #everyFrame(): Promise<void> {
+    const inFlight: Promise<Settled>[] = [];
+    const emitter = (async () => {
+      for (;;) {
+        const head = inFlight[0];
+        if (head === undefined) {
+          if (this.#readerDone) return;
+          await this.#wait();
+          continue;
+        }
+        const settled = await head;
+        if (this.#failure !== undefined) return;
+        this.#emit(settled);
+        void inFlight.shift();
+      }
+    })();
+    emitter.catch(() => undefined);
+    await this.#read(
+      () => inFlight.length + this.#queuedResults >= this.#options.maxInFlight,
+      (frame) => {
+        inFlight.push(this.#process(frame));
+        this.#notify();
+      },
+    );
+    await emitter;
+  }
+
+  /** Latest-frame-wins: at most `depth` frames waiting; older waiting frames are dropped and reported. */
+  async #latestFrame(): Promise<void> {
+    const depth = Math.max(1, this.#options.maxInFlight);
+    const waiting: Frame[] = [];
+    const runner = (async () => {
+      for (;;) {
+        const frame = waiting.shift();
+        if (frame === undefined) {
+          if (this.#readerDone) return;
+          await this.#wait();
+          continue;
+        }
+        const settled = await this.#process(frame);
+        if (this.#failure !== undefined) return;
+        this.#emit(settled);
+      }
+    })();
+    runner.catch(() => undefined);
+    await this.#read(
+      // Results the client has not taken, or a notice grown large, pause reading: the client is not reading.
+      () => this.#queuedResults >= depth || (this.#pendingDropped?.length ?? 0) >= MAX_PENDING_DROPPED_IDS,
+      (frame) => {
+        waiting.push(frame);
+        if (waiting.length > depth) this.#dropped(waiting.splice(0, waiting.length - depth).map((f) => f.frameId));
+        this.#notify();
+      },
+    );
+    await runner;
+  }
+
+  /**
+   * Reads frames while `full()` is false. The end of the requests, the idle timeout and a message that is not
+   * a Frame end reading; frames already read are still answered, then the stream ends with that status.
+   */
+  async #read(full: () => boolean, accept: (frame: Frame) => void): Promise<void> {
+    const idleMs = this.#deps.limits.streamIdleTimeoutMs;
+    try {
+      for (;;) {
+        if (this.#failure !== undefined) return;
+        if (full()) {
+          await this.#wait();
+          continue;
+        }
+        const next = await nextRequest(this.#iterator, idleMs, `no message for ${idleMs} ms`);
+        if (next.done === true || this.#failure !== undefined) return;
+        if (next.value.payload.case !== "frame") {
+          this.#ending = { error: new AppError(Code.INVALID_ARGUMENT, "after StreamOptions, every message of a stream must carry a Frame") };
+          return;
+        }
+        accept(next.value.payload.value);
+      }
+    } catch (error) {
+      if (AppError.is(error, Code.DEADLINE_EXCEEDED)) this.#ending = { error };
+      else throw error;
+    } finally {
+      this.#readerDone = true;
+      this.#notify();
+    }
+  }
+
+  #emit(settled: Settled): void {
+    if (!settled.ok) {
+      this.#fail(settled.error, "frame processing failed");
+      return;
+    }
+    const { processed } = settled;
+    try {
+      this.#outbox.push(this.#post.apply(processed));
+      this.#queuedResults++;
+      processed.span?.end();
+    } catch (error) {
+      this.#fail(error, "stream postprocessing failed");
+      return;
+    }
+    this.#notify();
+  }
+
+  #dropped(ids: bigint[]): void {
+    // Notices merge while the client has not taken them: one per frame would grow as fast as frames come in.
+    if (this.#pendingDropped !== undefined) {
+      this.#pendingDropped.push(...ids);
+      return;
+    }
+    this.#pendingDropped = ids;
+    this.#outbox.push({ payload: { case: "dropped", value: { frameIds: ids, reason: DropReason.SUPERSEDED } } });
+  }
+
+  #fail(error: unknown, what: string): void {
+    if (this.#failure === undefined) this.#failure = clientError(error, this.#deps.logger, what);
+    this.#notify();
+  }
+
+  #notify(): void {
+    const changed = this.#changed;
+    this.#changed = deferred<void>();
+    changed.resolve();
+  }
+
+  /** Waits for any change of the session's state, or the end of the call. */
+  #wait(): Promise<void> {
+    if (this.#signal.aborted) return Promise.reject(abortReason(this.#signal));
+    const changed = this.#changed.promise;
+    return new Promise<void>((resolve, reject) => {
+      const onAbort = (): void => reject(abortReason(this.#signal));
+      this.#signal.addEventListener("abort", onAbort, { once: true });
+      void changed.then(() => {
+        this.#signal.removeEventListener("abort", onAbort);
+        resolve();
+      });
     });
   }
-  await emitting;
-}
-
-/** Latest-frame-wins delivery: at most `depth` frames waiting; older waiting frames are dropped and reported. */
-async function readLatestFrame(
-  iterator: AsyncIterator<StreamKeypointsRequest>,
-  process: (frame: Frame) => Promise<ProcessedFrame>,
-  emit: (processed: ProcessedFrame) => void,
-  dropped: (ids: bigint[]) => void,
-  depth: number,
-  signal: AbortSignal,
-): Promise<void> {
-  let waiting: Frame[] = [];
-  let busy: Promise<void> | undefined;
-  const pump = (): void => {
-    if (busy !== undefined) return;
-    const frame = waiting.shift();
-    if (frame === undefined) return;
-    busy = process(frame).then((processed) => {
-      emit(processed);
-      busy = undefined;
-      pump();
-    });
-  };
-  for (;;) {
-    const next = await iterator.next();
-    if (next.done === true || signal.aborted) break;
-    waiting.push(frameOf(next.value));
-    if (waiting.length > Math.max(1, depth)) {
-      const stale = waiting.slice(0, waiting.length - Math.max(1, depth));
-      waiting = waiting.slice(stale.length);
-      dropped(stale.map((frame) => frame.frameId));
-    }
-    pump();
-  }
-  while (busy !== undefined || waiting.length > 0) {
-    pump();
-    await busy;
-  }
-}
-
-function frameOf(request: StreamKeypointsRequest): Frame {
-  if (request.payload.case !== "frame") throw new AppError(Code.INVALID_ARGUMENT, "after StreamOptions, every message of a stream must carry a Frame");
-  return request.payload.value;
 }

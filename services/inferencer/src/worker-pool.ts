@@ -9,6 +9,7 @@ import type { ServingSpec } from "@poseloop/estimator";
  */
 export class InferenceWorkerPool {
   readonly #workers: { client: WorkerClient; busy: number }[];
+  #warmUpBatch = 1;
 
   private constructor(workers: WorkerClient[]) {
     this.#workers = workers.map((client) => ({ client, busy: 0 }));
@@ -23,9 +24,18 @@ export class InferenceWorkerPool {
     return this.#workers.length;
   }
 
-  /** Loads a version in every worker; if any fails, the others drop it again and the error is thrown. */
+  /** Versions loaded from now on must run batches of `people` crops (the scheduler's largest batch). */
+  requireBatch(people: number): void {
+    this.#warmUpBatch = Math.max(this.#warmUpBatch, Math.floor(people));
+  }
+
+  /**
+   * Loads a version in every worker, each warming it up at the largest batch required; if any fails, the others
+   * drop it again and the error is thrown.
+   */
   async load(spec: ServingSpec, bytes: Uint8Array): Promise<void> {
-    const results = await Promise.allSettled(this.#workers.map(({ client }) => client.call<void>("load", { spec, bytes })));
+    const batch = this.#warmUpBatch;
+    const results = await Promise.allSettled(this.#workers.map(({ client }) => client.call<void>("load", { spec, bytes, batch })));
     const failure = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
     if (failure !== undefined) {
       await this.release(spec.version);

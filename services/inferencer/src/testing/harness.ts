@@ -12,7 +12,7 @@ import {
   type StreamKeypointsRequestSchema,
   type StreamOptionsSchema,
 } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
-import { encodeJpeg } from "@poseloop/vision";
+import { createRgbImage, encodeJpeg, encodePng, fillCapsule, fillCircle } from "@poseloop/vision";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { loadConfig } from "../config.js";
 import { startInferencer, type InferencerProcess } from "../inferencer.js";
@@ -61,6 +61,25 @@ export async function syntheticJpegs(count: number, width = 192, height = 144, s
   const frames: Uint8Array[] = [];
   for (let i = 0; i < count; i++) frames.push(await encodeJpeg(renderSyntheticScene(random, { width, height, minPeople: 1, maxPeople: 1 }).image, 85));
   return frames;
+}
+
+/**
+ * A PNG of a stick person on a plain background at `width`x`height`: few bytes on the wire, but as many pixels
+ * to decode as a camera's 4K frame, so a client can keep the inferencer's queue full of slow decodes.
+ */
+export async function plainPng(width: number, height: number): Promise<Uint8Array> {
+  const image = createRgbImage(width, height, [90, 120, 90]);
+  const u = width / 12;
+  const v = height / 16;
+  fillCircle(image, 6 * u, 2.5 * v, 1.2 * v, [230, 190, 160]);
+  fillCapsule(image, 6 * u, 4 * v, 6 * u, 9 * v, 1.2 * v, [200, 40, 40]);
+  fillCapsule(image, 6 * u, 9 * v, 5 * u, 15 * v, 0.5 * v, [30, 40, 150]);
+  fillCapsule(image, 6 * u, 9 * v, 7 * u, 15 * v, 0.5 * v, [30, 40, 150]);
+  return encodePng(image);
+}
+
+export function pngFrame(frameId: number, data: Uint8Array): Frame {
+  return create(FrameSchema, { frameId: BigInt(frameId), ptsUs: BigInt(Math.round((frameId * 1e6) / 30)), image: { case: "encoded", value: { data, format: ImageFormat.PNG } } });
 }
 
 export function jpegFrame(frameId: number, data: Uint8Array): Frame {

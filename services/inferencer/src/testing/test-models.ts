@@ -1,7 +1,8 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import * as ort from "onnxruntime-node";
 import type { ModelRegistry, PublishResult } from "@poseloop/bus";
-import { encodeModel } from "@poseloop/onnx";
+import { decodeModel, encodeModel, fromTensorProto, hostTensor, toTensorProto } from "@poseloop/onnx";
+import { NodeProtoSchema } from "@poseloop/proto/onnx/onnx_pb";
 import { ModelManifestSchema, ModelRefSchema, Precision, type ModelManifest } from "@poseloop/proto/poseloop/common/v1/model_pb";
 import { quantizeModel } from "@poseloop/quant";
 import { buildInferenceModel, defineModel, initialize, modelManifest, Rng, type ModelConfig, type Weights } from "@poseloop/train";
@@ -79,4 +80,47 @@ export async function publishTestModel(registry: ModelRegistry, modelName: strin
   if (servingFile !== "model.onnx") files.push({ file: servingFile, data: options.servingBytes ?? model.serving, precision: model.precision });
   else if (options.servingBytes !== undefined) files[0] = { file: "model.onnx", data: options.servingBytes, precision: Precision.FP32 };
   return registry.publish({ manifest, files, servingFile, promote: options.promote ?? true, setBy: "test", reason: "test model" });
+}
+
+/**
+ * Ways a model can pass a one-crop warm-up and still fail every batched frame: its input batch fixed at 1, a
+ * Reshape that hard-codes a batch of 1, or weights that are NaN (every output NaN).
+ */
+export type BrokenModelKind = "batch-fixed-at-1" | "reshape-to-batch-1" | "nan-weights";
+
+/** The fp32 test model, broken as `kind` says; its manifest is the healthy model's. */
+export async function buildBrokenTestModel(kind: BrokenModelKind, options: Omit<TestModelOptions, "int8"> = {}): Promise<TestModel> {
+  const healthy = await buildTestModel({ ...options, int8: false });
+  const model = decodeModel(healthy.fp32);
+  const graph = model.graph;
+  if (graph === undefined) throw new Error("the test model has no graph");
+  if (kind === "batch-fixed-at-1") {
+    const type = graph.input[0]?.type?.value;
+    const batch = type?.case === "tensorType" ? type.value.shape?.dim[0] : undefined;
+    if (batch === undefined) throw new Error("the test model's input has no batch dimension");
+    batch.value = { case: "dimValue", value: 1n };
+  } else if (kind === "reshape-to-batch-1") {
+    const output = graph.output[0];
+    const type = output?.type?.value;
+    const dims = type?.case === "tensorType" ? (type.value.shape?.dim ?? []) : [];
+    const producer = graph.node.find((node) => node.output.includes(output?.name ?? ""));
+    if (output === undefined || producer === undefined || dims.length === 0) throw new Error("the test model's output has no producer or shape");
+    const c = healthy.config;
+    // The head's output without its batch: what an exporter traced at batch 1 bakes into a Reshape.
+    const perPerson = dims.slice(1).map((d) => (d.value.case === "dimValue" ? d.value.value : 0n));
+    if (perPerson.some((d) => d === 0n)) throw new Error(`the ${c.architecture} test model's output has symbolic non-batch dimensions`);
+    const shapeName = "baked_batch_shape";
+    graph.initializer.push(toTensorProto(shapeName, hostTensor("int64", [perPerson.length + 1], [1n, ...perPerson])));
+    producer.output = producer.output.map((name) => (name === output.name ? `${name}_before_reshape` : name));
+    graph.node.push(create(NodeProtoSchema, { opType: "Reshape", name: "baked_batch_reshape", input: [`${output.name}_before_reshape`, shapeName], output: [output.name] }));
+  } else {
+    graph.initializer.forEach((proto, i) => {
+      const tensor = fromTensorProto(proto);
+      if (tensor.dtype !== "float32") return;
+      (tensor.data as Float32Array).fill(Number.NaN);
+      graph.initializer[i] = toTensorProto(proto.name, tensor);
+    });
+  }
+  const fp32 = encodeModel(model);
+  return { ...healthy, fp32, serving: fp32 };
 }

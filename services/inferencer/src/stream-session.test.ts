@@ -1,0 +1,326 @@
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { AppError, Code, deferred, silentLogger, sleep } from "@poseloop/core";
+import type { PersonEstimate } from "@poseloop/estimator";
+import { createClient, GrpcServer, type ClientControls, type ServiceClient } from "@poseloop/grpc";
+import {
+  DeliveryMode,
+  ImageFormat,
+  InferenceService,
+  StreamOptionsSchema,
+  TrackingMetric,
+  type Frame,
+  type StreamKeypointsRequest,
+  StreamKeypointsRequestSchema,
+  type StreamKeypointsResponse,
+  type StreamKeypointsResponseSchema,
+} from "@poseloop/proto/poseloop/inference/v1/inference_pb";
+import { create } from "@bufbuild/protobuf";
+import { waitFor } from "@poseloop/testkit";
+import { afterEach, describe, expect, it } from "vitest";
+import type { InferenceLimits } from "./config.js";
+import type { FrameCall, ProcessedFrame } from "./frame-processor.js";
+import { inferenceService } from "./inference-service.js";
+import type { ModelManager } from "./model-manager.js";
+import { resolveStreamOptions, runStream } from "./stream-session.js";
+
+type RequestInit = MessageInitShape<typeof StreamKeypointsRequestSchema>;
+type Client = ServiceClient<(typeof InferenceService)["method"]> & ClientControls;
+
+function testLimits(overrides: Partial<InferenceLimits> = {}): InferenceLimits {
+  return {
+    maxFrameBytes: 1 << 20,
+    maxFramePixels: 1 << 22,
+    maxBoxesPerFrame: 64,
+    maxStreams: 64,
+    defaultMaxInFlight: 4,
+    maxInFlight: 32,
+    maxModelBytes: 1 << 20,
+    streamFirstMessageTimeoutMs: 10_000,
+    streamIdleTimeoutMs: 60_000,
+    ...overrides,
+  };
+}
+
+/** How a frame goes wrong, chosen by the test through its frame id. */
+type Fault = "processor rejects" | "non-finite keypoints" | "ragged keypoints" | "span end throws" | "no persons";
+
+/** A FrameProcessor that answers one person per frame without a model, and counts the frames it was given. */
+class FakeProcessor {
+  calls = 0;
+  readonly faults = new Map<bigint, Fault>();
+  /** Holds every frame until released (a busy model). */
+  gate: Promise<void> = Promise.resolve();
+
+  async process(frame: Frame, _settings: unknown, _call: FrameCall): Promise<ProcessedFrame> {
+    this.calls++;
+    await this.gate;
+    const fault = this.faults.get(frame.frameId);
+    if (fault === "processor rejects") throw new Error("/build/onnxruntime/core/session/inference_session.cc:42 onnxruntime::InferenceSession::Run failed");
+    const keypoints = Float32Array.from({ length: 17 * 3 }, (_, i) => (i % 3 === 2 ? 0.9 : 10 + i));
+    if (fault === "non-finite keypoints") keypoints[0] = Number.NaN;
+    const person: PersonEstimate = { bbox: { x: 0, y: 0, width: 64, height: 128 }, score: 0.9, keypoints: fault === "ragged keypoints" ? keypoints.subarray(0, 5) : keypoints };
+    const span = fault === "span end throws" ? ({ end: () => { throw new TypeError("Cannot read properties of undefined (reading 'spanContext')"); } } as unknown as ProcessedFrame["span"]) : undefined;
+    return { frame, ok: true, estimates: fault === "no persons" ? [] : [person], span, received: 0n, result: { frameId: frame.frameId, ptsUs: frame.ptsUs, status: { code: Code.OK, message: "" } } };
+  }
+}
+
+const fakeModels = { current: undefined, state: 0, previous: [], events: () => (async function* () {})() } as unknown as ModelManager;
+
+function frame(id: number, bytes = 16): RequestInit {
+  const data = new Uint8Array(bytes);
+  data.set([0xff, 0xd8, 0xff]);
+  return { payload: { case: "frame", value: { frameId: BigInt(id), ptsUs: BigInt(id * 33_333), image: { case: "encoded", value: { data, format: ImageFormat.JPEG } } } } };
+}
+
+function options(init: MessageInitShape<typeof StreamOptionsSchema> = {}): RequestInit {
+  return { payload: { case: "options", value: { delivery: DeliveryMode.EVERY_FRAME, ...init } } };
+}
+
+async function* requests(...items: RequestInit[]): AsyncGenerator<RequestInit> {
+  for (const item of items) yield item;
+}
+
+async function* messages(...items: RequestInit[]): AsyncGenerator<StreamKeypointsRequest> {
+  for (const item of items) yield message(item);
+}
+
+/** Frames without end, as fast as they are taken; `sent` counts them. */
+function endless(first: RequestInit, bytes: number): { source: AsyncGenerator<RequestInit>; sent: () => number } {
+  let sent = 0;
+  return {
+    source: (async function* () {
+      yield first;
+      for (;;) yield frame(sent++, bytes);
+    })(),
+    sent: () => sent,
+  };
+}
+
+/** Never sends anything, until the call ends. */
+async function* silent(after: RequestInit[] = []): AsyncGenerator<RequestInit> {
+  for (const item of after) yield item;
+  await new Promise(() => undefined);
+}
+
+async function collect(stream: AsyncIterable<StreamKeypointsResponse>): Promise<{ responses: StreamKeypointsResponse[]; error: unknown }> {
+  const responses: StreamKeypointsResponse[] = [];
+  try {
+    for await (const response of stream) responses.push(response);
+    return { responses, error: undefined };
+  } catch (error) {
+    return { responses, error };
+  }
+}
+
+function streamDeps(processor: FakeProcessor) {
+  return { processor, models: fakeModels, limits: testLimits(), defaultModel: "demo", logger: silentLogger, streamId: "s" };
+}
+
+/** Runs a stream in process (no transport), collecting the ids of its results and how it ended. */
+async function collectInit(stream: AsyncIterable<MessageInitShape<typeof StreamKeypointsResponseSchema>>): Promise<{ ids: number[]; error: unknown }> {
+  const ids: number[] = [];
+  try {
+    for await (const response of stream) {
+      if (response.payload?.case === "result") ids.push(Number(response.payload.value.frameId));
+    }
+    return { ids, error: undefined };
+  } catch (error) {
+    return { ids, error };
+  }
+}
+
+function resultIds(responses: readonly StreamKeypointsResponse[]): number[] {
+  return responses.flatMap((r) => (r.payload.case === "result" ? [Number(r.payload.value.frameId)] : []));
+}
+
+const servers: { server: GrpcServer; client: Client }[] = [];
+
+async function serve(processor: FakeProcessor, limits: Partial<InferenceLimits> = {}): Promise<Client> {
+  const server = new GrpcServer({ logger: silentLogger, tracing: false });
+  server.register(InferenceService, inferenceService({ processor, models: fakeModels, limits: testLimits(limits), defaultModel: "demo", logger: silentLogger }));
+  const { port } = await server.listen("127.0.0.1", 0);
+  const client: Client = createClient(InferenceService, `127.0.0.1:${port}`);
+  servers.push({ server, client });
+  return client;
+}
+
+afterEach(async () => {
+  for (const { server, client } of servers.splice(0)) {
+    client.$close();
+    await server.drain(0);
+  }
+});
+
+describe("stream options", () => {
+  it("refuses non-finite or out-of-range smoothing and tracking values, naming every problem", () => {
+    const bad = create(StreamOptionsSchema, {
+      minKeypointScore: Number.NaN,
+      smoothing: { enabled: true, minCutoff: Number.POSITIVE_INFINITY, beta: Number.NaN, derivativeCutoff: -1 },
+      tracking: { enabled: true, metric: 7 as TrackingMetric, matchThreshold: 2, maxAgeFrames: 4_000_000_000 },
+    });
+    let error: unknown;
+    try {
+      resolveStreamOptions(bad, { modelName: "demo", limits: testLimits() });
+    } catch (e) {
+      error = e;
+    }
+    expect(AppError.is(error, Code.INVALID_ARGUMENT), String(error)).toBe(true);
+    const problems = (error as AppError).problems.join("\n");
+    for (const field of ["min_keypoint_score", "smoothing.min_cutoff", "smoothing.beta", "smoothing.derivative_cutoff", "tracking.metric", "tracking.match_threshold", "tracking.max_age_frames"]) {
+      expect(problems).toContain(field);
+    }
+  });
+
+  it("a stream asking for smoothing with min_cutoff = +Infinity gets INVALID_ARGUMENT; the server serves on", async () => {
+    const client = await serve(new FakeProcessor());
+    const refused = await collect(client.streamKeypoints(requests(options({ smoothing: { enabled: true, minCutoff: Number.POSITIVE_INFINITY } }), frame(1), frame(2))));
+    expect(AppError.is(refused.error, Code.INVALID_ARGUMENT), String(refused.error)).toBe(true);
+    expect(String((refused.error as AppError).message)).toMatch(/min_cutoff/);
+    const next = await collect(client.streamKeypoints(requests(options({ smoothing: { enabled: true } }), frame(1), frame(2))));
+    expect(next.error).toBeUndefined();
+    expect(resultIds(next.responses)).toEqual([1, 2]);
+  });
+});
+
+describe("a failure inside a stream's pipeline", () => {
+  const faults: Fault[] = ["processor rejects", "non-finite keypoints", "ragged keypoints", "span end throws"];
+  for (const [n, fault] of faults.entries()) {
+    it(`(${fault}) ends that stream with INTERNAL and a log reference; other streams and the process go on`, async () => {
+      const processor = new FakeProcessor();
+      const faultyId = 1000 + n;
+      processor.faults.set(BigInt(faultyId), fault);
+      const controller = new AbortController();
+      const tracked = options({ smoothing: { enabled: true }, tracking: { enabled: true, metric: TrackingMetric.OKS } });
+      const healthy = Array.from({ length: 20 }, (_, i) => frame(i));
+      const run = (...items: RequestInit[]) => collectInit(runStream(messages(...items), controller.signal, streamDeps(processor)));
+      try {
+        const [faulty, others] = await Promise.all([
+          // More frames than max_in_flight after the fault: the old pipeline then waited forever for a slot.
+          run(tracked, ...Array.from({ length: 12 }, (_, i) => frame(faultyId - 1 + i))),
+          Promise.all([1, 2].map(() => run(tracked, ...healthy))),
+        ]);
+        expect(AppError.is(faulty.error, Code.INTERNAL), String(faulty.error)).toBe(true);
+        expect((faulty.error as AppError).message).toMatch(/^internal error \(ref [0-9a-f]+\)$/);
+        for (const other of others) {
+          expect(other.error).toBeUndefined();
+          expect(other.ids).toEqual(healthy.map((_, i) => i));
+        }
+        expect((await run(tracked, frame(1))).ids).toEqual([1]);
+      } finally {
+        controller.abort();
+      }
+    });
+  }
+
+  it("a frame without people on a smoothed stream is answered (no filter to size)", async () => {
+    const processor = new FakeProcessor();
+    processor.faults.set(1n, "no persons");
+    const controller = new AbortController();
+    const smoothed = options({ smoothing: { enabled: true } });
+    const { ids, error } = await collectInit(runStream(messages(smoothed, frame(1), frame(2)), controller.signal, streamDeps(processor)));
+    controller.abort();
+    expect(error).toBeUndefined();
+    expect(ids).toEqual([1, 2]);
+  });
+});
+
+describe("back-pressure", () => {
+  for (const delivery of [DeliveryMode.EVERY_FRAME, DeliveryMode.LATEST_FRAME_WINS]) {
+    it(`${DeliveryMode[delivery]}: a client that sends but never reads stops being read`, async () => {
+      const processor = new FakeProcessor();
+      const client = await serve(processor);
+      const { source } = endless(options({ delivery }), 16 * 1024);
+      const controller = new AbortController();
+      const responses = client.streamKeypoints(source, { signal: controller.signal })[Symbol.asyncIterator]();
+      expect((await responses.next()).value?.payload.case).toBe("accepted");
+      try {
+        // Once the transport's buffers are full the server reads no more: the count stops growing.
+        let last = -1;
+        await waitFor(async () => {
+          const now = processor.calls;
+          const stalled = now === last;
+          last = now;
+          await sleep(300);
+          return stalled && processor.calls === now;
+        }, { timeoutMs: 8000, intervalMs: 1, what: "the server to stop reading" });
+        expect(processor.calls).toBeLessThan(2000);
+      } finally {
+        controller.abort();
+      }
+    });
+  }
+
+  it("LATEST_FRAME_WINS: frames superseded while the client does not read come in one FramesDropped notice", async () => {
+    const processor = new FakeProcessor();
+    const busy = deferred<void>();
+    processor.gate = busy.promise;
+    let pulled = 0;
+    const source = (async function* () {
+      yield message(options({ delivery: DeliveryMode.LATEST_FRAME_WINS, maxInFlight: 1 }));
+      for (let i = 0; i < 100; i++) {
+        pulled++;
+        yield message(frame(i));
+      }
+    })();
+    const controller = new AbortController();
+    const stream = runStream(source, controller.signal, { processor, models: fakeModels, limits: testLimits(), defaultModel: "demo", logger: silentLogger, streamId: "s" });
+    try {
+      expect((await stream.next()).value?.payload?.case).toBe("accepted");
+      await waitFor(() => pulled === 100, { timeoutMs: 5000, what: "every frame read" });
+      busy.resolve();
+      const rest: string[] = [];
+      const dropped: bigint[] = [];
+      const answered: bigint[] = [];
+      for await (const response of stream) {
+        rest.push(String(response.payload?.case));
+        if (response.payload?.case === "dropped") dropped.push(...(response.payload.value.frameIds ?? []));
+        if (response.payload?.case === "result") answered.push(response.payload.value.frameId ?? -1n);
+      }
+      expect(rest.filter((c) => c === "dropped")).toHaveLength(1);
+      expect([...dropped, ...answered].map(Number).sort((a, b) => a - b)).toEqual(Array.from({ length: 100 }, (_, i) => i));
+    } finally {
+      controller.abort();
+    }
+  });
+});
+
+function message(init: RequestInit): StreamKeypointsRequest {
+  return create(StreamKeypointsRequestSchema, init);
+}
+
+describe("silent streams", () => {
+  it("calls that never send StreamOptions end with DEADLINE_EXCEEDED and free their slots", async () => {
+    const client = await serve(new FakeProcessor(), { maxStreams: 2, streamFirstMessageTimeoutMs: 200 });
+    const started = Date.now();
+    const silentCalls = await Promise.all([1, 2].map(() => collect(client.streamKeypoints(silent()))));
+    for (const call of silentCalls) expect(AppError.is(call.error, Code.DEADLINE_EXCEEDED), String(call.error)).toBe(true);
+    expect(Date.now() - started).toBeLessThan(5000);
+    const next = await collect(client.streamKeypoints(requests(options(), frame(1))));
+    expect(resultIds(next.responses)).toEqual([1]);
+  });
+
+  it("a stream that stops sending gets its frames answered, then DEADLINE_EXCEEDED after the idle timeout", async () => {
+    const client = await serve(new FakeProcessor(), { maxStreams: 1, streamIdleTimeoutMs: 300 });
+    const idle = await collect(client.streamKeypoints(silent([options(), frame(1), frame(2)])));
+    expect(resultIds(idle.responses)).toEqual([1, 2]);
+    expect(AppError.is(idle.error, Code.DEADLINE_EXCEEDED), String(idle.error)).toBe(true);
+    const next = await collect(client.streamKeypoints(requests(options(), frame(3))));
+    expect(resultIds(next.responses)).toEqual([3]);
+  });
+});
+
+describe("protocol errors", () => {
+  it("a message without a frame after the options: the frames read before it are answered, then INVALID_ARGUMENT", async () => {
+    const processor = new FakeProcessor();
+    const busy = deferred<void>();
+    processor.gate = busy.promise;
+    const client = await serve(processor);
+    const call = collect(client.streamKeypoints(requests(options(), frame(1), frame(2), { payload: { case: undefined } })));
+    await waitFor(() => processor.calls === 2, { timeoutMs: 5000, what: "both frames read" });
+    await sleep(100);
+    busy.resolve();
+    const { responses, error } = await call;
+    expect(resultIds(responses)).toEqual([1, 2]);
+    expect(AppError.is(error, Code.INVALID_ARGUMENT), String(error)).toBe(true);
+  });
+});

@@ -1,13 +1,15 @@
-import { busOptionsFromEnv, type BusOptions } from "@poseloop/bus";
+import { busOptionsFromEnv, type BusSettings } from "@poseloop/bus";
 import { EnvReader, LogLevel, POSELOOP_ENV_VARIABLES, unknownVariables, type Env, type UnknownVariable } from "@poseloop/core";
-import { grpcServerSettingsFromEnv, type GrpcServerSettings } from "@poseloop/grpc";
+import { accessKey, grpcServerSettingsFromEnv, Role, type GrpcServerSettings, type MethodAccessMap } from "@poseloop/grpc";
+import { TrainerService } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
 import { telemetryConfigFromEnv, type TelemetryConfig } from "@poseloop/telemetry";
 import { hostname } from "node:os";
 import { resolve } from "node:path";
 
 export interface TrainerConfig {
   readonly grpc: GrpcServerSettings;
-  readonly bus: Omit<BusOptions, "logger">;
+  /** The bus, with the NATS credentials and TLS files (POSELOOP_NATS_*) in `natsSecurity`. */
+  readonly bus: BusSettings;
   readonly logLevel: LogLevel;
   readonly telemetry: TelemetryConfig;
   /** Problems with OTEL_* variables that were ignored (telemetry never stops a service). */
@@ -26,21 +28,41 @@ export interface TrainerConfig {
   readonly maxConcurrentJobs: number;
   /** How long a job stays leased to a trainer that stopped heartbeating before another takes it over. */
   readonly jobAckWaitMs: number;
-  /** When set, every TrainerService call must carry "authorization: Bearer <token>". */
+  /**
+   * POSELOOP_TRAINER_TOKEN, kept for compatibility: it is one of `grpc.tokens` with the admin role, checked
+   * by the server before any handler runs.
+   */
   readonly authToken: string;
 }
+
+/**
+ * The role each TrainerService method needs: following jobs needs `train`; changing which model serves
+ * (publish, rollback, set a version) needs `admin`. An `admin` token may call everything.
+ */
+export const TRAINER_METHOD_ACCESS: MethodAccessMap = Object.freeze(
+  Object.fromEntries(
+    TrainerService.methods.map((method) => [accessKey(method), method.name === "PublishCheckpoint" ? Role.ADMIN : Role.TRAIN]),
+  ),
+);
 
 /**
  * The trainer's configuration from environment variables, every problem reported at once:
  * POSELOOP_TRAINER_LISTEN (default 0.0.0.0:50052), POSELOOP_NATS_URL, POSELOOP_BUS_DIR, POSELOOP_LOG_LEVEL,
  * POSELOOP_WORKER_ID, POSELOOP_DATA_ROOT (default ./data), POSELOOP_WORK_DIR (default ./.poseloop/work),
  * POSELOOP_CHECKPOINT_DIR, POSELOOP_MAX_CONCURRENT_JOBS (default 1), POSELOOP_JOB_ACK_WAIT (default 60s),
- * POSELOOP_TRAINER_TOKEN, POSELOOP_GRPC_MAX_MESSAGE_BYTES, POSELOOP_DRAIN_TIMEOUT and the standard OTEL_* ones.
+ * POSELOOP_TRAINER_TOKENS ("role:token,..."; roles stream, train, admin), POSELOOP_TRAINER_TOKENS_FILE,
+ * POSELOOP_TRAINER_TOKEN (an admin token), POSELOOP_TLS_CERT, POSELOOP_TLS_KEY, POSELOOP_TLS_CLIENT_CA,
+ * POSELOOP_INSECURE, POSELOOP_GRPC_MAX_MESSAGE_BYTES, POSELOOP_DRAIN_TIMEOUT and the standard OTEL_* ones.
+ * Without tokens or TLS it listens on 127.0.0.1 only (see grpcServerSettingsFromEnv).
  * Other POSELOOP_* names that no PoseLoop process reads come back in `unknownVariables`.
  */
 export function loadConfig(env: Env): TrainerConfig {
   const reader = new EnvReader(env);
-  const grpc = grpcServerSettingsFromEnv(reader, "POSELOOP_TRAINER", "0.0.0.0:50052");
+  const authToken = reader.string("POSELOOP_TRAINER_TOKEN", { default: "" });
+  const grpc = grpcServerSettingsFromEnv(reader, "POSELOOP_TRAINER", "0.0.0.0:50052", {
+    methods: TRAINER_METHOD_ACCESS,
+    extraTokens: authToken === "" ? [] : [{ role: Role.ADMIN, token: authToken }],
+  });
   const workerId = reader.string("POSELOOP_WORKER_ID", {
     default: `trainer-${hostname()}-${process.pid}`,
     pattern: /^[A-Za-z0-9._-]{1,64}$/,
@@ -53,7 +75,6 @@ export function loadConfig(env: Env): TrainerConfig {
   const checkpointDirRaw = reader.string("POSELOOP_CHECKPOINT_DIR", { default: "" });
   const maxConcurrentJobs = reader.int("POSELOOP_MAX_CONCURRENT_JOBS", { default: 1, min: 0, max: 64 });
   const jobAckWaitMs = reader.durationMs("POSELOOP_JOB_ACK_WAIT", { default: 60_000, min: 1000, max: 3_600_000 });
-  const authToken = reader.string("POSELOOP_TRAINER_TOKEN", { default: "" });
   reader.done("trainer configuration");
   // The other service's and the CLI's variables are known too: users run them all from one shell.
   const unknown = unknownVariables(env, "POSELOOP_", [...POSELOOP_ENV_VARIABLES, ...reader.names]);

@@ -168,11 +168,81 @@ describe("job lifecycle: cancel, resume, rollback", () => {
     expect(done?.lastCheckpoint?.epoch).toBe(2);
   });
 
+  it("stops a run whose job another trainer took over while it was silent: one end, one publication", async () => {
+    const client = harness.client;
+    const { job } = await client.startTraining({ source: { case: "config", value: slowConfig("fenced", 1, { kind: ScheduleKind.CONSTANT }) } });
+    const jobId = job?.jobId ?? "";
+    for await (const r of client.watchJob({ jobId })) if (r.event?.event.case === "progress") break;
+
+    // What a second trainer does when this one's heartbeats stopped (a blocked main thread): a new attempt.
+    const records = await JobStore.open(harness.observerBus);
+    const taken = await records.update(jobId, (j) => {
+      j.workerId = "trainer-elsewhere";
+      j.attempt += 1;
+    });
+    expect(taken.attempt).toBe(2);
+
+    // The stale run stops without writing; "trainer-elsewhere" never heartbeats, so the job comes back to the
+    // harness's trainer after the ack wait, which takes it over in turn and finishes it.
+    const events = await jobEvents(client, jobId, { skipProgress: true, timeoutMs: 180_000 });
+    const changes = events.flatMap((e) => (e.event.case === "stateChanged" ? [e.event.value] : []));
+    expect(changes.map((c) => JobState[c.to])).toEqual(["QUEUED", "RUNNING", "RUNNING", "SUCCEEDED"]);
+    expect(changes[2]?.reason).toMatch(/^taken over from trainer-elsewhere/);
+    const { job: done } = await client.getJob({ jobId });
+    expect(done?.attempt).toBe(3);
+    expect(done?.workerId).not.toBe("trainer-elsewhere");
+    expect(done?.published).toHaveLength(1);
+    expect(await harness.registry.listVersions("fenced")).toHaveLength(1);
+  }, 300_000);
+
   it("refuses dataset paths outside the data root with PERMISSION_DENIED", async () => {
     const yaml = ["NAME: escape", "MODEL:", "  NAME: pose_lite", "  IMAGE_SIZE: [48, 64]", "DATASET:", "  DATASET: coco", "  ROOT: ../../etc", "  TRAIN_SET: train2017", "  TEST_SET: val2017", "TRAIN:", "  LR: 0.001", "  BATCH_SIZE_PER_GPU: 8", "  END_EPOCH: 1", "PUBLISH:", "  MODEL_NAME: escape"].join("\n");
     const error = await harness.client.startTraining({ source: { case: "experimentYaml", value: yaml } }).catch((e: unknown) => e);
     expect(AppError.is(error, Code.PERMISSION_DENIED)).toBe(true);
   });
+});
+
+describe("job lifecycle: NATS restarts mid-job", () => {
+  // A server of its own: killing it must not disturb the other trainers of this file.
+  let outage: NatsServer;
+  let dir: { path: string; remove: () => Promise<void> };
+  let harness: TrainerHarness;
+  beforeAll(async () => {
+    outage = await NatsServer.start();
+    dir = await makeTempDir("poseloop-outage-");
+    // A lease longer than the outage: the job stays this trainer's, so only the retried writes can save the run.
+    harness = await startTrainerHarness(outage.url, dir.path, { POSELOOP_JOB_ACK_WAIT: "60s" });
+  });
+  afterAll(async () => {
+    await harness.close();
+    await outage.dispose();
+    await dir.remove();
+  });
+
+  it("pauses the run's writes while the server is down and finishes the job in the same attempt", async () => {
+    const client = harness.client;
+    const { job } = await client.startTraining({ source: { case: "config", value: slowConfig("outage", 1, { kind: ScheduleKind.CONSTANT }) } });
+    const jobId = job?.jobId ?? "";
+    for await (const r of client.watchJob({ jobId })) if (r.event?.event.case === "progress") break;
+
+    await outage.kill(); // a crashed broker
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    await outage.restart();
+
+    const done = await waitFor(
+      async () => {
+        const found = await client.getJob({ jobId }).catch(() => undefined);
+        return found?.job !== undefined && [JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED].includes(found.job.state) ? found.job : undefined;
+      },
+      { timeoutMs: 180_000, intervalMs: 500, what: "the job's end" },
+    );
+    expect(done.state, done.error?.message).toBe(JobState.SUCCEEDED);
+    expect(done.attempt).toBe(1);
+    const records = await JobStore.open(harness.observerBus);
+    const changes = (await records.events(jobId)).flatMap((e) => (e.event.case === "stateChanged" ? [JobState[e.event.value.to]] : []));
+    expect(changes).toEqual(["QUEUED", "RUNNING", "SUCCEEDED"]);
+    expect(await harness.registry.listVersions("outage")).toHaveLength(1);
+  }, 300_000);
 });
 
 describe("job lifecycle: a trainer killed mid-epoch", () => {

@@ -1,13 +1,19 @@
 #!/usr/bin/env node
+import { natsUrlSecrets, redactSecrets } from "@poseloop/bus";
 import { AppError, createJsonLogger, describeStartupError, stopOnSignals } from "@poseloop/core";
 import { startTelemetry } from "@poseloop/telemetry";
 import { loadConfig } from "./config.js";
 import { startTrainer } from "./trainer.js";
 
-const bootLogger = createJsonLogger({ name: "trainer" });
+// Secrets never reach a log line, whichever library wrote it: a NATS URL in an error's cause, a token in a
+// message. They are known before the config is (a config error may quote a variable).
+const secrets = natsUrlSecrets((process.env["POSELOOP_NATS_URL"] ?? "").split(",").map((server) => server.trim()));
+const write = (line: string): void => void process.stdout.write(redactSecrets(line, secrets));
+const bootLogger = createJsonLogger({ name: "trainer", write });
 try {
   const config = loadConfig(process.env);
-  const logger = createJsonLogger({ name: "trainer", level: config.logLevel }).child({ worker_id: config.workerId });
+  secrets.push(...config.grpc.tokens.map(({ token }) => token));
+  const logger = createJsonLogger({ name: "trainer", level: config.logLevel, write }).child({ worker_id: config.workerId });
   for (const warning of config.telemetryWarnings) logger.warn(warning);
   for (const { name, suggestion } of config.unknownVariables) {
     const hint = suggestion === undefined ? "" : `; did you mean ${suggestion}?`;
@@ -26,6 +32,6 @@ try {
 } catch (error) {
   bootLogger.error("trainer failed to start", { err: AppError.from(error) });
   // The JSON line above holds the whole cause chain; a person reading the terminal needs the root cause.
-  process.stderr.write(`poseloop-trainer: ${describeStartupError(error)}\n`);
+  process.stderr.write(`poseloop-trainer: ${redactSecrets(describeStartupError(error), secrets)}\n`);
   process.exit(1);
 }

@@ -3,16 +3,19 @@ import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { trace } from "@opentelemetry/api";
 import type { JobQueue, ModelRegistry } from "@poseloop/bus";
 import { AppError, Code, type Logger } from "@poseloop/core";
-import { BearerTokenCheck, type MethodsOf, type ServiceImpl } from "@poseloop/grpc";
+import type { MethodsOf, ServiceImpl } from "@poseloop/grpc";
 import { ModelRefSchema, type ModelManifest, type ModelRef } from "@poseloop/proto/poseloop/common/v1/model_pb";
 import type { TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import { JobSchema, JobState, type Job, type TrainerService } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
 import { traceContextToRecord, traceIdOf } from "@poseloop/telemetry";
 import { datasetProblems } from "./datasets/data-root.js";
-import { prepareExperiment, resolveTrainConfig } from "./experiment/index.js";
+import { ExperimentChecker } from "./experiment/experiment-checker.js";
+import { resolveTrainConfig } from "./experiment/index.js";
+import { missingReferences, referenceProblems, type ReferenceLookups } from "./experiment/references.js";
 import type { CheckpointList } from "./jobs/checkpoint-list.js";
 import type { QueuedJob } from "./jobs/job-executor.js";
 import { isTerminal, JobEventLog, newJobId, type JobStore } from "./jobs/job-store.js";
+import { labelProblems } from "./publication/publisher.js";
 
 export interface TrainerServiceDependencies {
   readonly store: JobStore;
@@ -28,23 +31,50 @@ export interface TrainerServiceDependencies {
 
 const MAX_PAGE = 500;
 
+/**
+ * How long after its creation a queued job's first queue message may be sent again, when a retry of its
+ * StartTraining finds it: well inside the queues' duplicate windows (NATS: 10 min), so a message that did go
+ * out the first time is dropped as a duplicate and the job runs once.
+ */
+const REQUEUE_WITHIN_MS = 5 * 60_000;
+
 /** TrainerService: validates and queues jobs, reports them, cancels and resumes them, publishes checkpoints. */
 export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<MethodsOf<typeof TrainerService>> {
   const { store } = deps;
-  const auth = new BearerTokenCheck(deps.authToken);
+  const experiments = new ExperimentChecker();
+  const references: ReferenceLookups = {
+    hasJob: async (jobId) => (await store.get(jobId)) !== undefined,
+    checkpointIds: async (jobId) => (await deps.checkpointList.get(jobId)).map((c) => c.checkpointId),
+    hasModelVersion: async (name, version) => (version === "" ? (await deps.registry.getServing(name))?.record.model !== undefined : (await deps.registry.listVersions(name)).includes(version)),
+  };
 
   const enqueue = async (job: Job, dedupSuffix: string, endEpoch?: number): Promise<void> => {
     const message: QueuedJob = { jobId: job.jobId, ...(endEpoch === undefined ? {} : { endEpoch }) };
     await deps.queue.enqueue({ id: job.jobId, data: new TextEncoder().encode(JSON.stringify(message)), headers: traceContextToRecord(), dedupId: `${job.jobId}-${dedupSuffix}` });
   };
 
+  /**
+   * A retry of a StartTraining whose job was recorded but perhaps never queued (the queue failed after the
+   * record was written): the start message goes out again under the same duplicate id, so the queue keeps one
+   * of them either way, and the job's "submitted" event is written if the first attempt never got that far.
+   */
+  const requeueUnsent = async (job: Job): Promise<void> => {
+    if (job.state !== JobState.QUEUED || job.attempt > 0) return;
+    const createdMs = job.createdAt === undefined ? 0 : Number(job.createdAt.seconds) * 1000;
+    if (Date.now() - createdMs > REQUEUE_WITHIN_MS) return;
+    if ((await store.lastSequence(job.jobId)) === 0n) {
+      const events = await JobEventLog.open(store, job.jobId);
+      await events.append({ case: "stateChanged", value: { from: JobState.UNSPECIFIED, to: JobState.QUEUED, reason: "submitted" } });
+    }
+    await enqueue(job, "start");
+  };
+
   return {
-    async startTraining(request, ctx) {
-      auth.check(ctx.metadata);
+    async startTraining(request) {
       let config: TrainConfig | undefined;
       let problems: string[];
       if (request.source.case === "experimentYaml") {
-        ({ config, problems } = await prepareExperiment(request.source.value, { overrides: request.overrides, dataRoot: deps.dataRoot }));
+        ({ config, problems } = await experiments.prepare(request.source.value, { overrides: request.overrides, dataRoot: deps.dataRoot }));
       } else if (request.source.case === "config") {
         if (Object.keys(request.overrides).length > 0) throw new AppError(Code.INVALID_ARGUMENT, "overrides apply to experiment_yaml; set the fields of config directly");
         const resolved = resolveTrainConfig(request.source.value);
@@ -53,7 +83,12 @@ export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<Me
       } else {
         throw new AppError(Code.INVALID_ARGUMENT, "StartTraining needs a config or an experiment_yaml");
       }
+      problems = [...problems, ...labelProblems(request.labels)];
       if (config === undefined || problems.length > 0) throw AppError.invalid("training config", problems);
+      // A job starting from a checkpoint or a model that is not there would fail at its first step, or worse,
+      // go back to the queue again and again; it is refused now instead.
+      const missing = await referenceProblems(config, references);
+      if (missing.length > 0) throw missingReferences(missing);
       const jobId = newJobId();
       const now = timestampNow();
       const job = create(JobSchema, {
@@ -67,7 +102,10 @@ export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<Me
         labels: { ...request.labels },
       });
       const created = await store.create(job);
-      if (created.existing) return { job: created.job, existing: true };
+      if (created.existing) {
+        await requeueUnsent(created.job);
+        return { job: created.job, existing: true };
+      }
       const events = await JobEventLog.open(store, jobId);
       await events.append({ case: "stateChanged", value: { from: JobState.UNSPECIFIED, to: JobState.QUEUED, reason: "submitted" } });
       await enqueue(job, "start");
@@ -77,7 +115,6 @@ export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<Me
     },
 
     async *watchJob(request, ctx) {
-      auth.check(ctx.metadata);
       await store.require(request.jobId);
       for await (const event of store.watch(request.jobId, request.afterSequence, AbortSignal.any([ctx.signal, ctx.draining]))) {
         if (request.skipProgress && event.event.case === "progress") continue;
@@ -85,13 +122,11 @@ export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<Me
       }
     },
 
-    async getJob(request, ctx) {
-      auth.check(ctx.metadata);
+    async getJob(request) {
       return { job: (await store.require(request.jobId)).job };
     },
 
-    async listJobs(request, ctx) {
-      auth.check(ctx.metadata);
+    async listJobs(request) {
       const size = request.pageSize === 0 ? 50 : Math.min(request.pageSize, MAX_PAGE);
       const offset = request.pageToken === "" ? 0 : Number.parseInt(Buffer.from(request.pageToken, "base64url").toString(), 10);
       if (!Number.isInteger(offset) || offset < 0) throw new AppError(Code.INVALID_ARGUMENT, "page_token is not one this trainer issued");
@@ -102,8 +137,7 @@ export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<Me
       return { jobs: page, nextPageToken: next };
     },
 
-    async cancelJob(request, ctx) {
-      auth.check(ctx.metadata);
+    async cancelJob(request) {
       let from = JobState.UNSPECIFIED;
       const job = await store.update(request.jobId, (j) => {
         from = j.state;
@@ -121,8 +155,7 @@ export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<Me
       return { job };
     },
 
-    async resumeJob(request, ctx) {
-      auth.check(ctx.metadata);
+    async resumeJob(request) {
       let from = JobState.UNSPECIFIED;
       const job = await store.update(request.jobId, (j) => {
         from = j.state;
@@ -144,14 +177,12 @@ export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<Me
       return { job };
     },
 
-    async listCheckpoints(request, ctx) {
-      auth.check(ctx.metadata);
+    async listCheckpoints(request) {
       await store.require(request.jobId);
       return { checkpoints: await deps.checkpointList.get(request.jobId) };
     },
 
     async publishCheckpoint(request, ctx) {
-      auth.check(ctx.metadata);
       const reason = request.reason;
       const who = `rpc:${ctx.peer}`;
       switch (request.target.case) {

@@ -103,11 +103,10 @@ describe("trainer service", () => {
     expect(published?.trainingJobId).toBe(job?.jobId);
 
     const missing = tinyTrainConfig({ endEpoch: 1, schedule: { kind: 1 }, publish: { modelName: "trainer-ft" }, initFrom: { source: { case: "model", value: { name: "no-such-model", version: "" } } } });
-    const failed = await harness.client.startTraining({ source: { case: "config", value: missing } });
-    const failedEvents = await jobEvents(harness.client, failed.job?.jobId ?? "", { skipProgress: true });
-    const end = failedEvents.at(-1)?.event;
-    expect(end?.case === "stateChanged" && end.value.to).toBe(JobState.FAILED);
-    expect(end?.case === "stateChanged" && end.value.error?.message).toMatch(/no-such-model/);
+    // A reference to nothing is refused at submission, not found out by a run that is redelivered.
+    const refused = await harness.client.startTraining({ source: { case: "config", value: missing } }).catch((e: unknown) => e);
+    expect(AppError.is(refused, Code.NOT_FOUND)).toBe(true);
+    expect([(refused as AppError).message, ...(refused as AppError).problems].join("\n")).toMatch(/no-such-model/);
   });
 
   it("refuses invalid configs with INVALID_ARGUMENT naming every problem", async () => {

@@ -10,6 +10,9 @@ import { JobExecutor } from "./jobs/job-executor.js";
 import { JobStore, TRAINING_QUEUE } from "./jobs/job-store.js";
 import { trainerService } from "./trainer-service.js";
 
+/** How long a training run's job writes retry while the bus is unavailable. */
+const RUN_OUTAGE_TOLERANCE_MS = 120_000;
+
 /** A running trainer: its gRPC address and how to stop it. */
 export interface TrainerProcess {
   readonly address: ListenAddress;
@@ -31,11 +34,15 @@ export async function startTrainer(config: TrainerConfig, logger: Logger): Promi
     await mkdir(config.workDir, { recursive: true });
     const registry = await ModelRegistry.open(bus, logger);
     const store = await JobStore.open(bus);
+    // The runs' writes wait out a bus outage (a NATS restart) instead of throwing away an epoch; one longer
+    // than the lease hands the job to another trainer, and fencing stops this one's run.
+    const runStore = await JobStore.open(bus, { outlastOutagesMs: RUN_OUTAGE_TOLERANCE_MS, logger });
     const checkpointList = await CheckpointList.open(bus);
     const checkpoints: CheckpointStore = config.checkpointDir === "" ? await BlobCheckpointStore.open(bus) : new DirectoryCheckpointStore(config.checkpointDir);
+    // The queue's default delivery limit bounds a job that fails the same way every time; its last failure is final.
     const queue = await bus.jobQueue(TRAINING_QUEUE, { ackWaitMs: config.jobAckWaitMs });
     const executor = new JobExecutor({
-      store,
+      store: runStore,
       checkpoints,
       checkpointList,
       registry,
@@ -43,6 +50,8 @@ export async function startTrainer(config: TrainerConfig, logger: Logger): Promi
       workerId: config.workerId,
       logger,
       ackWaitMs: config.jobAckWaitMs,
+      maxDeliveries: queue.maxDeliveries,
+      queue,
     });
     const grpc = await startGrpcServer(config.grpc, {
       logger,

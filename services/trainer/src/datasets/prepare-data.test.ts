@@ -1,4 +1,4 @@
-import { mkdir, writeFile } from "node:fs/promises";
+import { cp, mkdir, readdir, rm, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { AppError, Code } from "@poseloop/core";
 import { COCO17, type KeypointSchema } from "@poseloop/pose";
@@ -123,5 +123,43 @@ describe("prepareValidation", () => {
     const validation = await prepareValidation(config({ "TEST.USE_GT_BBOX": "true" }, "holdout"), roots(), schema);
     expect(validation.name).toBe("coco/train2017-holdout");
     expect(validation.images.map((image) => image.imageId)).toEqual([4, 5, 6]);
+  });
+});
+
+describe("prepareData's images", () => {
+  it("are refused when one is a symbolic link out of the data root, before anything reads it", async () => {
+    // A copy of the dataset whose first training image is a link to a file outside the data root.
+    const outside = await makeTempDir("poseloop-outside-");
+    try {
+      await cp(join(root, "coco"), join(root, "linked"), { recursive: true });
+      const images = join(root, "linked", "train2017");
+      const first = (await readdir(images)).sort()[0]!;
+      await cp(join(images, first), join(outside.path, "secret.jpg"));
+      await rm(join(images, first));
+      await symlink(join(outside.path, "secret.jpg"), join(images, first));
+      const error = await prepareData(config({ "DATASET.ROOT": "linked", "TEST.USE_GT_BBOX": "true" }), roots(), schema).catch((e: unknown) => e);
+      expect(AppError.is(error, Code.PERMISSION_DENIED)).toBe(true);
+      expect((error as AppError).message).toBe(`DATASET.TRAIN_SET: image ${first} leads outside the data root through a symbolic link`);
+      expect((error as AppError).message).not.toContain(outside.path);
+    } finally {
+      await rm(join(root, "linked"), { recursive: true, force: true });
+      await outside.remove();
+    }
+  });
+
+  it("may be links to files elsewhere inside the data root", async () => {
+    await cp(join(root, "coco"), join(root, "inside"), { recursive: true });
+    try {
+      const images = join(root, "inside", "train2017");
+      const first = (await readdir(images)).sort()[0]!;
+      await mkdir(join(root, "shared-images"), { recursive: true });
+      await cp(join(images, first), join(root, "shared-images", first));
+      await rm(join(images, first));
+      await symlink(join(root, "shared-images", first), join(images, first));
+      const data = await prepareData(config({ "DATASET.ROOT": "inside", "TEST.USE_GT_BBOX": "true" }), roots(), schema);
+      expect(data.instances.length).toBeGreaterThan(0);
+    } finally {
+      await rm(join(root, "inside"), { recursive: true, force: true });
+    }
   });
 });

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
-import { mkdir, rename, rm, stat, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { mkdir, realpath, rename, rm, stat, writeFile } from "node:fs/promises";
+import { isAbsolute, join, relative, sep } from "node:path";
 import { AppError, Code } from "@poseloop/core";
 import { detectionBoxes, generateSyntheticDataset, readCocoDetections, readCocoKeypoints, SYNTHETIC_GENERATOR_VERSION, type CocoKeypointDataset, type PoseInstance } from "@poseloop/data";
 import { evaluationSetFromCoco, type EvaluationSet } from "@poseloop/estimator";
@@ -55,6 +55,40 @@ async function syntheticDir(config: TrainConfig, workDir: string, signal?: Abort
     throw error;
   }
   return dir;
+}
+
+/**
+ * Checks that every image of a split is, once symbolic links are followed, inside the data root: the
+ * annotation file names only relative paths, but an image (or a folder on its way) may be a link to anywhere,
+ * and the trainer would read it as pixels into a model that is then published.
+ */
+async function assertImagesInside(dataset: CocoKeypointDataset, dataRoot: string, what: string): Promise<void> {
+  const root = await realpath(dataRoot);
+  const names = [...new Set(dataset.file.images.map((image) => image.file_name))];
+  const inside = (path: string) => {
+    const rel = relative(root, path);
+    return rel === "" || (!isAbsolute(rel) && rel !== ".." && !rel.startsWith(`..${sep}`));
+  };
+  // A bounded number of realpath calls at a time: COCO's train split has 57k images.
+  const concurrency = 32;
+  for (let start = 0; start < names.length; start += concurrency) {
+    await Promise.all(
+      names.slice(start, start + concurrency).map(async (name) => {
+        const real = await realpath(join(dataset.imagesDir, name)).catch(() => undefined);
+        // A missing image is the loader's to report; only one that resolves elsewhere is refused here.
+        if (real !== undefined && !inside(real)) {
+          throw new AppError(Code.PERMISSION_DENIED, `${what}: image ${name} leads outside the data root through a symbolic link`, { cause: { path: join(dataset.imagesDir, name), target: real } });
+        }
+      }),
+    );
+  }
+}
+
+/** Reads a COCO split and checks where its images really are. */
+async function readCocoSplit(dir: string, split: string, schema: KeypointSchema, minKeypoints: number, dataRoot: string, what: string): Promise<CocoKeypointDataset> {
+  const dataset = await readCocoKeypoints({ dir, split, schema, minKeypoints });
+  await assertImagesInside(dataset, dataRoot, what);
+  return dataset;
 }
 
 /** The split name of a COCO-layout path pair ("annotations/person_keypoints_<split>.json", "<split>"). */
@@ -136,12 +170,12 @@ async function readSplits(config: TrainConfig, roots: DataRoots, schema: Keypoin
     if (coco.valImages === "") {
       const fraction = data.valFraction;
       if (!(fraction > 0)) throw new AppError(Code.INVALID_ARGUMENT, "DATASET.TEST_SET is empty and DATASET.VAL_FRACTION is 0: there is nothing to validate on");
-      const split = holdOut(await readCocoKeypoints({ dir, split: trainSplit, schema, minKeypoints }), fraction);
+      const split = holdOut(await readCocoSplit(dir, trainSplit, schema, minKeypoints, roots.dataRoot, "DATASET.TRAIN_SET"), fraction);
       return { trainName: `${name}/${trainSplit}`, instances: split.instances, validation: await validationSet(config, dir, `${name}/${trainSplit}-holdout`, split.validation, true) };
     }
-    const train = withTraining ? await readCocoKeypoints({ dir, split: trainSplit, schema, minKeypoints }) : undefined;
+    const train = withTraining ? await readCocoSplit(dir, trainSplit, schema, minKeypoints, roots.dataRoot, "DATASET.TRAIN_SET") : undefined;
     const valSplit = cocoSplit(coco.valAnnotations, coco.valImages, "DATASET.TEST_SET");
-    const val = await readCocoKeypoints({ dir, split: valSplit, schema, minKeypoints });
+    const val = await readCocoSplit(dir, valSplit, schema, minKeypoints, roots.dataRoot, "DATASET.TEST_SET");
     return { trainName: `${name}/${trainSplit}`, instances: train?.instances, validation: await validationSet(config, dir, `${name}/${valSplit}`, val, false) };
   }
   throw new AppError(Code.INVALID_ARGUMENT, "the config names no dataset (DATASET.DATASET: coco or synthetic)");

@@ -262,3 +262,49 @@ describe("invalid experiments", () => {
     expect(problems).toHaveLength(6);
   });
 });
+
+describe("experiment file limits", () => {
+  const valid = () => cocoExperiment();
+
+  it("refuses a file over 256 KiB before parsing it, naming the limit", () => {
+    const big = `${valid()}\nCUDNN:\n${Array.from({ length: 30_000 }, (_, i) => `  K${i}: 1`).join("\n")}\n`;
+    const started = performance.now();
+    const { config, problems } = parseExperiment(big);
+    expect(config).toBeUndefined();
+    expect(problems).toEqual([`the experiment file is ${Buffer.byteLength(big)} bytes; the limit is 262144 bytes (256 KiB)`]);
+    expect(performance.now() - started).toBeLessThan(1000);
+  });
+
+  it("refuses an alias bomb as a problem naming the alias limit, not an internal error", () => {
+    const levels = ["a: &a [x, x, x, x, x, x, x, x, x]"];
+    for (let i = 1; i < 9; i++) levels.push(`${"abcdefghi"[i]}: &${"abcdefghi"[i]} [${Array.from({ length: 9 }, () => `*${"abcdefghi"[i - 1]}`).join(", ")}]`);
+    const bomb = `${valid()}\nCUDNN:\n${levels.map((line) => `  ${line}`).join("\n")}\n`;
+    const { problems } = parseExperiment(bomb);
+    expect(problems).toEqual(["YAML: aliases expand past the limit of 100 alias expansions (maxAliasCount)"]);
+  });
+
+  it("refuses more aliases than the limit", () => {
+    const many = `${valid()}\nCUDNN:\n  base: &b 1\n${Array.from({ length: 101 }, (_, i) => `  k${i}: *b`).join("\n")}\n`;
+    expect(parseExperiment(many).problems).toEqual(["YAML: 101 aliases; the limit is 100 aliases"]);
+  });
+
+  it("refuses nesting deeper than 32 levels, in the file and in an override", () => {
+    const deep = `${valid()}\nCUDNN: ${"[".repeat(40)}${"]".repeat(40)}\n`;
+    expect(parseExperiment(deep).problems).toEqual(["YAML: nesting deeper than 32 levels (the limit on nesting depth)"]);
+    const veryDeep = `${valid()}\nCUDNN: ${"[".repeat(100_000)}${"]".repeat(100_000)}\n`;
+    expect(parseExperiment(veryDeep).problems).toEqual(["YAML: nesting deeper than 32 levels (the limit on nesting depth)"]);
+    expect(parseExperiment(valid(), { "CUDNN.X": `${"[".repeat(40)}${"]".repeat(40)}` }).problems).toEqual(["override CUDNN.X: nesting deeper than 32 levels (the limit on nesting depth)"]);
+  });
+
+  it("reports a key given twice in one mapping, with its line", () => {
+    const { config, problems } = parseExperiment("TRAIN:\n  LR: 0.1\n  LR: 0.2\n");
+    expect(config).toBeUndefined();
+    expect(problems).toEqual(["YAML: LR is given twice in one mapping at line 3"]);
+  });
+
+  it("refuses too many or too long overrides", () => {
+    const many = Object.fromEntries(Array.from({ length: 257 }, (_, i) => [`CUDNN.K${i}`, "1"]));
+    expect(parseExperiment(valid(), many).problems).toEqual(["257 overrides; the limit is 256"]);
+    expect(parseExperiment(valid(), { "CUDNN.X": "x".repeat(5000) }).problems).toEqual(["override CUDNN.X: 5007 bytes; the limit is 4096 bytes per override"]);
+  });
+});

@@ -26,7 +26,7 @@ import {
   type HrnetStage,
   type TrainConfig,
 } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
-import { parseDocument } from "yaml";
+import { isAlias, isCollection, isMap, isPair, isScalar, LineCounter, parseDocument } from "yaml";
 import { datasetProblems } from "../datasets/data-root.js";
 import { resolveTrainConfig } from "./validate.js";
 
@@ -374,12 +374,23 @@ function applyOverrides(tree: Record<string, unknown>, overrides: Readonly<Recor
     // An empty value is the empty string (PRETRAINED=), not YAML's null.
     let value: unknown = "";
     if (text.trim().length > 0) {
-      const doc = parseDocument(text);
+      const parsed = parseYaml(text, `override ${key}`);
+      if ("problem" in parsed) {
+        problems.push(parsed.problem);
+        continue;
+      }
+      const doc = parsed.doc;
       if (doc.errors.length > 0) {
         problems.push(`override ${key}: ${firstLine(doc.errors[0]?.message ?? "invalid YAML")}`);
         continue;
       }
-      value = doc.toJS({ maxAliasCount: 100 }) as unknown;
+      const structure = structureProblems(doc.contents, parsed.lines, `override ${key}`);
+      const converted = structure.length > 0 ? undefined : toValue(doc, `override ${key}`);
+      if (converted === undefined || "problem" in converted) {
+        problems.push(...structure, ...(converted === undefined ? [] : [converted.problem]));
+        continue;
+      }
+      value = converted.value;
     }
     let cursor = tree;
     let blocked: string | undefined;
@@ -401,14 +412,146 @@ function firstLine(text: string): string {
   return text.split("\n", 1)[0] ?? text;
 }
 
-function convert(yamlText: string, overrides: Readonly<Record<string, string>>): Conversion {
+/**
+ * What an experiment file (and its overrides) may be. Real files are a few KiB, nest 5 levels and use no
+ * aliases; past these limits YAML's cost grows faster than the text (1 MB took 15 s), and a few lines of
+ * aliases expand into gigabytes.
+ */
+export const EXPERIMENT_LIMITS = {
+  maxBytes: 256 * 1024,
+  maxDepth: 32,
+  maxAliasCount: 100,
+  maxOverrides: 256,
+  maxOverrideBytes: 4096,
+} as const;
+
+/** The deepest nesting of mappings and sequences under `root`, counted without recursion (or up to `limit` + 1). */
+function nestingDepth(root: unknown, limit: number): number {
+  let deepest = 0;
+  const stack: { node: unknown; depth: number }[] = [{ node: root, depth: 0 }];
+  while (stack.length > 0) {
+    const { node, depth } = stack.pop() as { node: unknown; depth: number };
+    if (isPair(node)) {
+      stack.push({ node: node.key, depth }, { node: node.value, depth });
+    } else if (isCollection(node)) {
+      deepest = Math.max(deepest, depth + 1);
+      if (deepest > limit) return deepest;
+      for (const item of node.items as unknown[]) stack.push({ node: item, depth: depth + 1 });
+    }
+  }
+  return deepest;
+}
+
+function countAliases(root: unknown): number {
+  let count = 0;
+  const stack: unknown[] = [root];
+  while (stack.length > 0) {
+    const node = stack.pop();
+    if (isAlias(node)) count++;
+    else if (isPair(node)) stack.push(node.key, node.value);
+    else if (isCollection(node)) for (const item of node.items as unknown[]) stack.push(item);
+  }
+  return count;
+}
+
+/**
+ * Keys given twice in one mapping. YAML's own check compares every key with every other one (a 256 KiB mapping
+ * took seconds); this one is linear.
+ */
+function duplicateKeys(root: unknown, lines: LineCounter, where: string): string[] {
   const problems: string[] = [];
-  const doc = parseDocument(yamlText, { prettyErrors: true });
+  const stack: unknown[] = [root];
+  while (stack.length > 0 && problems.length < 100) {
+    const node = stack.pop();
+    if (isPair(node)) stack.push(node.value);
+    else if (isCollection(node)) {
+      const seen = new Set<string>();
+      for (const item of node.items as unknown[]) {
+        stack.push(item);
+        if (!isMap(node) || !isPair(item) || !isScalar(item.key)) continue;
+        const key = String(item.key.value);
+        if (!seen.has(key)) seen.add(key);
+        else {
+          const at = item.key.range === undefined || item.key.range === null ? "" : ` at line ${lines.linePos(item.key.range[0]).line}`;
+          problems.push(`${where}: ${key.length > 60 ? `${key.slice(0, 57)}...` : key} is given twice in one mapping${at}`);
+        }
+      }
+    }
+  }
+  return problems;
+}
+
+/** The size limits of an experiment file and its overrides, each broken one as a problem naming it. */
+function limitProblems(yamlText: string, overrides: Readonly<Record<string, string>>): string[] {
+  const problems: string[] = [];
+  const bytes = Buffer.byteLength(yamlText, "utf8");
+  if (bytes > EXPERIMENT_LIMITS.maxBytes) problems.push(`the experiment file is ${bytes} bytes; the limit is ${EXPERIMENT_LIMITS.maxBytes} bytes (256 KiB)`);
+  const entries = Object.entries(overrides);
+  if (entries.length > EXPERIMENT_LIMITS.maxOverrides) problems.push(`${entries.length} overrides; the limit is ${EXPERIMENT_LIMITS.maxOverrides}`);
+  for (const [key, value] of entries.slice(0, EXPERIMENT_LIMITS.maxOverrides)) {
+    const size = Buffer.byteLength(key, "utf8") + Buffer.byteLength(value, "utf8");
+    if (size > EXPERIMENT_LIMITS.maxOverrideBytes) problems.push(`override ${key.slice(0, 60)}: ${size} bytes; the limit is ${EXPERIMENT_LIMITS.maxOverrideBytes} bytes per override`);
+  }
+  return problems;
+}
+
+/** Structure limits of a parsed document: nesting depth and aliases (before anything expands them). */
+function structureProblems(contents: unknown, lines: LineCounter, where: string): string[] {
+  const depth = nestingDepth(contents, EXPERIMENT_LIMITS.maxDepth);
+  if (depth > EXPERIMENT_LIMITS.maxDepth) return [`${where}: nesting deeper than ${EXPERIMENT_LIMITS.maxDepth} levels (the limit on nesting depth)`];
+  const aliases = countAliases(contents);
+  if (aliases > EXPERIMENT_LIMITS.maxAliasCount) return [`${where}: ${aliases} aliases; the limit is ${EXPERIMENT_LIMITS.maxAliasCount} aliases`];
+  return duplicateKeys(contents, lines, where);
+}
+
+/**
+ * The document's value, or a problem: an alias bomb (a few aliases that expand exponentially) passes the
+ * alias count and is stopped by YAML's own maxAliasCount, which counts expanded nodes.
+ */
+function toValue(doc: ReturnType<typeof parseDocument>, where: string): { value: unknown } | { problem: string } {
+  try {
+    return { value: doc.toJS({ maxAliasCount: EXPERIMENT_LIMITS.maxAliasCount }) as unknown };
+  } catch (error) {
+    if (error instanceof ReferenceError && /alias/i.test(error.message)) {
+      return { problem: `${where}: aliases expand past the limit of ${EXPERIMENT_LIMITS.maxAliasCount} alias expansions (maxAliasCount)` };
+    }
+    if (error instanceof ReferenceError) return { problem: `${where}: ${firstLine(error.message)}` };
+    throw error;
+  }
+}
+
+/** parseDocument, with a parser that runs out of stack (brackets nested thousands deep) as a problem. */
+function parseYaml(text: string, where: string): { doc: ReturnType<typeof parseDocument>; lines: LineCounter } | { problem: string } {
+  try {
+    const lines = new LineCounter();
+    // Duplicate keys are found by duplicateKeys, in linear time.
+    const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: false, lineCounter: lines });
+    // The composer recurses per level; brackets nested thousands deep run it out of stack at every level.
+    if (doc.errors.some((error) => error.message.includes("Maximum call stack size exceeded"))) {
+      return { problem: `${where}: nesting deeper than ${EXPERIMENT_LIMITS.maxDepth} levels (the limit on nesting depth)` };
+    }
+    return { doc, lines };
+  } catch (error) {
+    if (error instanceof RangeError) return { problem: `${where}: nesting deeper than ${EXPERIMENT_LIMITS.maxDepth} levels (the limit on nesting depth)` };
+    throw error;
+  }
+}
+
+function convert(yamlText: string, overrides: Readonly<Record<string, string>>): Conversion {
+  const problems: string[] = limitProblems(yamlText, overrides);
+  if (problems.length > 0) return { config: undefined, problems };
+  const parsed = parseYaml(yamlText, "YAML");
+  if ("problem" in parsed) return { config: undefined, problems: [parsed.problem] };
+  const doc = parsed.doc;
   if (doc.errors.length > 0) {
     for (const error of doc.errors) problems.push(`YAML: ${firstLine(error.message)}`);
     return { config: undefined, problems };
   }
-  const tree: unknown = doc.toJS({ maxAliasCount: 100 });
+  problems.push(...structureProblems(doc.contents, parsed.lines, "YAML"));
+  if (problems.length > 0) return { config: undefined, problems };
+  const converted = toValue(doc, "YAML");
+  if ("problem" in converted) return { config: undefined, problems: [converted.problem] };
+  const tree = converted.value;
   if (tree !== null && tree !== undefined && !isMapping(tree)) {
     problems.push(`an experiment must be a YAML mapping of sections (TRAIN, MODEL, ...), got ${describe(tree)}`);
     return { config: undefined, problems };
@@ -688,11 +831,27 @@ export interface PrepareExperimentOptions {
  * Throws PERMISSION_DENIED when a dataset path leaves the data root.
  */
 export async function prepareExperiment(yamlText: string, options: PrepareExperimentOptions = {}): Promise<{ config: TrainConfig | undefined; problems: string[] }> {
-  const conversion = convert(yamlText, options.overrides ?? {});
+  const checked = checkExperiment(yamlText, options.overrides ?? {});
+  return withDatasetProblems(checked, options.dataRoot);
+}
+
+/**
+ * prepareExperiment without the dataset's files: the CPU-bound part (YAML, vocabulary, resolution), which a
+ * service runs in a worker thread. The config is the resolved one, possibly with problems (not undefined
+ * just because of them), so that the dataset can still be checked when the file itself is fine.
+ */
+export function checkExperiment(yamlText: string, overrides: Readonly<Record<string, string>>): { config: TrainConfig | undefined; problems: string[] } {
+  const conversion = convert(yamlText, overrides);
   if (conversion.config === undefined) return { config: undefined, problems: conversion.problems };
   const reported = new Set(conversion.problems.map(subject));
   const resolved = resolveTrainConfig(conversion.config);
-  const problems = [...conversion.problems, ...resolved.problems.filter((problem) => !reported.has(subject(problem)))];
-  if (options.dataRoot !== undefined) problems.push(...(await datasetProblems(resolved.config, options.dataRoot)));
-  return { config: problems.length === 0 ? resolved.config : undefined, problems };
+  return { config: resolved.config, problems: [...conversion.problems, ...resolved.problems.filter((problem) => !reported.has(subject(problem)))] };
+}
+
+/** Adds the dataset's problems to a checked experiment's; the config stays only when there are none. */
+export async function withDatasetProblems(checked: { config: TrainConfig | undefined; problems: string[] }, dataRoot: string | undefined): Promise<{ config: TrainConfig | undefined; problems: string[] }> {
+  if (checked.config === undefined) return { config: undefined, problems: checked.problems };
+  const problems = [...checked.problems];
+  if (dataRoot !== undefined) problems.push(...(await datasetProblems(checked.config, dataRoot)));
+  return { config: problems.length === 0 ? checked.config : undefined, problems };
 }

@@ -179,3 +179,47 @@ describe("resolveTrainConfig", () => {
     expect(resolve(minimal({ mixedPrecision: true, device: Device.CUDA })).problems).toEqual([]);
   });
 });
+
+describe("resolveTrainConfig's upper bounds", () => {
+  it("refuses sizes that would fail, or run for years, once the job started, naming each key", () => {
+    const { problems } = resolve(
+      minimal({
+        model: { architecture: Architecture.LITE, inputSize: { width: 100_000, height: 100_000 } },
+        batchSize: 1_000_000,
+        endEpoch: 1_000_000,
+        loaderWorkers: 10_000,
+        gradAccumSteps: 100_000,
+      }),
+    );
+    expect(problems).toContain("MODEL.IMAGE_SIZE (model.input_size) must be at most 2048 pixels each, got [100000, 100000]");
+    expect(problems).toContain("TRAIN.BATCH_SIZE_PER_GPU (batch_size) must be at most 1024, got 1000000");
+    expect(problems).toContain("TRAIN.END_EPOCH (end_epoch) must be at most 10000, got 1000000");
+    expect(problems).toContain("WORKERS (loader_workers) must be at most 64, got 10000");
+    expect(problems).toContain("TRAIN.GRAD_ACCUM_STEPS (grad_accum_steps) must be at most 1024, got 100000");
+    expect(resolve(minimal({ replicas: 65 })).problems).toContain("TRAIN.REPLICAS (replicas) must be at most 64, got 65");
+  });
+
+  it("keeps the reference recipes' sizes", () => {
+    expect(resolve(minimal({ model: { architecture: Architecture.LITE, inputSize: { width: 288, height: 384 } }, batchSize: 64, endEpoch: 210, loaderWorkers: 24, gradAccumSteps: 4 })).problems).toEqual([]);
+  });
+});
+
+describe("resolveTrainConfig's references", () => {
+  it("refuses ids and versions that are not the shapes the trainer issues (no path traversal)", () => {
+    const checkpoint = resolve(minimal({ initFrom: { source: { case: "checkpoint", value: { jobId: "../../etc", checkpointId: "../passwd" } } } })).problems;
+    expect(checkpoint).toEqual([
+      'INIT_FROM.JOB_ID (init_from.checkpoint.job_id): "../../etc" is not a job id (job-YYYYMMDD-HHMMSS-xxxxxx)',
+      'INIT_FROM.CHECKPOINT_ID (init_from.checkpoint.checkpoint_id): "../passwd" is not a checkpoint id (e<epoch>-s<step>, as ListCheckpoints shows them)',
+    ]);
+    const model = resolve(minimal({ initFrom: { source: { case: "model", value: { name: "demo", version: "../../x" } } } })).problems;
+    expect(model).toEqual(['INIT_FROM.VERSION (init_from.model.version): "../../x" is not a model version (1-128 letters, digits, \'.\', \'-\' or \'_\')']);
+    const teacher = resolve(minimal({ distillation: { teacher: { name: "demo", version: "a/../b" }, lossWeight: 1 } })).problems;
+    expect(teacher).toEqual(['DISTILL.TEACHER_VERSION (distillation.teacher.version): "a/../b" is not a model version (1-128 letters, digits, \'.\', \'-\' or \'_\')']);
+  });
+
+  it("accepts ids and versions the trainer and the registry issue", () => {
+    expect(resolve(minimal({ initFrom: { source: { case: "checkpoint", value: { jobId: "job-20261127-231509-3f9a1c", checkpointId: "e0003-s0000120-b00004" } } } })).problems).toEqual([]);
+    expect(resolve(minimal({ initFrom: { source: { case: "model", value: { name: "demo", version: "20261127-231509-3f9a1c" } } } })).problems).toEqual([]);
+    expect(resolve(minimal({ distillation: { teacher: { name: "demo" }, lossWeight: 1 } })).problems).toEqual([]);
+  });
+});

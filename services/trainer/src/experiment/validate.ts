@@ -34,6 +34,26 @@ import {
 } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import { hrnetStages, IMAGENET_MEAN, IMAGENET_STD, keypointSchemaProto, modelConfigProblems } from "@poseloop/train";
 import { modelConfigFromSpec } from "./model-config.js";
+import { checkpointIdProblems, jobIdProblems, versionProblems } from "./references.js";
+
+/**
+ * Upper bounds on what one job may ask for. Past them a job fails late (a 100000x100000 input: "Invalid typed
+ * array length" once the first batch is allocated) or holds a trainer for years; a submission is the place to
+ * say so, naming the key.
+ */
+export const LIMITS = {
+  batchSize: 1024,
+  inputSide: 2048,
+  endEpoch: 10_000,
+  loaderWorkers: 64,
+  replicas: 64,
+  gradAccumSteps: 1024,
+  intraOpThreads: 256,
+  channels: 4096,
+  syntheticImages: 1_000_000,
+  calibrationSamples: 100_000,
+  keepLast: 1000,
+} as const;
 
 /** Names of enum values in the experiment-file vocabulary, for messages. */
 const ARCHITECTURE_NAMES: Readonly<Record<number, string>> = {
@@ -238,6 +258,17 @@ function modelProblems(config: TrainConfig): string[] {
   const input = model.inputSize;
   const hasInput = input !== undefined && input.width > 0 && input.height > 0;
   if (!hasInput) problems.push(`${field("MODEL.IMAGE_SIZE", "model.input_size")} is required: [width, height] in pixels`);
+  else if (input.width > LIMITS.inputSide || input.height > LIMITS.inputSide) {
+    problems.push(`${field("MODEL.IMAGE_SIZE", "model.input_size")} must be at most ${LIMITS.inputSide} pixels each, got ${list([input.width, input.height])}`);
+  }
+  const widths = (yaml: string, proto: string, values: readonly number[]) => {
+    if (values.some((c) => c > LIMITS.channels)) problems.push(`${field(yaml, proto)} must be at most ${LIMITS.channels} channels each, got ${list(values)}`);
+  };
+  if (model.extra.case === "lite") widths("MODEL.EXTRA.CHANNELS", "model.lite.channels", model.extra.value.channels);
+  if (model.extra.case === "simpleBaseline") widths("MODEL.EXTRA.NUM_DECONV_FILTERS", "model.simple_baseline.deconv_filters", model.extra.value.deconvFilters);
+  if (model.extra.case === "hrnet") {
+    model.extra.value.stages.forEach((stage, i) => widths(`MODEL.EXTRA.STAGE${i + 1}.NUM_CHANNELS`, `model.hrnet.stages[${i}].num_channels`, stage.numChannels));
+  }
 
   if (known && model.extra.case !== EXTRA_CASES[architecture]) {
     problems.push(`${field("MODEL.EXTRA", "model.extra")} holds ${model.extra.case ?? "no"} settings, but MODEL.NAME is ${named(ARCHITECTURE_NAMES, architecture)}`);
@@ -354,6 +385,12 @@ function dataProblems(config: TrainConfig): string[] {
     case DatasetKind.SYNTHETIC: {
       const synthetic = data.synthetic!;
       if (synthetic.trainImages === 0) problems.push(`${field("DATASET.SYNTHETIC.TRAIN_IMAGES", "data.synthetic.train_images")} must be > 0`);
+      if (synthetic.trainImages > LIMITS.syntheticImages) {
+        problems.push(`${field("DATASET.SYNTHETIC.TRAIN_IMAGES", "data.synthetic.train_images")} must be at most ${LIMITS.syntheticImages}, got ${synthetic.trainImages}`);
+      }
+      if (synthetic.valImages > LIMITS.syntheticImages) {
+        problems.push(`${field("DATASET.SYNTHETIC.VAL_IMAGES", "data.synthetic.val_images")} must be at most ${LIMITS.syntheticImages}, got ${synthetic.valImages}`);
+      }
       if (synthetic.valImages === 0 && !hasValFraction) {
         problems.push(`${field("DATASET.SYNTHETIC.VAL_IMAGES", "data.synthetic.val_images")} or DATASET.VAL_FRACTION must be > 0: the run validates every TRAIN.VALIDATE_EVERY epochs`);
       }
@@ -412,7 +449,15 @@ function optimizationProblems(config: TrainConfig): string[] {
   }
 
   if (config.batchSize === 0) problems.push(`${field("TRAIN.BATCH_SIZE_PER_GPU", "batch_size")} must be > 0, got 0`);
-  if (config.replicas > 64) problems.push(`${field("TRAIN.REPLICAS", "replicas")} must be at most 64, got ${config.replicas}`);
+  const atMost = (value: number, limit: number, yaml: string | undefined, proto: string) => {
+    if (value > limit) problems.push(`${field(yaml, proto)} must be at most ${limit}, got ${value}`);
+  };
+  atMost(config.batchSize, LIMITS.batchSize, "TRAIN.BATCH_SIZE_PER_GPU", "batch_size");
+  atMost(config.replicas, LIMITS.replicas, "TRAIN.REPLICAS", "replicas");
+  atMost(config.gradAccumSteps, LIMITS.gradAccumSteps, "TRAIN.GRAD_ACCUM_STEPS", "grad_accum_steps");
+  atMost(config.loaderWorkers, LIMITS.loaderWorkers, "WORKERS", "loader_workers");
+  atMost(config.intraOpThreads, LIMITS.intraOpThreads, "TRAIN.INTRA_OP_THREADS", "intra_op_threads");
+  atMost(config.endEpoch, LIMITS.endEpoch, "TRAIN.END_EPOCH", "end_epoch");
   if (config.replicas > 1 && config.gradAccumSteps > 1) {
     problems.push(`${field("TRAIN.REPLICAS", "replicas")} ${config.replicas} and ${field("TRAIN.GRAD_ACCUM_STEPS", "grad_accum_steps")} ${config.gradAccumSteps} cannot be combined: use one or the other`);
   }
@@ -457,6 +502,7 @@ function optimizationProblems(config: TrainConfig): string[] {
   if (distillation !== undefined) {
     const teacher = distillation.teacher?.name ?? "";
     problems.push(...modelNameProblems(teacher).map((problem) => `${field("DISTILL.TEACHER_MODEL", "distillation.teacher.name")}: ${problem}`));
+    problems.push(...versionProblems(distillation.teacher?.version ?? "").map((problem) => `${field("DISTILL.TEACHER_VERSION", "distillation.teacher.version")}: ${problem}`));
     if (!(distillation.lossWeight > 0) || !Number.isFinite(distillation.lossWeight)) {
       problems.push(`${field("DISTILL.WEIGHT", "distillation.loss_weight")} must be > 0, got ${show(distillation.lossWeight)}`);
     }
@@ -472,10 +518,15 @@ function optimizationProblems(config: TrainConfig): string[] {
   if (init !== undefined) {
     if (init.source.case === "model") {
       problems.push(...modelNameProblems(init.source.value.name).map((problem) => `${field("INIT_FROM.MODEL", "init_from.model.name")}: ${problem}`));
+      problems.push(...versionProblems(init.source.value.version).map((problem) => `${field("INIT_FROM.VERSION", "init_from.model.version")}: ${problem}`));
     } else if (init.source.case === "checkpoint") {
-      if (init.source.value.jobId.length === 0 || init.source.value.checkpointId.length === 0) {
+      const { jobId, checkpointId } = init.source.value;
+      if (jobId.length === 0 || checkpointId.length === 0) {
         problems.push(`${field("INIT_FROM.JOB_ID and INIT_FROM.CHECKPOINT_ID", "init_from.checkpoint")} are both required to start from a checkpoint`);
       }
+      // These become KV keys and object names; only the shapes the trainer itself issues get that far.
+      if (jobId.length > 0) problems.push(...jobIdProblems(jobId).map((problem) => `${field("INIT_FROM.JOB_ID", "init_from.checkpoint.job_id")}: ${problem}`));
+      if (checkpointId.length > 0) problems.push(...checkpointIdProblems(checkpointId).map((problem) => `${field("INIT_FROM.CHECKPOINT_ID", "init_from.checkpoint.checkpoint_id")}: ${problem}`));
     } else if (init.skipLayers.length > 0) {
       problems.push(`${field("INIT_FROM.SKIP_LAYERS", "init_from.skip_layers")} needs INIT_FROM.MODEL or INIT_FROM.JOB_ID to start from`);
     }
@@ -503,6 +554,11 @@ function outputProblems(config: TrainConfig): string[] {
   }
   if (!inRange(quantization.maxApDrop, 0, 100)) problems.push(`${field("QUANT.MAX_AP_DROP", "quantization.max_ap_drop")} must be 0 to 100 AP points, got ${show(quantization.maxApDrop)}`);
   if (quantization.fp32Nodes.some((node) => node.length === 0)) problems.push(`${field("QUANT.FP32_NODES", "quantization.fp32_nodes")} must not contain empty names`);
+  if (quantization.calibrationSamples > LIMITS.calibrationSamples) {
+    problems.push(`${field("QUANT.CALIBRATION_SAMPLES", "quantization.calibration_samples")} must be at most ${LIMITS.calibrationSamples}, got ${quantization.calibrationSamples}`);
+  }
+  const keepLast = config.checkpoint?.keepLast ?? 0;
+  if (keepLast > LIMITS.keepLast) problems.push(`${field("CHECKPOINT.KEEP_LAST", "checkpoint.keep_last")} must be at most ${LIMITS.keepLast}, got ${keepLast}`);
 
   const publish = config.publish!;
   if (PUBLISH_MODE_NAMES[publish.mode] === undefined) {

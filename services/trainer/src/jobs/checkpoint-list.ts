@@ -40,7 +40,9 @@ export class CheckpointList {
       try {
         if (entry === undefined) await this.#kv.create(key(jobId), value);
         else await this.#kv.update(key(jobId), value, entry.revision);
-        return removed.filter((c) => c.location !== checkpoint.location);
+        // Each attempt writes its own files, so an entry rewritten under the same id leaves its old file behind.
+        const replaced = list.filter((c) => c.checkpointId === checkpoint.checkpointId && c.location !== checkpoint.location);
+        return [...replaced, ...removed].filter((c) => c.location !== checkpoint.location);
       } catch (error) {
         if (!AppError.is(error, Code.ABORTED) || attempt > 20) throw error;
       }

@@ -36,6 +36,14 @@ describe.each(stores)("%s", (_name, open) => {
     await store.delete(stored.location);
     expect(await code(store.get(stored.location, stored.digest))).toBe(Code.NOT_FOUND);
   });
+
+  it("keeps the files of two attempts at the same checkpoint apart: a stale owner cannot spoil the current one's", async () => {
+    const store = await open();
+    const current = await store.put("job-3", "e0001-s0000010", Uint8Array.of(1, 2, 3), 2);
+    const stale = await store.put("job-3", "e0001-s0000010", Uint8Array.of(9, 9, 9), 1);
+    expect(stale.location).not.toBe(current.location);
+    expect(new Uint8Array(await store.get(current.location, current.digest))).toEqual(Uint8Array.of(1, 2, 3));
+  });
 });
 
 describe("DirectoryCheckpointStore", () => {

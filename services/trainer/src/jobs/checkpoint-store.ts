@@ -13,10 +13,18 @@ export interface StoredCheckpoint {
 
 /** Where checkpoints live: somewhere every trainer can reach, so another process can resume a job. */
 export interface CheckpointStore {
-  put(jobId: string, checkpointId: string, bytes: Uint8Array): Promise<StoredCheckpoint>;
+  /**
+   * Stores a checkpoint of `jobId`. With `attempt` (the writer's owner epoch) each attempt writes a file of its
+   * own, so a stale owner reaching the same checkpoint id never overwrites the current owner's file.
+   */
+  put(jobId: string, checkpointId: string, bytes: Uint8Array, attempt?: number): Promise<StoredCheckpoint>;
   /** The bytes, verified against `digest`; DATA_LOSS when they differ, NOT_FOUND when gone. */
   get(location: string, digest: string): Promise<Uint8Array>;
   delete(location: string): Promise<void>;
+}
+
+function fileName(checkpointId: string, attempt: number | undefined): string {
+  return attempt === undefined ? `${checkpointId}.ckpt` : `${checkpointId}.a${attempt}.ckpt`;
 }
 
 async function collect(data: AsyncIterable<Uint8Array>): Promise<Uint8Array> {
@@ -40,8 +48,8 @@ export class BlobCheckpointStore implements CheckpointStore {
   static async open(bus: Bus): Promise<BlobCheckpointStore> {
     return new BlobCheckpointStore(await bus.blobStore(CHECKPOINTS_BUCKET));
   }
-  async put(jobId: string, checkpointId: string, bytes: Uint8Array): Promise<StoredCheckpoint> {
-    const location = `${jobId}/${checkpointId}.ckpt`;
+  async put(jobId: string, checkpointId: string, bytes: Uint8Array, attempt?: number): Promise<StoredCheckpoint> {
+    const location = `${jobId}/${fileName(checkpointId, attempt)}`;
     const info = await this.#blobs.put(location, bytes);
     return { location, digest: info.digest, sizeBytes: info.sizeBytes };
   }
@@ -64,8 +72,8 @@ export class DirectoryCheckpointStore implements CheckpointStore {
   constructor(root: string) {
     this.#root = root;
   }
-  async put(jobId: string, checkpointId: string, bytes: Uint8Array): Promise<StoredCheckpoint> {
-    const location = join(jobId, `${checkpointId}.ckpt`);
+  async put(jobId: string, checkpointId: string, bytes: Uint8Array, attempt?: number): Promise<StoredCheckpoint> {
+    const location = join(jobId, fileName(checkpointId, attempt));
     const path = join(this.#root, location);
     await mkdir(dirname(path), { recursive: true });
     await writeFileAtomic(path, bytes);

@@ -1,7 +1,7 @@
 import { clone, create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { context as otelContext, SpanKind, trace, type Span } from "@opentelemetry/api";
-import type { JobDelivery, ModelRegistry } from "@poseloop/bus";
+import { DEFAULT_MAX_DELIVERIES, type JobDelivery, type JobQueue, type ModelRegistry } from "@poseloop/bus";
 import { AppError, Code, type Logger } from "@poseloop/core";
 import { KeypointMetricsSchema, type KeypointMetrics } from "@poseloop/proto/poseloop/common/v1/metrics_pb";
 import { ModelRefSchema, type ModelManifest, type ModelRef } from "@poseloop/proto/poseloop/common/v1/model_pb";
@@ -24,7 +24,7 @@ import { decodeCheckpoint } from "../runner/checkpoint-file.js";
 import { TrainingSession } from "../runner/training-session.js";
 import type { CheckpointStore } from "./checkpoint-store.js";
 import type { CheckpointList } from "./checkpoint-list.js";
-import { isTerminal, JobEventLog, type JobStore } from "./job-store.js";
+import { isTerminal, JobEventLog, StaleOwnerError, type JobOwner, type JobStore } from "./job-store.js";
 
 const tracer = () => trace.getTracer("@poseloop/trainer");
 
@@ -38,7 +38,17 @@ export interface ExecutorDependencies {
   readonly logger: Logger;
   /** The queue's lease; heartbeats go out at a third of it. */
   readonly ackWaitMs: number;
+  /** The queue's delivery limit (default DEFAULT_MAX_DELIVERIES): a failure on the last delivery ends the job FAILED. */
+  readonly maxDeliveries?: number;
+  /**
+   * Where a job handed back on its last delivery is queued again: a trainer stopping (a rolling restart) is
+   * not the job failing, and must not use up its deliveries.
+   */
+  readonly queue?: Pick<JobQueue, "enqueue">;
 }
+
+/** How #execute settles its delivery: acked (a final state), handed back (stopping), or left (taken over). */
+type Outcome = "done" | "handBack" | "stale";
 
 /** The queue message of a job: its id (the record holds everything else) and what a resume asks to change. */
 export interface QueuedJob {
@@ -97,28 +107,66 @@ export class JobExecutor {
       return;
     }
     const heartbeat = setInterval(() => void delivery.heartbeat().catch((error: unknown) => logger.warn("job heartbeat failed", { err: error, job_id: queued.jobId })), Math.max(250, this.#deps.ackWaitMs / 3));
+    const held: { owner?: JobOwner } = {};
     try {
-      const done = await this.#execute(queued, delivery, signal);
-      if (done) await delivery.ack();
-      else await delivery.nak(1000);
+      const outcome = await this.#execute(queued, delivery, signal, held);
+      if (outcome === "done") await delivery.ack();
+      else if (outcome === "handBack") await this.#handBack(queued.jobId, delivery, held.owner);
+      // "stale": the job is another trainer's delivery now; acking or naking this one would settle theirs.
     } catch (error) {
-      logger.error("job execution failed; leaving it for redelivery", { err: error, job_id: queued.jobId });
-      await delivery.nak(2000).catch(() => undefined);
+      const max = this.#deps.maxDeliveries ?? DEFAULT_MAX_DELIVERIES;
+      if (error instanceof StaleOwnerError) {
+        logger.warn("this trainer's attempt of the job was taken over by another trainer; it stops and writes nothing more", { job_id: queued.jobId, reason: error.message });
+      } else if (delivery.deliveryCount >= max) {
+        await this.#giveUp(queued.jobId, delivery, error, held.owner);
+      } else {
+        logger.error("job execution failed; leaving it for redelivery", { err: error, job_id: queued.jobId, delivery: delivery.deliveryCount, max_deliveries: max });
+        await delivery.nak(2000).catch(() => undefined);
+      }
     } finally {
       clearInterval(heartbeat);
     }
   }
 
-  /** Returns true when the job reached a final state (ack), false to hand it back (this process is stopping). */
-  async #execute(queued: QueuedJob, delivery: JobDelivery, signal: AbortSignal): Promise<boolean> {
+  async #handBack(jobId: string, delivery: JobDelivery, owner: JobOwner | undefined): Promise<void> {
+    const { queue } = this.#deps;
+    if (queue === undefined || delivery.deliveryCount < (this.#deps.maxDeliveries ?? DEFAULT_MAX_DELIVERIES)) {
+      await delivery.nak(1000);
+      return;
+    }
+    await queue.enqueue({ id: jobId, data: delivery.data, headers: delivery.headers, dedupId: `${jobId}.handed-back.${owner?.attempt ?? 0}` });
+    await delivery.ack();
+  }
+
+  /**
+   * The queue will not deliver the job again, so its last failure is final: the job ends FAILED saying why,
+   * instead of staying RUNNING with no trainer.
+   */
+  async #giveUp(jobId: string, delivery: JobDelivery, error: unknown, owner: JobOwner | undefined): Promise<void> {
+    const { store, logger } = this.#deps;
+    const cause = AppError.from(error);
+    const reason = `gave up after ${delivery.deliveryCount} deliveries, the queue's limit; the last one failed: ${cause.message}`;
+    logger.error("job failed on its last delivery; it ends FAILED", { err: error, job_id: jobId, delivery: delivery.deliveryCount });
+    try {
+      const events = await JobEventLog.open(store, jobId);
+      if (owner !== undefined) events.fence(owner);
+      const { job } = await store.require(jobId);
+      if (!isTerminal(job.state)) await this.#finish(events, jobId, JobState.FAILED, reason, new AppError(cause.code, reason, { cause: error }), owner);
+    } catch (finishError) {
+      logger.error("could not record the job's failure", { err: finishError, job_id: jobId });
+    }
+    await delivery.term().catch((termError: unknown) => logger.warn("could not terminate the job's delivery", { err: termError, job_id: jobId }));
+  }
+
+  async #execute(queued: QueuedJob, delivery: JobDelivery, signal: AbortSignal, held: { owner?: JobOwner }): Promise<Outcome> {
     const { store, logger, workerId } = this.#deps;
     const jobId = queued.jobId;
     const events = await JobEventLog.open(store, jobId);
     const before = (await store.require(jobId)).job;
-    if (isTerminal(before.state)) return true;
+    if (isTerminal(before.state)) return "done";
     if (before.state === JobState.CANCELLING) {
       await this.#finish(events, jobId, JobState.CANCELLED, "cancelled before it started");
-      return true;
+      return "done";
     }
     const previousOwner = before.state === JobState.RUNNING ? before.workerId : "";
     const job = await store.update(jobId, (j) => {
@@ -127,46 +175,62 @@ export class JobExecutor {
       j.attempt += 1;
       j.startedAt ??= timestampNow();
     });
-    const reason = previousOwner !== "" ? `taken over from ${previousOwner}, which stopped responding (delivery ${delivery.deliveryCount})` : job.attempt > 1 ? "resumed" : "started";
+    // Every later write of this run is conditioned on this attempt: a takeover makes them all fail.
+    const owner: JobOwner = { workerId, attempt: job.attempt };
+    held.owner = owner;
+    events.fence(owner);
+    const reason =
+      previousOwner === ""
+        ? job.attempt > 1
+          ? "resumed"
+          : "started"
+        : previousOwner === workerId
+          ? `resumed by ${workerId} after its own previous attempt stopped (delivery ${delivery.deliveryCount})`
+          : `taken over from ${previousOwner}, which stopped responding (delivery ${delivery.deliveryCount})`;
     await events.append({ case: "stateChanged", value: { from: before.state, to: JobState.RUNNING, reason } });
     logger.info("running a training job", { job_id: jobId, attempt: job.attempt, reason });
 
     const parent = traceContextFromRecord(delivery.headers, otelContext.active());
-    return withSpan(tracer(), "training.job", { kind: SpanKind.CONSUMER, parent, attributes: { "poseloop.training.job_id": jobId, "poseloop.training.attempt": job.attempt, "poseloop.trainer.worker_id": workerId } }, async (span) => {
+    return withSpan(tracer(), "training.job", { kind: SpanKind.CONSUMER, parent, attributes: { "poseloop.training.job_id": jobId, "poseloop.training.attempt": job.attempt, "poseloop.trainer.worker_id": workerId } }, async (span): Promise<Outcome> => {
       try {
-        await this.#train(job, queued.endEpoch, events, span, signal);
-        return true;
+        await this.#train(job, queued.endEpoch, events, span, signal, owner);
+        return "done";
       } catch (error) {
+        if (error instanceof StaleOwnerError) throw error;
         if (error instanceof Stop) {
-          await this.#finish(events, jobId, error.state, error.reason, error.error);
-          return true;
+          await this.#finish(events, jobId, error.state, error.reason, error.error, owner);
+          return "done";
         }
         if (error instanceof HandBack || signal.aborted) {
           logger.warn("trainer stopping mid-job; the job will resume from its last checkpoint", { job_id: jobId });
-          return false;
+          return "handBack";
         }
         const appError = AppError.from(error);
         recordError(span, appError);
         if (appError.code === Code.UNAVAILABLE) throw appError;
-        await this.#finish(events, jobId, JobState.FAILED, appError.message, appError);
-        return true;
+        await this.#finish(events, jobId, JobState.FAILED, appError.message, appError, owner);
+        return "done";
       }
     });
   }
 
-  async #finish(events: JobEventLog, jobId: string, state: JobState, reason: string, error?: AppError): Promise<void> {
+  async #finish(events: JobEventLog, jobId: string, state: JobState, reason: string, error?: AppError, owner?: JobOwner): Promise<void> {
     let from = JobState.UNSPECIFIED;
-    await this.#deps.store.update(jobId, (j) => {
-      from = j.state;
-      j.state = state;
-      j.finishedAt = timestampNow();
-      if (error !== undefined) j.error = create(StatusSchema, statusOf(error));
-    });
+    await this.#deps.store.update(
+      jobId,
+      (j) => {
+        from = j.state;
+        j.state = state;
+        j.finishedAt = timestampNow();
+        if (error !== undefined) j.error = create(StatusSchema, statusOf(error));
+      },
+      owner,
+    );
     await events.append({ case: "stateChanged", value: { from, to: state, reason, ...(error === undefined ? {} : { error: statusOf(error) }) } });
     this.#deps.logger.info("training job ended", { job_id: jobId, state: JobState[state], reason });
   }
 
-  async #train(recorded: Job, endEpoch: number | undefined, events: JobEventLog, jobSpan: Span, signal: AbortSignal): Promise<void> {
+  async #train(recorded: Job, endEpoch: number | undefined, events: JobEventLog, jobSpan: Span, signal: AbortSignal, owner: JobOwner): Promise<void> {
     const { store, checkpoints, logger } = this.#deps;
     const jobId = recorded.jobId;
     const job = clone(JobSchema, recorded);
@@ -188,7 +252,9 @@ export class JobExecutor {
     const cancelWatch = new AbortController();
     const watching = (async () => {
       for await (const record of store.watchRecord(jobId, AbortSignal.any([cancelWatch.signal, signal]))) {
-        if (record.state === JobState.CANCELLING) session.cancel();
+        // Taken over (this trainer was silent past its lease): stop at the next step boundary, where the
+        // fenced writes find out and the run ends without writing.
+        if (record.state === JobState.CANCELLING || record.attempt !== owner.attempt || record.workerId !== owner.workerId) session.cancel();
       }
     })().catch(() => undefined);
     const onStop = (): void => session.cancel();
@@ -197,13 +263,17 @@ export class JobExecutor {
       // The run accepted the checkpoint under the resumed config: from now on the job's record holds it.
       if (config.endEpoch !== recorded.config?.endEpoch) {
         const resumed = clone(TrainConfigSchema, config);
-        await store.update(jobId, (j) => {
-          j.config = resumed;
-        });
+        await store.update(
+          jobId,
+          (j) => {
+            j.config = resumed;
+          },
+          owner,
+        );
       }
       if (resumeFrom !== undefined) logger.info("resuming from checkpoint", { job_id: jobId, checkpoint: resumeFrom.checkpointId });
       jobSpan.setAttribute("poseloop.training.resumed_from", resumeFrom?.checkpointId ?? "");
-      await this.#epochs(job, session, events, signal);
+      await this.#epochs(job, session, events, signal, owner);
     } finally {
       signal.removeEventListener("abort", onStop);
       cancelWatch.abort();
@@ -212,7 +282,7 @@ export class JobExecutor {
     }
   }
 
-  async #epochs(job: Job, session: TrainingSession, events: JobEventLog, signal: AbortSignal): Promise<void> {
+  async #epochs(job: Job, session: TrainingSession, events: JobEventLog, signal: AbortSignal, owner: JobOwner): Promise<void> {
     const { store } = this.#deps;
     const config = job.config as TrainConfig;
     const jobId = job.jobId;
@@ -252,27 +322,40 @@ export class JobExecutor {
           };
           if (chunk.batches > 0) {
             await events.append({ case: "progress", value: progress });
-            await store.update(jobId, (j) => {
-              j.progress = create(JobProgressSchema, progress);
-            });
+            await store.update(
+              jobId,
+              (j) => {
+                j.progress = create(JobProgressSchema, progress);
+              },
+              owner,
+            );
           }
           if (chunk.nonFinite) {
-            await events.append({ case: "warning", value: { code: "loss_not_finite", message: `the loss is not finite at step ${p.step}; lower TRAIN.LR or set TRAIN.CLIP_GRAD` } });
-            throw new Stop(JobState.FAILED, "the loss diverged", new AppError(Code.FAILED_PRECONDITION, `the loss became non-finite at epoch ${p.epoch} step ${p.step}; resume from the last checkpoint with a lower TRAIN.LR or TRAIN.CLIP_GRAD`));
+            // Nothing of this chunk is checkpointed: the job keeps its last good checkpoint to resume from.
+            const what = chunk.nonFiniteAt?.what === "weights" ? "weights" : "loss";
+            const step = chunk.nonFiniteAt?.step ?? p.step;
+            const subject = what === "weights" ? "the weights are" : "the loss is";
+            await events.append({ case: "warning", value: { code: "loss_not_finite", message: `${subject} not finite after step ${step}; lower TRAIN.LR or set TRAIN.CLIP_GRAD` } });
+            throw new Stop(
+              JobState.FAILED,
+              what === "weights" ? "the weights diverged" : "the loss diverged",
+              new AppError(Code.FAILED_PRECONDITION, `${what === "weights" ? "the weights" : "the loss"} became non-finite at epoch ${progress.epoch} step ${step}; resume from the last checkpoint with a lower TRAIN.LR or TRAIN.CLIP_GRAD`),
+            );
           }
           if (chunk.cancelled) {
+            await store.assertOwner(jobId, owner);
             // A cancel right after a checkpoint (at an epoch's end) keeps that checkpoint and its metrics as they are.
             const at = chunk.position;
             const saved = (await store.require(jobId)).job.lastCheckpoint;
             const unchanged = saved !== undefined && saved.epoch === at.epoch && saved.step === BigInt(at.step) && at.nextBatch === 0;
-            if (!unchanged) await this.#saveCheckpoint(job, session, events, CheckpointReason.CANCEL, undefined, false);
+            if (!unchanged) await this.#saveCheckpoint(job, session, events, CheckpointReason.CANCEL, undefined, false, owner);
             // A trainer shutting down hands the job back to the queue; another trainer resumes it from here.
             if (signal.aborted) throw new HandBack();
             throw new Stop(JobState.CANCELLED, "cancelled at a step boundary");
           }
           ended = chunk.epochEnded;
           if (!ended && everyMs > 0 && Date.now() - lastCheckpointAt >= everyMs) {
-            await this.#saveCheckpoint(job, session, events, CheckpointReason.TIMER, undefined, false);
+            await this.#saveCheckpoint(job, session, events, CheckpointReason.TIMER, undefined, false, owner);
             lastCheckpointAt = Date.now();
           }
         }
@@ -293,32 +376,47 @@ export class JobExecutor {
         await events.append({ case: "validation", value: { epoch: completed, step: BigInt(outcome.step), ...(metrics === undefined ? {} : { metrics }), isBest, durationMs: outcome.durationMs } });
         if (isBest && metrics !== undefined) {
           const m = metrics;
-          await store.update(jobId, (j) => {
-            j.bestMetrics = m;
-            j.bestEpoch = completed;
-          });
+          await store.update(
+            jobId,
+            (j) => {
+              j.bestMetrics = m;
+              j.bestEpoch = completed;
+            },
+            owner,
+          );
         }
       }
-      current = await this.#saveCheckpoint(job, session, events, CheckpointReason.EPOCH_END, metrics, isBest);
+      current = await this.#saveCheckpoint(job, session, events, CheckpointReason.EPOCH_END, metrics, isBest, owner);
       lastCheckpointAt = Date.now();
       if (isBest) best = { checkpoint: current, ap: metrics?.ap ?? 0 };
-      if (config.publish?.mode === PublishMode.EVERY_EPOCH && validate) await this.#publishFromRun(job, events, session, current, true);
+      if (config.publish?.mode === PublishMode.EVERY_EPOCH && validate) await this.#publishFromRun(job, events, session, current, true, owner);
     }
     const mode = config.publish?.mode ?? PublishMode.BEST;
     if (mode === PublishMode.BEST && best.checkpoint !== undefined) {
-      await this.#publishFromRun(job, events, session, best.checkpoint, best.checkpoint.checkpointId === current?.checkpointId);
+      await this.#publishFromRun(job, events, session, best.checkpoint, best.checkpoint.checkpointId === current?.checkpointId, owner);
     } else if (mode === PublishMode.FINAL) {
       // The run ends holding the weights of its last checkpoint (written by this attempt, or restored from it).
       const last = current ?? (await store.require(jobId)).job.lastCheckpoint;
-      if (last !== undefined) await this.#publishFromRun(job, events, session, last, true);
+      if (last !== undefined) await this.#publishFromRun(job, events, session, last, true, owner);
     }
-    await this.#finish(events, jobId, JobState.SUCCEEDED, "training finished");
+    await this.#finish(events, jobId, JobState.SUCCEEDED, "training finished", undefined, owner);
   }
 
-  async #saveCheckpoint(job: Job, session: TrainingSession, events: JobEventLog, reason: CheckpointReason, metrics: KeypointMetrics | undefined, isBest: boolean): Promise<Checkpoint> {
+  async #saveCheckpoint(
+    job: Job,
+    session: TrainingSession,
+    events: JobEventLog,
+    reason: CheckpointReason,
+    metrics: KeypointMetrics | undefined,
+    isBest: boolean,
+    owner: JobOwner,
+  ): Promise<Checkpoint> {
     const { store, checkpoints, checkpointList } = this.#deps;
     const written = await session.checkpoint();
-    const stored = await checkpoints.put(job.jobId, written.id, written.bytes);
+    await store.assertOwner(job.jobId, owner);
+    // A file per attempt: a stale owner that got past the check above still cannot overwrite the file that the
+    // current owner's record points to (two owners reach the same step under the same checkpoint id).
+    const stored = await store.outlast(`store checkpoint ${written.id}`, () => checkpoints.put(job.jobId, written.id, written.bytes, owner.attempt));
     const checkpoint = create(CheckpointSchema, {
       checkpointId: written.id,
       jobId: job.jobId,
@@ -333,10 +431,14 @@ export class JobExecutor {
       createdAt: timestampNow(),
     });
     // Durable first, then recorded: a crash between the two leaves an unused file, never a record without one.
-    await store.update(job.jobId, (j) => {
-      j.lastCheckpoint = checkpoint;
-    });
-    const removed = await checkpointList.add(job.jobId, checkpoint, job.config?.checkpoint?.keepLast || 3);
+    await store.update(
+      job.jobId,
+      (j) => {
+        j.lastCheckpoint = checkpoint;
+      },
+      owner,
+    );
+    const removed = await store.outlast(`list checkpoint ${written.id}`, () => checkpointList.add(job.jobId, checkpoint, job.config?.checkpoint?.keepLast || 3));
     for (const old of removed) await checkpoints.delete(old.location).catch(() => undefined);
     await events.append({ case: "checkpointSaved", value: { checkpoint } });
     return checkpoint;
@@ -346,11 +448,11 @@ export class JobExecutor {
    * A publication by the job's policy, exported in the training worker: from the weights it holds when they are
    * the checkpoint's (`held`), else from the checkpoint's file (an earlier best).
    */
-  async #publishFromRun(job: Job, events: JobEventLog, session: TrainingSession, checkpoint: Checkpoint, held: boolean): Promise<void> {
+  async #publishFromRun(job: Job, events: JobEventLog, session: TrainingSession, checkpoint: Checkpoint, held: boolean, owner: JobOwner): Promise<void> {
     const config = job.config as TrainConfig;
     const exporter = held ? () => session.export() : async () => session.export(await this.#deps.checkpoints.get(checkpoint.location, checkpoint.digest));
-    const target = { modelName: config.publish?.modelName ?? "", promote: config.publish?.skipPromotion !== true };
-    await this.#publisher.publish(exporter, this.#target(job, checkpoint.checkpointId, target), this.#publicationLog(job.jobId, events));
+    const target = { modelName: config.publish?.modelName ?? "", promote: config.publish?.skipPromotion !== true, reuseExisting: true };
+    await this.#publisher.publish(exporter, this.#target(job, checkpoint.checkpointId, target), this.#publicationLog(job.jobId, events, owner));
   }
 
   /**
@@ -376,19 +478,33 @@ export class JobExecutor {
     return { serving, ...(previous?.record.model === undefined ? {} : { previous: create(ModelRefSchema, previous.record.model) }) };
   }
 
-  #target(job: Job, checkpointId: string, to: { modelName: string; promote: boolean }): PublicationTarget {
+  #target(job: Job, checkpointId: string, to: { modelName: string; promote: boolean; reuseExisting?: boolean }): PublicationTarget {
     return { jobId: job.jobId, config: job.config ?? create(TrainConfigSchema), labels: job.labels, checkpointId, ...to };
   }
 
-  /** A publication reports into the job's event log and lists its version in the job's record. */
-  #publicationLog(jobId: string, events: JobEventLog): PublicationLog {
+  /**
+   * A publication reports into the job's event log and lists its version in the job's record; a run's own
+   * publication (`owner`) is made only while the run still owns the job.
+   */
+  #publicationLog(jobId: string, events: JobEventLog, owner?: JobOwner): PublicationLog {
+    const { store } = this.#deps;
     return {
       append: (event) => events.append(event),
       recordPublished: async (model) => {
-        await this.#deps.store.update(jobId, (j) => {
-          j.published.push(model);
-        });
+        let added = false;
+        await store.update(
+          jobId,
+          (j) => {
+            if (j.published.some((p) => p.name === model.name && p.version === model.version)) return false;
+            j.published.push(model);
+            added = true;
+            return true;
+          },
+          owner,
+        );
+        return added;
       },
+      ...(owner === undefined ? {} : { claim: () => store.assertOwner(jobId, owner) }),
     };
   }
 

@@ -2,7 +2,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import type { Bus, EventBus, KeyValueStore } from "@poseloop/bus";
-import { AppError, AsyncQueue, Code } from "@poseloop/core";
+import { AppError, AsyncQueue, Code, silentLogger, sleep, type Logger } from "@poseloop/core";
 import { JobEventSchema, JobSchema, JobState, type Job, type JobEvent } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
 
 export const JOBS_BUCKET = "poseloop-jobs";
@@ -16,6 +16,41 @@ export const jobEventsSubject = (jobId: string): string => `poseloop.events.jobs
 
 const TERMINAL = new Set([JobState.CANCELLED, JobState.SUCCEEDED, JobState.FAILED]);
 export const isTerminal = (state: JobState): boolean => TERMINAL.has(state);
+
+/**
+ * Who runs a job: its record's `attempt` is the owner epoch, bumped by every takeover (a compare-and-set), so a
+ * trainer that was silent long enough to be replaced finds its attempt outdated at its next write.
+ */
+export interface JobOwner {
+  readonly workerId: string;
+  readonly attempt: number;
+}
+
+/** A write by a trainer whose attempt of the job was taken over by another: refused, and its run stops. */
+export class StaleOwnerError extends AppError {
+  constructor(jobId: string, owner: JobOwner, current: Job) {
+    super(
+      Code.ABORTED,
+      `job ${jobId} is now attempt ${current.attempt} on ${current.workerId || "no trainer"} (${JobState[current.state]}); ${owner.workerId}'s attempt ${owner.attempt} is stale and writes nothing more`,
+    );
+  }
+}
+
+/**
+ * The bus is down, or coming back: a restarted nats-server answers "jetstream is not enabled" while it recovers
+ * its streams (INTERNAL, as the bus cannot tell that from a server without JetStream; this store's bucket
+ * existed, so here it is the restart).
+ */
+function isOutage(error: unknown): boolean {
+  if (AppError.is(error, Code.UNAVAILABLE)) return true;
+  const cause = error instanceof Error ? error.cause : undefined;
+  return AppError.is(error, Code.INTERNAL) && cause instanceof Error && /jetstream is not enabled/i.test(cause.message);
+}
+
+function checkOwner(jobId: string, job: Job, owner: JobOwner | undefined): void {
+  if (owner === undefined) return;
+  if (job.attempt !== owner.attempt || job.workerId !== owner.workerId) throw new StaleOwnerError(jobId, owner, job);
+}
 
 /** "job-20261127-231509-3f9a1c": sortable by creation, unique, a valid KV token and NATS subject token. */
 export function newJobId(now = new Date()): string {
@@ -36,15 +71,43 @@ export function assertJobId(jobId: string): void {
 export class JobStore {
   readonly #kv: KeyValueStore;
   readonly #events: EventBus;
+  readonly #outlastMs: number;
+  readonly #logger: Logger;
 
-  private constructor(kv: KeyValueStore, events: EventBus) {
+  private constructor(kv: KeyValueStore, events: EventBus, outlastMs: number, logger: Logger) {
     this.#kv = kv;
     this.#events = events;
+    this.#outlastMs = outlastMs;
+    this.#logger = logger;
   }
 
-  static async open(bus: Bus): Promise<JobStore> {
+  /**
+   * `outlastOutagesMs` (default 0): how long a write that finds the bus UNAVAILABLE waits and retries, with
+   * backoff, before it fails. A training run's store sets it, so that a brief NATS outage pauses the run
+   * instead of throwing away its epoch; the API's store fails fast, as its callers have deadlines.
+   */
+  static async open(bus: Bus, options: { outlastOutagesMs?: number; logger?: Logger } = {}): Promise<JobStore> {
     const [kv, events] = await Promise.all([bus.keyValueStore(JOBS_BUCKET, { history: 1 }), bus.events()]);
-    return new JobStore(kv, events);
+    return new JobStore(kv, events, options.outlastOutagesMs ?? 0, options.logger ?? silentLogger);
+  }
+
+  /**
+   * Runs `op`, and while it fails with UNAVAILABLE runs it again after a growing pause (up to the store's
+   * `outlastOutagesMs`); `retry` tells `op` that an earlier try may have landed without its answer.
+   */
+  async outlast<T>(what: string, op: (retry: boolean) => Promise<T>): Promise<T> {
+    const deadline = Date.now() + this.#outlastMs;
+    let pause = 100;
+    for (let retry = false; ; retry = true) {
+      try {
+        return await op(retry);
+      } catch (error) {
+        if (!isOutage(error) || Date.now() + pause > deadline) throw error;
+        this.#logger.warn("the bus is unavailable; the job's write waits and tries again", { what, retry_in_ms: pause, err: error });
+        await sleep(pause);
+        pause = Math.min(pause * 2, 5_000);
+      }
+    }
   }
 
   /** Creates a job; with an idempotency key seen before, returns the job created then instead. */
@@ -80,20 +143,32 @@ export class JobStore {
 
   /**
    * Changes a job with compare-and-set, retrying on concurrent writes. `change` returns false to leave the
-   * record as it is (e.g. the state moved on meanwhile).
+   * record as it is (e.g. the state moved on meanwhile). With `owner`, the write happens only while the record
+   * still names that attempt (checked within the same compare-and-set): a StaleOwnerError otherwise.
    */
-  async update(jobId: string, change: (job: Job) => boolean | void): Promise<Job> {
+  async update(jobId: string, change: (job: Job) => boolean | void, owner?: JobOwner): Promise<Job> {
     for (let attempt = 0; ; attempt++) {
-      const { job, revision } = await this.require(jobId);
+      const { job, revision } = await this.outlast(`read job ${jobId}`, () => this.require(jobId));
+      checkOwner(jobId, job, owner);
       if (change(job) === false) return job;
       job.updatedAt = timestampNow();
       try {
-        await this.#kv.update(jobKey(jobId), toBinary(JobSchema, job), revision);
+        // A write that landed without its answer fails its retry as stale: the loop re-reads and re-checks.
+        await this.outlast(`write job ${jobId}`, () => this.#kv.update(jobKey(jobId), toBinary(JobSchema, job), revision));
         return job;
       } catch (error) {
         if (!AppError.is(error, Code.ABORTED) || attempt > 20) throw error;
       }
     }
+  }
+
+  /**
+   * Throws StaleOwnerError unless `owner` still runs the job. For writes outside the record (checkpoint files,
+   * events, the registry) that cannot share its compare-and-set: a stale owner is stopped before them, and the
+   * record write that follows them is fenced.
+   */
+  async assertOwner(jobId: string, owner: JobOwner): Promise<void> {
+    checkOwner(jobId, (await this.outlast(`read job ${jobId}`, () => this.require(jobId))).job, owner);
   }
 
   /** Every job, newest first. */
@@ -109,7 +184,7 @@ export class JobStore {
 
   /** The highest event sequence stored for a job (0 when none). */
   async lastSequence(jobId: string): Promise<bigint> {
-    const keys = await this.#kv.keys(eventPrefix(jobId));
+    const keys = await this.outlast(`list events of ${jobId}`, () => this.#kv.keys(eventPrefix(jobId)));
     const last = keys.at(-1);
     return last === undefined ? 0n : BigInt(last.slice(eventPrefix(jobId).length));
   }
@@ -117,8 +192,18 @@ export class JobStore {
   /** Stores an event and announces it to live watchers. */
   async appendEvent(event: JobEvent): Promise<void> {
     const bytes = toBinary(JobEventSchema, event);
-    await this.#kv.create(eventKey(event.jobId, event.sequence), bytes);
-    await this.#events.publish(jobEventsSubject(event.jobId), bytes);
+    const key = eventKey(event.jobId, event.sequence);
+    await this.outlast(`store event ${key}`, async (retry) => {
+      try {
+        await this.#kv.create(key, bytes);
+      } catch (error) {
+        // An earlier try stored it and lost the answer: the event is there once, not a sequence taken by another.
+        if (retry && AppError.is(error, Code.ABORTED, Code.ALREADY_EXISTS) && Buffer.from((await this.#kv.get(key))?.value ?? []).equals(bytes)) return;
+        throw error;
+      }
+    });
+    // Watchers drop a live event they already have (by sequence), so a repeated announcement is harmless.
+    await this.outlast(`announce event ${key}`, () => this.#events.publish(jobEventsSubject(event.jobId), bytes));
   }
 
   /** The stored events of a job with a sequence above `after`, in order. */
@@ -187,6 +272,7 @@ export class JobEventLog {
   readonly #store: JobStore;
   readonly #jobId: string;
   #sequence: bigint;
+  #owner: JobOwner | undefined;
 
   private constructor(store: JobStore, jobId: string, sequence: bigint) {
     this.#store = store;
@@ -198,9 +284,15 @@ export class JobEventLog {
     return new JobEventLog(store, jobId, await store.lastSequence(jobId));
   }
 
+  /** From now on every append first checks that `owner` still runs the job (StaleOwnerError otherwise). */
+  fence(owner: JobOwner): void {
+    this.#owner = owner;
+  }
+
   /** Appends with the next sequence; when another writer took it (a cancel racing the runner), moves past it. */
   async append(event: MessageInitShape<typeof JobEventSchema>["event"]): Promise<JobEvent> {
     for (let attempt = 0; ; attempt++) {
+      if (this.#owner !== undefined) await this.#store.assertOwner(this.#jobId, this.#owner);
       this.#sequence += 1n;
       const message = create(JobEventSchema, { jobId: this.#jobId, sequence: this.#sequence, time: timestampNow(), ...(event === undefined ? {} : { event }) });
       try {

@@ -12,6 +12,32 @@ import type { ExportOutcome } from "./model-export.js";
 
 const tracer = () => trace.getTracer("@poseloop/trainer");
 
+/** Labels the trainer writes into every manifest it publishes: where the version came from. */
+export const PROVENANCE_LABELS: readonly string[] = ["experiment", "checkpoint"];
+const LABEL_KEY = /^[a-z0-9]([a-z0-9._/-]{0,62})$/i;
+const MAX_LABELS = 64;
+const MAX_LABEL_VALUE = 256;
+
+/**
+ * Problems with a job's labels: they end up in the manifests the job publishes, next to the trainer's own
+ * provenance, which a client must not be able to forge ("checkpoint: e9999-forged").
+ */
+export function labelProblems(labels: Readonly<Record<string, string>>): string[] {
+  const problems: string[] = [];
+  const entries = Object.entries(labels);
+  if (entries.length > MAX_LABELS) problems.push(`labels: ${entries.length} labels; the limit is ${MAX_LABELS}`);
+  for (const [key, value] of entries.slice(0, MAX_LABELS)) {
+    const shown = JSON.stringify(key.length > 40 ? `${key.slice(0, 37)}...` : key);
+    if (PROVENANCE_LABELS.includes(key.toLowerCase()) || key.toLowerCase().startsWith("poseloop")) {
+      problems.push(`labels: ${shown} is set by the trainer itself (the provenance of a published model), not by a client`);
+    } else if (!LABEL_KEY.test(key)) {
+      problems.push(`labels: ${shown} must be 1-63 letters, digits, '.', '_', '/' or '-', starting with a letter or digit`);
+    }
+    if (value.length > MAX_LABEL_VALUE) problems.push(`labels: the value of ${shown} is ${value.length} characters; the limit is ${MAX_LABEL_VALUE}`);
+  }
+  return problems;
+}
+
 /** What is published, from which job and checkpoint, under which name. */
 export interface PublicationTarget {
   readonly jobId: string;
@@ -22,6 +48,12 @@ export interface PublicationTarget {
   readonly modelName: string;
   /** Make the new version the serving one. */
   readonly promote: boolean;
+  /**
+   * A job's own publication by its policy, which a takeover repeats when its owner died between the registry
+   * write and the record: a version already published from this job and checkpoint is reused (recorded, not
+   * exported, published or promoted again). PublishCheckpoint leaves it unset: asking again makes a new version.
+   */
+  readonly reuseExisting?: boolean;
 }
 
 /**
@@ -30,8 +62,10 @@ export interface PublicationTarget {
  */
 export interface PublicationLog {
   append(event: MessageInitShape<typeof JobEventSchema>["event"]): Promise<unknown>;
-  /** The version is in the registry; the job's record lists it. */
-  recordPublished(model: ModelRef): Promise<void>;
+  /** The version is in the registry; the job's record lists it. False when it listed it already. */
+  recordPublished(model: ModelRef): Promise<boolean | void>;
+  /** Called right before the registry write; throws when the publication is no longer the caller's to make. */
+  claim?(): Promise<void>;
 }
 
 function metricsOf(bytes: Uint8Array | undefined): KeypointMetrics | undefined {
@@ -55,6 +89,17 @@ export class Publisher {
   /** The manifest of the new version, or undefined when the int8 gate refused every attempt. */
   async publish(exporter: () => Promise<ExportOutcome>, target: PublicationTarget, log: PublicationLog): Promise<ModelManifest | undefined> {
     const { jobId, config, checkpointId, modelName } = target;
+    if (target.reuseExisting === true) {
+      const existing = await this.#findPublished(modelName, jobId, checkpointId);
+      if (existing !== undefined) {
+        if ((await log.recordPublished(create(ModelRefSchema, existing.model ?? {}))) !== false) {
+          const serving = await this.#registry.getServing(modelName);
+          await log.append({ case: "published", value: { manifest: existing, promoted: serving?.record.model?.version === existing.model?.version, checkpointId } });
+        }
+        this.#logger.info("reusing the version already published from this checkpoint", { job_id: jobId, model: modelName, version: existing.model?.version, checkpoint: checkpointId });
+        return existing;
+      }
+    }
     const started = Date.now();
     const outcome = await withSpan(tracer(), "training.export", { attributes: { "poseloop.training.job_id": jobId, "poseloop.training.checkpoint_id": checkpointId } }, async (span) => {
       const result = await exporter();
@@ -89,7 +134,8 @@ export class Publisher {
     manifest.parentVersion = config.initFrom?.source.case === "model" ? config.initFrom.source.value.version : "";
     manifest.epoch = outcome.epoch;
     manifest.step = BigInt(outcome.step);
-    manifest.labels = { experiment: config.name, checkpoint: checkpointId, ...target.labels };
+    // Provenance last: a job's labels never overwrite it (jobs submitted before labels were checked included).
+    manifest.labels = { ...target.labels, experiment: config.name, checkpoint: checkpointId };
     if (accepted !== undefined && quantization !== undefined) {
       manifest.quantization = create(QuantizationSummarySchema, {
         calibrator: accepted.calibrator,
@@ -105,6 +151,7 @@ export class Publisher {
       { file: "weights.ptw", data: outcome.weights, precision: Precision.FP32 },
       ...(int8 === undefined ? [] : [{ file: "model.int8.onnx", data: int8, precision: Precision.INT8 }]),
     ];
+    await log.claim?.();
     const published = await withSpan(tracer(), "training.publish", { kind: SpanKind.PRODUCER, attributes: { "poseloop.training.job_id": jobId, "poseloop.model.name": modelName } }, async (span) => {
       const result = await this.#registry.publish({ manifest, files, servingFile: int8 === undefined ? "model.onnx" : "model.int8.onnx", promote: target.promote, setBy: jobId, reason: `${config.name}: ${checkpointId}` });
       span.setAttribute("poseloop.model.version", result.manifest.model?.version ?? "");
@@ -114,5 +161,15 @@ export class Publisher {
     await log.append({ case: "published", value: { manifest: published.manifest, promoted: published.serving !== undefined, checkpointId } });
     this.#logger.info("published a model version", { job_id: jobId, model: modelName, version: published.manifest.model?.version, promoted: published.serving !== undefined, ap: published.manifest.metrics?.ap, fp32_ap: fp32Metrics?.ap });
     return published.manifest;
+  }
+
+  /** The version of `modelName` published from `jobId`'s checkpoint `checkpointId`, newest first; none: undefined. */
+  async #findPublished(modelName: string, jobId: string, checkpointId: string): Promise<ModelManifest | undefined> {
+    const versions = await this.#registry.listVersions(modelName);
+    for (const version of versions.reverse()) {
+      const manifest = await this.#registry.getManifest(modelName, version);
+      if (manifest.trainingJobId === jobId && manifest.labels["checkpoint"] === checkpointId) return manifest;
+    }
+    return undefined;
   }
 }

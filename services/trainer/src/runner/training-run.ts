@@ -78,7 +78,10 @@ export interface TrainChunk {
   readonly epochEnded: boolean;
   /** The cancel flag stopped it. */
   readonly cancelled: boolean;
+  /** A loss or a weight stopped being finite; the chunk ended at that step (see `nonFiniteAt`). */
   readonly nonFinite: boolean;
+  /** What was not finite, after which step; set with `nonFinite`. */
+  readonly nonFiniteAt?: { readonly what: "loss" | "weights"; readonly step: number };
 }
 
 export interface ValidationOutcome {
@@ -275,7 +278,8 @@ export class TrainingRun {
     let skippedSteps = 0;
     let samples = 0;
     let cancelled = false;
-    let nonFinite = false;
+    let nonFiniteAt: { what: "loss" | "weights"; step: number } | undefined;
+    let updatedSinceCheck = false;
     while (this.#nextBatch < position.batchesPerEpoch && steps < maxSteps) {
       if (this.#cancel !== undefined && Atomics.load(this.#cancel, 0) !== 0) {
         cancelled = true;
@@ -292,15 +296,29 @@ export class TrainingRun {
       batches++;
       samples += batch.size;
       lossSum += result.loss;
-      if (!Number.isFinite(result.loss)) nonFinite = true;
       if (result.lossScale !== undefined) lossScale = result.lossScale;
       if (result.updated) {
         steps++;
         // A skipped update's norm is inf or NaN by definition: report the last applied one's.
         if (result.skipped === true) skippedSteps++;
-        else gradNorm = result.gradNorm ?? Number.NaN;
+        else {
+          gradNorm = result.gradNorm ?? Number.NaN;
+          updatedSinceCheck = true;
+        }
+      }
+      if (!Number.isFinite(result.loss)) {
+        nonFiniteAt = { what: "loss", step: this.#engine.step };
+        break;
+      }
+      // A non-finite gradient poisons the weights without touching this step's loss (computed before the
+      // update): on an epoch's last step nothing else would notice before validation decodes NaN heatmaps.
+      if (updatedSinceCheck && result.gradNorm !== undefined && !Number.isFinite(result.gradNorm) && !this.#weightsFinite()) {
+        nonFiniteAt = { what: "weights", step: this.#engine.step };
+        break;
       }
     }
+    // Updates without a reported norm (or a finite one that still overflowed a weight) are checked once a chunk.
+    if (nonFiniteAt === undefined && updatedSinceCheck && !this.#weightsFinite()) nonFiniteAt = { what: "weights", step: this.#engine.step };
     const epochEnded = this.#nextBatch >= position.batchesPerEpoch;
     if (epochEnded) {
       this.#epoch++;
@@ -320,8 +338,17 @@ export class TrainingRun {
       seconds: (performance.now() - started) / 1000,
       epochEnded,
       cancelled,
-      nonFinite,
+      nonFinite: nonFiniteAt !== undefined,
+      ...(nonFiniteAt === undefined ? {} : { nonFiniteAt }),
     };
+  }
+
+  #weightsFinite(): boolean {
+    const { params, buffers } = this.#engine.weights();
+    for (const values of [...params.values(), ...buffers.values()]) {
+      for (const value of values) if (!Number.isFinite(value)) return false;
+    }
+    return true;
   }
 
   /** COCO AP of the current weights on the validation set, through the serving pipeline. */

@@ -134,6 +134,26 @@ describe("TrainingSession", () => {
     }
   });
 
+  it("reports weights that an epoch's last update made non-finite, though that step's loss was still finite", async () => {
+    // One batch per epoch and an LR past float32's range: the first step's loss is finite (the initial
+    // weights), its update is not.
+    const diverging = tinyTrainConfig({
+      data: { kind: 2, synthetic: { trainImages: 8, valImages: 8, imageWidth: 128, imageHeight: 96, maxPeople: 2, seed: 5n }, name: "tiny-diverging" },
+      optimizer: { kind: 1, lr: 1e39 },
+    });
+    const session = await TrainingSession.start({ ...init(), jobId: "job-diverging", config: toBinary(TrainConfigSchema, diverging) });
+    try {
+      expect(session.position.batchesPerEpoch).toBe(1);
+      const chunk = await session.train(100);
+      expect(chunk.epochEnded).toBe(true);
+      expect(Number.isFinite(chunk.loss)).toBe(true);
+      expect(chunk.nonFinite).toBe(true);
+      expect(chunk.nonFiniteAt).toEqual({ what: "weights", step: 1 });
+    } finally {
+      await session.close();
+    }
+  });
+
   it("stops at a step boundary when cancelled", async () => {
     const session = await TrainingSession.start(init());
     try {

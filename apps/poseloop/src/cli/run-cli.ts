@@ -17,7 +17,10 @@ import { trainCommand } from "./train-command.js";
 export const GLOBAL_OPTIONS: OptionSpecs = {
   trainer: { type: "string", value: "HOST:PORT", help: `trainer address (env POSELOOP_TRAINER_ADDR, default ${DEFAULT_TRAINER_ADDRESS})` },
   inferencer: { type: "string", value: "HOST:PORT", help: `inferencer address (env POSELOOP_INFERENCER_ADDR, default ${DEFAULT_INFERENCER_ADDRESS})` },
-  token: { type: "string", value: "TOKEN", help: "bearer token sent with every call (env POSELOOP_TOKEN)" },
+  token: { type: "string", value: "TOKEN", help: "bearer token sent with every call (env POSELOOP_TOKEN; POSELOOP_TOKEN_FILE: a file holding it)" },
+  "tls-ca": { type: "string", value: "FILE", help: "connect over TLS, trusting the CA certificate in FILE (env POSELOOP_TLS_CA)" },
+  "tls-cert": { type: "string", value: "FILE", help: "client certificate for mutual TLS, with --tls-key (env POSELOOP_TLS_CLIENT_CERT)" },
+  "tls-key": { type: "string", value: "FILE", help: "private key of --tls-cert (env POSELOOP_TLS_CLIENT_KEY)" },
   timeout: { type: "string", value: "SECONDS", help: "deadline of each request (default 30, publish 1800; streams and watches have none)" },
   json: { type: "boolean", help: "print JSON: one document, or one line per event for streams" },
   help: { type: "boolean", short: "h", help: "show help" },
@@ -86,10 +89,17 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     const fromEnv = connectionsFromEnv(io.env);
     const token = args.string("token");
     const tokenSource: TokenSource = token !== undefined ? "--token" : fromEnv.trainer.token !== undefined ? "POSELOOP_TOKEN" : undefined;
+    const tlsFlags = {
+      ...optional("caFile", args.string("tls-ca")),
+      ...optional("certFile", args.string("tls-cert")),
+      ...optional("keyFile", args.string("tls-key")),
+    };
     const connection = (base: ConnectionOptions, flag: "trainer" | "inferencer"): ConnectionOptions => {
       const address = args.string(flag);
+      const tls = { ...base.tls, ...resolvePaths(tlsFlags, (path) => resolve(io.cwd ?? process.cwd(), path)) };
       return {
         ...base,
+        ...(Object.keys(tls).length === 0 ? {} : { tls }),
         ...(address === undefined ? {} : { address }),
         ...(token === undefined ? {} : { token }),
         ...(timeoutSeconds === undefined ? {} : { defaultTimeoutMs: timeoutSeconds * 1000 }),
@@ -117,6 +127,14 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     trainer?.close();
     inference?.close();
   }
+}
+
+function optional<K extends string>(key: K, value: string | undefined): Partial<Record<K, string>> {
+  return value === undefined ? {} : ({ [key]: value } as Record<K, string>);
+}
+
+function resolvePaths<T extends Record<string, string>>(paths: T, resolvePath: (path: string) => string): T {
+  return Object.fromEntries(Object.entries(paths).map(([key, path]) => [key, resolvePath(path)])) as T;
 }
 
 function usage(err: LineWriter, error: UsageError): number {

@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { AppError, Code } from "@poseloop/core";
 import { describe, expect, it } from "vitest";
 import { connectionFailure, connectionsFromEnv, inService, resolveConnection, toCallOptions } from "./client-options.js";
@@ -9,6 +12,30 @@ describe("connection options", () => {
       inferencer: { token: "s3cret" },
     });
     expect(connectionsFromEnv({})).toEqual({ trainer: {}, inferencer: {} });
+  });
+
+  it("reads a token file and TLS files from the environment, and the token from the file's first line", () => {
+    const dir = mkdtempSync(join(tmpdir(), "poseloop-sdk-"));
+    try {
+      const tokenFile = join(dir, "token");
+      writeFileSync(tokenFile, "file-token-0123456789\nnext line ignored\n");
+      const env = { POSELOOP_TOKEN_FILE: tokenFile, POSELOOP_TLS_CA: join(dir, "ca.pem") };
+      const { trainer } = connectionsFromEnv(env);
+      expect(trainer).toEqual({ tokenFile, tls: { caFile: join(dir, "ca.pem") } });
+      expect(resolveConnection({ tokenFile }, "x:1").headers).toEqual({ authorization: "Bearer file-token-0123456789" });
+      expect(resolveConnection({ tokenFile, token: "flag-wins" }, "x:1").headers).toEqual({ authorization: "Bearer flag-wins" });
+      const error = (() => {
+        try {
+          resolveConnection(trainer, "x:1");
+        } catch (e) {
+          return e;
+        }
+      })();
+      expect((error as AppError).problems).toEqual([`cannot read the TLS CA file ${join(dir, "ca.pem")}: ENOENT`]);
+      expect(() => resolveConnection({ tls: { certFile: "c.pem" } }, "x:1")).toThrow(/a client certificate and its key go together/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("defaults the address, drops a scheme, and sends the token as a bearer authorization header", () => {

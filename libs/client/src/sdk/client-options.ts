@@ -1,4 +1,5 @@
-import type { ChannelCredentials } from "@grpc/grpc-js";
+import { readFileSync } from "node:fs";
+import { credentials as grpcCredentials, type ChannelCredentials } from "@grpc/grpc-js";
 import { AppError, Code, type Env } from "@poseloop/core";
 import type { CallOptions, ClientOptions } from "@poseloop/grpc";
 
@@ -15,6 +16,14 @@ export interface ConnectionOptions {
   address?: string;
   /** Sent as `authorization: Bearer <token>` with every call. */
   token?: string;
+  /** A file holding the token (its first line), read when the client is made; `token` wins when both are set. */
+  tokenFile?: string;
+  /**
+   * TLS from PEM files, read when the client is made: `caFile` is the CA that signed the service's certificate
+   * (default: the system's roots); `certFile` and `keyFile` are this client's, for services that require
+   * mutual TLS. Ignored when `credentials` is set.
+   */
+  tls?: { caFile?: string; certFile?: string; keyFile?: string };
   /** Deadline of unary calls that set no `timeoutMs` of their own; default 30 s. Streams have none. */
   defaultTimeoutMs?: number;
   /** Default plaintext (insecure) HTTP/2. */
@@ -43,9 +52,10 @@ export interface ResolvedConnection {
 }
 
 /**
- * The addresses and token from environment variables: POSELOOP_TRAINER_ADDR, POSELOOP_INFERENCER_ADDR and
- * POSELOOP_TOKEN. Unset or empty variables leave the defaults. The SDK never reads process.env itself: an
- * application passes its environment here, or addresses directly.
+ * The addresses, token and TLS files from environment variables: POSELOOP_TRAINER_ADDR,
+ * POSELOOP_INFERENCER_ADDR, POSELOOP_TOKEN, POSELOOP_TOKEN_FILE, POSELOOP_TLS_CA, POSELOOP_TLS_CLIENT_CERT and
+ * POSELOOP_TLS_CLIENT_KEY. Unset or empty variables leave the defaults. The SDK never reads process.env itself:
+ * an application passes its environment here, or addresses directly.
  */
 export function connectionsFromEnv(env: Env): { trainer: ConnectionOptions; inferencer: ConnectionOptions } {
   const value = (name: string): string | undefined => {
@@ -53,7 +63,20 @@ export function connectionsFromEnv(env: Env): { trainer: ConnectionOptions; infe
     return raw === undefined || raw === "" ? undefined : raw;
   };
   const token = value("POSELOOP_TOKEN");
-  const withToken = token === undefined ? {} : { token };
+  const tokenFile = value("POSELOOP_TOKEN_FILE");
+  const caFile = value("POSELOOP_TLS_CA");
+  const certFile = value("POSELOOP_TLS_CLIENT_CERT");
+  const keyFile = value("POSELOOP_TLS_CLIENT_KEY");
+  const tls = {
+    ...(caFile === undefined ? {} : { caFile }),
+    ...(certFile === undefined ? {} : { certFile }),
+    ...(keyFile === undefined ? {} : { keyFile }),
+  };
+  const withToken = {
+    ...(token === undefined ? {} : { token }),
+    ...(tokenFile === undefined ? {} : { tokenFile }),
+    ...(Object.keys(tls).length === 0 ? {} : { tls }),
+  };
   const trainer = value("POSELOOP_TRAINER_ADDR");
   const inferencer = value("POSELOOP_INFERENCER_ADDR");
   return {
@@ -71,11 +94,13 @@ export function resolveConnection(options: ConnectionOptions, defaultAddress: st
   const address = normalizeAddress(options.address ?? defaultAddress);
   if (!/^(\[[0-9a-fA-F:.]+\]|[^\s:/[\]]+):\d{1,5}$/.test(address)) problems.push(`address "${address}" is not host:port`);
   const headers: Record<string, string> = {};
-  if (options.token !== undefined) {
-    const token = options.token.trim();
+  const given = options.token ?? (options.tokenFile === undefined ? undefined : readSecretFile(options.tokenFile, "token file", problems));
+  if (given !== undefined) {
+    const token = given.trim();
     if (token === "" || /[^\x21-\x7e]/.test(token)) problems.push("the token must be one word of visible characters");
     else headers["authorization"] = `Bearer ${token}`;
   }
+  const tls = options.credentials === undefined && options.tls !== undefined ? tlsCredentials(options.tls, problems) : undefined;
   const timeout = options.defaultTimeoutMs;
   if (timeout !== undefined && !(Number.isFinite(timeout) && timeout > 0)) problems.push(`defaultTimeoutMs must be a positive number, got ${timeout}`);
   if (problems.length > 0) throw AppError.invalid("client options", problems);
@@ -88,9 +113,45 @@ export function resolveConnection(options: ConnectionOptions, defaultAddress: st
       maxReceiveMessageBytes: maxBytes,
       maxSendMessageBytes: maxBytes,
       ...(options.credentials === undefined ? {} : { credentials: options.credentials }),
+      ...(tls === undefined ? {} : { credentials: tls }),
       ...(options.tracing === undefined ? {} : { tracing: options.tracing }),
     },
   };
+}
+
+/** The first line of a file holding a secret; a problem (naming the file, never its content) when unreadable. */
+function readSecretFile(path: string, what: string, problems: string[]): string | undefined {
+  try {
+    return readFileSync(path, "utf8").split("\n")[0] ?? "";
+  } catch (error) {
+    problems.push(`cannot read the ${what} ${path}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
+    return undefined;
+  }
+}
+
+function tlsCredentials(tls: NonNullable<ConnectionOptions["tls"]>, problems: string[]): ChannelCredentials | undefined {
+  if ((tls.certFile === undefined) !== (tls.keyFile === undefined)) {
+    problems.push("a client certificate and its key go together: give both or neither");
+    return undefined;
+  }
+  const read = (path: string | undefined, what: string): Buffer | null => {
+    if (path === undefined) return null;
+    try {
+      return readFileSync(path);
+    } catch (error) {
+      problems.push(`cannot read the ${what} ${path}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
+      return null;
+    }
+  };
+  const ca = read(tls.caFile, "TLS CA file");
+  const key = read(tls.keyFile, "TLS client key");
+  const cert = read(tls.certFile, "TLS client certificate");
+  try {
+    return grpcCredentials.createSsl(ca, key, cert);
+  } catch (error) {
+    problems.push(`the TLS files cannot be used: ${(error as Error).message}`);
+    return undefined;
+  }
 }
 
 function normalizeAddress(address: string): string {

@@ -250,6 +250,7 @@ const API_VERSIONS: Readonly<Record<string, string>> = {
   HorizontalPodAutoscaler: "autoscaling/v2",
   PodDisruptionBudget: "policy/v1",
   PersistentVolumeClaim: "v1",
+  NetworkPolicy: "networking.k8s.io/v1",
 };
 
 /** Label selector `matchLabels` (or a Service's plain selector) matches these labels. */
@@ -462,6 +463,24 @@ describe("deploy/", () => {
       });
     }
 
+    it("gives both services token files as secrets, kept out of git, and the trainer volumes to write its work to", () => {
+      const secrets = asObject(compose["secrets"]);
+      for (const service of SERVICES) {
+        const variable = `POSELOOP_${service.name.toUpperCase()}_TOKENS_FILE`;
+        const path = composeEnv(service.name)[variable] ?? "";
+        const secret = path.replace(/^\/run\/secrets\//, "");
+        expect(asArray(at(composeServices, service.name, "secrets")).map(String), `compose ${service.name}`).toContain(secret);
+        expect(String(at(secrets, secret, "file"))).toMatch(/^\.\/secrets\/[\w-]+\.tokens$/);
+      }
+      expect(readFileSync(join(DEPLOY, "secrets", ".gitignore"), "utf8")).toMatch(/^\*\.tokens$/m);
+      // A read-only root filesystem: every folder the trainer writes is a volume.
+      const trainer = composeEnv("trainer");
+      const mounts = asArray(at(composeServices, "trainer", "volumes")).map((volume) => String(volume).split(":")[1]);
+      expect(at(composeServices, "trainer", "read_only")).toBe(true);
+      expect(mounts).toContain(trainer["POSELOOP_WORK_DIR"]);
+      expect(mounts).toContain(trainer["POSELOOP_DATA_ROOT"]);
+    });
+
     it("publishes the inferencer on all interfaces and starts NATS with JetStream on a volume", () => {
       expect(asArray(at(composeServices, "inferencer", "ports"))).toContain(`${defaultPort(INFERENCER)}:${defaultPort(INFERENCER)}`);
       const command = asArray(at(composeServices, "nats", "command")).map(String);
@@ -647,6 +666,27 @@ describe("deploy/", () => {
         expect(Number(at(pod, "terminationGracePeriodSeconds")) * 1000).toBeGreaterThan(preStopMs + (config?.grpc.drainTimeoutMs ?? Infinity));
       });
     }
+
+    it("both services read their tokens from a Secret mounted where their ConfigMap says", () => {
+      for (const service of SERVICES) {
+        const container = at(deployments.get(service.name), "spec", "template", "spec", "containers", 0);
+        const { env } = containerEnv(container, service.name, `Deployment/${service.name}`);
+        const file = env[`POSELOOP_${service.name.toUpperCase()}_TOKENS_FILE`] ?? "";
+        const mount = asArray(at(container, "volumeMounts")).find((m) => file.startsWith(`${String(at(m, "mountPath"))}/`));
+        expect(mount, `Deployment/${service.name} mounts ${file}`).toBeDefined();
+        const volume = asArray(at(deployments.get(service.name), "spec", "template", "spec", "volumes")).find((v) => at(v, "name") === at(mount, "name"));
+        expect(at(volume, "secret", "secretName")).toBe(`poseloop-${service.name}-tokens`);
+      }
+    });
+
+    it("NetworkPolicies close the namespace by default and open only the inferencer to everyone", () => {
+      const policies = ofKind("NetworkPolicy");
+      const open = (policy: unknown) => asArray(at(policy, "spec", "ingress")).some((rule) => at(rule, "from") === undefined);
+      expect(policies.filter((p) => Object.keys(asObject(at(p, "spec", "podSelector"))).length === 0 && at(p, "spec", "ingress") === undefined)).toHaveLength(1);
+      expect(policies.filter(open).map((p) => at(p, "spec", "podSelector", "matchLabels", "app.kubernetes.io/name"))).toEqual(["inferencer"]);
+      const trainer = policies.find((p) => at(p, "spec", "podSelector", "matchLabels", "app.kubernetes.io/name") === "trainer");
+      expect(asArray(at(trainer, "spec", "ingress", 0, "ports")).map((port) => at(port, "port"))).toEqual([defaultPort(TRAINER)]);
+    });
 
     it("the trainer runs on GPU nodes with one GPU, probed over gRPC health, with time to checkpoint on shutdown", () => {
       const pod = at(deployments.get("trainer"), "spec", "template", "spec");

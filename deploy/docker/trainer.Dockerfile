@@ -64,7 +64,11 @@ RUN apt-get update \
            /usr/local/bin/yarn /usr/local/bin/yarnpkg /opt/yarn-* \
  && groupadd --system --gid 10001 poseloop \
  && useradd --system --uid 10001 --gid poseloop --home-dir /nonexistent --no-create-home \
-            --shell /usr/sbin/nologin poseloop
+            --shell /usr/sbin/nologin poseloop \
+ && mkdir -p /var/lib/poseloop/work /var/lib/poseloop/data \
+ && chown -R 10001:10001 /var/lib/poseloop
+# The root filesystem is read-only at run time: work and data are volumes, which Docker creates with the
+# owner of these folders, so the service user can write them.
 COPY --from=node /usr/local/bin/node /usr/local/bin/node
 WORKDIR /app
 # Owned by root and read-only to the service user: the process cannot rewrite its own code.

@@ -4,7 +4,7 @@ import { grpcServerSettingsFromEnv } from "./config.js";
 
 function settings(env: Env) {
   const reader = new EnvReader(env);
-  const result = grpcServerSettingsFromEnv(reader, "POSELOOP_TRAINER", "0.0.0.0:50052");
+  const result = grpcServerSettingsFromEnv(reader, "POSELOOP_TRAINER", 50052);
   reader.done("test configuration");
   return result;
 }

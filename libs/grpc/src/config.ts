@@ -36,14 +36,15 @@ export interface ServiceAccess {
  * ("role:token,role:token"), <PREFIX>_TOKENS_FILE, POSELOOP_TLS_CERT, POSELOOP_TLS_KEY,
  * POSELOOP_TLS_CLIENT_CA and POSELOOP_INSECURE.
  *
- * Secure by default: with neither tokens nor TLS the service binds 127.0.0.1 (whatever the default address
- * says), and an explicit address other hosts can reach is a configuration problem unless POSELOOP_INSECURE=1.
+ * Secure by default: without <PREFIX>_LISTEN the service binds every interface on `defaultPort` only when
+ * tokens or TLS protect it, and 127.0.0.1 otherwise; an explicit address other hosts can reach with neither is
+ * a configuration problem unless POSELOOP_INSECURE=1.
  */
-export function grpcServerSettingsFromEnv(env: EnvReader, prefix: string, defaultListen: string, access: ServiceAccess = { methods: {} }): GrpcServerSettings {
+export function grpcServerSettingsFromEnv(env: EnvReader, prefix: string, defaultPort: number, access: ServiceAccess = { methods: {} }): GrpcServerSettings {
   const listenVariable = `${prefix}_LISTEN`;
   const explicitListen = env.string(listenVariable, { default: "" }) !== "";
   const problemsBefore = env.problems.length;
-  const listen = env.listenAddress(listenVariable, { default: defaultListen });
+  const listen = env.listenAddress(listenVariable, { default: `${ALL_INTERFACES}:${defaultPort}` });
   // An address that does not parse is reported once, as such, not again as one other hosts could reach.
   const listenParsed = env.problems.length === problemsBefore;
   const port = listen.port;
@@ -85,6 +86,9 @@ export function grpcServerSettingsFromEnv(env: EnvReader, prefix: string, defaul
     tokensVariable,
   };
 }
+
+/** The default host of a protected service (tokens or TLS): the one place PoseLoop binds every interface. */
+const ALL_INTERFACES = "0.0.0.0";
 
 /** Whether only this machine can reach `host`. */
 export function isLoopback(host: string): boolean {

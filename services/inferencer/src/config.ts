@@ -58,7 +58,7 @@ export const INFERENCER_METHOD_ACCESS: MethodAccessMap = Object.freeze(
 
 /**
  * The inferencer's configuration from environment variables, every problem reported at once:
- * POSELOOP_INFERENCER_LISTEN (default 0.0.0.0:50051), POSELOOP_MODEL (default "demo"), POSELOOP_NATS_URL,
+ * POSELOOP_INFERENCER_LISTEN (default port 50051: 127.0.0.1, or every interface once tokens or TLS protect it), POSELOOP_MODEL (default "demo"), POSELOOP_NATS_URL,
  * POSELOOP_BUS_DIR, POSELOOP_INFERENCE_WORKERS, POSELOOP_INTRA_OP_THREADS, POSELOOP_MAX_BATCH,
  * POSELOOP_BATCH_WAIT, POSELOOP_MAX_STREAMS, POSELOOP_STREAM_MAX_IN_FLIGHT, POSELOOP_MAX_FRAME_BYTES,
  * POSELOOP_MAX_FRAME_PIXELS, POSELOOP_MAX_MODEL_BYTES, POSELOOP_STREAM_FIRST_MESSAGE_TIMEOUT,
@@ -70,7 +70,7 @@ export const INFERENCER_METHOD_ACCESS: MethodAccessMap = Object.freeze(
  */
 export function loadConfig(env: Env): InferencerConfig {
   const reader = new EnvReader(env);
-  const grpc = grpcServerSettingsFromEnv(reader, "POSELOOP_INFERENCER", "0.0.0.0:50051", { methods: INFERENCER_METHOD_ACCESS });
+  const grpc = grpcServerSettingsFromEnv(reader, "POSELOOP_INFERENCER", 50051, { methods: INFERENCER_METHOD_ACCESS });
   const defaultModel = reader.string("POSELOOP_MODEL", { default: "demo" });
   for (const problem of modelNameProblems(defaultModel)) reader.problem(`POSELOOP_MODEL: ${problem}`);
   const instanceId = reader.string("POSELOOP_INSTANCE_ID", {

@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { EmbeddedBus } from "@poseloop/bus";
+import { EmbeddedBus, type Bus, type KeyValueStore } from "@poseloop/bus";
 import { AppError, Code } from "@poseloop/core";
 import { JobSchema, JobState } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
 import { makeTempDir } from "@poseloop/testkit";
@@ -62,3 +62,48 @@ describe("JobStore ownership fencing", () => {
     expect((await store.require(jobId)).job.bestEpoch).toBe(2);
   });
 });
+
+describe("JobStore idempotency keys", () => {
+  it("gives the key back when the job record cannot be written, so the client's retry creates the job once", async () => {
+    // A failed record write used to leave the key reserved for a job that never existed: every retry got
+    // ABORTED "being created; retry", forever.
+    const dir = await makeTempDir("poseloop-job-store-idem-");
+    try {
+      const bus = await EmbeddedBus.open(dir.path);
+      let failRecordWrites = 1;
+      const flaky = delegate<Bus>(bus, {
+        keyValueStore: async (bucket: string, options?: { history?: number }) => {
+          const kv = await bus.keyValueStore(bucket, options);
+          return delegate<KeyValueStore>(kv, {
+            create: async (key: string, value: Uint8Array) => {
+              if (key.startsWith("job.") && failRecordWrites-- > 0) throw new AppError(Code.UNAVAILABLE, "bus unavailable");
+              return kv.create(key, value);
+            },
+          });
+        },
+      });
+      const store = await JobStore.open(flaky);
+      const first = create(JobSchema, { jobId: newJobId(), state: JobState.QUEUED, idempotencyKey: "submit-1" });
+      await expect(store.create(first)).rejects.toSatisfy((error: unknown) => AppError.is(error, Code.UNAVAILABLE));
+
+      const retry = create(JobSchema, { jobId: newJobId(), state: JobState.QUEUED, idempotencyKey: "submit-1" });
+      expect(await store.create(retry)).toMatchObject({ existing: false, job: { jobId: retry.jobId } });
+      const again = create(JobSchema, { jobId: newJobId(), state: JobState.QUEUED, idempotencyKey: "submit-1" });
+      expect(await store.create(again)).toMatchObject({ existing: true, job: { jobId: retry.jobId } });
+      expect(await store.get(first.jobId)).toBeUndefined();
+    } finally {
+      await dir.remove();
+    }
+  });
+});
+
+/** `target` with some methods replaced; the others called on `target` itself (its private fields need it). */
+function delegate<T extends object>(target: T, overrides: Partial<T>): T {
+  return new Proxy(target, {
+    get(object, property) {
+      if (property in overrides) return overrides[property as keyof T];
+      const value: unknown = Reflect.get(object, property, object);
+      return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(object) : value;
+    },
+  });
+}

@@ -112,19 +112,32 @@ export class JobStore {
 
   /** Creates a job; with an idempotency key seen before, returns the job created then instead. */
   async create(job: Job): Promise<{ job: Job; existing: boolean }> {
+    let reservation: { key: string; revision: number } | undefined;
     if (job.idempotencyKey !== "") {
       const key = idempotencyKey(job.idempotencyKey);
       try {
-        await this.#kv.create(key, new TextEncoder().encode(job.jobId));
+        reservation = { key, revision: await this.#kv.create(key, encodeReservation(job.jobId, Date.now())) };
       } catch (error) {
         if (!AppError.is(error, Code.ABORTED, Code.ALREADY_EXISTS)) throw error;
         const entry = await this.#kv.get(key);
-        const existing = entry === undefined ? undefined : await this.get(new TextDecoder().decode(entry.value));
+        const held = entry === undefined ? undefined : decodeReservation(entry.value);
+        const existing = held === undefined ? undefined : await this.get(held.jobId);
         if (existing !== undefined) return { job: existing.job, existing: true };
-        throw new AppError(Code.ABORTED, "a job with this idempotency key is being created; retry");
+        if (entry === undefined || held === undefined || Date.now() - held.at < RESERVATION_MS) {
+          throw new AppError(Code.ABORTED, "a job with this idempotency key is being created; retry");
+        }
+        // The reservation's job was never written (its writer failed or died): take the key over.
+        reservation = { key, revision: await this.#kv.update(key, encodeReservation(job.jobId, Date.now()), entry.revision) };
       }
     }
-    await this.#kv.create(jobKey(job.jobId), toBinary(JobSchema, job));
+    try {
+      await this.#kv.create(jobKey(job.jobId), toBinary(JobSchema, job));
+    } catch (error) {
+      // Give the key back at once (a reservation dated 0 is stale), so the client's retry need not wait for it
+      // to expire; KV has no delete. A failed release still expires after RESERVATION_MS.
+      if (reservation !== undefined) await this.#kv.update(reservation.key, encodeReservation(job.jobId, 0), reservation.revision).catch(() => undefined);
+      throw error;
+    }
     return { job, existing: false };
   }
 
@@ -303,5 +316,27 @@ export class JobEventLog {
         this.#sequence = await this.#store.lastSequence(this.#jobId);
       }
     }
+  }
+}
+
+/**
+ * How long an idempotency key's reservation holds before a retry may take it over, when its job record never
+ * appeared: longer than one StartTraining takes, shorter than a client's patience.
+ */
+const RESERVATION_MS = 30_000;
+
+function encodeReservation(jobId: string, at: number): Uint8Array {
+  return new TextEncoder().encode(JSON.stringify({ jobId, at }));
+}
+
+/** A reservation: `{ jobId, at }`; reservations written before they carried a time hold the bare job id. */
+function decodeReservation(value: Uint8Array): { jobId: string; at: number } | undefined {
+  const text = new TextDecoder().decode(value);
+  if (!text.startsWith("{")) return { jobId: text, at: Date.now() };
+  try {
+    const parsed = JSON.parse(text) as { jobId?: unknown; at?: unknown };
+    return typeof parsed.jobId === "string" && typeof parsed.at === "number" ? { jobId: parsed.jobId, at: parsed.at } : undefined;
+  } catch {
+    return undefined;
   }
 }

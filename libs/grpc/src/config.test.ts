@@ -58,3 +58,25 @@ describe("grpcServerSettingsFromEnv: secure by default", () => {
     expect(found[0]).not.toContain("abcdefghijklmnopqrstuvwxyz");
   });
 });
+
+describe("grpcServerSettingsFromEnv: connection limits", () => {
+  it("keeps connections alive for 2 min pings, 30 min of age and 5 min idle by default", () => {
+    expect(settings({})).toMatchObject({ keepaliveTimeMs: 120_000, maxConnectionAgeMs: 1_800_000, maxConnectionIdleMs: 300_000 });
+  });
+
+  it("reads POSELOOP_GRPC_KEEPALIVE, _MAX_CONNECTION_AGE and _MAX_CONNECTION_IDLE as durations; 0 turns one off", () => {
+    expect(settings({ POSELOOP_GRPC_KEEPALIVE: "30s", POSELOOP_GRPC_MAX_CONNECTION_AGE: "2h", POSELOOP_GRPC_MAX_CONNECTION_IDLE: "0" })).toMatchObject({
+      keepaliveTimeMs: 30_000,
+      maxConnectionAgeMs: 7_200_000,
+      maxConnectionIdleMs: 0,
+    });
+  });
+
+  it("reports values too small to be meant, and ones that are not durations, all at once", () => {
+    const found = problems({ POSELOOP_GRPC_KEEPALIVE: "1s", POSELOOP_GRPC_MAX_CONNECTION_AGE: "5s", POSELOOP_GRPC_MAX_CONNECTION_IDLE: "soon" });
+    expect(found).toHaveLength(3);
+    expect(found.join("\n")).toMatch(/POSELOOP_GRPC_KEEPALIVE must be 0 \(off\) or at least 10000 ms/);
+    expect(found.join("\n")).toMatch(/POSELOOP_GRPC_MAX_CONNECTION_AGE/);
+    expect(found.join("\n")).toMatch(/POSELOOP_GRPC_MAX_CONNECTION_IDLE="?soon"? is not a duration/);
+  });
+});

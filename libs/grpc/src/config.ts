@@ -1,7 +1,7 @@
 import { readFile, stat } from "node:fs/promises";
 import { AppError, Code, type EnvReader, type LogFields, type Logger } from "@poseloop/core";
 import { AccessControl, parseRoleTokens, type MethodAccessMap, type RoleToken } from "./access-control.js";
-import { GrpcServer, type ListenAddress } from "./server.js";
+import { CONNECTION_DEFAULTS, GrpcServer, type ListenAddress } from "./server.js";
 import { ReloadingServerCredentials, type ServerTlsFiles } from "./server-tls.js";
 
 export interface GrpcServerSettings {
@@ -9,6 +9,10 @@ export interface GrpcServerSettings {
   readonly port: number;
   readonly maxMessageBytes: number;
   readonly drainTimeoutMs: number;
+  /** Keepalive ping interval, connection age and idle limits (0: none); see GrpcServerOptions. */
+  readonly keepaliveTimeMs: number;
+  readonly maxConnectionAgeMs: number;
+  readonly maxConnectionIdleMs: number;
   /** Bearer tokens accepted, each with its role. No tokens and no token files: calls are not checked. */
   readonly tokens: readonly RoleToken[];
   /** Files of "role:token" lines (never logged), read at start and again when they change. */
@@ -32,7 +36,8 @@ export interface ServiceAccess {
 
 /**
  * The gRPC settings of a service: <PREFIX>_LISTEN ("host:port"), POSELOOP_GRPC_MAX_MESSAGE_BYTES,
- * POSELOOP_DRAIN_TIMEOUT (how long a stopping server lets open calls finish), <PREFIX>_TOKENS
+ * POSELOOP_DRAIN_TIMEOUT (how long a stopping server lets open calls finish), POSELOOP_GRPC_KEEPALIVE (ping
+ * interval), POSELOOP_GRPC_MAX_CONNECTION_AGE, POSELOOP_GRPC_MAX_CONNECTION_IDLE (0: no limit), <PREFIX>_TOKENS
  * ("role:token,role:token"), <PREFIX>_TOKENS_FILE, POSELOOP_TLS_CERT, POSELOOP_TLS_KEY,
  * POSELOOP_TLS_CLIENT_CA and POSELOOP_INSECURE.
  *
@@ -78,6 +83,10 @@ export function grpcServerSettingsFromEnv(env: EnvReader, prefix: string, defaul
     port,
     maxMessageBytes: env.int("POSELOOP_GRPC_MAX_MESSAGE_BYTES", { default: 16 * 1024 * 1024, min: 1024, max: 1024 * 1024 * 1024 }),
     drainTimeoutMs: env.durationMs("POSELOOP_DRAIN_TIMEOUT", { default: 10_000, min: 0, max: 600_000 }),
+    // Pings closer than 10 s apart are what grpc-js clients are told not to send; 0 turns keepalive off.
+    keepaliveTimeMs: durationOrOff(env, "POSELOOP_GRPC_KEEPALIVE", CONNECTION_DEFAULTS.keepaliveTimeMs, 10_000),
+    maxConnectionAgeMs: durationOrOff(env, "POSELOOP_GRPC_MAX_CONNECTION_AGE", CONNECTION_DEFAULTS.maxConnectionAgeMs, 60_000),
+    maxConnectionIdleMs: durationOrOff(env, "POSELOOP_GRPC_MAX_CONNECTION_IDLE", CONNECTION_DEFAULTS.maxConnectionIdleMs, 1_000),
     tokens,
     tokenFiles,
     methodAccess: access.methods,
@@ -85,6 +94,13 @@ export function grpcServerSettingsFromEnv(env: EnvReader, prefix: string, defaul
     insecure,
     tokensVariable,
   };
+}
+
+/** A duration of at least `min`, or 0 (off). */
+function durationOrOff(env: EnvReader, name: string, fallback: number, min: number): number {
+  const value = env.durationMs(name, { default: fallback, min: 0, max: 7 * 24 * 3_600_000 });
+  if (value !== 0 && value < min) env.problem(`${name} must be 0 (off) or at least ${min} ms`);
+  return value;
 }
 
 /** The default host of a protected service (tokens or TLS): the one place PoseLoop binds every interface. */
@@ -182,6 +198,9 @@ export async function startGrpcServer<T = void>(
     logger,
     maxReceiveMessageBytes: settings.maxMessageBytes,
     maxSendMessageBytes: settings.maxMessageBytes,
+    keepaliveTimeMs: settings.keepaliveTimeMs,
+    maxConnectionAgeMs: settings.maxConnectionAgeMs,
+    maxConnectionIdleMs: settings.maxConnectionIdleMs,
     ...(options.initialHealth === undefined ? {} : { initialHealth: options.initialHealth }),
     ...(access.enabled ? { access } : {}),
     ...(credentials === undefined ? {} : { credentials }),

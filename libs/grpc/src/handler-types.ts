@@ -20,8 +20,14 @@ export interface HandlerContext {
   /** Aborts when the server starts draining: long streams should wind down and end. */
   readonly draining: AbortSignal;
   readonly deadline: Date | undefined;
-  /** The client's address. */
+  /** The client's address: "host:port" ("::1:50000" for IPv6), or "unknown". */
   readonly peer: string;
+  /**
+   * Ends the call now with `reason` as its status (an AppError's code; CANCELLED otherwise): aborts `signal`
+   * and stops waiting on the client, even where a write waits for a client that does not read. For a handler
+   * whose own timers find the client gone silent while it is suspended in a `yield`.
+   */
+  abort(reason: unknown): void;
   readonly logger: Logger;
   /** The role of the caller's bearer token, on a server that checks tokens (see AccessControl). */
   readonly role?: Role;

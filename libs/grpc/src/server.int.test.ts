@@ -1,6 +1,7 @@
+import { connect } from "node:net";
 import { fromBinary } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
-import { Client, credentials, Metadata } from "@grpc/grpc-js";
+import { Client, connectivityState, credentials, Metadata } from "@grpc/grpc-js";
 import { context, SpanKind, trace } from "@opentelemetry/api";
 import { AppError, AsyncQueue, Code, sleep } from "@poseloop/core";
 import { Health, HealthCheckResponse_ServingStatus } from "@poseloop/proto/grpc/health/v1/health_pb";
@@ -217,43 +218,6 @@ describe("GrpcServer with generated descriptors", () => {
   });
 });
 
-describe("GrpcServer bidi failures", () => {
-  it("sends a stream's status when its handler fails while a read is pending", async () => {
-    // The handler answers a frame, asks for the next request and fails before it arrives. The status used to
-    // be lost: the pending read's iterator destroyed the call before grpc-js could send it, so the client,
-    // whose request stream stays open, waited until the server shut down.
-    const { client } = await startServer(
-      echoImpl({
-        async *streamKeypoints(requests) {
-          const iterator = requests[Symbol.asyncIterator]();
-          await iterator.next();
-          await iterator.next();
-          yield { payload: { case: "result", value: { frameId: 1n } } };
-          void iterator.next().catch(() => undefined);
-          throw new AppError(Code.FAILED_PRECONDITION, "this stream cannot go on");
-        },
-      }),
-    );
-    const requests = new AsyncQueue<RequestInit>();
-    requests.push({ payload: { case: "options", value: {} } });
-    requests.push({ payload: { case: "frame", value: { frameId: 1n } } });
-    const responses = client.streamKeypoints(requests)[Symbol.asyncIterator]();
-    try {
-      expect(frameIdOf((await responses.next()).value)).toBe(1n);
-      const outcome = await Promise.race([
-        responses.next().then(
-          () => "no error",
-          (e: unknown) => e,
-        ),
-        sleep(5_000).then(() => "no status within 5 s"),
-      ]);
-      expect(AppError.is(outcome, Code.FAILED_PRECONDITION), String(outcome)).toBe(true);
-    } finally {
-      requests.close();
-    }
-  });
-});
-
 describe("GrpcServer.drain", () => {
   it("lets an open stream finish, refuses new calls, and reports a graceful drain", async () => {
     const { server, client, target } = await startServer(echoImpl());
@@ -293,4 +257,53 @@ describe("GrpcServer.drain", () => {
     );
     expect(AppError.is(outcome, Code.UNAVAILABLE, Code.CANCELLED, Code.INTERNAL)).toBe(true);
   });
+});
+
+describe("GrpcServer connection limits", () => {
+  it("closes a connection with no call open for maxConnectionIdleMs; the next call reconnects", async () => {
+    const { target, client } = await startServer(echoImpl(), { maxConnectionIdleMs: 300 });
+    const raw = new Client(target, credentials.createInsecure());
+    cleanups.push(() => raw.close());
+    await new Promise<void>((resolve, reject) => raw.waitForReady(Date.now() + 5000, (error) => (error === undefined ? resolve() : reject(error))));
+    const channel = raw.getChannel();
+    expect(channel.getConnectivityState(false)).toBe(connectivityState.READY);
+    const started = Date.now();
+    await new Promise<void>((resolve) => channel.watchConnectivityState(connectivityState.READY, Date.now() + 5000, () => resolve()));
+    expect(channel.getConnectivityState(false)).not.toBe(connectivityState.READY);
+    expect(Date.now() - started).toBeLessThan(3000);
+    // Calls after an idle close just open a new connection.
+    expect((await client.detectKeypoints({ frame: { frameId: 3n } })).result?.frameId).toBe(3n);
+    await sleep(600);
+    expect((await client.detectKeypoints({ frame: { frameId: 4n } })).result?.frameId).toBe(4n);
+  });
+
+  it("sends GOAWAY to a connection older than maxConnectionAgeMs and closes it after the grace, ending its calls", async () => {
+    const { client } = await startServer(echoImpl(), { maxConnectionAgeMs: 300, maxConnectionAgeGraceMs: 300, maxConnectionIdleMs: 0 });
+    const started = Date.now();
+    const outcome = await (async () => {
+      const silent = (async function* (): AsyncGenerator<RequestInit> {
+        yield { payload: { case: "options", value: {} } };
+        await sleep(10_000);
+      })();
+      for await (const _ of client.streamKeypoints(silent)) void _;
+    })().catch((e: unknown) => e);
+    expect(AppError.is(outcome, Code.UNAVAILABLE, Code.CANCELLED, Code.INTERNAL), String(outcome)).toBe(true);
+    expect(Date.now() - started).toBeLessThan(3000);
+  });
+
+  for (const [what, bytes] of [["sends nothing", ""], ["sends bytes that are not HTTP/2", "GET / HTTP/1.1\r\n\r\n"]] as const) {
+    it(`closes a TCP connection that ${what}`, async () => {
+      const { server } = await startServer(echoImpl(), { maxConnectionIdleMs: 300 });
+      const started = Date.now();
+      const socket = connect(server.address?.port ?? 0, "127.0.0.1");
+      cleanups.push(() => void socket.destroy());
+      socket.on("error", () => undefined);
+      socket.on("data", () => undefined);
+      socket.on("connect", () => {
+        if (bytes !== "") socket.write(bytes);
+      });
+      await new Promise<void>((resolve) => socket.on("close", () => resolve()));
+      expect(Date.now() - started).toBeLessThan(3000);
+    });
+  }
 });

@@ -33,9 +33,23 @@ export interface GrpcServerOptions {
   maxReceiveMessageBytes?: number;
   /** Largest response message sent. Default 16 MiB. */
   maxSendMessageBytes?: number;
-  /** Server-initiated keepalive pings on idle connections. Default 30 s, with a 10 s ack timeout. */
+  /**
+   * Server-initiated keepalive pings: a connection whose peer does not answer one within `keepaliveTimeoutMs`
+   * is closed, so a vanished client frees what it held. Default every 2 min, with a 20 s ack timeout; 0: none.
+   */
   keepaliveTimeMs?: number;
   keepaliveTimeoutMs?: number;
+  /**
+   * A connection older than this is sent GOAWAY (clients reconnect, which also spreads them over replicas);
+   * calls still open on it get `maxConnectionAgeGraceMs` more before it is closed. Default 30 min + 5 min; 0: no limit.
+   */
+  maxConnectionAgeMs?: number;
+  maxConnectionAgeGraceMs?: number;
+  /**
+   * A connection with no call open for this long is closed, including one that never started HTTP/2.
+   * Default 5 min; 0: no limit.
+   */
+  maxConnectionIdleMs?: number;
   /** Serve grpc.health.v1. Default true. */
   health?: boolean;
   /** Overall health status once listening; the inferencer starts NOT_SERVING until a model loads. */
@@ -89,15 +103,7 @@ export class GrpcServer {
     this.#options = options;
     this.#logger = options.logger ?? silentLogger;
     this.health = new HealthService();
-    this.#server = new Server({
-      "grpc.max_receive_message_length": options.maxReceiveMessageBytes ?? 16 * 1024 * 1024,
-      "grpc.max_send_message_length": options.maxSendMessageBytes ?? 16 * 1024 * 1024,
-      "grpc.keepalive_time_ms": options.keepaliveTimeMs ?? 30_000,
-      "grpc.keepalive_timeout_ms": options.keepaliveTimeoutMs ?? 10_000,
-      "grpc.keepalive_permit_without_calls": 1,
-      // Clients may ping every 10 s without data; more often is answered with GOAWAY (too_many_pings).
-      "grpc.http2.min_ping_interval_without_data_ms": 10_000,
-    });
+    this.#server = new Server(connectionOptions(options));
   }
 
   /** The address it listens on, once listening. */
@@ -245,6 +251,7 @@ export class GrpcServer {
       draining: this.#draining.signal,
       deadline: deadlineDate,
       peer: call.getPeer(),
+      abort: (reason) => controller.abort(reason),
       logger: this.#logger.child({ rpc: `${method.parent.typeName}/${method.name}` }),
     };
     const parent = extractFromMetadata(call.metadata, otelContext.active());
@@ -292,6 +299,38 @@ export class GrpcServer {
 }
 
 type Handler = (input: unknown, ctx: HandlerContext) => unknown;
+
+/** Defaults of the connection limits of GrpcServerOptions. */
+export const CONNECTION_DEFAULTS = Object.freeze({
+  keepaliveTimeMs: 2 * 60_000,
+  keepaliveTimeoutMs: 20_000,
+  maxConnectionAgeMs: 30 * 60_000,
+  maxConnectionAgeGraceMs: 5 * 60_000,
+  maxConnectionIdleMs: 5 * 60_000,
+});
+
+/** The grpc-js server options (the ones 1.14 honours) for `options`; a limit of 0 is left out: none. */
+function connectionOptions(options: GrpcServerOptions): Record<string, number> {
+  const limit = (value: number | undefined, fallback: number): number | undefined => {
+    const ms = value ?? fallback;
+    return ms > 0 ? ms : undefined;
+  };
+  const settings: Record<string, number | undefined> = {
+    "grpc.max_receive_message_length": options.maxReceiveMessageBytes ?? 16 * 1024 * 1024,
+    "grpc.max_send_message_length": options.maxSendMessageBytes ?? 16 * 1024 * 1024,
+    "grpc.keepalive_time_ms": limit(options.keepaliveTimeMs, CONNECTION_DEFAULTS.keepaliveTimeMs),
+    "grpc.keepalive_timeout_ms": limit(options.keepaliveTimeoutMs, CONNECTION_DEFAULTS.keepaliveTimeoutMs),
+    "grpc.keepalive_permit_without_calls": 1,
+    // Asks clients to ping at most every 10 s without data. grpc-js 1.14's server does not enforce it (no
+    // too_many_pings GOAWAY); idle and age limits bound what a pinging client can hold.
+    "grpc.http2.min_ping_interval_without_data_ms": 10_000,
+    "grpc.max_connection_age_ms": limit(options.maxConnectionAgeMs, CONNECTION_DEFAULTS.maxConnectionAgeMs),
+    // grpc-js waits forever after GOAWAY when no grace is set; without an age there is no GOAWAY to wait after.
+    "grpc.max_connection_age_grace_ms": limit(options.maxConnectionAgeGraceMs, CONNECTION_DEFAULTS.maxConnectionAgeGraceMs),
+    "grpc.max_connection_idle_ms": limit(options.maxConnectionIdleMs, CONNECTION_DEFAULTS.maxConnectionIdleMs),
+  };
+  return Object.fromEntries(Object.entries(settings).filter((entry): entry is [string, number] => entry[1] !== undefined));
+}
 
 interface CallLike {
   readonly metadata: Metadata;

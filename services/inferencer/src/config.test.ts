@@ -31,6 +31,13 @@ describe("inferencer loadConfig", () => {
     expect(() => loadConfig({ POSELOOP_STREAM_IDLE_TIMEOUT: "0s" })).toThrow(/POSELOOP_STREAM_IDLE_TIMEOUT/);
   });
 
+  it("limits streams per client host with POSELOOP_MAX_STREAMS_PER_PEER, 16 (or POSELOOP_MAX_STREAMS if lower) by default", () => {
+    expect(loadConfig({}).limits).toMatchObject({ maxStreams: 64, maxStreamsPerPeer: 16 });
+    expect(loadConfig({ POSELOOP_MAX_STREAMS: "4" }).limits.maxStreamsPerPeer).toBe(4);
+    expect(loadConfig({ POSELOOP_MAX_STREAMS_PER_PEER: "64" }).limits.maxStreamsPerPeer).toBe(64);
+    expect(() => loadConfig({ POSELOOP_MAX_STREAMS_PER_PEER: "0" })).toThrow(/POSELOOP_MAX_STREAMS_PER_PEER/);
+  });
+
   it("asks a stream token for every call once POSELOOP_INFERENCER_TOKENS is set, and binds loopback without one", () => {
     expect(loadConfig({}).grpc.host).toBe("127.0.0.1");
     const config = loadConfig({ POSELOOP_INFERENCER_TOKENS: "stream:stream-token-0123456789" });

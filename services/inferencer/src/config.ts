@@ -14,6 +14,8 @@ export interface InferenceLimits {
   readonly maxBoxesPerFrame: number;
   /** Concurrent StreamKeypoints calls; more get RESOURCE_EXHAUSTED. */
   readonly maxStreams: number;
+  /** Concurrent StreamKeypoints calls from one client host, so one client cannot take every slot. */
+  readonly maxStreamsPerPeer: number;
   /** Frames in flight per stream when the client asks for none, and the most it may ask for. */
   readonly defaultMaxInFlight: number;
   readonly maxInFlight: number;
@@ -21,7 +23,10 @@ export interface InferenceLimits {
   readonly maxModelBytes: number;
   /** How long a new stream may take to send its options; a silent call must not hold a stream slot. */
   readonly streamFirstMessageTimeoutMs: number;
-  /** How long a stream may go without sending a message while the server waits to read one. */
+  /**
+   * How long a stream may go without sending a message while the server waits to read one, and without
+   * sending or reading one while the server waits for it to read.
+   */
   readonly streamIdleTimeoutMs: number;
 }
 
@@ -60,12 +65,12 @@ export const INFERENCER_METHOD_ACCESS: MethodAccessMap = Object.freeze(
  * The inferencer's configuration from environment variables, every problem reported at once:
  * POSELOOP_INFERENCER_LISTEN (default port 50051: 127.0.0.1, or every interface once tokens or TLS protect it), POSELOOP_MODEL (default "demo"), POSELOOP_NATS_URL,
  * POSELOOP_BUS_DIR, POSELOOP_INFERENCE_WORKERS, POSELOOP_INTRA_OP_THREADS, POSELOOP_MAX_BATCH,
- * POSELOOP_BATCH_WAIT, POSELOOP_MAX_STREAMS, POSELOOP_STREAM_MAX_IN_FLIGHT, POSELOOP_MAX_FRAME_BYTES,
+ * POSELOOP_BATCH_WAIT, POSELOOP_MAX_STREAMS, POSELOOP_MAX_STREAMS_PER_PEER, POSELOOP_STREAM_MAX_IN_FLIGHT, POSELOOP_MAX_FRAME_BYTES,
  * POSELOOP_MAX_FRAME_PIXELS, POSELOOP_MAX_MODEL_BYTES, POSELOOP_STREAM_FIRST_MESSAGE_TIMEOUT,
  * POSELOOP_STREAM_IDLE_TIMEOUT, POSELOOP_FRAME_TRACE_RATIO, POSELOOP_LOG_LEVEL,
  * POSELOOP_INSTANCE_ID, POSELOOP_INFERENCER_TOKENS ("role:token,..."), POSELOOP_INFERENCER_TOKENS_FILE,
  * POSELOOP_TLS_CERT, POSELOOP_TLS_KEY, POSELOOP_TLS_CLIENT_CA, POSELOOP_INSECURE, POSELOOP_GRPC_MAX_MESSAGE_BYTES,
- * POSELOOP_DRAIN_TIMEOUT and the standard OTEL_* ones. Without tokens or TLS it listens on 127.0.0.1 only.
+ * POSELOOP_DRAIN_TIMEOUT, POSELOOP_GRPC_KEEPALIVE, POSELOOP_GRPC_MAX_CONNECTION_AGE, POSELOOP_GRPC_MAX_CONNECTION_IDLE and the standard OTEL_* ones. Without tokens or TLS it listens on 127.0.0.1 only.
  * Other POSELOOP_* names that no PoseLoop process reads come back in `unknownVariables`.
  */
 export function loadConfig(env: Env): InferencerConfig {
@@ -86,11 +91,14 @@ export function loadConfig(env: Env): InferencerConfig {
   const batchWaitMs = reader.durationMs("POSELOOP_BATCH_WAIT", { default: 0, min: 0, max: 1000 });
   const frameTraceRatio = reader.number("POSELOOP_FRAME_TRACE_RATIO", { default: 1, min: 0, max: 1 });
   const defaultMaxInFlight = reader.int("POSELOOP_STREAM_MAX_IN_FLIGHT", { default: 4, min: 1, max: 256 });
+  const maxStreams = reader.int("POSELOOP_MAX_STREAMS", { default: 64, min: 1, max: 100_000 });
   const limits: InferenceLimits = {
     maxFrameBytes: reader.int("POSELOOP_MAX_FRAME_BYTES", { default: 8 * 1024 * 1024, min: 1024 }),
     maxFramePixels: reader.int("POSELOOP_MAX_FRAME_PIXELS", { default: 3840 * 2160, min: 1 }),
     maxBoxesPerFrame: 64,
-    maxStreams: reader.int("POSELOOP_MAX_STREAMS", { default: 64, min: 1, max: 100_000 }),
+    maxStreams,
+    // Behind a proxy every client has the proxy's address: raise it to POSELOOP_MAX_STREAMS there.
+    maxStreamsPerPeer: reader.int("POSELOOP_MAX_STREAMS_PER_PEER", { default: Math.min(16, maxStreams), min: 1, max: 100_000 }),
     defaultMaxInFlight,
     maxInFlight: Math.max(defaultMaxInFlight, 32),
     maxModelBytes: reader.int("POSELOOP_MAX_MODEL_BYTES", { default: 512 * 1024 * 1024, min: 1024 }),

@@ -21,20 +21,41 @@ export interface InferenceServiceDependencies {
 /** InferenceService: streams, single images, and the serving model's state and changes. */
 export function inferenceService(deps: InferenceServiceDependencies): ServiceImpl<MethodsOf<typeof InferenceService>> {
   let streams = 0;
+  /** Open streams by client host. */
+  const streamsByHost = new Map<string, number>();
   const checkModel = (name: string): void => {
     if (name !== "" && name !== deps.defaultModel) throw new AppError(Code.NOT_FOUND, `this inferencer serves ${deps.defaultModel}, not ${name}`);
   };
   return {
     async *streamKeypoints(requests, ctx) {
       if (streams >= deps.limits.maxStreams) throw new AppError(Code.RESOURCE_EXHAUSTED, `this inferencer already serves ${streams} streams, its limit`);
+      const host = peerHost(ctx.peer);
+      const fromHost = streamsByHost.get(host) ?? 0;
+      if (fromHost >= deps.limits.maxStreamsPerPeer) {
+        deps.logger.info("stream refused: too many from one client", { peer: ctx.peer, streams: fromHost });
+        throw new AppError(Code.RESOURCE_EXHAUSTED, `too many streams from this client (${fromHost}, the limit per client)`);
+      }
       streams++;
+      streamsByHost.set(host, fromHost + 1);
       const streamId = randomBytes(8).toString("hex");
       const logger = deps.logger.child({ stream_id: streamId });
       logger.debug("stream opened", { peer: ctx.peer });
+      // The session's own idle timeout only runs while it waits to read. A client that neither sends nor reads
+      // leaves it suspended in a yield and the transport waiting on 'drain': only ctx.abort ends that call.
+      const idleMs = deps.limits.streamIdleTimeoutMs;
+      const watchdog = setTimeout(() => ctx.abort(new AppError(Code.DEADLINE_EXCEEDED, `stream closed: nothing sent or read for ${idleMs} ms`)), idleMs);
+      const touch = (): void => void watchdog.refresh();
       try {
-        yield* runStream(requests, ctx.signal, { ...deps, logger, streamId });
+        for await (const response of runStream(touching(requests, touch), ctx.signal, { ...deps, logger, streamId })) {
+          yield response;
+          touch();
+        }
       } finally {
+        clearTimeout(watchdog);
         streams--;
+        const left = (streamsByHost.get(host) ?? 1) - 1;
+        if (left === 0) streamsByHost.delete(host);
+        else streamsByHost.set(host, left);
         logger.debug("stream closed");
       }
     },
@@ -76,4 +97,23 @@ export function inferenceService(deps: InferenceServiceDependencies): ServiceImp
       }
     },
   };
+}
+
+/** Calls `touch` on every item `source` gives. */
+async function* touching<T>(source: AsyncIterable<T>, touch: () => void): AsyncGenerator<T, void, undefined> {
+  for await (const item of source) {
+    touch();
+    yield item;
+  }
+}
+
+/**
+ * The host part of a grpc-js peer ("10.0.0.7:51234", "::1:51234", "unknown"): streams are counted per host,
+ * since one client opens as many connections, and so ports, as it likes.
+ */
+export function peerHost(peer: string): string {
+  const colon = peer.lastIndexOf(":");
+  if (colon < 0) return peer;
+  const host = peer.slice(0, colon);
+  return /^\d+$/.test(peer.slice(colon + 1)) ? host.replace(/^\[(.*)\]$/, "$1") : peer;
 }

@@ -19,7 +19,7 @@ import { waitFor } from "@poseloop/testkit";
 import { afterEach, describe, expect, it } from "vitest";
 import type { InferenceLimits } from "./config.js";
 import type { FrameCall, ProcessedFrame } from "./frame-processor.js";
-import { inferenceService } from "./inference-service.js";
+import { inferenceService, peerHost } from "./inference-service.js";
 import type { ModelManager } from "./model-manager.js";
 import { resolveStreamOptions, runStream } from "./stream-session.js";
 
@@ -32,6 +32,7 @@ function testLimits(overrides: Partial<InferenceLimits> = {}): InferenceLimits {
     maxFramePixels: 1 << 22,
     maxBoxesPerFrame: 64,
     maxStreams: 64,
+    maxStreamsPerPeer: 64,
     defaultMaxInFlight: 4,
     maxInFlight: 32,
     maxModelBytes: 1 << 20,
@@ -142,6 +143,14 @@ async function serve(processor: FakeProcessor, limits: Partial<InferenceLimits> 
   const client: Client = createClient(InferenceService, `127.0.0.1:${port}`);
   servers.push({ server, client });
   return client;
+}
+
+/** Another client (its own connection, so its own port) of the server `client` calls. */
+function anotherClient(client: Client): Client {
+  const server = servers.find((entry) => entry.client === client)?.server;
+  const other: Client = createClient(InferenceService, `127.0.0.1:${server?.address?.port ?? 0}`);
+  if (server !== undefined) servers.push({ server, client: other });
+  return other;
 }
 
 afterEach(async () => {
@@ -322,5 +331,56 @@ describe("protocol errors", () => {
     const { responses, error } = await call;
     expect(resultIds(responses)).toEqual([1, 2]);
     expect(AppError.is(error, Code.INVALID_ARGUMENT), String(error)).toBe(true);
+  });
+});
+
+describe("a client that neither reads nor sends", () => {
+  it("has its call ended after the idle timeout though the server's writes wait on it, freeing its slot", async () => {
+    const client = await serve(new FakeProcessor(), { maxStreams: 1, streamIdleTimeoutMs: 500 });
+    // Frames without end: once the server stops reading (its answers are not read), the client cannot send either.
+    const { source } = endless(options(), 16 * 1024);
+    const controller = new AbortController();
+    const stuck = client.streamKeypoints(source, { signal: controller.signal })[Symbol.asyncIterator]();
+    try {
+      expect((await stuck.next()).value?.payload.case).toBe("accepted");
+      const other = anotherClient(client);
+      await waitFor(async () => resultIds((await collect(other.streamKeypoints(requests(options(), frame(1))))).responses).join() === "1", {
+        timeoutMs: 8000,
+        intervalMs: 200,
+        what: "a new stream admitted",
+      });
+    } finally {
+      controller.abort();
+    }
+  });
+});
+
+describe("streams per client", () => {
+  it("refuses a client's streams beyond POSELOOP_MAX_STREAMS_PER_PEER, over all its connections, and admits it again once one ends", async () => {
+    const client = await serve(new FakeProcessor(), { maxStreams: 8, maxStreamsPerPeer: 2 });
+    const controllers = [new AbortController(), new AbortController()];
+    const open = controllers.map((controller) => client.streamKeypoints(silent([options()]), { signal: controller.signal })[Symbol.asyncIterator]());
+    for (const stream of open) expect((await stream.next()).value?.payload.case).toBe("accepted");
+    for (const caller of [client, anotherClient(client)]) {
+      const refused = await collect(caller.streamKeypoints(requests(options(), frame(1))));
+      expect(AppError.is(refused.error, Code.RESOURCE_EXHAUSTED), String(refused.error)).toBe(true);
+      expect(AppError.from(refused.error).message).toContain("too many streams from this client");
+    }
+    controllers[0]?.abort();
+    // The client cancels a stream it is reading.
+    await open[0]?.next().catch(() => undefined);
+    await waitFor(async () => resultIds((await collect(client.streamKeypoints(requests(options(), frame(2))))).responses).join() === "2", {
+      timeoutMs: 5000,
+      what: "a stream admitted after one ended",
+    });
+    controllers[1]?.abort();
+    await open[1]?.next().catch(() => undefined);
+  });
+
+  it("counts streams by host, whatever the port", () => {
+    expect(peerHost("10.0.0.7:51234")).toBe("10.0.0.7");
+    expect(peerHost("::1:51234")).toBe("::1");
+    expect(peerHost("[2001:db8::1]:443")).toBe("2001:db8::1");
+    expect(peerHost("unknown")).toBe("unknown");
   });
 });

@@ -25,10 +25,13 @@ describe("grpcServerSettingsFromEnv: secure by default", () => {
     expect(settings({})).toMatchObject({ host: "127.0.0.1", port: 50052, tokens: [], tls: undefined });
   });
 
-  it("binds the default address once tokens or TLS protect it", () => {
-    expect(settings({ POSELOOP_TRAINER_TOKENS: TOKENS }).host).toBe("0.0.0.0");
-    expect(settings({ POSELOOP_TRAINER_TOKENS_FILE: "/run/secrets/tokens" }).host).toBe("0.0.0.0");
-    expect(settings({ POSELOOP_TLS_CERT: "/tls/tls.crt", POSELOOP_TLS_KEY: "/tls/tls.key" }).host).toBe("0.0.0.0");
+  it("stays on loopback by default when protected too, and serves the address a deployment names once tokens or TLS protect it", () => {
+    expect(settings({ POSELOOP_TRAINER_TOKENS: TOKENS }).host).toBe("127.0.0.1");
+    const listen = { POSELOOP_TRAINER_LISTEN: "0.0.0.0:50052" };
+    expect(problems({ ...listen, POSELOOP_TRAINER_TOKENS: TOKENS })).toEqual([]);
+    expect(problems({ ...listen, POSELOOP_TRAINER_TOKENS_FILE: "/run/secrets/tokens" })).toEqual([]);
+    expect(problems({ ...listen, POSELOOP_TLS_CERT: "/tls/tls.crt", POSELOOP_TLS_KEY: "/tls/tls.key" })).toEqual([]);
+    expect(settings({ ...listen, POSELOOP_TRAINER_TOKENS: TOKENS }).host).toBe("0.0.0.0");
   });
 
   it("refuses an address other hosts reach without tokens or TLS, naming the ways out", () => {

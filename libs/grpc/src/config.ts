@@ -41,19 +41,17 @@ export interface ServiceAccess {
  * ("role:token,role:token"), <PREFIX>_TOKENS_FILE, POSELOOP_TLS_CERT, POSELOOP_TLS_KEY,
  * POSELOOP_TLS_CLIENT_CA and POSELOOP_INSECURE.
  *
- * Secure by default: without <PREFIX>_LISTEN the service binds every interface on `defaultPort` only when
- * tokens or TLS protect it, and 127.0.0.1 otherwise; an explicit address other hosts can reach with neither is
- * a configuration problem unless POSELOOP_INSECURE=1.
+ * Secure by default: without <PREFIX>_LISTEN the service binds 127.0.0.1 on `defaultPort`, protected or not
+ * (a deployment names the address it serves on); an address other hosts can reach needs tokens or TLS, or
+ * POSELOOP_INSECURE=1.
  */
 export function grpcServerSettingsFromEnv(env: EnvReader, prefix: string, defaultPort: number, access: ServiceAccess = { methods: {} }): GrpcServerSettings {
   const listenVariable = `${prefix}_LISTEN`;
-  const explicitListen = env.string(listenVariable, { default: "" }) !== "";
   const problemsBefore = env.problems.length;
-  const listen = env.listenAddress(listenVariable, { default: `${ALL_INTERFACES}:${defaultPort}` });
+  const listen = env.listenAddress(listenVariable, { default: `127.0.0.1:${defaultPort}` });
   // An address that does not parse is reported once, as such, not again as one other hosts could reach.
   const listenParsed = env.problems.length === problemsBefore;
-  const port = listen.port;
-  let host = listen.host;
+  const { host, port } = listen;
   const tokensVariable = `${prefix}_TOKENS`;
   const parsed = parseRoleTokens(env.string(tokensVariable, { default: "" }), tokensVariable);
   for (const problem of parsed.problems) env.problem(problem);
@@ -68,15 +66,11 @@ export function grpcServerSettingsFromEnv(env: EnvReader, prefix: string, defaul
     certFile === "" || keyFile === "" ? undefined : { certFile, keyFile, ...(clientCaFile === "" ? {} : { clientCaFile }) };
   const insecure = env.bool("POSELOOP_INSECURE", { default: false });
   const protectedSomehow = tokens.length > 0 || tokenFiles.length > 0 || tls !== undefined;
-  if (!protectedSomehow && !insecure && !isLoopback(host)) {
-    if (explicitListen && listenParsed) {
-      env.problem(
-        `${listenVariable}=${host}:${port} lets other hosts call this service, which needs ${tokensVariable} (or ${prefix}_TOKENS_FILE) ` +
-          "or POSELOOP_TLS_CERT and POSELOOP_TLS_KEY; POSELOOP_INSECURE=1 serves them with neither",
-      );
-    } else if (!explicitListen) {
-      host = "127.0.0.1";
-    }
+  if (!protectedSomehow && !insecure && !isLoopback(host) && listenParsed) {
+    env.problem(
+      `${listenVariable}=${host}:${port} lets other hosts call this service, which needs ${tokensVariable} (or ${prefix}_TOKENS_FILE) ` +
+        "or POSELOOP_TLS_CERT and POSELOOP_TLS_KEY; POSELOOP_INSECURE=1 serves them with neither",
+    );
   }
   return {
     host,
@@ -102,9 +96,6 @@ function durationOrOff(env: EnvReader, name: string, fallback: number, min: numb
   if (value !== 0 && value < min) env.problem(`${name} must be 0 (off) or at least ${min} ms`);
   return value;
 }
-
-/** The default host of a protected service (tokens or TLS): the one place PoseLoop binds every interface. */
-const ALL_INTERFACES = "0.0.0.0";
 
 /** Whether only this machine can reach `host`. */
 export function isLoopback(host: string): boolean {

@@ -40,7 +40,7 @@ describe("inferencer loadConfig", () => {
 
   it("asks a stream token for every call once POSELOOP_INFERENCER_TOKENS is set, and binds loopback without one", () => {
     expect(loadConfig({}).grpc.host).toBe("127.0.0.1");
-    const config = loadConfig({ POSELOOP_INFERENCER_TOKENS: "stream:stream-token-0123456789" });
+    const config = loadConfig({ POSELOOP_INFERENCER_LISTEN: "0.0.0.0:50051", POSELOOP_INFERENCER_TOKENS: "stream:stream-token-0123456789" });
     expect(config.grpc).toMatchObject({ host: "0.0.0.0", tokens: [{ role: "stream", token: "stream-token-0123456789" }] });
     expect(new Set(Object.values(config.grpc.methodAccess))).toEqual(new Set(["stream"]));
     expect(Object.keys(config.grpc.methodAccess)).toContain("poseloop.inference.v1.InferenceService/GetServingModel");

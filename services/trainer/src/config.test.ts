@@ -17,7 +17,8 @@ describe("trainer loadConfig", () => {
   it("refuses to serve other hosts without tokens or TLS, unless POSELOOP_INSECURE=1 says so", () => {
     expect(() => loadConfig({ POSELOOP_TRAINER_LISTEN: "0.0.0.0:50052" })).toThrow(/POSELOOP_TRAINER_LISTEN=0\.0\.0\.0:50052 lets other hosts call this service/);
     expect(loadConfig({ POSELOOP_TRAINER_LISTEN: "0.0.0.0:50052", POSELOOP_INSECURE: "1" }).grpc.host).toBe("0.0.0.0");
-    expect(loadConfig({ POSELOOP_TRAINER_TOKENS: "train:train-token-0123456789" }).grpc.host).toBe("0.0.0.0");
+    expect(loadConfig({ POSELOOP_TRAINER_TOKENS: "train:train-token-0123456789" }).grpc.host).toBe("127.0.0.1");
+    expect(loadConfig({ POSELOOP_TRAINER_LISTEN: "0.0.0.0:50052", POSELOOP_TRAINER_TOKENS: "train:train-token-0123456789" }).grpc.host).toBe("0.0.0.0");
   });
 
   it("keeps POSELOOP_TRAINER_TOKEN working as an admin token beside the role tokens", () => {

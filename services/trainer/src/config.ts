@@ -47,7 +47,7 @@ export const TRAINER_METHOD_ACCESS: MethodAccessMap = Object.freeze(
 
 /**
  * The trainer's configuration from environment variables, every problem reported at once:
- * POSELOOP_TRAINER_LISTEN (default port 50052: 127.0.0.1, or every interface once tokens or TLS protect it), POSELOOP_NATS_URL, POSELOOP_BUS_DIR, POSELOOP_LOG_LEVEL,
+ * POSELOOP_TRAINER_LISTEN (default 127.0.0.1:50052; another address needs tokens or TLS), POSELOOP_NATS_URL, POSELOOP_BUS_DIR, POSELOOP_LOG_LEVEL,
  * POSELOOP_WORKER_ID, POSELOOP_DATA_ROOT (default ./data), POSELOOP_WORK_DIR (default ./.poseloop/work),
  * POSELOOP_CHECKPOINT_DIR, POSELOOP_MAX_CONCURRENT_JOBS (default 1), POSELOOP_JOB_ACK_WAIT (default 60s),
  * POSELOOP_TRAINER_TOKENS ("role:token,..."; roles stream, train, admin), POSELOOP_TRAINER_TOKENS_FILE,

@@ -49,3 +49,22 @@ export async function take<T>(iterable: AsyncIterable<T>, count: number): Promis
   }
   return items;
 }
+
+/**
+ * The environment variables `load` reads, whatever their values: it gets an environment that records every
+ * name asked for and has none set, so config loaders can be checked against the list of known names.
+ */
+export function variablesRead(load: (env: Readonly<Record<string, string | undefined>>) => unknown): Set<string> {
+  const read = new Set<string>();
+  const recording = new Proxy(
+    {},
+    {
+      get: (_target, name) => {
+        if (typeof name === "string") read.add(name);
+        return undefined;
+      },
+    },
+  );
+  load(recording);
+  return read;
+}

@@ -1,4 +1,5 @@
-import { AppError, Code, POSELOOP_ENV_VARIABLES, type Env } from "@poseloop/core";
+import { AppError, Code, POSELOOP_ENV_VARIABLES } from "@poseloop/core";
+import { variablesRead } from "@poseloop/testkit";
 import { describe, expect, it } from "vitest";
 import { loadConfig } from "@poseloop/inferencer";
 
@@ -53,15 +54,7 @@ describe("inferencer loadConfig", () => {
   });
 
   it("reads only variables in POSELOOP_ENV_VARIABLES, the list every PoseLoop program knows", () => {
-    const read = new Set<string>();
-    const recording: Env = new Proxy({}, {
-      get: (_target, name) => {
-        if (typeof name === "string") read.add(name);
-        return undefined;
-      },
-    });
-    loadConfig(recording);
-    const poseloop = [...read].filter((name) => name.startsWith("POSELOOP_"));
+    const poseloop = [...variablesRead(loadConfig)].filter((name) => name.startsWith("POSELOOP_"));
     expect(poseloop).toContain("POSELOOP_NATS_URL");
     expect(poseloop.filter((name) => !POSELOOP_ENV_VARIABLES.includes(name))).toEqual([]);
   });

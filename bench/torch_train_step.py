@@ -1,8 +1,9 @@
 """PyTorch's CPU training step for the same models as bench/train-step.ts, measured in the same run.
 
 Called by bench/train-step.ts with a JSON argument; prints one JSON line: median ms per training step (forward,
-JointsMSE loss, backward, SGD update) and per forward-only pass. Uses the model definitions of the golden
-fixtures (libs/train/fixtures/make_goldens.py), which match libs/train's zoo layer for layer.
+JointsMSE loss, backward, SGD update) and per forward-only pass. Uses the PyTorch engine's zoo
+(services/trainer/pytorch/poseloop_torch/zoo.py), which matches libs/train's zoo layer for layer. Deconvolutions
+run through nn.ConvTranspose2d's own kernel unless the spec sets "subpixel": true (the engine's CPU path).
 """
 import json
 import os
@@ -11,20 +12,8 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "libs", "train", "fixtures"))
-import make_goldens as zoo  # noqa: E402
-
-
-def build(spec):
-    arch = spec["architecture"]
-    k = spec["numKeypoints"]
-    if arch == "lite":
-        return zoo.LitePose(spec.get("lite", {}).get("channels", [16, 32, 64]), k)
-    if arch == "simplebaseline":
-        sb = spec.get("simpleBaseline", {})
-        return zoo.SimpleBaseline(sb.get("depth", 50), sb.get("baseWidth", 64), sb.get("deconvFilters", [256, 256, 256]), k)
-    hr = spec.get("hrnet", {})
-    return zoo.Hrnet(hr.get("width", 32), hr.get("stemWidth", 64), hr.get("stage1Planes", 64), k)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "services", "trainer", "pytorch"))
+from poseloop_torch import zoo  # noqa: E402
 
 
 def median_ms(fn, reps):
@@ -42,10 +31,12 @@ def main():
     spec = json.loads(sys.argv[1])
     torch.set_num_threads(spec.get("threads", os.cpu_count()))
     torch.manual_seed(0)
-    model = build(spec["model"])
+    model = zoo.build_model(spec["model"])
+    zoo.set_subpixel(model, spec.get("subpixel", False))
     b, h, w, k = spec["batch"], spec["model"]["inputHeight"], spec["model"]["inputWidth"], spec["model"]["numKeypoints"]
+    stride = zoo.heatmap_stride(spec["model"])
     images = torch.randn(b, 3, h, w)
-    targets = torch.rand(b, k, h // 4, w // 4)
+    targets = torch.rand(b, k, h // stride, w // stride)
     weights = torch.ones(b, k)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 

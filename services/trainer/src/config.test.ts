@@ -30,7 +30,7 @@ describe("trainer loadConfig", () => {
   it("asks admin for changing the serving model and train for everything else", () => {
     const access = loadConfig({}).grpc.methodAccess;
     const roles = Object.fromEntries(TrainerService.methods.map((method) => [method.name, access[accessKey(method)]]));
-    expect(roles).toMatchObject({ PublishCheckpoint: "admin", StartTraining: "train", CancelJob: "train", WatchJob: "train" });
+    expect(roles).toMatchObject({ PublishCheckpoint: "admin", StartTraining: "train", CancelJob: "train", WatchJob: "train", GetTrainerInfo: "train" });
     expect(Object.values(roles)).not.toContain(undefined);
   });
 

@@ -33,6 +33,16 @@ export interface TrainerConfig {
    * by the server before any handler runs.
    */
   readonly authToken: string;
+  /**
+   * POSELOOP_PYTHON: the interpreter that runs the PyTorch engine; empty: the first of `python3` on PATH and
+   * /usr/bin/python3 that can import torch (probed at start).
+   */
+  readonly python: string;
+  /**
+   * POSELOOP_ENGINE_TIMEOUT (default 10m): the PyTorch engine answering none of a run's requests (a step, a
+   * state transfer) for this long is hung: it is killed and the job fails, keeping its last checkpoint.
+   */
+  readonly engineTimeoutMs: number;
 }
 
 /**
@@ -52,7 +62,7 @@ export const TRAINER_METHOD_ACCESS: MethodAccessMap = Object.freeze(
  * POSELOOP_CHECKPOINT_DIR, POSELOOP_MAX_CONCURRENT_JOBS (default 1), POSELOOP_JOB_ACK_WAIT (default 60s),
  * POSELOOP_TRAINER_TOKENS ("role:token,..."; roles stream, train, admin), POSELOOP_TRAINER_TOKENS_FILE,
  * POSELOOP_TRAINER_TOKEN (an admin token), POSELOOP_TLS_CERT, POSELOOP_TLS_KEY, POSELOOP_TLS_CLIENT_CA,
- * POSELOOP_INSECURE, POSELOOP_GRPC_MAX_MESSAGE_BYTES, POSELOOP_DRAIN_TIMEOUT and the standard OTEL_* ones.
+ * POSELOOP_PYTHON, POSELOOP_ENGINE_TIMEOUT (default 10m), POSELOOP_INSECURE, POSELOOP_GRPC_MAX_MESSAGE_BYTES, POSELOOP_DRAIN_TIMEOUT and the standard OTEL_* ones.
  * Without tokens or TLS it listens on 127.0.0.1 only (see grpcServerSettingsFromEnv).
  * Other POSELOOP_* names that no PoseLoop process reads come back in `unknownVariables`.
  */
@@ -75,6 +85,8 @@ export function loadConfig(env: Env): TrainerConfig {
   const checkpointDirRaw = reader.string("POSELOOP_CHECKPOINT_DIR", { default: "" });
   const maxConcurrentJobs = reader.int("POSELOOP_MAX_CONCURRENT_JOBS", { default: 1, min: 0, max: 64 });
   const jobAckWaitMs = reader.durationMs("POSELOOP_JOB_ACK_WAIT", { default: 60_000, min: 1000, max: 3_600_000 });
+  const python = reader.string("POSELOOP_PYTHON", { default: "" });
+  const engineTimeoutMs = reader.durationMs("POSELOOP_ENGINE_TIMEOUT", { default: 600_000, min: 1000, max: 86_400_000 });
   reader.done("trainer configuration");
   // The other service's and the CLI's variables are known too: users run them all from one shell.
   const unknown = unknownVariables(env, "POSELOOP_", [...POSELOOP_ENV_VARIABLES, ...reader.names]);
@@ -93,5 +105,7 @@ export function loadConfig(env: Env): TrainerConfig {
     maxConcurrentJobs,
     jobAckWaitMs,
     authToken,
+    python,
+    engineTimeoutMs,
   });
 }

@@ -6,9 +6,11 @@ import { AppError, Code, type Logger } from "@poseloop/core";
 import type { MethodsOf, ServiceImpl } from "@poseloop/grpc";
 import { ModelRefSchema, type ModelManifest, type ModelRef } from "@poseloop/proto/poseloop/common/v1/model_pb";
 import type { TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
-import { JobSchema, JobState, type Job, type TrainerService } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
+import { JobSchema, JobState, type Job, type TrainerInfo, type TrainerService } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
 import { traceContextToRecord, traceIdOf } from "@poseloop/telemetry";
 import { datasetProblems } from "./datasets/data-root.js";
+import { fleetRefusal, placementOf, type Placement } from "./engines/capabilities.js";
+import { pretrainedProblems } from "./experiment/experiment.js";
 import { ExperimentChecker } from "./experiment/experiment-checker.js";
 import { resolveTrainConfig } from "./experiment/index.js";
 import { missingReferences, referenceProblems, type ReferenceLookups } from "./experiment/references.js";
@@ -19,7 +21,15 @@ import { labelProblems } from "./publication/publisher.js";
 
 export interface TrainerServiceDependencies {
   readonly store: JobStore;
+  /** The onnxruntime-cpu queue, and every class's when `queueFor` is absent. */
   readonly queue: JobQueue;
+  /** The queue of a placement class (engine and device kind): only trainers that can run it consume it. */
+  readonly queueFor?: (placement: Placement) => Promise<JobQueue>;
+  /**
+   * This trainer's advertisement and the live ones of its bus (its own included). Without it StartTraining
+   * queues every valid job, as before placement, and GetTrainerInfo is UNIMPLEMENTED.
+   */
+  readonly trainers?: { readonly self: () => TrainerInfo; readonly live: () => Promise<TrainerInfo[]> };
   readonly checkpointList: CheckpointList;
   readonly registry: ModelRegistry;
   readonly dataRoot: string;
@@ -50,7 +60,8 @@ export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<Me
 
   const enqueue = async (job: Job, dedupSuffix: string, endEpoch?: number): Promise<void> => {
     const message: QueuedJob = { jobId: job.jobId, ...(endEpoch === undefined ? {} : { endEpoch }) };
-    await deps.queue.enqueue({ id: job.jobId, data: new TextEncoder().encode(JSON.stringify(message)), headers: traceContextToRecord(), dedupId: `${job.jobId}-${dedupSuffix}` });
+    const queue = job.config === undefined || deps.queueFor === undefined ? deps.queue : await deps.queueFor(placementOf(job.config));
+    await queue.enqueue({ id: job.jobId, data: new TextEncoder().encode(JSON.stringify(message)), headers: traceContextToRecord(), dedupId: `${job.jobId}-${dedupSuffix}` });
   };
 
   /**
@@ -78,7 +89,10 @@ export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<Me
       } else if (request.source.case === "config") {
         if (Object.keys(request.overrides).length > 0) throw new AppError(Code.INVALID_ARGUMENT, "overrides apply to experiment_yaml; set the fields of config directly");
         const resolved = resolveTrainConfig(request.source.value);
-        problems = [...resolved.problems, ...(resolved.problems.length === 0 ? await datasetProblems(resolved.config, deps.dataRoot) : [])];
+        problems = [
+          ...resolved.problems,
+          ...(resolved.problems.length === 0 ? [...(await datasetProblems(resolved.config, deps.dataRoot)), ...(await pretrainedProblems(resolved.config, deps.dataRoot))] : []),
+        ];
         config = problems.length === 0 ? resolved.config : undefined;
       } else {
         throw new AppError(Code.INVALID_ARGUMENT, "StartTraining needs a config or an experiment_yaml");
@@ -89,6 +103,12 @@ export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<Me
       // go back to the queue again and again; it is refused now instead.
       const missing = await referenceProblems(config, references);
       if (missing.length > 0) throw missingReferences(missing);
+      // A job no live trainer can run would wait in its queue forever. onnxruntime on the CPU is exempt: every
+      // trainer runs it, and an API-only trainer queues it before any worker is up, as it always has.
+      if (deps.trainers !== undefined && placementOf(config) !== "onnxruntime-cpu") {
+        const refusal = fleetRefusal(await deps.trainers.live(), config);
+        if (refusal !== undefined) throw new AppError(Code.FAILED_PRECONDITION, refusal);
+      }
       const jobId = newJobId();
       const now = timestampNow();
       const job = create(JobSchema, {
@@ -175,6 +195,13 @@ export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<Me
       await events.append({ case: "stateChanged", value: { from, to: JobState.QUEUED, reason: job.lastCheckpoint === undefined ? `resume requested${to}; no checkpoint yet, starting over` : `resume requested from ${job.lastCheckpoint.checkpointId}${to}` } });
       await enqueue(job, `resume-${job.attempt}-${Date.now()}`, request.endEpoch === 0 ? undefined : request.endEpoch);
       return { job };
+    },
+
+    async getTrainerInfo() {
+      if (deps.trainers === undefined) throw new AppError(Code.UNIMPLEMENTED, "this trainer does not track the trainers of its bus");
+      const self = deps.trainers.self();
+      const others = (await deps.trainers.live()).filter((info) => info.workerId !== self.workerId);
+      return { trainer: self, others };
     },
 
     async listCheckpoints(request) {

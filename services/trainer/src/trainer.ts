@@ -1,14 +1,31 @@
 import { mkdir } from "node:fs/promises";
-import { ModelRegistry, openBus, type Bus } from "@poseloop/bus";
-import { sleep, type Logger } from "@poseloop/core";
+import { ModelRegistry, openBus, type Bus, type JobQueue } from "@poseloop/bus";
+import { sleep, type Env, type Logger } from "@poseloop/core";
 import { startGrpcServer, type ListenAddress } from "@poseloop/grpc";
 import { TrainerService } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
+import type { TrainerInfo } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
 import type { TrainerConfig } from "./config.js";
+import {
+  ADVERTISE_EVERY_MS,
+  describeCapabilities,
+  placementsOf,
+  probeCapabilities,
+  queueNameOf,
+  toTrainerInfo,
+  TrainerDirectory,
+  type Placement,
+  type TrainerCapabilities,
+} from "./engines/capabilities.js";
 import { CheckpointList } from "./jobs/checkpoint-list.js";
 import { BlobCheckpointStore, DirectoryCheckpointStore, type CheckpointStore } from "./jobs/checkpoint-store.js";
 import { JobExecutor } from "./jobs/job-executor.js";
 import { JobStore, TRAINING_QUEUE } from "./jobs/job-store.js";
 import { trainerService } from "./trainer-service.js";
+
+/** How long the PyTorch probe may take per interpreter: importing torch takes seconds, CUDA's init more. */
+const TORCH_PROBE_TIMEOUT_MS = 20_000;
+/** How long a consumer waits on each of its placement queues before looking at the next. */
+const QUEUE_POLL_MS = 250;
 
 /** How long a training run's job writes retry while the bus is unavailable. */
 const RUN_OUTAGE_TOLERANCE_MS = 120_000;
@@ -17,6 +34,8 @@ const RUN_OUTAGE_TOLERANCE_MS = 120_000;
 export interface TrainerProcess {
   readonly address: ListenAddress;
   readonly bus: Bus;
+  /** What this trainer can run, probed at start; training runs check their job against it (canRun). */
+  readonly capabilities: TrainerCapabilities;
   /** Hands running jobs back to the queue (after a checkpoint), drains open calls and closes the bus. */
   stop(): Promise<void>;
 }
@@ -26,10 +45,13 @@ export interface TrainerProcess {
  * and `maxConcurrentJobs` consumers that take jobs from the queue and run them. Any number of trainers can
  * share a bus: each job runs on exactly one, and a job whose trainer dies is resumed by another.
  */
-export async function startTrainer(config: TrainerConfig, logger: Logger): Promise<TrainerProcess> {
+export async function startTrainer(config: TrainerConfig, logger: Logger, options: { env?: Env } = {}): Promise<TrainerProcess> {
+  // The probe runs while the bus opens; it never throws (an engine that cannot run is a capability too).
+  const probing = probeCapabilities(config.workerId, options.env ?? process.env, { python: config.python, timeoutMs: TORCH_PROBE_TIMEOUT_MS });
   const bus = await openBus({ ...config.bus, logger });
   const controller = new AbortController();
   const consumers: Promise<void>[] = [];
+  let advertising: ReturnType<typeof setInterval> | undefined;
   try {
     await mkdir(config.workDir, { recursive: true });
     const registry = await ModelRegistry.open(bus, logger);
@@ -41,6 +63,30 @@ export async function startTrainer(config: TrainerConfig, logger: Logger): Promi
     const checkpoints: CheckpointStore = config.checkpointDir === "" ? await BlobCheckpointStore.open(bus) : new DirectoryCheckpointStore(config.checkpointDir);
     // The queue's default delivery limit bounds a job that fails the same way every time; its last failure is final.
     const queue = await bus.jobQueue(TRAINING_QUEUE, { ackWaitMs: config.jobAckWaitMs });
+    // Each placement class (engine and device kind) has its queue; onnxruntime-cpu's is the one above.
+    const queues = new Map<Placement, Promise<JobQueue>>([["onnxruntime-cpu", Promise.resolve(queue)]]);
+    const queueFor = (placement: Placement): Promise<JobQueue> => {
+      let opened = queues.get(placement);
+      if (opened === undefined) {
+        opened = bus.jobQueue(queueNameOf(TRAINING_QUEUE, placement), { ackWaitMs: config.jobAckWaitMs });
+        // A failed open is tried again by the next caller, not remembered.
+        opened.catch(() => queues.delete(placement));
+        queues.set(placement, opened);
+      }
+      return opened;
+    };
+    const capabilities = await probing;
+    logger.info(`trainer capabilities: ${describeCapabilities(capabilities)}`, { capabilities: capabilities.engines.map((e) => ({ ...e })) });
+    const placements = config.maxConcurrentJobs === 0 ? [] : placementsOf(capabilities);
+    const directory = await TrainerDirectory.open(bus);
+    let info: TrainerInfo = toTrainerInfo(capabilities, config.maxConcurrentJobs);
+    // Advertised before the service answers, so that its own StartTraining already counts this trainer.
+    await directory.advertise(info);
+    advertising = setInterval(() => {
+      info = toTrainerInfo(capabilities, config.maxConcurrentJobs);
+      directory.advertise(info).catch((error: unknown) => logger.warn("refreshing this trainer's advertisement failed", { err: error }));
+    }, ADVERTISE_EVERY_MS);
+    const consumed = await Promise.all(placements.map(async (placement) => ({ placement, queue: await queueFor(placement) })));
     const executor = new JobExecutor({
       store: runStore,
       checkpoints,
@@ -52,6 +98,9 @@ export async function startTrainer(config: TrainerConfig, logger: Logger): Promi
       ackWaitMs: config.jobAckWaitMs,
       maxDeliveries: queue.maxDeliveries,
       queue,
+      capabilities,
+      env: options.env ?? process.env,
+      engineTimeoutMs: config.engineTimeoutMs,
     });
     const grpc = await startGrpcServer(config.grpc, {
       logger,
@@ -60,17 +109,33 @@ export async function startTrainer(config: TrainerConfig, logger: Logger): Promi
       register: (server) => {
         server.register(
           TrainerService,
-          trainerService({ store, queue, checkpointList, registry, dataRoot: config.dataRoot, authToken: config.authToken, logger, publishCheckpoint: (job, id, options) => executor.publishCheckpoint(job, id, options) }),
+          trainerService({
+            store,
+            queue,
+            queueFor,
+            trainers: { self: () => info, live: () => directory.live() },
+            checkpointList,
+            registry,
+            dataRoot: config.dataRoot,
+            authToken: config.authToken,
+            logger,
+            publishCheckpoint: (job, id, options) => executor.publishCheckpoint(job, id, options),
+          }),
         );
       },
     });
     for (let i = 0; i < config.maxConcurrentJobs; i++) {
       consumers.push(
         (async () => {
+          // Round robin over the queues of the classes this trainer can run; a job of another class is never
+          // taken here. Consumers start at different queues so that one busy class does not starve the others.
+          let turn = i;
           while (!controller.signal.aborted) {
             try {
-              const delivery = await queue.next({ waitMs: 1000, signal: controller.signal });
-              if (delivery !== undefined) await executor.run(delivery, controller.signal);
+              const from = consumed[turn++ % consumed.length];
+              if (from === undefined) return;
+              const delivery = await from.queue.next({ waitMs: consumed.length === 1 ? 1000 : QUEUE_POLL_MS, signal: controller.signal });
+              if (delivery !== undefined) await executor.run(delivery, controller.signal, from.queue);
             } catch (error) {
               if (controller.signal.aborted) return;
               logger.warn("taking a job from the queue failed; retrying", { err: error });
@@ -83,15 +148,20 @@ export async function startTrainer(config: TrainerConfig, logger: Logger): Promi
     return {
       address: grpc.address,
       bus,
+      capabilities,
       stop: async () => {
         controller.abort();
+        clearInterval(advertising);
         await Promise.allSettled(consumers);
+        // Gone at once for the other trainers' StartTraining, not three refreshes later.
+        await directory.withdraw(info).catch((error: unknown) => logger.warn("withdrawing this trainer's advertisement failed", { err: error }));
         await grpc.stop();
         await bus.close();
       },
     };
   } catch (error) {
     controller.abort();
+    clearInterval(advertising);
     await Promise.allSettled(consumers);
     await bus.close();
     throw error;

@@ -138,6 +138,10 @@ export async function startFakeTrainer(script: FakeTrainerScript = {}, port = 0)
       const serving = script.serving ?? { name: "demo", version: "v2" };
       return { serving: { model: serving, architecture: "lite" }, previous: { name: serving.name, version: "v1" } };
     },
+    async getTrainerInfo(request, ctx) {
+      await record("getTrainerInfo", request, ctx);
+      return { trainer: { workerId: "fake-trainer", maxConcurrentJobs: 1, placements: ["onnxruntime-cpu"], engines: [{ name: "onnxruntime", available: true, devices: ["cpu"] }] }, others: [] };
+    },
   };
   const { server, address } = await serve((s) => s.register(TrainerService, impl), port);
   return { address, calls, stop: async () => server.forceShutdown() };

@@ -2,7 +2,7 @@ import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { HeatmapRefinement } from "@poseloop/proto/poseloop/common/v1/model_pb";
-import { Architecture, BlockType, DatasetKind, Device, OptimizerKind, PublishMode, ScheduleKind } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import { Architecture, BlockType, DatasetKind, Device, OptimizerKind, PublishMode, ScheduleKind, TrainingEngine } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import { makeTempDir } from "@poseloop/testkit";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { parseExperiment, prepareExperiment } from "./experiment.js";
@@ -123,7 +123,7 @@ describe("parseExperiment", () => {
   it("refuses reference keys it cannot honour", () => {
     const yaml = [
       "MODEL:",
-      "  PRETRAINED: models/pytorch/imagenet/resnet50-19c8e357.pth",
+      "  PRETRAINED: 42",
       "  TARGET_TYPE: offset",
       "DATASET:",
       "  COLOR_RGB: false",
@@ -204,6 +204,28 @@ describe("parseExperiment", () => {
   });
 });
 
+describe("engine keys", () => {
+  it("reads TRAIN.ENGINE, cuda:N, the torchrun settings and MODEL.PRETRAINED into the config", () => {
+    const { config, problems } = parseExperiment(
+      cocoExperiment("  LR: 0.001\n  OPTIMIZER: adam\n  BATCH_SIZE_PER_GPU: 32\n  END_EPOCH: 20\n  ENGINE: pytorch\n  DEVICE: cuda:3\n  GPUS: 4\n  NODES: 2\n  RDZV_ENDPOINT: head-0:29400\n  SYNC_BN: true\n  CHANNELS_LAST: false\n"),
+      { "MODEL.PRETRAINED": "weights/resnet50.pth" },
+    );
+    expect(problems).toEqual([]);
+    expect(config).toMatchObject({ engine: TrainingEngine.PYTORCH, device: Device.CUDA, deviceIndex: 3, gpus: 4, nodes: 2, rdzvEndpoint: "head-0:29400", syncBatchNorm: true, channelsLast: false });
+    expect(config?.model?.pretrained).toBe("weights/resnet50.pth");
+  });
+
+  it("names a GPU index that is not a non-negative integer, and an endpoint that is not host:port", () => {
+    const problems = parseExperiment("TRAIN:\n  DEVICE: cuda:-1\n  RDZV_ENDPOINT: head-0\n  ENGINE: tensorflow\n").problems;
+    expect(problems).toEqual([
+      "TRAIN.DEVICE: cuda:-1: the GPU index after cuda: must be a non-negative integer (cuda:0, cuda:1, ...)",
+      'TRAIN.RDZV_ENDPOINT: expected host:port (torchrun\'s rendezvous endpoint), got "head-0"',
+      'TRAIN.ENGINE: expected one of onnxruntime, pytorch, got "tensorflow"',
+    ]);
+    expect(parseExperiment("TRAIN:\n  DEVICE: cuda:1.5\n").problems).toEqual(["TRAIN.DEVICE: cuda:1.5: the GPU index after cuda: must be a non-negative integer (cuda:0, cuda:1, ...)"]);
+  });
+});
+
 describe("invalid experiments", () => {
   let dataRoot: { path: string; remove: () => Promise<void> };
   beforeEach(async () => {
@@ -251,6 +273,18 @@ describe("invalid experiments", () => {
 
   it("a COCO root missing under the data root is a problem naming it", async () => {
     expect(await problemsOf(cocoExperiment())).toEqual(["DATASET.ROOT: coco does not exist"]);
+  });
+
+  it("checks MODEL.PRETRAINED under the data root like the dataset's files", async () => {
+    const pytorch = { "TRAIN.ENGINE": "pytorch", "DATASET.DATASET": "synthetic", "DATASET.SYNTHETIC.TRAIN_IMAGES": "8", "DATASET.SYNTHETIC.VAL_IMAGES": "4", "DATASET.SYNTHETIC.IMAGE_SIZE": "[128, 96]", "TEST.USE_GT_BBOX": "true" };
+    const yaml = "MODEL: { NAME: pose_lite, IMAGE_SIZE: [48, 64] }\nTRAIN: { LR: 0.001, OPTIMIZER: adam, BATCH_SIZE_PER_GPU: 4, END_EPOCH: 1 }\nPUBLISH: { MODE: never }\n";
+    const missing = await prepareExperiment(yaml, { dataRoot: dataRoot.path, overrides: { ...pytorch, "MODEL.PRETRAINED": "weights/missing.pth" } });
+    expect(missing.problems).toEqual(["MODEL.PRETRAINED (model.pretrained): weights/missing.pth does not exist"]);
+    await mkdir(join(dataRoot.path, "weights"), { recursive: true });
+    await writeFile(join(dataRoot.path, "weights", "lite.pth"), "state_dict");
+    const found = await prepareExperiment(yaml, { dataRoot: dataRoot.path, overrides: { ...pytorch, "MODEL.PRETRAINED": "weights/lite.pth" } });
+    expect(found.problems).toEqual([]);
+    await expect(prepareExperiment(yaml, { dataRoot: dataRoot.path, overrides: { ...pytorch, "MODEL.PRETRAINED": "/etc/passwd.pth" } })).rejects.toMatchObject({ code: 7 });
   });
 
   it("lists every problem of a file at once", async () => {

@@ -1,5 +1,7 @@
+import { stat } from "node:fs/promises";
 import { posix } from "node:path";
 import { create } from "@bufbuild/protobuf";
+import { AppError, Code } from "@poseloop/core";
 import { CodecSchema, HeatmapCodecSchema, HeatmapRefinement, ModelRefSchema } from "@poseloop/proto/poseloop/common/v1/model_pb";
 import {
   Architecture,
@@ -23,11 +25,12 @@ import {
   SimpleBaselineSpecSchema,
   SyntheticDatasetSchema,
   TrainConfigSchema,
+  TrainingEngine,
   type HrnetStage,
   type TrainConfig,
 } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import { isAlias, isCollection, isMap, isPair, isScalar, LineCounter, parseDocument } from "yaml";
-import { datasetProblems } from "../datasets/data-root.js";
+import { datasetProblems, resolveUnder } from "../datasets/data-root.js";
 import { resolveTrainConfig } from "./validate.js";
 
 // ---------------------------------------------------------------------------------------------------------
@@ -67,6 +70,26 @@ const uints = leaf("a list of non-negative integers", (v) => Array.isArray(v) &&
 const positiveInts = leaf("a list of positive integers", (v) => Array.isArray(v) && v.every(isPositiveInt));
 const size = leaf("[width, height] in pixels", (v) => Array.isArray(v) && v.length === 2 && v.every(isPositiveInt));
 const gpus = leaf("a GPU id or a list of them", (v) => typeof v === "string" || isUint(v) || (Array.isArray(v) && v.every(isUint)));
+/**
+ * TRAIN.DEVICE: cpu, cuda, cuda:N or webgpu, read as the Device and the GPU index. A bad index gets its own
+ * message: "cuda:-1" is a typo of a GPU, not of a device name.
+ */
+const device: Read = (value) => {
+  const expected = `expected one of cpu, cuda, cuda:N, webgpu, got ${describe(value)}`;
+  if (typeof value !== "string") return { error: expected };
+  const text = value.trim().toLowerCase();
+  if (text === "cpu") return { value: { device: Device.CPU, index: 0 } };
+  if (text === "cuda") return { value: { device: Device.CUDA, index: 0 } };
+  if (text === "webgpu") return { value: { device: Device.WEBGPU, index: 0 } };
+  if (text.startsWith("cuda:")) {
+    const index = text.slice("cuda:".length);
+    if (!/^\d{1,4}$/.test(index)) return { error: `${value}: the GPU index after cuda: must be a non-negative integer (cuda:0, cuda:1, ...)` };
+    return { value: { device: Device.CUDA, index: Number(index) } };
+  }
+  return { error: expected };
+};
+/** TRAIN.RDZV_ENDPOINT: torchrun's rendezvous, host:port. */
+const endpoint = leaf("host:port (torchrun's rendezvous endpoint)", (v) => typeof v === "string" && /^[A-Za-z0-9.-]+:\d{1,5}$|^\[[0-9A-Fa-f:]+\]:\d{1,5}$/.test(v));
 /** CUDNN.*: settings of a library PoseLoop does not use; accepted whole, as documentation of the source recipe. */
 const anything: Read = (value) => ({ value });
 
@@ -141,7 +164,8 @@ const SCHEMA: Section = {
     NUM_JOINTS: only(positiveInt, 17, "experiment files train the COCO-17 keypoint schema"),
     TARGET_TYPE: oneOf({ gaussian: "gaussian" }),
     INIT_WEIGHTS: boolean,
-    PRETRAINED: only(string, "", "nothing is downloaded; start from a published model with INIT_FROM.MODEL"),
+    // Ours: a PyTorch state_dict (.pth / .pt) under the trainer's data root; nothing is downloaded.
+    PRETRAINED: string,
     EXTRA: {
       STAGE1: STAGE,
       STAGE2: STAGE,
@@ -193,7 +217,14 @@ const SCHEMA: Section = {
     INTRA_OP_THREADS: uint,
     // Ours: data-parallel replicas on this node (BATCH_SIZE_PER_GPU samples each; see TrainConfig.replicas).
     REPLICAS: positiveInt,
-    DEVICE: oneOf({ cpu: Device.CPU, cuda: Device.CUDA, webgpu: Device.WEBGPU }),
+    DEVICE: device,
+    // Ours: the engine that runs the step, and the PyTorch engine's distributed and memory-format settings.
+    ENGINE: oneOf({ onnxruntime: TrainingEngine.ONNXRUNTIME, pytorch: TrainingEngine.PYTORCH }),
+    GPUS: positiveInt,
+    NODES: positiveInt,
+    RDZV_ENDPOINT: endpoint,
+    SYNC_BN: boolean,
+    CHANNELS_LAST: boolean,
   },
   TEST: {
     FLIP_TEST: boolean,
@@ -651,6 +682,7 @@ function buildConfig(values: ReadonlyMap<string, unknown>, problems: string[]): 
   // MODEL
   const architecture = values.get("MODEL.NAME") as Architecture | undefined;
   if (architecture !== undefined) model.architecture = architecture;
+  take("MODEL.PRETRAINED", (v: string) => (model.pretrained = v));
   take("MODEL.IMAGE_SIZE", ([width, height]: [number, number]) => (model.inputSize = create(ImageSizeSchema, { width, height })));
   if (values.has("MODEL.HEATMAP_SIZE") || values.has("MODEL.SIGMA") || values.has("TEST.POST_PROCESS") || values.has("TEST.REFINEMENT")) {
     const heatmap = create(HeatmapCodecSchema);
@@ -730,7 +762,16 @@ function buildConfig(values: ReadonlyMap<string, unknown>, problems: string[]): 
   take("TRAIN.VALIDATE_EVERY", (v: number) => (config.validateEveryEpochs = v));
   take("TRAIN.INTRA_OP_THREADS", (v: number) => (config.intraOpThreads = v));
   take("TRAIN.REPLICAS", (v: number) => (config.replicas = v));
-  take("TRAIN.DEVICE", (v: Device) => (config.device = v));
+  take("TRAIN.DEVICE", (v: { device: Device; index: number }) => {
+    config.device = v.device;
+    config.deviceIndex = v.index;
+  });
+  take("TRAIN.ENGINE", (v: TrainingEngine) => (config.engine = v));
+  take("TRAIN.GPUS", (v: number) => (config.gpus = v));
+  take("TRAIN.NODES", (v: number) => (config.nodes = v));
+  take("TRAIN.RDZV_ENDPOINT", (v: string) => (config.rdzvEndpoint = v));
+  take("TRAIN.SYNC_BN", (v: boolean) => (config.syncBatchNorm = v));
+  take("TRAIN.CHANNELS_LAST", (v: boolean) => (config.channelsLast = v));
 
   // TEST
   take("TEST.FLIP_TEST", (v: boolean) => (validation.flipTest = v));
@@ -852,6 +893,28 @@ export function checkExperiment(yamlText: string, overrides: Readonly<Record<str
 export async function withDatasetProblems(checked: { config: TrainConfig | undefined; problems: string[] }, dataRoot: string | undefined): Promise<{ config: TrainConfig | undefined; problems: string[] }> {
   if (checked.config === undefined) return { config: undefined, problems: checked.problems };
   const problems = [...checked.problems];
-  if (dataRoot !== undefined) problems.push(...(await datasetProblems(checked.config, dataRoot)));
+  if (dataRoot !== undefined) problems.push(...(await datasetProblems(checked.config, dataRoot)), ...(await pretrainedProblems(checked.config, dataRoot)));
   return { config: problems.length === 0 ? checked.config : undefined, problems };
+}
+
+/**
+ * MODEL.PRETRAINED's file under the data root, checked like the dataset's paths: a missing file or a folder is
+ * a problem; a path leaving the root (by "..", as an absolute path elsewhere, or through a link) throws
+ * PERMISSION_DENIED.
+ */
+export async function pretrainedProblems(config: TrainConfig, dataRoot: string): Promise<string[]> {
+  const pretrained = config.model?.pretrained ?? "";
+  if (pretrained === "") return [];
+  const what = "MODEL.PRETRAINED (model.pretrained)";
+  let real: string;
+  try {
+    real = await resolveUnder(dataRoot, pretrained, what);
+  } catch (error) {
+    if (AppError.is(error, Code.INVALID_ARGUMENT)) return [error.message];
+    throw error;
+  }
+  const info = await stat(real).catch((error: unknown) => {
+    throw AppError.from(error);
+  });
+  return info.isFile() ? [] : [`${what}: ${pretrained} is not a file`];
 }

@@ -10,6 +10,7 @@ import {
   PublishMode,
   ScheduleKind,
   TrainConfigSchema,
+  TrainingEngine,
 } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import { describe, expect, it } from "vitest";
 import { modelConfigFromSpec } from "./model-config.js";
@@ -221,5 +222,60 @@ describe("resolveTrainConfig's references", () => {
     expect(resolve(minimal({ initFrom: { source: { case: "checkpoint", value: { jobId: "job-20261127-231509-3f9a1c", checkpointId: "e0003-s0000120-b00004" } } } })).problems).toEqual([]);
     expect(resolve(minimal({ initFrom: { source: { case: "model", value: { name: "demo", version: "20261127-231509-3f9a1c" } } } })).problems).toEqual([]);
     expect(resolve(minimal({ distillation: { teacher: { name: "demo" }, lossWeight: 1 } })).problems).toEqual([]);
+  });
+});
+
+describe("engines and devices", () => {
+  it("defaults to onnxruntime, one process and one node, and channels-last for pytorch on cuda only", () => {
+    const plain = resolve(minimal()).config;
+    expect(plain).toMatchObject({ engine: TrainingEngine.ONNXRUNTIME, gpus: 1, nodes: 1 });
+    expect(plain.channelsLast).toBeUndefined();
+    expect(resolve(minimal({ engine: TrainingEngine.PYTORCH, device: Device.CUDA })).config.channelsLast).toBe(true);
+    expect(resolve(minimal({ engine: TrainingEngine.PYTORCH, device: Device.CUDA, channelsLast: false })).config.channelsLast).toBe(false);
+  });
+
+  it("allows TRAIN.AMP on the CPU under pytorch (bf16 autocast), and still refuses it under onnxruntime", () => {
+    expect(resolve(minimal({ engine: TrainingEngine.PYTORCH, mixedPrecision: true })).problems).toEqual([]);
+    expect(resolve(minimal({ mixedPrecision: true })).problems).toEqual([
+      "TRAIN.AMP (mixed_precision): mixed precision needs a GPU execution provider (TRAIN.DEVICE cuda or webgpu), got cpu",
+    ]);
+  });
+
+  it("accepts a multi-node pytorch run on GPUs with synchronized BatchNorm", () => {
+    const { problems } = resolve(minimal({ engine: TrainingEngine.PYTORCH, device: Device.CUDA, deviceIndex: 0, gpus: 8, nodes: 2, rdzvEndpoint: "head-0:29400", syncBatchNorm: true }));
+    expect(problems).toEqual([]);
+  });
+
+  it("lists every engine and device problem at once, each naming the engine, the device and why", () => {
+    const onnxruntime = resolve(minimal({ device: Device.CPU, deviceIndex: 2, gpus: 2, replicas: 2, nodes: 2, syncBatchNorm: true, channelsLast: true, model: { architecture: Architecture.LITE, inputSize: { width: 48, height: 64 }, pretrained: "../weights.bin" } }));
+    expect(onnxruntime.problems).toEqual([
+      "TRAIN.DEVICE (device_index) 2 names a GPU, but engine onnxruntime on cpu has none: only cuda:N takes an index",
+      "TRAIN.GPUS (gpus) 2 cannot be used with engine onnxruntime on cpu: GPUS starts one torchrun process per GPU (TRAIN.ENGINE pytorch); onnxruntime trains data-parallel with TRAIN.REPLICAS",
+      "TRAIN.NODES (nodes) 2 cannot be used with engine onnxruntime on cpu: multi-node training runs under torchrun (TRAIN.ENGINE pytorch)",
+      "TRAIN.GPUS (gpus) 2 and TRAIN.REPLICAS (replicas) 2 cannot be combined on engine onnxruntime on cpu: data-parallel over processes or over replicas in one process, not both",
+      "TRAIN.RDZV_ENDPOINT (rdzv_endpoint) is required when TRAIN.NODES is 2 (engine onnxruntime on cpu): torchrun's nodes meet at host:port",
+      "TRAIN.SYNC_BN (sync_batch_norm) cannot be used with engine onnxruntime on cpu: synchronized BatchNorm is the PyTorch engine's (TRAIN.ENGINE pytorch)",
+      "TRAIN.CHANNELS_LAST (channels_last) applies only to TRAIN.ENGINE pytorch on cuda (tensor-core convolutions), got engine onnxruntime on cpu",
+      "MODEL.PRETRAINED (model.pretrained) is a PyTorch state_dict, which only TRAIN.ENGINE pytorch loads (got engine onnxruntime on cpu); with onnxruntime start from a published model with INIT_FROM.MODEL",
+      'MODEL.PRETRAINED (model.pretrained) must be a PyTorch state_dict file (.pth or .pt) under the trainer\'s data root, got "../weights.bin"',
+      'MODEL.PRETRAINED (model.pretrained) must not leave the trainer\'s data root with "..", got "../weights.bin"',
+    ]);
+    // 1024 x 64 is the limit itself, not past it.
+    const pytorch = resolve(minimal({ engine: TrainingEngine.PYTORCH, device: Device.WEBGPU, batchSize: 1024, gpus: 64, rdzvEndpoint: "head-0:29400" }));
+    expect(pytorch.problems).toEqual([
+      "TRAIN.DEVICE (device) webgpu cannot be used with TRAIN.ENGINE pytorch: torch has no WebGPU device (use cuda or cpu, or TRAIN.ENGINE onnxruntime)",
+      "TRAIN.RDZV_ENDPOINT (rdzv_endpoint) applies only to TRAIN.NODES > 1, got 1 node on engine pytorch on webgpu",
+    ]);
+    const syncAlone = resolve(minimal({ engine: TrainingEngine.PYTORCH, syncBatchNorm: true, channelsLast: true }));
+    expect(syncAlone.problems).toEqual([
+      "TRAIN.SYNC_BN (sync_batch_norm) needs more than one process or replica to synchronize on engine pytorch on cpu (TRAIN.GPUS, TRAIN.NODES or TRAIN.REPLICAS > 1)",
+      "TRAIN.CHANNELS_LAST (channels_last) applies only to TRAIN.ENGINE pytorch on cuda (tensor-core convolutions), got engine pytorch on cpu",
+    ]);
+    expect(resolve(minimal({ engine: TrainingEngine.PYTORCH, device: Device.CUDA, batchSize: 1024, gpus: 64, nodes: 2, rdzvEndpoint: "h:1" })).problems).toEqual([
+      "TRAIN.BATCH_SIZE_PER_GPU x TRAIN.GPUS x TRAIN.NODES x TRAIN.REPLICAS (batch_size x gpus x nodes x replicas) = 1024 x 64 x 2 x 1 = 131072 samples per update on engine pytorch on cuda; the limit is 65536",
+    ]);
+    expect(resolve(minimal({ device: Device.CUDA, deviceIndex: 1 })).problems).toEqual([
+      "TRAIN.DEVICE (device_index) cuda:1 cannot be used with engine onnxruntime on cuda:1: onnxruntime's CUDA provider trains on the first GPU (cuda); pick a GPU with TRAIN.ENGINE pytorch",
+    ]);
   });
 });

@@ -27,6 +27,7 @@ import {
   SimpleBaselineSpecSchema,
   SyntheticDatasetSchema,
   TrainConfigSchema,
+  TrainingEngine,
   ValidationSpecSchema,
   type HrnetStage,
   type ModelSpec,
@@ -53,6 +54,11 @@ export const LIMITS = {
   syntheticImages: 1_000_000,
   calibrationSamples: 100_000,
   keepLast: 1000,
+  gpus: 64,
+  nodes: 1024,
+  /** Samples of one update across every process: BATCH_SIZE_PER_GPU x GPUS x NODES x REPLICAS. */
+  globalBatch: 65_536,
+  deviceIndex: 1023,
 } as const;
 
 /** Names of enum values in the experiment-file vocabulary, for messages. */
@@ -68,6 +74,7 @@ const SCHEDULE_NAMES: Readonly<Record<number, string>> = {
   [ScheduleKind.COSINE]: "cosine",
 };
 const DEVICE_NAMES: Readonly<Record<number, string>> = { [Device.CPU]: "cpu", [Device.CUDA]: "cuda", [Device.WEBGPU]: "webgpu" };
+const ENGINE_NAMES: Readonly<Record<number, string>> = { [TrainingEngine.ONNXRUNTIME]: "onnxruntime", [TrainingEngine.PYTORCH]: "pytorch" };
 const DATASET_NAMES: Readonly<Record<number, string>> = { [DatasetKind.COCO]: "coco", [DatasetKind.SYNTHETIC]: "synthetic" };
 const CALIBRATOR_NAMES: Readonly<Record<number, string>> = {
   [Calibrator.MINMAX]: "minmax",
@@ -126,6 +133,7 @@ export function resolveTrainConfig(input: TrainConfig): { config: TrainConfig; p
     ...dataProblems(config),
     ...optimizationProblems(config),
     ...outputProblems(config),
+    ...engineProblems(config),
   ];
   return { config, problems };
 }
@@ -137,6 +145,11 @@ function applyDefaults(config: TrainConfig): void {
   if (config.loaderWorkers === 0) config.loaderWorkers = 1;
   if (config.replicas === 0) config.replicas = 1;
   if (config.device === Device.UNSPECIFIED) config.device = Device.CPU;
+  if (config.engine === TrainingEngine.UNSPECIFIED) config.engine = TrainingEngine.ONNXRUNTIME;
+  if (config.gpus === 0) config.gpus = 1;
+  if (config.nodes === 0) config.nodes = 1;
+  // Convolutions on tensor cores run faster in NHWC; on the CPU torch's NCHW kernels are the tuned ones.
+  if (config.channelsLast === undefined && config.engine === TrainingEngine.PYTORCH && config.device === Device.CUDA) config.channelsLast = true;
 
   const model = (config.model ??= create(ModelSpecSchema));
   model.keypointSchema ??= keypointSchemaProto(COCO17);
@@ -494,7 +507,8 @@ function optimizationProblems(config: TrainConfig): string[] {
   }
 
   if (DEVICE_NAMES[config.device] === undefined) problems.push(`${field("TRAIN.DEVICE", "device")} must be cpu, cuda or webgpu, got ${named(DEVICE_NAMES, config.device)}`);
-  if (config.mixedPrecision && config.device === Device.CPU) {
+  // The PyTorch engine runs bf16 autocast on the CPU; onnxruntime's CPU provider has no fast fp16.
+  if (config.mixedPrecision && config.device === Device.CPU && config.engine !== TrainingEngine.PYTORCH) {
     problems.push(`${field("TRAIN.AMP", "mixed_precision")}: mixed precision needs a GPU execution provider (TRAIN.DEVICE cuda or webgpu), got cpu`);
   }
 
@@ -565,6 +579,78 @@ function outputProblems(config: TrainConfig): string[] {
     problems.push(`${field("PUBLISH.MODE", "publish.mode")} must be best, every_epoch, final or never, got ${named(PUBLISH_MODE_NAMES, publish.mode)}`);
   } else if (publish.mode !== PublishMode.NEVER) {
     problems.push(...modelNameProblems(publish.modelName).map((problem) => `${field("PUBLISH.MODEL_NAME", "publish.model_name")}: ${problem}`));
+  }
+  return problems;
+}
+
+/** "engine pytorch on cuda:1": what a device problem is about. */
+function where(config: TrainConfig): string {
+  const device = config.device === Device.CUDA && config.deviceIndex > 0 ? `cuda:${config.deviceIndex}` : named(DEVICE_NAMES, config.device);
+  return `engine ${named(ENGINE_NAMES, config.engine)} on ${device}`;
+}
+
+/**
+ * The engine and its devices and processes: what each engine can run on, and the PyTorch engine's torchrun
+ * settings, which mean nothing to onnxruntime (it trains data-parallel with TRAIN.REPLICAS, in threads).
+ */
+function engineProblems(config: TrainConfig): string[] {
+  const problems: string[] = [];
+  const at = where(config);
+  const pytorch = config.engine === TrainingEngine.PYTORCH;
+  if (ENGINE_NAMES[config.engine] === undefined) {
+    problems.push(`${field("TRAIN.ENGINE", "engine")} must be onnxruntime or pytorch, got ${named(ENGINE_NAMES, config.engine)}`);
+    return problems;
+  }
+  if (pytorch && config.device === Device.WEBGPU) {
+    problems.push(`${field("TRAIN.DEVICE", "device")} webgpu cannot be used with TRAIN.ENGINE pytorch: torch has no WebGPU device (use cuda or cpu, or TRAIN.ENGINE onnxruntime)`);
+  }
+  if (config.deviceIndex > 0 && config.device !== Device.CUDA) {
+    problems.push(`${field("TRAIN.DEVICE", "device_index")} ${config.deviceIndex} names a GPU, but ${at} has none: only cuda:N takes an index`);
+  } else if (config.deviceIndex > LIMITS.deviceIndex) {
+    problems.push(`${field("TRAIN.DEVICE", "device_index")} must be at most ${LIMITS.deviceIndex}, got cuda:${config.deviceIndex}`);
+  } else if (config.deviceIndex > 0 && !pytorch) {
+    problems.push(`${field("TRAIN.DEVICE", "device_index")} cuda:${config.deviceIndex} cannot be used with ${at}: onnxruntime's CUDA provider trains on the first GPU (cuda); pick a GPU with TRAIN.ENGINE pytorch`);
+  }
+  if (config.gpus > LIMITS.gpus) problems.push(`${field("TRAIN.GPUS", "gpus")} must be at most ${LIMITS.gpus}, got ${config.gpus}`);
+  if (config.nodes > LIMITS.nodes) problems.push(`${field("TRAIN.NODES", "nodes")} must be at most ${LIMITS.nodes}, got ${config.nodes}`);
+  if (!pytorch && config.gpus > 1) {
+    problems.push(`${field("TRAIN.GPUS", "gpus")} ${config.gpus} cannot be used with ${at}: GPUS starts one torchrun process per GPU (TRAIN.ENGINE pytorch); onnxruntime trains data-parallel with TRAIN.REPLICAS`);
+  }
+  if (!pytorch && config.nodes > 1) {
+    problems.push(`${field("TRAIN.NODES", "nodes")} ${config.nodes} cannot be used with ${at}: multi-node training runs under torchrun (TRAIN.ENGINE pytorch)`);
+  }
+  if (config.gpus > 1 && config.replicas > 1) {
+    problems.push(`${field("TRAIN.GPUS", "gpus")} ${config.gpus} and ${field("TRAIN.REPLICAS", "replicas")} ${config.replicas} cannot be combined on ${at}: data-parallel over processes or over replicas in one process, not both`);
+  }
+  if (config.nodes > 1 && config.rdzvEndpoint === "") {
+    problems.push(`${field("TRAIN.RDZV_ENDPOINT", "rdzv_endpoint")} is required when TRAIN.NODES is ${config.nodes} (${at}): torchrun's nodes meet at host:port`);
+  } else if (config.rdzvEndpoint !== "" && config.nodes <= 1) {
+    problems.push(`${field("TRAIN.RDZV_ENDPOINT", "rdzv_endpoint")} applies only to TRAIN.NODES > 1, got ${config.nodes} node on ${at}`);
+  } else if (config.rdzvEndpoint !== "" && !/^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\]):\d{1,5}$/.test(config.rdzvEndpoint)) {
+    problems.push(`${field("TRAIN.RDZV_ENDPOINT", "rdzv_endpoint")} must be host:port, got ${JSON.stringify(config.rdzvEndpoint.slice(0, 60))}`);
+  }
+  const processes = Math.max(1, config.gpus) * Math.max(1, config.nodes) * Math.max(1, config.replicas);
+  if (config.batchSize > 0 && config.batchSize * processes > LIMITS.globalBatch) {
+    problems.push(
+      `TRAIN.BATCH_SIZE_PER_GPU x TRAIN.GPUS x TRAIN.NODES x TRAIN.REPLICAS (batch_size x gpus x nodes x replicas) = ${config.batchSize} x ${config.gpus} x ${config.nodes} x ${config.replicas} = ${config.batchSize * processes} samples per update on ${at}; the limit is ${LIMITS.globalBatch}`,
+    );
+  }
+  if (config.syncBatchNorm && !pytorch) {
+    problems.push(`${field("TRAIN.SYNC_BN", "sync_batch_norm")} cannot be used with ${at}: synchronized BatchNorm is the PyTorch engine's (TRAIN.ENGINE pytorch)`);
+  } else if (config.syncBatchNorm && processes <= 1) {
+    problems.push(`${field("TRAIN.SYNC_BN", "sync_batch_norm")} needs more than one process or replica to synchronize on ${at} (TRAIN.GPUS, TRAIN.NODES or TRAIN.REPLICAS > 1)`);
+  }
+  if (config.channelsLast === true && !(pytorch && config.device === Device.CUDA)) {
+    problems.push(`${field("TRAIN.CHANNELS_LAST", "channels_last")} applies only to TRAIN.ENGINE pytorch on cuda (tensor-core convolutions), got ${at}`);
+  }
+
+  const pretrained = config.model?.pretrained ?? "";
+  if (pretrained !== "") {
+    const key = field("MODEL.PRETRAINED", "model.pretrained");
+    if (!pytorch) problems.push(`${key} is a PyTorch state_dict, which only TRAIN.ENGINE pytorch loads (got ${at}); with onnxruntime start from a published model with INIT_FROM.MODEL`);
+    if (!/\.(pth|pt)$/i.test(pretrained)) problems.push(`${key} must be a PyTorch state_dict file (.pth or .pt) under the trainer's data root, got ${JSON.stringify(pretrained.slice(0, 60))}`);
+    if (pretrained.split(/[\\/]/).includes("..")) problems.push(`${key} must not leave the trainer's data root with "..", got ${JSON.stringify(pretrained.slice(0, 60))}`);
+    if (config.initFrom?.source.case !== undefined) problems.push(`${key} and INIT_FROM both choose the starting weights: give one`);
   }
   return problems;
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { Device, OptimizerKind, ScheduleKind } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import { Device, OptimizerKind, ScheduleKind, TrainingEngine } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import { tinyTrainConfig } from "../testing/tiny-config.js";
 import { resumeConflicts } from "./resume-check.js";
 
@@ -41,6 +41,13 @@ describe("resumeConflicts", () => {
       "TRAIN.GRAD_ACCUM_STEPS differs from its checkpoint (1 there, 2 now)",
       "TRAIN.AMP differs from its checkpoint (false there, true now)",
     ]);
+  });
+
+  it("lets a job move between engines and devices, but not change its number of torchrun processes", () => {
+    const saved = tinyTrainConfig({ engine: TrainingEngine.PYTORCH, device: Device.CUDA, gpus: 4 });
+    expect(resumeConflicts(saved, tinyTrainConfig({ engine: TrainingEngine.PYTORCH, device: Device.CUDA, gpus: 2, nodes: 2, rdzvEndpoint: "head:29400" }))).toEqual([]);
+    expect(resumeConflicts(tinyTrainConfig(), tinyTrainConfig({ engine: TrainingEngine.PYTORCH }))).toEqual([]);
+    expect(resumeConflicts(saved, tinyTrainConfig({ engine: TrainingEngine.PYTORCH, device: Device.CUDA, gpus: 2 }))).toEqual(["TRAIN.GPUS x TRAIN.NODES differs from its checkpoint (4 there, 2 now)"]);
   });
 
   it("lets SGD's momentum change but not appear or vanish (its buffer is saved state)", () => {

@@ -31,6 +31,10 @@ function extra(config: TrainConfig): unknown {
  * names and shapes, and the input and heatmaps they were trained for), the optimizer's slots, the gradient
  * accumulators and the loss scaler, and the loader batch its position counts (a batch per replica). Everything
  * else (END_EPOCH, the LR and its schedule, clipping, augmentation, validation, publication) may change.
+ * So may TRAIN.ENGINE, TRAIN.DEVICE and the PyTorch-only settings: both engines name and shape a checkpoint's
+ * tensors and optimizer slots alike (PROTOCOL.md), so a job checkpointed on one engine or device continues on
+ * another (a CPU run moved to a GPU trainer, or the reverse). The processes of a torchrun job (TRAIN.GPUS x
+ * TRAIN.NODES) are replicas like TRAIN.REPLICAS: their number may not change, how they split over nodes may.
  */
 const STATE_SETTINGS: readonly StateSetting[] = [
   { key: "MODEL.NAME", read: (c) => ARCHITECTURES[c.model?.architecture ?? 0] ?? c.model?.architecture },
@@ -49,6 +53,7 @@ const STATE_SETTINGS: readonly StateSetting[] = [
   { key: "TRAIN.MOMENTUM", read: (c) => (c.optimizer?.momentum ?? 0) > 0, show: (c) => c.optimizer?.momentum ?? 0, when: (c) => c.optimizer?.kind === OptimizerKind.SGD },
   { key: "TRAIN.BATCH_SIZE_PER_GPU", read: (c) => c.batchSize },
   { key: "TRAIN.REPLICAS", read: (c) => Math.max(1, c.replicas) },
+  { key: "TRAIN.GPUS x TRAIN.NODES", read: (c) => Math.max(1, c.gpus) * Math.max(1, c.nodes) },
   { key: "TRAIN.GRAD_ACCUM_STEPS", read: (c) => Math.max(1, c.gradAccumSteps) },
   { key: "TRAIN.AMP", read: (c) => c.mixedPrecision },
 ];

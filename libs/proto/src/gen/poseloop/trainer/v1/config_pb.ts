@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file poseloop/trainer/v1/config.proto.
  */
 export const file_poseloop_trainer_v1_config: GenFile = /*@__PURE__*/
-  fileDesc("CiBwb3NlbG9vcC90cmFpbmVyL3YxL2NvbmZpZy5wcm90bxITcG9zZWxvb3AudHJhaW5lci52MSKzBwoLVHJhaW5Db25maWcSDAoEbmFtZRgBIAEoCRItCgVtb2RlbBgCIAEoCzIeLnBvc2Vsb29wLnRyYWluZXIudjEuTW9kZWxTcGVjEisKBGRhdGEYAyABKAsyHS5wb3NlbG9vcC50cmFpbmVyLnYxLkRhdGFTcGVjEjUKCW9wdGltaXplchgEIAEoCzIiLnBvc2Vsb29wLnRyYWluZXIudjEuT3B0aW1pemVyU3BlYxIzCghzY2hlZHVsZRgFIAEoCzIhLnBvc2Vsb29wLnRyYWluZXIudjEuU2NoZWR1bGVTcGVjEhIKCmJhdGNoX3NpemUYBiABKA0SGAoQZ3JhZF9hY2N1bV9zdGVwcxgHIAEoDRIWCg5jbGlwX2dyYWRfbm9ybRgIIAEoAhITCgtiZWdpbl9lcG9jaBgJIAEoDRIRCgllbmRfZXBvY2gYCiABKA0SHQoVdmFsaWRhdGVfZXZlcnlfZXBvY2hzGAsgASgNEgwKBHNlZWQYDCABKAQSFwoPbWl4ZWRfcHJlY2lzaW9uGA0gASgIEisKBmRldmljZRgOIAEoDjIbLnBvc2Vsb29wLnRyYWluZXIudjEuRGV2aWNlEjAKCWluaXRfZnJvbRgPIAEoCzIdLnBvc2Vsb29wLnRyYWluZXIudjEuSW5pdEZyb20SOwoMYXVnbWVudGF0aW9uGBAgASgLMiUucG9zZWxvb3AudHJhaW5lci52MS5BdWdtZW50YXRpb25TcGVjEjsKDGRpc3RpbGxhdGlvbhgRIAEoCzIlLnBvc2Vsb29wLnRyYWluZXIudjEuRGlzdGlsbGF0aW9uU3BlYxI7CgxxdWFudGl6YXRpb24YEiABKAsyJS5wb3NlbG9vcC50cmFpbmVyLnYxLlF1YW50aXphdGlvblNwZWMSMwoHcHVibGlzaBgTIAEoCzIiLnBvc2Vsb29wLnRyYWluZXIudjEuUHVibGlzaFBvbGljeRI5CgpjaGVja3BvaW50GBQgASgLMiUucG9zZWxvb3AudHJhaW5lci52MS5DaGVja3BvaW50UG9saWN5EjcKCnZhbGlkYXRpb24YFSABKAsyIy5wb3NlbG9vcC50cmFpbmVyLnYxLlZhbGlkYXRpb25TcGVjEhcKD2xvZ19ldmVyeV9zdGVwcxgWIAEoDRIWCg5sb2FkZXJfd29ya2VycxgXIAEoDRIYChBpbnRyYV9vcF90aHJlYWRzGBggASgNEhAKCHJlcGxpY2FzGBkgASgNIioKCUltYWdlU2l6ZRINCgV3aWR0aBgBIAEoDRIOCgZoZWlnaHQYAiABKA0ipwMKCU1vZGVsU3BlYxI3CgxhcmNoaXRlY3R1cmUYASABKA4yIS5wb3NlbG9vcC50cmFpbmVyLnYxLkFyY2hpdGVjdHVyZRIyCgppbnB1dF9zaXplGAIgASgLMh4ucG9zZWxvb3AudHJhaW5lci52MS5JbWFnZVNpemUSKAoFY29kZWMYAyABKAsyGS5wb3NlbG9vcC5jb21tb24udjEuQ29kZWMSOwoPa2V5cG9pbnRfc2NoZW1hGAQgASgLMiIucG9zZWxvb3AuY29tbW9uLnYxLktleXBvaW50U2NoZW1hEi0KBGxpdGUYBSABKAsyHS5wb3NlbG9vcC50cmFpbmVyLnYxLkxpdGVTcGVjSAASQgoPc2ltcGxlX2Jhc2VsaW5lGAYgASgLMicucG9zZWxvb3AudHJhaW5lci52MS5TaW1wbGVCYXNlbGluZVNwZWNIABIvCgVocm5ldBgHIAEoCzIeLnBvc2Vsb29wLnRyYWluZXIudjEuSHJuZXRTcGVjSAASDAoEbWVhbhgIIAMoAhILCgNzdGQYCSADKAJCBwoFZXh0cmEiNgoITGl0ZVNwZWMSEAoIY2hhbm5lbHMYASADKA0SGAoQYmxvY2tzX3Blcl9zdGFnZRgCIAEoDSKPAQoSU2ltcGxlQmFzZWxpbmVTcGVjEhQKDHJlc25ldF9kZXB0aBgBIAEoDRIWCg5kZWNvbnZfZmlsdGVycxgCIAMoDRIWCg5kZWNvbnZfa2VybmVscxgDIAMoDRIYChBkZWNvbnZfd2l0aF9iaWFzGAQgASgIEhkKEWZpbmFsX2NvbnZfa2VybmVsGAUgASgNIsYBCgpIcm5ldFN0YWdlEhMKC251bV9tb2R1bGVzGAEgASgNEhQKDG51bV9icmFuY2hlcxgCIAEoDRItCgVibG9jaxgDIAEoDjIeLnBvc2Vsb29wLnRyYWluZXIudjEuQmxvY2tUeXBlEhIKCm51bV9ibG9ja3MYBCADKA0SFAoMbnVtX2NoYW5uZWxzGAUgAygNEjQKC2Z1c2VfbWV0aG9kGAYgASgOMh8ucG9zZWxvb3AudHJhaW5lci52MS5GdXNlTWV0aG9kImYKCUhybmV0U3BlYxIvCgZzdGFnZXMYASADKAsyHy5wb3NlbG9vcC50cmFpbmVyLnYxLkhybmV0U3RhZ2USDQoFd2lkdGgYAiABKA0SGQoRZmluYWxfY29udl9rZXJuZWwYAyABKA0i8wEKCERhdGFTcGVjEi4KBGtpbmQYASABKA4yIC5wb3NlbG9vcC50cmFpbmVyLnYxLkRhdGFzZXRLaW5kEi4KBGNvY28YAiABKAsyIC5wb3NlbG9vcC50cmFpbmVyLnYxLkNvY29EYXRhc2V0EjgKCXN5bnRoZXRpYxgDIAEoCzIlLnBvc2Vsb29wLnRyYWluZXIudjEuU3ludGhldGljRGF0YXNldBIUCgx2YWxfZnJhY3Rpb24YBCABKAISFQoNbWluX2tleXBvaW50cxgFIAEoDRISCgpkaXNrX2NhY2hlGAYgASgIEgwKBG5hbWUYByABKAkikQEKC0NvY29EYXRhc2V0EgwKBHJvb3QYASABKAkSGQoRdHJhaW5fYW5ub3RhdGlvbnMYAiABKAkSFAoMdHJhaW5faW1hZ2VzGAMgASgJEhcKD3ZhbF9hbm5vdGF0aW9ucxgEIAEoCRISCgp2YWxfaW1hZ2VzGAUgASgJEhYKDnZhbF9kZXRlY3Rpb25zGAYgASgJIpwBChBTeW50aGV0aWNEYXRhc2V0EhQKDHRyYWluX2ltYWdlcxgBIAEoDRISCgp2YWxfaW1hZ2VzGAIgASgNEhMKC2ltYWdlX3dpZHRoGAMgASgNEhQKDGltYWdlX2hlaWdodBgEIAEoDRISCgptYXhfcGVvcGxlGAUgASgNEhEKCW9jY2x1c2lvbhgGIAEoAhIMCgRzZWVkGAcgASgEIrYBCg1PcHRpbWl6ZXJTcGVjEjAKBGtpbmQYASABKA4yIi5wb3NlbG9vcC50cmFpbmVyLnYxLk9wdGltaXplcktpbmQSCgoCbHIYAiABKAESEAoIbW9tZW50dW0YAyABKAISEAoIbmVzdGVyb3YYBCABKAgSFAoMd2VpZ2h0X2RlY2F5GAUgASgCEg0KBWJldGExGAYgASgCEg0KBWJldGEyGAcgASgCEg8KB2Vwc2lsb24YCCABKAIipwEKDFNjaGVkdWxlU3BlYxIvCgRraW5kGAEgASgOMiEucG9zZWxvb3AudHJhaW5lci52MS5TY2hlZHVsZUtpbmQSEAoIbHJfc3RlcHMYAiADKA0SEQoJbHJfZmFjdG9yGAMgASgCEg4KBm1pbl9schgEIAEoARIUCgx3YXJtdXBfc3RlcHMYBSABKA0SGwoTd2FybXVwX3N0YXJ0X2ZhY3RvchgGIAEoAiLNAQoQQXVnbWVudGF0aW9uU3BlYxIMCgRmbGlwGAEgASgIEhcKD3JvdGF0aW9uX2ZhY3RvchgCIAEoAhIVCg1yb3RhdGlvbl9wcm9iGAMgASgCEhQKDHNjYWxlX2ZhY3RvchgEIAEoAhIWCg5oYWxmX2JvZHlfcHJvYhgFIAEoAhIfChdoYWxmX2JvZHlfbWluX2tleXBvaW50cxgGIAEoDRIWCg5vY2NsdXNpb25fcHJvYhgHIAEoAhIUCgxjb2xvcl9qaXR0ZXIYCCABKAIioAEKEERpc3RpbGxhdGlvblNwZWMSLQoHdGVhY2hlchgBIAEoCzIcLnBvc2Vsb29wLmNvbW1vbi52MS5Nb2RlbFJlZhITCgtsb3NzX3dlaWdodBgCIAEoAhIzCgRsb3NzGAMgASgOMiUucG9zZWxvb3AudHJhaW5lci52MS5EaXN0aWxsYXRpb25Mb3NzEhMKC3RlbXBlcmF0dXJlGAQgASgCIs4BChBRdWFudGl6YXRpb25TcGVjEg8KB2VuYWJsZWQYASABKAgSMwoKY2FsaWJyYXRvchgCIAEoDjIfLnBvc2Vsb29wLnRyYWluZXIudjEuQ2FsaWJyYXRvchISCgpwZXJjZW50aWxlGAMgASgCEhsKE2NhbGlicmF0aW9uX3NhbXBsZXMYBCABKA0SEwoLbWF4X2FwX2Ryb3AYBSABKAISEgoKZnAzMl9ub2RlcxgGIAMoCRIaChJmdWxsX3JhbmdlX3dlaWdodHMYByABKAgiawoNUHVibGlzaFBvbGljeRIuCgRtb2RlGAEgASgOMiAucG9zZWxvb3AudHJhaW5lci52MS5QdWJsaXNoTW9kZRISCgptb2RlbF9uYW1lGAIgASgJEhYKDnNraXBfcHJvbW90aW9uGAMgASgIIjwKEENoZWNrcG9pbnRQb2xpY3kSFQoNZXZlcnlfbWludXRlcxgBIAEoDRIRCglrZWVwX2xhc3QYAiABKA0iowEKDlZhbGlkYXRpb25TcGVjEhEKCWZsaXBfdGVzdBgBIAEoCBIUCgx1c2VfZ3RfYm94ZXMYAiABKAgSEgoKbWF4X2ltYWdlcxgDIAEoDRIVCg1va3NfdGhyZXNob2xkGAQgASgCEiAKGGtleXBvaW50X3Njb3JlX3RocmVzaG9sZBgFIAEoAhIbChNtaW5fZGV0ZWN0aW9uX3Njb3JlGAYgASgCIpIBCghJbml0RnJvbRItCgVtb2RlbBgBIAEoCzIcLnBvc2Vsb29wLmNvbW1vbi52MS5Nb2RlbFJlZkgAEjgKCmNoZWNrcG9pbnQYAiABKAsyIi5wb3NlbG9vcC50cmFpbmVyLnYxLkNoZWNrcG9pbnRSZWZIABITCgtza2lwX2xheWVycxgDIAMoCUIICgZzb3VyY2UiNgoNQ2hlY2twb2ludFJlZhIOCgZqb2JfaWQYASABKAkSFQoNY2hlY2twb2ludF9pZBgCIAEoCSpUCgZEZXZpY2USFgoSREVWSUNFX1VOU1BFQ0lGSUVEEAASDgoKREVWSUNFX0NQVRABEg8KC0RFVklDRV9DVURBEAISEQoNREVWSUNFX1dFQkdQVRADKn0KDEFyY2hpdGVjdHVyZRIcChhBUkNISVRFQ1RVUkVfVU5TUEVDSUZJRUQQABIVChFBUkNISVRFQ1RVUkVfTElURRABEiAKHEFSQ0hJVEVDVFVSRV9TSU1QTEVfQkFTRUxJTkUQAhIWChJBUkNISVRFQ1RVUkVfSFJORVQQAypYCglCbG9ja1R5cGUSGgoWQkxPQ0tfVFlQRV9VTlNQRUNJRklFRBAAEhQKEEJMT0NLX1RZUEVfQkFTSUMQARIZChVCTE9DS19UWVBFX0JPVFRMRU5FQ0sQAio+CgpGdXNlTWV0aG9kEhsKF0ZVU0VfTUVUSE9EX1VOU1BFQ0lGSUVEEAASEwoPRlVTRV9NRVRIT0RfU1VNEAEqXgoLRGF0YXNldEtpbmQSHAoYREFUQVNFVF9LSU5EX1VOU1BFQ0lGSUVEEAASFQoRREFUQVNFVF9LSU5EX0NPQ08QARIaChZEQVRBU0VUX0tJTkRfU1lOVEhFVElDEAIqegoNT3B0aW1pemVyS2luZBIeChpPUFRJTUlaRVJfS0lORF9VTlNQRUNJRklFRBAAEhYKEk9QVElNSVpFUl9LSU5EX1NHRBABEhcKE09QVElNSVpFUl9LSU5EX0FEQU0QAhIYChRPUFRJTUlaRVJfS0lORF9BREFNVxADKoABCgxTY2hlZHVsZUtpbmQSHQoZU0NIRURVTEVfS0lORF9VTlNQRUNJRklFRBAAEhoKFlNDSEVEVUxFX0tJTkRfQ09OU1RBTlQQARIbChdTQ0hFRFVMRV9LSU5EX01VTFRJU1RFUBACEhgKFFNDSEVEVUxFX0tJTkRfQ09TSU5FEAMqagoQRGlzdGlsbGF0aW9uTG9zcxIhCh1ESVNUSUxMQVRJT05fTE9TU19VTlNQRUNJRklFRBAAEhkKFURJU1RJTExBVElPTl9MT1NTX01TRRABEhgKFERJU1RJTExBVElPTl9MT1NTX0tMEAIqcgoKQ2FsaWJyYXRvchIaChZDQUxJQlJBVE9SX1VOU1BFQ0lGSUVEEAASFQoRQ0FMSUJSQVRPUl9NSU5NQVgQARIZChVDQUxJQlJBVE9SX1BFUkNFTlRJTEUQAhIWChJDQUxJQlJBVE9SX0VOVFJPUFkQAyqQAQoLUHVibGlzaE1vZGUSHAoYUFVCTElTSF9NT0RFX1VOU1BFQ0lGSUVEEAASFQoRUFVCTElTSF9NT0RFX0JFU1QQARIcChhQVUJMSVNIX01PREVfRVZFUllfRVBPQ0gQAhIWChJQVUJMSVNIX01PREVfRklOQUwQAxIWChJQVUJMSVNIX01PREVfTkVWRVIQBGIGcHJvdG8z", [file_poseloop_common_v1_model]);
+  fileDesc("CiBwb3NlbG9vcC90cmFpbmVyL3YxL2NvbmZpZy5wcm90bxITcG9zZWxvb3AudHJhaW5lci52MSL5CAoLVHJhaW5Db25maWcSDAoEbmFtZRgBIAEoCRItCgVtb2RlbBgCIAEoCzIeLnBvc2Vsb29wLnRyYWluZXIudjEuTW9kZWxTcGVjEisKBGRhdGEYAyABKAsyHS5wb3NlbG9vcC50cmFpbmVyLnYxLkRhdGFTcGVjEjUKCW9wdGltaXplchgEIAEoCzIiLnBvc2Vsb29wLnRyYWluZXIudjEuT3B0aW1pemVyU3BlYxIzCghzY2hlZHVsZRgFIAEoCzIhLnBvc2Vsb29wLnRyYWluZXIudjEuU2NoZWR1bGVTcGVjEhIKCmJhdGNoX3NpemUYBiABKA0SGAoQZ3JhZF9hY2N1bV9zdGVwcxgHIAEoDRIWCg5jbGlwX2dyYWRfbm9ybRgIIAEoAhITCgtiZWdpbl9lcG9jaBgJIAEoDRIRCgllbmRfZXBvY2gYCiABKA0SHQoVdmFsaWRhdGVfZXZlcnlfZXBvY2hzGAsgASgNEgwKBHNlZWQYDCABKAQSFwoPbWl4ZWRfcHJlY2lzaW9uGA0gASgIEisKBmRldmljZRgOIAEoDjIbLnBvc2Vsb29wLnRyYWluZXIudjEuRGV2aWNlEjAKCWluaXRfZnJvbRgPIAEoCzIdLnBvc2Vsb29wLnRyYWluZXIudjEuSW5pdEZyb20SOwoMYXVnbWVudGF0aW9uGBAgASgLMiUucG9zZWxvb3AudHJhaW5lci52MS5BdWdtZW50YXRpb25TcGVjEjsKDGRpc3RpbGxhdGlvbhgRIAEoCzIlLnBvc2Vsb29wLnRyYWluZXIudjEuRGlzdGlsbGF0aW9uU3BlYxI7CgxxdWFudGl6YXRpb24YEiABKAsyJS5wb3NlbG9vcC50cmFpbmVyLnYxLlF1YW50aXphdGlvblNwZWMSMwoHcHVibGlzaBgTIAEoCzIiLnBvc2Vsb29wLnRyYWluZXIudjEuUHVibGlzaFBvbGljeRI5CgpjaGVja3BvaW50GBQgASgLMiUucG9zZWxvb3AudHJhaW5lci52MS5DaGVja3BvaW50UG9saWN5EjcKCnZhbGlkYXRpb24YFSABKAsyIy5wb3NlbG9vcC50cmFpbmVyLnYxLlZhbGlkYXRpb25TcGVjEhcKD2xvZ19ldmVyeV9zdGVwcxgWIAEoDRIWCg5sb2FkZXJfd29ya2VycxgXIAEoDRIYChBpbnRyYV9vcF90aHJlYWRzGBggASgNEhAKCHJlcGxpY2FzGBkgASgNEjMKBmVuZ2luZRgaIAEoDjIjLnBvc2Vsb29wLnRyYWluZXIudjEuVHJhaW5pbmdFbmdpbmUSFAoMZGV2aWNlX2luZGV4GBsgASgNEgwKBGdwdXMYHCABKA0SDQoFbm9kZXMYHSABKA0SFQoNcmR6dl9lbmRwb2ludBgeIAEoCRIXCg9zeW5jX2JhdGNoX25vcm0YHyABKAgSGgoNY2hhbm5lbHNfbGFzdBggIAEoCEgAiAEBQhAKDl9jaGFubmVsc19sYXN0IioKCUltYWdlU2l6ZRINCgV3aWR0aBgBIAEoDRIOCgZoZWlnaHQYAiABKA0iuwMKCU1vZGVsU3BlYxI3CgxhcmNoaXRlY3R1cmUYASABKA4yIS5wb3NlbG9vcC50cmFpbmVyLnYxLkFyY2hpdGVjdHVyZRIyCgppbnB1dF9zaXplGAIgASgLMh4ucG9zZWxvb3AudHJhaW5lci52MS5JbWFnZVNpemUSKAoFY29kZWMYAyABKAsyGS5wb3NlbG9vcC5jb21tb24udjEuQ29kZWMSOwoPa2V5cG9pbnRfc2NoZW1hGAQgASgLMiIucG9zZWxvb3AuY29tbW9uLnYxLktleXBvaW50U2NoZW1hEi0KBGxpdGUYBSABKAsyHS5wb3NlbG9vcC50cmFpbmVyLnYxLkxpdGVTcGVjSAASQgoPc2ltcGxlX2Jhc2VsaW5lGAYgASgLMicucG9zZWxvb3AudHJhaW5lci52MS5TaW1wbGVCYXNlbGluZVNwZWNIABIvCgVocm5ldBgHIAEoCzIeLnBvc2Vsb29wLnRyYWluZXIudjEuSHJuZXRTcGVjSAASDAoEbWVhbhgIIAMoAhILCgNzdGQYCSADKAISEgoKcHJldHJhaW5lZBgKIAEoCUIHCgVleHRyYSI2CghMaXRlU3BlYxIQCghjaGFubmVscxgBIAMoDRIYChBibG9ja3NfcGVyX3N0YWdlGAIgASgNIo8BChJTaW1wbGVCYXNlbGluZVNwZWMSFAoMcmVzbmV0X2RlcHRoGAEgASgNEhYKDmRlY29udl9maWx0ZXJzGAIgAygNEhYKDmRlY29udl9rZXJuZWxzGAMgAygNEhgKEGRlY29udl93aXRoX2JpYXMYBCABKAgSGQoRZmluYWxfY29udl9rZXJuZWwYBSABKA0ixgEKCkhybmV0U3RhZ2USEwoLbnVtX21vZHVsZXMYASABKA0SFAoMbnVtX2JyYW5jaGVzGAIgASgNEi0KBWJsb2NrGAMgASgOMh4ucG9zZWxvb3AudHJhaW5lci52MS5CbG9ja1R5cGUSEgoKbnVtX2Jsb2NrcxgEIAMoDRIUCgxudW1fY2hhbm5lbHMYBSADKA0SNAoLZnVzZV9tZXRob2QYBiABKA4yHy5wb3NlbG9vcC50cmFpbmVyLnYxLkZ1c2VNZXRob2QiZgoJSHJuZXRTcGVjEi8KBnN0YWdlcxgBIAMoCzIfLnBvc2Vsb29wLnRyYWluZXIudjEuSHJuZXRTdGFnZRINCgV3aWR0aBgCIAEoDRIZChFmaW5hbF9jb252X2tlcm5lbBgDIAEoDSLzAQoIRGF0YVNwZWMSLgoEa2luZBgBIAEoDjIgLnBvc2Vsb29wLnRyYWluZXIudjEuRGF0YXNldEtpbmQSLgoEY29jbxgCIAEoCzIgLnBvc2Vsb29wLnRyYWluZXIudjEuQ29jb0RhdGFzZXQSOAoJc3ludGhldGljGAMgASgLMiUucG9zZWxvb3AudHJhaW5lci52MS5TeW50aGV0aWNEYXRhc2V0EhQKDHZhbF9mcmFjdGlvbhgEIAEoAhIVCg1taW5fa2V5cG9pbnRzGAUgASgNEhIKCmRpc2tfY2FjaGUYBiABKAgSDAoEbmFtZRgHIAEoCSKRAQoLQ29jb0RhdGFzZXQSDAoEcm9vdBgBIAEoCRIZChF0cmFpbl9hbm5vdGF0aW9ucxgCIAEoCRIUCgx0cmFpbl9pbWFnZXMYAyABKAkSFwoPdmFsX2Fubm90YXRpb25zGAQgASgJEhIKCnZhbF9pbWFnZXMYBSABKAkSFgoOdmFsX2RldGVjdGlvbnMYBiABKAkinAEKEFN5bnRoZXRpY0RhdGFzZXQSFAoMdHJhaW5faW1hZ2VzGAEgASgNEhIKCnZhbF9pbWFnZXMYAiABKA0SEwoLaW1hZ2Vfd2lkdGgYAyABKA0SFAoMaW1hZ2VfaGVpZ2h0GAQgASgNEhIKCm1heF9wZW9wbGUYBSABKA0SEQoJb2NjbHVzaW9uGAYgASgCEgwKBHNlZWQYByABKAQitgEKDU9wdGltaXplclNwZWMSMAoEa2luZBgBIAEoDjIiLnBvc2Vsb29wLnRyYWluZXIudjEuT3B0aW1pemVyS2luZBIKCgJschgCIAEoARIQCghtb21lbnR1bRgDIAEoAhIQCghuZXN0ZXJvdhgEIAEoCBIUCgx3ZWlnaHRfZGVjYXkYBSABKAISDQoFYmV0YTEYBiABKAISDQoFYmV0YTIYByABKAISDwoHZXBzaWxvbhgIIAEoAiKnAQoMU2NoZWR1bGVTcGVjEi8KBGtpbmQYASABKA4yIS5wb3NlbG9vcC50cmFpbmVyLnYxLlNjaGVkdWxlS2luZBIQCghscl9zdGVwcxgCIAMoDRIRCglscl9mYWN0b3IYAyABKAISDgoGbWluX2xyGAQgASgBEhQKDHdhcm11cF9zdGVwcxgFIAEoDRIbChN3YXJtdXBfc3RhcnRfZmFjdG9yGAYgASgCIs0BChBBdWdtZW50YXRpb25TcGVjEgwKBGZsaXAYASABKAgSFwoPcm90YXRpb25fZmFjdG9yGAIgASgCEhUKDXJvdGF0aW9uX3Byb2IYAyABKAISFAoMc2NhbGVfZmFjdG9yGAQgASgCEhYKDmhhbGZfYm9keV9wcm9iGAUgASgCEh8KF2hhbGZfYm9keV9taW5fa2V5cG9pbnRzGAYgASgNEhYKDm9jY2x1c2lvbl9wcm9iGAcgASgCEhQKDGNvbG9yX2ppdHRlchgIIAEoAiKgAQoQRGlzdGlsbGF0aW9uU3BlYxItCgd0ZWFjaGVyGAEgASgLMhwucG9zZWxvb3AuY29tbW9uLnYxLk1vZGVsUmVmEhMKC2xvc3Nfd2VpZ2h0GAIgASgCEjMKBGxvc3MYAyABKA4yJS5wb3NlbG9vcC50cmFpbmVyLnYxLkRpc3RpbGxhdGlvbkxvc3MSEwoLdGVtcGVyYXR1cmUYBCABKAIizgEKEFF1YW50aXphdGlvblNwZWMSDwoHZW5hYmxlZBgBIAEoCBIzCgpjYWxpYnJhdG9yGAIgASgOMh8ucG9zZWxvb3AudHJhaW5lci52MS5DYWxpYnJhdG9yEhIKCnBlcmNlbnRpbGUYAyABKAISGwoTY2FsaWJyYXRpb25fc2FtcGxlcxgEIAEoDRITCgttYXhfYXBfZHJvcBgFIAEoAhISCgpmcDMyX25vZGVzGAYgAygJEhoKEmZ1bGxfcmFuZ2Vfd2VpZ2h0cxgHIAEoCCJrCg1QdWJsaXNoUG9saWN5Ei4KBG1vZGUYASABKA4yIC5wb3NlbG9vcC50cmFpbmVyLnYxLlB1Ymxpc2hNb2RlEhIKCm1vZGVsX25hbWUYAiABKAkSFgoOc2tpcF9wcm9tb3Rpb24YAyABKAgiPAoQQ2hlY2twb2ludFBvbGljeRIVCg1ldmVyeV9taW51dGVzGAEgASgNEhEKCWtlZXBfbGFzdBgCIAEoDSKjAQoOVmFsaWRhdGlvblNwZWMSEQoJZmxpcF90ZXN0GAEgASgIEhQKDHVzZV9ndF9ib3hlcxgCIAEoCBISCgptYXhfaW1hZ2VzGAMgASgNEhUKDW9rc190aHJlc2hvbGQYBCABKAISIAoYa2V5cG9pbnRfc2NvcmVfdGhyZXNob2xkGAUgASgCEhsKE21pbl9kZXRlY3Rpb25fc2NvcmUYBiABKAIikgEKCEluaXRGcm9tEi0KBW1vZGVsGAEgASgLMhwucG9zZWxvb3AuY29tbW9uLnYxLk1vZGVsUmVmSAASOAoKY2hlY2twb2ludBgCIAEoCzIiLnBvc2Vsb29wLnRyYWluZXIudjEuQ2hlY2twb2ludFJlZkgAEhMKC3NraXBfbGF5ZXJzGAMgAygJQggKBnNvdXJjZSI2Cg1DaGVja3BvaW50UmVmEg4KBmpvYl9pZBgBIAEoCRIVCg1jaGVja3BvaW50X2lkGAIgASgJKm8KDlRyYWluaW5nRW5naW5lEh8KG1RSQUlOSU5HX0VOR0lORV9VTlNQRUNJRklFRBAAEh8KG1RSQUlOSU5HX0VOR0lORV9PTk5YUlVOVElNRRABEhsKF1RSQUlOSU5HX0VOR0lORV9QWVRPUkNIEAIqVAoGRGV2aWNlEhYKEkRFVklDRV9VTlNQRUNJRklFRBAAEg4KCkRFVklDRV9DUFUQARIPCgtERVZJQ0VfQ1VEQRACEhEKDURFVklDRV9XRUJHUFUQAyp9CgxBcmNoaXRlY3R1cmUSHAoYQVJDSElURUNUVVJFX1VOU1BFQ0lGSUVEEAASFQoRQVJDSElURUNUVVJFX0xJVEUQARIgChxBUkNISVRFQ1RVUkVfU0lNUExFX0JBU0VMSU5FEAISFgoSQVJDSElURUNUVVJFX0hSTkVUEAMqWAoJQmxvY2tUeXBlEhoKFkJMT0NLX1RZUEVfVU5TUEVDSUZJRUQQABIUChBCTE9DS19UWVBFX0JBU0lDEAESGQoVQkxPQ0tfVFlQRV9CT1RUTEVORUNLEAIqPgoKRnVzZU1ldGhvZBIbChdGVVNFX01FVEhPRF9VTlNQRUNJRklFRBAAEhMKD0ZVU0VfTUVUSE9EX1NVTRABKl4KC0RhdGFzZXRLaW5kEhwKGERBVEFTRVRfS0lORF9VTlNQRUNJRklFRBAAEhUKEURBVEFTRVRfS0lORF9DT0NPEAESGgoWREFUQVNFVF9LSU5EX1NZTlRIRVRJQxACKnoKDU9wdGltaXplcktpbmQSHgoaT1BUSU1JWkVSX0tJTkRfVU5TUEVDSUZJRUQQABIWChJPUFRJTUlaRVJfS0lORF9TR0QQARIXChNPUFRJTUlaRVJfS0lORF9BREFNEAISGAoUT1BUSU1JWkVSX0tJTkRfQURBTVcQAyqAAQoMU2NoZWR1bGVLaW5kEh0KGVNDSEVEVUxFX0tJTkRfVU5TUEVDSUZJRUQQABIaChZTQ0hFRFVMRV9LSU5EX0NPTlNUQU5UEAESGwoXU0NIRURVTEVfS0lORF9NVUxUSVNURVAQAhIYChRTQ0hFRFVMRV9LSU5EX0NPU0lORRADKmoKEERpc3RpbGxhdGlvbkxvc3MSIQodRElTVElMTEFUSU9OX0xPU1NfVU5TUEVDSUZJRUQQABIZChVESVNUSUxMQVRJT05fTE9TU19NU0UQARIYChRESVNUSUxMQVRJT05fTE9TU19LTBACKnIKCkNhbGlicmF0b3ISGgoWQ0FMSUJSQVRPUl9VTlNQRUNJRklFRBAAEhUKEUNBTElCUkFUT1JfTUlOTUFYEAESGQoVQ0FMSUJSQVRPUl9QRVJDRU5USUxFEAISFgoSQ0FMSUJSQVRPUl9FTlRST1BZEAMqkAEKC1B1Ymxpc2hNb2RlEhwKGFBVQkxJU0hfTU9ERV9VTlNQRUNJRklFRBAAEhUKEVBVQkxJU0hfTU9ERV9CRVNUEAESHAoYUFVCTElTSF9NT0RFX0VWRVJZX0VQT0NIEAISFgoSUFVCTElTSF9NT0RFX0ZJTkFMEAMSFgoSUFVCTElTSF9NT0RFX05FVkVSEARiBnByb3RvMw", [file_poseloop_common_v1_model]);
 
 /**
  * A complete training or fine-tuning run. Experiment YAML files (HRNet layout: TRAIN.LR, MODEL.IMAGE_SIZE,
@@ -96,13 +96,16 @@ export type TrainConfig = Message<"poseloop.trainer.v1.TrainConfig"> & {
   seed: bigint;
 
   /**
-   * fp16 step graph with fp32 master weights and dynamic loss scaling; GPU execution providers only.
+   * onnxruntime: fp16 step graph with fp32 master weights and dynamic loss scaling, GPU execution providers
+   * only. pytorch: fp16 autocast with a GradScaler on CUDA, bf16 autocast on the CPU (TRAIN.AMP).
    *
    * @generated from field: bool mixed_precision = 13;
    */
   mixedPrecision: boolean;
 
   /**
+   * TRAIN.DEVICE: cpu, cuda, cuda:N (device_index N) or webgpu.
+   *
    * @generated from field: poseloop.trainer.v1.Device device = 14;
    */
   device: Device;
@@ -176,6 +179,54 @@ export type TrainConfig = Message<"poseloop.trainer.v1.TrainConfig"> & {
    * @generated from field: uint32 replicas = 25;
    */
   replicas: number;
+
+  /**
+   * The engine that runs the step (TRAIN.ENGINE); unspecified is onnxruntime.
+   *
+   * @generated from field: poseloop.trainer.v1.TrainingEngine engine = 26;
+   */
+  engine: TrainingEngine;
+
+  /**
+   * The GPU of a cuda device (TRAIN.DEVICE cuda:N); 0 for plain cuda and for other devices.
+   *
+   * @generated from field: uint32 device_index = 27;
+   */
+  deviceIndex: number;
+
+  /**
+   * Processes per node under torchrun, one per GPU (TRAIN.GPUS); pytorch only. Default 1.
+   *
+   * @generated from field: uint32 gpus = 28;
+   */
+  gpus: number;
+
+  /**
+   * Nodes of a multi-node pytorch run (TRAIN.NODES), meeting at rdzv_endpoint ("host:port",
+   * TRAIN.RDZV_ENDPOINT; required when nodes > 1). Default 1.
+   *
+   * @generated from field: uint32 nodes = 29;
+   */
+  nodes: number;
+
+  /**
+   * @generated from field: string rdzv_endpoint = 30;
+   */
+  rdzvEndpoint: string;
+
+  /**
+   * Synchronized BatchNorm across processes or replicas (TRAIN.SYNC_BN); pytorch, with more than one.
+   *
+   * @generated from field: bool sync_batch_norm = 31;
+   */
+  syncBatchNorm: boolean;
+
+  /**
+   * Channels-last memory format (TRAIN.CHANNELS_LAST); pytorch on cuda. Unset: true on cuda.
+   *
+   * @generated from field: optional bool channels_last = 32;
+   */
+  channelsLast?: boolean | undefined;
 };
 
 /**
@@ -273,6 +324,14 @@ export type ModelSpec = Message<"poseloop.trainer.v1.ModelSpec"> & {
    * @generated from field: repeated float std = 9;
    */
   std: number[];
+
+  /**
+   * A PyTorch state_dict (.pth / .pt) under the trainer's data root to start from (MODEL.PRETRAINED), e.g.
+   * ImageNet backbone weights; empty: fresh initialization (or init_from).
+   *
+   * @generated from field: string pretrained = 10;
+   */
+  pretrained: string;
 };
 
 /**
@@ -1026,6 +1085,40 @@ export const CheckpointRefSchema: GenMessage<CheckpointRef> = /*@__PURE__*/
   messageDesc(file_poseloop_trainer_v1_config, 19);
 
 /**
+ * Engines that run the training step.
+ *
+ * @generated from enum poseloop.trainer.v1.TrainingEngine
+ */
+export enum TrainingEngine {
+  /**
+   * onnxruntime.
+   *
+   * @generated from enum value: TRAINING_ENGINE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * onnxruntime-node training graphs (in-process).
+   *
+   * @generated from enum value: TRAINING_ENGINE_ONNXRUNTIME = 1;
+   */
+  ONNXRUNTIME = 1,
+
+  /**
+   * A PyTorch child process (services/trainer/pytorch), under torchrun for gpus > 1 or nodes > 1.
+   *
+   * @generated from enum value: TRAINING_ENGINE_PYTORCH = 2;
+   */
+  PYTORCH = 2,
+}
+
+/**
+ * Describes the enum poseloop.trainer.v1.TrainingEngine.
+ */
+export const TrainingEngineSchema: GenEnum<TrainingEngine> = /*@__PURE__*/
+  enumDesc(file_poseloop_trainer_v1_config, 0);
+
+/**
  * Execution providers a step graph can run on.
  *
  * @generated from enum poseloop.trainer.v1.Device
@@ -1058,7 +1151,7 @@ export enum Device {
  * Describes the enum poseloop.trainer.v1.Device.
  */
 export const DeviceSchema: GenEnum<Device> = /*@__PURE__*/
-  enumDesc(file_poseloop_trainer_v1_config, 0);
+  enumDesc(file_poseloop_trainer_v1_config, 1);
 
 /**
  * Network families of the model zoo.
@@ -1097,7 +1190,7 @@ export enum Architecture {
  * Describes the enum poseloop.trainer.v1.Architecture.
  */
 export const ArchitectureSchema: GenEnum<Architecture> = /*@__PURE__*/
-  enumDesc(file_poseloop_trainer_v1_config, 1);
+  enumDesc(file_poseloop_trainer_v1_config, 2);
 
 /**
  * Residual block types of HRNet branches.
@@ -1125,7 +1218,7 @@ export enum BlockType {
  * Describes the enum poseloop.trainer.v1.BlockType.
  */
 export const BlockTypeSchema: GenEnum<BlockType> = /*@__PURE__*/
-  enumDesc(file_poseloop_trainer_v1_config, 2);
+  enumDesc(file_poseloop_trainer_v1_config, 3);
 
 /**
  * How HRNet fuses branches.
@@ -1148,7 +1241,7 @@ export enum FuseMethod {
  * Describes the enum poseloop.trainer.v1.FuseMethod.
  */
 export const FuseMethodSchema: GenEnum<FuseMethod> = /*@__PURE__*/
-  enumDesc(file_poseloop_trainer_v1_config, 3);
+  enumDesc(file_poseloop_trainer_v1_config, 4);
 
 /**
  * Dataset sources.
@@ -1180,7 +1273,7 @@ export enum DatasetKind {
  * Describes the enum poseloop.trainer.v1.DatasetKind.
  */
 export const DatasetKindSchema: GenEnum<DatasetKind> = /*@__PURE__*/
-  enumDesc(file_poseloop_trainer_v1_config, 4);
+  enumDesc(file_poseloop_trainer_v1_config, 5);
 
 /**
  * Optimizers the step graph implements.
@@ -1213,7 +1306,7 @@ export enum OptimizerKind {
  * Describes the enum poseloop.trainer.v1.OptimizerKind.
  */
 export const OptimizerKindSchema: GenEnum<OptimizerKind> = /*@__PURE__*/
-  enumDesc(file_poseloop_trainer_v1_config, 5);
+  enumDesc(file_poseloop_trainer_v1_config, 6);
 
 /**
  * Learning-rate schedules.
@@ -1250,7 +1343,7 @@ export enum ScheduleKind {
  * Describes the enum poseloop.trainer.v1.ScheduleKind.
  */
 export const ScheduleKindSchema: GenEnum<ScheduleKind> = /*@__PURE__*/
-  enumDesc(file_poseloop_trainer_v1_config, 6);
+  enumDesc(file_poseloop_trainer_v1_config, 7);
 
 /**
  * Distillation losses.
@@ -1278,7 +1371,7 @@ export enum DistillationLoss {
  * Describes the enum poseloop.trainer.v1.DistillationLoss.
  */
 export const DistillationLossSchema: GenEnum<DistillationLoss> = /*@__PURE__*/
-  enumDesc(file_poseloop_trainer_v1_config, 7);
+  enumDesc(file_poseloop_trainer_v1_config, 8);
 
 /**
  * Activation-range calibrators for int8.
@@ -1311,7 +1404,7 @@ export enum Calibrator {
  * Describes the enum poseloop.trainer.v1.Calibrator.
  */
 export const CalibratorSchema: GenEnum<Calibrator> = /*@__PURE__*/
-  enumDesc(file_poseloop_trainer_v1_config, 8);
+  enumDesc(file_poseloop_trainer_v1_config, 9);
 
 /**
  * When a run publishes.
@@ -1357,5 +1450,5 @@ export enum PublishMode {
  * Describes the enum poseloop.trainer.v1.PublishMode.
  */
 export const PublishModeSchema: GenEnum<PublishMode> = /*@__PURE__*/
-  enumDesc(file_poseloop_trainer_v1_config, 9);
+  enumDesc(file_poseloop_trainer_v1_config, 10);
 

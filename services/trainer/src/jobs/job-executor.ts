@@ -22,6 +22,7 @@ import { exportInWorker } from "../publication/export-session.js";
 import { Publisher, type PublicationLog, type PublicationTarget } from "../publication/publisher.js";
 import { decodeCheckpoint } from "../runner/checkpoint-file.js";
 import { TrainingSession } from "../runner/training-session.js";
+import { canRun, type TrainerCapabilities } from "../engines/capabilities.js";
 import type { CheckpointStore } from "./checkpoint-store.js";
 import type { CheckpointList } from "./checkpoint-list.js";
 import { isTerminal, JobEventLog, StaleOwnerError, type JobOwner, type JobStore } from "./job-store.js";
@@ -45,6 +46,12 @@ export interface ExecutorDependencies {
    * not the job failing, and must not use up its deliveries.
    */
   readonly queue?: Pick<JobQueue, "enqueue">;
+  /** What this trainer can run: a job it was handed but cannot (a GPU index it lacks) fails saying why. */
+  readonly capabilities?: TrainerCapabilities;
+  /** The trainer's environment, for engine processes. */
+  readonly env?: Readonly<Record<string, string | undefined>>;
+  /** POSELOOP_ENGINE_TIMEOUT. */
+  readonly engineTimeoutMs?: number;
 }
 
 /** How #execute settles its delivery: acked (a final state), handed back (stopping), or left (taken over). */
@@ -95,7 +102,8 @@ export class JobExecutor {
     this.#publisher = new Publisher(deps.registry, deps.logger);
   }
 
-  async run(delivery: JobDelivery, signal: AbortSignal): Promise<void> {
+  /** `from` is the queue the delivery came from, where a job handed back on its last delivery goes again. */
+  async run(delivery: JobDelivery, signal: AbortSignal, from?: Pick<JobQueue, "enqueue">): Promise<void> {
     const { store, logger } = this.#deps;
     let queued: QueuedJob;
     try {
@@ -111,7 +119,7 @@ export class JobExecutor {
     try {
       const outcome = await this.#execute(queued, delivery, signal, held);
       if (outcome === "done") await delivery.ack();
-      else if (outcome === "handBack") await this.#handBack(queued.jobId, delivery, held.owner);
+      else if (outcome === "handBack") await this.#handBack(queued.jobId, delivery, held.owner, from);
       // "stale": the job is another trainer's delivery now; acking or naking this one would settle theirs.
     } catch (error) {
       const max = this.#deps.maxDeliveries ?? DEFAULT_MAX_DELIVERIES;
@@ -128,8 +136,9 @@ export class JobExecutor {
     }
   }
 
-  async #handBack(jobId: string, delivery: JobDelivery, owner: JobOwner | undefined): Promise<void> {
-    const { queue } = this.#deps;
+  async #handBack(jobId: string, delivery: JobDelivery, owner: JobOwner | undefined, from: Pick<JobQueue, "enqueue"> | undefined): Promise<void> {
+    // A job goes back to its own placement's queue, where only trainers that can run it look.
+    const queue = from ?? this.#deps.queue;
     if (queue === undefined || delivery.deliveryCount < (this.#deps.maxDeliveries ?? DEFAULT_MAX_DELIVERIES)) {
       await delivery.nak(1000);
       return;
@@ -238,6 +247,12 @@ export class JobExecutor {
     if (endEpoch !== undefined && endEpoch !== 0) config.endEpoch = endEpoch;
     job.config = config;
     const resumeFrom = job.lastCheckpoint;
+    const capabilities = this.#deps.capabilities;
+    if (capabilities !== undefined) {
+      const verdict = canRun(capabilities, config);
+      if (!verdict.ok) throw new AppError(Code.FAILED_PRECONDITION, verdict.reason);
+    }
+    const python = capabilities?.engines.find((engine) => engine.name === "pytorch" && engine.available)?.python;
     const checkpoint = resumeFrom === undefined ? undefined : await checkpoints.get(resumeFrom.location, resumeFrom.digest);
     const fineTune = checkpoint === undefined ? await this.#initWeights(config) : undefined;
     const teacher = await this.#teacher(config);
@@ -248,6 +263,9 @@ export class JobExecutor {
       ...(checkpoint === undefined ? {} : { checkpoint }),
       ...(fineTune === undefined ? {} : { initWeights: fineTune, skipLayers: [...(config.initFrom?.skipLayers ?? [])] }),
       ...(teacher === undefined ? {} : { teacher }),
+      ...(python === undefined ? {} : { python }),
+      ...(this.#deps.env === undefined ? {} : { env: { ...this.#deps.env } }),
+      ...(this.#deps.engineTimeoutMs === undefined ? {} : { engineTimeoutMs: this.#deps.engineTimeoutMs }),
     }, `poseloop-training-${jobId}`);
     const cancelWatch = new AbortController();
     const watching = (async () => {
@@ -319,6 +337,7 @@ export class JobExecutor {
             etaSeconds: rate > 0 ? Math.round((remainingBatches * p.samplesPerBatch) / rate) : 0,
             gradNorm: Number.isFinite(chunk.gradNorm) ? chunk.gradNorm : 0,
             lossScale: chunk.lossScale,
+            engine: p.engine,
           };
           if (chunk.batches > 0) {
             await events.append({ case: "progress", value: progress });

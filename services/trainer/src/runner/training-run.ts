@@ -5,18 +5,22 @@ import { AppError, Code } from "@poseloop/core";
 import { PoseDataLoader, type PoseBatch } from "@poseloop/data";
 import { encodeModel } from "@poseloop/onnx";
 import { KeypointMetricsSchema } from "@poseloop/proto/poseloop/common/v1/metrics_pb";
-import { DistillationLoss, OptimizerKind, ScheduleKind, TrainConfigSchema, type TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import { Device, DistillationLoss, OptimizerKind, ScheduleKind, TrainConfigSchema, TrainingEngine as TrainingEngineKind, type TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import {
+  buildInferenceModel,
   decodeTrainingState,
   encodeTrainingState,
   learningRate,
   StepEngine,
   type LrScheduleConfig,
   type OptimizerConfig,
-  type StepRunnerOptions,
   type TrainingGraphConfig,
 } from "@poseloop/train";
-import type { DataRoots } from "../datasets/data-root.js";
+import { resolveUnder, type DataRoots } from "../datasets/data-root.js";
+import { deviceNameOf } from "../engines/capabilities.js";
+import { loadPretrained } from "../engines/pretrained.js";
+import { TorchTrainingEngine } from "../engines/torch-engine.js";
+import { OrtTrainingEngine, type TrainingEngine } from "../engines/training-engine.js";
 import { prepareData } from "../datasets/prepare-data.js";
 import { INPUT_NAME, OUTPUT_NAME, runContract, type RunContract } from "../experiment/model-contract.js";
 import { metricsMessage, ModelEvaluator } from "../publication/model-evaluator.js";
@@ -39,6 +43,12 @@ export interface RunInit {
   readonly teacher?: Uint8Array;
   /** Int32 flag set to 1 by the job's owner to stop at the next step boundary. */
   readonly cancelFlag?: SharedArrayBuffer;
+  /** The PyTorch engine's interpreter, as the trainer's probe found it (TRAIN.ENGINE: pytorch). */
+  readonly python?: string;
+  /** The trainer's environment, for the engine process (the worker thread's own is a copy). */
+  readonly env?: Readonly<Record<string, string | undefined>>;
+  /** POSELOOP_ENGINE_TIMEOUT: the PyTorch engine answering no request this long counts as hung. */
+  readonly engineTimeoutMs?: number;
 }
 
 /** Where a run stands. */
@@ -56,6 +66,8 @@ export interface RunPosition {
   readonly history: readonly EpochMetrics[];
   readonly trainInstances: number;
   readonly validationImages: number;
+  /** What runs the steps: "pytorch 1.13.1 on cpu, bf16 autocast", "onnxruntime 1.22.0 on cpu". */
+  readonly engine: string;
 }
 
 /** What one `train` call did. */
@@ -134,7 +146,7 @@ export class TrainingRun {
   readonly config: TrainConfig;
   readonly contract: RunContract;
   readonly #init: RunInit;
-  readonly #engine: StepEngine;
+  readonly #engine: TrainingEngine;
   readonly #loader: PoseDataLoader;
   /** One for the whole run, so validation pictures are decoded once (every epoch's validation, the gate's). */
   readonly #evaluator: ModelEvaluator;
@@ -148,7 +160,7 @@ export class TrainingRun {
   #history: EpochMetrics[] = [];
   #iterator: { epoch: number; nextBatch: number; it: AsyncIterator<PoseBatch> } | undefined;
 
-  private constructor(init: RunInit, config: TrainConfig, contract: RunContract, engine: StepEngine, loader: PoseDataLoader, evaluator: ModelEvaluator, teacher: ort.InferenceSession | undefined, trainInstances: number) {
+  private constructor(init: RunInit, config: TrainConfig, contract: RunContract, engine: TrainingEngine, loader: PoseDataLoader, evaluator: ModelEvaluator, teacher: ort.InferenceSession | undefined, trainInstances: number) {
     this.#init = init;
     this.config = config;
     this.contract = contract;
@@ -186,16 +198,7 @@ export class TrainingRun {
         ? {}
         : { distillation: { weight: distill.lossWeight, kind: distill.loss === DistillationLoss.KL ? "kl" : "mse", ...(distill.temperature > 0 ? { temperature: distill.temperature } : {}) } }),
     };
-    const options: StepRunnerOptions = {
-      model: contract.modelConfig,
-      training,
-      seed: Number(config.seed),
-      device: "cpu",
-      mixedPrecision: config.mixedPrecision,
-      ...(config.intraOpThreads > 0 ? { intraOpThreads: config.intraOpThreads } : {}),
-      ...(config.replicas > 1 ? { replicas: config.replicas } : {}),
-    };
-    const engine = await StepEngine.create(options);
+    const engine = await createEngine(config, contract, training, init);
     let loader: PoseDataLoader | undefined;
     let teacher: ort.InferenceSession | undefined;
     try {
@@ -232,8 +235,9 @@ export class TrainingRun {
         teacher = await ort.InferenceSession.create(init.teacher, { ...StepEngine.sessionOptions({ intraOpThreads: Math.max(1, config.intraOpThreads) }), logSeverityLevel: 3 });
       }
       const run = new TrainingRun(init, config, contract, engine, loader, new ModelEvaluator(config, contract, data.validation), teacher, data.instances.length);
-      if (resumed !== undefined) run.#restore(resumed);
-      else if (init.initWeights !== undefined) run.#loadInitWeights(init.initWeights, init.skipLayers ?? []);
+      if (resumed !== undefined) await run.#restore(resumed);
+      else if (init.initWeights !== undefined) await run.#loadInitWeights(init.initWeights, init.skipLayers ?? []);
+      else if (config.model?.pretrained !== undefined && config.model.pretrained !== "") await run.#loadPretrained(config.model.pretrained);
       return run;
     } catch (error) {
       await loader?.close();
@@ -259,6 +263,7 @@ export class TrainingRun {
       history: this.#history,
       trainInstances: this.#trainInstances,
       validationImages: this.#evaluator.validation.images.length,
+      engine: this.#engine.description,
     };
   }
 
@@ -312,13 +317,13 @@ export class TrainingRun {
       }
       // A non-finite gradient poisons the weights without touching this step's loss (computed before the
       // update): on an epoch's last step nothing else would notice before validation decodes NaN heatmaps.
-      if (updatedSinceCheck && result.gradNorm !== undefined && !Number.isFinite(result.gradNorm) && !this.#weightsFinite()) {
+      if (updatedSinceCheck && result.gradNorm !== undefined && !Number.isFinite(result.gradNorm) && !(await this.#weightsFinite())) {
         nonFiniteAt = { what: "weights", step: this.#engine.step };
         break;
       }
     }
     // Updates without a reported norm (or a finite one that still overflowed a weight) are checked once a chunk.
-    if (nonFiniteAt === undefined && updatedSinceCheck && !this.#weightsFinite()) nonFiniteAt = { what: "weights", step: this.#engine.step };
+    if (nonFiniteAt === undefined && updatedSinceCheck && !(await this.#weightsFinite())) nonFiniteAt = { what: "weights", step: this.#engine.step };
     const epochEnded = this.#nextBatch >= position.batchesPerEpoch;
     if (epochEnded) {
       this.#epoch++;
@@ -343,8 +348,8 @@ export class TrainingRun {
     };
   }
 
-  #weightsFinite(): boolean {
-    const { params, buffers } = this.#engine.weights();
+  async #weightsFinite(): Promise<boolean> {
+    const { params, buffers } = await this.#engine.weights();
     for (const values of [...params.values(), ...buffers.values()]) {
       for (const value of values) if (!Number.isFinite(value)) return false;
     }
@@ -355,7 +360,7 @@ export class TrainingRun {
   async validate(): Promise<ValidationOutcome> {
     const started = performance.now();
     const epoch = this.#epoch;
-    const evaluation = await this.#evaluator.evaluate(encodeModel(this.#engine.inferenceModel({ inputName: INPUT_NAME, outputName: OUTPUT_NAME })), `e${epoch}-s${this.#engine.step}`);
+    const evaluation = await this.#evaluator.evaluate(encodeModel(buildInferenceModel(this.#engine.model, await this.#engine.weights(), { inputName: INPUT_NAME, outputName: OUTPUT_NAME })), `e${epoch}-s${this.#engine.step}`);
     const metrics = metricsMessage(evaluation);
     const ap = evaluation.stats.ap;
     const isBest = ap > this.#bestAp;
@@ -369,7 +374,8 @@ export class TrainingRun {
   }
 
   /** The whole state as a checkpoint file. */
-  checkpoint(): { id: string; bytes: Uint8Array; epoch: number; step: number } {
+  async checkpoint(): Promise<{ id: string; bytes: Uint8Array; epoch: number; step: number }> {
+    const state = await this.#engine.exportState();
     const id = checkpointId(this.#epoch, this.#engine.step, this.#nextBatch);
     const bytes = encodeCheckpoint(
       {
@@ -384,7 +390,7 @@ export class TrainingRun {
         history: this.#history,
         createdAt: new Date().toISOString(),
       },
-      encodeTrainingState(this.#engine.exportState()),
+      encodeTrainingState(state),
     );
     return { id, bytes, epoch: this.#epoch, step: this.#engine.step };
   }
@@ -395,7 +401,7 @@ export class TrainingRun {
    */
   async export(checkpoint?: Uint8Array): Promise<ExportOutcome> {
     const model = this.#engine.model;
-    if (checkpoint === undefined) return exportModel({ model, weights: this.#engine.weights(), epoch: this.#epoch, step: this.#engine.step }, this.config, this.#evaluator);
+    if (checkpoint === undefined) return exportModel({ model, weights: await this.#engine.weights(), epoch: this.#epoch, step: this.#engine.step }, this.config, this.#evaluator);
     const { header, state } = decodeCheckpoint(checkpoint);
     return exportModel({ model, weights: weightsFromState(decodeTrainingState(state).tensors, model), epoch: header.epoch, step: header.step }, this.config, this.#evaluator);
   }
@@ -408,8 +414,8 @@ export class TrainingRun {
     await this.#engine.release();
   }
 
-  #restore({ header, state }: ReturnType<typeof decodeCheckpoint>): void {
-    this.#engine.importState(decodeTrainingState(state));
+  async #restore({ header, state }: ReturnType<typeof decodeCheckpoint>): Promise<void> {
+    await this.#engine.importState(decodeTrainingState(state));
     this.#epoch = header.epoch;
     this.#nextBatch = header.nextBatch;
     this.#bestAp = header.bestAp;
@@ -417,14 +423,35 @@ export class TrainingRun {
     this.#history = [...header.history];
   }
 
-  #loadInitWeights(bytes: Uint8Array, skip: readonly string[]): void {
+  async #loadInitWeights(bytes: Uint8Array, skip: readonly string[]): Promise<void> {
     const state = decodeTrainingState(bytes);
     const weights = new Map<string, Float32Array>();
     for (const [name, data] of state.tensors) {
       if (name.startsWith("param:")) weights.set(name.slice("param:".length), data);
       else if (name.startsWith("buffer:")) weights.set(name.slice("buffer:".length), data);
     }
-    this.#engine.loadWeights(weights, { skip });
+    await this.#engine.loadWeights(weights, { skip });
+  }
+
+  /**
+   * MODEL.PRETRAINED: a PyTorch state_dict under the data root, mapped onto the zoo's names by the engine
+   * package's importer (the file is read by torch, whichever engine trains); the heads a backbone-only file
+   * cannot have keep their fresh initialization.
+   */
+  async #loadPretrained(path: string): Promise<void> {
+    const python = this.#init.python;
+    if (python === undefined) throw new AppError(Code.FAILED_PRECONDITION, `MODEL.PRETRAINED ${path}: reading a PyTorch state_dict needs the PyTorch engine's Python with torch, and this trainer has none`);
+    const registry = this.#engine.model.registry;
+    const weights = await loadPretrained({
+      python,
+      // Checked at submission; resolved again here, where the data root may have changed since.
+      file: await resolveUnder(this.#init.roots.dataRoot, path, "MODEL.PRETRAINED"),
+      displayName: path,
+      architecture: this.contract.modelConfig.architecture,
+      targets: [...registry.params, ...registry.buffers],
+      env: this.#init.env ?? {},
+    });
+    await this.#engine.loadWeights(weights);
   }
 
   #epochIterator(): AsyncIterator<PoseBatch> {
@@ -450,7 +477,54 @@ export class TrainingRun {
   }
 }
 
+/**
+ * The run's step engine: onnxruntime in this thread (the default), or the PyTorch engine's process on the
+ * device the config names. Both start from the same seeded weights and take the same batches.
+ */
+async function createEngine(config: TrainConfig, contract: RunContract, training: TrainingGraphConfig, init: RunInit): Promise<TrainingEngine> {
+  if (config.engine !== TrainingEngineKind.PYTORCH) {
+    return OrtTrainingEngine.create({
+      model: contract.modelConfig,
+      training,
+      seed: Number(config.seed),
+      device: config.device === Device.CUDA ? "cuda" : config.device === Device.WEBGPU ? "webgpu" : "cpu",
+      mixedPrecision: config.mixedPrecision,
+      ...(config.intraOpThreads > 0 ? { intraOpThreads: config.intraOpThreads } : {}),
+      ...(config.replicas > 1 ? { replicas: config.replicas } : {}),
+    });
+  }
+  if (init.python === undefined) throw new AppError(Code.FAILED_PRECONDITION, `engine pytorch cannot run job ${init.jobId} on this trainer: it found no Python that imports torch`);
+  const env = init.env ?? {};
+  return TorchTrainingEngine.create({
+    model: contract.modelConfig,
+    training,
+    seed: Number(config.seed),
+    device: deviceNameOf(config),
+    amp: config.mixedPrecision,
+    replicas: dataParallel(config),
+    gpus: Math.max(1, config.gpus),
+    nodes: Math.max(1, config.nodes),
+    ...(config.rdzvEndpoint === "" ? {} : { rdzvEndpoint: config.rdzvEndpoint }),
+    rdzvId: init.jobId,
+    threads: config.intraOpThreads,
+    channelsLast: config.channelsLast ?? false,
+    syncBatchNorm: config.syncBatchNorm,
+    python: init.python,
+    ...(init.engineTimeoutMs === undefined ? {} : { progressTimeoutMs: init.engineTimeoutMs }),
+    env,
+  });
+}
+
 /** A loader batch feeds every data-parallel replica its batch_size samples (configs from before replicas have 0). */
 function samplesPerBatch(config: TrainConfig): number {
-  return config.batchSize * Math.max(1, config.replicas);
+  return config.batchSize * dataParallel(config);
+}
+
+/**
+ * Data-parallel replicas of a step: TRAIN.REPLICAS on one node, or under torchrun one process per GPU of every
+ * node (TRAIN.GPUS x TRAIN.NODES) — the same semantics, each takes batch_size samples of the loader's batch.
+ */
+function dataParallel(config: TrainConfig): number {
+  const processes = Math.max(1, config.gpus) * Math.max(1, config.nodes);
+  return processes > 1 ? processes : Math.max(1, config.replicas);
 }

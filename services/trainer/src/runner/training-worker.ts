@@ -21,8 +21,8 @@ serveWorkerRpc({
     const outcome = await current().validate();
     return new Transfer(outcome, [outcome.metrics.buffer as ArrayBuffer]);
   },
-  checkpoint: () => {
-    const checkpoint = current().checkpoint();
+  checkpoint: async () => {
+    const checkpoint = await current().checkpoint();
     return new Transfer(checkpoint, [checkpoint.bytes.buffer as ArrayBuffer]);
   },
   export: async (args: { checkpoint?: Uint8Array }) => {

@@ -1,0 +1,122 @@
+import { execFileSync } from "node:child_process";
+import { NatsBus, type Bus } from "@poseloop/bus";
+import { TrainingEngine, type TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import { JobState } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
+import { makeTempDir, NatsServer, waitFor } from "@poseloop/testkit";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { BlobCheckpointStore } from "./jobs/checkpoint-store.js";
+import { decodeCheckpoint } from "./runner/checkpoint-file.js";
+import { jobEvents, startTrainerHarness, type TrainerHarness } from "./testing/harness.js";
+import { tinyTrainConfig } from "./testing/tiny-config.js";
+
+// Jobs on the PyTorch engine (Debian's torch, CPU) stopped every way a job stops — a cancel, the engine
+// process killed — continue from their last checkpoint and end bit-identical to a run never stopped: the
+// engine's state (weights, BatchNorm statistics, optimizer slots, accumulators, counters) round-trips exactly.
+const nats = await NatsServer.start();
+let dir: { path: string; remove: () => Promise<void> };
+let harness: TrainerHarness;
+let observer: Bus;
+let store: BlobCheckpointStore;
+
+beforeAll(async () => {
+  dir = await makeTempDir("poseloop-torch-jobs-");
+  harness = await startTrainerHarness(nats.url, dir.path, { POSELOOP_JOB_ACK_WAIT: "3s" });
+  observer = await NatsBus.connect({ servers: nats.url, name: "torch-jobs-observer" });
+  store = await BlobCheckpointStore.open(observer);
+}, 90_000);
+
+afterAll(async () => {
+  await harness?.close();
+  await observer?.close();
+  await nats.dispose();
+  await dir?.remove();
+});
+
+/** Three epochs of 12 micro-batches, SGD with momentum and accumulation: every kind of state is in play. */
+function config(modelName: string): TrainConfig {
+  return tinyTrainConfig({
+    name: "torch-jobs",
+    engine: TrainingEngine.PYTORCH,
+    endEpoch: 3,
+    gradAccumSteps: 2,
+    clipGradNorm: 1,
+    optimizer: { kind: 1, lr: 0.01, momentum: 0.9, nesterov: true, weightDecay: 1e-4 },
+    logEverySteps: 2,
+    data: { kind: 2, synthetic: { trainImages: 96, valImages: 8, imageWidth: 128, imageHeight: 96, maxPeople: 1, seed: 11n }, name: "torch-jobs" },
+    publish: { mode: 1, modelName },
+  });
+}
+
+async function finalState(jobId: string): Promise<Buffer> {
+  const { checkpoints } = await harness.client.listCheckpoints({ jobId });
+  const last = checkpoints.at(-1);
+  if (last === undefined) throw new Error(`job ${jobId} has no checkpoints`);
+  expect(last.epoch).toBe(3);
+  return Buffer.from(decodeCheckpoint(await store.get(last.location, last.digest)).state);
+}
+
+async function untilProgress(jobId: string, epoch: number): Promise<void> {
+  for await (const r of harness.client.watchJob({ jobId })) {
+    const e = r.event?.event;
+    if (e?.case === "progress" && e.value.epoch === epoch && e.value.stepInEpoch >= 2) return;
+  }
+}
+
+/** The PyTorch engine processes this test process runs (the trainer is in it). */
+function engineProcesses(): number[] {
+  try {
+    return execFileSync("pgrep", ["-P", String(process.pid), "-f", "poseloop_torch"], { encoding: "utf8" }).trim().split("\n").filter((l) => l !== "").map(Number);
+  } catch {
+    return [];
+  }
+}
+
+describe("PyTorch engine jobs", () => {
+  let reference: Buffer;
+
+  beforeAll(async () => {
+    const { job } = await harness.client.startTraining({ source: { case: "config", value: config("torch-reference") } });
+    const events = await jobEvents(harness.client, job?.jobId ?? "", { skipProgress: true, timeoutMs: 180_000 });
+    const end = events.at(-1)?.event;
+    expect(end?.case === "stateChanged" && end.value.to).toBe(JobState.SUCCEEDED);
+    reference = await finalState(job?.jobId ?? "");
+  }, 200_000);
+
+  it("cancels at a step boundary with a checkpoint, resumes, and ends bit-identical to the uninterrupted run", async () => {
+    const { job } = await harness.client.startTraining({ source: { case: "config", value: config("torch-cancelled") } });
+    const jobId = job?.jobId ?? "";
+    await untilProgress(jobId, 1);
+    await harness.client.cancelJob({ jobId, reason: "test" });
+    const stopped = await jobEvents(harness.client, jobId, { skipProgress: true });
+    const end = stopped.at(-1)?.event;
+    expect(end?.case === "stateChanged" && end.value.to).toBe(JobState.CANCELLED);
+    const saved = stopped.flatMap((e) => (e.event.case === "checkpointSaved" ? [e.event.value.checkpoint] : []));
+    expect(saved.at(-1)?.reason).toBe(3); // CANCEL
+    expect(saved.at(-1)?.epoch).toBe(1);
+    // No engine process outlives its run.
+    await waitFor(() => engineProcesses().length === 0, { timeoutMs: 10_000, what: "the engine process gone" });
+
+    await harness.client.resumeJob({ jobId });
+    const rest = await jobEvents(harness.client, jobId, { skipProgress: true, timeoutMs: 180_000 });
+    const final = rest.at(-1)?.event;
+    expect(final?.case === "stateChanged" && final.value.to).toBe(JobState.SUCCEEDED);
+    expect(Buffer.compare(await finalState(jobId), reference)).toBe(0);
+  });
+
+  it("resumes from the last checkpoint when its engine process is killed, and ends bit-identical", async () => {
+    const { job } = await harness.client.startTraining({ source: { case: "config", value: config("torch-killed") } });
+    const jobId = job?.jobId ?? "";
+    await untilProgress(jobId, 1);
+    const victims = engineProcesses();
+    expect(victims).toHaveLength(1);
+    for (const pid of victims) process.kill(pid, "SIGKILL");
+    const events = await jobEvents(harness.client, jobId, { skipProgress: true, timeoutMs: 180_000 });
+    const running = events.flatMap((e) => (e.event.case === "stateChanged" && e.event.value.to === JobState.RUNNING ? [e.event.value.reason] : []));
+    expect(running).toEqual(["started", expect.stringMatching(/^resumed by .* after its own previous attempt stopped/) as string]);
+    const end = events.at(-1)?.event;
+    expect(end?.case === "stateChanged" && end.value.to).toBe(JobState.SUCCEEDED);
+    const { job: done } = await harness.client.getJob({ jobId });
+    expect(done?.attempt).toBe(2);
+    expect(Buffer.compare(await finalState(jobId), reference)).toBe(0);
+  });
+});

@@ -72,8 +72,9 @@ export function decodeTrainingState(bytes: Uint8Array): TrainingState {
   const tensors = new Map<string, Float32Array>();
   for (const [name, length] of header.tensors ?? []) {
     if (offset + length * 4 > bytes.byteLength) fail(`tensor ${name} is truncated`);
-    // Copy into a fresh, aligned buffer: the source may sit at any offset of a larger one.
-    tensors.set(name, new Float32Array(bytes.slice(offset, offset + length * 4).buffer));
+    // Copy into a fresh, aligned buffer: the source may sit at any offset of a larger one. (Not bytes.slice: on
+    // a Node Buffer that is a view of the same memory, not a copy.)
+    tensors.set(name, new Float32Array(new Uint8Array(bytes.subarray(offset, offset + length * 4)).buffer));
     offset += length * 4;
   }
   if (offset !== bytes.byteLength) fail("trailing bytes");

@@ -1,11 +1,17 @@
 import { execFileSync } from "node:child_process";
+import { join } from "node:path";
+import { defineModel } from "@poseloop/train";
 import { NatsBus, type Bus } from "@poseloop/bus";
-import { TrainingEngine, type TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { Architecture, TrainingEngine, type TrainConfig, type TrainConfigSchema } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import { JobState } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
 import { makeTempDir, NatsServer, waitFor } from "@poseloop/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BlobCheckpointStore } from "./jobs/checkpoint-store.js";
+import { loadPretrained } from "./engines/pretrained.js";
+import { runContract } from "./experiment/model-contract.js";
 import { decodeCheckpoint } from "./runner/checkpoint-file.js";
+import { decodeTrainingState } from "@poseloop/train";
 import { jobEvents, startTrainerHarness, type TrainerHarness } from "./testing/harness.js";
 import { tinyTrainConfig } from "./testing/tiny-config.js";
 
@@ -33,8 +39,8 @@ afterAll(async () => {
 });
 
 /** Three epochs of 12 micro-batches, SGD with momentum and accumulation: every kind of state is in play. */
-function config(modelName: string): TrainConfig {
-  return tinyTrainConfig({
+function config(modelName: string, extra: MessageInitShape<typeof TrainConfigSchema> = {}): TrainConfig {
+  const base: MessageInitShape<typeof TrainConfigSchema> = {
     name: "torch-jobs",
     engine: TrainingEngine.PYTORCH,
     endEpoch: 3,
@@ -44,7 +50,8 @@ function config(modelName: string): TrainConfig {
     logEverySteps: 2,
     data: { kind: 2, synthetic: { trainImages: 96, valImages: 8, imageWidth: 128, imageHeight: 96, maxPeople: 1, seed: 11n }, name: "torch-jobs" },
     publish: { mode: 1, modelName },
-  });
+  };
+  return tinyTrainConfig({ ...base, ...extra } as MessageInitShape<typeof TrainConfigSchema>);
 }
 
 async function finalState(jobId: string): Promise<Buffer> {
@@ -118,5 +125,38 @@ describe("PyTorch engine jobs", () => {
     const { job: done } = await harness.client.getJob({ jobId });
     expect(done?.attempt).toBe(2);
     expect(Buffer.compare(await finalState(jobId), reference)).toBe(0);
+  });
+
+  it.each([TrainingEngine.ONNXRUNTIME, TrainingEngine.PYTORCH])("starts engine %i from MODEL.PRETRAINED, a state_dict with the reference repo's names", async (engine) => {
+    // A file as the HRNet reference repo's training saves it (DataParallel's "module." prefix, BatchNorm's
+    // num_batches_tracked), for the tiny config's model; an LR of 1e-20, so the run's weights stay the file's.
+    const file = `pretrained-${engine}.pth`;
+    const base = config("torch-pretrained");
+    const contract = runContract(base);
+    const model = defineModel(contract.modelConfig);
+    const specs = [...model.registry.params, ...model.registry.buffers].map((spec) => [spec.name, spec.shape]);
+    execFileSync("/usr/bin/python3", ["-c", [
+      "import json, sys, torch",
+      "specs = json.loads(sys.argv[1])",
+      "g = torch.Generator().manual_seed(7)",
+      "sd = {}",
+      "for name, shape in specs:",
+      "    sd['module.' + name] = torch.rand(shape, generator=g) + 0.5",
+      "    if name.endswith('running_var'): sd['module.' + name[:-len('running_var')] + 'num_batches_tracked'] = torch.tensor(5)",
+      "torch.save(sd, sys.argv[2])",
+    ].join("\n"), JSON.stringify(specs), join(dir.path, file)]);
+    const tiny = { architecture: Architecture.LITE, inputSize: { width: 48, height: 64 }, extra: { case: "lite" as const, value: { channels: [8, 16, 32] } } };
+    const run = config(`torch-pretrained-${engine}`, { engine, endEpoch: 1, optimizer: { kind: 1, lr: 1e-20 }, schedule: { kind: 1 }, model: { ...tiny, pretrained: file } });
+    const { job } = await harness.client.startTraining({ source: { case: "config", value: run } });
+    const jobId = job?.jobId ?? "";
+    const events = await jobEvents(harness.client, jobId, { skipProgress: true, timeoutMs: 120_000 });
+    const end = events.at(-1)?.event;
+    expect(end?.case === "stateChanged" && end.value.to).toBe(JobState.SUCCEEDED);
+    const { checkpoints } = await harness.client.listCheckpoints({ jobId });
+    const last = checkpoints.at(-1);
+    const state = decodeTrainingState(decodeCheckpoint(await store.get(last?.location ?? "", last?.digest ?? "")).state);
+    const expected = await loadPretrained({ python: "/usr/bin/python3", file: join(dir.path, file), architecture: contract.modelConfig.architecture, targets: [...model.registry.params, ...model.registry.buffers], env: { PATH: process.env.PATH } });
+    expect(expected.size).toBe(model.registry.params.length + model.registry.buffers.length);
+    for (const spec of model.registry.params) expect(state.tensors.get(`param:${spec.name}`), spec.name).toEqual(expected.get(spec.name));
   });
 });

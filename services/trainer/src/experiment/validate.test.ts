@@ -256,7 +256,6 @@ describe("engines and devices", () => {
       "TRAIN.RDZV_ENDPOINT (rdzv_endpoint) is required when TRAIN.NODES is 2 (engine onnxruntime on cpu): torchrun's nodes meet at host:port",
       "TRAIN.SYNC_BN (sync_batch_norm) cannot be used with engine onnxruntime on cpu: synchronized BatchNorm is the PyTorch engine's (TRAIN.ENGINE pytorch)",
       "TRAIN.CHANNELS_LAST (channels_last) applies only to TRAIN.ENGINE pytorch on cuda (tensor-core convolutions), got engine onnxruntime on cpu",
-      "MODEL.PRETRAINED (model.pretrained) is a PyTorch state_dict, which only TRAIN.ENGINE pytorch loads (got engine onnxruntime on cpu); with onnxruntime start from a published model with INIT_FROM.MODEL",
       'MODEL.PRETRAINED (model.pretrained) must be a PyTorch state_dict file (.pth or .pt) under the trainer\'s data root, got "../weights.bin"',
       'MODEL.PRETRAINED (model.pretrained) must not leave the trainer\'s data root with "..", got "../weights.bin"',
     ]);

@@ -647,7 +647,6 @@ function engineProblems(config: TrainConfig): string[] {
   const pretrained = config.model?.pretrained ?? "";
   if (pretrained !== "") {
     const key = field("MODEL.PRETRAINED", "model.pretrained");
-    if (!pytorch) problems.push(`${key} is a PyTorch state_dict, which only TRAIN.ENGINE pytorch loads (got ${at}); with onnxruntime start from a published model with INIT_FROM.MODEL`);
     if (!/\.(pth|pt)$/i.test(pretrained)) problems.push(`${key} must be a PyTorch state_dict file (.pth or .pt) under the trainer's data root, got ${JSON.stringify(pretrained.slice(0, 60))}`);
     if (pretrained.split(/[\\/]/).includes("..")) problems.push(`${key} must not leave the trainer's data root with "..", got ${JSON.stringify(pretrained.slice(0, 60))}`);
     if (config.initFrom?.source.case !== undefined) problems.push(`${key} and INIT_FROM both choose the starting weights: give one`);

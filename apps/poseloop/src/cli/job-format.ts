@@ -77,6 +77,8 @@ function checkpointReasonText(reason: CheckpointReason): string {
       return "timer";
     case CheckpointReason.CANCEL:
       return "cancel";
+    case CheckpointReason.FAILURE:
+      return "kept after a failure";
     default:
       return "";
   }

@@ -11,6 +11,7 @@ import platform
 import re
 import signal
 import sys
+import time
 import traceback
 
 import numpy as np
@@ -26,8 +27,9 @@ OUT_OF_MEMORY = "OUT_OF_MEMORY"
 INTERNAL = "INTERNAL"
 
 OOM_ADVICE = "lower TRAIN.BATCH_SIZE_PER_GPU, raise TRAIN.GRAD_ACCUM_STEPS, or turn on TRAIN.AMP"
-# Test hook, "oom:N" or "error:N": the N-th step request (1-based) fails after its backward pass with a CUDA
-# out-of-memory error or an unexpected one, so those paths (answer, state kept) can be tested without a GPU.
+# Test hook, "oom:N", "error:N" or "hang:N": the N-th step request (1-based) fails after its backward pass with a
+# CUDA out-of-memory error or an unexpected one, or never answers, so those paths (answer, state kept, the
+# trainer's progress timeout) can be tested without a GPU.
 INJECT_ENV = "POSELOOP_TORCH_INJECT"
 
 
@@ -440,6 +442,12 @@ class Job:
                 for (_, b), saved in zip(self.buffers, replica0_buffers):
                     b.copy_(saved)
         if self.inject is not None and self.inject[1] == self.step_requests:
+            if self.inject[0] == "hang":
+                # A step that never ends (a deadlocked collective, a wedged driver): only the trainer's progress
+                # timeout ends it, by killing the process.
+                signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM, signal.SIGINT])
+                while True:
+                    time.sleep(3600)
             if self.inject[0] == "oom":
                 raise RuntimeError(f"CUDA out of memory. Tried to allocate 2.00 GiB (injected by {INJECT_ENV})")
             raise ValueError(f"injected by {INJECT_ENV}\nits second line")

@@ -7,8 +7,13 @@ export interface EngineProcessOptions {
   readonly command: string;
   readonly args: readonly string[];
   readonly env: Readonly<Record<string, string | undefined>>;
-  /** No answer (hello included) within this: the engine is hung, killed, and every request fails. */
+  /** No answer within this: the engine is hung, killed, and every request fails. */
   readonly progressTimeoutMs: number;
+  /**
+   * The same for the start: the hello (importing torch) and `init` (building the model, a CUDA context, a
+   * torchrun rendezvous) take far longer than a step. Default: the larger of progressTimeoutMs and 2 minutes.
+   */
+  readonly startTimeoutMs?: number;
   /** Each line the engine writes on stderr (Python warnings, tracebacks, torchrun's own messages). */
   readonly onStderr?: (line: string) => void;
 }
@@ -232,7 +237,8 @@ export class EngineProcess {
     this.#timer = undefined;
     const head = this.#queue[0];
     if (head === undefined || this.#failure !== undefined) return;
-    const ms = this.#options.progressTimeoutMs;
+    const starting = head.request === "hello" || head.request === "init";
+    const ms = starting ? (this.#options.startTimeoutMs ?? Math.max(this.#options.progressTimeoutMs, 120_000)) : this.#options.progressTimeoutMs;
     this.#timer = setTimeout(() => {
       this.#fail(new AppError(Code.DEADLINE_EXCEEDED, `the pytorch engine did not answer ${head.request === "hello" ? "at start" : head.request} within ${ms} ms and was stopped`));
       this.#kill();

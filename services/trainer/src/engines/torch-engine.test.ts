@@ -162,10 +162,12 @@ describe("TorchTrainingEngine over the protocol", () => {
     await engine.release();
   });
 
-  it("times out an engine that never says hello", async () => {
-    const error = await failure(TorchTrainingEngine.create(options("silent", { progressTimeoutMs: 300 })));
+  it("times out an engine that never says hello, after the start timeout (importing torch is slower than a step)", async () => {
+    const started = Date.now();
+    const error = await failure(TorchTrainingEngine.create(options("silent", { progressTimeoutMs: 100, startTimeoutMs: 600 })));
     expect(error.code).toBe(Code.DEADLINE_EXCEEDED);
-    expect(error.message).toBe("the pytorch engine did not answer at start within 300 ms and was stopped");
+    expect(error.message).toBe("the pytorch engine did not answer at start within 600 ms and was stopped");
+    expect(Date.now() - started).toBeGreaterThanOrEqual(590);
   });
 
   it.each([

@@ -51,8 +51,10 @@ export interface TorchEngineOptions {
   readonly torchrun?: string;
   /** The folder holding the poseloop_torch package. Default services/trainer/pytorch (PYTORCH_ENGINE_DIR). */
   readonly enginePath?: string;
-  /** A request (or the start) unanswered this long means the engine hung: it is killed. Default 10 minutes. */
+  /** A request unanswered this long means the engine hung: it is killed. Default 10 minutes. */
   readonly progressTimeoutMs?: number;
+  /** The same for the hello and `init`. Default: the larger of progressTimeoutMs and 2 minutes. */
+  readonly startTimeoutMs?: number;
   /** How long release() waits for the engine to exit after `shutdown` before killing it. Default 5 s. */
   readonly shutdownGraceMs?: number;
   /** The engine's environment (the trainer's own, usually); PYTHONPATH gets enginePath in front. */
@@ -61,7 +63,7 @@ export interface TorchEngineOptions {
   readonly onStderr?: (line: string) => void;
 }
 
-type ResolvedTorchEngineOptions = Required<Omit<TorchEngineOptions, "torchrun" | "rdzvEndpoint" | "onStderr">> & Pick<TorchEngineOptions, "torchrun" | "rdzvEndpoint" | "onStderr">;
+type ResolvedTorchEngineOptions = Required<Omit<TorchEngineOptions, "torchrun" | "rdzvEndpoint" | "onStderr" | "startTimeoutMs">> & Pick<TorchEngineOptions, "torchrun" | "rdzvEndpoint" | "onStderr" | "startTimeoutMs">;
 
 /** What the engine said about itself at start. */
 export interface TorchEngineInfo {
@@ -199,6 +201,7 @@ export class TorchTrainingEngine implements TrainingEngine {
       // Unbuffered, so a traceback's last line is on stderr before the process is gone.
       env: { ...engineEnv(resolved.env, resolved.enginePath), PYTHONUNBUFFERED: "1" },
       progressTimeoutMs: resolved.progressTimeoutMs,
+      ...(options.startTimeoutMs === undefined ? {} : { startTimeoutMs: options.startTimeoutMs }),
       ...(resolved.onStderr === undefined ? {} : { onStderr: resolved.onStderr }),
     });
     try {

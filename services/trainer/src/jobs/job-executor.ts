@@ -22,6 +22,7 @@ import { exportInWorker } from "../publication/export-session.js";
 import { Publisher, type PublicationLog, type PublicationTarget } from "../publication/publisher.js";
 import { decodeCheckpoint } from "../runner/checkpoint-file.js";
 import { TrainingSession } from "../runner/training-session.js";
+import type { TrainChunk } from "../runner/training-run.js";
 import { canRun, type TrainerCapabilities } from "../engines/capabilities.js";
 import type { CheckpointStore } from "./checkpoint-store.js";
 import type { CheckpointList } from "./checkpoint-list.js";
@@ -319,7 +320,7 @@ export class JobExecutor {
       await withSpan(tracer(), "training.epoch", { attributes: { "poseloop.training.job_id": jobId, "poseloop.training.epoch": epoch } }, async (epochSpan) => {
         let ended = false;
         while (!ended) {
-          const chunk = await session.train(config.logEverySteps);
+          const chunk = await this.#trainOrKeepState(job, session, events, owner);
           samples += chunk.samples;
           seconds += chunk.seconds;
           const p = chunk.position;
@@ -419,6 +420,29 @@ export class JobExecutor {
       if (last !== undefined) await this.#publishFromRun(job, events, session, last, true, owner);
     }
     await this.#finish(events, jobId, JobState.SUCCEEDED, "training finished", undefined, owner);
+  }
+
+  /**
+   * One chunk of training. A step the engine could not take for lack of device memory fails the job, but the
+   * engine still holds the state from before that step: it is kept as a checkpoint, so the work is not lost and
+   * a new job can start from it with a batch that fits (a resume cannot change the batch: it shapes the state).
+   */
+  async #trainOrKeepState(job: Job, session: TrainingSession, events: JobEventLog, owner: JobOwner): Promise<TrainChunk> {
+    try {
+      return await session.train((job.config as TrainConfig).logEverySteps);
+    } catch (error) {
+      const failure = AppError.from(error);
+      if (failure.code !== Code.RESOURCE_EXHAUSTED) throw error;
+      let kept = "";
+      try {
+        const checkpoint = await this.#saveCheckpoint(job, session, events, CheckpointReason.FAILURE, undefined, false, owner);
+        kept = `; the state before that step is checkpoint ${checkpoint.checkpointId}: start a new job from it with INIT_FROM.JOB_ID ${job.jobId} and INIT_FROM.CHECKPOINT_ID ${checkpoint.checkpointId}`;
+      } catch (saveError) {
+        if (saveError instanceof StaleOwnerError) throw saveError;
+        this.#deps.logger.warn("could not keep the state of a job that ran out of memory", { err: saveError, job_id: job.jobId });
+      }
+      throw new Stop(JobState.FAILED, `${failure.message}${kept}`, new AppError(Code.RESOURCE_EXHAUSTED, `${failure.message}${kept}`, { cause: error }));
+    }
   }
 
   async #saveCheckpoint(

@@ -396,8 +396,23 @@ describe("deploy/", () => {
       expect(stages.at(-1)?.instructions.some((i) => i.op === "COPY" && i.args.includes("/usr/local/bin/node"))).toBe(true);
       const documented = /RUNTIME_IMAGE=(nvidia\/cuda:\S+)/.exec(text)?.[1] ?? "";
       expect(imageProblems(documented, "documented CUDA image")).toEqual([]);
+    });
+
+    it("the GPU trainer: PyTorch's CUDA runtime image, pinned, with Node, the engine and its Python; compose.gpu.yaml builds it", () => {
+      const text = readFileSync(join(DEPLOY, "docker", "trainer-gpu.Dockerfile"), "utf8");
+      const { args, stages } = dockerStages(parseDockerfile(text));
+      const base = args.get("PYTORCH_IMAGE") ?? "";
+      expect(imageProblems(base, "trainer-gpu.Dockerfile ARG PYTORCH_IMAGE")).toEqual([]);
+      expect(base).toMatch(/^pytorch\/pytorch:[\d.]+-cuda[\d.]+-cudnn\d+-runtime$/);
+      expect(stages.at(-1)?.image).toBe(base);
+      const final = stages.at(-1)?.instructions ?? [];
+      expect(final.some((i) => i.op === "COPY" && i.args.includes("/usr/local/bin/node"))).toBe(true);
+      expect(final.some((i) => i.op === "ENV" && /\bPOSELOOP_PYTHON=\/\S+/.test(i.args))).toBe(true);
+      expect(final.filter((i) => i.op === "USER").at(-1)?.args).toBe("10001:10001");
+      expect(JSON.parse(final.filter((i) => i.op === "ENTRYPOINT").at(-1)?.args ?? "null")).toEqual(["node", "services/trainer/dist/main.js"]);
       const gpuOverride = readYamlObject(join(DEPLOY, "compose.gpu.yaml"));
-      expect(at(gpuOverride, "services", "trainer", "build", "args", "RUNTIME_IMAGE")).toBe(documented);
+      expect(at(gpuOverride, "services", "trainer", "build", "dockerfile")).toBe("deploy/docker/trainer-gpu.Dockerfile");
+      expect(String(at(gpuOverride, "services", "trainer", "shm_size"))).toMatch(/^\d+[mg]b$/);
     });
 
     it("each Dockerfile has its own ignore file: no host node_modules or dist in the context, the scripts kept", () => {

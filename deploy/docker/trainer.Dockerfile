@@ -3,7 +3,9 @@
 #
 #   docker build -f deploy/docker/trainer.Dockerfile -t poseloop/trainer:0.1.0 .
 #
-# GPU nodes: run on an NVIDIA CUDA runtime image instead of Node's slim image (Node itself is copied in):
+# GPU nodes: deploy/docker/trainer-gpu.Dockerfile adds the PyTorch engine (TRAIN.ENGINE: pytorch). For the
+# onnxruntime engine alone, run on an NVIDIA CUDA runtime image instead of Node's slim image (Node itself is
+# copied in):
 #
 #   docker build -f deploy/docker/trainer.Dockerfile \
 #     --build-arg RUNTIME_IMAGE=nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04 -t poseloop/trainer:0.1.0-cuda .

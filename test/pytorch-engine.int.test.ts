@@ -1,9 +1,8 @@
-import { execFileSync } from "node:child_process";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { runCli, type CliIo } from "@poseloop/cli";
 import { tinyExperiment } from "@poseloop/cli/testing";
-import { makeTempDir, NatsServer, spawnService, waitFor, type ServiceProcess } from "@poseloop/testkit";
+import { childProcesses, makeTempDir, NatsServer, spawnService, waitFor, type ServiceProcess } from "@poseloop/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 // A job trained by the PyTorch engine goes the way every job goes: the trainer and the inferencer as separate
@@ -41,17 +40,7 @@ interface TrainLine {
 }
 
 /** The PyTorch engine processes the trainer runs now. */
-function engineProcesses(): number[] {
-  try {
-    return execFileSync("pgrep", ["-P", String(trainer?.child.pid), "-f", "poseloop_torch"], { encoding: "utf8" })
-      .trim()
-      .split("\n")
-      .filter((line) => line !== "")
-      .map(Number);
-  } catch {
-    return [];
-  }
-}
+const engineProcesses = (): number[] => childProcesses(trainer?.child.pid ?? -1, "poseloop_torch");
 
 beforeAll(async () => {
   [nats, dir] = await Promise.all([NatsServer.start(), makeTempDir("poseloop-torch-")]);

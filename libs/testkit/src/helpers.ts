@@ -1,3 +1,4 @@
+import { execFileSync } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -67,4 +68,21 @@ export function variablesRead(load: (env: Readonly<Record<string, string | undef
   );
   load(recording);
   return read;
+}
+
+/**
+ * The pids of `parent`'s child processes whose command line matches `pattern` (pgrep -P -f), e.g. the engine
+ * processes a trainer runs, for a test that kills one as the OOM killer would.
+ */
+export function childProcesses(parent: number, pattern: string): number[] {
+  try {
+    return execFileSync("pgrep", ["-P", String(parent), "-f", pattern], { encoding: "utf8" })
+      .trim()
+      .split("\n")
+      .filter((line) => line !== "")
+      .map(Number);
+  } catch {
+    // pgrep exits 1 when nothing matches.
+    return [];
+  }
 }

@@ -1,7 +1,6 @@
-import { execFileSync } from "node:child_process";
 import { TrainingEngine } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import { CheckpointReason, JobState } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
-import { makeTempDir, NatsServer } from "@poseloop/testkit";
+import { childProcesses, makeTempDir, NatsServer } from "@poseloop/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { jobEvents, startTrainerHarness, type TrainerHarness } from "./testing/harness.js";
 import { tinyTrainConfig } from "./testing/tiny-config.js";
@@ -27,14 +26,8 @@ afterAll(async () => {
   delete process.env.POSELOOP_TORCH_INJECT;
 });
 
-/** The PyTorch engine processes this test process runs (the trainer is in it). */
-function engineProcesses(): number[] {
-  try {
-    return execFileSync("pgrep", ["-P", String(process.pid), "-f", "poseloop_torch"], { encoding: "utf8" }).trim().split("\n").filter((l) => l !== "").map(Number);
-  } catch {
-    return [];
-  }
-}
+/** The PyTorch engine processes the trainer runs now. */
+const engineProcesses = (): number[] => childProcesses(process.pid, "poseloop_torch");
 
 describe("a PyTorch engine that fails", () => {
   it("fails the job with the practitioner's advice, keeps the state from before that step, and the trainer runs on", async () => {

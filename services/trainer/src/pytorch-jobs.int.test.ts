@@ -5,7 +5,7 @@ import { NatsBus, type Bus } from "@poseloop/bus";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Architecture, TrainingEngine, type TrainConfig, type TrainConfigSchema } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import { JobState } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
-import { makeTempDir, NatsServer, waitFor } from "@poseloop/testkit";
+import { childProcesses, makeTempDir, NatsServer, waitFor } from "@poseloop/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BlobCheckpointStore } from "./jobs/checkpoint-store.js";
 import { loadPretrained } from "./engines/pretrained.js";
@@ -69,14 +69,8 @@ async function untilProgress(jobId: string, epoch: number): Promise<void> {
   }
 }
 
-/** The PyTorch engine processes this test process runs (the trainer is in it). */
-function engineProcesses(): number[] {
-  try {
-    return execFileSync("pgrep", ["-P", String(process.pid), "-f", "poseloop_torch"], { encoding: "utf8" }).trim().split("\n").filter((l) => l !== "").map(Number);
-  } catch {
-    return [];
-  }
-}
+/** The PyTorch engine processes the trainer runs now. */
+const engineProcesses = (): number[] => childProcesses(process.pid, "poseloop_torch");
 
 describe("PyTorch engine jobs", () => {
   let reference: Buffer;

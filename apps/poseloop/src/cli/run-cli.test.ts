@@ -18,7 +18,7 @@ describe("runCli command line", () => {
   it("prints the command list for --help and exits 0; with no arguments prints it to stderr and exits 2", async () => {
     const help = captureIo();
     expect(await runCli(["--help"], help)).toBe(0);
-    for (const command of ["train", "jobs", "watch", "cancel", "checkpoints", "publish", "rollback", "models", "stream", "detect"]) {
+    for (const command of ["train", "jobs", "watch", "cancel", "checkpoints", "trainers", "publish", "rollback", "models", "stream", "detect"]) {
       expect(help.stdoutText()).toMatch(new RegExp(`^  ${command} `, "m"));
     }
     const bare = captureIo();
@@ -26,7 +26,7 @@ describe("runCli command line", () => {
     expect(bare.stderrText()).toContain("Usage: poseloop <command>");
   });
 
-  it.each(["train", "jobs", "watch", "cancel", "checkpoints", "publish", "rollback", "models", "stream", "detect"])(
+  it.each(["train", "jobs", "watch", "cancel", "checkpoints", "trainers", "publish", "rollback", "models", "stream", "detect"])(
     "has --help for %s, listing its options and the global ones",
     async (command) => {
       const io = captureIo();
@@ -51,6 +51,7 @@ describe("runCli command line", () => {
     [["train"], "poseloop: --cfg is required"],
     [["watch"], "poseloop: missing argument: poseloop watch <job>"],
     [["cancel", "a", "b"], 'poseloop: unexpected argument "b"'],
+    [["trainers", "t1"], 'poseloop: unexpected argument "t1"'],
     [["jobs", "--limit", "0"], "poseloop: --limit must be between 1 and 500, got 0"],
     [["jobs", "--state", "sleeping"], 'poseloop: unknown job state "sleeping"'],
     [["jobs", "--timeout=-1"], "poseloop: --timeout must be greater than 0, got -1"],

@@ -12,6 +12,7 @@ import { cancelCommand, checkpointsCommand, jobsCommand, watchCommand } from "./
 import { modelsCommand, publishCommand, rollbackCommand } from "./model-commands.js";
 import { streamCommand } from "./stream-command.js";
 import { trainCommand } from "./train-command.js";
+import { trainersCommand } from "./trainers-command.js";
 
 /** Options every command takes. */
 export const GLOBAL_OPTIONS: OptionSpecs = {
@@ -33,6 +34,7 @@ export const COMMANDS: readonly Command[] = [
   watchCommand,
   cancelCommand,
   checkpointsCommand,
+  trainersCommand,
   publishCommand,
   rollbackCommand,
   modelsCommand,

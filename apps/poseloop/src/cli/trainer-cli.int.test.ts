@@ -340,4 +340,41 @@ describe("poseloop against a real trainer", () => {
     expect(watch.code).toBe(0);
     expect(watch.stdout).toContain(`job ${first.jobId} SUCCEEDED`);
   });
+
+  it("trainers: this trainer first, onnxruntime on the CPU and PyTorch with torch's version; then the API-only one", async () => {
+    const { code, stdout, stderr } = await cli(["trainers"]);
+    expect(stderr).toBe("");
+    expect(code).toBe(0);
+    const [header = "", ...lines] = stdout.trimEnd().split("\n");
+    expect(header).toMatch(/^TRAINER +ENGINE +VERSION +DEVICES +GPUS +NOTE$/);
+    // Cells by the header's column offsets: a blank cell (onnxruntime's GPUS) leaves no gap to split on.
+    const starts = ["TRAINER", "ENGINE", "VERSION", "DEVICES", "GPUS", "NOTE"].map((title) => header.indexOf(title));
+    const rows = lines.map((line) => starts.map((start, i) => line.slice(start, starts[i + 1]).trim()));
+    const self = rows[0]?.[0] ?? "";
+    const own = rows.filter((row) => row[0] === self);
+    const ort = own.find((row) => row[1] === "onnxruntime");
+    expect(ort?.[3]?.split(",")).toContain("cpu");
+    expect(ort?.[5]).toBe("");
+    // Debian's /usr/bin/python3 has torch (pyenv's python3, first on PATH, does not): the trainer's probe finds it.
+    const torch = own.find((row) => row[1] === "pytorch");
+    expect(torch?.[5], torch?.join(" | ")).not.toMatch(/unavailable/);
+    expect(torch?.[2]).toMatch(/^\d+\.\d+/);
+    expect(torch?.[3]?.split(",")).toContain("cpu");
+    expect(torch?.[4]).toMatch(/^\d+$/);
+    expect(torch?.[5]).toMatch(/python \S+/);
+
+    const others = rows.slice(own.length);
+    expect(others.length).toBeGreaterThan(0);
+    expect(new Set(others.map((row) => row[0])).size).toBe(1);
+    expect(others.every((row) => row[5]?.startsWith("API only, takes no jobs"))).toBe(true);
+
+    const info = await cliJson<{
+      trainer: { workerId: string; maxConcurrentJobs: number; placements: string[]; engines: { name: string; available: boolean; version: string }[] };
+      others: { workerId: string; maxConcurrentJobs: number; placements: string[] }[];
+    }>(["trainers", "--json"]);
+    expect(info.trainer.workerId).toBe(self);
+    expect(info.trainer.placements).toEqual(expect.arrayContaining(["onnxruntime-cpu", "pytorch-cpu"]));
+    expect(info.trainer.engines.find((engine) => engine.name === "pytorch")).toMatchObject({ available: true, version: torch?.[2] });
+    expect(info.others).toEqual([expect.objectContaining({ workerId: others[0]?.[0], maxConcurrentJobs: 0, placements: [] })]);
+  });
 });

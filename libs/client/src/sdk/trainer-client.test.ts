@@ -89,4 +89,21 @@ describe("TrainerClient", () => {
     expect(targets[1]).toEqual({ case: "rollbackModelName", value: "demo" });
     expect(targets[2]).toMatchObject({ case: "version", value: { name: "demo", version: "v1" } });
   });
+
+  it("asks for the trainers' capabilities: the one that answered and the other live ones", async () => {
+    const { client, server } = await setup(
+      {
+        trainerInfo: {
+          trainer: { workerId: "t1", maxConcurrentJobs: 1, engines: [{ name: "pytorch", available: true, version: "1.13.0", devices: ["cpu", "cuda:0"], gpuCount: 1 }] },
+          others: [{ workerId: "t2", engines: [{ name: "pytorch", available: false, reason: "torch cannot be imported" }] }],
+        },
+      },
+      { token: "t0k" },
+    );
+    const { trainer, others } = await client.getTrainerInfo();
+    expect(trainer?.workerId).toBe("t1");
+    expect(trainer?.engines[0]).toMatchObject({ name: "pytorch", version: "1.13.0", devices: ["cpu", "cuda:0"], gpuCount: 1 });
+    expect(others.map((other) => [other.workerId, other.engines[0]?.reason])).toEqual([["t2", "torch cannot be imported"]]);
+    expect(server.calls[0]?.headers["authorization"]).toBe("Bearer t0k");
+  });
 });

@@ -6,6 +6,7 @@ import type { TrainConfigSchema } from "@poseloop/proto/poseloop/trainer/v1/conf
 import {
   TrainerService,
   type Checkpoint,
+  type GetTrainerInfoResponse,
   type Job,
   type JobEvent,
   type JobState,
@@ -165,6 +166,14 @@ export class TrainerClient {
   async listCheckpoints(jobId: string, options: RequestOptions = {}): Promise<Checkpoint[]> {
     const response = await this.#unary(() => this.#client.listCheckpoints({ jobId }, this.#call(options)));
     return response.checkpoints;
+  }
+
+  /**
+   * What this trainer can train (engines, devices, GPUs) and what the other live trainers of its bus can:
+   * `trainer` is the one that answered, `others` those whose advertisement is fresh, by worker id.
+   */
+  async getTrainerInfo(options: RequestOptions = {}): Promise<GetTrainerInfoResponse> {
+    return this.#unary(() => this.#client.getTrainerInfo({}, this.#call(options)));
   }
 
   /** Publishes a checkpoint as a new model version (and makes it serve, unless `skipPromotion`). */

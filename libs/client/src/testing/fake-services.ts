@@ -4,6 +4,7 @@ import { AppError, Code, sleep } from "@poseloop/core";
 import { GrpcServer, type HandlerContext, type MethodsOf, type ServiceImpl } from "@poseloop/grpc";
 import { InferenceService, ServingState, type Frame } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
 import {
+  type GetTrainerInfoResponseSchema,
   JobEventSchema,
   JobSchema,
   JobState,
@@ -58,6 +59,8 @@ export interface FakeTrainerScript {
   live?: boolean;
   /** The PublishCheckpoint answer: the manifest's model ref serving after it. */
   serving?: { name: string; version: string };
+  /** The GetTrainerInfo answer (default: "fake-trainer" with onnxruntime on the CPU, no others). */
+  trainerInfo?: MessageInitShape<typeof GetTrainerInfoResponseSchema>;
 }
 
 export function fakeJob(init: MessageInitShape<typeof JobSchema>): Job {
@@ -140,6 +143,7 @@ export async function startFakeTrainer(script: FakeTrainerScript = {}, port = 0)
     },
     async getTrainerInfo(request, ctx) {
       await record("getTrainerInfo", request, ctx);
+      if (script.trainerInfo !== undefined) return script.trainerInfo;
       return { trainer: { workerId: "fake-trainer", maxConcurrentJobs: 1, placements: ["onnxruntime-cpu"], engines: [{ name: "onnxruntime", available: true, devices: ["cpu"] }] }, others: [] };
     },
   };

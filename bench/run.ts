@@ -11,6 +11,8 @@ const benches: Record<string, () => Promise<{ run: () => Promise<void> }>> = {
   stream: () => import("./stream.js"),
   "train-loop": () => import("./train-loop.js"),
   "train-demo": () => import("./train-demo.js"),
+  "train-engines": () => import("./train-engines.js"),
+  "train-parity": () => import("./train-parity.js"),
 };
 
 const wanted = process.argv.slice(2);

@@ -14,3 +14,7 @@ export type { ExportOutcome } from "./publication/model-export.js";
 export { prepareData, prepareValidation } from "./datasets/prepare-data.js";
 export type { PreparedData } from "./datasets/prepare-data.js";
 export type { DataRoots } from "./datasets/data-root.js";
+export { OrtTrainingEngine } from "./engines/training-engine.js";
+export type { EngineKind, EngineWeights, TrainingEngine } from "./engines/training-engine.js";
+export { TorchTrainingEngine } from "./engines/torch-engine.js";
+export type { TorchEngineInfo, TorchEngineOptions } from "./engines/torch-engine.js";

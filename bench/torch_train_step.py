@@ -3,7 +3,9 @@
 Called by bench/train-step.ts with a JSON argument; prints one JSON line: median ms per training step (forward,
 JointsMSE loss, backward, SGD update) and per forward-only pass. Uses the PyTorch engine's zoo
 (services/trainer/pytorch/poseloop_torch/zoo.py), which matches libs/train's zoo layer for layer. Deconvolutions
-run through nn.ConvTranspose2d's own kernel unless the spec sets "subpixel": true (the engine's CPU path).
+run through nn.ConvTranspose2d's own kernel unless the spec sets "subpixel": true (the engine's CPU path, which
+bench/train-step.ts sets: Debian's reference-BLAS build runs ConvTranspose2d ~30x slower than the identical
+convolution + pixel shuffle, and a peer measured on its slow path flatters the other side).
 """
 import json
 import os

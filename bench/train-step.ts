@@ -34,7 +34,7 @@ function torchPeer(c: Case): { stepMs: number; forwardMs: number } | undefined {
   if (!existsSync(PYTHON)) return undefined;
   try {
     const script = fileURLToPath(new URL("./torch_train_step.py", import.meta.url));
-    const out = execFileSync(PYTHON, [script, JSON.stringify({ model: c.model, batch: c.batch, reps: c.reps, threads: cpus().length })], { encoding: "utf8", timeout: 1_800_000 });
+    const out = execFileSync(PYTHON, [script, JSON.stringify({ model: c.model, batch: c.batch, reps: c.reps, threads: cpus().length, subpixel: true })], { encoding: "utf8", timeout: 1_800_000 });
     return JSON.parse(out.trim().split("\n").at(-1) ?? "") as { stepMs: number; forwardMs: number };
   } catch {
     return undefined;
@@ -101,7 +101,7 @@ export async function run(): Promise<void> {
     ]);
   }
   printTable(
-    `training step (SGD), onnxruntime CPU vs PyTorch ${existsSync(PYTHON) ? "CPU (Debian build)" : "(not installed)"}, ${cpus().length} threads each, medians`,
+    `training step (SGD), onnxruntime CPU vs PyTorch ${existsSync(PYTHON) ? "CPU (Debian build; its fast path: oneDNN convolutions, deconvolutions as convolution + pixel shuffle, as the PyTorch engine runs them)" : "(not installed)"}, ${cpus().length} threads each, medians`,
     ["model", "batch", "ms/step", "samples/s", "torch ms/step", "speed vs torch", "step/forward", "torch step/forward", "state in/out"],
     rows,
   );

@@ -243,6 +243,8 @@ export const POSELOOP_ENV_VARIABLES: readonly string[] = Object.freeze([
   // Demo and benchmarks
   "POSELOOP_DEMO_EPOCHS",
   "POSELOOP_BENCH_EXPERIMENT",
+  "POSELOOP_BENCH_QUICK",
+  "POSELOOP_BENCH_CASES",
 ]);
 
 /** A variable with a PoseLoop prefix that no PoseLoop process reads, and the known name it is closest to. */

@@ -29,7 +29,11 @@ export interface TrainerServiceDependencies {
    * This trainer's advertisement and the live ones of its bus (its own included). Without it StartTraining
    * queues every valid job, as before placement, and GetTrainerInfo is UNIMPLEMENTED.
    */
-  readonly trainers?: { readonly self: () => TrainerInfo; readonly live: () => Promise<TrainerInfo[]> };
+  /**
+   * The trainers of the bus, this one first. `probed` settles once this trainer knows its own engines: a job
+   * for the PyTorch engine submitted just after a start waits for it rather than being refused.
+   */
+  readonly trainers?: { readonly self: () => TrainerInfo; readonly live: () => Promise<TrainerInfo[]>; readonly probed?: () => Promise<void> };
   readonly checkpointList: CheckpointList;
   readonly registry: ModelRegistry;
   readonly dataRoot: string;
@@ -106,6 +110,7 @@ export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<Me
       // A job no live trainer can run would wait in its queue forever. onnxruntime on the CPU is exempt: every
       // trainer runs it, and an API-only trainer queues it before any worker is up, as it always has.
       if (deps.trainers !== undefined && placementOf(config) !== "onnxruntime-cpu") {
+        await deps.trainers.probed?.();
         const refusal = fleetRefusal(await deps.trainers.live(), config);
         if (refusal !== undefined) throw new AppError(Code.FAILED_PRECONDITION, refusal);
       }
@@ -199,6 +204,8 @@ export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<Me
 
     async getTrainerInfo() {
       if (deps.trainers === undefined) throw new AppError(Code.UNIMPLEMENTED, "this trainer does not track the trainers of its bus");
+      // Right after a start, the answer waits for this trainer's own probe rather than leave its engines out.
+      await deps.trainers.probed?.();
       const self = deps.trainers.self();
       const others = (await deps.trainers.live()).filter((info) => info.workerId !== self.workerId);
       return { trainer: self, others };

@@ -8,6 +8,7 @@ import type { TrainerConfig } from "./config.js";
 import {
   ADVERTISE_EVERY_MS,
   describeCapabilities,
+  onnxruntimeCapability,
   placementsOf,
   probeCapabilities,
   queueNameOf,
@@ -34,8 +35,12 @@ const RUN_OUTAGE_TOLERANCE_MS = 120_000;
 export interface TrainerProcess {
   readonly address: ListenAddress;
   readonly bus: Bus;
-  /** What this trainer can run, probed at start; training runs check their job against it (canRun). */
+  /**
+   * What this trainer can run so far: onnxruntime from the start, the PyTorch engine once `probed` settles
+   * (its probe runs in the background from the start). Training runs check their job against it (canRun).
+   */
   readonly capabilities: TrainerCapabilities;
+  readonly probed: Promise<TrainerCapabilities>;
   /** Hands running jobs back to the queue (after a checkpoint), drains open calls and closes the bus. */
   stop(): Promise<void>;
 }
@@ -75,9 +80,9 @@ export async function startTrainer(config: TrainerConfig, logger: Logger, option
       }
       return opened;
     };
-    const capabilities = await probing;
-    logger.info(`trainer capabilities: ${describeCapabilities(capabilities)}`, { capabilities: capabilities.engines.map((e) => ({ ...e })) });
-    const placements = config.maxConcurrentJobs === 0 ? [] : placementsOf(capabilities);
+    // Until the probe answers, the trainer serves and trains onnxruntime jobs; the PyTorch engine's queues are
+    // consumed once it is known to work (importing torch takes seconds, a trainer start should not).
+    let capabilities: TrainerCapabilities = { workerId: config.workerId, engines: [onnxruntimeCapability()] };
     const directory = await TrainerDirectory.open(bus);
     let info: TrainerInfo = toTrainerInfo(capabilities, config.maxConcurrentJobs);
     // Advertised before the service answers, so that its own StartTraining already counts this trainer.
@@ -86,7 +91,26 @@ export async function startTrainer(config: TrainerConfig, logger: Logger, option
       info = toTrainerInfo(capabilities, config.maxConcurrentJobs);
       directory.advertise(info).catch((error: unknown) => logger.warn("refreshing this trainer's advertisement failed", { err: error }));
     }, ADVERTISE_EVERY_MS);
-    const consumed = await Promise.all(placements.map(async (placement) => ({ placement, queue: await queueFor(placement) })));
+    /** The queues this trainer's consumers take jobs from, in turn; the probe adds the PyTorch engine's. */
+    const consumed: { placement: Placement; queue: JobQueue }[] = [];
+    const consume = async (placements: readonly Placement[]): Promise<void> => {
+      if (config.maxConcurrentJobs === 0) return;
+      for (const placement of placements) {
+        if (consumed.some((c) => c.placement === placement)) continue;
+        consumed.push({ placement, queue: await queueFor(placement) });
+      }
+    };
+    await consume(placementsOf(capabilities));
+    const probed = probing.then(async (found) => {
+      capabilities = found;
+      logger.info(`trainer capabilities: ${describeCapabilities(found)}`, { capabilities: found.engines.map((e) => ({ ...e })) });
+      info = toTrainerInfo(found, config.maxConcurrentJobs);
+      await directory.advertise(info).catch((error: unknown) => logger.warn("advertising this trainer's engines failed", { err: error }));
+      await consume(placementsOf(found));
+      return found;
+    });
+    // A failure above (a queue that would not open) is retried by nothing: log it, keep onnxruntime running.
+    probed.catch((error: unknown) => logger.error("setting up the PyTorch engine's queues failed", { err: error }));
     const executor = new JobExecutor({
       store: runStore,
       checkpoints,
@@ -98,7 +122,7 @@ export async function startTrainer(config: TrainerConfig, logger: Logger, option
       ackWaitMs: config.jobAckWaitMs,
       maxDeliveries: queue.maxDeliveries,
       queue,
-      capabilities,
+      capabilities: { now: () => capabilities, probed },
       env: options.env ?? process.env,
       engineTimeoutMs: config.engineTimeoutMs,
     });
@@ -113,7 +137,7 @@ export async function startTrainer(config: TrainerConfig, logger: Logger, option
             store,
             queue,
             queueFor,
-            trainers: { self: () => info, live: () => directory.live() },
+            trainers: { self: () => info, live: () => directory.live(), probed: () => probed.then(() => undefined) },
             checkpointList,
             registry,
             dataRoot: config.dataRoot,
@@ -133,7 +157,7 @@ export async function startTrainer(config: TrainerConfig, logger: Logger, option
           while (!controller.signal.aborted) {
             try {
               const from = consumed[turn++ % consumed.length];
-              if (from === undefined) return;
+              if (from === undefined) return; // an API-only trainer (no consumers) never gets here
               const delivery = await from.queue.next({ waitMs: consumed.length === 1 ? 1000 : QUEUE_POLL_MS, signal: controller.signal });
               if (delivery !== undefined) await executor.run(delivery, controller.signal, from.queue);
             } catch (error) {
@@ -148,7 +172,10 @@ export async function startTrainer(config: TrainerConfig, logger: Logger, option
     return {
       address: grpc.address,
       bus,
-      capabilities,
+      get capabilities() {
+        return capabilities;
+      },
+      probed,
       stop: async () => {
         controller.abort();
         clearInterval(advertising);

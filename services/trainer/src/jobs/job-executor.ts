@@ -6,7 +6,7 @@ import { AppError, Code, type Logger } from "@poseloop/core";
 import { KeypointMetricsSchema, type KeypointMetrics } from "@poseloop/proto/poseloop/common/v1/metrics_pb";
 import { ModelRefSchema, type ModelManifest, type ModelRef } from "@poseloop/proto/poseloop/common/v1/model_pb";
 import { StatusSchema } from "@poseloop/proto/poseloop/common/v1/status_pb";
-import { PublishMode, TrainConfigSchema, type TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import { PublishMode, TrainConfigSchema, TrainingEngine as TrainingEngineKind, type TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import {
   CheckpointReason,
   CheckpointSchema,
@@ -47,8 +47,11 @@ export interface ExecutorDependencies {
    * not the job failing, and must not use up its deliveries.
    */
   readonly queue?: Pick<JobQueue, "enqueue">;
-  /** What this trainer can run: a job it was handed but cannot (a GPU index it lacks) fails saying why. */
-  readonly capabilities?: TrainerCapabilities;
+  /**
+   * What this trainer can run: a job it was handed but cannot (a GPU index it lacks) fails saying why. `now`
+   * is what is known so far (onnxruntime before the torch probe answers); `probed` settles with the probe.
+   */
+  readonly capabilities?: { readonly now: () => TrainerCapabilities; readonly probed: Promise<TrainerCapabilities> };
   /** The trainer's environment, for engine processes. */
   readonly env?: Readonly<Record<string, string | undefined>>;
   /** POSELOOP_ENGINE_TIMEOUT. */
@@ -248,7 +251,9 @@ export class JobExecutor {
     if (endEpoch !== undefined && endEpoch !== 0) config.endEpoch = endEpoch;
     job.config = config;
     const resumeFrom = job.lastCheckpoint;
-    const capabilities = this.#deps.capabilities;
+    // Only a job that needs torch (the PyTorch engine, or a state_dict to read) waits for the probe.
+    const needsTorch = config.engine === TrainingEngineKind.PYTORCH || (config.model?.pretrained ?? "") !== "";
+    const capabilities = needsTorch ? await this.#deps.capabilities?.probed : this.#deps.capabilities?.now();
     if (capabilities !== undefined) {
       const verdict = canRun(capabilities, config);
       if (!verdict.ok) throw new AppError(Code.FAILED_PRECONDITION, verdict.reason);

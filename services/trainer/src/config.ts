@@ -43,6 +43,11 @@ export interface TrainerConfig {
    * state transfer) for this long is hung: it is killed and the job fails, keeping its last checkpoint.
    */
   readonly engineTimeoutMs: number;
+  /**
+   * POSELOOP_RDZV_HOST (default: this host's name): the address the other nodes of a multi-node job reach this
+   * trainer at, when it runs node 0 and hosts the rendezvous (TRAIN.NODES > 1 without TRAIN.RDZV_ENDPOINT).
+   */
+  readonly rdzvHost: string;
 }
 
 /**
@@ -62,7 +67,7 @@ export const TRAINER_METHOD_ACCESS: MethodAccessMap = Object.freeze(
  * POSELOOP_CHECKPOINT_DIR, POSELOOP_MAX_CONCURRENT_JOBS (default 1), POSELOOP_JOB_ACK_WAIT (default 60s),
  * POSELOOP_TRAINER_TOKENS ("role:token,..."; roles stream, train, admin), POSELOOP_TRAINER_TOKENS_FILE,
  * POSELOOP_TRAINER_TOKEN (an admin token), POSELOOP_TLS_CERT, POSELOOP_TLS_KEY, POSELOOP_TLS_CLIENT_CA,
- * POSELOOP_PYTHON, POSELOOP_ENGINE_TIMEOUT (default 10m), POSELOOP_INSECURE, POSELOOP_GRPC_MAX_MESSAGE_BYTES, POSELOOP_DRAIN_TIMEOUT and the standard OTEL_* ones.
+ * POSELOOP_PYTHON, POSELOOP_ENGINE_TIMEOUT (default 10m), POSELOOP_RDZV_HOST, POSELOOP_INSECURE, POSELOOP_GRPC_MAX_MESSAGE_BYTES, POSELOOP_DRAIN_TIMEOUT and the standard OTEL_* ones.
  * Without tokens or TLS it listens on 127.0.0.1 only (see grpcServerSettingsFromEnv).
  * Other POSELOOP_* names that no PoseLoop process reads come back in `unknownVariables`.
  */
@@ -87,6 +92,7 @@ export function loadConfig(env: Env): TrainerConfig {
   const jobAckWaitMs = reader.durationMs("POSELOOP_JOB_ACK_WAIT", { default: 60_000, min: 1000, max: 3_600_000 });
   const python = reader.string("POSELOOP_PYTHON", { default: "" });
   const engineTimeoutMs = reader.durationMs("POSELOOP_ENGINE_TIMEOUT", { default: 600_000, min: 1000, max: 86_400_000 });
+  const rdzvHost = reader.string("POSELOOP_RDZV_HOST", { default: hostname(), pattern: /^([A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:]+\])$/, hint: "must be a host name, an IPv4 address or a [bracketed] IPv6 address" });
   reader.done("trainer configuration");
   // The other service's and the CLI's variables are known too: users run them all from one shell.
   const unknown = unknownVariables(env, "POSELOOP_", [...POSELOOP_ENV_VARIABLES, ...reader.names]);
@@ -107,5 +113,6 @@ export function loadConfig(env: Env): TrainerConfig {
     authToken,
     python,
     engineTimeoutMs,
+    rdzvHost,
   });
 }

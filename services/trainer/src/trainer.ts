@@ -21,6 +21,7 @@ import { CheckpointList } from "./jobs/checkpoint-list.js";
 import { BlobCheckpointStore, DirectoryCheckpointStore, type CheckpointStore } from "./jobs/checkpoint-store.js";
 import { JobExecutor } from "./jobs/job-executor.js";
 import { JobStore, TRAINING_QUEUE } from "./jobs/job-store.js";
+import { nodeQueueName, runNodeTask } from "./jobs/node-runner.js";
 import { trainerService } from "./trainer-service.js";
 
 /** How long the PyTorch probe may take per interpreter: importing torch takes seconds, CUDA's init more. */
@@ -92,12 +93,25 @@ export async function startTrainer(config: TrainerConfig, logger: Logger, option
       directory.advertise(info).catch((error: unknown) => logger.warn("refreshing this trainer's advertisement failed", { err: error }));
     }, ADVERTISE_EVERY_MS);
     /** The queues this trainer's consumers take jobs from, in turn; the probe adds the PyTorch engine's. */
-    const consumed: { placement: Placement; queue: JobQueue }[] = [];
+    const consumed: { name: string; queue: JobQueue; nodes: boolean }[] = [];
+    const nodeQueues = new Map<"cpu" | "cuda", Promise<JobQueue>>();
+    const nodeQueue = (kind: "cpu" | "cuda"): Promise<JobQueue> => {
+      let opened = nodeQueues.get(kind);
+      if (opened === undefined) {
+        opened = bus.jobQueue(nodeQueueName(TRAINING_QUEUE, kind), { ackWaitMs: config.jobAckWaitMs });
+        opened.catch(() => nodeQueues.delete(kind));
+        nodeQueues.set(kind, opened);
+      }
+      return opened;
+    };
     const consume = async (placements: readonly Placement[]): Promise<void> => {
       if (config.maxConcurrentJobs === 0) return;
       for (const placement of placements) {
-        if (consumed.some((c) => c.placement === placement)) continue;
-        consumed.push({ placement, queue: await queueFor(placement) });
+        if (consumed.some((c) => c.name === placement)) continue;
+        consumed.push({ name: placement, queue: await queueFor(placement), nodes: false });
+        // A trainer that runs the PyTorch engine on a device kind also runs the other nodes of its multi-node jobs.
+        const kind = placement === "pytorch-cpu" ? "cpu" : placement === "pytorch-cuda" ? "cuda" : undefined;
+        if (kind !== undefined) consumed.push({ name: `nodes-${kind}`, queue: await nodeQueue(kind), nodes: true });
       }
     };
     await consume(placementsOf(capabilities));
@@ -125,7 +139,15 @@ export async function startTrainer(config: TrainerConfig, logger: Logger, option
       capabilities: { now: () => capabilities, probed },
       env: options.env ?? process.env,
       engineTimeoutMs: config.engineTimeoutMs,
+      nodeQueue,
+      rdzvHost: config.rdzvHost,
     });
+    const nodeRunner = {
+      store: runStore,
+      logger,
+      env: options.env ?? process.env,
+      python: async () => (await probed).engines.find((engine) => engine.name === "pytorch" && engine.available)?.python,
+    };
     const grpc = await startGrpcServer(config.grpc, {
       logger,
       service: "trainer",
@@ -159,7 +181,9 @@ export async function startTrainer(config: TrainerConfig, logger: Logger, option
               const from = consumed[turn++ % consumed.length];
               if (from === undefined) return; // an API-only trainer (no consumers) never gets here
               const delivery = await from.queue.next({ waitMs: consumed.length === 1 ? 1000 : QUEUE_POLL_MS, signal: controller.signal });
-              if (delivery !== undefined) await executor.run(delivery, controller.signal, from.queue);
+              if (delivery === undefined) continue;
+              if (from.nodes) await runNodeTask(delivery, nodeRunner, controller.signal);
+              else await executor.run(delivery, controller.signal, from.queue);
             } catch (error) {
               if (controller.signal.aborted) return;
               logger.warn("taking a job from the queue failed; retrying", { err: error });

@@ -208,8 +208,10 @@ describe("TorchTrainingEngine options", () => {
     });
     expect(engineCommand(resolveTorchEngineOptions({ ...base, gpus: 8, nodes: 2, nodeRank: 1, rdzvEndpoint: "trainer-0.internal:29400", rdzvId: "job-42", torchrun: "/usr/bin/torchrun" }))).toEqual({
       command: "/usr/bin/torchrun",
-      args: ["--nnodes", "2", "--node_rank", "1", "--rdzv_backend", "c10d", "--rdzv_endpoint", "trainer-0.internal:29400", "--rdzv_id", "job-42", "--nproc_per_node", "8", "--max_restarts", "0", "-m", "poseloop_torch"],
+      args: ["--nnodes", "2", "--node_rank", "1", "--master_addr", "trainer-0.internal", "--master_port", "29400", "--nproc_per_node", "8", "--max_restarts", "0", "-m", "poseloop_torch"],
     });
+    // An IPv6 endpoint: torchrun takes the address without its brackets.
+    expect(engineCommand(resolveTorchEngineOptions({ ...base, nodes: 2, rdzvEndpoint: "[fd00::7]:29400" })).args.slice(2, 10)).toEqual(["--nnodes", "2", "--node_rank", "0", "--master_addr", "fd00::7", "--master_port", "29400"]);
   });
 
   it("names every invalid option at once", () => {

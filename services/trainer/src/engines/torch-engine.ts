@@ -123,15 +123,42 @@ export function resolveTorchEngineOptions(options: TorchEngineOptions): Resolved
  */
 export function engineCommand(options: ResolvedTorchEngineOptions): { command: string; args: string[] } {
   if (options.gpus === 1 && options.nodes === 1) return { command: options.python, args: ["-m", "poseloop_torch"] };
+  return torchrunCommand(options);
+}
+
+/** What torchrun needs to start one node's processes of a job. */
+export interface NodeLaunch {
+  readonly python: string;
+  /** Default `<python> -m poseloop_torch.torchrun`. */
+  readonly torchrun?: string;
+  readonly gpus: number;
+  readonly nodes: number;
+  readonly nodeRank: number;
+  /** host:port of node 0, where the nodes meet (nodes > 1). */
+  readonly rdzvEndpoint?: string;
+  readonly rdzvId: string;
+}
+
+/**
+ * torchrun for one node of a job: `--standalone` on one node; across nodes the static rendezvous at node 0's
+ * endpoint, where --node_rank decides which node is which. (c10d's dynamic rendezvous ranks nodes in the order
+ * they join, so the node the trainer feeds — whose rank 0 speaks the protocol — could end up anywhere.) The
+ * trainer runs node 0; the other nodes' trainers run the same command with their rank, and their processes take
+ * each request from rank 0 over the process group.
+ */
+export function torchrunCommand(launch: NodeLaunch): { command: string; args: string[] } {
   // poseloop_torch.torchrun is torchrun itself, patched where torch 1.13's crashes on Python 3.11 before
   // starting a worker (its --redirects/--tee defaults; see the module).
-  const launcher = options.torchrun === undefined ? { command: options.python, args: ["-m", "poseloop_torch.torchrun"] } : { command: options.torchrun, args: [] };
-  const topology =
-    options.nodes === 1
-      ? ["--standalone"]
-      : ["--nnodes", String(options.nodes), "--node_rank", String(options.nodeRank), "--rdzv_backend", "c10d", "--rdzv_endpoint", options.rdzvEndpoint ?? "", "--rdzv_id", options.rdzvId];
+  const launcher = launch.torchrun === undefined ? { command: launch.python, args: ["-m", "poseloop_torch.torchrun"] } : { command: launch.torchrun, args: [] };
+  let topology = ["--standalone"];
+  if (launch.nodes > 1) {
+    const endpoint = launch.rdzvEndpoint ?? "";
+    const colon = endpoint.lastIndexOf(":");
+    const host = endpoint.slice(0, colon).replace(/^\[(.*)\]$/, "$1");
+    topology = ["--nnodes", String(launch.nodes), "--node_rank", String(launch.nodeRank), "--master_addr", host, "--master_port", endpoint.slice(colon + 1)];
+  }
   // A failed worker fails the job: torchrun restarting it would replay requests the trainer already sent.
-  return { command: launcher.command, args: [...launcher.args, ...topology, "--nproc_per_node", String(options.gpus), "--max_restarts", "0", "-m", "poseloop_torch"] };
+  return { command: launcher.command, args: [...launcher.args, ...topology, "--nproc_per_node", String(launch.gpus), "--max_restarts", "0", "-m", "poseloop_torch"] };
 }
 
 const count = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);

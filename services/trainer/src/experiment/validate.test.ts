@@ -253,7 +253,6 @@ describe("engines and devices", () => {
       "TRAIN.GPUS (gpus) 2 cannot be used with engine onnxruntime on cpu: GPUS starts one torchrun process per GPU (TRAIN.ENGINE pytorch); onnxruntime trains data-parallel with TRAIN.REPLICAS",
       "TRAIN.NODES (nodes) 2 cannot be used with engine onnxruntime on cpu: multi-node training runs under torchrun (TRAIN.ENGINE pytorch)",
       "TRAIN.GPUS (gpus) 2 and TRAIN.REPLICAS (replicas) 2 cannot be combined on engine onnxruntime on cpu: data-parallel over processes or over replicas in one process, not both",
-      "TRAIN.RDZV_ENDPOINT (rdzv_endpoint) is required when TRAIN.NODES is 2 (engine onnxruntime on cpu): torchrun's nodes meet at host:port",
       "TRAIN.SYNC_BN (sync_batch_norm) cannot be used with engine onnxruntime on cpu: synchronized BatchNorm is the PyTorch engine's (TRAIN.ENGINE pytorch)",
       "TRAIN.CHANNELS_LAST (channels_last) applies only to TRAIN.ENGINE pytorch on cuda (tensor-core convolutions), got engine onnxruntime on cpu",
       'MODEL.PRETRAINED (model.pretrained) must be a PyTorch state_dict file (.pth or .pt) under the trainer\'s data root, got "../weights.bin"',

@@ -622,9 +622,9 @@ function engineProblems(config: TrainConfig): string[] {
   if (config.gpus > 1 && config.replicas > 1) {
     problems.push(`${field("TRAIN.GPUS", "gpus")} ${config.gpus} and ${field("TRAIN.REPLICAS", "replicas")} ${config.replicas} cannot be combined on ${at}: data-parallel over processes or over replicas in one process, not both`);
   }
-  if (config.nodes > 1 && config.rdzvEndpoint === "") {
-    problems.push(`${field("TRAIN.RDZV_ENDPOINT", "rdzv_endpoint")} is required when TRAIN.NODES is ${config.nodes} (${at}): torchrun's nodes meet at host:port`);
-  } else if (config.rdzvEndpoint !== "" && config.nodes <= 1) {
+  // Without TRAIN.RDZV_ENDPOINT the trainer that runs node 0 hosts the rendezvous at an address of its own
+  // (POSELOOP_RDZV_HOST and a free port) and tells the other nodes' trainers.
+  if (config.rdzvEndpoint !== "" && config.nodes <= 1) {
     problems.push(`${field("TRAIN.RDZV_ENDPOINT", "rdzv_endpoint")} applies only to TRAIN.NODES > 1, got ${config.nodes} node on ${at}`);
   } else if (config.rdzvEndpoint !== "" && !/^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\]):\d{1,5}$/.test(config.rdzvEndpoint)) {
     problems.push(`${field("TRAIN.RDZV_ENDPOINT", "rdzv_endpoint")} must be host:port, got ${JSON.stringify(config.rdzvEndpoint.slice(0, 60))}`);

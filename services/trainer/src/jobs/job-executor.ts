@@ -2,11 +2,12 @@ import { clone, create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { context as otelContext, SpanKind, trace, type Span } from "@opentelemetry/api";
 import { DEFAULT_MAX_DELIVERIES, type JobDelivery, type JobQueue, type ModelRegistry } from "@poseloop/bus";
+import { createServer } from "node:net";
 import { AppError, Code, type Logger } from "@poseloop/core";
 import { KeypointMetricsSchema, type KeypointMetrics } from "@poseloop/proto/poseloop/common/v1/metrics_pb";
 import { ModelRefSchema, type ModelManifest, type ModelRef } from "@poseloop/proto/poseloop/common/v1/model_pb";
 import { StatusSchema } from "@poseloop/proto/poseloop/common/v1/status_pb";
-import { PublishMode, TrainConfigSchema, TrainingEngine as TrainingEngineKind, type TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import { Device, PublishMode, TrainConfigSchema, TrainingEngine as TrainingEngineKind, type TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import {
   CheckpointReason,
   CheckpointSchema,
@@ -25,6 +26,7 @@ import { TrainingSession } from "../runner/training-session.js";
 import type { TrainChunk } from "../runner/training-run.js";
 import { canRun, type TrainerCapabilities } from "../engines/capabilities.js";
 import type { CheckpointStore } from "./checkpoint-store.js";
+import { queueNodeTasks } from "./node-runner.js";
 import type { CheckpointList } from "./checkpoint-list.js";
 import { isTerminal, JobEventLog, StaleOwnerError, type JobOwner, type JobStore } from "./job-store.js";
 
@@ -56,6 +58,10 @@ export interface ExecutorDependencies {
   readonly env?: Readonly<Record<string, string | undefined>>;
   /** POSELOOP_ENGINE_TIMEOUT. */
   readonly engineTimeoutMs?: number;
+  /** Where a multi-node job's other nodes are queued, by device kind (see node-runner.ts). */
+  readonly nodeQueue?: (kind: "cpu" | "cuda") => Promise<Pick<JobQueue, "enqueue">>;
+  /** POSELOOP_RDZV_HOST: the address other nodes reach this trainer at, for a rendezvous it hosts. */
+  readonly rdzvHost?: string;
 }
 
 /** How #execute settles its delivery: acked (a final state), handed back (stopping), or left (taken over). */
@@ -260,6 +266,7 @@ export class JobExecutor {
     }
     const python = capabilities?.engines.find((engine) => engine.name === "pytorch" && engine.available)?.python;
     const checkpoint = resumeFrom === undefined ? undefined : await checkpoints.get(resumeFrom.location, resumeFrom.digest);
+    const rendezvous = await this.#rendezvous(config, jobId, owner);
     const fineTune = checkpoint === undefined ? await this.#initWeights(config) : undefined;
     const teacher = await this.#teacher(config);
     const session = await TrainingSession.start({
@@ -272,6 +279,7 @@ export class JobExecutor {
       ...(python === undefined ? {} : { python }),
       ...(this.#deps.env === undefined ? {} : { env: { ...this.#deps.env } }),
       ...(this.#deps.engineTimeoutMs === undefined ? {} : { engineTimeoutMs: this.#deps.engineTimeoutMs }),
+      ...(rendezvous === undefined ? {} : { rendezvous }),
     }, `poseloop-training-${jobId}`);
     const cancelWatch = new AbortController();
     const watching = (async () => {
@@ -425,6 +433,24 @@ export class JobExecutor {
       if (last !== undefined) await this.#publishFromRun(job, events, session, last, true, owner);
     }
     await this.#finish(events, jobId, JobState.SUCCEEDED, "training finished", undefined, owner);
+  }
+
+  /**
+   * TRAIN.NODES > 1: this trainer runs node 0 of the attempt; the other nodes are queued for trainers of the same
+   * device kind, with the attempt's own rendezvous (an earlier attempt's nodes never join it: a fresh port).
+   * Node 0 hosts it at TRAIN.RDZV_ENDPOINT, or at POSELOOP_RDZV_HOST and a free port.
+   */
+  async #rendezvous(config: TrainConfig, jobId: string, owner: JobOwner): Promise<{ endpoint: string; id: string } | undefined> {
+    if (config.engine !== TrainingEngineKind.PYTORCH || config.nodes <= 1) return undefined;
+    const queueFor = this.#deps.nodeQueue;
+    if (queueFor === undefined) throw new AppError(Code.FAILED_PRECONDITION, `job ${jobId} spans ${config.nodes} nodes, and this trainer cannot queue the other nodes`);
+    const chosen = config.rdzvEndpoint === "";
+    const endpoint = chosen ? `${this.#deps.rdzvHost ?? "127.0.0.1"}:${await freePort()}` : config.rdzvEndpoint;
+    const id = `${jobId}-a${owner.attempt}`;
+    const queue = await queueFor(config.device === Device.CUDA ? "cuda" : "cpu");
+    await queueNodeTasks(queue, jobId, owner.attempt, { gpus: Math.max(1, config.gpus), nodes: config.nodes, rdzvEndpoint: endpoint, rdzvId: id });
+    this.#deps.logger.info("queued the other nodes of a multi-node job", { job_id: jobId, nodes: config.nodes, rdzv_endpoint: endpoint });
+    return { endpoint, id };
   }
 
   /**
@@ -594,4 +620,16 @@ export class JobExecutor {
     if (artifact === undefined) throw new AppError(Code.FAILED_PRECONDITION, `${manifest.model?.name} ${manifest.model?.version} has no ${file} (published by another tool?)`);
     return this.#deps.registry.getArtifact(artifact.objectName, { expectedDigest: artifact.digest });
   }
+}
+
+/** A TCP port free on this host now, for a rendezvous store node 0 is about to host. */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, () => {
+      const address = server.address();
+      server.close(() => (typeof address === "object" && address !== null ? resolve(address.port) : reject(new Error("no port"))));
+    });
+  });
 }

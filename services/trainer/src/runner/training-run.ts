@@ -49,6 +49,8 @@ export interface RunInit {
   readonly env?: Readonly<Record<string, string | undefined>>;
   /** POSELOOP_ENGINE_TIMEOUT: the PyTorch engine answering no request this long counts as hung. */
   readonly engineTimeoutMs?: number;
+  /** TRAIN.NODES > 1: where this attempt's nodes meet; this run is node 0 (see jobs/node-runner.ts). */
+  readonly rendezvous?: { readonly endpoint: string; readonly id: string };
 }
 
 /** Where a run stands. */
@@ -504,8 +506,7 @@ async function createEngine(config: TrainConfig, contract: RunContract, training
     replicas: dataParallel(config),
     gpus: Math.max(1, config.gpus),
     nodes: Math.max(1, config.nodes),
-    ...(config.rdzvEndpoint === "" ? {} : { rdzvEndpoint: config.rdzvEndpoint }),
-    rdzvId: init.jobId,
+    ...(init.rendezvous === undefined ? {} : { rdzvEndpoint: init.rendezvous.endpoint, rdzvId: init.rendezvous.id }),
     threads: config.intraOpThreads,
     channelsLast: config.channelsLast ?? false,
     syncBatchNorm: config.syncBatchNorm,

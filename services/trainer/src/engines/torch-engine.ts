@@ -31,7 +31,7 @@ export interface TorchEngineOptions {
   readonly replicas?: number;
   /** GPUs per node; above 1 the engine runs under torchrun, one process per GPU. Default 1. */
   readonly gpus?: number;
-  /** Nodes of a multi-node job (torchrun with the c10d rendezvous). Default 1. */
+  /** Nodes of a multi-node job (torchrun, static rendezvous at node 0). Default 1. */
   readonly nodes?: number;
   /** This node's rank, 0 ≤ nodeRank < nodes. Default 0. */
   readonly nodeRank?: number;
@@ -119,7 +119,7 @@ export function resolveTorchEngineOptions(options: TorchEngineOptions): Resolved
 
 /**
  * How the engine is launched: `python -m poseloop_torch` for one process, torchrun (one process per GPU,
- * `--standalone` on one node, the c10d rendezvous across nodes) otherwise.
+ * `--standalone` on one node, the static rendezvous at node 0 across nodes) otherwise.
  */
 export function engineCommand(options: ResolvedTorchEngineOptions): { command: string; args: string[] } {
   if (options.gpus === 1 && options.nodes === 1) return { command: options.python, args: ["-m", "poseloop_torch"] };

@@ -115,11 +115,12 @@ def main() -> int:
         if not line.strip():
             continue
         times = []
+        loss = float("nan")
         for _ in range(int(json.loads(line)["steps"])):
             start = time.perf_counter()
-            step()
+            loss = step()
             times.append((time.perf_counter() - start) * 1000)
-        print(json.dumps({"type": "times", "ms": times}), flush=True)
+        print(json.dumps({"type": "times", "ms": times, "loss": loss}), flush=True)
     return 0
 
 

@@ -95,10 +95,15 @@ class BareLoop {
     }
   }
 
+  /** The loss of the last step taken: both sides train the same numbers, so a timing of a diverged run shows. */
+  lastLoss = Number.NaN;
+
   /** Per-step milliseconds of `steps` steps. */
   async steps(steps: number): Promise<number[]> {
     this.#child.stdin.write(`${JSON.stringify({ steps })}\n`);
-    return (await nextAnswer(this.#lines, this.#stderr)).ms as number[];
+    const answer = await nextAnswer(this.#lines, this.#stderr);
+    this.lastLoss = typeof answer.loss === "number" ? answer.loss : Number.NaN;
+    return answer.ms as number[];
   }
 
   async close(): Promise<void> {
@@ -148,13 +153,18 @@ async function writeWeights(path: string, weights: EngineWeights): Promise<strin
 /** One side of the comparison: `steps` of its steps, each one's milliseconds. */
 type Stepper = (steps: number) => Promise<number[]>;
 
-function engineStepper(engine: TrainingEngine, batches: readonly StepBatch[]): Stepper {
+function engineStepper(engine: TrainingEngine, batches: readonly StepBatch[], losses?: { last: number }): Stepper {
   let taken = 0;
   return async (steps) => {
     const times: number[] = [];
     for (let i = 0; i < steps; i++) {
       const batch = batches[taken++ % batches.length] as StepBatch;
-      times.push(await timeMs(() => engine.run(batch, LR)));
+      times.push(
+        await timeMs(async () => {
+          const result = await engine.run(batch, LR);
+          if (losses !== undefined) losses.last = result.loss;
+        }),
+      );
     }
     return times;
   };
@@ -210,10 +220,11 @@ export async function run(): Promise<void> {
           }
           if (ortEngine !== undefined) ortDescription ||= ortEngine.description;
           const steppers: Stepper[] = [];
+          const torchLoss = { last: Number.NaN };
           if (ortEngine !== undefined) steppers.push(engineStepper(ortEngine, batches));
           if (torchEngine !== undefined && bareLoop !== undefined) {
             const loop = bareLoop;
-            steppers.push(engineStepper(torchEngine, batches), (steps) => loop.steps(steps));
+            steppers.push(engineStepper(torchEngine, batches, torchLoss), (steps) => loop.steps(steps));
           }
           const medians = await interleaved(c, steppers);
           const ortMs = ortEngine === undefined ? undefined : medians.shift();
@@ -228,6 +239,8 @@ export async function run(): Promise<void> {
             cell(bareMs),
             torchMs === undefined || bareMs === undefined ? "n/a" : fmt(bareMs / torchMs),
             torchMs === undefined || ortMs === undefined ? "n/a" : fmt(torchMs / ortMs),
+            // Both took the same steps from the same weights: equal losses say the timings are of the same work.
+            bareLoop === undefined ? "n/a" : `${torchLoss.last.toExponential(3)} / ${bareLoop.lastLoss.toExponential(3)}`,
           ]);
         } finally {
           await Promise.all([ortEngine?.release(), torchEngine?.release(), bareLoop?.close()]);
@@ -239,7 +252,7 @@ export async function run(): Promise<void> {
   }
   printTable(
     `training engines, samples/s (median step), ${threads} threads each, Adam, fp32 unless marked${QUICK ? " [QUICK: tiny batches, not a measurement]" : ""}`,
-    ["model", "batch", "warm+timed steps", "onnxruntime engine", "pytorch engine", "bare pytorch loop", "engine/bare (goal >= 0.95)", "onnxruntime/pytorch engine"],
+    ["model", "batch", "warm+timed steps", "onnxruntime engine", "pytorch engine", "bare pytorch loop", "engine/bare (goal >= 0.95)", "onnxruntime/pytorch engine", "last loss engine / bare"],
     rows,
   );
   const kernels = (ready: BareReady | undefined): string => (ready === undefined ? "none" : Object.entries(ready.convKernels).map(([name, n]) => `${name} x${n}`).join(", "));

@@ -1,9 +1,10 @@
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { runCli, TraceCollector, type CliIo } from "@poseloop/cli";
+import { TraceCollector } from "@poseloop/cli";
 import { tinyExperiment } from "@poseloop/cli/testing";
 import { makeTempDir, NatsServer, spawnService, waitFor, type ServiceProcess } from "@poseloop/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { cliSession, jsonLines } from "./cli-session.js";
 
 // The whole loop as it runs in production: a NATS server, the trainer and the inferencer as separate
 // processes exporting spans over OTLP/JSON to a receiver in this test, and the poseloop CLI driving them.
@@ -20,15 +21,7 @@ let trainer: ServiceProcess | undefined;
 let inferencer: ServiceProcess | undefined;
 let env: Record<string, string>;
 
-async function cli(argv: readonly string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = "";
-  let stderr = "";
-  const io: CliIo = { stdout: { write: (chunk: string) => (stdout += chunk) }, stderr: { write: (chunk: string) => (stderr += chunk) }, env, cwd: dir.path };
-  const code = await runCli(argv, io);
-  return { code, stdout, stderr };
-}
-
-const jsonLines = <T>(text: string): T[] => text.trimEnd().split("\n").map((line) => JSON.parse(line) as T);
+const cli = cliSession(() => ({ env, cwd: dir.path }));
 
 beforeAll(async () => {
   [nats, receiver, dir] = await Promise.all([NatsServer.start(), TraceCollector.start(), makeTempDir("poseloop-e2e-")]);

@@ -1,9 +1,9 @@
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { runCli, type CliIo } from "@poseloop/cli";
 import { tinyExperiment } from "@poseloop/cli/testing";
 import { childProcesses, makeTempDir, NatsServer, spawnService, waitFor, type ServiceProcess } from "@poseloop/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { cliSession, jsonLines } from "./cli-session.js";
 
 // A job trained by the PyTorch engine goes the way every job goes: the trainer and the inferencer as separate
 // processes on a NATS server of this file's own, the CLI driving them. The engine is Debian's torch on the
@@ -18,15 +18,7 @@ let trainer: ServiceProcess | undefined;
 let inferencer: ServiceProcess | undefined;
 let env: Record<string, string>;
 
-async function cli(argv: readonly string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = "";
-  let stderr = "";
-  const io: CliIo = { stdout: { write: (chunk: string) => (stdout += chunk) }, stderr: { write: (chunk: string) => (stderr += chunk) }, env, cwd: dir.path };
-  const code = await runCli(argv, io);
-  return { code, stdout, stderr };
-}
-
-const jsonLines = <T>(text: string): T[] => text.trimEnd().split("\n").map((line) => JSON.parse(line) as T);
+const cli = cliSession(() => ({ env, cwd: dir.path }));
 
 interface TrainLine {
   type: string;

@@ -507,7 +507,9 @@ async function createEngine(config: TrainConfig, contract: RunContract, training
     gpus: Math.max(1, config.gpus),
     nodes: Math.max(1, config.nodes),
     ...(init.rendezvous === undefined ? {} : { rdzvEndpoint: init.rendezvous.endpoint, rdzvId: init.rendezvous.id }),
-    threads: config.intraOpThreads,
+    // TRAIN.INTRA_OP_THREADS is per replica: onnxruntime runs each replica in a thread of its own, this engine runs
+    // a process's replicas one after another, so it gets all their threads.
+    threads: config.intraOpThreads * (Math.max(1, config.gpus) * Math.max(1, config.nodes) > 1 ? 1 : Math.max(1, config.replicas)),
     channelsLast: config.channelsLast ?? false,
     syncBatchNorm: config.syncBatchNorm,
     python: init.python,

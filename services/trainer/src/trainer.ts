@@ -86,8 +86,9 @@ export async function startTrainer(config: TrainerConfig, logger: Logger, option
     let capabilities: TrainerCapabilities = { workerId: config.workerId, engines: [onnxruntimeCapability()] };
     const directory = await TrainerDirectory.open(bus);
     let info: TrainerInfo = toTrainerInfo(capabilities, config.maxConcurrentJobs);
-    // Advertised before the service answers, so that its own StartTraining already counts this trainer.
-    await directory.advertise(info);
+    // Advertised before the service answers, so that its own StartTraining already counts this trainer; a
+    // failure (JetStream briefly unavailable) is no reason not to start: the refresh below writes it again.
+    await directory.advertise(info).catch((error: unknown) => logger.warn("advertising this trainer failed; the next refresh tries again", { err: error }));
     advertising = setInterval(() => {
       info = toTrainerInfo(capabilities, config.maxConcurrentJobs);
       directory.advertise(info).catch((error: unknown) => logger.warn("refreshing this trainer's advertisement failed", { err: error }));

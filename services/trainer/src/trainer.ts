@@ -69,18 +69,21 @@ export async function startTrainer(config: TrainerConfig, logger: Logger, option
     const checkpoints: CheckpointStore = config.checkpointDir === "" ? await BlobCheckpointStore.open(bus) : new DirectoryCheckpointStore(config.checkpointDir);
     // The queue's default delivery limit bounds a job that fails the same way every time; its last failure is final.
     const queue = await bus.jobQueue(TRAINING_QUEUE, { ackWaitMs: config.jobAckWaitMs });
-    // Each placement class (engine and device kind) has its queue; onnxruntime-cpu's is the one above.
-    const queues = new Map<Placement, Promise<JobQueue>>([["onnxruntime-cpu", Promise.resolve(queue)]]);
-    const queueFor = (placement: Placement): Promise<JobQueue> => {
-      let opened = queues.get(placement);
+    // Each placement class (engine and device kind) has its queue, onnxruntime-cpu's the one above, and so has
+    // each device kind's nodes of multi-node jobs; each is opened once, when first needed.
+    const queues = new Map<string, Promise<JobQueue>>([[TRAINING_QUEUE, Promise.resolve(queue)]]);
+    const openQueue = (name: string): Promise<JobQueue> => {
+      let opened = queues.get(name);
       if (opened === undefined) {
-        opened = bus.jobQueue(queueNameOf(TRAINING_QUEUE, placement), { ackWaitMs: config.jobAckWaitMs });
+        opened = bus.jobQueue(name, { ackWaitMs: config.jobAckWaitMs });
         // A failed open is tried again by the next caller, not remembered.
-        opened.catch(() => queues.delete(placement));
-        queues.set(placement, opened);
+        opened.catch(() => queues.delete(name));
+        queues.set(name, opened);
       }
       return opened;
     };
+    const queueFor = (placement: Placement): Promise<JobQueue> => openQueue(queueNameOf(TRAINING_QUEUE, placement));
+    const nodeQueue = (kind: "cpu" | "cuda"): Promise<JobQueue> => openQueue(nodeQueueName(TRAINING_QUEUE, kind));
     // Until the probe answers, the trainer serves and trains onnxruntime jobs; the PyTorch engine's queues are
     // consumed once it is known to work (importing torch takes seconds, a trainer start should not).
     let capabilities: TrainerCapabilities = { workerId: config.workerId, engines: [onnxruntimeCapability()] };
@@ -95,16 +98,6 @@ export async function startTrainer(config: TrainerConfig, logger: Logger, option
     }, ADVERTISE_EVERY_MS);
     /** The queues this trainer's consumers take jobs from, in turn; the probe adds the PyTorch engine's. */
     const consumed: { name: string; queue: JobQueue; nodes: boolean }[] = [];
-    const nodeQueues = new Map<"cpu" | "cuda", Promise<JobQueue>>();
-    const nodeQueue = (kind: "cpu" | "cuda"): Promise<JobQueue> => {
-      let opened = nodeQueues.get(kind);
-      if (opened === undefined) {
-        opened = bus.jobQueue(nodeQueueName(TRAINING_QUEUE, kind), { ackWaitMs: config.jobAckWaitMs });
-        opened.catch(() => nodeQueues.delete(kind));
-        nodeQueues.set(kind, opened);
-      }
-      return opened;
-    };
     const consume = async (placements: readonly Placement[]): Promise<void> => {
       if (config.maxConcurrentJobs === 0) return;
       for (const placement of placements) {

@@ -1,4 +1,5 @@
 import { copyFile, readFile, writeFile } from "node:fs/promises";
+import { connect } from "node:net";
 import { join } from "node:path";
 import { credentials, type ChannelCredentials } from "@grpc/grpc-js";
 import { AppError, Code, createJsonLogger } from "@poseloop/core";
@@ -247,5 +248,22 @@ describe("TLS", () => {
     await expect.poll(() => lines.some((line) => line.includes("tls certificates reloaded")), { timeout: 5000 }).toBe(true);
     expect(await call(clientCa)).toBe("ok");
     expect(await call(serverCa)).toMatch(/^(14|4):/);
+  });
+
+  it("disconnects a client that never finishes its TLS handshake", async () => {
+    const issued = await pki.issue("server-ca", "handshake-server");
+    const tls = await ReloadingServerCredentials.create({ certFile: issued.cert, keyFile: issued.key }, { handshakeTimeoutMs: 300 });
+    cleanups.push(() => tls.close());
+    const server = new GrpcServer({ credentials: tls, tracing: false, maxConnectionIdleMs: 0 }).register(InferenceService, impl);
+    const { port } = await server.listen("127.0.0.1", 0);
+    cleanups.push(() => server.forceShutdown());
+    const started = Date.now();
+    const socket = connect(port, "127.0.0.1");
+    cleanups.push(() => void socket.destroy());
+    socket.on("error", () => undefined);
+    await new Promise<void>((resolve) => socket.on("close", () => resolve()));
+    expect(Date.now() - started).toBeLessThan(3000);
+    // The server still serves clients that do finish it.
+    expect(await failure(clientsOf(port, await trusting(serverCa)).inference.detectKeypoints({}))).toBe("ok");
   });
 });

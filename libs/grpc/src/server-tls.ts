@@ -25,9 +25,11 @@ export class ReloadingServerCredentials extends ServerCredentials {
   #timer: NodeJS.Timeout | undefined;
   #checking = false;
 
-  private constructor(files: ServerTlsFiles, context: SecureContextOptions, stamp: string, logger: Logger) {
+  private constructor(files: ServerTlsFiles, context: SecureContextOptions, stamp: string, logger: Logger, handshakeTimeoutMs: number) {
     const mutual = files.clientCaFile !== undefined;
-    super({ requestCert: mutual, rejectUnauthorized: mutual, minVersion: "TLSv1.2" }, context);
+    // A connection's idle limit only starts once its HTTP/2 session exists, which over TLS is after the
+    // handshake: until then a socket that never speaks is bounded by this timeout alone (Node's default 120 s).
+    super({ requestCert: mutual, rejectUnauthorized: mutual, minVersion: "TLSv1.2", handshakeTimeout: handshakeTimeoutMs }, context);
     this.#files = files;
     this.#logger = logger;
     this.#stamp = stamp;
@@ -36,12 +38,16 @@ export class ReloadingServerCredentials extends ServerCredentials {
   /**
    * Reads and checks the files (INVALID_ARGUMENT naming the file when one is missing or they do not make a
    * valid key pair), then checks them for changes every `reloadIntervalMs` (default 5 s) until close().
+   * A client that has not finished its TLS handshake within `handshakeTimeoutMs` (default 10 s) is disconnected.
    */
-  static async create(files: ServerTlsFiles, options: { logger?: Logger; reloadIntervalMs?: number } = {}): Promise<ReloadingServerCredentials> {
+  static async create(
+    files: ServerTlsFiles,
+    options: { logger?: Logger; reloadIntervalMs?: number; handshakeTimeoutMs?: number } = {},
+  ): Promise<ReloadingServerCredentials> {
     const logger = options.logger ?? silentLogger;
     const stamp = await stampOf(files);
     const context = await loadContext(files);
-    const credentials = new ReloadingServerCredentials(files, context, stamp, logger);
+    const credentials = new ReloadingServerCredentials(files, context, stamp, logger, options.handshakeTimeoutMs ?? 10_000);
     const timer = setInterval(() => void credentials.#reloadIfChanged(), options.reloadIntervalMs ?? 5_000);
     // Watching certificates is no reason to keep a process alive.
     timer.unref();

@@ -1,10 +1,12 @@
+import { createHash } from "node:crypto";
+import type { PeerCertificate } from "node:tls";
 import { Metadata } from "@grpc/grpc-js";
 import { AppError, Code } from "@poseloop/core";
 import { Health } from "@poseloop/proto/grpc/health/v1/health_pb";
 import { ServerReflection } from "@poseloop/proto/grpc/reflection/v1/reflection_pb";
 import { TrainerService } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
 import { describe, expect, it } from "vitest";
-import { AccessControl, accessKey, parseRoleTokens, Role } from "./access-control.js";
+import { AccessControl, accessKey, certificatePrincipal, parseRoleTokens, Role, tokenPrincipal } from "./access-control.js";
 
 const STREAM = "stream-token-0123456789";
 const TRAIN = "train-token-0123456789";
@@ -25,7 +27,7 @@ function outcome(name: string, token?: string, target = method(name)): string {
   const metadata = new Metadata();
   if (token !== undefined) metadata.set("authorization", `Bearer ${token}`);
   try {
-    return `ok:${access.check(target, metadata) ?? "open"}`;
+    return `ok:${access.check(target, metadata).role ?? "open"}`;
   } catch (error) {
     const appError = AppError.from(error);
     return `${appError.code === Code.UNAUTHENTICATED ? "UNAUTHENTICATED" : appError.code === Code.PERMISSION_DENIED ? "PERMISSION_DENIED" : "other"}:${appError.message}`;
@@ -67,7 +69,58 @@ describe("AccessControl", () => {
   it("checks nothing without tokens", () => {
     const open = new AccessControl([], {});
     expect(open.enabled).toBe(false);
-    expect(open.check(method("PublishCheckpoint"), new Metadata())).toBeUndefined();
+    expect(open.check(method("PublishCheckpoint"), new Metadata())).toEqual({ role: undefined, principal: undefined });
+  });
+});
+
+describe("the caller's principal", () => {
+  const withToken = (token: string): Metadata => {
+    const metadata = new Metadata();
+    metadata.set("authorization", `Bearer ${token}`);
+    return metadata;
+  };
+  /** What grpc-js hands over for a verified client certificate; only the subject matters here. */
+  const certificate = (cn: unknown): PeerCertificate => ({ subject: { CN: cn } }) as unknown as PeerCertificate;
+
+  it("names a token's caller by the first 12 hex digits of the token's SHA-256, never by the token", () => {
+    const caller = access.check(method("ListJobs"), withToken(TRAIN));
+    const expected = `token:${createHash("sha256").update(TRAIN).digest("hex").slice(0, 12)}`;
+    expect(caller).toEqual({ role: Role.TRAIN, principal: expected });
+    expect(tokenPrincipal(TRAIN)).toBe(expected);
+    expect(caller.principal).not.toContain(TRAIN);
+    expect(access.check(method("ListJobs"), withToken(ADMIN)).principal).not.toBe(expected);
+  });
+
+  it("keeps a token's principal through restarts and rotations of other tokens", () => {
+    const before = access.check(method("ListJobs"), withToken(TRAIN)).principal;
+    const rotated = new AccessControl([{ role: Role.ADMIN, token: "admin-token-after-rotation" }, { role: Role.TRAIN, token: TRAIN }], {
+      [accessKey(method("ListJobs"))]: Role.TRAIN,
+    });
+    expect(rotated.check(method("ListJobs"), withToken(TRAIN)).principal).toBe(before);
+    rotated.replaceTokens([{ role: Role.TRAIN, token: TRAIN }]);
+    expect(rotated.check(method("ListJobs"), withToken(TRAIN)).principal).toBe(before);
+  });
+
+  it("prefers the token to a client certificate, and names the certificate's CN where no token is checked", () => {
+    expect(access.check(method("ListJobs"), withToken(TRAIN), certificate("ci-runner")).principal).toBe(tokenPrincipal(TRAIN));
+    const check = Health.methods[0];
+    if (check === undefined) throw new Error("no methods");
+    expect(access.check(check, new Metadata(), certificate("ci-runner"))).toEqual({ role: undefined, principal: "cert:ci-runner" });
+    const open = new AccessControl([]);
+    expect(open.check(method("CancelJob"), withToken(TRAIN), certificate("ci-runner"))).toEqual({ role: undefined, principal: "cert:ci-runner" });
+  });
+
+  it("names nobody on a server without tokens whose client shows no certificate, even when it sends a token", () => {
+    // Without tokens to check it against, a token proves nothing: a principal from it could be made up.
+    expect(new AccessControl([]).check(method("CancelJob"), withToken(TRAIN)).principal).toBeUndefined();
+  });
+
+  it("reads the subject CN of a certificate, several of them joined, and nothing from one without a CN", () => {
+    expect(certificatePrincipal(certificate("trainer-ops"))).toBe("cert:trainer-ops");
+    expect(certificatePrincipal(certificate(["a", "b"]))).toBe("cert:a,b");
+    expect(certificatePrincipal(certificate(undefined))).toBeUndefined();
+    expect(certificatePrincipal(certificate(""))).toBeUndefined();
+    expect(certificatePrincipal(undefined)).toBeUndefined();
   });
 });
 

@@ -1,4 +1,5 @@
 import { createHash, timingSafeEqual } from "node:crypto";
+import type { PeerCertificate } from "node:tls";
 import type { DescMethod } from "@bufbuild/protobuf";
 import type { Metadata } from "@grpc/grpc-js";
 import { AppError, Code } from "@poseloop/core";
@@ -6,7 +7,8 @@ import { BearerTokenFailure, bearerToken } from "./bearer-token.js";
 
 /**
  * What a token may do. `stream`: send frames (StreamKeypoints, DetectKeypoints); `train`: submit and follow
- * training jobs; `admin`: everything, including changing which model serves.
+ * training jobs, and cancel its own; `admin`: everything, including changing which model serves and
+ * cancelling anyone's jobs.
  */
 export const Role = {
   STREAM: "stream",
@@ -16,6 +18,19 @@ export const Role = {
 export type Role = (typeof Role)[keyof typeof Role];
 
 export const ROLES: readonly Role[] = Object.freeze([Role.STREAM, Role.TRAIN, Role.ADMIN]);
+
+/**
+ * Who is calling, as the access check found out. `principal` names the caller without revealing a secret, so
+ * it may be stored (a job's submitter) and logged: "token:" and the first 12 hex digits of the SHA-256 of the
+ * caller's bearer token, or "cert:" and the subject CN of a verified client certificate (mutual TLS) when no
+ * token is checked.
+ */
+export interface Caller {
+  /** The role of the caller's token; undefined on an open call or a server without tokens. */
+  readonly role: Role | undefined;
+  /** Undefined when the call carries neither a checked token nor a verified client certificate. */
+  readonly principal: string | undefined;
+}
 
 /** One accepted token and the role it grants. */
 export interface RoleToken {
@@ -82,20 +97,22 @@ export class AccessControl {
 
   /**
    * Throws UNAUTHENTICATED (BearerTokenFailure texts) when the call has no token or an unknown one, and
-   * PERMISSION_DENIED naming the role needed when its token's role is not enough. Returns the caller's role
-   * (undefined on an open call or a server without tokens).
+   * PERMISSION_DENIED naming the role needed when its token's role is not enough. Returns the caller: its
+   * token's role and principal, or on an open call or a server without tokens no role and the principal of
+   * `certificate` (the verified client certificate of a mutual TLS connection), if any.
    */
-  check(method: DescMethod, metadata: Metadata): Role | undefined {
-    if (!this.enabled) return undefined;
+  check(method: DescMethod, metadata: Metadata, certificate?: PeerCertificate): Caller {
+    const unchecked: Caller = { role: undefined, principal: certificatePrincipal(certificate) };
+    if (!this.enabled) return unchecked;
     const required = this.required(method);
-    if (required === "open") return undefined;
-    const role = this.authenticate(metadata);
-    if (required === "any" || role === Role.ADMIN || role === required) return role;
+    if (required === "open") return unchecked;
+    const caller = this.authenticate(metadata);
+    if (required === "any" || caller.role === Role.ADMIN || caller.role === required) return caller;
     throw new AppError(Code.PERMISSION_DENIED, `${method.name} needs a token with the ${required} role`);
   }
 
-  /** The role of the call's token; throws UNAUTHENTICATED when there is none or it is not one of ours. */
-  authenticate(metadata: Metadata): Role {
+  /** The role and principal of the call's token; throws UNAUTHENTICATED when there is none or it is not one of ours. */
+  authenticate(metadata: Metadata): Caller & { readonly role: Role; readonly principal: string } {
     const given = bearerToken(metadata);
     if (given === undefined) throw new AppError(Code.UNAUTHENTICATED, BearerTokenFailure.MISSING);
     const digest = sha256(given);
@@ -106,8 +123,32 @@ export class AccessControl {
       if (timingSafeEqual(digest, candidate.digest)) role ??= candidate.role;
     }
     if (role === undefined) throw new AppError(Code.UNAUTHENTICATED, BearerTokenFailure.REFUSED);
-    return role;
+    return { role, principal: principalOfDigest(digest) };
   }
+}
+
+/**
+ * The principal of a bearer token: "token:" and the first 12 hex digits of its SHA-256. It depends on that
+ * token alone, so it stays the same across restarts and rotations of other tokens; 48 bits of a digest tell
+ * tokens apart without helping anyone guess one.
+ */
+export function tokenPrincipal(token: string): string {
+  return principalOfDigest(sha256(token));
+}
+
+/**
+ * The principal of a verified client certificate: "cert:" and its subject CN (CNs joined by "," when it has
+ * several); undefined without a certificate or a CN.
+ */
+export function certificatePrincipal(certificate: PeerCertificate | undefined): string | undefined {
+  // Node gives an array where the subject repeats CN, whatever its types say.
+  const cn: unknown = certificate?.subject?.CN;
+  const names = (Array.isArray(cn) ? cn : [cn]).filter((name): name is string => typeof name === "string" && name !== "");
+  return names.length === 0 ? undefined : `cert:${names.join(",")}`;
+}
+
+function principalOfDigest(digest: Buffer): string {
+  return `token:${digest.toString("hex").slice(0, 12)}`;
 }
 
 /**

@@ -31,6 +31,12 @@ export interface HandlerContext {
   readonly logger: Logger;
   /** The role of the caller's bearer token, on a server that checks tokens (see AccessControl). */
   readonly role?: Role;
+  /**
+   * Who is calling, without revealing a secret: "token:<12 hex digits of the token's SHA-256>", or
+   * "cert:<subject CN>" for a verified client certificate when no token was checked (see Caller). Absent on
+   * a server without tokens whose client presented no certificate.
+   */
+  readonly principal?: string;
 }
 
 /**

@@ -1,5 +1,5 @@
-export { AccessControl, accessKey, parseRoleTokens, Role, ROLES } from "./access-control.js";
-export type { MethodAccess, MethodAccessMap, RoleToken } from "./access-control.js";
+export { AccessControl, accessKey, certificatePrincipal, parseRoleTokens, Role, ROLES, tokenPrincipal } from "./access-control.js";
+export type { Caller, MethodAccess, MethodAccessMap, RoleToken } from "./access-control.js";
 export { BearerTokenCheck, BearerTokenFailure, bearerToken } from "./bearer-token.js";
 export { createClient } from "./client.js";
 export type { ClientControls, ClientOptions } from "./client.js";

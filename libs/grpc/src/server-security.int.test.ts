@@ -2,7 +2,7 @@ import { copyFile, readFile, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { credentials, type ChannelCredentials } from "@grpc/grpc-js";
-import { AppError, Code, createJsonLogger } from "@poseloop/core";
+import { AppError, Code, createJsonLogger, silentLogger } from "@poseloop/core";
 import { Health, HealthCheckResponse_ServingStatus } from "@poseloop/proto/grpc/health/v1/health_pb";
 import { ServerReflection } from "@poseloop/proto/grpc/reflection/v1/reflection_pb";
 import { InferenceService } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
@@ -248,6 +248,29 @@ describe("TLS", () => {
     await expect.poll(() => lines.some((line) => line.includes("tls certificates reloaded")), { timeout: 5000 }).toBe(true);
     expect(await call(clientCa)).toBe("ok");
     expect(await call(serverCa)).toMatch(/^(14|4):/);
+  });
+
+  it("names an mTLS caller by its certificate's CN, and a caller with a token by the token's digest", async () => {
+    const server = await pki.issue("server-ca", "principal-server");
+    const client = await pki.issue("client-ca", "ops-laptop", { server: false });
+    const whoAmI: InferenceImpl = { ...impl, getServingModel: (_request, ctx) => ({ previous: [{ name: ctx.principal ?? "", version: ctx.role ?? "" }] }) };
+    const call = async (port: number, headers = {}) =>
+      (await clientsOf(port, await trusting(serverCa, client)).inference.getServingModel({}, headers)).previous[0];
+    const tls = { certFile: server.cert, keyFile: server.key, clientCaFile: clientCa };
+    const open = await startGrpcServer(settingsOf({ tls }), { logger: silentLogger, service: "inferencer", register: (s) => void s.register(InferenceService, whoAmI) });
+    cleanups.push(() => open.stop());
+    expect(await call(open.address.port)).toMatchObject({ name: "cert:ops-laptop", version: "" });
+
+    const guarded = await startGrpcServer(settingsOf({ tls, tokens: [{ role: Role.ADMIN, token: ADMIN_TOKEN }] }), {
+      logger: silentLogger,
+      service: "inferencer",
+      register: (s) => void s.register(InferenceService, whoAmI),
+    });
+    cleanups.push(() => guarded.stop());
+    const named = await call(guarded.address.port, bearer(ADMIN_TOKEN));
+    expect(named?.name).toMatch(/^token:[0-9a-f]{12}$/);
+    expect(named?.name).not.toContain(ADMIN_TOKEN);
+    expect(named?.version).toBe(Role.ADMIN);
   });
 
   it("disconnects a client that never finishes its TLS handshake", async () => {

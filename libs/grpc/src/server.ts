@@ -1,3 +1,4 @@
+import type { PeerCertificate } from "node:tls";
 import { create, type DescMethod, type DescService } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import {
@@ -17,7 +18,7 @@ import {
 import { context as otelContext, SpanKind, SpanStatusCode, trace, type Span } from "@opentelemetry/api";
 import { AppError, Code, codeName, deferred, silentLogger, type Logger } from "@poseloop/core";
 import { extractFromMetadata, recordError } from "@poseloop/telemetry";
-import type { AccessControl, Role } from "./access-control.js";
+import { certificatePrincipal, type AccessControl, type Caller } from "./access-control.js";
 import type { HandlerContext, ServiceImpl } from "./handler-types.js";
 import { HealthService, ServingStatus } from "./health.js";
 import { createReflectionImpl } from "./reflection.js";
@@ -221,12 +222,15 @@ export class GrpcServer {
     }
   }
 
-  /** The caller's role when the server checks tokens; throws UNAUTHENTICATED or PERMISSION_DENIED. */
-  #authorize(method: DescMethod, ctx: HandlerContext): Role | undefined {
+  /**
+   * The caller: its role when the server checks tokens, and its principal (see Caller); throws
+   * UNAUTHENTICATED or PERMISSION_DENIED.
+   */
+  #authorize(method: DescMethod, ctx: HandlerContext, certificate: PeerCertificate | undefined): Caller {
     const access = this.#options.access;
-    if (access === undefined) return undefined;
+    if (access === undefined) return { role: undefined, principal: certificatePrincipal(certificate) };
     try {
-      return access.check(method, ctx.metadata);
+      return access.check(method, ctx.metadata, certificate);
     } catch (error) {
       // Who was turned away and why, never what they sent: a wrong token may be a right one mistyped.
       const refusal = AppError.from(error);
@@ -273,8 +277,8 @@ export class GrpcServer {
     const spanContext = span === undefined ? parent : trace.setSpan(parent, span);
     try {
       const result = await otelContext.with(spanContext, () => {
-        const role = this.#authorize(method, ctx);
-        return body(role === undefined ? ctx : { ...ctx, role });
+        const { role, principal } = this.#authorize(method, ctx, peerCertificate(call));
+        return body({ ...ctx, ...(role === undefined ? {} : { role }), ...(principal === undefined ? {} : { principal }) });
       });
       span?.setAttribute("rpc.grpc.status_code", Code.OK);
       return result;
@@ -332,10 +336,19 @@ function connectionOptions(options: GrpcServerOptions): Record<string, number> {
   return Object.fromEntries(Object.entries(settings).filter((entry): entry is [string, number] => entry[1] !== undefined));
 }
 
+/**
+ * The client certificate of a call over mutual TLS. grpc-js (1.10 and later) hands it over only once the TLS
+ * handshake verified it against the client CAs; plaintext calls and TLS without client certificates have none.
+ */
+function peerCertificate(call: CallLike): PeerCertificate | undefined {
+  return call.getAuthContext?.()?.sslPeerCertificate;
+}
+
 interface CallLike {
   readonly metadata: Metadata;
   getDeadline(): Date | number;
   getPeer(): string;
+  getAuthContext?(): { sslPeerCertificate?: PeerCertificate | undefined } | null;
   on(event: "cancelled", listener: () => void): unknown;
   off(event: "cancelled", listener: () => void): unknown;
 }

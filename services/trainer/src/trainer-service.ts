@@ -3,7 +3,7 @@ import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { trace } from "@opentelemetry/api";
 import type { JobQueue, ModelRegistry } from "@poseloop/bus";
 import { AppError, Code, type Logger } from "@poseloop/core";
-import type { MethodsOf, ServiceImpl } from "@poseloop/grpc";
+import { Role, type HandlerContext, type MethodsOf, type ServiceImpl } from "@poseloop/grpc";
 import { ModelRefSchema, type ModelManifest, type ModelRef } from "@poseloop/proto/poseloop/common/v1/model_pb";
 import type { TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import { JobSchema, JobState, type Job, type TrainerInfo, type TrainerService } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
@@ -52,6 +52,16 @@ const MAX_PAGE = 500;
  */
 const REQUEUE_WITHIN_MS = 5 * 60_000;
 
+/**
+ * Refuses to cancel or resume a job another caller submitted, unless the caller is an admin. A job that names
+ * no submitter (recorded before submitters were, or on a server without credentials) is anyone's, and so is
+ * every job on a server that checks no tokens: there every caller may do what an admin may.
+ */
+function assertMayChange(job: Job, ctx: HandlerContext, change: "cancelling" | "resuming"): void {
+  if (job.submittedBy === "" || ctx.role === undefined || ctx.role === Role.ADMIN || job.submittedBy === ctx.principal) return;
+  throw new AppError(Code.PERMISSION_DENIED, `job ${job.jobId} was submitted by another caller; ${change} it needs the admin role`);
+}
+
 /** TrainerService: validates and queues jobs, reports them, cancels and resumes them, publishes checkpoints. */
 export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<MethodsOf<typeof TrainerService>> {
   const { store } = deps;
@@ -85,7 +95,7 @@ export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<Me
   };
 
   return {
-    async startTraining(request) {
+    async startTraining(request, ctx) {
       let config: TrainConfig | undefined;
       let problems: string[];
       if (request.source.case === "experimentYaml") {
@@ -125,6 +135,7 @@ export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<Me
         updatedAt: now,
         traceId: traceIdOf(),
         labels: { ...request.labels },
+        submittedBy: ctx.principal ?? "",
       });
       const created = await store.create(job);
       if (created.existing) {
@@ -135,7 +146,7 @@ export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<Me
       await events.append({ case: "stateChanged", value: { from: JobState.UNSPECIFIED, to: JobState.QUEUED, reason: "submitted" } });
       await enqueue(job, "start");
       trace.getActiveSpan()?.setAttribute("poseloop.training.job_id", jobId);
-      deps.logger.info("training job queued", { job_id: jobId, experiment: config.name, model: config.publish?.modelName });
+      deps.logger.info("training job queued", { job_id: jobId, experiment: config.name, model: config.publish?.modelName, submitted_by: job.submittedBy });
       return { job, existing: false };
     },
 
@@ -162,9 +173,10 @@ export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<Me
       return { jobs: page, nextPageToken: next };
     },
 
-    async cancelJob(request) {
+    async cancelJob(request, ctx) {
       let from = JobState.UNSPECIFIED;
       const job = await store.update(request.jobId, (j) => {
+        assertMayChange(j, ctx, "cancelling");
         from = j.state;
         if (isTerminal(j.state)) throw new AppError(Code.FAILED_PRECONDITION, `job ${j.jobId} already ended (${JobState[j.state]})`);
         if (j.state === JobState.CANCELLING) return false;
@@ -180,9 +192,10 @@ export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<Me
       return { job };
     },
 
-    async resumeJob(request) {
+    async resumeJob(request, ctx) {
       let from = JobState.UNSPECIFIED;
       const job = await store.update(request.jobId, (j) => {
+        assertMayChange(j, ctx, "resuming");
         from = j.state;
         if (j.state !== JobState.CANCELLED && j.state !== JobState.FAILED) {
           throw new AppError(Code.FAILED_PRECONDITION, `only cancelled or failed jobs resume; job ${j.jobId} is ${JobState[j.state]}`);

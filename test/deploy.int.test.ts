@@ -1,13 +1,20 @@
 // Checks deploy/ against the code it deploys: every manifest parses, every object has what its kind needs,
 // ports and entry points agree with the services, and every POSELOOP_* / OTEL_* variable the manifests set
 // is one the services' real config loaders read. It starts no service and needs no Docker or cluster.
-import type { Env } from "@poseloop/core";
-import { loadConfig as loadInferencerConfig } from "@poseloop/inferencer";
-import { loadConfig as loadTrainerConfig } from "@poseloop/trainer";
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { connectNats, ModelRegistry, NatsBus } from "@poseloop/bus";
+import { AppError, Code, sleep, type Env, type LogFields, type Logger } from "@poseloop/core";
+import { loadConfig as loadInferencerConfig, startInferencer } from "@poseloop/inferencer";
+import { buildTestModel, publishTestModel } from "@poseloop/inferencer/testing";
+import { findNatsServerBinary, makeTempDir, take } from "@poseloop/testkit";
+import { loadConfig as loadTrainerConfig, startTrainer } from "@poseloop/trainer";
+import { execFile, spawn } from "node:child_process";
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { basename, dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { describe, expect, it } from "vitest";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseAllDocuments } from "yaml";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -230,6 +237,18 @@ function publishedTargets(service: string): number[] {
   );
 }
 
+/** A compose service's volumes as source and target, short ("src:dst[:ro]") or long syntax. */
+function composeVolumes(service: string): { source: string; target: string }[] {
+  return asArray(at(composeServices, service, "volumes")).map((volume) =>
+    isObject(volume)
+      ? { source: String(volume["source"]), target: String(volume["target"]) }
+      : { source: String(volume).split(":")[0] ?? "", target: String(volume).split(":")[1] ?? "" },
+  );
+}
+
+/** Files under deploy/secrets/ are made by make-tokens.sh, not committed: the NATS credentials tests check them. */
+const isGeneratedSecret = (source: string): boolean => source.startsWith("./secrets/");
+
 // ---------------------------------------------------------------------------------------------------------
 // Kubernetes
 
@@ -437,9 +456,8 @@ describe("deploy/", () => {
           const dockerfile = join(context, asString(at(build, "dockerfile")) ?? "Dockerfile");
           if (!existsSync(dockerfile)) problems.push(`compose ${name}: ${relative(ROOT, dockerfile)} does not exist`);
         }
-        for (const volume of asArray(at(service, "volumes"))) {
-          const source = String(volume).split(":")[0] ?? "";
-          if (source.startsWith(".") && !existsSync(resolve(DEPLOY, source))) problems.push(`compose ${name}: ${source} does not exist`);
+        for (const { source } of composeVolumes(name)) {
+          if (source.startsWith(".") && !isGeneratedSecret(source) && !existsSync(resolve(DEPLOY, source))) problems.push(`compose ${name}: ${source} does not exist`);
         }
         for (const dependency of Object.keys(Array.isArray(at(service, "depends_on")) ? Object.fromEntries(asArray(at(service, "depends_on")).map((d) => [String(d), {}])) : asObject(at(service, "depends_on")))) {
           if (!(dependency in composeServices)) problems.push(`compose ${name}: depends on unknown service ${dependency}`);
@@ -490,17 +508,24 @@ describe("deploy/", () => {
       expect(readFileSync(join(DEPLOY, "secrets", ".gitignore"), "utf8")).toMatch(/^\*\.tokens$/m);
       // A read-only root filesystem: every folder the trainer writes is a volume.
       const trainer = composeEnv("trainer");
-      const mounts = asArray(at(composeServices, "trainer", "volumes")).map((volume) => String(volume).split(":")[1]);
+      const mounts = composeVolumes("trainer").map((volume) => volume.target);
       expect(at(composeServices, "trainer", "read_only")).toBe(true);
       expect(mounts).toContain(trainer["POSELOOP_WORK_DIR"]);
       expect(mounts).toContain(trainer["POSELOOP_DATA_ROOT"]);
     });
 
-    it("publishes the inferencer on all interfaces and starts NATS with JetStream on a volume", () => {
+    it("publishes the inferencer on all interfaces and starts NATS from deploy/nats/nats.conf, JetStream on a volume", () => {
       expect(asArray(at(composeServices, "inferencer", "ports"))).toContain(`${defaultPort(INFERENCER)}:${defaultPort(INFERENCER)}`);
       const command = asArray(at(composeServices, "nats", "command")).map(String);
-      expect(command).toEqual(expect.arrayContaining(["-js", "-sd", "/data"]));
-      expect(asArray(at(composeServices, "nats", "volumes")).map(String)).toContain("nats-data:/data");
+      const configPath = command[command.indexOf("-c") + 1] ?? "";
+      expect(command.slice(0, 2)).toEqual(["nats-server", "-c"]);
+      expect(composeVolumes("nats")).toContainEqual({ source: "./nats/nats.conf", target: configPath });
+      // The store of nats.conf is the nats-data volume; its monitor port is the one the healthcheck asks.
+      const natsConf = readFileSync(join(DEPLOY, "nats", "nats.conf"), "utf8");
+      const storeDir = /^\s*store_dir:\s*(\S+)\s*$/m.exec(natsConf)?.[1];
+      expect(composeVolumes("nats")).toContainEqual({ source: "nats-data", target: storeDir });
+      const monitorPort = /^http_port:\s*(\d+)\s*$/m.exec(natsConf)?.[1];
+      expect(asArray(at(composeServices, "nats", "healthcheck", "test")).map(String).at(-1)).toContain(`127.0.0.1:${monitorPort}/healthz`);
       expect(asString(at(composeServices, "nats", "image"))).toMatch(/^nats:2\.10\./);
       expect(at(composeServices, "jaeger", "environment", "COLLECTOR_OTLP_ENABLED")).toBe("true");
       expect(asArray(at(composeServices, "jaeger", "ports"))).toContain("127.0.0.1:16686:16686");
@@ -810,4 +835,356 @@ describe("deploy/", () => {
       expect(dirname(path)).toBe("/var/lib/grafana");
     });
   });
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// NATS with credentials: the real nats-server with the deployment's config, the real services' code paths
+
+const execFileAsync = promisify(execFile);
+const NATS_CONF = join(DEPLOY, "nats", "nats.conf");
+const natsValues = readYamlObject(join(K8S, "nats-values.yaml"));
+
+/** The Kubernetes Secrets that hold the NATS passwords, and the file of make-tokens.sh each is made from. */
+const NATS_PASSWORD_SECRETS: Readonly<Record<string, string>> = {
+  "poseloop-trainer-nats": "nats-trainer.password",
+  "poseloop-inferencer-nats": "nats-inferencer.password",
+  "poseloop-nats-admin": "nats-admin.password",
+};
+
+/** `config.merge` of the Helm values as chart 1.2.x renders it (nats.formatConfig): JSON, "<< x >>" unquoted. */
+function renderHelmNatsConfig(storeDir: string): string {
+  const config = { port: 4222, jetstream: { store_dir: storeDir }, ...asObject(at(natsValues, "config", "merge")) };
+  return JSON.stringify(config, null, 2).replace(/"<<\s+(.*)\s+>>"/g, "$1");
+}
+
+/** The environment the chart gives nats-server: `container.env`, each Secret reference resolved from `secretsDir`. */
+function helmNatsEnv(secretsDir: string): Record<string, string> {
+  return Object.fromEntries(
+    Object.entries(asObject(at(natsValues, "container", "env"))).map(([name, spec]) => {
+      const secret = String(at(spec, "valueFrom", "secretKeyRef", "name"));
+      const file = NATS_PASSWORD_SECRETS[secret];
+      if (file === undefined || at(spec, "valueFrom", "secretKeyRef", "key") !== "password") throw new Error(`nats-values container.env ${name}: not a NATS password Secret`);
+      return [name, readFileSync(join(secretsDir, file), "utf8").trim()];
+    }),
+  );
+}
+
+interface RunningNats {
+  readonly url: string;
+  readonly monitorUrl: string;
+  stop(): Promise<void>;
+}
+
+/**
+ * nats-server as the deployment starts it, from a config file, but on free ports (the flags override the
+ * file's) and with only `env` for an environment. Fails with the server's output when it refuses the config.
+ */
+async function startNatsFromConfig(configPath: string, env: Record<string, string>): Promise<RunningNats> {
+  const portsDir = await mkdtemp(join(tmpdir(), "poseloop-nats-ports-"));
+  const child = spawn(findNatsServerBinary(), ["-c", configPath, "-a", "127.0.0.1", "-p", "-1", "-m", "-1", "--ports_file_dir", portsDir], {
+    env: { PATH: process.env["PATH"] ?? "", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  const collect = (chunk: Buffer): void => {
+    output = (output + chunk.toString()).slice(-8192);
+  };
+  child.stdout.on("data", collect);
+  child.stderr.on("data", collect);
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const stop = async (): Promise<void> => {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
+    await exited;
+  };
+  try {
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`nats-server refused ${configPath} (exit ${child.exitCode}):\n${output}`);
+      const file = readdirSync(portsDir).find((name) => name.endsWith(".ports"));
+      const ports = file === undefined ? undefined : (JSON.parse(readFileSync(join(portsDir, file), "utf8") || "{}") as { nats?: string[]; monitoring?: string[] });
+      const [url, monitorUrl] = [ports?.nats?.[0], ports?.monitoring?.[0]];
+      if (url !== undefined && monitorUrl !== undefined) return { url, monitorUrl, stop };
+      if (Date.now() > deadline) throw new Error(`nats-server did not listen within 10 s:\n${output}`);
+      await sleep(25);
+    }
+  } catch (error) {
+    await stop();
+    throw error;
+  } finally {
+    await rm(portsDir, { recursive: true, force: true });
+  }
+}
+
+/** An error's message and its causes' ("a <- b <- c"). */
+function causes(error: unknown): string {
+  const chain: string[] = [];
+  for (let cause: unknown = error; cause instanceof Error; cause = cause.cause) chain.push(cause.message);
+  return chain.join(" <- ");
+}
+
+/** A logger that keeps warnings and errors, to show why a service did not get somewhere. */
+function recordingLogger(): Logger & { readonly problems: string[] } {
+  const problems: string[] = [];
+  const record = (msg: string, fields?: LogFields): void => void problems.push(fields?.["err"] === undefined ? msg : `${msg}: ${causes(fields["err"])}`);
+  const logger: Logger & { readonly problems: string[] } = {
+    problems,
+    debug: () => undefined,
+    info: () => undefined,
+    warn: record,
+    error: record,
+    child: () => logger,
+  };
+  return logger;
+}
+
+/** Why `promise` failed, cause by cause ("" when it did not fail): to tell a refusal from any other failure. */
+async function refusal(promise: Promise<unknown>): Promise<string> {
+  try {
+    await promise;
+    return "";
+  } catch (error) {
+    return causes(error);
+  }
+}
+
+const PERMISSION_VIOLATION = /Permissions Violation for Publish/;
+
+describe("NATS credentials", () => {
+  let secrets: { path: string; remove: () => Promise<void> };
+  let written: string[];
+  beforeAll(async () => {
+    secrets = await makeTempDir("poseloop-deploy-secrets-");
+    // Exactly as documented, into a folder of its own.
+    await execFileAsync("sh", [join(DEPLOY, "secrets", "make-tokens.sh"), join(secrets.path, "deploy-secrets")], { timeout: 15_000 });
+    written = readdirSync(join(secrets.path, "deploy-secrets")).sort();
+  });
+  afterAll(async () => secrets?.remove());
+  const secretFile = (name: string): string => join(secrets.path, "deploy-secrets", name);
+
+  /** The user and password file a compose service signs in to NATS with, the file taken from make-tokens.sh's output. */
+  function composeNatsLogin(service: "trainer" | "inferencer"): { user: string; passwordFile: string } {
+    const env = composeEnv(service);
+    const secret = (env["POSELOOP_NATS_PASSWORD_FILE"] ?? "").replace(/^\/run\/secrets\//, "");
+    expect(asArray(at(composeServices, service, "secrets")).map(String)).toContain(secret);
+    const source = String(at(compose, "secrets", secret, "file"));
+    expect(source).toMatch(/^\.\/secrets\/[\w.-]+$/);
+    return { user: env["POSELOOP_NATS_USER"] ?? "", passwordFile: secretFile(basename(source)) };
+  }
+
+  it("make-tokens.sh writes every file compose mounts from deploy/secrets, all git-ignored, and keeps them on a second run", async () => {
+    expect(written).toEqual(["inferencer.tokens", "nats-admin.password", "nats-auth.conf", "nats-inferencer.password", "nats-trainer.password", "trainer.tokens"]);
+    const ignored = readFileSync(join(DEPLOY, "secrets", ".gitignore"), "utf8")
+      .split("\n")
+      .filter((line) => line.trim() !== "" && !line.startsWith("#"))
+      .map((glob) => new RegExp(`^${glob.trim().replace(/[.+?^${}()|[\]\\]/g, "\\$&").replace(/\*/g, "[^/]*")}$`));
+    for (const name of written) expect(ignored.some((pattern) => pattern.test(name)), `${name} is git-ignored`).toBe(true);
+    const mounted = [
+      ...Object.values(asObject(compose["secrets"])).map((secret) => String(at(secret, "file"))),
+      ...Object.keys(composeServices).flatMap((service) => composeVolumes(service).map((volume) => volume.source)),
+    ].filter(isGeneratedSecret);
+    expect(mounted.length).toBeGreaterThanOrEqual(5);
+    for (const source of mounted) expect(written, `compose mounts ${source}`).toContain(basename(source));
+
+    const before = written.map((name) => readFileSync(secretFile(name), "utf8"));
+    await execFileAsync("sh", [join(DEPLOY, "secrets", "make-tokens.sh"), join(secrets.path, "deploy-secrets")], { timeout: 15_000 });
+    expect(written.map((name) => readFileSync(secretFile(name), "utf8"))).toEqual(before);
+    // The passwords are random, one per user, and the config include carries the same ones.
+    const passwords = ["trainer", "inferencer", "admin"].map((user) => readFileSync(secretFile(`nats-${user}.password`), "utf8").trim());
+    expect(new Set(passwords).size).toBe(3);
+    for (const password of passwords) expect(password).toMatch(/^[0-9a-f]{48}$/);
+    const auth = readFileSync(secretFile("nats-auth.conf"), "utf8");
+    for (const password of passwords) expect(auth).toContain(`"${password}"`);
+  });
+
+  it("compose mounts nats-auth.conf where nats.conf includes it, and the services sign in with their own users", () => {
+    const natsConf = readFileSync(NATS_CONF, "utf8");
+    const include = /^include\s+(\S+)\s*$/m.exec(natsConf)?.[1] ?? "";
+    const command = asArray(at(composeServices, "nats", "command")).map(String);
+    const configPath = command[command.indexOf("-c") + 1] ?? "";
+    expect(composeVolumes("nats")).toContainEqual({ source: "./secrets/nats-auth.conf", target: join(dirname(configPath), include) });
+    // Long syntax that does not create the file: without make-tokens.sh, compose stops instead of mounting a folder.
+    const authMount = asArray(at(composeServices, "nats", "volumes")).find((volume) => at(volume, "source") === "./secrets/nats-auth.conf");
+    expect(at(authMount, "read_only")).toBe(true);
+    expect(at(authMount, "bind", "create_host_path")).toBe(false);
+    expect(composeNatsLogin("trainer").user).toBe("trainer");
+    expect(composeNatsLogin("inferencer").user).toBe("inferencer");
+  });
+
+  it("Kubernetes: each service signs in with its user and a password from its own Secret, which the NATS servers read too", () => {
+    const serverSecrets = Object.values(asObject(at(natsValues, "container", "env"))).map((spec) => String(at(spec, "valueFrom", "secretKeyRef", "name")));
+    expect(serverSecrets.sort()).toEqual(Object.keys(NATS_PASSWORD_SECRETS).sort());
+    const readme = readFileSync(join(DEPLOY, "README.md"), "utf8");
+    for (const [secret, file] of Object.entries(NATS_PASSWORD_SECRETS)) {
+      expect(readme).toContain(`kubectl -n poseloop create secret generic ${secret} --from-file=password=deploy/secrets/${file}`);
+    }
+    for (const service of SERVICES) {
+      const pod = at(deployments.get(service.name), "spec", "template", "spec");
+      const container = at(pod, "containers", 0);
+      const { env } = containerEnv(container, service.name, `Deployment/${service.name}`);
+      expect(env["POSELOOP_NATS_USER"]).toBe(service.name);
+      const file = env["POSELOOP_NATS_PASSWORD_FILE"] ?? "";
+      const mount = asArray(at(container, "volumeMounts")).find((m) => file === `${String(at(m, "mountPath"))}/password`);
+      expect(mount, `Deployment/${service.name} mounts ${file}`).toBeDefined();
+      const volume = asArray(at(pod, "volumes")).find((v) => at(v, "name") === at(mount, "name"));
+      expect(at(volume, "secret", "secretName")).toBe(`poseloop-${service.name}-nats`);
+    }
+    // nats-box's CLI signs in as admin.
+    expect(at(natsValues, "natsBox", "container", "env", "NATS_USER")).toBe("admin");
+    expect(at(natsValues, "natsBox", "container", "env", "NATS_PASSWORD", "valueFrom", "secretKeyRef", "name")).toBe("poseloop-nats-admin");
+  });
+
+  const flavours = [
+    {
+      name: "Compose: deploy/nats/nats.conf with the nats-auth.conf of make-tokens.sh",
+      start: async (dir: string): Promise<RunningNats> => {
+        // A copy beside the generated include, as compose mounts them; only the store moves off /data.
+        const text = readFileSync(NATS_CONF, "utf8");
+        expect(text.match(/^\s*store_dir:\s*\/data\s*$/gm)).toHaveLength(1);
+        writeFileSync(secretFile("nats.conf"), text.replace(/store_dir:\s*\/data/, `store_dir: "${join(dir, "store")}"`));
+        try {
+          return await startNatsFromConfig(secretFile("nats.conf"), {});
+        } finally {
+          rmSync(secretFile("nats.conf"));
+        }
+      },
+    },
+    {
+      name: "Kubernetes: the Helm values' config.merge, passwords from the environment",
+      start: async (dir: string): Promise<RunningNats> => {
+        writeFileSync(join(dir, "nats.conf"), renderHelmNatsConfig(join(dir, "store")));
+        return startNatsFromConfig(join(dir, "nats.conf"), helmNatsEnv(join(secrets.path, "deploy-secrets")));
+      },
+    },
+  ];
+
+  for (const flavour of flavours) {
+    describe(flavour.name, () => {
+      const MODEL = "deploy-auth";
+      let dir: { path: string; remove: () => Promise<void> };
+      let nats: RunningNats;
+      const open: { close: () => Promise<unknown> }[] = [];
+      const connect = async (login: { user: string; passwordFile: string }): Promise<NatsBus> => {
+        const bus = await NatsBus.connect({ servers: nats.url, security: login, timeoutMs: 5000, apiTimeoutMs: 3000 });
+        open.push(bus);
+        return bus;
+      };
+      beforeAll(async () => {
+        dir = await makeTempDir("poseloop-deploy-nats-");
+        nats = await flavour.start(dir.path);
+      });
+      afterAll(async () => {
+        for (const resource of open.reverse()) await resource.close().catch(() => undefined);
+        await nats?.stop();
+        await dir?.remove();
+      });
+
+      it("refuses a client without credentials or with another user's password; the health check needs none", async () => {
+        const anonymous = await connectNats({ servers: nats.url, timeoutMs: 5000 }).catch((error: unknown) => error);
+        expect(AppError.is(anonymous, Code.UNAUTHENTICATED), String(anonymous)).toBe(true);
+        const swapped = { user: "trainer", passwordFile: composeNatsLogin("inferencer").passwordFile };
+        const wrong = await connectNats({ servers: nats.url, security: swapped, timeoutMs: 5000 }).catch((error: unknown) => error);
+        expect(AppError.is(wrong, Code.UNAUTHENTICATED), String(wrong)).toBe(true);
+        const health = await fetch(`${nats.monitorUrl}/healthz?js-enabled-only=true`);
+        expect(health.status).toBe(200);
+      });
+
+      it("the inferencer starts on an empty bus, then loads the version the trainer's user publishes", async () => {
+        const login = composeNatsLogin("inferencer");
+        const logger = recordingLogger();
+        const config = loadInferencerConfig({
+          POSELOOP_NATS_URL: nats.url,
+          POSELOOP_NATS_USER: login.user,
+          POSELOOP_NATS_PASSWORD_FILE: login.passwordFile,
+          POSELOOP_INFERENCER_LISTEN: "127.0.0.1:0",
+          POSELOOP_MODEL: MODEL,
+        });
+        const inferencer = await startInferencer(config, logger);
+        open.push({ close: () => inferencer.stop() });
+        const registry = await ModelRegistry.open(await connect(composeNatsLogin("trainer")));
+        const published = await publishTestModel(registry, MODEL, await buildTestModel({ int8: false }));
+        const serving = await inferencer.models.waitForServing(15_000).catch((error: unknown) => {
+          throw new Error(`the inferencer did not load the model: ${String(error)}; it logged ${JSON.stringify(logger.problems)}`);
+        });
+        expect(serving.ref.version).toBe(published.manifest.model?.version);
+        expect(logger.problems).toEqual([]);
+      });
+
+      it("the trainer's user opens and uses the trainer's queues, buckets, checkpoints and job events", async () => {
+        const login = composeNatsLogin("trainer");
+        const logger = recordingLogger();
+        const work = join(dir.path, "trainer");
+        const trainer = await startTrainer(
+          loadTrainerConfig({
+            POSELOOP_NATS_URL: nats.url,
+            POSELOOP_NATS_USER: login.user,
+            POSELOOP_NATS_PASSWORD_FILE: login.passwordFile,
+            POSELOOP_TRAINER_LISTEN: "127.0.0.1:0",
+            POSELOOP_WORK_DIR: join(work, "work"),
+            POSELOOP_DATA_ROOT: join(work, "data"),
+            // No PyTorch engine: its probe fails at once, and onnxruntime's queue is the one consumed.
+            POSELOOP_PYTHON: join(work, "no-python"),
+          }),
+          logger,
+        );
+        await trainer.probed;
+        await sleep(300);
+        await trainer.stop();
+        expect(logger.problems.filter((problem) => /permission|authoriz/i.test(problem))).toEqual([]);
+
+        // What the trainer does on the bus, one step each, on a bus of the trainer's user.
+        const bus = await connect(login);
+        const queue = await bus.jobQueue("poseloop-training");
+        await queue.enqueue({ id: "deploy-auth-1", data: Buffer.from("job") });
+        const delivery = await queue.next({ waitMs: 3000 });
+        expect(delivery?.id).toBe("deploy-auth-1");
+        await delivery?.ack();
+        const jobs = await bus.keyValueStore("poseloop-jobs", { history: 1 });
+        await jobs.put("deploy-auth-1", Buffer.from("record"));
+        expect(Buffer.from((await jobs.get("deploy-auth-1"))?.value ?? []).toString()).toBe("record");
+        const checkpoints = await bus.blobStore("poseloop-checkpoints");
+        await checkpoints.put("deploy-auth-1/epoch-1", Buffer.from("weights"));
+        const events = await bus.events();
+        const stop = new AbortController();
+        const heard = take(events.subscribe("poseloop.events.jobs.deploy-auth-1", stop.signal), 1);
+        await sleep(50);
+        await events.publish("poseloop.events.jobs.deploy-auth-1", Buffer.from("progress"));
+        expect((await heard).map((message) => Buffer.from(message.data).toString())).toEqual(["progress"]);
+        stop.abort();
+      });
+
+      it("the inferencer's user cannot enqueue training jobs, write the registry or read the jobs", async () => {
+        const bus = await connect(composeNatsLogin("inferencer"));
+        const trainerBus = await connect(composeNatsLogin("trainer"));
+        const queue = await trainerBus.jobQueue("poseloop-training");
+        const trainerRegistry = await ModelRegistry.open(trainerBus);
+        const before = await trainerRegistry.getServing(MODEL);
+        expect(before?.record.model?.version).toBeDefined();
+
+        expect(await refusal(bus.jobQueue("poseloop-training"))).toMatch(PERMISSION_VIOLATION);
+        // Not past the queue's API either: a publish on its subject is refused, and no job arrives.
+        const events = await bus.events();
+        expect(await refusal(events.publish("poseloop.queue.poseloop-training", Buffer.from("job")))).toMatch(PERMISSION_VIOLATION);
+        expect(await queue.next({ waitMs: 500 })).toBeUndefined();
+
+        // The registry: no new version, and the serving version stays (setting it again would add a revision).
+        const registry = await ModelRegistry.open(bus);
+        expect(await refusal(publishTestModel(registry, MODEL, await buildTestModel({ int8: false, seed: 2 })))).toMatch(PERMISSION_VIOLATION);
+        const again = registry.setServing(MODEL, { name: MODEL, version: before?.record.model?.version ?? "" }, { expectedRevision: before?.revision ?? 0, setBy: "inferencer" });
+        expect(await refusal(again)).toMatch(PERMISSION_VIOLATION);
+        expect((await trainerRegistry.getServing(MODEL))?.revision).toBe(before?.revision);
+        expect(await trainerRegistry.listVersions(MODEL)).toHaveLength(1);
+
+        // The jobs, the checkpoints and the job events are the trainer's.
+        expect(await refusal(bus.keyValueStore("poseloop-jobs", { history: 1 }))).toMatch(PERMISSION_VIOLATION);
+        expect(await refusal(bus.blobStore("poseloop-checkpoints"))).toMatch(PERMISSION_VIOLATION);
+        const stop = new AbortController();
+        const heard = take(events.subscribe("poseloop.events.jobs.deploy-auth-2", stop.signal), 1).catch(() => []);
+        await sleep(100);
+        await (await trainerBus.events()).publish("poseloop.events.jobs.deploy-auth-2", Buffer.from("progress"));
+        await sleep(200);
+        stop.abort();
+        expect(await heard).toEqual([]);
+      });
+    });
+  }
 });

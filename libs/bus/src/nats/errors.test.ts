@@ -1,5 +1,5 @@
 import { JetStreamApiError } from "@nats-io/jetstream";
-import { ClosedConnectionError, NoRespondersError, RequestError, TimeoutError } from "@nats-io/nats-core";
+import { ClosedConnectionError, NoRespondersError, PermissionViolationError, RequestError, TimeoutError } from "@nats-io/nats-core";
 import { AppError, Code } from "@poseloop/core";
 import { describe, expect, it } from "vitest";
 import { fromNatsError } from "./errors.js";
@@ -13,6 +13,8 @@ describe("fromNatsError", () => {
       [new RequestError("connection closed"), Code.UNAVAILABLE],
       [new NoRespondersError("$JS.API.INFO"), Code.UNAVAILABLE],
       [new ClosedConnectionError(), Code.UNAVAILABLE],
+      [PermissionViolationError.parse('Permissions Violation for Publish to "$JS.API.STREAM.INFO.X"'), Code.PERMISSION_DENIED],
+      [new RequestError("denied", { cause: PermissionViolationError.parse('Permissions Violation for Publish to "$O.x"') }), Code.PERMISSION_DENIED],
       [apiError(400, 10071, "wrong last sequence: 3"), Code.ABORTED],
       [apiError(404, 10059, "stream not found"), Code.NOT_FOUND],
       [apiError(503, 10008, "JetStream system temporarily unavailable"), Code.UNAVAILABLE],
@@ -28,6 +30,8 @@ describe("fromNatsError", () => {
       expect(mapped.cause).toBe(error);
       expect(mapped.message.startsWith("read x")).toBe(true);
     }
+    // A refusal names what the user may not do, so an operator can fix the deployment's permissions.
+    expect(fromNatsError(PermissionViolationError.parse('Permissions Violation for Publish to "$O.x"'), "publish").message).toBe("publish: the NATS user may not publish to $O.x");
   });
 
   it("passes an AppError through", () => {

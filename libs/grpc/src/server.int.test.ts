@@ -169,7 +169,8 @@ describe("GrpcServer with generated descriptors", () => {
 
     const internal = await take(client.watchServingModel({}), 1).catch((e: unknown) => e);
     expect(AppError.is(internal, Code.INTERNAL)).toBe(true);
-    expect((internal as AppError).message).toBe("internal error");
+    // The ref is the key to the server's log line of the cause.
+    expect((internal as AppError).message).toMatch(/^internal error \(ref [0-9a-f]{12}\)$/);
     expect((internal as AppError).message).not.toContain("/srv");
   });
 
@@ -215,6 +216,187 @@ describe("GrpcServer with generated descriptors", () => {
     expect(serverSpan?.spanContext().traceId).toBe(parent.spanContext().traceId);
     expect(serverSpan?.parentSpanContext?.spanId).toBe(clientSpan?.spanContext().spanId);
     expect(clientSpan?.parentSpanContext?.spanId).toBe(parent.spanContext().spanId);
+  });
+});
+
+describe("GrpcServer bidi streams and their pending reads", () => {
+  /** The next response or error of `responses`, or a note that none came within `ms`. */
+  const settle = (next: Promise<IteratorResult<StreamKeypointsResponse>>, ms = 5_000) =>
+    Promise.race([
+      next.then(
+        (result) => (result.done === true ? "ended with OK" : result.value),
+        (error: unknown) => error,
+      ),
+      sleep(ms).then(() => `nothing within ${ms} ms`),
+    ]);
+
+  it("sends the status of a handler that fails from another path while its read is pending", async () => {
+    // A handler streams results while a read waits for the next request, and a timer of its own (as the
+    // inferencer's idle and processing failures do) ends the stream with a status. Node's stream iterator
+    // destroyed the call when that status arrived as an 'error' during the pending read, before grpc-js could
+    // send it behind the last result: a client keeping its request stream open waited until the server shut down.
+    const { client } = await startServer(
+      echoImpl({
+        async *streamKeypoints(requests) {
+          const iterator = requests[Symbol.asyncIterator]();
+          await iterator.next();
+          let failure: AppError | undefined;
+          const timer = setTimeout(() => (failure = new AppError(Code.INVALID_ARGUMENT, "the stream went wrong elsewhere")), 200);
+          try {
+            const read = iterator.next();
+            read.catch(() => undefined);
+            for (let id = 1n; ; id++) {
+              yield { payload: { case: "result", value: { frameId: id } } };
+              // Resumed as soon as gRPC took the result, while it is still being sent.
+              if (failure !== undefined) throw failure;
+              await sleep(5);
+            }
+          } finally {
+            clearTimeout(timer);
+          }
+        },
+      }),
+    );
+    const requests = new AsyncQueue<RequestInit>();
+    requests.push({ payload: { case: "options", value: {} } });
+    const responses = client.streamKeypoints(requests)[Symbol.asyncIterator]();
+    try {
+      const outcome = await Promise.race([
+        (async () => {
+          for (;;) {
+            const result = await responses.next();
+            if (result.done === true) return "ended with OK";
+          }
+        })().catch((e: unknown) => e),
+        sleep(5_000).then(() => "no status within 5 s"),
+      ]);
+      expect(AppError.is(outcome, Code.INVALID_ARGUMENT), String(outcome)).toBe(true);
+      expect((outcome as AppError).message).toBe("the stream went wrong elsewhere");
+    } finally {
+      requests.close();
+    }
+  });
+
+  it("sends the status of a handler that fails while a read it started is still pending", async () => {
+    const { client } = await startServer(
+      echoImpl({
+        async *streamKeypoints(requests) {
+          const iterator = requests[Symbol.asyncIterator]();
+          await iterator.next();
+          yield { payload: { case: "result", value: { frameId: 1n } } };
+          void iterator.next().catch(() => undefined);
+          throw new AppError(Code.FAILED_PRECONDITION, "this stream cannot go on");
+        },
+      }),
+    );
+    const requests = new AsyncQueue<RequestInit>();
+    requests.push({ payload: { case: "options", value: {} } });
+    const responses = client.streamKeypoints(requests)[Symbol.asyncIterator]();
+    try {
+      expect(frameIdOf((await responses.next()).value)).toBe(1n);
+      const outcome = await settle(responses.next());
+      expect(AppError.is(outcome, Code.FAILED_PRECONDITION), String(outcome)).toBe(true);
+    } finally {
+      requests.close();
+    }
+  });
+
+  it("ends a handler's pending read promptly when the client cancels, and aborts the handler's signal", async () => {
+    // A cancel reaches a handler in two steps: HTTP/2 ends the request stream (the read may end as if the client
+    // had half-closed), then grpc-js reports 'cancelled' (ctx.signal aborts, a read still waiting fails).
+    const reads = new AsyncQueue<{ outcome: string; afterMs: number; cancelled: Promise<unknown> }>();
+    const { client } = await startServer(
+      echoImpl({
+        async *streamKeypoints(requests, ctx) {
+          const cancelled = new Promise((resolve) => ctx.signal.addEventListener("abort", () => resolve(ctx.signal.reason), { once: true }));
+          const iterator = requests[Symbol.asyncIterator]();
+          await iterator.next();
+          yield { payload: { case: "result", value: { frameId: 1n } } };
+          const started = Date.now();
+          const outcome = await iterator.next().then(
+            (result) => (result.done === true ? "done" : "a message"),
+            (error: unknown) => `${AppError.from(error).code}`,
+          );
+          reads.push({ outcome, afterMs: Date.now() - started, cancelled });
+        },
+      }),
+    );
+    const requests = new AsyncQueue<RequestInit>();
+    requests.push({ payload: { case: "options", value: {} } });
+    const controller = new AbortController();
+    const responses = client.streamKeypoints(requests, { signal: controller.signal })[Symbol.asyncIterator]();
+    try {
+      expect(frameIdOf((await responses.next()).value)).toBe(1n);
+      await sleep(300);
+      controller.abort();
+      await responses.next().catch(() => undefined);
+      const [read] = await Promise.race([take(reads, 1), sleep(5_000).then(() => [])]);
+      expect(read, "the pending read did not end within 5 s of the cancel").toBeDefined();
+      expect(["done", `${Code.CANCELLED}`]).toContain(read?.outcome);
+      expect(read?.afterMs).toBeGreaterThanOrEqual(250);
+      const reason = await Promise.race([read?.cancelled, sleep(2_000).then(() => "not aborted within 2 s")]);
+      expect(AppError.is(reason, Code.CANCELLED), String(reason)).toBe(true);
+    } finally {
+      requests.close();
+    }
+  });
+
+  it("cancels the call when a client that aborted calls next() while responses are buffered", async () => {
+    // An aborted reader must stop at once, not hand out what is already buffered: the client ends the call only
+    // when its reader ends, so a reader still yielding kept the server's stream (and its slot) open.
+    const closed = new AsyncQueue<boolean>();
+    const { client } = await startServer(
+      echoImpl({
+        async *streamKeypoints(requests) {
+          try {
+            for await (const request of requests) {
+              if (request.payload.case === "frame") yield { payload: { case: "result", value: { frameId: request.payload.value.frameId } } };
+            }
+          } finally {
+            closed.push(true);
+          }
+        },
+      }),
+    );
+    const requests = new AsyncQueue<RequestInit>();
+    requests.push({ payload: { case: "options", value: {} } });
+    for (let id = 1; id <= 5; id++) requests.push({ payload: { case: "frame", value: { frameId: BigInt(id) } } });
+    const controller = new AbortController();
+    const responses = client.streamKeypoints(requests, { signal: controller.signal })[Symbol.asyncIterator]();
+    try {
+      expect(frameIdOf((await responses.next()).value)).toBe(1n);
+      await sleep(200); // the other results arrive and wait in the client's buffer
+      controller.abort();
+      expect(AppError.is(await responses.next().catch((e: unknown) => e), Code.CANCELLED)).toBe(true);
+      const [handlerEnded] = await Promise.race([take(closed, 1), sleep(5_000).then(() => [])]);
+      expect(handlerEnded, "the server's handler still ran 5 s after the cancel").toBe(true);
+    } finally {
+      requests.close();
+    }
+  });
+
+  it("keeps a duplex call open for responses after its handler breaks out of reading", async () => {
+    const { client } = await startServer(
+      echoImpl({
+        async *streamKeypoints(requests) {
+          for await (const request of requests) {
+            if (request.payload.case === "options") break;
+          }
+          await sleep(50);
+          for (let id = 1n; id <= 3n; id++) yield { payload: { case: "result", value: { frameId: id } } };
+        },
+      }),
+    );
+    const requests = new AsyncQueue<RequestInit>();
+    requests.push({ payload: { case: "options", value: {} } });
+    requests.push({ payload: { case: "frame", value: { frameId: 9n } } });
+    try {
+      const ids: (bigint | undefined)[] = [];
+      for await (const response of client.streamKeypoints(requests)) ids.push(frameIdOf(response));
+      expect(ids).toEqual([1n, 2n, 3n]);
+    } finally {
+      requests.close();
+    }
   });
 });
 

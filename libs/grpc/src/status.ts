@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { Metadata, type ServiceError, type StatusObject } from "@grpc/grpc-js";
 import { AppError, Code, isCode, type Logger } from "@poseloop/core";
 
@@ -22,24 +23,34 @@ function capProblems(problems: readonly string[]): string[] {
   return rest > 0 ? [...shown, `and ${rest} more`] : shown;
 }
 
+/** "internal error (ref 3f9a1c2b7d4e)": what a client is told of an internal failure, and the log's key to it. */
+const REF_SUFFIX = /\(ref [0-9a-f]{6,32}\)$/;
+
 /**
- * The gRPC status for an error thrown by a handler: AppErrors keep their code and message (written for the
- * client); anything else becomes its mapped AppError (ECONNREFUSED → UNAVAILABLE, ...) or INTERNAL with a
- * generic message. Errors a client cannot fix are logged here, once, with their cause.
+ * The gRPC status for an error thrown by a handler: AppErrors a client can act on keep their code and message
+ * (written for the client); anything else becomes its mapped AppError (ECONNREFUSED → UNAVAILABLE, ...).
+ * INTERNAL and UNKNOWN go out as "internal error (ref <id>)" — their text may come from a native library or a
+ * bug — and the cause is logged here, once, under the same ref, so the client's report finds the log line.
  */
 export function toStatus(error: unknown, logger?: Logger, method?: string): Partial<StatusObject> {
   const appError = AppError.from(error);
   const metadata = new Metadata();
   let details = appError.message;
+  if (appError.code === Code.INTERNAL || appError.code === Code.UNKNOWN || appError.code === Code.DATA_LOSS) {
+    // A message that already carries a ref was logged where it was made (the inferencer's frame errors).
+    if (REF_SUFFIX.test(details)) return { code: appError.code, details, metadata };
+    const ref = randomBytes(6).toString("hex");
+    logger?.error("request failed", { method, code: appError.code, ref, err: error });
+    // DATA_LOSS messages are the services' own ("artifact digest mismatch") and tell a client what to retry.
+    details = appError.code === Code.DATA_LOSS ? `${details} (ref ${ref})` : `internal error (ref ${ref})`;
+    return { code: appError.code, details, metadata };
+  }
   if (appError.problems.length > 0) {
     metadata.set(PROBLEMS_METADATA_KEY, Buffer.from(JSON.stringify(capProblems(appError.problems)), "utf8"));
     // The problems travel once, in their trailer; a message that lists them all (AppError.invalid) keeps
     // only its summary, and fromServiceError puts the list back.
     const joined = `: ${appError.problems.join("; ")}`;
     if (details.endsWith(joined)) details = details.slice(0, -joined.length);
-  }
-  if (appError.code === Code.INTERNAL || appError.code === Code.UNKNOWN || appError.code === Code.DATA_LOSS) {
-    logger?.error("request failed", { method, code: appError.code, err: error });
   }
   return { code: appError.code, details, metadata };
 }

@@ -21,6 +21,9 @@ describe("error reports", () => {
     const lines = formatError(new TypeError("boom"));
     expect(lines).toEqual(["poseloop: boom"]);
     expect(formatError(new AppError(Code.INTERNAL, "internal error"))[0]).toBe("poseloop: the service failed with an internal error (its log has the details)");
+    expect(formatError(new AppError(Code.INTERNAL, "internal error (ref 3f9a1c2b7d4e)"))[0]).toBe(
+      "poseloop: the service failed with an internal error (its log has the details under ref 3f9a1c2b7d4e)",
+    );
   });
 
   it("exits 2 for usage errors, 130 for an interrupt, 1 for anything else", () => {

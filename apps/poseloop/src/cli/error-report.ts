@@ -51,6 +51,9 @@ export function formatError(error: unknown): string[] {
     const joined = problems.join("; ");
     if (message.endsWith(`: ${joined}`)) message = message.slice(0, -joined.length - 2);
   }
-  if (appError.code === Code.INTERNAL && message === "internal error") message = "the service failed with an internal error (its log has the details)";
+  const internal = /^internal error(?: \(ref ([0-9a-f]+)\))?$/.exec(message);
+  if (appError.code === Code.INTERNAL && internal !== null) {
+    message = internal[1] === undefined ? "the service failed with an internal error (its log has the details)" : `the service failed with an internal error (its log has the details under ref ${internal[1]})`;
+  }
   return [`poseloop: ${message}`, ...problems.map((problem) => `  - ${problem}`)];
 }

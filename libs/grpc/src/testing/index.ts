@@ -1,0 +1,2 @@
+export { createTestPki } from "./test-certificates.js";
+export type { TestPki } from "./test-certificates.js";

@@ -38,6 +38,29 @@ describe("connectNats with credentials", () => {
     await fromUrl.close();
   });
 
+  it("reads a rotated password file again when it reconnects, with no restart", async () => {
+    const config = join(dir.path, "rotating.conf");
+    const passwordFile = join(dir.path, "rotating-password");
+    await writeFile(config, 'authorization { user: poseloop, password: "first-secret-0123" }\n');
+    await writeFile(passwordFile, "first-secret-0123\n");
+    const server = await NatsServer.start({ args: ["-c", config] });
+    try {
+      const connection = await connectNats({ servers: server.url, security: { user: "poseloop", passwordFile }, timeoutMs: 5000 });
+      try {
+        // The operator rotates the secret: the server's and the client's file, then the server restarts.
+        await writeFile(config, 'authorization { user: poseloop, password: "second-secret-0123" }\n');
+        await writeFile(passwordFile, "second-secret-0123\n");
+        await server.restart();
+        await expect.poll(async () => connection.flush().then(() => true, () => false), { timeout: 15_000, interval: 250 }).toBe(true);
+        expect(connection.isClosed()).toBe(false);
+      } finally {
+        await connection.close();
+      }
+    } finally {
+      await server.dispose();
+    }
+  });
+
   it("fails with UNAUTHENTICATED naming what was sent, never the secret, when credentials are missing or wrong", async () => {
     const none = await connectNats({ servers: tokenServer.url, timeoutMs: 5000 }).catch((error: unknown) => error);
     expect(AppError.is(none, Code.UNAUTHENTICATED)).toBe(true);

@@ -1,7 +1,16 @@
 import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { connect } from "@nats-io/transport-node";
-import { AuthorizationError, credsAuthenticator, nkeyAuthenticator, type ConnectionOptions, type NatsConnection } from "@nats-io/nats-core";
+import {
+  AuthorizationError,
+  credsAuthenticator,
+  nkeyAuthenticator,
+  tokenAuthenticator,
+  usernamePasswordAuthenticator,
+  type Authenticator,
+  type ConnectionOptions,
+  type NatsConnection,
+} from "@nats-io/nats-core";
 import { AppError, Code, silentLogger, type Logger } from "@poseloop/core";
 import { redactNatsUrl } from "./url-secrets.js";
 
@@ -145,19 +154,37 @@ async function securityOptions(security: NatsSecurityOptions): Promise<Partial<C
     }
   };
   const out: Partial<ConnectionOptions> = {};
+  // Secrets in files are read again at every (re)connect, so a rotated file (a renewed Kubernetes Secret) is
+  // picked up without a restart; a file that cannot be read then keeps the last value that could.
+  const following = async (path: string, what: string): Promise<() => string> => {
+    let last = await read(path, what);
+    return () => {
+      try {
+        last = readFileSync(path, "utf8").trim();
+      } catch {
+        // Mid-rotation (the file briefly missing): the previous secret is the best guess.
+      }
+      return last;
+    };
+  };
+  const authenticators: Authenticator[] = [];
   if (security.credsFile !== undefined) {
     const credsFile = security.credsFile;
     await read(credsFile, "credentials file");
-    // Read at every (re)connect, so a rotated credentials file is picked up without a restart.
-    out.authenticator = credsAuthenticator(() => readFileSync(credsFile));
+    authenticators.push(credsAuthenticator(() => readFileSync(credsFile)));
   } else if (security.nkeySeedFile !== undefined) {
-    out.authenticator = nkeyAuthenticator(new TextEncoder().encode(await read(security.nkeySeedFile, "nkey seed file")));
+    const seed = await following(security.nkeySeedFile, "nkey seed file");
+    authenticators.push(nkeyAuthenticator(() => new TextEncoder().encode(seed())));
   }
   if (security.user !== undefined) {
-    out.user = security.user;
-    if (security.passwordFile !== undefined) out.pass = await read(security.passwordFile, "password file");
+    if (security.passwordFile !== undefined) {
+      authenticators.push(usernamePasswordAuthenticator(security.user, await following(security.passwordFile, "password file")));
+    } else {
+      out.user = security.user;
+    }
   }
-  if (security.tokenFile !== undefined) out.token = await read(security.tokenFile, "token file");
+  if (security.tokenFile !== undefined) authenticators.push(tokenAuthenticator(await following(security.tokenFile, "token file")));
+  if (authenticators.length > 0) out.authenticator = authenticators;
   if (security.tlsCaFile !== undefined || security.tlsCertFile !== undefined) {
     out.tls = {
       ...(security.tlsCaFile === undefined ? {} : { caFile: security.tlsCaFile }),

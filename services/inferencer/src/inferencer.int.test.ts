@@ -406,16 +406,27 @@ describe("inferencer: fairness between streams", () => {
 });
 
 describe("inferencer: NATS restart", () => {
-  it("keeps a stream going while nats-server restarts, and picks up a publication made after the restart", async () => {
+  it("keeps a stream going while nats-server is killed (SIGKILL) and comes back, and picks up a publication made after", async () => {
     const server = await NatsServer.start();
     const harness = await startHarness(server.url, "restart");
     try {
       const first = (await publishTestModel(harness.registry, "restart", v1)).manifest.model?.version;
       await harness.inferencer.models.waitForServing(20_000);
       const responses: StreamKeypointsResponse[] = [];
-      const frames = paced(360, 30, (i) => {
-        if (i === 30) void server.restart();
-      });
+      // The stream runs until 30 frames after the version published after the crash serves: a broker
+      // recovering its store after SIGKILL takes seconds of its own, which are no part of what is tested.
+      let stopAt = 1_200;
+      let sent = 0;
+      const frames = (async function* () {
+        for await (const frame of paced(1_200, 30, (i) => {
+          // A crashed broker (no shutdown, no goodbye to its clients), down for a second.
+          if (i === 30) void server.kill().then(() => sleep(1000)).then(() => server.restart());
+        })) {
+          if (sent >= stopAt) return;
+          sent++;
+          yield frame;
+        }
+      })();
       const streaming = (async () => {
         for await (const r of harness.client.streamKeypoints(streamRequests({}, frames))) responses.push(r);
       })();
@@ -431,9 +442,12 @@ describe("inferencer: NATS restart", () => {
         },
         { timeoutMs: 30_000, intervalMs: 250, what: "a publication after the restart" },
       );
+      await waitFor(async () => (harness.inferencer.models.current?.version === second ? true : undefined), { timeoutMs: 30_000, intervalMs: 100, what: "the new version serving" });
+      stopAt = sent + 30;
       await streaming;
       const answered = results(responses);
-      expect(answered.map((r) => Number(r.frameId))).toEqual(Array.from({ length: 360 }, (_, i) => i));
+      expect(answered.length).toBeGreaterThan(60);
+      expect(answered.map((r) => Number(r.frameId))).toEqual(Array.from({ length: answered.length }, (_, i) => i));
       expect(answered.every((r) => (r.status?.code ?? 0) === 0)).toBe(true);
       expect(answered[0]?.model?.version).toBe(first);
       expect(answered.at(-1)?.model?.version).toBe(second);

@@ -212,6 +212,8 @@ export const POSELOOP_ENV_VARIABLES: readonly string[] = Object.freeze([
   "POSELOOP_PYTHON",
   "POSELOOP_ENGINE_TIMEOUT",
   "POSELOOP_RDZV_HOST",
+  // For fault-injection tests only: where a trainer kills itself (see the trainer's README).
+  "POSELOOP_CRASH_AT",
   // Inferencer
   "POSELOOP_INFERENCER_LISTEN",
   "POSELOOP_INFERENCER_TOKENS",
@@ -246,6 +248,7 @@ export const POSELOOP_ENV_VARIABLES: readonly string[] = Object.freeze([
   "POSELOOP_BENCH_EXPERIMENT",
   "POSELOOP_BENCH_QUICK",
   "POSELOOP_BENCH_CASES",
+  "POSELOOP_SOAK_MINUTES",
 ]);
 
 /** A variable with a PoseLoop prefix that no PoseLoop process reads, and the known name it is closest to. */

@@ -48,6 +48,28 @@ export interface TrainerConfig {
    * trainer at, when it runs node 0 and hosts the rendezvous (TRAIN.NODES > 1 without TRAIN.RDZV_ENDPOINT).
    */
   readonly rdzvHost: string;
+  /**
+   * POSELOOP_CRASH_AT, for fault-injection tests only: where this trainer kills itself with SIGKILL (a power
+   * cut: no cleanup), on the Nth time it gets there; unset: never.
+   */
+  readonly crashAt?: CrashAt;
+}
+
+/** The points POSELOOP_CRASH_AT can name (see JobExecutor). */
+export const CRASH_PHASES = ["checkpoint-write", "after-publish"] as const;
+export type CrashPhase = (typeof CRASH_PHASES)[number];
+
+export interface CrashAt {
+  readonly phase: CrashPhase;
+  /** 1: the first time the process reaches the point. */
+  readonly occurrence: number;
+}
+
+/** POSELOOP_CRASH_AT's value, `phase` or `phase:N`; undefined when it names no known phase. */
+export function parseCrashAt(text: string): CrashAt | undefined {
+  const match = /^([a-z-]+)(?::([1-9]\d{0,5}))?$/.exec(text.trim());
+  const phase = CRASH_PHASES.find((known) => known === match?.[1]);
+  return phase === undefined ? undefined : { phase, occurrence: Number(match?.[2] ?? 1) };
 }
 
 /**
@@ -64,10 +86,10 @@ export const TRAINER_METHOD_ACCESS: MethodAccessMap = Object.freeze(
  * The trainer's configuration from environment variables, every problem reported at once:
  * POSELOOP_TRAINER_LISTEN (default 127.0.0.1:50052; another address needs tokens or TLS), POSELOOP_NATS_URL, POSELOOP_BUS_DIR, POSELOOP_LOG_LEVEL,
  * POSELOOP_WORKER_ID, POSELOOP_DATA_ROOT (default ./data), POSELOOP_WORK_DIR (default ./.poseloop/work),
- * POSELOOP_CHECKPOINT_DIR, POSELOOP_MAX_CONCURRENT_JOBS (default 1), POSELOOP_JOB_ACK_WAIT (default 60s),
+ * POSELOOP_CHECKPOINT_DIR, POSELOOP_MAX_CONCURRENT_JOBS (default 1), POSELOOP_JOB_ACK_WAIT (default 6s),
  * POSELOOP_TRAINER_TOKENS ("role:token,..."; roles stream, train, admin), POSELOOP_TRAINER_TOKENS_FILE,
  * POSELOOP_TRAINER_TOKEN (an admin token), POSELOOP_TLS_CERT, POSELOOP_TLS_KEY, POSELOOP_TLS_CLIENT_CA,
- * POSELOOP_PYTHON, POSELOOP_ENGINE_TIMEOUT (default 10m), POSELOOP_RDZV_HOST, POSELOOP_INSECURE, POSELOOP_GRPC_MAX_MESSAGE_BYTES, POSELOOP_DRAIN_TIMEOUT and the standard OTEL_* ones.
+ * POSELOOP_PYTHON, POSELOOP_ENGINE_TIMEOUT (default 10m), POSELOOP_RDZV_HOST, POSELOOP_CRASH_AT (fault-injection tests), POSELOOP_INSECURE, POSELOOP_GRPC_MAX_MESSAGE_BYTES, POSELOOP_DRAIN_TIMEOUT and the standard OTEL_* ones.
  * Without tokens or TLS it listens on 127.0.0.1 only (see grpcServerSettingsFromEnv).
  * Other POSELOOP_* names that no PoseLoop process reads come back in `unknownVariables`.
  */
@@ -89,10 +111,17 @@ export function loadConfig(env: Env): TrainerConfig {
   const workDir = resolve(reader.string("POSELOOP_WORK_DIR", { default: ".poseloop/work" }));
   const checkpointDirRaw = reader.string("POSELOOP_CHECKPOINT_DIR", { default: "" });
   const maxConcurrentJobs = reader.int("POSELOOP_MAX_CONCURRENT_JOBS", { default: 1, min: 0, max: 64 });
-  const jobAckWaitMs = reader.durationMs("POSELOOP_JOB_ACK_WAIT", { default: 60_000, min: 1000, max: 3_600_000 });
+  // 6 s: a dead trainer's job is redelivered 5-6 s after its last heartbeat (every second), so another trainer
+  // takes over within 10 s (bench/takeover.ts). A live trainer loses its job only if its main thread stalls
+  // for over 5 s (training, data and export run in worker threads) or NATS is away that long; fencing then stops
+  // it and the job resumes from its last checkpoint, so a spurious takeover costs work, never a second result.
+  const jobAckWaitMs = reader.durationMs("POSELOOP_JOB_ACK_WAIT", { default: 6_000, min: 1000, max: 3_600_000 });
   const python = reader.string("POSELOOP_PYTHON", { default: "" });
   const engineTimeoutMs = reader.durationMs("POSELOOP_ENGINE_TIMEOUT", { default: 600_000, min: 1000, max: 86_400_000 });
   const rdzvHost = reader.string("POSELOOP_RDZV_HOST", { default: hostname(), pattern: /^([A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:]+\])$/, hint: "must be a host name, an IPv4 address or a [bracketed] IPv6 address" });
+  const crashAtRaw = reader.string("POSELOOP_CRASH_AT", { default: "" });
+  const crashAt = crashAtRaw === "" ? undefined : parseCrashAt(crashAtRaw);
+  if (crashAtRaw !== "" && crashAt === undefined) reader.problem(`POSELOOP_CRASH_AT=${JSON.stringify(crashAtRaw)} must be one of ${CRASH_PHASES.join(", ")}, optionally with :N (the Nth time)`);
   reader.done("trainer configuration");
   // The other service's and the CLI's variables are known too: users run them all from one shell.
   const unknown = unknownVariables(env, "POSELOOP_", [...POSELOOP_ENV_VARIABLES, ...reader.names]);
@@ -114,5 +143,6 @@ export function loadConfig(env: Env): TrainerConfig {
     python,
     engineTimeoutMs,
     rdzvHost,
+    ...(crashAt === undefined ? {} : { crashAt }),
   });
 }

@@ -133,6 +133,7 @@ export async function startTrainer(config: TrainerConfig, logger: Logger, option
       capabilities: { now: () => capabilities, probed },
       env: options.env ?? process.env,
       engineTimeoutMs: config.engineTimeoutMs,
+      ...(config.crashAt === undefined ? {} : { crashAt: config.crashAt }),
       nodeQueue,
       rdzvHost: config.rdzvHost,
     });

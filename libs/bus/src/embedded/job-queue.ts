@@ -27,7 +27,8 @@ export class FsJobQueue implements JobQueue {
   readonly #dir: string;
   #sequence = 0;
 
-  constructor(dir: string, ackWaitMs = 60_000, maxDeliveries = DEFAULT_MAX_DELIVERIES) {
+  // The same default lease as NatsJobQueue's (and the trainer's POSELOOP_JOB_ACK_WAIT).
+  constructor(dir: string, ackWaitMs = 6_000, maxDeliveries = DEFAULT_MAX_DELIVERIES) {
     if (!Number.isInteger(maxDeliveries) || maxDeliveries < 1) throw new AppError(Code.INVALID_ARGUMENT, `maxDeliveries must be a positive integer, not ${maxDeliveries}`);
     this.#dir = dir;
     this.ackWaitMs = ackWaitMs;

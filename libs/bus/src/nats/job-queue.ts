@@ -41,7 +41,8 @@ export class NatsJobQueue implements JobQueue {
   static async open(
     connection: NatsConnection,
     name: string,
-    ackWaitMs = 60_000,
+    // The trainer's default too (POSELOOP_JOB_ACK_WAIT): a dead consumer's job comes back within seconds.
+    ackWaitMs = 6_000,
     jsOptions: JetStreamOptions = {},
     maxDeliveries = DEFAULT_MAX_DELIVERIES,
   ): Promise<NatsJobQueue> {

@@ -25,6 +25,7 @@ import { decodeCheckpoint } from "../runner/checkpoint-file.js";
 import { TrainingSession } from "../runner/training-session.js";
 import type { TrainChunk } from "../runner/training-run.js";
 import { canRun, type TrainerCapabilities } from "../engines/capabilities.js";
+import type { CrashAt, CrashPhase } from "../config.js";
 import type { CheckpointStore } from "./checkpoint-store.js";
 import { queueNodeTasks } from "./node-runner.js";
 import type { CheckpointList } from "./checkpoint-list.js";
@@ -40,7 +41,7 @@ export interface ExecutorDependencies {
   readonly roots: DataRoots;
   readonly workerId: string;
   readonly logger: Logger;
-  /** The queue's lease; heartbeats go out at a third of it. */
+  /** The queue's lease; heartbeats go out every second, or at a third of it when that is shorter. */
   readonly ackWaitMs: number;
   /** The queue's delivery limit (default DEFAULT_MAX_DELIVERIES): a failure on the last delivery ends the job FAILED. */
   readonly maxDeliveries?: number;
@@ -56,6 +57,8 @@ export interface ExecutorDependencies {
   readonly capabilities?: { readonly now: () => TrainerCapabilities; readonly probed: Promise<TrainerCapabilities> };
   /** The trainer's environment, for engine processes. */
   readonly env?: Readonly<Record<string, string | undefined>>;
+  /** POSELOOP_CRASH_AT: where a fault-injection test makes this process die (see #crashPoint). */
+  readonly crashAt?: CrashAt;
   /** POSELOOP_ENGINE_TIMEOUT. */
   readonly engineTimeoutMs?: number;
   /** Where a multi-node job's other nodes are queued, by device kind (see node-runner.ts). */
@@ -106,10 +109,23 @@ function metricsOf(bytes: Uint8Array | undefined): KeypointMetrics | undefined {
 export class JobExecutor {
   readonly #deps: ExecutorDependencies;
   readonly #publisher: Publisher;
+  readonly #crashAt: CrashAt | undefined;
+  #crashPointsReached = 0;
 
   constructor(deps: ExecutorDependencies) {
     this.#deps = deps;
     this.#publisher = new Publisher(deps.registry, deps.logger);
+    this.#crashAt = deps.crashAt;
+  }
+
+  /**
+   * POSELOOP_CRASH_AT, for fault-injection tests: the process dies here as in a power cut (SIGKILL: no
+   * cleanup, no last write), the Nth time it reaches `phase`.
+   */
+  #crashPoint(phase: CrashPhase): void {
+    if (this.#crashAt?.phase !== phase || ++this.#crashPointsReached < this.#crashAt.occurrence) return;
+    this.#deps.logger.warn("POSELOOP_CRASH_AT: killing this process", { phase, occurrence: this.#crashPointsReached });
+    process.kill(process.pid, "SIGKILL");
   }
 
   /** `from` is the queue the delivery came from, where a job handed back on its last delivery goes again. */
@@ -124,7 +140,10 @@ export class JobExecutor {
       await delivery.term();
       return;
     }
-    const heartbeat = setInterval(() => void delivery.heartbeat().catch((error: unknown) => logger.warn("job heartbeat failed", { err: error, job_id: queued.jobId })), Math.max(250, this.#deps.ackWaitMs / 3));
+    // At most a second apart: with the 6 s default lease a live trainer keeps its job through a 5 s stall of its
+    // main thread, where a third of the lease would allow 4 s (one small NATS message a second per job).
+    const heartbeatMs = Math.max(250, Math.min(this.#deps.ackWaitMs / 3, 1000));
+    const heartbeat = setInterval(() => void delivery.heartbeat().catch((error: unknown) => logger.warn("job heartbeat failed", { err: error, job_id: queued.jobId })), heartbeatMs);
     const held: { owner?: JobOwner } = {};
     try {
       const outcome = await this.#execute(queued, delivery, signal, held);
@@ -322,8 +341,18 @@ export class JobExecutor {
     let lastCheckpointAt = Date.now();
     let samples = 0;
     let seconds = 0;
-    let best: { checkpoint: Checkpoint | undefined; ap: number } = { checkpoint: job.lastCheckpoint?.isBest === true ? job.lastCheckpoint : undefined, ap: session.position.bestAp };
-    const bestSoFar = (await this.#deps.checkpointList.get(jobId)).find((c) => c.isBest);
+    const resumed = job.lastCheckpoint;
+    let kept = await this.#deps.checkpointList.get(jobId);
+    if (resumed !== undefined && !kept.some((c) => c.checkpointId === resumed.checkpointId && c.location === resumed.location)) {
+      // The previous attempt died between recording its checkpoint in the job and listing it (#saveCheckpoint):
+      // the record is the truth. Unlisted, the checkpoint would be missing from ListCheckpoints, never deleted,
+      // and passed over for an older "best" at publication.
+      await store.assertOwner(jobId, owner);
+      await this.#listCheckpoint(job, resumed, events);
+      kept = await this.#deps.checkpointList.get(jobId);
+    }
+    let best: { checkpoint: Checkpoint | undefined; ap: number } = { checkpoint: resumed?.isBest === true ? resumed : undefined, ap: session.position.bestAp };
+    const bestSoFar = kept.find((c) => c.isBest);
     if (bestSoFar !== undefined) best = { checkpoint: bestSoFar, ap: session.position.bestAp };
     /** The checkpoint of the weights the worker holds now, once this attempt has written one. */
     let current: Checkpoint | undefined;
@@ -485,7 +514,7 @@ export class JobExecutor {
     isBest: boolean,
     owner: JobOwner,
   ): Promise<Checkpoint> {
-    const { store, checkpoints, checkpointList } = this.#deps;
+    const { store, checkpoints } = this.#deps;
     const written = await session.checkpoint();
     await store.assertOwner(job.jobId, owner);
     // A file per attempt: a stale owner that got past the check above still cannot overwrite the file that the
@@ -512,10 +541,19 @@ export class JobExecutor {
       },
       owner,
     );
-    const removed = await store.outlast(`list checkpoint ${written.id}`, () => checkpointList.add(job.jobId, checkpoint, job.config?.checkpoint?.keepLast || 3));
+    // The most dangerous point to die at: the job resumes from this checkpoint, which its list does not hold yet
+    // (the next attempt lists it: see #epochs).
+    this.#crashPoint("checkpoint-write");
+    await this.#listCheckpoint(job, checkpoint, events);
+    return checkpoint;
+  }
+
+  /** Lists a checkpoint the job's record holds, deletes the files that fell out of the kept set, and reports it. */
+  async #listCheckpoint(job: Job, checkpoint: Checkpoint, events: JobEventLog): Promise<void> {
+    const { store, checkpoints, checkpointList } = this.#deps;
+    const removed = await store.outlast(`list checkpoint ${checkpoint.checkpointId}`, () => checkpointList.add(job.jobId, checkpoint, job.config?.checkpoint?.keepLast || 3));
     for (const old of removed) await checkpoints.delete(old.location).catch(() => undefined);
     await events.append({ case: "checkpointSaved", value: { checkpoint } });
-    return checkpoint;
   }
 
   /**
@@ -565,6 +603,8 @@ export class JobExecutor {
     return {
       append: (event) => events.append(event),
       recordPublished: async (model) => {
+        // The version is in the registry, and neither the job's record nor its events say so yet.
+        if (owner !== undefined) this.#crashPoint("after-publish");
         let added = false;
         await store.update(
           jobId,

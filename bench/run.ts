@@ -13,6 +13,8 @@ const benches: Record<string, () => Promise<{ run: () => Promise<void> }>> = {
   "train-demo": () => import("./train-demo.js"),
   "train-engines": () => import("./train-engines.js"),
   "train-parity": () => import("./train-parity.js"),
+  soak: () => import("./soak.js"),
+  takeover: () => import("./takeover.js"),
 };
 
 const wanted = process.argv.slice(2);

@@ -35,6 +35,7 @@ const TRAINER_ROLES: Readonly<Record<string, Role>> = {
   ListCheckpoints: Role.TRAIN,
   PublishCheckpoint: Role.ADMIN,
   GetTrainerInfo: Role.TRAIN,
+  GetJobResults: Role.TRAIN,
 };
 const INFERENCER_ROLES: Readonly<Record<string, Role>> = {
   StreamKeypoints: Role.STREAM,

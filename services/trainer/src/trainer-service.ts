@@ -1,4 +1,4 @@
-import { create } from "@bufbuild/protobuf";
+import { create, fromBinary } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { trace } from "@opentelemetry/api";
 import type { JobQueue, ModelRegistry } from "@poseloop/bus";
@@ -6,7 +6,7 @@ import { AppError, Code, type Logger } from "@poseloop/core";
 import { Role, type HandlerContext, type MethodsOf, type ServiceImpl } from "@poseloop/grpc";
 import { ModelRefSchema, type ModelManifest, type ModelRef } from "@poseloop/proto/poseloop/common/v1/model_pb";
 import type { TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
-import { JobSchema, JobState, type Job, type TrainerInfo, type TrainerService } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
+import { GetJobResultsResponseSchema, JobSchema, JobState, type Job, type TrainerInfo, type TrainerService } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
 import { traceContextToRecord, traceIdOf } from "@poseloop/telemetry";
 import { datasetProblems } from "./datasets/data-root.js";
 import { fleetRefusal, placementOf, type Placement } from "./engines/capabilities.js";
@@ -15,6 +15,7 @@ import { ExperimentChecker } from "./experiment/experiment-checker.js";
 import { resolveTrainConfig } from "./experiment/index.js";
 import { missingReferences, referenceProblems, type ReferenceLookups } from "./experiment/references.js";
 import type { CheckpointList } from "./jobs/checkpoint-list.js";
+import type { CheckpointStore } from "./jobs/checkpoint-store.js";
 import type { QueuedJob } from "./jobs/job-executor.js";
 import { isTerminal, JobEventLog, newJobId, type JobStore } from "./jobs/job-store.js";
 import { labelProblems } from "./publication/publisher.js";
@@ -35,6 +36,8 @@ export interface TrainerServiceDependencies {
    */
   readonly trainers?: { readonly self: () => TrainerInfo; readonly live: () => Promise<TrainerInfo[]>; readonly probed?: () => Promise<void> };
   readonly checkpointList: CheckpointList;
+  /** Where the runs store their checkpoints and results; without it GetJobResults is UNIMPLEMENTED. */
+  readonly checkpoints?: Pick<CheckpointStore, "get">;
   readonly registry: ModelRegistry;
   readonly dataRoot: string;
   readonly authToken: string;
@@ -227,6 +230,25 @@ export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<Me
     async listCheckpoints(request) {
       await store.require(request.jobId);
       return { checkpoints: await deps.checkpointList.get(request.jobId) };
+    },
+
+    async getJobResults(request) {
+      const checkpoints = deps.checkpoints;
+      if (checkpoints === undefined) throw new AppError(Code.UNIMPLEMENTED, "this trainer serves no job results");
+      // The running attempt rewrites its results file before it records the checkpoint that names the new
+      // digest: a read between the two finds the record one checkpoint behind, and reads it again.
+      for (let attempt = 0; ; attempt++) {
+        const last = (await store.require(request.jobId)).job.lastCheckpoint;
+        if (last === undefined || last.resultsLocation === "") {
+          throw new AppError(Code.NOT_FOUND, `job ${request.jobId} has no results yet: they are written with each checkpoint, the first at the end of epoch 1`);
+        }
+        try {
+          return fromBinary(GetJobResultsResponseSchema, await checkpoints.get(last.resultsLocation, last.resultsDigest));
+        } catch (error) {
+          if (!AppError.is(error, Code.DATA_LOSS) || attempt >= 3) throw error;
+          await new Promise((resolve) => setTimeout(resolve, 200));
+        }
+      }
     },
 
     async publishCheckpoint(request, ctx) {

@@ -156,6 +156,7 @@ export async function startTrainer(config: TrainerConfig, logger: Logger, option
             queueFor,
             trainers: { self: () => info, live: () => directory.live(), probed: () => probed.then(() => undefined) },
             checkpointList,
+            checkpoints,
             registry,
             dataRoot: config.dataRoot,
             authToken: config.authToken,

@@ -18,7 +18,7 @@ describe("runCli command line", () => {
   it("prints the command list for --help and exits 0; with no arguments prints it to stderr and exits 2", async () => {
     const help = captureIo();
     expect(await runCli(["--help"], help)).toBe(0);
-    for (const command of ["train", "jobs", "watch", "cancel", "checkpoints", "trainers", "publish", "rollback", "models", "stream", "detect"]) {
+    for (const command of ["train", "jobs", "watch", "cancel", "checkpoints", "results", "trainers", "publish", "rollback", "models", "stream", "detect"]) {
       expect(help.stdoutText()).toMatch(new RegExp(`^  ${command} `, "m"));
     }
     const bare = captureIo();
@@ -26,7 +26,7 @@ describe("runCli command line", () => {
     expect(bare.stderrText()).toContain("Usage: poseloop <command>");
   });
 
-  it.each(["train", "jobs", "watch", "cancel", "checkpoints", "trainers", "publish", "rollback", "models", "stream", "detect"])(
+  it.each(["train", "jobs", "watch", "cancel", "checkpoints", "results", "trainers", "publish", "rollback", "models", "stream", "detect"])(
     "has --help for %s, listing its options and the global ones",
     async (command) => {
       const io = captureIo();

@@ -10,6 +10,7 @@ import { detectCommand } from "./detect-command.js";
 import { ExitCode, exitCodeOf, formatError, UsageError } from "./error-report.js";
 import { cancelCommand, checkpointsCommand, jobsCommand, watchCommand } from "./job-commands.js";
 import { modelsCommand, publishCommand, rollbackCommand } from "./model-commands.js";
+import { resultsCommand } from "./results-command.js";
 import { streamCommand } from "./stream-command.js";
 import { trainCommand } from "./train-command.js";
 import { trainersCommand } from "./trainers-command.js";
@@ -34,6 +35,7 @@ export const COMMANDS: readonly Command[] = [
   watchCommand,
   cancelCommand,
   checkpointsCommand,
+  resultsCommand,
   trainersCommand,
   publishCommand,
   rollbackCommand,

@@ -1,7 +1,8 @@
-import { writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { makeTempDir, NatsServer, spawnService, waitFor, type ServiceProcess } from "@poseloop/testkit";
+import { decodeImage } from "@poseloop/vision";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { captureIo } from "../testing/capture-io.js";
 import { tinyExperiment } from "../testing/tiny-experiment.js";
@@ -207,6 +208,29 @@ describe("poseloop against a real trainer", () => {
 
     const json = await cliJson<{ checkpoints: { checkpointId: string; epoch: number; reason: string }[] }>(["checkpoints", first.jobId, "--json"]);
     expect(json.checkpoints.map((c) => [c.epoch, c.reason])).toEqual([[1, "CHECKPOINT_REASON_EPOCH_END"], [2, "CHECKPOINT_REASON_EPOCH_END"]]);
+  });
+
+  it("results: results.csv has a row per epoch with finite losses and AP, and --plot saves PNGs that decode", async () => {
+    const table = await cli(["results", first.jobId, "--plot", "plots"]);
+    expect(table.code, table.stderr).toBe(0);
+    const [header = "", ...rows] = table.stdout.trimEnd().split("\n");
+    expect(header).toMatch(/^epoch +step +train_loss +lr +ap +ap50 /);
+    expect(rows.map((row) => row.split(/ +/)[0])).toEqual(["1", "2"]);
+    expect(table.stderr).toMatch(/^as of checkpoint e0002-s\d+$/m);
+
+    const json = await cliJson<{ epochs: Record<string, number | null>[]; plots: string[]; saved: string[] }>(["results", first.jobId, "--json"]);
+    expect(json.epochs.map((e) => e.epoch)).toEqual([1, 2]);
+    for (const epoch of json.epochs) {
+      expect(Number.isFinite(epoch.train_loss) && (epoch.train_loss ?? 0) > 0, JSON.stringify(epoch)).toBe(true);
+      expect(epoch.ap).toBeGreaterThanOrEqual(0);
+      expect(epoch.ap).toBeLessThanOrEqual(1);
+    }
+    expect(json.plots).toEqual(["loss.png", "lr.png", "ap.png", "keypoint-misses.png"]);
+    for (const name of json.plots) {
+      const image = await decodeImage(await readFile(join(dir.path, "plots", name)));
+      expect([image.width, image.height]).toEqual([640, 360]);
+      expect(image.data.some((v) => v !== 255), name).toBe(true);
+    }
   });
 
   const third = { version: "" };

@@ -6,6 +6,7 @@ import type { TrainConfigSchema } from "@poseloop/proto/poseloop/trainer/v1/conf
 import {
   TrainerService,
   type Checkpoint,
+  type GetJobResultsResponse,
   type GetTrainerInfoResponse,
   type Job,
   type JobEvent,
@@ -166,6 +167,11 @@ export class TrainerClient {
   async listCheckpoints(jobId: string, options: RequestOptions = {}): Promise<Checkpoint[]> {
     const response = await this.#unary(() => this.#client.listCheckpoints({ jobId }, this.#call(options)));
     return response.checkpoints;
+  }
+
+  /** The job's results as of its last checkpoint: results.csv (a row per epoch) and PNG plots of its curves. */
+  async getJobResults(jobId: string, options: RequestOptions = {}): Promise<GetJobResultsResponse> {
+    return this.#unary(() => this.#client.getJobResults({ jobId }, this.#call(options)));
   }
 
   /**

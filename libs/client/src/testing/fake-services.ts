@@ -4,6 +4,7 @@ import { AppError, Code, sleep } from "@poseloop/core";
 import { GrpcServer, type HandlerContext, type MethodsOf, type ServiceImpl } from "@poseloop/grpc";
 import { InferenceService, ServingState, type Frame } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
 import {
+  type GetJobResultsResponseSchema,
   type GetTrainerInfoResponseSchema,
   JobEventSchema,
   JobSchema,
@@ -61,6 +62,8 @@ export interface FakeTrainerScript {
   serving?: { name: string; version: string };
   /** The GetTrainerInfo answer (default: "fake-trainer" with onnxruntime on the CPU, no others). */
   trainerInfo?: MessageInitShape<typeof GetTrainerInfoResponseSchema>;
+  /** GetJobResults answers by job id; a job without one is NOT_FOUND. */
+  results?: Record<string, MessageInitShape<typeof GetJobResultsResponseSchema>>;
 }
 
 export function fakeJob(init: MessageInitShape<typeof JobSchema>): Job {
@@ -140,6 +143,13 @@ export async function startFakeTrainer(script: FakeTrainerScript = {}, port = 0)
       await record("publishCheckpoint", request, ctx);
       const serving = script.serving ?? { name: "demo", version: "v2" };
       return { serving: { model: serving, architecture: "lite" }, previous: { name: serving.name, version: "v1" } };
+    },
+    async getJobResults(request, ctx) {
+      await record("getJobResults", request, ctx);
+      findJob(request.jobId);
+      const results = script.results?.[request.jobId];
+      if (results === undefined) throw new AppError(Code.NOT_FOUND, `job ${request.jobId} has no results yet`);
+      return results;
     },
     async getTrainerInfo(request, ctx) {
       await record("getTrainerInfo", request, ctx);

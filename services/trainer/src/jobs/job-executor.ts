@@ -520,6 +520,8 @@ export class JobExecutor {
     // A file per attempt: a stale owner that got past the check above still cannot overwrite the file that the
     // current owner's record points to (two owners reach the same step under the same checkpoint id).
     const stored = await store.outlast(`store checkpoint ${written.id}`, () => checkpoints.put(job.jobId, written.id, written.bytes, owner.attempt));
+    // The results as of this checkpoint (GetJobResults): one file per attempt, overwritten at each checkpoint.
+    const results = await store.outlast(`store results of ${written.id}`, () => checkpoints.put(job.jobId, "results", written.results, owner.attempt));
     const checkpoint = create(CheckpointSchema, {
       checkpointId: written.id,
       jobId: job.jobId,
@@ -532,6 +534,8 @@ export class JobExecutor {
       digest: stored.digest,
       sizeBytes: BigInt(stored.sizeBytes),
       createdAt: timestampNow(),
+      resultsLocation: results.location,
+      resultsDigest: results.digest,
     });
     // Durable first, then recorded: a crash between the two leaves an unused file, never a record without one.
     await store.update(

@@ -1,4 +1,5 @@
 import { AppError, Code } from "@poseloop/core";
+import type { RunResultsState } from "./run-results.js";
 
 /** Bumped when the checkpoint layout or the meaning of its fields changes. */
 export const CHECKPOINT_FORMAT = "POSELOOP-CHECKPOINT-1";
@@ -30,6 +31,8 @@ export interface CheckpointHeader {
   readonly bestAp: number;
   readonly bestEpoch: number;
   readonly history: readonly EpochMetrics[];
+  /** The run's curves (results.csv and the plots) so far; absent in checkpoints written before they were kept. */
+  readonly results?: RunResultsState;
   readonly createdAt: string;
 }
 

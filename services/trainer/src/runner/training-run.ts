@@ -1,10 +1,12 @@
-import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { create as createMessage, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { AppError, Code } from "@poseloop/core";
 import { PoseDataLoader, type PoseBatch } from "@poseloop/data";
 import { encodeModel } from "@poseloop/onnx";
+import { keypointErrors } from "@poseloop/pose";
 import { KeypointMetricsSchema } from "@poseloop/proto/poseloop/common/v1/metrics_pb";
+import { GetJobResultsResponseSchema } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
 import { Device, DistillationLoss, OptimizerKind, ScheduleKind, TrainConfigSchema, TrainingEngine as TrainingEngineKind, type TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import {
   buildInferenceModel,
@@ -27,6 +29,8 @@ import { metricsMessage, ModelEvaluator } from "../publication/model-evaluator.j
 import { exportModel, weightsFromState, type ExportOutcome } from "../publication/model-export.js";
 import { checkpointId, decodeCheckpoint, encodeCheckpoint, type EpochMetrics } from "./checkpoint-file.js";
 import { resumeConflicts } from "./resume-check.js";
+import { renderResultPlots } from "./results-plots.js";
+import { RunResults } from "./run-results.js";
 
 /** What a run starts from. */
 export interface RunInit {
@@ -160,6 +164,8 @@ export class TrainingRun {
   #bestAp = -1;
   #bestEpoch = -1;
   #history: EpochMetrics[] = [];
+  /** results.csv and the plots: kept in every checkpoint, so a resumed run continues the same curves. */
+  #results = new RunResults();
   #iterator: { epoch: number; nextBatch: number; it: AsyncIterator<PoseBatch> } | undefined;
 
   private constructor(init: RunInit, config: TrainConfig, contract: RunContract, engine: TrainingEngine, loader: PoseDataLoader, evaluator: ModelEvaluator, teacher: ort.InferenceSession | undefined, trainInstances: number) {
@@ -327,6 +333,12 @@ export class TrainingRun {
     // Updates without a reported norm (or a finite one that still overflowed a weight) are checked once a chunk.
     if (nonFiniteAt === undefined && updatedSinceCheck && !(await this.#weightsFinite())) nonFiniteAt = { what: "weights", step: this.#engine.step };
     const epochEnded = this.#nextBatch >= position.batchesPerEpoch;
+    const seconds = (performance.now() - started) / 1000;
+    // A chunk that ended in a non-finite loss or weights fails the job and is never checkpointed: no point.
+    if (nonFiniteAt === undefined) {
+      this.#results.recordChunk({ step: this.#engine.step, epoch: this.#epoch + 1, loss: batches === 0 ? Number.NaN : lossSum / batches, lr, batches, samples, seconds });
+      if (epochEnded) this.#results.endEpoch(this.#epoch + 1, this.#engine.step);
+    }
     if (epochEnded) {
       this.#epoch++;
       this.#nextBatch = 0;
@@ -342,7 +354,7 @@ export class TrainingRun {
       lossScale,
       skippedSteps,
       samples,
-      seconds: (performance.now() - started) / 1000,
+      seconds,
       epochEnded,
       cancelled,
       nonFinite: nonFiniteAt !== undefined,
@@ -372,11 +384,18 @@ export class TrainingRun {
     }
     const bytes = toBinary(KeypointMetricsSchema, metrics);
     this.#history.push({ epoch, step: this.#engine.step, ap, metrics: base64(bytes) });
-    return { epoch, step: this.#engine.step, metrics: bytes, ap, isBest, durationMs: Math.round(performance.now() - started) };
+    const durationMs = Math.round(performance.now() - started);
+    const { ap50, ap75, apMedium, apLarge, ar, ar50, ar75 } = metrics;
+    const misses = keypointErrors(this.#evaluator.validation.groundTruths, evaluation.detections, this.contract.schema);
+    this.#results.recordValidation(epoch, { ap, ap50, ap75, apMedium, apLarge, ar, ar50, ar75, seconds: durationMs / 1000 }, misses.keypoints);
+    return { epoch, step: this.#engine.step, metrics: bytes, ap, isBest, durationMs };
   }
 
-  /** The whole state as a checkpoint file. */
-  async checkpoint(): Promise<{ id: string; bytes: Uint8Array; epoch: number; step: number }> {
+  /**
+   * The whole state as a checkpoint file, and the run's results as of it (results.csv and the PNG plots, a
+   * GetJobResultsResponse, binary) to store beside it.
+   */
+  async checkpoint(): Promise<{ id: string; bytes: Uint8Array; epoch: number; step: number; results: Uint8Array }> {
     const state = await this.#engine.exportState();
     const id = checkpointId(this.#epoch, this.#engine.step, this.#nextBatch);
     const bytes = encodeCheckpoint(
@@ -390,11 +409,13 @@ export class TrainingRun {
         bestAp: this.#bestAp,
         bestEpoch: this.#bestEpoch,
         history: this.#history,
+        results: this.#results.state(),
         createdAt: new Date().toISOString(),
       },
       encodeTrainingState(state),
     );
-    return { id, bytes, epoch: this.#epoch, step: this.#engine.step };
+    const results = toBinary(GetJobResultsResponseSchema, createMessage(GetJobResultsResponseSchema, { csv: this.#results.csv(), plots: await renderResultPlots(this.#results), checkpointId: id }));
+    return { id, bytes, epoch: this.#epoch, step: this.#engine.step, results };
   }
 
   /**
@@ -423,6 +444,7 @@ export class TrainingRun {
     this.#bestAp = header.bestAp;
     this.#bestEpoch = header.bestEpoch;
     this.#history = [...header.history];
+    this.#results = new RunResults(header.results);
   }
 
   async #loadInitWeights(bytes: Uint8Array, skip: readonly string[]): Promise<void> {

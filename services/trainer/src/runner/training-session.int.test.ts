@@ -2,6 +2,7 @@ import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { AppError, Code } from "@poseloop/core";
 import { KeypointMetricsSchema } from "@poseloop/proto/poseloop/common/v1/metrics_pb";
 import { TrainConfigSchema } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import { GetJobResultsResponseSchema } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
 import { makeTempDir } from "@poseloop/testkit";
 import * as ort from "onnxruntime-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -41,15 +42,34 @@ describe("TrainingSession", () => {
       expect(validation.isBest).toBe(true);
       while (!(await session.train(100)).epochEnded);
       expect(session.position.epoch).toBe(2);
-      const final = decodeCheckpoint((await session.checkpoint()).bytes);
+      const finalWritten = await session.checkpoint();
+      const final = decodeCheckpoint(finalWritten.bytes);
 
       const resumed = await TrainingSession.start({ ...init(), checkpoint: midEpoch });
       try {
         expect(resumed.position).toMatchObject({ epoch: 0, nextBatch: 2, step: 2 });
-        while (resumed.position.epoch < 2) await resumed.train(100);
-        const again = decodeCheckpoint((await resumed.checkpoint()).bytes);
+        while (!(await resumed.train(100)).epochEnded);
+        await resumed.validate();
+        while (!(await resumed.train(100)).epochEnded);
+        const againWritten = await resumed.checkpoint();
+        const again = decodeCheckpoint(againWritten.bytes);
         expect(again.header.step).toBe(final.header.step);
         expect(Buffer.compare(Buffer.from(again.state), Buffer.from(final.state))).toBe(0);
+        // The resumed run continues the curves it was checkpointed with: results.csv as an uninterrupted run's,
+        // but for the timings.
+        const csv = (bytes: Uint8Array) => {
+          const { header, rows } = ((text: string) => {
+            const [head = "", ...lines] = text.trimEnd().split("\n");
+            return { header: head.split(","), rows: lines.map((line) => line.split(",")) };
+          })(fromBinary(GetJobResultsResponseSchema, bytes).csv);
+          const timings = new Set(["train_s", "val_s", "samples_per_s"]);
+          return rows.map((row) => row.filter((_, i) => !timings.has(header[i] ?? "")));
+        };
+        const uninterrupted = csv(finalWritten.results);
+        expect(uninterrupted).toHaveLength(2);
+        expect(uninterrupted[0]?.[4]).not.toBe("");
+        expect(csv(againWritten.results)).toEqual(uninterrupted);
+        expect(again.header.results?.steps).toEqual(final.header.results?.steps);
       } finally {
         await resumed.close();
       }

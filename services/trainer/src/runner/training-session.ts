@@ -40,7 +40,7 @@ export class TrainingSession {
     return this.#client.call<ValidationOutcome>("validate");
   }
 
-  checkpoint(): Promise<{ id: string; bytes: Uint8Array; epoch: number; step: number }> {
+  checkpoint(): Promise<{ id: string; bytes: Uint8Array; epoch: number; step: number; results: Uint8Array }> {
     return this.#client.call("checkpoint");
   }
 

@@ -1,3 +1,5 @@
+import type { CocoKeypointStats } from "@poseloop/pose";
+
 /** One logged training chunk: the mean loss over its micro-batches and the LR of its last step. */
 export interface StepPoint {
   /** Optimizer steps taken after the chunk. */
@@ -9,15 +11,7 @@ export interface StepPoint {
 }
 
 /** Validation numbers of one epoch, as KeypointMetrics has them (-1 where COCOeval reports no ground truth). */
-export interface EpochValidation {
-  readonly ap: number;
-  readonly ap50: number;
-  readonly ap75: number;
-  readonly apMedium: number;
-  readonly apLarge: number;
-  readonly ar: number;
-  readonly ar50: number;
-  readonly ar75: number;
+export interface EpochValidation extends Omit<CocoKeypointStats, "arMedium" | "arLarge"> {
   readonly seconds: number;
 }
 

@@ -36,6 +36,7 @@ const TRAINER_ROLES: Readonly<Record<string, Role>> = {
   PublishCheckpoint: Role.ADMIN,
   GetTrainerInfo: Role.TRAIN,
   GetJobResults: Role.TRAIN,
+  Evaluate: Role.TRAIN,
 };
 const INFERENCER_ROLES: Readonly<Record<string, Role>> = {
   StreamKeypoints: Role.STREAM,

@@ -1,4 +1,4 @@
-import { create, fromBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { trace } from "@opentelemetry/api";
 import type { JobQueue, ModelRegistry } from "@poseloop/bus";
@@ -6,7 +6,16 @@ import { AppError, Code, type Logger } from "@poseloop/core";
 import { Role, type HandlerContext, type MethodsOf, type ServiceImpl } from "@poseloop/grpc";
 import { ModelRefSchema, type ModelManifest, type ModelRef } from "@poseloop/proto/poseloop/common/v1/model_pb";
 import type { TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
-import { GetJobResultsResponseSchema, JobSchema, JobState, type Job, type TrainerInfo, type TrainerService } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
+import {
+  GetJobResultsResponseSchema,
+  JobSchema,
+  JobState,
+  type EvaluateRequest,
+  type EvaluateResponseSchema,
+  type Job,
+  type TrainerInfo,
+  type TrainerService,
+} from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
 import { traceContextToRecord, traceIdOf } from "@poseloop/telemetry";
 import { datasetProblems } from "./datasets/data-root.js";
 import { fleetRefusal, placementOf, type Placement } from "./engines/capabilities.js";
@@ -44,6 +53,8 @@ export interface TrainerServiceDependencies {
   readonly logger: Logger;
   /** Publishes a kept checkpoint of a job (export → gate → registry) in an export-only worker. */
   readonly publishCheckpoint: (job: Job, checkpointId: string, options: { modelName: string; skipPromotion: boolean }) => Promise<{ serving: ModelManifest; previous?: ModelRef }>;
+  /** Evaluates a version or a checkpoint in an evaluation worker (EvaluationRunner); without it Evaluate is UNIMPLEMENTED. */
+  readonly evaluate?: (request: EvaluateRequest, signal: AbortSignal) => Promise<MessageInitShape<typeof EvaluateResponseSchema>>;
 }
 
 const MAX_PAGE = 500;
@@ -65,7 +76,10 @@ function assertMayChange(job: Job, ctx: HandlerContext, change: "cancelling" | "
   throw new AppError(Code.PERMISSION_DENIED, `job ${job.jobId} was submitted by another caller; ${change} it needs the admin role`);
 }
 
-/** TrainerService: validates and queues jobs, reports them, cancels and resumes them, publishes checkpoints. */
+/**
+ * TrainerService: validates and queues jobs, reports them, cancels and resumes them, publishes checkpoints,
+ * evaluates versions and checkpoints.
+ */
 export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<MethodsOf<typeof TrainerService>> {
   const { store } = deps;
   const experiments = new ExperimentChecker();
@@ -249,6 +263,11 @@ export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<Me
           await new Promise((resolve) => setTimeout(resolve, 200));
         }
       }
+    },
+
+    async evaluate(request, ctx) {
+      if (deps.evaluate === undefined) throw new AppError(Code.UNIMPLEMENTED, "this trainer does not evaluate models");
+      return deps.evaluate(request, AbortSignal.any([ctx.signal, ctx.draining]));
     },
 
     async publishCheckpoint(request, ctx) {

@@ -17,6 +17,7 @@ import {
   type Placement,
   type TrainerCapabilities,
 } from "./engines/capabilities.js";
+import { EvaluationRunner } from "./evaluation/evaluation-runner.js";
 import { CheckpointList } from "./jobs/checkpoint-list.js";
 import { BlobCheckpointStore, DirectoryCheckpointStore, type CheckpointStore } from "./jobs/checkpoint-store.js";
 import { JobExecutor } from "./jobs/job-executor.js";
@@ -143,6 +144,7 @@ export async function startTrainer(config: TrainerConfig, logger: Logger, option
       env: options.env ?? process.env,
       python: async () => (await probed).engines.find((engine) => engine.name === "pytorch" && engine.available)?.python,
     };
+    const evaluations = new EvaluationRunner({ store, checkpointList, checkpoints, registry, roots: { dataRoot: config.dataRoot, workDir: config.workDir }, logger });
     const grpc = await startGrpcServer(config.grpc, {
       logger,
       service: "trainer",
@@ -162,6 +164,7 @@ export async function startTrainer(config: TrainerConfig, logger: Logger, option
             authToken: config.authToken,
             logger,
             publishCheckpoint: (job, id, options) => executor.publishCheckpoint(job, id, options),
+            evaluate: (request, signal) => evaluations.evaluate(request, signal),
           }),
         );
       },

@@ -14,6 +14,7 @@ import { resultsCommand } from "./results-command.js";
 import { streamCommand } from "./stream-command.js";
 import { trainCommand } from "./train-command.js";
 import { trainersCommand } from "./trainers-command.js";
+import { valCommand } from "./val-command.js";
 
 /** Options every command takes. */
 export const GLOBAL_OPTIONS: OptionSpecs = {
@@ -36,6 +37,7 @@ export const COMMANDS: readonly Command[] = [
   cancelCommand,
   checkpointsCommand,
   resultsCommand,
+  valCommand,
   trainersCommand,
   publishCommand,
   rollbackCommand,

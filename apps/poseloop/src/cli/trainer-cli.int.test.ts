@@ -1,4 +1,4 @@
-import { readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { makeTempDir, NatsServer, spawnService, waitFor, type ServiceProcess } from "@poseloop/testkit";
@@ -231,6 +231,62 @@ describe("poseloop against a real trainer", () => {
       expect([image.width, image.height]).toEqual([640, 360]);
       expect(image.data.some((v) => v !== 255), name).toBe(true);
     }
+  });
+
+  it("val: a version and a checkpoint on the job's own validation set get the AP the trainer recorded for them", async () => {
+    // The manifest's metrics are the int8 model's as the gate measured it; a checkpoint's are its fp32 weights' as
+    // the run validated them. Both measurements are the same computation as Evaluate's, so the APs are equal.
+    const watched = (await cli(["watch", first.jobId, "--skip-progress", "--json"])).stdout.trimEnd().split("\n").map((line) => JSON.parse(line) as JsonLine);
+    const manifest = watched.find((line) => line.event?.published !== undefined)?.event?.published?.manifest as unknown as
+      | { metrics?: { ap: number; numImages: number }; fp32Metrics?: { ap: number }; artifacts: { objectName: string; digest: string }[] }
+      | undefined;
+    expect(manifest?.metrics?.numImages).toBe(8);
+    const digestOf = (file: string) => manifest?.artifacts.find((a) => a.objectName.endsWith(`/${file}`))?.digest;
+    const { checkpoints } = await cliJson<{ checkpoints: { checkpointId: string; metrics?: { ap: number } }[] }>(["checkpoints", first.jobId, "--json"]);
+    const best = checkpoints.find((c) => c.checkpointId === first.bestCheckpoint);
+
+    interface Evaluation {
+      metrics: { ap: number; dataset: string; numImages: number; flipTest: boolean };
+      version?: { name: string; version: string };
+      checkpoint?: { jobId: string; checkpointId: string };
+      precision: string;
+      modelDigest: string;
+      jobId: string;
+    }
+    const version = await cliJson<Evaluation>(["val", `${model}@${first.version}`, "--json"]);
+    expect(version).toMatchObject({ version: { name: model, version: first.version }, precision: "PRECISION_INT8", jobId: first.jobId, metrics: { dataset: "synthetic/val", numImages: 8, flipTest: false } });
+    expect(version.metrics.ap).toBe(manifest?.metrics?.ap);
+    expect(version.modelDigest).toBe(digestOf("model.int8.onnx"));
+    const fp32 = await cliJson<Evaluation>(["val", `${model}@${first.version}`, "--fp32", "--json"]);
+    expect([fp32.precision, fp32.modelDigest, fp32.metrics.ap]).toEqual(["PRECISION_FP32", digestOf("model.onnx"), manifest?.fp32Metrics?.ap]);
+    // The checkpoint the version came from becomes, byte for byte, the fp32 model the publication exported.
+    const checkpoint = await cliJson<Evaluation>(["val", "--job", first.jobId, "--checkpoint", first.bestCheckpoint, "--json"]);
+    expect(checkpoint).toMatchObject({ checkpoint: { jobId: first.jobId, checkpointId: first.bestCheckpoint }, precision: "PRECISION_FP32" });
+    expect(checkpoint.modelDigest).toBe(digestOf("model.onnx"));
+    expect(checkpoint.metrics.ap).toBe(best?.metrics?.ap);
+    // Without --checkpoint: the job's best.
+    expect((await cliJson<Evaluation>(["val", "--job", first.jobId, "--json"])).checkpoint?.checkpointId).toBe(first.bestCheckpoint);
+
+    const table = await cli(["val", `${model}@${first.version}`]);
+    expect(table.code, table.stderr).toBe(0);
+    expect(table.stdout.split("\n")[0]).toMatch(/^ap +ap50 +ap75 +ap_medium +ap_large +ar /);
+    expect(table.stderr).toMatch(new RegExp(`^evaluated ${model}@${first.version} \\(int8, sha256:[0-9a-f]{12}\\) on synthetic/val: 8 images, \\d+ people, flip test off, \\d+\\.\\d s\\n$`));
+
+    // Another set: rendered with a seed of its own, the first two of its four pictures.
+    const other = await cliJson<Evaluation>(["val", `${model}@${first.version}`, "--synthetic", "3", "--val-images", "4", "--image-size", "128x96", "--max-images", "2", "--json"]);
+    expect(other.metrics).toMatchObject({ dataset: "synthetic/val", numImages: 2 });
+
+    // A dataset outside the trainer's data root is refused before anything is read; so is a checkpoint it lacks.
+    await mkdir(join(dir.path, "data"), { recursive: true });
+    const outside = await cli(["val", `${model}@${first.version}`, "--data", "../work/annotations/person_keypoints_val.json"]);
+    expect(outside.code).toBe(1);
+    expect(outside.stderr).toMatch(/^poseloop: .*\.\.\/work is outside the allowed root/m);
+    const layout = await cli(["val", `${model}@${first.version}`, "--data", "coco/annotations/person_keypoints_val.json", "--images", "coco/pictures"]);
+    expect(layout.code).toBe(1);
+    expect(layout.stderr).toMatch(/^poseloop: invalid evaluation request \(1 problem\)\n {2}- data\.coco\.val_annotations must be annotations\/person_keypoints_pictures\.json/);
+    const missing = await cli(["val", "--job", first.jobId, "--checkpoint", "e9999-s000000"]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain(`job ${first.jobId} keeps no checkpoint e9999-s000000`);
   });
 
   const third = { version: "" };

@@ -1,11 +1,12 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { AppError, Code, sleep } from "@poseloop/core";
 import { createClient, type ClientControls, type MethodsOf, type ServiceClient } from "@poseloop/grpc";
-import type { ModelRef } from "@poseloop/proto/poseloop/common/v1/model_pb";
-import type { TrainConfigSchema } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import { Precision, type ModelRef } from "@poseloop/proto/poseloop/common/v1/model_pb";
+import type { DataSpecSchema, TrainConfigSchema } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import {
   TrainerService,
   type Checkpoint,
+  type EvaluateResponse,
   type GetJobResultsResponse,
   type GetTrainerInfoResponse,
   type Job,
@@ -67,6 +68,26 @@ export interface PublishCheckpointOptions extends RequestOptions {
   skipPromotion?: boolean;
   /** Why; kept in the registry's history. */
   reason?: string;
+}
+
+/** What Evaluate measures: exactly one of `model` and `checkpoint`, on a dataset, with TEST.* choices. */
+export interface EvaluateOptions extends RequestOptions {
+  /** A published version; without `version` (or with ""), the one serving now. */
+  model?: { name: string; version?: string };
+  /** A job's checkpoint; without `checkpointId`, the job's best, else its last. Evaluated in fp32. */
+  checkpoint?: { jobId: string; checkpointId?: string };
+  /**
+   * The dataset as a training config names it (a COCO dataset's val_annotations and val_images under the
+   * trainer's data root, or a synthetic set); default: the validation set of the job that trained the model.
+   */
+  data?: MessageInitShape<typeof DataSpecSchema>;
+  /** TEST.FLIP_TEST and TEST.USE_GT_BBOX; default: as the model's job validated. */
+  flipTest?: boolean;
+  useGtBoxes?: boolean;
+  /** Evaluate the first N images only; default all. */
+  maxImages?: number;
+  /** A version's artifact: the served one (default: int8 when it passed the gate), or this precision. */
+  precision?: "fp32" | "int8";
 }
 
 /**
@@ -193,6 +214,35 @@ export class TrainerClient {
             value: { jobId, checkpointId, modelName: options.modelName ?? "", skipPromotion: options.skipPromotion ?? false },
           },
           reason: options.reason ?? "",
+        },
+        this.#call(options),
+      ),
+    );
+  }
+
+  /**
+   * COCO keypoint AP of a published version or a job's checkpoint, measured as the trainer validates (the same
+   * pipeline, so a model on its job's own validation set gets the AP the job recorded). It takes as long as a
+   * validation pass: give `timeoutMs` accordingly.
+   */
+  async evaluate(options: EvaluateOptions): Promise<EvaluateResponse> {
+    if ((options.model === undefined) === (options.checkpoint === undefined)) {
+      throw new AppError(Code.INVALID_ARGUMENT, "evaluate needs exactly one of model and checkpoint");
+    }
+    const model =
+      options.model !== undefined
+        ? { case: "version" as const, value: { name: options.model.name, version: options.model.version ?? "" } }
+        : { case: "checkpoint" as const, value: { jobId: options.checkpoint!.jobId, checkpointId: options.checkpoint!.checkpointId ?? "" } };
+    const precision = options.precision === undefined ? Precision.UNSPECIFIED : options.precision === "int8" ? Precision.INT8 : Precision.FP32;
+    return this.#unary(() =>
+      this.#client.evaluate(
+        {
+          model,
+          precision,
+          maxImages: options.maxImages ?? 0,
+          ...(options.data === undefined ? {} : { data: options.data }),
+          ...(options.flipTest === undefined ? {} : { flipTest: options.flipTest }),
+          ...(options.useGtBoxes === undefined ? {} : { useGtBoxes: options.useGtBoxes }),
         },
         this.#call(options),
       ),

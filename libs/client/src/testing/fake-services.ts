@@ -4,6 +4,7 @@ import { AppError, Code, sleep } from "@poseloop/core";
 import { GrpcServer, type HandlerContext, type MethodsOf, type ServiceImpl } from "@poseloop/grpc";
 import { InferenceService, ServingState, type Frame } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
 import {
+  type EvaluateResponseSchema,
   type GetJobResultsResponseSchema,
   type GetTrainerInfoResponseSchema,
   JobEventSchema,
@@ -64,6 +65,8 @@ export interface FakeTrainerScript {
   trainerInfo?: MessageInitShape<typeof GetTrainerInfoResponseSchema>;
   /** GetJobResults answers by job id; a job without one is NOT_FOUND. */
   results?: Record<string, MessageInitShape<typeof GetJobResultsResponseSchema>>;
+  /** The Evaluate answer (default: AP 0.5 on "synthetic/val", 8 images, of the version or checkpoint asked for). */
+  evaluation?: MessageInitShape<typeof EvaluateResponseSchema>;
 }
 
 export function fakeJob(init: MessageInitShape<typeof JobSchema>): Job {
@@ -150,6 +153,20 @@ export async function startFakeTrainer(script: FakeTrainerScript = {}, port = 0)
       const results = script.results?.[request.jobId];
       if (results === undefined) throw new AppError(Code.NOT_FOUND, `job ${request.jobId} has no results yet`);
       return results;
+    },
+    async evaluate(request, ctx) {
+      await record("evaluate", request, ctx);
+      if (script.evaluation !== undefined) return script.evaluation;
+      const model = request.model;
+      return {
+        metrics: { ap: 0.5, ap50: 0.75, ap75: 0.5, apMedium: -1, apLarge: 0.5, ar: 0.6, ar50: 0.8, ar75: 0.6, arMedium: -1, arLarge: 0.6, dataset: "synthetic/val", numImages: 8, numInstances: 12 },
+        ...(model.case === "version" ? { version: { name: model.value.name, version: model.value.version || "v2", digest: "sha256:0" } } : {}),
+        ...(model.case === "checkpoint" ? { checkpoint: { jobId: model.value.jobId, checkpointId: model.value.checkpointId || "e0002-s0000020" } } : {}),
+        precision: model.case === "version" ? 3 : 1,
+        modelDigest: "sha256:0",
+        jobId: model.case === "checkpoint" ? model.value.jobId : "job-1",
+        seconds: 1.5,
+      };
     },
     async getTrainerInfo(request, ctx) {
       await record("getTrainerInfo", request, ctx);

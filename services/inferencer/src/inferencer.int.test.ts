@@ -12,7 +12,7 @@ import {
 } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
 import { NatsServer, waitFor } from "@poseloop/testkit";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { jpegFrame, pngFrame, startHarness, streamRequests, plainPng, syntheticJpegs, type InferencerHarness } from "./testing/harness.js";
+import { jpegFrame, pacedJpegFrames, pngFrame, startHarness, streamRequests, plainPng, syntheticJpegs, type InferencerHarness } from "./testing/harness.js";
 import { buildBrokenTestModel, buildTestModel, publishTestModel, type TestModel } from "./testing/test-models.js";
 
 const natsUrl = inject("natsUrl");
@@ -25,15 +25,9 @@ beforeAll(async () => {
   [v1, v2, jpegs] = await Promise.all([buildTestModel({ seed: 1 }), buildTestModel({ seed: 2 }), syntheticJpegs(12)]);
 });
 
-/** Frames at `fps`, calling `at(i)` before frame i is sent. */
-async function* paced(count: number, fps: number, at?: (i: number) => void): AsyncGenerator<Frame> {
-  const start = Date.now();
-  for (let i = 0; i < count; i++) {
-    at?.(i);
-    const due = start + (i * 1000) / fps;
-    if (due > Date.now()) await sleep(due - Date.now());
-    yield jpegFrame(i, jpegs[i % jpegs.length] as Uint8Array);
-  }
+/** Frames 0..count-1 at `fps`, calling `at(i)` before frame i is sent. */
+function paced(count: number, fps: number, at?: (i: number) => void): AsyncGenerator<Frame> {
+  return pacedJpegFrames(jpegs, count, fps, at);
 }
 
 function results(responses: StreamKeypointsResponse[]) {

@@ -18,7 +18,7 @@ import { BatchScheduler } from "./batch-scheduler.js";
 import { loadConfig } from "./config.js";
 import { startInferencer } from "./inferencer.js";
 import { InferenceWorkerPool } from "./worker-pool.js";
-import { jpegFrame, streamRequests, syntheticJpegs, type InferencerHarness } from "./testing/harness.js";
+import { jpegFrame, pacedJpegFrames, streamRequests, syntheticJpegs, type InferencerHarness } from "./testing/harness.js";
 import { buildTestModel, publishTestModel } from "./testing/test-models.js";
 
 const natsUrl = inject("natsUrl");
@@ -98,14 +98,8 @@ function frame(i: number): Frame {
 }
 
 /** Frames 0..count-1 at `fps`, calling `at(i)` before frame i is sent. */
-async function* paced(count: number, fps: number, at?: (i: number) => void): AsyncGenerator<Frame> {
-  const start = Date.now();
-  for (let i = 0; i < count; i++) {
-    at?.(i);
-    const due = start + (i * 1000) / fps;
-    if (due > Date.now()) await sleep(due - Date.now());
-    yield frame(i);
-  }
+function paced(count: number, fps: number, at?: (i: number) => void): AsyncGenerator<Frame> {
+  return pacedJpegFrames(jpegs, count, fps, at);
 }
 
 /** Frames 0..count-1 as fast as gRPC flow control takes them. */

@@ -86,6 +86,17 @@ export function jpegFrame(frameId: number, data: Uint8Array): Frame {
   return create(FrameSchema, { frameId: BigInt(frameId), ptsUs: BigInt(Math.round((frameId * 1e6) / 30)), image: { case: "encoded", value: { data, format: ImageFormat.JPEG } } });
 }
 
+/** JPEG frames 0..count-1 cycling through `jpegs`, at `fps`, calling `at(i)` before frame i is sent. */
+export async function* pacedJpegFrames(jpegs: readonly Uint8Array[], count: number, fps: number, at?: (i: number) => void): AsyncGenerator<Frame> {
+  const start = Date.now();
+  for (let i = 0; i < count; i++) {
+    at?.(i);
+    const due = start + (i * 1000) / fps;
+    if (due > Date.now()) await new Promise((resolve) => setTimeout(resolve, due - Date.now()));
+    yield jpegFrame(i, jpegs[i % jpegs.length] as Uint8Array);
+  }
+}
+
 type Request = MessageInitShape<typeof StreamKeypointsRequestSchema>;
 
 /** The request stream of StreamKeypoints: options, then the frames `next` yields. */

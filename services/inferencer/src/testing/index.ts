@@ -1,4 +1,4 @@
-export { jpegFrame, pngFrame, startHarness, streamRequests, syntheticJpegs, plainPng } from "./harness.js";
+export { jpegFrame, pacedJpegFrames, pngFrame, startHarness, streamRequests, syntheticJpegs, plainPng } from "./harness.js";
 export type { InferenceClient, InferencerHarness } from "./harness.js";
 export { buildBrokenTestModel, buildTestModel, publishTestModel, randomWeights, testModelConfig } from "./test-models.js";
 export type { BrokenModelKind, PublishTestModelOptions, TestModel, TestModelOptions } from "./test-models.js";

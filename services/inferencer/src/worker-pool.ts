@@ -3,16 +3,24 @@ import type { PoseEstimatorOptions } from "@poseloop/estimator";
 import type { FrameJob, FrameOutcome } from "@poseloop/estimator";
 import type { ServingSpec } from "@poseloop/estimator";
 
+interface PoolWorker {
+  readonly client: WorkerClient;
+  /** Batches in flight on it. */
+  busy: number;
+  /** Loading and warming up a version: its thread runs no batch until that is done. */
+  loading: boolean;
+}
+
 /**
  * The inference workers: each has its own sessions of every loaded version (onnxruntime sessions are not
  * shared across threads), and batches go to the worker with the fewest batches in flight.
  */
 export class InferenceWorkerPool {
-  readonly #workers: { client: WorkerClient; busy: number }[];
+  readonly #workers: PoolWorker[];
   #warmUpBatch = 1;
 
   private constructor(workers: WorkerClient[]) {
-    this.#workers = workers.map((client) => ({ client, busy: 0 }));
+    this.#workers = workers.map((client) => ({ client, busy: 0, loading: false }));
   }
 
   static create(size: number, options: PoseEstimatorOptions): InferenceWorkerPool {
@@ -31,15 +39,24 @@ export class InferenceWorkerPool {
 
   /**
    * Loads a version in every worker, each warming it up at the largest batch required; if any fails, the others
-   * drop it again and the error is thrown.
+   * drop it again and the error is thrown. One worker at a time, and batches go to the others meanwhile: a
+   * worker's thread is taken by its load and warm-up, and loading in all of them at once stalled every stream
+   * for the length of a load at each swap.
    */
   async load(spec: ServingSpec, bytes: Uint8Array): Promise<void> {
     const batch = this.#warmUpBatch;
-    const results = await Promise.allSettled(this.#workers.map(({ client }) => client.call<void>("load", { spec, bytes, batch })));
-    const failure = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
-    if (failure !== undefined) {
+    try {
+      for (const worker of this.#workers) {
+        worker.loading = true;
+        try {
+          await worker.client.call<void>("load", { spec, bytes, batch });
+        } finally {
+          worker.loading = false;
+        }
+      }
+    } catch (error) {
       await this.release(spec.version);
-      throw AppError.from(failure.reason, Code.FAILED_PRECONDITION);
+      throw AppError.from(error, Code.FAILED_PRECONDITION);
     }
   }
 
@@ -47,9 +64,10 @@ export class InferenceWorkerPool {
     await Promise.allSettled(this.#workers.map(({ client }) => client.call<void>("release", { version })));
   }
 
-  /** Runs one batch of frames on the least busy worker. */
+  /** Runs one batch of frames on the least busy worker, one that is not loading a version where there is one. */
   async infer(version: string, frames: readonly FrameJob[]): Promise<FrameOutcome[]> {
-    const worker = this.#workers.reduce((best, w) => (w.busy < best.busy ? w : best));
+    const cost = (w: PoolWorker): number => w.busy + (w.loading ? this.#workers.length + 1 : 0);
+    const worker = this.#workers.reduce((best, w) => (cost(w) < cost(best) ? w : best));
     worker.busy++;
     try {
       return await worker.client.call<FrameOutcome[]>("infer", { version, frames });

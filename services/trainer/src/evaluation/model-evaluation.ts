@@ -3,12 +3,11 @@ import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { encodeModel } from "@poseloop/onnx";
 import { KeypointMetricsSchema } from "@poseloop/proto/poseloop/common/v1/metrics_pb";
 import { TrainConfigSchema } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
-import { buildInferenceModel, decodeTrainingState, defineModel } from "@poseloop/train";
 import type { DataRoots } from "../datasets/data-root.js";
 import { prepareValidation } from "../datasets/prepare-data.js";
-import { INPUT_NAME, OUTPUT_NAME, runContract } from "../experiment/model-contract.js";
+import { runContract } from "../experiment/model-contract.js";
 import { metricsMessage, ModelEvaluator } from "../publication/model-evaluator.js";
-import { weightsFromState } from "../publication/model-export.js";
+import { inferenceModel, modelFromState } from "../publication/model-export.js";
 
 /** What an evaluation worker starts from: plain data, it crosses into the worker. */
 export interface EvaluationInit {
@@ -40,10 +39,9 @@ export async function evaluateOnValidationSet(init: EvaluationInit): Promise<Eva
   let onnx: Uint8Array;
   if ("onnx" in init.model) onnx = init.model.onnx;
   else {
-    const model = defineModel(contract.modelConfig);
     // Weights first: a state of another model fails before any picture is read.
-    const weights = weightsFromState(decodeTrainingState(init.model.state).tensors, model);
-    onnx = encodeModel(buildInferenceModel(model, weights, { inputName: INPUT_NAME, outputName: OUTPUT_NAME }));
+    const { model, weights } = modelFromState(contract.modelConfig, init.model.state);
+    onnx = encodeModel(inferenceModel(model, weights));
   }
   const evaluator = new ModelEvaluator(config, contract, await prepareValidation(config, init.roots, contract.schema));
   try {

@@ -1,11 +1,10 @@
 import { fromBinary } from "@bufbuild/protobuf";
 import { TrainConfigSchema } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
-import { decodeTrainingState, defineModel } from "@poseloop/train";
 import { prepareValidation } from "../datasets/prepare-data.js";
 import type { DataRoots } from "../datasets/data-root.js";
 import { runContract } from "../experiment/model-contract.js";
 import { ModelEvaluator } from "./model-evaluator.js";
-import { exportModel, weightsFromState, type ExportOutcome } from "./model-export.js";
+import { exportModel, modelFromState, type ExportOutcome } from "./model-export.js";
 
 /** What an export-only worker starts from: the job's config and the weights of one of its checkpoints. */
 export interface ExportInit {
@@ -27,9 +26,8 @@ export interface ExportInit {
 export async function exportCheckpointWeights(init: ExportInit): Promise<ExportOutcome> {
   const config = fromBinary(TrainConfigSchema, init.config);
   const contract = runContract(config);
-  const model = defineModel(contract.modelConfig);
   // Weights first: a state of another model fails before any picture is read.
-  const weights = weightsFromState(decodeTrainingState(init.weights).tensors, model);
+  const { model, weights } = modelFromState(contract.modelConfig, init.weights);
   const evaluator = new ModelEvaluator(config, contract, await prepareValidation(config, init.roots, contract.schema));
   try {
     return await exportModel({ model, weights, epoch: init.epoch, step: init.step }, config, evaluator);

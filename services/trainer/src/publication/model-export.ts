@@ -4,7 +4,7 @@ import { encodeModel } from "@poseloop/onnx";
 import { KeypointMetricsSchema } from "@poseloop/proto/poseloop/common/v1/metrics_pb";
 import { Calibrator, type TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import { defaultStrategies, runQuantizationGate, type GateResult } from "@poseloop/quant";
-import { buildInferenceModel, encodeTrainingState, IoNames, type ModelDefinition, type Weights } from "@poseloop/train";
+import { buildInferenceModel, decodeTrainingState, defineModel, encodeTrainingState, IoNames, type ModelConfig, type ModelDefinition, type Weights } from "@poseloop/train";
 import { INPUT_NAME, OUTPUT_NAME } from "../experiment/model-contract.js";
 import { metricsMessage, type ModelEvaluator } from "./model-evaluator.js";
 
@@ -49,7 +49,7 @@ const CALIBRATORS = { [Calibrator.MINMAX]: "minmax", [Calibrator.PERCENTILE]: "p
  */
 export async function exportModel(source: ExportSource, config: TrainConfig, evaluator: ModelEvaluator): Promise<ExportOutcome> {
   const { model, weights, epoch, step } = source;
-  const fp32Proto = buildInferenceModel(model, weights, { inputName: INPUT_NAME, outputName: OUTPUT_NAME });
+  const fp32Proto = inferenceModel(model, weights);
   const fp32 = encodeModel(fp32Proto);
   const fp32Evaluation = await evaluator.evaluate(fp32, `export-fp32-${step}`);
   const fp32Metrics = toBinary(KeypointMetricsSchema, metricsMessage(fp32Evaluation));
@@ -84,6 +84,17 @@ export async function exportModel(source: ExportSource, config: TrainConfig, eva
   };
   const int8 = result.accepted?.bytes;
   return { fp32, int8, weights: weightBytes, fp32Metrics, int8Metrics: int8 === undefined ? undefined : int8Metrics, gate, epoch, step, sizes: { fp32: fp32.byteLength, int8: int8?.byteLength ?? 0 } };
+}
+
+/** The fp32 inference model (BatchNorm folded) of `weights`, under the serving contract's input and output names. */
+export function inferenceModel(model: ModelDefinition, weights: Weights): ReturnType<typeof buildInferenceModel> {
+  return buildInferenceModel(model, weights, { inputName: INPUT_NAME, outputName: OUTPUT_NAME });
+}
+
+/** The model of `modelConfig` and a training state's weights for it; a state of another model throws DATA_LOSS. */
+export function modelFromState(modelConfig: ModelConfig, state: Uint8Array): { model: ModelDefinition; weights: Weights } {
+  const model = defineModel(modelConfig);
+  return { model, weights: weightsFromState(decodeTrainingState(state).tensors, model) };
 }
 
 /**

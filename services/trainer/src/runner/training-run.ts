@@ -9,7 +9,6 @@ import { KeypointMetricsSchema } from "@poseloop/proto/poseloop/common/v1/metric
 import { GetJobResultsResponseSchema } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
 import { Device, DistillationLoss, OptimizerKind, ScheduleKind, TrainConfigSchema, TrainingEngine as TrainingEngineKind, type TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import {
-  buildInferenceModel,
   decodeTrainingState,
   encodeTrainingState,
   learningRate,
@@ -24,9 +23,9 @@ import { loadPretrained } from "../engines/pretrained.js";
 import { TorchTrainingEngine } from "../engines/torch-engine.js";
 import { OrtTrainingEngine, type TrainingEngine } from "../engines/training-engine.js";
 import { prepareData } from "../datasets/prepare-data.js";
-import { INPUT_NAME, OUTPUT_NAME, runContract, type RunContract } from "../experiment/model-contract.js";
+import { runContract, type RunContract } from "../experiment/model-contract.js";
 import { metricsMessage, ModelEvaluator } from "../publication/model-evaluator.js";
-import { exportModel, weightsFromState, type ExportOutcome } from "../publication/model-export.js";
+import { exportModel, inferenceModel, weightsFromState, type ExportOutcome } from "../publication/model-export.js";
 import { checkpointId, decodeCheckpoint, encodeCheckpoint, type EpochMetrics } from "./checkpoint-file.js";
 import { resumeConflicts } from "./resume-check.js";
 import { renderResultPlots } from "./results-plots.js";
@@ -374,7 +373,7 @@ export class TrainingRun {
   async validate(): Promise<ValidationOutcome> {
     const started = performance.now();
     const epoch = this.#epoch;
-    const evaluation = await this.#evaluator.evaluate(encodeModel(buildInferenceModel(this.#engine.model, await this.#engine.weights(), { inputName: INPUT_NAME, outputName: OUTPUT_NAME })), `e${epoch}-s${this.#engine.step}`);
+    const evaluation = await this.#evaluator.evaluate(encodeModel(inferenceModel(this.#engine.model, await this.#engine.weights())), `e${epoch}-s${this.#engine.step}`);
     const metrics = metricsMessage(evaluation);
     const ap = evaluation.stats.ap;
     const isBest = ap > this.#bestAp;

@@ -7,12 +7,14 @@ export {
   assertVersion,
   MODEL_PUBLISHED_PATTERN,
   modelNameProblems,
+  modelPromotionSubject,
   modelPublishedSubject,
   RegistryBuckets,
   subjectMatches,
 } from "./names.js";
 export { ModelRegistry, newVersion } from "./model-registry.js";
-export type { PublishedEvent, PublishFile, PublishRequest, PublishResult, ServingEntry } from "./model-registry.js";
+export type { CandidateEntry, PublishedEvent, PublishFile, PublishRequest, PublishResult, RegistryStores, ServingEntry } from "./model-registry.js";
+export { defaultPolicy, isTrialMode, policyMode, promotionPolicyProblems, TRIAL_DEFAULTS, withTrialDefaults } from "./promotion-policy.js";
 export { connectNats } from "./nats/connection.js";
 export type { NatsConnectOptions, NatsSecurityOptions } from "./nats/connection.js";
 export { NatsBus } from "./nats/bus.js";

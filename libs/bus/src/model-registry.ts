@@ -10,9 +10,17 @@ import {
   type Precision,
 } from "@poseloop/proto/poseloop/common/v1/model_pb";
 import {
+  CandidateVersionSchema,
   ModelPublishedSchema,
+  PromotionDecisionSchema,
+  PromotionMode,
+  PromotionVerdict,
+  PromotionPolicySchema,
   ServingVersionSchema,
+  type CandidateVersion,
   type ModelPublished,
+  type PromotionDecision,
+  type PromotionPolicy,
   type ServingVersion,
 } from "@poseloop/proto/poseloop/registry/v1/registry_pb";
 import { AppError, Code, silentLogger, type Logger } from "@poseloop/core";
@@ -24,9 +32,11 @@ import {
   assertModelName,
   assertVersion,
   MODEL_PUBLISHED_PATTERN,
+  modelPromotionSubject,
   modelPublishedSubject,
   RegistryBuckets,
 } from "./names.js";
+import { isTrialMode, policyMode, promotionPolicyProblems, withTrialDefaults } from "./promotion-policy.js";
 import type { BlobSource, BlobStore, Bus, EventBus, KeyValueStore, KvEntry } from "./types.js";
 
 /** The serving version of a model name at one revision of the registry. */
@@ -73,6 +83,23 @@ export interface PublishedEvent {
   readonly context: Context;
 }
 
+/** The version on trial for a model name, at one revision of its candidate record. */
+export interface CandidateEntry {
+  readonly record: CandidateVersion;
+  /** Pass it to concludeTrial: only one inferencer may end a trial. */
+  readonly revision: number;
+}
+
+/** The registry's key-value buckets and event bus. */
+export interface RegistryStores {
+  readonly blobs: BlobStore;
+  readonly serving: KeyValueStore;
+  readonly policies: KeyValueStore;
+  readonly candidates: KeyValueStore;
+  readonly promotions: KeyValueStore;
+  readonly events: EventBus;
+}
+
 const MANIFEST_FILE = "manifest.pb";
 
 /**
@@ -84,23 +111,32 @@ const MANIFEST_FILE = "manifest.pb";
 export class ModelRegistry {
   readonly #blobs: BlobStore;
   readonly #serving: KeyValueStore;
+  readonly #policies: KeyValueStore;
+  readonly #candidates: KeyValueStore;
+  readonly #promotions: KeyValueStore;
   readonly #events: EventBus;
   readonly #logger: Logger;
 
-  constructor(blobs: BlobStore, serving: KeyValueStore, events: EventBus, logger: Logger = silentLogger) {
-    this.#blobs = blobs;
-    this.#serving = serving;
-    this.#events = events;
+  constructor(stores: RegistryStores, logger: Logger = silentLogger) {
+    this.#blobs = stores.blobs;
+    this.#serving = stores.serving;
+    this.#policies = stores.policies;
+    this.#candidates = stores.candidates;
+    this.#promotions = stores.promotions;
+    this.#events = stores.events;
     this.#logger = logger;
   }
 
   static async open(bus: Bus, logger?: Logger): Promise<ModelRegistry> {
-    const [blobs, serving, events] = await Promise.all([
+    const [blobs, serving, policies, candidates, promotions, events] = await Promise.all([
       bus.blobStore(RegistryBuckets.artifacts),
       bus.keyValueStore(RegistryBuckets.serving, { history: 64 }),
+      bus.keyValueStore(RegistryBuckets.policies, { history: 8 }),
+      bus.keyValueStore(RegistryBuckets.candidates, { history: 8 }),
+      bus.keyValueStore(RegistryBuckets.promotions, { history: 64 }),
       bus.events(),
     ]);
-    return new ModelRegistry(blobs, serving, events, logger);
+    return new ModelRegistry({ blobs, serving, policies, candidates, promotions, events }, logger);
   }
 
   /** Stores an artifact under `objectName` and describes it. */
@@ -307,6 +343,178 @@ export class ModelRegistry {
     for await (const entry of this.#serving.watch(modelName, signal)) yield toServingEntry(entry);
   }
 
+  /** The promotion policy of `modelName`; undefined when none was set (publications then always promote). */
+  async getPolicy(modelName: string): Promise<PromotionPolicy | undefined> {
+    assertModelName(modelName);
+    const entry = await this.#policies.get(modelName);
+    return entry === undefined ? undefined : fromBinary(PromotionPolicySchema, entry.value);
+  }
+
+  /**
+   * Sets the promotion policy of `modelName`, with the trial defaults filled in. INVALID_ARGUMENT listing every
+   * problem when its bounds cannot be met; nothing is written then.
+   */
+  async setPolicy(modelName: string, init: MessageInitShape<typeof PromotionPolicySchema>, options: { setBy: string }): Promise<PromotionPolicy> {
+    assertModelName(modelName);
+    const policy = withTrialDefaults(init);
+    const problems = promotionPolicyProblems(policy);
+    if (problems.length > 0) {
+      throw new AppError(Code.INVALID_ARGUMENT, `the promotion policy of ${modelName} is invalid: ${problems.join("; ")}`, { problems });
+    }
+    policy.setBy = options.setBy;
+    policy.updatedAt = timestampNow();
+    await this.#policies.put(modelName, toBinary(PromotionPolicySchema, policy));
+    this.#logger.info("promotion policy set", { model: modelName, mode: PromotionMode[policy.mode], set_by: options.setBy });
+    return policy;
+  }
+
+  /** The version on canary or shadow trial for `modelName`, if any. */
+  async getCandidate(modelName: string): Promise<CandidateEntry | undefined> {
+    assertModelName(modelName);
+    const entry = await this.#candidates.get(modelName);
+    return entry === undefined ? undefined : toCandidateEntry(entry);
+  }
+
+  /** The candidate record now (when there is one), then every change, until `signal` aborts. */
+  async *watchCandidate(modelName: string, signal: AbortSignal): AsyncGenerator<CandidateEntry> {
+    assertModelName(modelName);
+    for await (const entry of this.#candidates.watch(modelName, signal)) yield toCandidateEntry(entry);
+  }
+
+  /**
+   * Puts a published version on canary or shadow trial against the version serving now, replacing any trial
+   * under way (a newer publication supersedes it), and records the decision. FAILED_PRECONDITION when nothing
+   * serves yet (there is nothing to compare with: promote it instead) or the policy runs no trials.
+   */
+  async startTrial(
+    modelName: string,
+    model: MessageInitShape<typeof ModelRefSchema>,
+    policy: PromotionPolicy,
+    options: { setBy: string; reason?: string },
+  ): Promise<CandidateEntry> {
+    const version = model.version ?? "";
+    assertVersion(version);
+    if (!isTrialMode(policyMode(policy))) throw new AppError(Code.FAILED_PRECONDITION, `the policy of ${modelName} runs no canary or shadow trial`);
+    const manifest = await this.getManifest(modelName, version);
+    const serving = await this.getServing(modelName);
+    if (serving?.record.model === undefined) throw new AppError(Code.FAILED_PRECONDITION, `${modelName} has no serving version to try ${version} against`);
+    const record = create(CandidateVersionSchema, {
+      model: manifest.model ?? create(ModelRefSchema, model),
+      baseline: serving.record.model,
+      policy,
+      since: timestampNow(),
+      setBy: options.setBy,
+      traceContext: traceContextToRecord(),
+    });
+    const revision = await this.#candidates.put(modelName, toBinary(CandidateVersionSchema, record));
+    await this.recordDecision(modelName, {
+      candidate: record.model,
+      serving: serving.record.model,
+      mode: policyMode(policy),
+      verdict: PromotionVerdict.TRIAL_STARTED,
+      reason: options.reason ?? `${PromotionMode[policyMode(policy)].toLowerCase()} trial of ${version} against ${serving.record.model.version}`,
+      decidedBy: options.setBy,
+    });
+    return { record, revision };
+  }
+
+  /**
+   * Ends the trial at `revision` with a verdict: PROMOTED makes the candidate serve (compare-and-set against the
+   * baseline still serving), ROLLED_BACK leaves the serving version as it is. Returns undefined, deciding
+   * nothing, when the trial was already ended or replaced (another inferencer got there first) or its baseline
+   * no longer serves.
+   */
+  async concludeTrial(
+    modelName: string,
+    revision: number,
+    outcome: { verdict: PromotionVerdict.PROMOTED | PromotionVerdict.ROLLED_BACK; reason: string; decidedBy: string; agreement?: MessageInitShape<typeof PromotionDecisionSchema>["agreement"] },
+  ): Promise<PromotionDecision | undefined> {
+    const current = await this.getCandidate(modelName);
+    if (current === undefined || current.revision !== revision || current.record.model === undefined) return undefined;
+    const serving = await this.getServing(modelName);
+    if (serving === undefined || serving.record.model?.version !== current.record.baseline?.version) {
+      await this.#candidates.update(modelName, toBinary(CandidateVersionSchema, create(CandidateVersionSchema)), revision).catch(() => undefined);
+      return undefined;
+    }
+    try {
+      await this.#candidates.update(modelName, toBinary(CandidateVersionSchema, create(CandidateVersionSchema)), revision);
+    } catch (error) {
+      if (AppError.is(error, Code.ABORTED)) return undefined;
+      throw error;
+    }
+    if (outcome.verdict === PromotionVerdict.PROMOTED) {
+      await this.setServing(modelName, current.record.model, { expectedRevision: serving.revision, setBy: outcome.decidedBy, reason: outcome.reason });
+    }
+    return this.recordDecision(modelName, {
+      candidate: current.record.model,
+      serving: serving.record.model,
+      mode: policyMode(current.record.policy),
+      verdict: outcome.verdict,
+      reason: outcome.reason,
+      decidedBy: outcome.decidedBy,
+      ...(outcome.agreement === undefined ? {} : { agreement: outcome.agreement }),
+    });
+  }
+
+  /**
+   * Keeps a promotion decision in the model's decision log and announces it on
+   * poseloop.models.<name>.promotion, inside a span carrying both versions and, where measured, both APs.
+   */
+  async recordDecision(modelName: string, init: MessageInitShape<typeof PromotionDecisionSchema>): Promise<PromotionDecision> {
+    assertModelName(modelName);
+    return withSpan(
+      trace.getTracer("@poseloop/bus"),
+      "registry.promotion_decision",
+      { kind: SpanKind.PRODUCER, attributes: { "poseloop.model.name": modelName, "messaging.system": "nats" } },
+      async (span) => {
+        const decision = create(PromotionDecisionSchema, init);
+        decision.decidedAt ??= timestampNow();
+        decision.traceContext = traceContextToRecord();
+        span.setAttributes({
+          "poseloop.promotion.verdict": PromotionVerdict[decision.verdict],
+          "poseloop.promotion.mode": PromotionMode[decision.mode],
+          "poseloop.promotion.candidate": decision.candidate?.version ?? "",
+          "poseloop.promotion.serving": decision.serving?.version ?? "",
+          ...(decision.candidateAp === undefined ? {} : { "poseloop.promotion.candidate_ap": decision.candidateAp }),
+          ...(decision.servingAp === undefined ? {} : { "poseloop.promotion.serving_ap": decision.servingAp }),
+        });
+        const bytes = toBinary(PromotionDecisionSchema, decision);
+        await this.#promotions.put(modelName, bytes);
+        const headers: Record<string, string> = {};
+        injectIntoHeaders(recordCarrier(headers));
+        await this.#events.publish(modelPromotionSubject(modelName), bytes, headers);
+        this.#logger.info("promotion decision", {
+          model: modelName,
+          verdict: PromotionVerdict[decision.verdict],
+          candidate: decision.candidate?.version,
+          serving: decision.serving?.version,
+          candidate_ap: decision.candidateAp,
+          serving_ap: decision.servingAp,
+          reason: decision.reason,
+        });
+        return decision;
+      },
+    );
+  }
+
+  /** The promotion decisions of `modelName` still kept, oldest first. */
+  async decisions(modelName: string): Promise<PromotionDecision[]> {
+    assertModelName(modelName);
+    return (await this.#promotions.history(modelName)).map((entry) => fromBinary(PromotionDecisionSchema, entry.value));
+  }
+
+  /** PromotionDecisions from now on, for one model name or all ("*"). */
+  async *subscribeDecisions(modelName: string, signal: AbortSignal): AsyncGenerator<PromotionDecision> {
+    if (modelName !== "*") assertModelName(modelName);
+    for await (const message of this.#events.subscribe(modelPromotionSubject(modelName), signal)) {
+      try {
+        yield fromBinary(PromotionDecisionSchema, message.data);
+      } catch (error) {
+        this.#logger.warn("ignoring an unreadable PromotionDecision event", { subject: message.subject, err: error });
+      }
+    }
+  }
+
   /** ModelPublished events from now on, for one model name or all ("*"), with the publisher's context. */
   async *subscribePublished(modelName: string, signal: AbortSignal): AsyncGenerator<PublishedEvent> {
     if (modelName !== "*") assertModelName(modelName);
@@ -328,6 +536,10 @@ export class ModelRegistry {
 export function newVersion(now: Date = new Date()): string {
   const stamp = now.toISOString().replace(/[-:]/g, "").replace("T", "-").slice(0, 15);
   return `${stamp}-${randomBytes(3).toString("hex")}`;
+}
+
+function toCandidateEntry(entry: KvEntry): CandidateEntry {
+  return { record: fromBinary(CandidateVersionSchema, entry.value), revision: entry.revision };
 }
 
 function toServingEntry(entry: KvEntry): ServingEntry {

@@ -31,6 +31,11 @@ export function modelPublishedSubject(modelName: string): string {
   return `poseloop.models.${modelName}.published`;
 }
 
+/** The subject a model name's promotion decisions are announced on. */
+export function modelPromotionSubject(modelName: string): string {
+  return `poseloop.models.${modelName}.promotion`;
+}
+
 /** Subject pattern of every model publication. */
 export const MODEL_PUBLISHED_PATTERN = "poseloop.models.*.published";
 
@@ -38,6 +43,12 @@ export const MODEL_PUBLISHED_PATTERN = "poseloop.models.*.published";
 export const RegistryBuckets = {
   artifacts: "poseloop-models",
   serving: "poseloop-serving",
+  /** Each model name's PromotionPolicy. */
+  policies: "poseloop-policies",
+  /** The version on canary or shadow trial per model name, if any. */
+  candidates: "poseloop-candidates",
+  /** Each model name's PromotionDecisions (the key's history is the decision log). */
+  promotions: "poseloop-promotions",
 } as const;
 
 /**

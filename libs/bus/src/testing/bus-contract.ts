@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { SpanKind } from "@opentelemetry/api";
 import { Precision } from "@poseloop/proto/poseloop/common/v1/model_pb";
+import { PromotionMode, PromotionVerdict } from "@poseloop/proto/poseloop/registry/v1/registry_pb";
 import { AppError, Code, sleep } from "@poseloop/core";
 import { installTestTelemetry, linkTo } from "@poseloop/telemetry";
 import { take, waitFor } from "@poseloop/testkit";
@@ -96,6 +97,36 @@ export function describeBusContract(label: string, harness: () => BusHarness): v
       await expect(registry.setServing(name, { version: "nope" }, { expectedRevision: serving.revision, setBy: "x" })).rejects.toSatisfy((e) =>
         AppError.is(e, Code.FAILED_PRECONDITION),
       );
+    });
+
+    it("keeps a promotion policy, runs one trial at a time and logs every decision", async () => {
+      const name = uniqueName("policy");
+      expect(await registry.getPolicy(name)).toBeUndefined();
+      await expect(
+        registry.setPolicy(name, { mode: PromotionMode.CANARY, canaryFraction: 1.5, minMeanOks: 2, minApGain: 1 }, { setBy: "admin" }),
+      ).rejects.toSatisfy((e) => AppError.is(e, Code.INVALID_ARGUMENT) && /canary_fraction 1\.5/.test(String(e)) && /min_mean_oks 2/.test(String(e)) && /min_ap_gain 1/.test(String(e)));
+      expect(await registry.getPolicy(name)).toBeUndefined();
+      const policy = await registry.setPolicy(name, { mode: PromotionMode.CANARY }, { setBy: "admin" });
+      expect(policy.canaryFraction).toBeGreaterThan(0);
+      expect((await registry.getPolicy(name))?.windowFrames).toBe(policy.windowFrames);
+
+      const files = [{ file: "m.onnx", data: Buffer.from("p"), precision: Precision.FP32 }];
+      const baseline = await registry.publish({ manifest: manifestFor(name), files, servingFile: "m.onnx", promote: true, setBy: "t" });
+      const candidate = await registry.publish({ manifest: manifestFor(name, "job-2"), files, servingFile: "m.onnx", promote: false, setBy: "job-2" });
+      const trial = await registry.startTrial(name, candidate.manifest.model ?? {}, policy, { setBy: "job-2" });
+      expect(trial.record.baseline?.version).toBe(baseline.manifest.model?.version);
+
+      // Two inferencers reach a verdict on the same trial: only the first one decides.
+      const first = await registry.concludeTrial(name, trial.revision, { verdict: PromotionVerdict.PROMOTED, reason: "agreed", decidedBy: "inferencer-a", agreement: { frames: 300n, meanOks: 0.97 } });
+      const second = await registry.concludeTrial(name, trial.revision, { verdict: PromotionVerdict.ROLLED_BACK, reason: "late", decidedBy: "inferencer-b" });
+      expect(first?.verdict).toBe(PromotionVerdict.PROMOTED);
+      expect(second).toBeUndefined();
+      expect((await registry.getServing(name))?.record.model?.version).toBe(candidate.manifest.model?.version);
+      expect((await registry.getCandidate(name))?.record.model).toBeUndefined();
+      expect((await registry.decisions(name)).map((d) => [PromotionVerdict[d.verdict], d.decidedBy])).toEqual([
+        ["TRIAL_STARTED", "job-2"],
+        ["PROMOTED", "inferencer-a"],
+      ]);
     });
 
     it("streams serving changes to watchers", async () => {

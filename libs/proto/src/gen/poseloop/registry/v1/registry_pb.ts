@@ -8,13 +8,15 @@ import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { ModelArtifact, ModelManifest, ModelRef } from "../../common/v1/model_pb.js";
 import { file_poseloop_common_v1_model } from "../../common/v1/model_pb.js";
+import type { DataSpec } from "../../trainer/v1/config_pb.js";
+import { file_poseloop_trainer_v1_config } from "../../trainer/v1/config_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file poseloop/registry/v1/registry.proto.
  */
 export const file_poseloop_registry_v1_registry: GenFile = /*@__PURE__*/
-  fileDesc("CiNwb3NlbG9vcC9yZWdpc3RyeS92MS9yZWdpc3RyeS5wcm90bxIUcG9zZWxvb3AucmVnaXN0cnkudjEivwEKDk1vZGVsUHVibGlzaGVkEjMKCG1hbmlmZXN0GAEgASgLMiEucG9zZWxvb3AuY29tbW9uLnYxLk1vZGVsTWFuaWZlc3QSNAoJYXJ0aWZhY3RzGAIgAygLMiEucG9zZWxvb3AuY29tbW9uLnYxLk1vZGVsQXJ0aWZhY3QSEAoIcHJvbW90ZWQYAyABKAgSMAoMcHVibGlzaGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKlAgoOU2VydmluZ1ZlcnNpb24SKwoFbW9kZWwYASABKAsyHC5wb3NlbG9vcC5jb21tb24udjEuTW9kZWxSZWYSFwoPbWFuaWZlc3Rfb2JqZWN0GAIgASgJEikKBXNpbmNlGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZzZXRfYnkYBCABKAkSDgoGcmVhc29uGAUgASgJEk0KDXRyYWNlX2NvbnRleHQYBiADKAsyNi5wb3NlbG9vcC5yZWdpc3RyeS52MS5TZXJ2aW5nVmVyc2lvbi5UcmFjZUNvbnRleHRFbnRyeRozChFUcmFjZUNvbnRleHRFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIpUBCgtKb2JFbnZlbG9wZRIOCgZqb2JfaWQYASABKAkSMQoHY29tbWFuZBgCIAEoDjIgLnBvc2Vsb29wLnJlZ2lzdHJ5LnYxLkpvYkNvbW1hbmQSEgoKZ2VuZXJhdGlvbhgDIAEoDRIvCgtlbnF1ZXVlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqPgoKSm9iQ29tbWFuZBIbChdKT0JfQ09NTUFORF9VTlNQRUNJRklFRBAAEhMKD0pPQl9DT01NQU5EX1JVThABYgZwcm90bzM", [file_google_protobuf_timestamp, file_poseloop_common_v1_model]);
+  fileDesc("CiNwb3NlbG9vcC9yZWdpc3RyeS92MS9yZWdpc3RyeS5wcm90bxIUcG9zZWxvb3AucmVnaXN0cnkudjEivwEKDk1vZGVsUHVibGlzaGVkEjMKCG1hbmlmZXN0GAEgASgLMiEucG9zZWxvb3AuY29tbW9uLnYxLk1vZGVsTWFuaWZlc3QSNAoJYXJ0aWZhY3RzGAIgAygLMiEucG9zZWxvb3AuY29tbW9uLnYxLk1vZGVsQXJ0aWZhY3QSEAoIcHJvbW90ZWQYAyABKAgSMAoMcHVibGlzaGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKlAgoOU2VydmluZ1ZlcnNpb24SKwoFbW9kZWwYASABKAsyHC5wb3NlbG9vcC5jb21tb24udjEuTW9kZWxSZWYSFwoPbWFuaWZlc3Rfb2JqZWN0GAIgASgJEikKBXNpbmNlGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZzZXRfYnkYBCABKAkSDgoGcmVhc29uGAUgASgJEk0KDXRyYWNlX2NvbnRleHQYBiADKAsyNi5wb3NlbG9vcC5yZWdpc3RyeS52MS5TZXJ2aW5nVmVyc2lvbi5UcmFjZUNvbnRleHRFbnRyeRozChFUcmFjZUNvbnRleHRFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIuUCCg9Qcm9tb3Rpb25Qb2xpY3kSMQoEbW9kZRgBIAEoDjIjLnBvc2Vsb29wLnJlZ2lzdHJ5LnYxLlByb21vdGlvbk1vZGUSEwoLbWluX2FwX2dhaW4YAiABKAESNAoNcmVmZXJlbmNlX3NldBgDIAEoCzIdLnBvc2Vsb29wLnRyYWluZXIudjEuRGF0YVNwZWMSFwoPY2FuYXJ5X2ZyYWN0aW9uGAQgASgBEhUKDXdpbmRvd19mcmFtZXMYBSABKA0SFAoMbWluX21lYW5fb2tzGAYgASgBEhgKEG1heF9mYWlsdXJlX3JhdGUYByABKAESGQoRbWF4X2xhdGVuY3lfcmF0aW8YCCABKAESGQoRbWF4X3RyaWFsX3NlY29uZHMYCSABKA0SDgoGc2V0X2J5GAogASgJEi4KCnVwZGF0ZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIucCChBDYW5kaWRhdGVWZXJzaW9uEisKBW1vZGVsGAEgASgLMhwucG9zZWxvb3AuY29tbW9uLnYxLk1vZGVsUmVmEi4KCGJhc2VsaW5lGAIgASgLMhwucG9zZWxvb3AuY29tbW9uLnYxLk1vZGVsUmVmEjUKBnBvbGljeRgDIAEoCzIlLnBvc2Vsb29wLnJlZ2lzdHJ5LnYxLlByb21vdGlvblBvbGljeRIpCgVzaW5jZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGc2V0X2J5GAUgASgJEk8KDXRyYWNlX2NvbnRleHQYBiADKAsyOC5wb3NlbG9vcC5yZWdpc3RyeS52MS5DYW5kaWRhdGVWZXJzaW9uLlRyYWNlQ29udGV4dEVudHJ5GjMKEVRyYWNlQ29udGV4dEVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi1QEKDkFncmVlbWVudFN0YXRzEg4KBmZyYW1lcxgBIAEoBBIQCghtZWFuX29rcxgCIAEoARIUCgxrZXlwb2ludF9va3MYAyADKAESGwoTbWVhbl9jb25maWRlbmNlX2dhcBgEIAEoARIeChZjYW5kaWRhdGVfZmFpbHVyZV9yYXRlGAUgASgBEhwKFHNlcnZpbmdfZmFpbHVyZV9yYXRlGAYgASgBEhgKEGNhbmRpZGF0ZV9wOTVfbXMYByABKAESFgoOc2VydmluZ19wOTVfbXMYCCABKAEi3gQKEVByb21vdGlvbkRlY2lzaW9uEi8KCWNhbmRpZGF0ZRgBIAEoCzIcLnBvc2Vsb29wLmNvbW1vbi52MS5Nb2RlbFJlZhItCgdzZXJ2aW5nGAIgASgLMhwucG9zZWxvb3AuY29tbW9uLnYxLk1vZGVsUmVmEjEKBG1vZGUYAyABKA4yIy5wb3NlbG9vcC5yZWdpc3RyeS52MS5Qcm9tb3Rpb25Nb2RlEjcKB3ZlcmRpY3QYBCABKA4yJi5wb3NlbG9vcC5yZWdpc3RyeS52MS5Qcm9tb3Rpb25WZXJkaWN0EhkKDGNhbmRpZGF0ZV9hcBgFIAEoAUgAiAEBEhcKCnNlcnZpbmdfYXAYBiABKAFIAYgBARIVCg1yZWZlcmVuY2Vfc2V0GAcgASgJEjcKCWFncmVlbWVudBgIIAEoCzIkLnBvc2Vsb29wLnJlZ2lzdHJ5LnYxLkFncmVlbWVudFN0YXRzEg4KBnJlYXNvbhgJIAEoCRISCgpkZWNpZGVkX2J5GAogASgJEi4KCmRlY2lkZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wElAKDXRyYWNlX2NvbnRleHQYDCADKAsyOS5wb3NlbG9vcC5yZWdpc3RyeS52MS5Qcm9tb3Rpb25EZWNpc2lvbi5UcmFjZUNvbnRleHRFbnRyeRozChFUcmFjZUNvbnRleHRFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQg8KDV9jYW5kaWRhdGVfYXBCDQoLX3NlcnZpbmdfYXAilQEKC0pvYkVudmVsb3BlEg4KBmpvYl9pZBgBIAEoCRIxCgdjb21tYW5kGAIgASgOMiAucG9zZWxvb3AucmVnaXN0cnkudjEuSm9iQ29tbWFuZBISCgpnZW5lcmF0aW9uGAMgASgNEi8KC2VucXVldWVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCqeAQoNUHJvbW90aW9uTW9kZRIeChpQUk9NT1RJT05fTU9ERV9VTlNQRUNJRklFRBAAEhkKFVBST01PVElPTl9NT0RFX0FMV0FZUxABEhwKGFBST01PVElPTl9NT0RFX0lGX0JFVFRFUhACEhkKFVBST01PVElPTl9NT0RFX0NBTkFSWRADEhkKFVBST01PVElPTl9NT0RFX1NIQURPVxAEKr0BChBQcm9tb3Rpb25WZXJkaWN0EiEKHVBST01PVElPTl9WRVJESUNUX1VOU1BFQ0lGSUVEEAASHgoaUFJPTU9USU9OX1ZFUkRJQ1RfUFJPTU9URUQQARIeChpQUk9NT1RJT05fVkVSRElDVF9SRUpFQ1RFRBACEiMKH1BST01PVElPTl9WRVJESUNUX1RSSUFMX1NUQVJURUQQAxIhCh1QUk9NT1RJT05fVkVSRElDVF9ST0xMRURfQkFDSxAEKj4KCkpvYkNvbW1hbmQSGwoXSk9CX0NPTU1BTkRfVU5TUEVDSUZJRUQQABITCg9KT0JfQ09NTUFORF9SVU4QAWIGcHJvdG8z", [file_google_protobuf_timestamp, file_poseloop_common_v1_model, file_poseloop_trainer_v1_config]);
 
 /**
  * Announced on NATS subject poseloop.models.<name>.published after a version's artifacts are stored, with
@@ -107,6 +109,302 @@ export const ServingVersionSchema: GenMessage<ServingVersion> = /*@__PURE__*/
   messageDesc(file_poseloop_registry_v1_registry, 1);
 
 /**
+ * How a new publication of a model name becomes its serving version. The registry keeps one per model name (KV
+ * bucket poseloop-policies, key = the name); a name without one is promoted on publication (ALWAYS).
+ *
+ * @generated from message poseloop.registry.v1.PromotionPolicy
+ */
+export type PromotionPolicy = Message<"poseloop.registry.v1.PromotionPolicy"> & {
+  /**
+   * @generated from field: poseloop.registry.v1.PromotionMode mode = 1;
+   */
+  mode: PromotionMode;
+
+  /**
+   * IF_BETTER: the candidate's AP on the reference set must exceed the serving version's by more than this
+   * (0: any gain; a negative margin is refused).
+   *
+   * @generated from field: double min_ap_gain = 2;
+   */
+  minApGain: number;
+
+  /**
+   * IF_BETTER: the validation set both versions are evaluated on, by the same pipeline, named as a training
+   * config names a dataset (its validation split). Absent: the validation set of the job that made the
+   * candidate, on which the candidate's AP was already measured.
+   *
+   * @generated from field: poseloop.trainer.v1.DataSpec reference_set = 3;
+   */
+  referenceSet?: DataSpec | undefined;
+
+  /**
+   * CANARY: the share of streams, by stream key, the candidate answers, in (0, 1].
+   *
+   * @generated from field: double canary_fraction = 4;
+   */
+  canaryFraction: number;
+
+  /**
+   * CANARY and SHADOW: frames compared with the serving model before a verdict (each inferencer counts its own).
+   *
+   * @generated from field: uint32 window_frames = 5;
+   */
+  windowFrames: number;
+
+  /**
+   * CANARY and SHADOW bounds: the candidate is promoted when it meets all of them over the window and rolled
+   * back as soon as the window shows it cannot. Mean OKS of the candidate's keypoints against the serving
+   * model's on the same frames, in [0, 1].
+   *
+   * @generated from field: double min_mean_oks = 6;
+   */
+  minMeanOks: number;
+
+  /**
+   * Failed frames over frames, in [0, 1].
+   *
+   * @generated from field: double max_failure_rate = 7;
+   */
+  maxFailureRate: number;
+
+  /**
+   * The candidate's p95 frame latency over the serving model's (0: not bounded).
+   *
+   * @generated from field: double max_latency_ratio = 8;
+   */
+  maxLatencyRatio: number;
+
+  /**
+   * A trial that has not compared window_frames frames after this many seconds is rolled back (0: no limit).
+   *
+   * @generated from field: uint32 max_trial_seconds = 9;
+   */
+  maxTrialSeconds: number;
+
+  /**
+   * Who set the policy, and when.
+   *
+   * @generated from field: string set_by = 10;
+   */
+  setBy: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp updated_at = 11;
+   */
+  updatedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message poseloop.registry.v1.PromotionPolicy.
+ * Use `create(PromotionPolicySchema)` to create a new message.
+ */
+export const PromotionPolicySchema: GenMessage<PromotionPolicy> = /*@__PURE__*/
+  messageDesc(file_poseloop_registry_v1_registry, 2);
+
+/**
+ * A published version on trial against the serving one (KV bucket poseloop-candidates, key = the model name).
+ * Inferencers watch it: under CANARY they serve it to the policy's share of streams, under SHADOW they run it
+ * beside the serving model, and the first to reach a verdict promotes it or rolls it back.
+ *
+ * @generated from message poseloop.registry.v1.CandidateVersion
+ */
+export type CandidateVersion = Message<"poseloop.registry.v1.CandidateVersion"> & {
+  /**
+   * @generated from field: poseloop.common.v1.ModelRef model = 1;
+   */
+  model?: ModelRef | undefined;
+
+  /**
+   * The serving version it is measured against; a trial whose baseline no longer serves is void.
+   *
+   * @generated from field: poseloop.common.v1.ModelRef baseline = 2;
+   */
+  baseline?: ModelRef | undefined;
+
+  /**
+   * The policy (mode CANARY or SHADOW, with its bounds) as it was when the trial began.
+   *
+   * @generated from field: poseloop.registry.v1.PromotionPolicy policy = 3;
+   */
+  policy?: PromotionPolicy | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp since = 4;
+   */
+  since?: Timestamp | undefined;
+
+  /**
+   * Who started the trial (the publishing job, a user).
+   *
+   * @generated from field: string set_by = 5;
+   */
+  setBy: string;
+
+  /**
+   * W3C trace context of the span that started the trial.
+   *
+   * @generated from field: map<string, string> trace_context = 6;
+   */
+  traceContext: { [key: string]: string };
+};
+
+/**
+ * Describes the message poseloop.registry.v1.CandidateVersion.
+ * Use `create(CandidateVersionSchema)` to create a new message.
+ */
+export const CandidateVersionSchema: GenMessage<CandidateVersion> = /*@__PURE__*/
+  messageDesc(file_poseloop_registry_v1_registry, 3);
+
+/**
+ * How a candidate's outputs compared with the serving model's on the same frames (CANARY and SHADOW).
+ *
+ * @generated from message poseloop.registry.v1.AgreementStats
+ */
+export type AgreementStats = Message<"poseloop.registry.v1.AgreementStats"> & {
+  /**
+   * Frames both models answered.
+   *
+   * @generated from field: uint64 frames = 1;
+   */
+  frames: bigint;
+
+  /**
+   * @generated from field: double mean_oks = 2;
+   */
+  meanOks: number;
+
+  /**
+   * Mean OKS contribution per keypoint, in the schema's order.
+   *
+   * @generated from field: repeated double keypoint_oks = 3;
+   */
+  keypointOks: number[];
+
+  /**
+   * Mean |candidate confidence - serving confidence| over keypoints (calibration drift).
+   *
+   * @generated from field: double mean_confidence_gap = 4;
+   */
+  meanConfidenceGap: number;
+
+  /**
+   * @generated from field: double candidate_failure_rate = 5;
+   */
+  candidateFailureRate: number;
+
+  /**
+   * @generated from field: double serving_failure_rate = 6;
+   */
+  servingFailureRate: number;
+
+  /**
+   * p95 frame latency of each model, in milliseconds.
+   *
+   * @generated from field: double candidate_p95_ms = 7;
+   */
+  candidateP95Ms: number;
+
+  /**
+   * @generated from field: double serving_p95_ms = 8;
+   */
+  servingP95Ms: number;
+};
+
+/**
+ * Describes the message poseloop.registry.v1.AgreementStats.
+ * Use `create(AgreementStatsSchema)` to create a new message.
+ */
+export const AgreementStatsSchema: GenMessage<AgreementStats> = /*@__PURE__*/
+  messageDesc(file_poseloop_registry_v1_registry, 4);
+
+/**
+ * One promotion decision, kept in the registry (KV bucket poseloop-promotions, key = the model name: its
+ * history is the decision log) and announced on poseloop.models.<name>.promotion.
+ *
+ * @generated from message poseloop.registry.v1.PromotionDecision
+ */
+export type PromotionDecision = Message<"poseloop.registry.v1.PromotionDecision"> & {
+  /**
+   * @generated from field: poseloop.common.v1.ModelRef candidate = 1;
+   */
+  candidate?: ModelRef | undefined;
+
+  /**
+   * The version serving when the decision was made.
+   *
+   * @generated from field: poseloop.common.v1.ModelRef serving = 2;
+   */
+  serving?: ModelRef | undefined;
+
+  /**
+   * @generated from field: poseloop.registry.v1.PromotionMode mode = 3;
+   */
+  mode: PromotionMode;
+
+  /**
+   * @generated from field: poseloop.registry.v1.PromotionVerdict verdict = 4;
+   */
+  verdict: PromotionVerdict;
+
+  /**
+   * IF_BETTER: both versions' AP on the reference set, and the set's name.
+   *
+   * @generated from field: optional double candidate_ap = 5;
+   */
+  candidateAp?: number | undefined;
+
+  /**
+   * @generated from field: optional double serving_ap = 6;
+   */
+  servingAp?: number | undefined;
+
+  /**
+   * @generated from field: string reference_set = 7;
+   */
+  referenceSet: string;
+
+  /**
+   * CANARY and SHADOW: the measured agreement.
+   *
+   * @generated from field: poseloop.registry.v1.AgreementStats agreement = 8;
+   */
+  agreement?: AgreementStats | undefined;
+
+  /**
+   * Why, in words ("AP 0.137 is not above 0.235 + 0.005").
+   *
+   * @generated from field: string reason = 9;
+   */
+  reason: string;
+
+  /**
+   * Who decided: a job id, an inferencer's id, a user.
+   *
+   * @generated from field: string decided_by = 10;
+   */
+  decidedBy: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp decided_at = 11;
+   */
+  decidedAt?: Timestamp | undefined;
+
+  /**
+   * W3C trace context of the decision's span.
+   *
+   * @generated from field: map<string, string> trace_context = 12;
+   */
+  traceContext: { [key: string]: string };
+};
+
+/**
+ * Describes the message poseloop.registry.v1.PromotionDecision.
+ * Use `create(PromotionDecisionSchema)` to create a new message.
+ */
+export const PromotionDecisionSchema: GenMessage<PromotionDecision> = /*@__PURE__*/
+  messageDesc(file_poseloop_registry_v1_registry, 5);
+
+/**
  * A message on the training work queue (subject poseloop.jobs.<job id>). The job record itself lives in the
  * job store; the envelope only says which job to run.
  *
@@ -141,7 +439,97 @@ export type JobEnvelope = Message<"poseloop.registry.v1.JobEnvelope"> & {
  * Use `create(JobEnvelopeSchema)` to create a new message.
  */
 export const JobEnvelopeSchema: GenMessage<JobEnvelope> = /*@__PURE__*/
-  messageDesc(file_poseloop_registry_v1_registry, 2);
+  messageDesc(file_poseloop_registry_v1_registry, 6);
+
+/**
+ * @generated from enum poseloop.registry.v1.PromotionMode
+ */
+export enum PromotionMode {
+  /**
+   * Treated as ALWAYS.
+   *
+   * @generated from enum value: PROMOTION_MODE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Every publication that asks to be promoted serves at once.
+   *
+   * @generated from enum value: PROMOTION_MODE_ALWAYS = 1;
+   */
+  ALWAYS = 1,
+
+  /**
+   * Promoted only when its AP on the reference set beats the serving version's by the policy's margin.
+   *
+   * @generated from enum value: PROMOTION_MODE_IF_BETTER = 2;
+   */
+  IF_BETTER = 2,
+
+  /**
+   * Serves a share of the streams while its agreement with the serving model is measured.
+   *
+   * @generated from enum value: PROMOTION_MODE_CANARY = 3;
+   */
+  CANARY = 3,
+
+  /**
+   * Runs on a copy of live frames without answering while its agreement is measured.
+   *
+   * @generated from enum value: PROMOTION_MODE_SHADOW = 4;
+   */
+  SHADOW = 4,
+}
+
+/**
+ * Describes the enum poseloop.registry.v1.PromotionMode.
+ */
+export const PromotionModeSchema: GenEnum<PromotionMode> = /*@__PURE__*/
+  enumDesc(file_poseloop_registry_v1_registry, 0);
+
+/**
+ * @generated from enum poseloop.registry.v1.PromotionVerdict
+ */
+export enum PromotionVerdict {
+  /**
+   * @generated from enum value: PROMOTION_VERDICT_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The candidate became the serving version.
+   *
+   * @generated from enum value: PROMOTION_VERDICT_PROMOTED = 1;
+   */
+  PROMOTED = 1,
+
+  /**
+   * The candidate did not pass (IF_BETTER): it stays published, not serving.
+   *
+   * @generated from enum value: PROMOTION_VERDICT_REJECTED = 2;
+   */
+  REJECTED = 2,
+
+  /**
+   * A canary or shadow trial began.
+   *
+   * @generated from enum value: PROMOTION_VERDICT_TRIAL_STARTED = 3;
+   */
+  TRIAL_STARTED = 3,
+
+  /**
+   * A canary or shadow trial failed its bounds (or could not load): the serving version is untouched.
+   *
+   * @generated from enum value: PROMOTION_VERDICT_ROLLED_BACK = 4;
+   */
+  ROLLED_BACK = 4,
+}
+
+/**
+ * Describes the enum poseloop.registry.v1.PromotionVerdict.
+ */
+export const PromotionVerdictSchema: GenEnum<PromotionVerdict> = /*@__PURE__*/
+  enumDesc(file_poseloop_registry_v1_registry, 1);
 
 /**
  * Kinds of training-queue entries.
@@ -166,5 +554,5 @@ export enum JobCommand {
  * Describes the enum poseloop.registry.v1.JobCommand.
  */
 export const JobCommandSchema: GenEnum<JobCommand> = /*@__PURE__*/
-  enumDesc(file_poseloop_registry_v1_registry, 0);
+  enumDesc(file_poseloop_registry_v1_registry, 2);
 

@@ -15,6 +15,8 @@ export { IoNames } from "./compile/io-names.js";
 export { optimizerSlots, resolveOptimizer, stepScalars } from "./optim/optimizer.js";
 export type { OptimizerConfig, OptimizerKind, ResolvedOptimizer, StepScalars } from "./optim/optimizer.js";
 export { learningRate, scheduleProblems } from "./optim/lr-schedule.js";
+export { accumulateAverage, emaDecay, emaProblems } from "./optim/ema.js";
+export type { EmaConfig } from "./optim/ema.js";
 export type { LrScheduleConfig, ScheduleKind } from "./optim/lr-schedule.js";
 export { checkDevice, StepEngine } from "./runner/step-engine.js";
 export type { Device, LossScalingOptions, StepBatch, StepResult, StepRunnerOptions } from "./runner/step-engine.js";

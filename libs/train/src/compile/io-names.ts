@@ -22,4 +22,7 @@ export const IoNames = {
   accumOut: (name: string) => `accum_out:${name}`,
   grad: (name: string) => `grad:${name}`,
   shardGrad: (shard: number, name: string) => `shard${shard}:${name}`,
+  /** Not graph inputs: the training state's moving average of a parameter and of a buffer (TRAIN.EMA). */
+  emaParam: (name: string) => `ema:param:${name}`,
+  emaBuffer: (name: string) => `ema:buffer:${name}`,
 } as const;

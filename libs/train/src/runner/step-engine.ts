@@ -5,6 +5,7 @@ import { buildInferenceModel, compileForwardGraph, type InferenceModelOptions } 
 import { IoNames } from "../compile/io-names.js";
 import { compileReplicaGraphs, compileTrainingGraphs, type TrainingGraphConfig } from "../compile/training-graphs.js";
 import { initialize } from "../nn/parameters.js";
+import { accumulateAverage, checkEma, emaDecay, type EmaConfig } from "../optim/ema.js";
 import { stepScalars, type ResolvedOptimizer } from "../optim/optimizer.js";
 import { defineModel, type ModelConfig, type ModelDefinition } from "../zoo/model-config.js";
 import type { ShardRequest, ShardResult } from "./replica-protocol.js";
@@ -45,6 +46,12 @@ export interface StepRunnerOptions {
    * (NCHWc) kernels (default true; see conv2d's emitConv). false: standard ONNX Conv nodes only.
    */
   readonly blockedConvolutions?: boolean;
+  /**
+   * Keep an exponential moving average of the parameters and BatchNorm statistics (see EmaConfig), updated in
+   * this thread after every update and kept in the training state; averagedWeights() reads it. It starts at
+   * the initial weights, and again at the weights loadWeights() loads.
+   */
+  readonly ema?: EmaConfig;
 }
 
 export interface LossScalingOptions {
@@ -141,6 +148,8 @@ export class StepEngine {
   readonly #scaling: Required<LossScalingOptions> | undefined;
   #forward: ort.InferenceSession | undefined;
   readonly #replicated: Replicated | undefined;
+  /** TRAIN.EMA: the moving average of every parameter and buffer, by state name (IoNames.emaParam/emaBuffer). */
+  #average: Map<string, Float32Array> | undefined;
 
   private constructor(
     options: StepRunnerOptions,
@@ -172,6 +181,7 @@ export class StepEngine {
     checkDevice(options.device ?? "cpu", options.mixedPrecision ?? false, options.emulateMixedPrecisionOnCpu ?? false);
     // Impossible loss-scaling settings fail before anything is compiled.
     if (options.mixedPrecision === true) scalingOptions(options);
+    if (options.ema !== undefined) checkEma(options.ema);
     const replicas = options.replicas ?? 1;
     if (!Number.isInteger(replicas) || replicas < 1) throw new AppError(Code.INVALID_ARGUMENT, `replicas must be a positive integer, got ${replicas}`);
     const training = await graphConfig(options);
@@ -385,6 +395,7 @@ export class StepEngine {
   /** Counts an update that `outputs` (of a graph ending in the optimizer) made, and reports it. */
   #updated(outputs: ort.InferenceSession.OnnxValueMapType, loss: number): StepResult {
     this.#stepCount++;
+    this.#updateAverage();
     const gradNorm = Number((outputs[IoNames.gradNorm]?.data as Float32Array)[0]);
     const scaling = this.#scaler === undefined ? {} : this.#updateScale(Boolean((outputs[IoNames.gradsFinite]?.data as Uint8Array | boolean[])[0]));
     if (this.#options.training.exposeGradients !== true) return { loss, updated: true, gradNorm, step: this.#stepCount, ...scaling };
@@ -411,6 +422,7 @@ export class StepEngine {
   exportState(): TrainingState {
     const tensors = new Map<string, Float32Array>();
     for (const [name, value] of this.#tensors) tensors.set(name, Float32Array.from(value.data as Float32Array));
+    for (const [name, value] of this.#average ?? []) tensors.set(name, Float32Array.from(value));
     return { step: this.#stepCount, microStep: this.#microStep, tensors, ...(this.#scaler === undefined ? {} : { lossScaler: { ...this.#scaler } }) };
   }
 
@@ -426,6 +438,7 @@ export class StepEngine {
     if (!Number.isInteger(state.microStep) || state.microStep < 0 || state.microStep >= this.#k) {
       throw new AppError(Code.INVALID_ARGUMENT, `micro-step ${state.microStep} is outside 0..${this.#k - 1}`);
     }
+    const average = this.#average === undefined ? undefined : this.#importedAverage(state, next);
     if (this.#scaler !== undefined) {
       // A state saved without mixed precision continues with a fresh scaler (its updates were all applied).
       const scaler = state.lossScaler ?? { scale: (this.#scaling as Required<LossScalingOptions>).initScale, goodSteps: 0, skippedSteps: 0 };
@@ -435,6 +448,47 @@ export class StepEngine {
     this.#tensors = next;
     this.#stepCount = state.step;
     this.#microStep = state.microStep;
+    this.#average = average;
+  }
+
+  /**
+   * The moving average a state continues with: its own, or, from a state saved without one (TRAIN.EMA turned
+   * on at a resume, fine-tuning weights), a fresh one at the state's weights. Part of one is refused.
+   */
+  #importedAverage(state: TrainingState, weights: ReadonlyMap<string, ort.Tensor>): Map<string, Float32Array> {
+    const names = this.#averagedNames();
+    const given = names.filter(([name]) => state.tensors.has(name));
+    if (given.length === 0) return new Map(names.map(([name, source]) => [name, Float32Array.from((weights.get(source) as ort.Tensor).data as Float32Array)]));
+    if (given.length < names.length) throw new AppError(Code.INVALID_ARGUMENT, `the state has ${given.length} of the ${names.length} moving-average tensors (ema:...)`);
+    const average = new Map<string, Float32Array>();
+    for (const [name, source] of names) {
+      const data = state.tensors.get(name) as Float32Array;
+      const size = (weights.get(source) as ort.Tensor).data.length;
+      if (data.length !== size) throw new AppError(Code.INVALID_ARGUMENT, `tensor ${name} has ${data.length} values, the model needs ${size}`);
+      average.set(name, Float32Array.from(data));
+    }
+    return average;
+  }
+
+  /** [moving-average name, the state tensor it averages] for every parameter and buffer. */
+  #averagedNames(): [string, string][] {
+    return [
+      ...this.model.registry.params.map((spec): [string, string] => [IoNames.emaParam(spec.name), IoNames.param(spec.name)]),
+      ...this.model.registry.buffers.map((spec): [string, string] => [IoNames.emaBuffer(spec.name), IoNames.buffer(spec.name)]),
+    ];
+  }
+
+  /** Starts the moving average (when on) at the current weights. */
+  #resetAverage(): void {
+    if (this.#options.ema === undefined) return;
+    this.#average = new Map(this.#averagedNames().map(([name, source]) => [name, Float32Array.from(this.#tensors.get(source)?.data as Float32Array)]));
+  }
+
+  /** One update of the moving average (when on), toward the weights the update just made. */
+  #updateAverage(): void {
+    if (this.#average === undefined || this.#options.ema === undefined) return;
+    const d = emaDecay(this.#options.ema, this.#stepCount);
+    for (const [name, source] of this.#averagedNames()) accumulateAverage(this.#average.get(name) as Float32Array, this.#tensors.get(source)?.data as Float32Array, d);
   }
 
   /** Loads weights by PyTorch-style name (fine-tuning, fixtures); names not in the model are refused. */
@@ -447,6 +501,7 @@ export class StepEngine {
       if (current.data.length !== data.length) throw new AppError(Code.INVALID_ARGUMENT, `${name} has ${data.length} values, the model needs ${current.data.length}`);
       this.#tensors.set(key, new ort.Tensor("float32", Float32Array.from(data), current.dims));
     }
+    this.#resetAverage();
   }
 
   /** A copy of the current parameters and buffers by name (the engine's own buffers are rewritten by later steps). */
@@ -455,6 +510,15 @@ export class StepEngine {
     const buffers = new Map<string, Float32Array>();
     for (const spec of this.model.registry.params) params.set(spec.name, Float32Array.from(this.#tensors.get(IoNames.param(spec.name))?.data as Float32Array));
     for (const spec of this.model.registry.buffers) buffers.set(spec.name, Float32Array.from(this.#tensors.get(IoNames.buffer(spec.name))?.data as Float32Array));
+    return { params, buffers };
+  }
+
+  /** A copy of the moving average of the parameters and buffers by name (TRAIN.EMA); undefined when off. */
+  averagedWeights(): { params: Map<string, Float32Array>; buffers: Map<string, Float32Array> } | undefined {
+    const average = this.#average;
+    if (average === undefined) return undefined;
+    const params = new Map(this.model.registry.params.map((spec) => [spec.name, Float32Array.from(average.get(IoNames.emaParam(spec.name)) as Float32Array)] as const));
+    const buffers = new Map(this.model.registry.buffers.map((spec) => [spec.name, Float32Array.from(average.get(IoNames.emaBuffer(spec.name)) as Float32Array)] as const));
     return { params, buffers };
   }
 
@@ -498,6 +562,7 @@ export class StepEngine {
       for (const slot of this.#slots) this.#tensors.set(IoNames.slot(slot, spec.name), zeros(spec.shape));
     }
     if (this.#k > 1) this.#zeroAccumulators();
+    this.#resetAverage();
   }
 
   #zeroAccumulators(): void {

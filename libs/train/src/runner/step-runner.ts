@@ -60,6 +60,11 @@ export class StepRunner {
     return this.#client.call("weights");
   }
 
+  /** The moving average of the weights under options.ema (the model to validate and export); undefined without. */
+  averagedWeights(): Promise<{ params: Map<string, Float32Array>; buffers: Map<string, Float32Array> } | undefined> {
+    return this.#client.call("averagedWeights");
+  }
+
   /** The deployable ONNX model of the current weights (BN folded), serialized. */
   exportInferenceModel(options: InferenceModelOptions = {}): Promise<Uint8Array> {
     return this.#client.call("inferenceModel", options);

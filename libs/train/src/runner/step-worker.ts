@@ -29,6 +29,7 @@ serveWorkerRpc({
     current().loadWeights(weights, skip === undefined ? {} : { skip });
   },
   weights: () => current().weights(),
+  averagedWeights: () => current().averagedWeights(),
   inferenceModel: (options: InferenceModelOptions) => {
     const bytes = encodeModel(current().inferenceModel(options));
     return new Transfer(bytes, [bytes.buffer as ArrayBuffer]);

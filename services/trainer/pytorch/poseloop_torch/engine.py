@@ -6,6 +6,7 @@ single-tensor code, which libs/train's graphs reproduce), the same state names, 
 the engines.
 """
 import contextlib
+import math
 import os
 import platform
 import re
@@ -144,6 +145,31 @@ def resolve_optimizer(config):
     }
 
 
+def resolve_ema(config):
+    """TRAIN.EMA as libs/train's EmaConfig ({decay, warmupUpdates}), or None."""
+    if config is None:
+        return None
+    if not isinstance(config, dict):
+        raise EngineError(INVALID_ARGUMENT, f"ema must be an object {{decay, warmupUpdates}}, got {config!r}")
+    decay = config.get("decay")
+    warmup = config.get("warmupUpdates", 0)
+    problems = []
+    if not isinstance(decay, (int, float)) or isinstance(decay, bool) or not 0 < decay < 1:
+        problems.append(f"ema decay must lie in (0, 1), got {decay!r}")
+    if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 0:
+        problems.append(f"ema warmupUpdates must be a non-negative integer, got {warmup!r}")
+    if problems:
+        raise EngineError(INVALID_ARGUMENT, "; ".join(problems))
+    return {"decay": float(decay), "warmupUpdates": warmup}
+
+
+def ema_decay(ema, updates):
+    """libs/train's emaDecay: decay * (1 - exp(-updates / warmupUpdates)), or decay without a warm-up."""
+    if ema["warmupUpdates"] == 0:
+        return ema["decay"]
+    return ema["decay"] * (1 - math.exp(-updates / ema["warmupUpdates"]))
+
+
 def make_optimizer(params, o):
     if o["kind"] == "sgd":
         cls, kwargs = torch.optim.SGD, {"momentum": o["momentum"], "nesterov": o["nesterov"], "weight_decay": o["weightDecay"]}
@@ -237,6 +263,12 @@ class Job:
         self.slots = optimizer_slots(self.opt_config)
         self.optimizer = make_optimizer([p for _, p in self.params], self.opt_config)
         self._init_slots(0)
+        self.ema = resolve_ema(training.get("ema"))
+        # TRAIN.EMA: the moving average of every parameter and (float) buffer, as averaged as
+        # AveragedModel(use_buffers=True) would; set_state starts it at the weights a state without one holds.
+        self.averaged = []
+        if self.ema is not None:
+            self.averaged = [(f"ema:param:{n}", p.detach().clone().float()) for n, p in self.params] + [(f"ema:buffer:{n}", b.detach().clone().float()) for n, b in self.buffers]
         amp = bool(request.get("amp", False))
         self.amp = ("fp16" if cuda else "bf16") if amp else None
         self.scaler = None
@@ -273,10 +305,30 @@ class Job:
             "worldSize": self.dist.world,
             "params": [[n, list(p.shape)] for n, p in self.params],
             "buffers": [[n, list(b.shape)] for n, b in self.buffers],
+            "ema": self.ema is not None,
         }
 
     def weights(self):
         return [(f"param:{n}", _numpy(p)) for n, p in self.params] + [(f"buffer:{n}", _numpy(b)) for n, b in self.buffers]
+
+    def averaged_weights(self):
+        if self.ema is None:
+            raise EngineError(FAILED_PRECONDITION, "get_weights averaged: this job keeps no moving average (init without training.ema)")
+        return [(name, _numpy(t)) for name, t in self.averaged]
+
+    def _reset_average(self):
+        with torch.no_grad():
+            for (_, t), (_, source) in zip(self.averaged, self.params + self.buffers):
+                t.copy_(source.detach())
+
+    def _update_average(self):
+        """After an optimizer update (the step_count-th): ema = d * ema + (1 - d) * weight."""
+        if self.ema is None:
+            return
+        d = ema_decay(self.ema, self.step_count)
+        with torch.no_grad():
+            for (_, t), (_, source) in zip(self.averaged, self.params + self.buffers):
+                t.mul_(d).add_(source.detach().float(), alpha=1 - d)
 
     def _accum(self, p):
         """The unfinished accumulation cycle's gradient of p (unscaled; under torchrun the replicas' mean)."""
@@ -297,6 +349,7 @@ class Job:
             tensors += [(f"slot:{slot}:{n}", _numpy(self.optimizer.state[p][slot])) for n, p in self.params]
         if self.k > 1:
             tensors += [(f"accum:{n}", _numpy(self._accum(p))) for n, p in self.params]
+        tensors += [(name, _numpy(t)) for name, t in self.averaged]
         fields = {"type": "state", "step": self.step_count, "microStep": self.micro_step}
         if self.scaler is not None:
             fields["lossScaler"] = {"scale": float(self.scaler.get_scale()), "goodSteps": int(self.scaler._get_growth_tracker()), "skippedSteps": self.skipped}
@@ -312,6 +365,11 @@ class Job:
         for slot in self.slots:
             targets.update({f"slot:{slot}:{n}": self.optimizer.state[p][slot] for n, p in self.params})
         accum = {f"accum:{n}": p for n, p in self.params} if self.k > 1 else {}
+        averaged = dict(self.averaged)
+        averaged_given = [name for name in averaged if name in tensors]
+        if averaged_given and len(averaged_given) < len(averaged):
+            raise EngineError(INVALID_ARGUMENT, f"the state has {len(averaged_given)} of the {len(averaged)} moving-average tensors (ema:...)")
+        targets.update(averaged)
         unknown = [name for name in tensors if name not in targets and name not in accum]
         if unknown:
             raise EngineError(INVALID_ARGUMENT, f"the state has tensors the model does not: {', '.join(unknown[:5])}")
@@ -338,6 +396,9 @@ class Job:
             for name, target in targets.items():
                 if name in tensors:
                     target.copy_(torch.from_numpy(tensors[name]))
+        if averaged and not averaged_given:
+            self._reset_average()
+        with torch.no_grad():
             for name, p in accum.items():
                 if micro == 0:
                     p.grad = None
@@ -486,6 +547,7 @@ class Job:
         self.optimizer.zero_grad(set_to_none=True)
         self.step_count += 1
         self.micro_step = 0
+        self._update_average()
         return self._result(loss_value, True, _float(norm), extra)
 
     def _result(self, loss, updated, grad_norm, extra):
@@ -541,7 +603,7 @@ class Server:
         if kind == "get_state":
             return self.job.get_state()
         if kind == "get_weights":
-            return {"type": "weights"}, self.job.weights()
+            return {"type": "weights"}, self.job.averaged_weights() if message.get("averaged", False) else self.job.weights()
         return self.job.step(message, tensors), []
 
     def run_one(self, message, tensors):

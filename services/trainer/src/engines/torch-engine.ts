@@ -1,6 +1,7 @@
 import { AppError, Code, SeededRandom, type Env } from "@poseloop/core";
 import {
   defineModel,
+  emaProblems,
   initialize,
   IoNames,
   optimizerSlots,
@@ -8,6 +9,7 @@ import {
   type LossScalerState,
   type ModelConfig,
   type ModelDefinition,
+  type EmaConfig,
   type StepBatch,
   type StepResult,
   type TrainingGraphConfig,
@@ -43,6 +45,8 @@ export interface TorchEngineOptions {
   readonly threads?: number;
   readonly channelsLast?: boolean;
   readonly syncBatchNorm?: boolean;
+  /** TRAIN.EMA: the engine keeps the moving average of the weights (libs/train's EmaConfig, the same formula). */
+  readonly ema?: EmaConfig;
   /** Deterministic algorithms (cuDNN and friends), at some speed. Default false. */
   readonly deterministic?: boolean;
   /** The Python interpreter with torch. */
@@ -63,7 +67,7 @@ export interface TorchEngineOptions {
   readonly onStderr?: (line: string) => void;
 }
 
-type ResolvedTorchEngineOptions = Required<Omit<TorchEngineOptions, "torchrun" | "rdzvEndpoint" | "onStderr" | "startTimeoutMs">> & Pick<TorchEngineOptions, "torchrun" | "rdzvEndpoint" | "onStderr" | "startTimeoutMs">;
+type ResolvedTorchEngineOptions = Required<Omit<TorchEngineOptions, "torchrun" | "rdzvEndpoint" | "onStderr" | "startTimeoutMs" | "ema">> & Pick<TorchEngineOptions, "torchrun" | "rdzvEndpoint" | "onStderr" | "startTimeoutMs" | "ema">;
 
 /** What the engine said about itself at start. */
 export interface TorchEngineInfo {
@@ -113,6 +117,7 @@ export function resolveTorchEngineOptions(options: TorchEngineOptions): Resolved
   if (!(resolved.progressTimeoutMs > 0)) problems.push(`progress timeout must be positive, got ${resolved.progressTimeoutMs}`);
   if (!(resolved.shutdownGraceMs >= 0)) problems.push(`shutdown grace must not be negative, got ${resolved.shutdownGraceMs}`);
   if (resolved.python === "") problems.push("the python interpreter is not set");
+  if (resolved.ema !== undefined) problems.push(...emaProblems(resolved.ema));
   if (problems.length > 0) throw AppError.invalid("pytorch engine options", problems);
   return resolved;
 }
@@ -237,6 +242,12 @@ export class TorchTrainingEngine implements TrainingEngine {
       if (hello.protocol !== ENGINE_PROTOCOL_VERSION) throw new AppError(Code.FAILED_PRECONDITION, `the pytorch engine speaks protocol ${String(hello.protocol)}, this trainer ${ENGINE_PROTOCOL_VERSION}`);
       const ready = (await process.request("init", "ready", initRequest(resolved))).message;
       checkLayout(ready, model);
+      // An engine from before TRAIN.EMA would train without it and say nothing.
+      if (resolved.ema !== undefined && ready.ema !== true) throw new AppError(Code.FAILED_PRECONDITION, `the pytorch engine at ${resolved.enginePath} does not keep a moving average of the weights (TRAIN.EMA)`);
+      if (resolved.ema !== undefined) {
+        for (const spec of model.registry.params) shapes.set(IoNames.emaParam(spec.name), spec.shape);
+        for (const spec of model.registry.buffers) shapes.set(IoNames.emaBuffer(spec.name), spec.shape);
+      }
       const engine = new TorchTrainingEngine(resolved, model, process, shapes, {
         torch: String(hello.torch),
         python: String(hello.python),
@@ -302,6 +313,16 @@ export class TorchTrainingEngine implements TrainingEngine {
     };
   }
 
+  async averagedWeights(): Promise<EngineWeights | undefined> {
+    if (this.#options.ema === undefined) return undefined;
+    const { tensors } = await this.#process.request("get_weights", "weights", { averaged: true });
+    const pick = (names: readonly [string, string][]): Map<string, Float32Array> => new Map(names.map(([name, key]) => [name, this.#tensor(tensors, key, "averaged weights")]));
+    return {
+      params: pick(this.model.registry.params.map((spec) => [spec.name, IoNames.emaParam(spec.name)])),
+      buffers: pick(this.model.registry.buffers.map((spec) => [spec.name, IoNames.emaBuffer(spec.name)])),
+    };
+  }
+
   async exportState(): Promise<TrainingState> {
     const { message, tensors } = await this.#process.request("get_state", "state", {}, [], true);
     const state = new Map<string, Float32Array>();
@@ -314,7 +335,13 @@ export class TorchTrainingEngine implements TrainingEngine {
   async importState(state: TrainingState): Promise<void> {
     const k = this.#options.training.gradAccumSteps ?? 1;
     const tensors: OutgoingTensor[] = [];
+    // A state saved without a moving average (a fresh start, loaded weights, a run without TRAIN.EMA) starts
+    // one at its weights, in the engine; part of one is refused.
+    const averaged = [...this.#shapes.keys()].filter((name) => name.startsWith("ema:"));
+    const given = averaged.filter((name) => state.tensors.has(name)).length;
+    if (given > 0 && given < averaged.length) throw new AppError(Code.INVALID_ARGUMENT, `the state has ${given} of the ${averaged.length} moving-average tensors (ema:...)`);
     for (const [name, shape] of this.#shapes) {
+      if (given === 0 && name.startsWith("ema:")) continue;
       const data = state.tensors.get(name);
       if (data === undefined) throw new AppError(Code.INVALID_ARGUMENT, `the state has no tensor ${name}`);
       if (data.length !== count(shape)) throw new AppError(Code.INVALID_ARGUMENT, `tensor ${name} has ${data.length} values, the model needs ${count(shape)}`);
@@ -340,7 +367,8 @@ export class TorchTrainingEngine implements TrainingEngine {
     }
     // The engine's state is replaced whole, so the rest of it (slots, counters) goes back as it was.
     const current = await this.exportState();
-    const tensors = new Map(current.tensors);
+    // Without its moving average: the engine starts a new one at the loaded weights.
+    const tensors = new Map([...current.tensors].filter(([key]) => !key.startsWith("ema:")));
     for (const [key, data] of chosen) tensors.set(key, data);
     await this.importState({ ...current, tensors });
   }
@@ -376,6 +404,7 @@ function initRequest(options: ResolvedTorchEngineOptions): Record<string, unknow
       // Resolved, so both engines apply the same defaults (SGD's momentum 0.9, AdamW's decay 0.01).
       optimizer: resolveOptimizer(training.optimizer),
       ...(training.distillation === undefined ? {} : { distillation: { temperature: 1, ...training.distillation } }),
+      ...(options.ema === undefined ? {} : { ema: { decay: options.ema.decay, warmupUpdates: options.ema.warmupUpdates } }),
     },
     device: options.device,
     amp: options.amp,

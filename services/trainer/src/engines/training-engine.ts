@@ -26,6 +26,11 @@ export interface TrainingEngine {
   run(batch: StepBatch, lr: number): Promise<StepResult>;
   /** Copies of the current parameters and buffers. */
   weights(): Promise<EngineWeights>;
+  /**
+   * TRAIN.EMA: copies of the moving average of the parameters and buffers, the weights a run validates and
+   * exports while the raw ones keep training; undefined without TRAIN.EMA.
+   */
+  averagedWeights(): Promise<EngineWeights | undefined>;
   /** A copy of the whole training state, keyed like libs/train's TrainingState. */
   exportState(): Promise<TrainingState>;
   /** Replaces the whole training state (every tensor must match the model's names and sizes). */
@@ -70,6 +75,10 @@ export class OrtTrainingEngine implements TrainingEngine {
 
   async weights(): Promise<EngineWeights> {
     return this.engine.weights();
+  }
+
+  async averagedWeights(): Promise<EngineWeights | undefined> {
+    return this.engine.averagedWeights();
   }
 
   async exportState(): Promise<TrainingState> {

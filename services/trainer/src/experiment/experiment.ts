@@ -13,6 +13,7 @@ import {
   Device,
   DistillationLoss,
   DistillationSpecSchema,
+  EmaSpecSchema,
   FuseMethod,
   HrnetSpecSchema,
   HrnetStageSchema,
@@ -225,6 +226,13 @@ const SCHEMA: Section = {
     RDZV_ENDPOINT: endpoint,
     SYNC_BN: boolean,
     CHANNELS_LAST: boolean,
+    // Ours: a moving average of the weights for validation and export (MMPose's and Ultralytics' EMA). Any key
+    // turns it on; ENABLED: false turns it off again (for --set overrides).
+    EMA: {
+      ENABLED: boolean,
+      DECAY: leaf("a number in (0, 1)", (v) => isNumber(v) && v > 0 && v < 1),
+      WARMUP: uint,
+    },
   },
   TEST: {
     FLIP_TEST: boolean,
@@ -772,6 +780,11 @@ function buildConfig(values: ReadonlyMap<string, unknown>, problems: string[]): 
   take("TRAIN.RDZV_ENDPOINT", (v: string) => (config.rdzvEndpoint = v));
   take("TRAIN.SYNC_BN", (v: boolean) => (config.syncBatchNorm = v));
   take("TRAIN.CHANNELS_LAST", (v: boolean) => (config.channelsLast = v));
+  if (present("TRAIN.EMA").length > 0 && values.get("TRAIN.EMA.ENABLED") !== false) {
+    const ema = (config.ema = create(EmaSpecSchema));
+    take("TRAIN.EMA.DECAY", (v: number) => (ema.decay = v));
+    take("TRAIN.EMA.WARMUP", (v: number) => (ema.warmupUpdates = v));
+  }
 
   // TEST
   take("TEST.FLIP_TEST", (v: boolean) => (validation.flipTest = v));

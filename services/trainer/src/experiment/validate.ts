@@ -206,6 +206,13 @@ function applyDefaults(config: TrainConfig): void {
   if (checkpoint.keepLast === 0) checkpoint.keepLast = 3;
   config.validation ??= create(ValidationSpecSchema);
 
+  const ema = config.ema;
+  if (ema !== undefined) {
+    // Ultralytics' ModelEMA defaults: the average of roughly the last 10000 updates, warming up over ~2000.
+    if (ema.decay === 0) ema.decay = 0.9999;
+    ema.warmupUpdates ??= 2000;
+  }
+
   const distillation = config.distillation;
   if (distillation !== undefined) {
     if (distillation.loss === DistillationLoss.UNSPECIFIED) distillation.loss = DistillationLoss.MSE;
@@ -505,6 +512,8 @@ function optimizationProblems(config: TrainConfig): string[] {
   if (schedule.warmupSteps > 0 && (!inRange(schedule.warmupStartFactor, 0, 1) || schedule.warmupStartFactor === 0)) {
     problems.push(`${field("TRAIN.WARMUP_FACTOR", "schedule.warmup_start_factor")} must be in (0, 1], got ${show(schedule.warmupStartFactor)}`);
   }
+  const ema = config.ema;
+  if (ema !== undefined && !(ema.decay > 0 && ema.decay < 1)) problems.push(`${field("TRAIN.EMA.DECAY", "ema.decay")} must be in (0, 1), got ${show(ema.decay)}`);
 
   if (DEVICE_NAMES[config.device] === undefined) problems.push(`${field("TRAIN.DEVICE", "device")} must be cpu, cuda or webgpu, got ${named(DEVICE_NAMES, config.device)}`);
   // The PyTorch engine runs bf16 autocast on the CPU; onnxruntime's CPU provider has no fast fp16.

@@ -99,9 +99,13 @@ export function modelFromState(modelConfig: ModelConfig, state: Uint8Array): { m
 
 /**
  * The parameters and buffers of a training state (a checkpoint's or a weights file's), checked against the
- * model: a state of another model would otherwise build an inference graph with the wrong initializers.
+ * model: a state of another model would otherwise build an inference graph with the wrong initializers. A
+ * checkpoint of a run with TRAIN.EMA gives its moving average, the weights that run validated and exported.
  */
 export function weightsFromState(tensors: ReadonlyMap<string, Float32Array>, model: ModelDefinition): Weights {
+  const averaged = [...tensors.keys()].some((name) => name.startsWith("ema:"));
+  const paramName = averaged ? IoNames.emaParam : IoNames.param;
+  const bufferName = averaged ? IoNames.emaBuffer : IoNames.buffer;
   const take = (name: string, shape: readonly number[], what: string): Float32Array => {
     const data = tensors.get(name);
     if (data === undefined) throw new AppError(Code.DATA_LOSS, `the checkpoint has no ${what}`);
@@ -109,7 +113,7 @@ export function weightsFromState(tensors: ReadonlyMap<string, Float32Array>, mod
     if (data.length !== size) throw new AppError(Code.DATA_LOSS, `the checkpoint's ${what} has ${data.length} values, the model needs ${size}`);
     return data;
   };
-  const params = new Map(model.registry.params.map((spec) => [spec.name, take(IoNames.param(spec.name), spec.shape, `parameter ${spec.name}`)] as const));
-  const buffers = new Map(model.registry.buffers.map((spec) => [spec.name, take(IoNames.buffer(spec.name), spec.shape, `buffer ${spec.name}`)] as const));
+  const params = new Map(model.registry.params.map((spec) => [spec.name, take(paramName(spec.name), spec.shape, `${averaged ? "moving average of " : ""}parameter ${spec.name}`)] as const));
+  const buffers = new Map(model.registry.buffers.map((spec) => [spec.name, take(bufferName(spec.name), spec.shape, `${averaged ? "moving average of " : ""}buffer ${spec.name}`)] as const));
   return { params, buffers };
 }

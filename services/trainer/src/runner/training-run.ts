@@ -13,6 +13,7 @@ import {
   encodeTrainingState,
   learningRate,
   StepEngine,
+  type EmaConfig,
   type LrScheduleConfig,
   type OptimizerConfig,
   type TrainingGraphConfig,
@@ -21,7 +22,7 @@ import { resolveUnder, type DataRoots } from "../datasets/data-root.js";
 import { deviceNameOf } from "../engines/capabilities.js";
 import { loadPretrained } from "../engines/pretrained.js";
 import { TorchTrainingEngine } from "../engines/torch-engine.js";
-import { OrtTrainingEngine, type TrainingEngine } from "../engines/training-engine.js";
+import { OrtTrainingEngine, type EngineWeights, type TrainingEngine } from "../engines/training-engine.js";
 import { prepareData } from "../datasets/prepare-data.js";
 import { runContract, type RunContract } from "../experiment/model-contract.js";
 import { metricsMessage, ModelEvaluator } from "../publication/model-evaluator.js";
@@ -137,6 +138,13 @@ function scheduleConfig(config: TrainConfig): LrScheduleConfig {
     warmupSteps: s?.warmupSteps ?? 0,
     ...(s !== undefined && s.warmupStartFactor > 0 ? { warmupStartFactor: s.warmupStartFactor } : {}),
   };
+}
+
+/** TRAIN.EMA with its documented defaults (config.proto's EmaSpec); undefined when off. */
+export function emaConfig(config: TrainConfig): EmaConfig | undefined {
+  const ema = config.ema;
+  if (ema === undefined) return undefined;
+  return { decay: ema.decay > 0 ? ema.decay : 0.9999, warmupUpdates: ema.warmupUpdates ?? 2000 };
 }
 
 const base64 = (bytes: Uint8Array): string => Buffer.from(bytes).toString("base64");
@@ -373,7 +381,7 @@ export class TrainingRun {
   async validate(): Promise<ValidationOutcome> {
     const started = performance.now();
     const epoch = this.#epoch;
-    const evaluation = await this.#evaluator.evaluate(encodeModel(inferenceModel(this.#engine.model, await this.#engine.weights())), `e${epoch}-s${this.#engine.step}`);
+    const evaluation = await this.#evaluator.evaluate(encodeModel(inferenceModel(this.#engine.model, await this.#modelWeights())), `e${epoch}-s${this.#engine.step}`);
     const metrics = metricsMessage(evaluation);
     const ap = evaluation.stats.ap;
     const isBest = ap > this.#bestAp;
@@ -423,9 +431,14 @@ export class TrainingRun {
    */
   async export(checkpoint?: Uint8Array): Promise<ExportOutcome> {
     const model = this.#engine.model;
-    if (checkpoint === undefined) return exportModel({ model, weights: await this.#engine.weights(), epoch: this.#epoch, step: this.#engine.step }, this.config, this.#evaluator);
+    if (checkpoint === undefined) return exportModel({ model, weights: await this.#modelWeights(), epoch: this.#epoch, step: this.#engine.step }, this.config, this.#evaluator);
     const { header, state } = decodeCheckpoint(checkpoint);
     return exportModel({ model, weights: weightsFromState(decodeTrainingState(state).tensors, model), epoch: header.epoch, step: header.step }, this.config, this.#evaluator);
+  }
+
+  /** The weights the run validates and exports: TRAIN.EMA's moving average when on (the raw ones keep training). */
+  async #modelWeights(): Promise<EngineWeights> {
+    return (await this.#engine.averagedWeights()) ?? (await this.#engine.weights());
   }
 
   async close(): Promise<void> {
@@ -449,9 +462,11 @@ export class TrainingRun {
   async #loadInitWeights(bytes: Uint8Array, skip: readonly string[]): Promise<void> {
     const state = decodeTrainingState(bytes);
     const weights = new Map<string, Float32Array>();
+    // A checkpoint of a run with TRAIN.EMA: its moving average, the weights it validated and published.
+    const prefix = [...state.tensors.keys()].some((name) => name.startsWith("ema:")) ? "ema:" : "";
     for (const [name, data] of state.tensors) {
-      if (name.startsWith("param:")) weights.set(name.slice("param:".length), data);
-      else if (name.startsWith("buffer:")) weights.set(name.slice("buffer:".length), data);
+      if (name.startsWith(`${prefix}param:`)) weights.set(name.slice(`${prefix}param:`.length), data);
+      else if (name.startsWith(`${prefix}buffer:`)) weights.set(name.slice(`${prefix}buffer:`.length), data);
     }
     await this.#engine.loadWeights(weights, { skip });
   }
@@ -514,6 +529,7 @@ async function createEngine(config: TrainConfig, contract: RunContract, training
       mixedPrecision: config.mixedPrecision,
       ...(config.intraOpThreads > 0 ? { intraOpThreads: config.intraOpThreads } : {}),
       ...(config.replicas > 1 ? { replicas: config.replicas } : {}),
+      ...ema(config),
     });
   }
   if (init.python === undefined) throw new AppError(Code.FAILED_PRECONDITION, `engine pytorch cannot run job ${init.jobId} on this trainer: it found no Python that imports torch`);
@@ -533,10 +549,16 @@ async function createEngine(config: TrainConfig, contract: RunContract, training
     threads: config.intraOpThreads * (Math.max(1, config.gpus) * Math.max(1, config.nodes) > 1 ? 1 : Math.max(1, config.replicas)),
     channelsLast: config.channelsLast ?? false,
     syncBatchNorm: config.syncBatchNorm,
+    ...ema(config),
     python: init.python,
     ...(init.engineTimeoutMs === undefined ? {} : { progressTimeoutMs: init.engineTimeoutMs }),
     env,
   });
+}
+
+function ema(config: TrainConfig): { ema?: EmaConfig } {
+  const resolved = emaConfig(config);
+  return resolved === undefined ? {} : { ema: resolved };
 }
 
 /** A loader batch feeds every data-parallel replica its batch_size samples (configs from before replicas have 0). */

@@ -9,10 +9,12 @@ const benches: Record<string, () => Promise<{ run: () => Promise<void> }>> = {
   data: () => import("./data.js"),
   quant: () => import("./quant.js"),
   stream: () => import("./stream.js"),
+  metrics: () => import("./metrics.js"),
   "train-loop": () => import("./train-loop.js"),
   "train-demo": () => import("./train-demo.js"),
   "train-engines": () => import("./train-engines.js"),
   "train-parity": () => import("./train-parity.js"),
+  "train-ema": () => import("./train-ema.js"),
   soak: () => import("./soak.js"),
   takeover: () => import("./takeover.js"),
 };

@@ -21,12 +21,12 @@ const WIDTH = 256;
 const HEIGHT = 192;
 const FRAMES_PER_STREAM = 240;
 
-interface Sample {
+export interface Sample {
   readonly jpeg: Uint8Array;
   readonly box: { x: number; y: number; width: number; height: number };
 }
 
-async function samples(count: number): Promise<Sample[]> {
+export async function samples(count: number): Promise<Sample[]> {
   const random = new SeededRandom(3);
   const out: Sample[] = [];
   for (let i = 0; i < count; i++) {
@@ -37,7 +37,7 @@ async function samples(count: number): Promise<Sample[]> {
   return out;
 }
 
-function percentileOf(values: number[], p: number): number {
+export function percentileOf(values: number[], p: number): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] ?? Number.NaN;
 }
@@ -76,7 +76,7 @@ async function raw(model: TestModel, data: Sample[], frames: number, batch: numb
  * Lock-step: each sends its next frame when the previous answer is back, one frame in flight per stream, as a
  * camera whose frames come slower than the model (latency without queueing).
  */
-async function served(
+export async function served(
   client: InferenceClient,
   data: Sample[],
   streams: number,

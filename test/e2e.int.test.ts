@@ -142,10 +142,17 @@ describe("the PoseLoop loop: train → publish → serve → trace", () => {
 
     const frames = receiver.named("frame").filter((span) => span.attributes["poseloop.model.version"] === run.version);
     expect(frames.length).toBeGreaterThanOrEqual(run.frames.length);
+    // Each frame is a trace of its own (not a child of the stream's never-ending call), linked to the stream.
+    const streamCall = receiver.named("poseloop.inference.v1.InferenceService/StreamKeypoints");
+    expect(streamCall, "the StreamKeypoints span").toHaveLength(1);
+    const streamContext = { traceId: streamCall[0]?.traceId, spanId: streamCall[0]?.spanId };
     for (const frame of frames) {
-      expect(frame).toMatchObject({ service: "poseloop-inferencer", attributes: { "poseloop.model.name": model, "poseloop.training.job_id": run.jobId } });
+      expect(frame).toMatchObject({ service: "poseloop-inferencer", parentSpanId: "", attributes: { "poseloop.model.name": model, "poseloop.training.job_id": run.jobId } });
+      expect(frame.traceId).not.toBe(streamContext.traceId);
       expect(frame.links).toContainEqual(publishContext);
+      expect(frame.links).toContainEqual(streamContext);
     }
+    expect(new Set(frames.map((frame) => frame.traceId)).size).toBe(frames.length);
     // FrameResult.trace_id finds the frame's span in the tracing backend.
     for (const { frameId, traceId } of run.frames) {
       expect(frames.some((span) => span.traceId === traceId && String(span.attributes["poseloop.frame.id"]) === frameId), `frame ${frameId} in trace ${traceId}`).toBe(true);

@@ -16,7 +16,7 @@ import {
   type StreamKeypointsRequestSchema,
   type StreamKeypointsResponse,
 } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
-import { installTestTelemetry } from "@poseloop/telemetry";
+import { installTestMetrics, installTestTelemetry } from "@poseloop/telemetry";
 import { take } from "@poseloop/testkit";
 import { afterEach, describe, expect, it } from "vitest";
 import {
@@ -216,6 +216,28 @@ describe("GrpcServer with generated descriptors", () => {
     expect(serverSpan?.spanContext().traceId).toBe(parent.spanContext().traceId);
     expect(serverSpan?.parentSpanContext?.spanId).toBe(clientSpan?.spanContext().spanId);
     expect(clientSpan?.parentSpanContext?.spanId).toBe(parent.spanContext().spanId);
+  });
+
+  it("records rpc.server.call.duration for every call, unary and streaming, with its method and status", async () => {
+    const recorded = installTestMetrics();
+    cleanups.push(() => recorded.shutdown());
+    const { client } = await startServer(echoImpl());
+    await client.detectKeypoints({ frame: { frameId: 1n } });
+    await client.detectKeypoints({ frame: { frameId: 2n } });
+    await expect(client.getServingModel({})).rejects.toThrow();
+    const streamed: StreamKeypointsResponse[] = [];
+    for await (const response of client.streamKeypoints(frames([1, 2, 3]))) streamed.push(response);
+    expect(streamed).toHaveLength(3);
+    await expect(take(client.watchServingModel({}), 1)).rejects.toThrow();
+    const service = "poseloop.inference.v1.InferenceService";
+    const points = await recorded.points("rpc.server.call.duration");
+    const byMethod = Object.fromEntries(points.map((point) => [String(point.attributes["rpc.method"]), point]));
+    expect(byMethod["DetectKeypoints"]?.attributes).toEqual({ "rpc.system": "grpc", "rpc.service": service, "rpc.method": "DetectKeypoints", "rpc.grpc.status_code": Code.OK });
+    expect(byMethod["DetectKeypoints"]?.count).toBe(2);
+    expect(byMethod["GetServingModel"]?.attributes["rpc.grpc.status_code"]).toBe(Code.INVALID_ARGUMENT);
+    expect(byMethod["StreamKeypoints"]).toMatchObject({ count: 1, attributes: { "rpc.grpc.status_code": Code.OK } });
+    expect(byMethod["WatchServingModel"]).toMatchObject({ count: 1, attributes: { "rpc.grpc.status_code": Code.INTERNAL } });
+    for (const point of points) expect(point.value).toBeGreaterThan(0);
   });
 });
 

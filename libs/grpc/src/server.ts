@@ -15,7 +15,7 @@ import {
   type ServerWritableStream,
   type UntypedHandleCall,
 } from "@grpc/grpc-js";
-import { context as otelContext, SpanKind, SpanStatusCode, trace, type Span } from "@opentelemetry/api";
+import { context as otelContext, metrics, SpanKind, SpanStatusCode, trace, type Histogram, type Span } from "@opentelemetry/api";
 import { AppError, Code, codeName, deferred, silentLogger, type Logger } from "@poseloop/core";
 import { extractFromMetadata, recordError } from "@poseloop/telemetry";
 import { certificatePrincipal, type AccessControl, type Caller } from "./access-control.js";
@@ -97,6 +97,8 @@ export class GrpcServer {
   readonly #served: { name: string; service: DescService }[] = [];
   readonly #active = new Set<ActiveCall>();
   readonly #draining = new AbortController();
+  /** rpc.server.call.duration (OpenTelemetry RPC semantic conventions), in seconds, of every call. */
+  readonly #callDuration: Histogram;
   #address: ListenAddress | undefined;
   #stopped = false;
 
@@ -105,6 +107,12 @@ export class GrpcServer {
     this.#logger = options.logger ?? silentLogger;
     this.health = new HealthService();
     this.#server = new Server(connectionOptions(options));
+    // Taken here, not at import: the global MeterProvider exists only once the service's telemetry started.
+    this.#callDuration = metrics.getMeter("@poseloop/grpc").createHistogram("rpc.server.call.duration", {
+      unit: "s",
+      description: "Duration of RPCs received, from the call's start to its status (a stream's whole life)",
+      advice: { explicitBucketBoundaries: RPC_DURATION_BUCKETS_S },
+    });
   }
 
   /** The address it listens on, once listening. */
@@ -275,6 +283,8 @@ export class GrpcServer {
             parent,
           );
     const spanContext = span === undefined ? parent : trace.setSpan(parent, span);
+    const started = performance.now();
+    let status: Code = Code.OK;
     try {
       const result = await otelContext.with(spanContext, () => {
         const { role, principal } = this.#authorize(method, ctx, peerCertificate(call));
@@ -284,6 +294,7 @@ export class GrpcServer {
       return result;
     } catch (error) {
       const code = AppError.from(error).code;
+      status = code;
       if (span !== undefined) {
         span.setAttribute("rpc.grpc.status_code", code);
         if (code === Code.INTERNAL || code === Code.UNKNOWN || code === Code.DATA_LOSS || code === Code.UNAVAILABLE) {
@@ -294,6 +305,15 @@ export class GrpcServer {
       }
       throw error;
     } finally {
+      // Recorded in the call's context, which an SDK with exemplars links the sample to (sdk-metrics 2.12 keeps none).
+      otelContext.with(spanContext, () =>
+        this.#callDuration.record((performance.now() - started) / 1000, {
+          "rpc.system": "grpc",
+          "rpc.service": method.parent.typeName,
+          "rpc.method": method.name,
+          "rpc.grpc.status_code": status,
+        }),
+      );
       span?.end();
       call.off("cancelled", onCancel);
       this.#active.delete(active);
@@ -303,6 +323,9 @@ export class GrpcServer {
 }
 
 type Handler = (input: unknown, ctx: HandlerContext) => unknown;
+
+/** The semantic conventions' advice for RPC durations, stretched to minutes for long-lived streams. */
+const RPC_DURATION_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 30, 60, 300, 1800];
 
 /** Defaults of the connection limits of GrpcServerOptions. */
 export const CONNECTION_DEFAULTS = Object.freeze({

@@ -1,6 +1,7 @@
-import { context as otelContext, propagation, trace, type Tracer } from "@opentelemetry/api";
+import { context as otelContext, metrics, propagation, trace, type Attributes, type Tracer } from "@opentelemetry/api";
 import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
 import { resourceFromAttributes } from "@opentelemetry/resources";
+import { DataPointType, MeterProvider, MetricReader } from "@opentelemetry/sdk-metrics";
 import {
   BasicTracerProvider,
   InMemorySpanExporter,
@@ -48,6 +49,60 @@ export function installTestTelemetry(serviceName = "test"): TestTelemetry {
       trace.disable();
       otelContext.disable();
       propagation.disable();
+    },
+  };
+}
+
+/** One data point of a collected metric: its attributes and its value (a histogram's count and sum). */
+export interface TestMetricPoint {
+  readonly attributes: Attributes;
+  readonly value: number;
+  /** Histograms only. */
+  readonly count?: number;
+}
+
+/** A MeterProvider read on demand, installed globally for the current process. */
+export interface TestMetrics {
+  /** The points of the metric with this instrument name, as of now (cumulative). */
+  points(name: string): Promise<TestMetricPoint[]>;
+  shutdown(): Promise<void>;
+}
+
+/** Reads when asked: what a scrape does, without a server. */
+class OnDemandReader extends MetricReader {
+  protected override async onShutdown(): Promise<void> {}
+  protected override async onForceFlush(): Promise<void> {}
+}
+
+/**
+ * Installs a MeterProvider with an on-demand reader as the process's global, so that instruments created from
+ * `metrics.getMeter` afterwards record into it (create the code under test after this).
+ */
+export function installTestMetrics(): TestMetrics {
+  const reader = new OnDemandReader();
+  const provider = new MeterProvider({ readers: [reader] });
+  metrics.disable();
+  metrics.setGlobalMeterProvider(provider);
+  return {
+    points: async (name) => {
+      const { resourceMetrics } = await reader.collect();
+      return resourceMetrics.scopeMetrics.flatMap((scope) =>
+        scope.metrics
+          .filter((metric) => metric.descriptor.name === name)
+          .flatMap((metric) =>
+            metric.dataPoints.map((point): TestMetricPoint => {
+              if (metric.dataPointType === DataPointType.HISTOGRAM || metric.dataPointType === DataPointType.EXPONENTIAL_HISTOGRAM) {
+                const histogram = point.value as { count: number; sum?: number };
+                return { attributes: point.attributes, value: histogram.sum ?? 0, count: histogram.count };
+              }
+              return { attributes: point.attributes, value: point.value as number };
+            }),
+          ),
+      );
+    },
+    shutdown: async () => {
+      await provider.shutdown();
+      metrics.disable();
     },
   };
 }

@@ -1,6 +1,8 @@
+import type { Histogram, ObservableCallback, ObservableGauge } from "@opentelemetry/api";
 import { AppError, Code } from "@poseloop/core";
 import type { FrameJob, FrameOutcome } from "@poseloop/estimator";
 import { decodePixels } from "./frame-cost.js";
+import { batchSizeHistogram, queueDepthGauge } from "./metrics.js";
 import type { ServingHandle, VersionSource } from "./serving-handle.js";
 import type { InferenceWorkerPool } from "./worker-pool.js";
 
@@ -20,6 +22,11 @@ export interface BatchSchedulerOptions {
    * light frames of its batch back, and large frames take at most all but one worker. Default 1920x1080.
    */
   readonly largeFramePixels?: number;
+  /**
+   * Which lane the scheduler batches for, as its metrics' `lane` attribute: "serving", or "candidate" during a
+   * canary or shadow trial, so the two queues' depths are two series rather than one that flips between them.
+   */
+  readonly lane?: "serving" | "candidate";
 }
 
 /** The stream of frames submitted without one: they share one queue. */
@@ -67,6 +74,10 @@ export class BatchScheduler {
   #inFlight = 0;
   #heavyInFlight = 0;
   #served = 0;
+  readonly #batchSize: Histogram;
+  readonly #queueDepth: ObservableGauge;
+  readonly #lane: { readonly lane: "serving" | "candidate" };
+  readonly #observeQueue: ObservableCallback = (result) => result.observe(this.#waiting, this.#lane);
 
   constructor(pool: InferenceWorkerPool, versions: VersionSource, options: BatchSchedulerOptions) {
     this.#pool = pool;
@@ -74,9 +85,18 @@ export class BatchScheduler {
     this.#maxBatch = options.maxBatch;
     this.#maxWaitMs = options.maxWaitMs;
     this.#largeFramePixels = options.largeFramePixels ?? 1920 * 1080;
+    this.#lane = { lane: options.lane ?? "serving" };
     // The scheduler alone decides how large batches get, so a version must prove it runs this size before it
     // serves: a model with its batch fixed at 1 would otherwise fail every batched frame.
     pool.requireBatch(this.#maxBatch);
+    this.#batchSize = batchSizeHistogram();
+    this.#queueDepth = queueDepthGauge();
+    this.#queueDepth.addCallback(this.#observeQueue);
+  }
+
+  /** Stops reporting the queue depth (the MeterProvider outlives a scheduler in tests). */
+  close(): void {
+    this.#queueDepth.removeCallback(this.#observeQueue);
   }
 
   /** Frames waiting for a batch. */
@@ -159,6 +179,7 @@ export class BatchScheduler {
     }
     this.#inFlight++;
     if (heavy) this.#heavyInFlight++;
+    this.#batchSize.record(batch.length, this.#lane);
     const left = process.hrtime.bigint();
     this.#pool.infer(handle.version, batch.map((item) => item.job)).then(
       (outcomes) => {

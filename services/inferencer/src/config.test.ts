@@ -25,6 +25,21 @@ describe("inferencer loadConfig", () => {
     expect(problems.join("\n")).toMatch(/POSELOOP_GRPC_MAX_MESSAGE_BYTES=10 is below the minimum/);
   });
 
+  it("serves /metrics only with POSELOOP_METRICS_PORT, on the gRPC listen host, and reports a bad port with the rest", () => {
+    expect(loadConfig({}).metrics).toBeUndefined();
+    expect(loadConfig({ POSELOOP_METRICS_PORT: "0" }).metrics).toEqual({ host: "127.0.0.1", port: 0 });
+    const served = loadConfig({ POSELOOP_METRICS_PORT: "9464", POSELOOP_INFERENCER_LISTEN: "10.1.2.3:50051", POSELOOP_INFERENCER_TOKENS: "stream:s3cret-token-value" });
+    expect(served.metrics).toEqual({ host: "10.1.2.3", port: 9464 });
+    let error: unknown;
+    try {
+      loadConfig({ POSELOOP_METRICS_PORT: "metrics", POSELOOP_MAX_BATCH: "0" });
+    } catch (e) {
+      error = e;
+    }
+    expect(AppError.is(error, Code.INVALID_ARGUMENT)).toBe(true);
+    expect([...(error as AppError).problems].sort()).toEqual(['POSELOOP_MAX_BATCH=0 is below the minimum 1', 'POSELOOP_METRICS_PORT="metrics" is not an integer']);
+  });
+
   it("ends silent streams after 10s without StreamOptions and 60s without a message, unless told otherwise", () => {
     expect(loadConfig({}).limits).toMatchObject({ streamFirstMessageTimeoutMs: 10_000, streamIdleTimeoutMs: 60_000 });
     const config = loadConfig({ POSELOOP_STREAM_FIRST_MESSAGE_TIMEOUT: "2s", POSELOOP_STREAM_IDLE_TIMEOUT: "5m" });

@@ -2,7 +2,7 @@ import { assertModelName, busOptionsFromEnv, modelNameProblems, type BusSettings
 import { EnvReader, LogLevel, POSELOOP_ENV_VARIABLES, unknownVariables, type Env, type UnknownVariable } from "@poseloop/core";
 import { accessKey, grpcServerSettingsFromEnv, Role, type GrpcServerSettings, type MethodAccessMap } from "@poseloop/grpc";
 import { InferenceService } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
-import { telemetryConfigFromEnv, type TelemetryConfig } from "@poseloop/telemetry";
+import { metricsEndpointFromEnv, telemetryConfigFromEnv, type MetricsEndpoint, type TelemetryConfig } from "@poseloop/telemetry";
 import { hostname } from "node:os";
 
 export interface InferenceLimits {
@@ -36,6 +36,8 @@ export interface InferencerConfig {
   readonly bus: BusSettings;
   readonly logLevel: LogLevel;
   readonly telemetry: TelemetryConfig;
+  /** The Prometheus endpoint (POSELOOP_METRICS_PORT), on the gRPC listen host; undefined: none. */
+  readonly metrics: MetricsEndpoint | undefined;
   readonly telemetryWarnings: readonly string[];
   /** POSELOOP_* variables that no PoseLoop process reads (typos), to warn about at start. */
   readonly unknownVariables: readonly UnknownVariable[];
@@ -70,7 +72,7 @@ export const INFERENCER_METHOD_ACCESS: MethodAccessMap = Object.freeze(
  * POSELOOP_STREAM_IDLE_TIMEOUT, POSELOOP_FRAME_TRACE_RATIO, POSELOOP_LOG_LEVEL,
  * POSELOOP_INSTANCE_ID, POSELOOP_INFERENCER_TOKENS ("role:token,..."), POSELOOP_INFERENCER_TOKENS_FILE,
  * POSELOOP_TLS_CERT, POSELOOP_TLS_KEY, POSELOOP_TLS_CLIENT_CA, POSELOOP_INSECURE, POSELOOP_GRPC_MAX_MESSAGE_BYTES,
- * POSELOOP_DRAIN_TIMEOUT, POSELOOP_GRPC_KEEPALIVE, POSELOOP_GRPC_MAX_CONNECTION_AGE, POSELOOP_GRPC_MAX_CONNECTION_IDLE and the standard OTEL_* ones. Without tokens or TLS it listens on 127.0.0.1 only.
+ * POSELOOP_DRAIN_TIMEOUT, POSELOOP_GRPC_KEEPALIVE, POSELOOP_GRPC_MAX_CONNECTION_AGE, POSELOOP_GRPC_MAX_CONNECTION_IDLE, POSELOOP_METRICS_PORT and the standard OTEL_* ones. Without tokens or TLS it listens on 127.0.0.1 only.
  * Other POSELOOP_* names that no PoseLoop process reads come back in `unknownVariables`.
  */
 export function loadConfig(env: Env): InferencerConfig {
@@ -105,10 +107,11 @@ export function loadConfig(env: Env): InferencerConfig {
     streamFirstMessageTimeoutMs: reader.durationMs("POSELOOP_STREAM_FIRST_MESSAGE_TIMEOUT", { default: 10_000, min: 1, max: 3_600_000 }),
     streamIdleTimeoutMs: reader.durationMs("POSELOOP_STREAM_IDLE_TIMEOUT", { default: 60_000, min: 1, max: 86_400_000 }),
   };
+  const metrics = metricsEndpointFromEnv(reader, grpc.host);
   reader.done("inferencer configuration");
   // The other service's and the CLI's variables are known too: users run them all from one shell.
   const unknown = unknownVariables(env, "POSELOOP_", [...POSELOOP_ENV_VARIABLES, ...reader.names]);
   assertModelName(defaultModel);
   const { config: telemetry, warnings } = telemetryConfigFromEnv(env, { serviceName: "poseloop-inferencer", serviceVersion: "0.1.0" });
-  return Object.freeze({ grpc, bus, logLevel, telemetry, telemetryWarnings: warnings, unknownVariables: unknown, defaultModel, instanceId, workers, intraOpThreads, maxBatch, batchWaitMs, frameTraceRatio, limits });
+  return Object.freeze({ grpc, bus, logLevel, telemetry, metrics, telemetryWarnings: warnings, unknownVariables: unknown, defaultModel, instanceId, workers, intraOpThreads, maxBatch, batchWaitMs, frameTraceRatio, limits });
 }

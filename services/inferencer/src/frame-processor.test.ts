@@ -1,11 +1,13 @@
 import { create } from "@bufbuild/protobuf";
-import { context } from "@opentelemetry/api";
+import { context, trace } from "@opentelemetry/api";
 import { AppError, Code, silentLogger, type LogFields, type Logger } from "@poseloop/core";
 import { FrameSchema, ImageFormat } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
+import { installTestTelemetry, withSpan } from "@poseloop/telemetry";
 import { describe, expect, it } from "vitest";
 import type { BatchScheduler, ScheduledResult } from "./batch-scheduler.js";
 import type { InferenceLimits } from "./config.js";
 import { FrameProcessor } from "./frame-processor.js";
+import type { ServingHandle } from "./serving-handle.js";
 
 const limits = { maxFrameBytes: 1 << 20, maxFramePixels: 1 << 22, maxBoxesPerFrame: 64 } as InferenceLimits;
 const NATIVE = "/build/onnxruntime/core/providers/cpu/nn/conv.cc:123 onnxruntime::Conv<float>::Compute Invalid input shape";
@@ -48,5 +50,49 @@ describe("FrameProcessor", () => {
     const processed = await processor.process(frame, settings, { parent: context.active(), logger });
     expect(processed.result.status).toMatchObject({ code: Code.UNAVAILABLE, message: "no model version is loaded yet" });
     expect(lines).toHaveLength(0);
+  });
+
+  it("gives each frame of a stream a trace of its own, linked to the stream's span and to the model's publication", async () => {
+    const telemetry = installTestTelemetry("inferencer");
+    try {
+      const tracer = telemetry.tracer();
+      const publication = await withSpan(tracer, "training.publish", {}, (span) => span.spanContext());
+      const handle = { version: "v1", ref: { name: "demo", version: "v1" }, trainingJobId: "job-1", publishLink: { context: publication } } as unknown as ServingHandle;
+      const ok: ScheduledResult = { outcome: { ok: true, width: 4, height: 4, persons: [], timings: { decodeUs: 1, preprocessUs: 1, inferenceUs: 1, postprocessUs: 1 } }, handle, queueUs: 0 };
+      const processor = new FrameProcessor({ submit: () => Promise.resolve(ok) } as unknown as BatchScheduler, { limits, frameTraceRatio: 1, modelName: "demo" });
+      const streamSpan = tracer.startSpan("poseloop.inference.v1.InferenceService/StreamKeypoints");
+      const streamContext = trace.setSpan(context.active(), streamSpan);
+      const results = [];
+      for (const frameId of [1n, 2n]) {
+        const processed = await processor.process({ ...frame, frameId }, settings, { parent: streamContext, logger: silentLogger, stream: "s1" });
+        processed.span?.end();
+        results.push(processed.result);
+      }
+      const frames = telemetry.spansNamed("frame");
+      expect(frames).toHaveLength(2);
+      const stream = streamSpan.spanContext();
+      for (const [i, span] of frames.entries()) {
+        // A root span: not a child of the never-ending stream call, so each frame's trace ends with the frame.
+        expect(span.parentSpanContext).toBeUndefined();
+        expect(span.spanContext().traceId).not.toBe(stream.traceId);
+        expect(results[i]?.traceId).toBe(span.spanContext().traceId);
+        expect(span.links.map((link) => link.context)).toEqual([
+          expect.objectContaining({ traceId: stream.traceId, spanId: stream.spanId }),
+          expect.objectContaining({ traceId: publication.traceId, spanId: publication.spanId }),
+        ]);
+        expect(span.attributes).toMatchObject({ "poseloop.model.version": "v1", "poseloop.training.job_id": "job-1" });
+      }
+      expect(frames[0]?.spanContext().traceId).not.toBe(frames[1]?.spanContext().traceId);
+
+      // A single image (DetectKeypoints) is a child of its short call's span.
+      const detected = await processor.process(frame, settings, { parent: streamContext, logger: silentLogger });
+      detected.span?.end();
+      const single = telemetry.spansNamed("frame")[2];
+      expect(single?.parentSpanContext?.spanId).toBe(stream.spanId);
+      expect(single?.spanContext().traceId).toBe(stream.traceId);
+      streamSpan.end();
+    } finally {
+      await telemetry.shutdown();
+    }
   });
 });

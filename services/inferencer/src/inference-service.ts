@@ -7,6 +7,7 @@ import { FrameResultSchema, type InferenceService } from "@poseloop/proto/poselo
 import type { InferenceLimits } from "./config.js";
 import { personsInit } from "./frame-conversion.js";
 import type { FrameProcessor } from "./frame-processor.js";
+import { activeStreamsCounter } from "./metrics.js";
 import type { ModelManager } from "./model-manager.js";
 import { runStream } from "./stream-session.js";
 
@@ -21,6 +22,7 @@ export interface InferenceServiceDependencies {
 /** InferenceService: streams, single images, and the serving model's state and changes. */
 export function inferenceService(deps: InferenceServiceDependencies): ServiceImpl<MethodsOf<typeof InferenceService>> {
   let streams = 0;
+  const activeStreams = activeStreamsCounter();
   /** Open streams by client host. */
   const streamsByHost = new Map<string, number>();
   const checkModel = (name: string): void => {
@@ -36,6 +38,7 @@ export function inferenceService(deps: InferenceServiceDependencies): ServiceImp
         throw new AppError(Code.RESOURCE_EXHAUSTED, `too many streams from this client (${fromHost}, the limit per client)`);
       }
       streams++;
+      activeStreams.add(1);
       streamsByHost.set(host, fromHost + 1);
       const streamId = randomBytes(8).toString("hex");
       const logger = deps.logger.child({ stream_id: streamId });
@@ -53,6 +56,7 @@ export function inferenceService(deps: InferenceServiceDependencies): ServiceImp
       } finally {
         clearTimeout(watchdog);
         streams--;
+        activeStreams.add(-1);
         const left = (streamsByHost.get(host) ?? 1) - 1;
         if (left === 0) streamsByHost.delete(host);
         else streamsByHost.set(host, left);

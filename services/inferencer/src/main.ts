@@ -19,7 +19,8 @@ try {
     const hint = suggestion === undefined ? "" : `; did you mean ${suggestion}?`;
     logger.warn(`ignoring ${name}: no PoseLoop program reads it${hint}`, { variable: name, did_you_mean: suggestion });
   }
-  const telemetry = startTelemetry(config.telemetry, { logger });
+  // Before the service's parts exist: they take their instruments from the MeterProvider this installs.
+  const telemetry = await startTelemetry(config.telemetry, { logger, metrics: config.metrics });
   // Signals are handled from the start: a SIGTERM that arrives while the service is still starting (it
   // already listens) must stop it cleanly too, not kill it.
   const starting = startInferencer(config, logger);

@@ -4,6 +4,7 @@ import { timestampNow } from "@bufbuild/protobuf/wkt";
 import type { Bus, EventBus, KeyValueStore } from "@poseloop/bus";
 import { AppError, AsyncQueue, Code, silentLogger, sleep, type Logger } from "@poseloop/core";
 import { JobEventSchema, JobSchema, JobState, type Job, type JobEvent } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
+import { recordJobTransition } from "../trainer-metrics.js";
 
 export const JOBS_BUCKET = "poseloop-jobs";
 export const TRAINING_QUEUE = "poseloop-training";
@@ -310,6 +311,8 @@ export class JobEventLog {
       const message = create(JobEventSchema, { jobId: this.#jobId, sequence: this.#sequence, time: timestampNow(), ...(event === undefined ? {} : { event }) });
       try {
         await this.#store.appendEvent(message);
+        // Every state change of a job is written here, once, by whoever made it.
+        if (message.event.case === "stateChanged") recordJobTransition(message.event.value.to);
         return message;
       } catch (error) {
         if (!AppError.is(error, Code.ABORTED, Code.ALREADY_EXISTS) || attempt > 20) throw error;

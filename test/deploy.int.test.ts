@@ -2,6 +2,7 @@
 // ports and entry points agree with the services, and every POSELOOP_* / OTEL_* variable the manifests set
 // is one the services' real config loaders read. It starts no service and needs no Docker or cluster.
 import { connectNats, ModelRegistry, NatsBus } from "@poseloop/bus";
+import { PromotionMode, PromotionVerdict } from "@poseloop/proto/poseloop/registry/v1/registry_pb";
 import { AppError, Code, sleep, type Env, type LogFields, type Logger } from "@poseloop/core";
 import { loadConfig as loadInferencerConfig, startInferencer } from "@poseloop/inferencer";
 import { buildTestModel, publishTestModel } from "@poseloop/inferencer/testing";
@@ -814,8 +815,9 @@ describe("deploy/", () => {
       expect(find(/poseloop\.model\.version.*poseloop\.training\.job_id/)).toBeDefined();
       // Frame latency, from the frame spans' durations (TraceQL metrics).
       expect(find(/name = "frame".*\|\s*quantile_over_time\(duration/)).toBeDefined();
-      // FPS.
-      expect(find(/name = "frame".*\|\s*rate\(\)/)).toBeDefined();
+      // No frame rate from frame spans: sampled (POSELOOP_FRAME_TRACE_RATIO), they undercount. The serving
+      // metrics dashboard counts every frame.
+      expect(find(/name = "frame".*\|\s*(rate|count_over_time)\(\)/)).toBeUndefined();
       // Swap events.
       expect(find(/name = "model\.load"/)).toBeDefined();
       for (const target of targets) {
@@ -824,15 +826,159 @@ describe("deploy/", () => {
       }
     });
 
-    it("is provisioned into the compose Grafana with its Tempo datasource", () => {
+    it("is provisioned into the compose Grafana with its Tempo datasource, as are the metrics dashboards", () => {
       const provider = readYamlObject(join(DEPLOY, "grafana", "provisioning", "dashboards", "poseloop.yaml"));
       const path = String(at(provider, "providers", 0, "options", "path"));
-      expect(asArray(at(composeServices, "grafana", "volumes")).map(String)).toContain(`./grafana/poseloop-dashboard.json:${path}/poseloop-dashboard.json:ro`);
+      for (const file of readdirSync(join(DEPLOY, "grafana")).filter((name) => name.endsWith(".json"))) {
+        expect(asArray(at(composeServices, "grafana", "volumes")).map(String)).toContain(`./grafana/${file}:${path}/${file}:ro`);
+      }
       const datasources = readYamlObject(join(DEPLOY, "grafana", "provisioning", "datasources", "poseloop.yaml"));
       const tempo = asArray(datasources["datasources"]).find((source) => at(source, "type") === "tempo");
       expect(new URL(String(at(tempo, "url"))).hostname).toBe("tempo");
       expect(composeServices).toHaveProperty("tempo");
       expect(dirname(path)).toBe("/var/lib/grafana");
+    });
+  });
+
+  describe("Grafana metrics dashboards", () => {
+    /**
+     * The OpenTelemetry instruments the two services agreed on (README, Metrics) and their kinds. The SDK's
+     * Prometheus exporter (what Prometheus scrapes on /metrics) writes dots as underscores, adds `_total` to a
+     * counter and `_bucket`, `_sum` and `_count` to a histogram's series, and no unit suffix.
+     */
+    const AGREED_METRICS: Readonly<Record<string, "counter" | "histogram" | "gauge">> = {
+      "rpc.server.call.duration": "histogram",
+      "poseloop.inferencer.frames": "counter",
+      "poseloop.inferencer.frame.duration": "histogram",
+      "poseloop.inferencer.batch.size": "histogram",
+      "poseloop.inferencer.queue.depth": "gauge",
+      "poseloop.inferencer.streams.active": "gauge",
+      "poseloop.inferencer.model.swap.duration": "histogram",
+      "poseloop.inferencer.model.load.failures": "counter",
+      "poseloop.inferencer.model.serving": "gauge",
+      "poseloop.trainer.loss": "gauge",
+      "poseloop.trainer.lr": "gauge",
+      "poseloop.trainer.grad_norm": "gauge",
+      "poseloop.trainer.samples_per_second": "gauge",
+      "poseloop.trainer.validation.ap": "gauge",
+      "poseloop.trainer.steps": "counter",
+      "poseloop.trainer.epoch.duration": "histogram",
+      "poseloop.trainer.queue.length": "gauge",
+      "poseloop.trainer.jobs": "gauge",
+      "poseloop.trainer.job.transitions": "counter",
+    };
+    /** Prometheus series name → the instrument it comes from. */
+    const seriesOf = new Map(
+      Object.entries(AGREED_METRICS).flatMap(([name, kind]) => {
+        const base = name.replace(/\./g, "_");
+        const series = kind === "counter" ? [`${base}_total`] : kind === "histogram" ? [`${base}_bucket`, `${base}_sum`, `${base}_count`] : [base];
+        return series.map((series): [string, string] => [series, name]);
+      }),
+    );
+    const KEYWORDS = new Set(["by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset", "and", "or", "unless", "inf", "nan"]);
+
+    /** The metric names a PromQL expression selects: what is left once strings, matchers, ranges, label lists, variables and function names are gone. */
+    function promqlMetrics(expr: string): string[] {
+      const bare = expr
+        .replace(/"(?:[^"\\]|\\.)*"/g, '""')
+        .replace(/\{[^}]*\}/g, "")
+        .replace(/\[[^\]]*\]/g, "")
+        .replace(/\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)/g, "")
+        .replace(/\$\{?\w+(?::\w+)?\}?/g, "");
+      return [...bare.matchAll(/\b([a-zA-Z_:][\w:]*)\b(?!\s*\()/g)].map((match) => match[1] ?? "").filter((word) => !KEYWORDS.has(word.toLowerCase()));
+    }
+
+    const dashboards = ["poseloop-serving-dashboard.json", "poseloop-training-dashboard.json"].map((file) => ({
+      file,
+      dashboard: JSON.parse(readFileSync(join(DEPLOY, "grafana", file), "utf8")) as Json,
+    }));
+    const panelsOf = (dashboard: Json): unknown[] => asArray(dashboard["panels"]).filter((panel) => at(panel, "type") !== "row");
+    const exprsOf = (dashboard: Json): string[] => panelsOf(dashboard).flatMap((panel) => asArray(at(panel, "targets")).map((target) => String(at(target, "expr"))));
+    /** `label_values(metric, label)` of the query variables. */
+    const variableMetrics = (dashboard: Json): string[] =>
+      asArray(at(dashboard, "templating", "list")).flatMap((variable) => [...JSON.stringify(at(variable, "query") ?? "").matchAll(/label_values\(\s*([\w:]+)\s*,/g)].map((match) => match[1] ?? ""));
+
+    for (const { file, dashboard } of dashboards) {
+      it(`${file}: queries a Prometheus datasource chosen by a variable, and defines every variable it uses`, () => {
+        const variables = asArray(at(dashboard, "templating", "list"));
+        expect(variables).toContainEqual(expect.objectContaining({ type: "datasource", name: "datasource", query: "prometheus" }));
+        const defined = new Set(variables.map((variable) => String(at(variable, "name"))));
+        const datasource = { type: "prometheus", uid: "${datasource}" };
+        for (const panel of panelsOf(dashboard)) {
+          const title = String(at(panel, "title"));
+          expect(at(panel, "datasource"), title).toEqual(datasource);
+          expect(asArray(at(panel, "targets")).length, title).toBeGreaterThan(0);
+          for (const target of asArray(at(panel, "targets"))) expect(at(target, "datasource"), title).toEqual(datasource);
+        }
+        // Grafana's own variables ($__rate_interval, ${__url_time_range}) start with two underscores.
+        for (const [, name] of JSON.stringify(dashboard).matchAll(/\$\{?(\w+)/g)) {
+          if (!name?.startsWith("__")) expect(defined, `variable $${name}`).toContain(name);
+        }
+        const ids = asArray(dashboard["panels"]).map((panel) => at(panel, "id"));
+        expect(new Set(ids).size).toBe(ids.length);
+        expect(new Set(dashboards.map(({ dashboard: d }) => d["uid"])).size).toBe(dashboards.length);
+      });
+    }
+
+    it("name only the agreed metrics, by their Prometheus names, each an instrument libs/ or services/ create", () => {
+      const problems: string[] = [];
+      for (const { file, dashboard } of dashboards) {
+        for (const expr of [...exprsOf(dashboard), ...variableMetrics(dashboard)]) {
+          const names = promqlMetrics(expr);
+          if (names.length === 0) problems.push(`${file}: ${expr} selects no metric`);
+          for (const name of names) if (!seriesOf.has(name)) problems.push(`${file}: ${expr} names ${name}, which is not an agreed metric's Prometheus name`);
+        }
+      }
+      expect(problems).toEqual([]);
+      // A renamed instrument leaves its dashboards' queries empty: the old name must still be created somewhere.
+      for (const name of Object.keys(AGREED_METRICS)) expect(shippedSource, `instrument ${name}`).toContain(`"${name}"`);
+    });
+
+    it("show every agreed metric, and the panels serving and training people look for", () => {
+      const [serving = {}, training = {}] = dashboards.map(({ dashboard }) => dashboard);
+      const used = new Set(dashboards.flatMap(({ dashboard }) => exprsOf(dashboard).flatMap(promqlMetrics)).map((series) => seriesOf.get(series)));
+      expect([...used].sort()).toEqual(Object.keys(AGREED_METRICS).sort());
+      const finder = (dashboard: Json) => (pattern: RegExp): string | undefined => exprsOf(dashboard).find((expr) => pattern.test(expr));
+      const inServing = finder(serving);
+      // Frames per second from the counter of every frame, by outcome (dropped and errors apart).
+      expect(inServing(/sum by \(outcome\) \(rate\(poseloop_inferencer_frames_total\b/)).toBeDefined();
+      expect(inServing(/poseloop_inferencer_frames_total\{[^}]*outcome="dropped"/)).toBeDefined();
+      // Frame latency p50/p95/p99 by stage, from the histogram's buckets.
+      for (const q of ["0.5", "0.95", "0.99"]) expect(inServing(new RegExp(`histogram_quantile\\(${q}, sum by \\(le\\) \\(rate\\(poseloop_inferencer_frame_duration_bucket\\{stage=~"\\$stage"\\}`))).toBeDefined();
+      const stages = asArray(at(serving, "templating", "list")).find((variable) => at(variable, "name") === "stage");
+      expect(String(at(stages, "query")).split(",").sort()).toEqual(["decode", "detect", "pose", "post", "total"]);
+      // RPC error rate: calls with a status other than OK over all calls.
+      expect(inServing(/rpc_grpc_status_code!="0".*\/.*rpc_server_call_duration_count/)).toBeDefined();
+      const inTraining = finder(training);
+      expect(inTraining(/poseloop_trainer_validation_ap\{[^}]*precision=""/)).toBeDefined();
+      expect(inTraining(/max by \(state\) \(poseloop_trainer_jobs\)/)).toBeDefined();
+      // Latency panels ask for exemplars, which link a sample to its trace where the SDK records them.
+      const latencyTargets = panelsOf(serving).flatMap((panel) => asArray(at(panel, "targets"))).filter((target) => /frame_duration_bucket/.test(String(at(target, "expr"))));
+      expect(latencyTargets.every((target) => at(target, "exemplar") === true)).toBe(true);
+    });
+
+    it("Prometheus in compose scrapes both services' /metrics where they serve it, and Grafana has it as a datasource", () => {
+      const config = readYamlObject(join(DEPLOY, "prometheus", "prometheus.yml"));
+      const jobs = asArray(config["scrape_configs"]);
+      for (const service of SERVICES) {
+        const port = composeEnv(service.name)["POSELOOP_METRICS_PORT"];
+        expect(port, `compose ${service.name} POSELOOP_METRICS_PORT`).toMatch(/^[1-9]\d*$/);
+        const job = jobs.find((j) => at(j, "job_name") === composeEnv(service.name)["OTEL_SERVICE_NAME"]);
+        expect(asArray(at(job, "static_configs", 0, "targets")), service.name).toEqual([`${service.name}:${port}`]);
+        expect(at(job, "metrics_path")).toBe("/metrics");
+        expect(composeServices).toHaveProperty(service.name);
+      }
+      const command = asArray(at(composeServices, "prometheus", "command")).map(String);
+      const configPath = command.find((flag) => flag.startsWith("--config.file="))?.slice("--config.file=".length);
+      expect(composeVolumes("prometheus")).toContainEqual({ source: "./prometheus/prometheus.yml", target: configPath });
+      const datasources = asArray(readYamlObject(join(DEPLOY, "grafana", "provisioning", "datasources", "poseloop.yaml"))["datasources"]);
+      const prometheus = datasources.find((source) => at(source, "type") === "prometheus");
+      const url = new URL(String(at(prometheus, "url")));
+      expect(composeServices).toHaveProperty(url.hostname);
+      expect(asArray(at(composeServices, url.hostname, "ports")).map(String)).toContain(`127.0.0.1:${url.port}:${url.port}`);
+      // Exemplars open their trace in the Tempo datasource.
+      const tempo = datasources.find((source) => at(source, "type") === "tempo");
+      expect(at(prometheus, "jsonData", "exemplarTraceIdDestinations", 0, "datasourceUid")).toBe(at(tempo, "uid"));
     });
   });
 });
@@ -1152,7 +1298,7 @@ describe("NATS credentials", () => {
         stop.abort();
       });
 
-      it("the inferencer's user cannot enqueue training jobs, write the registry or read the jobs", async () => {
+      it("the inferencer's user cannot enqueue training jobs, publish versions, set policies or read the jobs", async () => {
         const bus = await connect(composeNatsLogin("inferencer"));
         const trainerBus = await connect(composeNatsLogin("trainer"));
         const queue = await trainerBus.jobQueue("poseloop-training");
@@ -1166,11 +1312,11 @@ describe("NATS credentials", () => {
         expect(await refusal(events.publish("poseloop.queue.poseloop-training", Buffer.from("job")))).toMatch(PERMISSION_VIOLATION);
         expect(await queue.next({ waitMs: 500 })).toBeUndefined();
 
-        // The registry: no new version, and the serving version stays (setting it again would add a revision).
+        // The registry: no new version and no policy. (The serving version it moves only by concluding a trial.)
         const registry = await ModelRegistry.open(bus);
         expect(await refusal(publishTestModel(registry, MODEL, await buildTestModel({ int8: false, seed: 2 })))).toMatch(PERMISSION_VIOLATION);
-        const again = registry.setServing(MODEL, { name: MODEL, version: before?.record.model?.version ?? "" }, { expectedRevision: before?.revision ?? 0, setBy: "inferencer" });
-        expect(await refusal(again)).toMatch(PERMISSION_VIOLATION);
+        expect(await refusal(registry.setPolicy(MODEL, { mode: PromotionMode.SHADOW }, { setBy: "inferencer" }))).toMatch(PERMISSION_VIOLATION);
+        expect(await trainerRegistry.getPolicy(MODEL)).toBeUndefined();
         expect((await trainerRegistry.getServing(MODEL))?.revision).toBe(before?.revision);
         expect(await trainerRegistry.listVersions(MODEL)).toHaveLength(1);
 
@@ -1184,6 +1330,31 @@ describe("NATS credentials", () => {
         await sleep(200);
         stop.abort();
         expect(await heard).toEqual([]);
+      });
+
+      it("the inferencer's user reads the policy, watches a trial and concludes it: trial record, serving version, decision log and event", async () => {
+        const registry = await ModelRegistry.open(await connect(composeNatsLogin("inferencer")));
+        const trainerBus = await connect(composeNatsLogin("trainer"));
+        const trainerRegistry = await ModelRegistry.open(trainerBus);
+        const policy = await trainerRegistry.setPolicy(MODEL, { mode: PromotionMode.SHADOW, windowFrames: 10 }, { setBy: "deploy-test" });
+        expect((await registry.getPolicy(MODEL))?.mode).toBe(PromotionMode.SHADOW);
+        const candidate = await publishTestModel(trainerRegistry, MODEL, await buildTestModel({ int8: false, seed: 3 }), { promote: false });
+        const version = candidate.manifest.model?.version;
+        const stop = new AbortController();
+        const watched = take(registry.watchCandidate(MODEL, stop.signal), 1);
+        const announced = take(trainerRegistry.subscribeDecisions(MODEL, stop.signal), 2);
+        await sleep(100);
+        const trial = await trainerRegistry.startTrial(MODEL, candidate.manifest.model ?? {}, policy, { setBy: "deploy-test" });
+        expect((await watched)[0]?.record.model?.version).toBe(version);
+        expect((await registry.getCandidate(MODEL))?.revision).toBe(trial.revision);
+
+        const decision = await registry.concludeTrial(MODEL, trial.revision, { verdict: PromotionVerdict.PROMOTED, reason: "agreed", decidedBy: "inferencer", agreement: { frames: 10n, meanOks: 0.99 } });
+        expect(decision?.verdict).toBe(PromotionVerdict.PROMOTED);
+        expect((await trainerRegistry.getServing(MODEL))?.record.model?.version).toBe(version);
+        expect((await trainerRegistry.getCandidate(MODEL))?.record.model).toBeUndefined();
+        expect((await trainerRegistry.decisions(MODEL)).at(-1)?.decidedBy).toBe("inferencer");
+        expect((await announced).map((d) => PromotionVerdict[d.verdict])).toEqual(["TRIAL_STARTED", "PROMOTED"]);
+        stop.abort();
       });
     });
   }

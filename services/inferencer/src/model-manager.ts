@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampNow, type Timestamp } from "@bufbuild/protobuf/wkt";
-import { context as otelContext, SpanKind, trace } from "@opentelemetry/api";
+import { context as otelContext, SpanKind, trace, type Counter, type Link, type Histogram, type ObservableCallback, type ObservableGauge } from "@opentelemetry/api";
 import { type ModelRegistry, type ServingEntry } from "@poseloop/bus";
 import { AppError, AsyncQueue, Code, sleep, type Logger } from "@poseloop/core";
 import { ServingStatus, type HealthService } from "@poseloop/grpc";
@@ -8,6 +8,7 @@ import { ModelRefSchema, type ModelManifest, type ModelRef } from "@poseloop/pro
 import { ServingEventKind, ServingState } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
 import { linkTo, recordError, traceContextFromRecord, withSpan } from "@poseloop/telemetry";
 import { servingSpecFromManifest } from "@poseloop/estimator";
+import { loadFailuresCounter, servingGauge, swapDurationHistogram } from "./metrics.js";
 import type { ServingHandle, VersionSource } from "./serving-handle.js";
 import type { InferenceWorkerPool } from "./worker-pool.js";
 
@@ -54,17 +55,29 @@ export class ModelManager implements VersionSource {
   readonly #previous: ModelRef[] = [];
   readonly #watchers = new Set<AsyncQueue<ServingEvent>>();
   #loop: Promise<void> | undefined;
+  readonly #swapDuration: Histogram;
+  readonly #loadFailures: Counter;
+  readonly #serving: ObservableGauge;
+  readonly #observeServing: ObservableCallback = (result) => {
+    const version = this.#current?.handle.version;
+    if (version !== undefined) result.observe(1, { "poseloop.model.name": this.#options.modelName, "poseloop.model.version": version });
+  };
 
   constructor(options: ModelManagerOptions) {
     this.#options = options;
+    this.#swapDuration = swapDurationHistogram();
+    this.#loadFailures = loadFailuresCounter();
+    this.#serving = servingGauge();
   }
 
   /** Starts following the registry (in the background; reconnects and retries on bus errors). */
   start(): void {
+    if (this.#loop === undefined) this.#serving.addCallback(this.#observeServing);
     this.#loop ??= this.#follow();
   }
 
   async stop(): Promise<void> {
+    this.#serving.removeCallback(this.#observeServing);
     this.#controller.abort();
     for (const queue of this.#watchers) queue.close();
     await this.#loop?.catch(() => undefined);
@@ -150,13 +163,14 @@ export class ModelManager implements VersionSource {
   }
 
   async #load(entry: ServingEntry): Promise<void> {
-    const { registry, pool, modelName, logger } = this.#options;
+    const { modelName, logger } = this.#options;
     const ref = entry.record.model;
     const version = ref?.version ?? "";
     if (version === "" || version === this.#current?.handle.version) return;
     const publishContext = traceContextFromRecord(entry.record.traceContext, otelContext.active());
     const publishLink = linkTo(publishContext);
     const candidate = create(ModelRefSchema, ref ?? {});
+    const started = performance.now();
     this.#state = this.#current === undefined ? ServingState.LOADING : this.#state;
     this.#emit(ServingEventKind.LOADING, candidate, undefined);
     await withSpan(
@@ -165,26 +179,14 @@ export class ModelManager implements VersionSource {
       { kind: SpanKind.CONSUMER, links: publishLink === undefined ? [] : [publishLink], attributes: { "poseloop.model.name": modelName, "poseloop.model.version": version } },
       async (span) => {
         try {
-          const manifest = await registry.getManifest(modelName, version, this.#controller.signal);
-          span.setAttribute("poseloop.training.job_id", manifest.trainingJobId);
-          const { spec, problems } = servingSpecFromManifest(manifest);
-          if (spec === undefined) throw AppError.invalid(`manifest of ${modelName} ${version}`, problems);
-          const current = this.#current?.handle;
-          if (current !== undefined && current.spec.numKeypoints !== spec.numKeypoints) {
-            throw new AppError(Code.FAILED_PRECONDITION, `${modelName} ${version} predicts ${spec.numKeypoints} keypoints, the serving version ${current.version} ${current.spec.numKeypoints}: clients expect the serving schema`);
-          }
-          const digest = manifest.model?.digest ?? "";
-          const artifact = manifest.artifacts.find((a) => a.digest === digest);
-          if (artifact === undefined) throw new AppError(Code.FAILED_PRECONDITION, `the manifest of ${modelName} ${version} lists no artifact with its serving digest ${digest}`);
-          const bytes = await registry.getArtifact(artifact.objectName, { expectedDigest: digest, maxBytes: this.#options.maxModelBytes, signal: this.#controller.signal });
-          await pool.load(spec, bytes);
-          const handle: ServingHandle = { version, manifest, spec, ref: manifest.model ?? candidate, trainingJobId: manifest.trainingJobId, publishLink, loadedAt: timestampNow() };
+          const handle = await this.loadVersion(candidate, publishLink, this.#controller.signal);
           const previous = this.#current;
           this.#current = { handle, inFlight: 0, retired: false };
+          this.#swapDuration.record((performance.now() - started) / 1000, { "poseloop.model.name": modelName });
           this.#state = ServingState.SERVING;
           this.#setHealth(ServingStatus.SERVING);
           this.#emit(ServingEventKind.SWAPPED, candidate, undefined);
-          logger.info("serving a new model version", { model: modelName, version, digest, training_job_id: manifest.trainingJobId, previous: previous?.handle.version });
+          logger.info("serving a new model version", { model: modelName, version, digest: handle.ref.digest, training_job_id: handle.trainingJobId, previous: previous?.handle.version });
           if (previous !== undefined) {
             this.#previous.unshift(previous.handle.ref);
             this.#previous.splice(20);
@@ -195,12 +197,44 @@ export class ModelManager implements VersionSource {
         } catch (error) {
           const appError = AppError.from(error);
           recordError(span, error);
+          this.#loadFailures.add(1, { "poseloop.model.name": modelName });
           if (this.#current === undefined) this.#state = ServingState.WAITING;
           logger.error("model version rejected; the current version keeps serving", { model: modelName, version, code: appError.code, err: error });
           this.#emit(ServingEventKind.LOAD_FAILED, candidate, { code: appError.code, message: appError.message });
         }
       },
     );
+  }
+
+  /**
+   * Fetches `ref`'s manifest and artifact (digest verified), checks the contract (and the keypoint count of the
+   * version serving now: clients expect its schema) and loads it in every worker, warmed up at the scheduler's
+   * batch, without serving it. The caller owns the handle: it serves it, or gives it back with `unloadVersion`
+   * (a canary or shadow trial's candidate loads this way, through the same checks as a serving version).
+   * The active span gets the version's training job id.
+   */
+  async loadVersion(ref: ModelRef, publishLink: Link | undefined, signal: AbortSignal): Promise<ServingHandle> {
+    const { registry, pool, modelName } = this.#options;
+    const version = ref.version;
+    const manifest = await registry.getManifest(modelName, version, signal);
+    trace.getActiveSpan()?.setAttribute("poseloop.training.job_id", manifest.trainingJobId);
+    const { spec, problems } = servingSpecFromManifest(manifest);
+    if (spec === undefined) throw AppError.invalid(`manifest of ${modelName} ${version}`, problems);
+    const current = this.#current?.handle;
+    if (current !== undefined && current.spec.numKeypoints !== spec.numKeypoints) {
+      throw new AppError(Code.FAILED_PRECONDITION, `${modelName} ${version} predicts ${spec.numKeypoints} keypoints, the serving version ${current.version} ${current.spec.numKeypoints}: clients expect the serving schema`);
+    }
+    const digest = manifest.model?.digest ?? "";
+    const artifact = manifest.artifacts.find((a) => a.digest === digest);
+    if (artifact === undefined) throw new AppError(Code.FAILED_PRECONDITION, `the manifest of ${modelName} ${version} lists no artifact with its serving digest ${digest}`);
+    const bytes = await registry.getArtifact(artifact.objectName, { expectedDigest: digest, maxBytes: this.#options.maxModelBytes, signal });
+    await pool.load(spec, bytes);
+    return { version, manifest, spec, ref: manifest.model ?? ref, trainingJobId: manifest.trainingJobId, publishLink, loadedAt: timestampNow() };
+  }
+
+  /** Gives back a handle from `loadVersion` that never served (the pool keeps the version while others hold it). */
+  async unloadVersion(handle: ServingHandle): Promise<void> {
+    await this.#options.pool.release(handle.version);
   }
 
   async #drain(state: HandleState): Promise<void> {

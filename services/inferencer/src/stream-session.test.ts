@@ -15,6 +15,7 @@ import {
   type StreamKeypointsResponseSchema,
 } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
 import { create } from "@bufbuild/protobuf";
+import { installTestMetrics } from "@poseloop/telemetry";
 import { waitFor } from "@poseloop/testkit";
 import { afterEach, describe, expect, it } from "vitest";
 import type { InferenceLimits } from "./config.js";
@@ -260,6 +261,7 @@ describe("back-pressure", () => {
   }
 
   it("LATEST_FRAME_WINS: frames superseded while the client does not read come in one FramesDropped notice", async () => {
+    const recorded = installTestMetrics();
     const processor = new FakeProcessor();
     const busy = deferred<void>();
     processor.gate = busy.promise;
@@ -287,8 +289,11 @@ describe("back-pressure", () => {
       }
       expect(rest.filter((c) => c === "dropped")).toHaveLength(1);
       expect([...dropped, ...answered].map(Number).sort((a, b) => a - b)).toEqual(Array.from({ length: 100 }, (_, i) => i));
+      // Every dropped frame is counted as such, whatever the notices merged.
+      expect(await recorded.points("poseloop.inferencer.frames")).toEqual([{ attributes: { "poseloop.model.name": "demo", outcome: "dropped" }, value: dropped.length }]);
     } finally {
       controller.abort();
+      await recorded.shutdown();
     }
   });
 });
@@ -382,5 +387,27 @@ describe("streams per client", () => {
     expect(peerHost("::1:51234")).toBe("::1");
     expect(peerHost("[2001:db8::1]:443")).toBe("2001:db8::1");
     expect(peerHost("unknown")).toBe("unknown");
+  });
+});
+
+describe("stream routing", () => {
+  it("asks a routing processor for each frame's processor, keyed by the stream's name, or its id when it has none", async () => {
+    const serving = new FakeProcessor();
+    const canary = new FakeProcessor();
+    const keys: string[] = [];
+    const router = {
+      process: (f: Frame, settings: unknown, call: FrameCall) => serving.process(f, settings, call),
+      forStream: (key: string) => {
+        keys.push(key);
+        return key === "cam-9" ? canary : serving;
+      },
+    };
+    const controller = new AbortController();
+    const deps = { ...streamDeps(serving), processor: router };
+    const named = await collectInit(runStream(messages(options({ streamName: "cam-9" }), frame(1), frame(2)), controller.signal, deps));
+    const unnamed = await collectInit(runStream(messages(options(), frame(3)), controller.signal, { ...deps, streamId: "stream-7" }));
+    expect([named.ids, unnamed.ids]).toEqual([[1, 2], [3]]);
+    expect(keys).toEqual(["cam-9", "cam-9", "stream-7"]);
+    expect([canary.calls, serving.calls]).toEqual([2, 1]);
   });
 });

@@ -1,5 +1,5 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import { context as otelContext } from "@opentelemetry/api";
+import { context as otelContext, type Counter } from "@opentelemetry/api";
 import { abortReason, AppError, Code, deferred, type Logger } from "@poseloop/core";
 import { KeypointSmoother, PoseTracker } from "@poseloop/pose";
 import {
@@ -16,6 +16,7 @@ import { clientError } from "./client-error.js";
 import type { InferenceLimits } from "./config.js";
 import { personsInit } from "./frame-conversion.js";
 import type { FrameProcessor, ProcessedFrame } from "./frame-processor.js";
+import { framesCounter } from "./metrics.js";
 import type { ModelManager } from "./model-manager.js";
 
 type ResponseInit = MessageInitShape<typeof StreamKeypointsResponseSchema>;
@@ -148,8 +149,16 @@ function scores(keypoints: Float32Array): Float32Array {
   return Float32Array.from({ length: keypoints.length / 3 }, (_, i) => keypoints[3 * i + 2] as number);
 }
 
+/**
+ * A processor that answers some streams with another model version (a canary trial's share): the processor
+ * for the stream keyed `streamKey` at this moment. Asked per frame, since a trial starts and ends mid-stream.
+ */
+export interface StreamRouter {
+  forStream(streamKey: string): Pick<FrameProcessor, "process">;
+}
+
 export interface StreamDependencies {
-  readonly processor: Pick<FrameProcessor, "process">;
+  readonly processor: Pick<FrameProcessor, "process"> & Partial<StreamRouter>;
   readonly models: Pick<ModelManager, "current">;
   readonly limits: InferenceLimits;
   readonly defaultModel: string;
@@ -236,6 +245,8 @@ class StreamSession {
   readonly #options: ResolvedStreamOptions;
   readonly #post: StreamPostprocessor;
   readonly #process: (frame: Frame) => Promise<Settled>;
+  /** Counts the frames this stream drops; the processor counts the ones it answers. */
+  readonly #frames: Counter;
   readonly #outbox: ResponseInit[] = [];
   /** Results in the outbox (not notices): with the frames in the pipeline, what the client has not taken yet. */
   #queuedResults = 0;
@@ -255,12 +266,17 @@ class StreamSession {
     this.#deps = deps;
     this.#options = options;
     this.#post = new StreamPostprocessor(options);
+    this.#frames = framesCounter();
     const settings = { flipTest: options.flipTest, minKeypointScore: options.minKeypointScore, maxPersons: options.maxPersons };
     const parent = otelContext.active();
     const attributes = { "poseloop.stream.id": deps.streamId, ...(options.streamName === "" ? {} : { "poseloop.stream.name": options.streamName }) };
+    // The client's stream name keys the stream where there is one, so a camera that reconnects stays on the same
+    // side of a canary; otherwise the stream's own id.
+    const streamKey = options.streamName === "" ? deps.streamId : options.streamName;
     this.#process = async (frame) => {
       try {
-        return { ok: true, processed: await deps.processor.process(frame, settings, { parent, attributes, logger: deps.logger, stream: deps.streamId }) };
+        const processor = deps.processor.forStream?.(streamKey) ?? deps.processor;
+        return { ok: true, processed: await processor.process(frame, settings, { parent, attributes, logger: deps.logger, stream: deps.streamId }) };
       } catch (error) {
         return { ok: false, error };
       }
@@ -407,6 +423,7 @@ class StreamSession {
   }
 
   #dropped(ids: bigint[]): void {
+    this.#frames.add(ids.length, { "poseloop.model.name": this.#options.modelName, outcome: "dropped" });
     // Notices merge while the client has not taken them: one per frame would grow as fast as frames come in.
     if (this.#pendingDropped !== undefined) {
       this.#pendingDropped.push(...ids);

@@ -18,6 +18,12 @@ interface PoolWorker {
 export class InferenceWorkerPool {
   readonly #workers: PoolWorker[];
   #warmUpBatch = 1;
+  /**
+   * Loaded versions and how many owners hold each: the serving model and a trial's candidate load and release
+   * independently, and a candidate that is promoted is the same version the serving side then loads, so a
+   * version leaves the workers only when its last owner releases it.
+   */
+  readonly #loaded = new Map<string, { owners: number; ready: Promise<void> }>();
 
   private constructor(workers: WorkerClient[]) {
     this.#workers = workers.map((client) => ({ client, busy: 0, loading: false }));
@@ -41,9 +47,32 @@ export class InferenceWorkerPool {
    * Loads a version in every worker, each warming it up at the largest batch required; if any fails, the others
    * drop it again and the error is thrown. One worker at a time, and batches go to the others meanwhile: a
    * worker's thread is taken by its load and warm-up, and loading in all of them at once stalled every stream
-   * for the length of a load at each swap.
+   * for the length of a load at each swap. A version already loaded (or loading) gains an owner instead of
+   * loading twice; each successful `load` is matched by one `release`.
    */
   async load(spec: ServingSpec, bytes: Uint8Array): Promise<void> {
+    const existing = this.#loaded.get(spec.version);
+    if (existing !== undefined) {
+      existing.owners++;
+      try {
+        await existing.ready;
+      } catch (error) {
+        existing.owners--;
+        throw error;
+      }
+      return;
+    }
+    const entry = { owners: 1, ready: this.#loadInWorkers(spec, bytes) };
+    this.#loaded.set(spec.version, entry);
+    try {
+      await entry.ready;
+    } catch (error) {
+      if (this.#loaded.get(spec.version) === entry) this.#loaded.delete(spec.version);
+      throw error;
+    }
+  }
+
+  async #loadInWorkers(spec: ServingSpec, bytes: Uint8Array): Promise<void> {
     const batch = this.#warmUpBatch;
     try {
       for (const worker of this.#workers) {
@@ -55,12 +84,23 @@ export class InferenceWorkerPool {
         }
       }
     } catch (error) {
-      await this.release(spec.version);
+      await this.#releaseInWorkers(spec.version);
       throw AppError.from(error, Code.FAILED_PRECONDITION);
     }
   }
 
+  /** Gives up one owner's hold on `version`; the last one out releases its sessions in every worker. */
   async release(version: string): Promise<void> {
+    const entry = this.#loaded.get(version);
+    if (entry !== undefined) {
+      entry.owners--;
+      if (entry.owners > 0) return;
+      this.#loaded.delete(version);
+    }
+    await this.#releaseInWorkers(version);
+  }
+
+  async #releaseInWorkers(version: string): Promise<void> {
     await Promise.allSettled(this.#workers.map(({ client }) => client.call<void>("release", { version })));
   }
 

@@ -37,6 +37,14 @@ const TRAINER_ROLES: Readonly<Record<string, Role>> = {
   GetTrainerInfo: Role.TRAIN,
   GetJobResults: Role.TRAIN,
   Evaluate: Role.TRAIN,
+  StartSweep: Role.TRAIN,
+  GetSweep: Role.TRAIN,
+  ListSweeps: Role.TRAIN,
+  WatchSweep: Role.TRAIN,
+  CancelSweep: Role.TRAIN,
+  GetPromotionPolicy: Role.TRAIN,
+  SetPromotionPolicy: Role.ADMIN,
+  ListPromotionDecisions: Role.TRAIN,
 };
 const INFERENCER_ROLES: Readonly<Record<string, Role>> = {
   StreamKeypoints: Role.STREAM,

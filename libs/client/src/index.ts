@@ -1,7 +1,7 @@
 export { PoseloopClient } from "./sdk/poseloop-client.js";
 export type { PoseloopClientOptions } from "./sdk/poseloop-client.js";
 export { TrainerClient } from "./sdk/trainer-client.js";
-export type { EvaluateOptions, ListJobsOptions, PublishCheckpointOptions, StartTrainingOptions, WatchJobOptions } from "./sdk/trainer-client.js";
+export type { EvaluateOptions, ListJobsOptions, PublishCheckpointOptions, StartSweepOptions, StartTrainingOptions, WatchJobOptions } from "./sdk/trainer-client.js";
 export { Delivery, InferenceClient } from "./sdk/inference-client.js";
 export type { DetectOptions, KeypointStreamOptions } from "./sdk/inference-client.js";
 export { encodedFormatOf, PixelLayout, toFrameMessage } from "./sdk/frame-input.js";

@@ -2,7 +2,7 @@ import { busOptionsFromEnv, type BusSettings } from "@poseloop/bus";
 import { EnvReader, LogLevel, POSELOOP_ENV_VARIABLES, unknownVariables, type Env, type UnknownVariable } from "@poseloop/core";
 import { accessKey, grpcServerSettingsFromEnv, Role, type GrpcServerSettings, type MethodAccessMap } from "@poseloop/grpc";
 import { TrainerService } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
-import { telemetryConfigFromEnv, type TelemetryConfig } from "@poseloop/telemetry";
+import { metricsEndpointFromEnv, telemetryConfigFromEnv, type MetricsEndpoint, type TelemetryConfig } from "@poseloop/telemetry";
 import { hostname } from "node:os";
 import { resolve } from "node:path";
 
@@ -12,6 +12,8 @@ export interface TrainerConfig {
   readonly bus: BusSettings;
   readonly logLevel: LogLevel;
   readonly telemetry: TelemetryConfig;
+  /** The Prometheus endpoint (POSELOOP_METRICS_PORT), on the gRPC listen host; undefined: none. */
+  readonly metrics: MetricsEndpoint | undefined;
   /** Problems with OTEL_* variables that were ignored (telemetry never stops a service). */
   readonly telemetryWarnings: readonly string[];
   /** POSELOOP_* variables that no PoseLoop process reads (typos), to warn about at start. */
@@ -72,14 +74,16 @@ export function parseCrashAt(text: string): CrashAt | undefined {
   return phase === undefined ? undefined : { phase, occurrence: Number(match?.[2] ?? 1) };
 }
 
+/** TrainerService methods that change which model serves, or how it comes to. */
+const ADMIN_METHODS: ReadonlySet<string> = new Set(["PublishCheckpoint", "SetPromotionPolicy"]);
+
 /**
- * The role each TrainerService method needs: following jobs needs `train`; changing which model serves
- * (publish, rollback, set a version) needs `admin`. An `admin` token may call everything.
+ * The role each TrainerService method needs: following jobs (and reading promotion policies and decisions)
+ * needs `train`; changing which model serves (publish, rollback, set a version) or the promotion policy that
+ * decides it needs `admin`. An `admin` token may call everything.
  */
 export const TRAINER_METHOD_ACCESS: MethodAccessMap = Object.freeze(
-  Object.fromEntries(
-    TrainerService.methods.map((method) => [accessKey(method), method.name === "PublishCheckpoint" ? Role.ADMIN : Role.TRAIN]),
-  ),
+  Object.fromEntries(TrainerService.methods.map((method) => [accessKey(method), ADMIN_METHODS.has(method.name) ? Role.ADMIN : Role.TRAIN])),
 );
 
 /**
@@ -122,6 +126,7 @@ export function loadConfig(env: Env): TrainerConfig {
   const crashAtRaw = reader.string("POSELOOP_CRASH_AT", { default: "" });
   const crashAt = crashAtRaw === "" ? undefined : parseCrashAt(crashAtRaw);
   if (crashAtRaw !== "" && crashAt === undefined) reader.problem(`POSELOOP_CRASH_AT=${JSON.stringify(crashAtRaw)} must be one of ${CRASH_PHASES.join(", ")}, optionally with :N (the Nth time)`);
+  const metrics = metricsEndpointFromEnv(reader, grpc.host);
   reader.done("trainer configuration");
   // The other service's and the CLI's variables are known too: users run them all from one shell.
   const unknown = unknownVariables(env, "POSELOOP_", [...POSELOOP_ENV_VARIABLES, ...reader.names]);
@@ -131,6 +136,7 @@ export function loadConfig(env: Env): TrainerConfig {
     bus,
     logLevel,
     telemetry,
+    metrics,
     telemetryWarnings: warnings,
     unknownVariables: unknown,
     workerId,

@@ -158,6 +158,11 @@ describe("job takeover: a trainer killed at each phase while a second trainer is
     expect(crashed.versions).toHaveLength(1);
     expect(crashed.job.published.map((p) => p.version)).toEqual(crashed.versions);
     expect(publications(events)).toHaveLength(1);
+    // One promotion decision too, whichever trainer made it, carried by the one publication event.
+    const decisions = await registry.decisions(modelName);
+    expect(decisions.map((d) => d.candidate?.version)).toEqual(crashed.versions);
+    const publication = publications(events)[0]?.event;
+    expect(publication?.case === "published" ? publication.value.decision?.reason : undefined).toBe(decisions[0]?.reason);
     expect(crashed.manifest.trainingJobId).toBe(jobId);
     // Each checkpoint reported once, as in the uninterrupted run (the one A died listing is reported by B).
     expect(savedIds(events)).toEqual(savedIds(reference.events));

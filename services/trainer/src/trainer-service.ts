@@ -10,9 +10,13 @@ import {
   GetJobResultsResponseSchema,
   JobSchema,
   JobState,
+  StartTrainingRequestSchema,
+  type CancelJobRequest,
   type EvaluateRequest,
   type EvaluateResponseSchema,
   type Job,
+  type StartTrainingRequest,
+  type Sweep,
   type TrainerInfo,
   type TrainerService,
 } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
@@ -27,7 +31,11 @@ import type { CheckpointList } from "./jobs/checkpoint-list.js";
 import type { CheckpointStore } from "./jobs/checkpoint-store.js";
 import type { QueuedJob } from "./jobs/job-executor.js";
 import { isTerminal, JobEventLog, newJobId, type JobStore } from "./jobs/job-store.js";
+import { PromotionPolicyService } from "./publication/policy-service.js";
 import { labelProblems } from "./publication/publisher.js";
+import { SWEEP_ID_LABEL, SWEEP_TRIAL_LABEL, type SweepDriver, type TrialJobs } from "./sweeps/sweep-driver.js";
+import { sweepHandlers } from "./sweeps/sweep-service.js";
+import type { SweepStore } from "./sweeps/sweep-store.js";
 
 export interface TrainerServiceDependencies {
   readonly store: JobStore;
@@ -52,9 +60,14 @@ export interface TrainerServiceDependencies {
   readonly authToken: string;
   readonly logger: Logger;
   /** Publishes a kept checkpoint of a job (export → gate → registry) in an export-only worker. */
-  readonly publishCheckpoint: (job: Job, checkpointId: string, options: { modelName: string; skipPromotion: boolean }) => Promise<{ serving: ModelManifest; previous?: ModelRef }>;
+  readonly publishCheckpoint: (job: Job, checkpointId: string, options: { modelName: string; skipPromotion: boolean; promotedBy?: string }) => Promise<{ serving: ModelManifest; previous?: ModelRef }>;
   /** Evaluates a version or a checkpoint in an evaluation worker (EvaluationRunner); without it Evaluate is UNIMPLEMENTED. */
   readonly evaluate?: (request: EvaluateRequest, signal: AbortSignal) => Promise<MessageInitShape<typeof EvaluateResponseSchema>>;
+  /**
+   * The sweeps of the bus and this trainer's driver of them; the service gives the driver its StartTraining and
+   * CancelJob paths for the trials. Without it the sweep RPCs are UNIMPLEMENTED.
+   */
+  readonly sweeps?: { readonly store: SweepStore; readonly driver: SweepDriver };
 }
 
 const MAX_PAGE = 500;
@@ -71,9 +84,10 @@ const REQUEUE_WITHIN_MS = 5 * 60_000;
  * no submitter (recorded before submitters were, or on a server without credentials) is anyone's, and so is
  * every job on a server that checks no tokens: there every caller may do what an admin may.
  */
-function assertMayChange(job: Job, ctx: HandlerContext, change: "cancelling" | "resuming"): void {
+function assertMayChange(job: Job | Sweep, ctx: Pick<HandlerContext, "role" | "principal">, change: "cancelling" | "resuming"): void {
   if (job.submittedBy === "" || ctx.role === undefined || ctx.role === Role.ADMIN || job.submittedBy === ctx.principal) return;
-  throw new AppError(Code.PERMISSION_DENIED, `job ${job.jobId} was submitted by another caller; ${change} it needs the admin role`);
+  const what = "jobId" in job ? `job ${job.jobId}` : `sweep ${job.sweepId}`;
+  throw new AppError(Code.PERMISSION_DENIED, `${what} was submitted by another caller; ${change} it needs the admin role`);
 }
 
 /**
@@ -111,60 +125,116 @@ export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<Me
     await enqueue(job, "start");
   };
 
+  /**
+   * StartTraining's path, for a client's request and for a sweep's trial alike: `trialLabels` (the sweep's own
+   * labels, in the trainer's reserved namespace) are added after the client's labels are checked.
+   */
+  const submit = async (request: StartTrainingRequest, submittedBy: string, trialLabels: Readonly<Record<string, string>> = {}): Promise<{ job: Job; existing: boolean }> => {
+    let config: TrainConfig | undefined;
+    let problems: string[];
+    if (request.source.case === "experimentYaml") {
+      ({ config, problems } = await experiments.prepare(request.source.value, { overrides: request.overrides, dataRoot: deps.dataRoot }));
+    } else if (request.source.case === "config") {
+      if (Object.keys(request.overrides).length > 0) throw new AppError(Code.INVALID_ARGUMENT, "overrides apply to experiment_yaml; set the fields of config directly");
+      const resolved = resolveTrainConfig(request.source.value);
+      problems = [
+        ...resolved.problems,
+        ...(resolved.problems.length === 0 ? [...(await datasetProblems(resolved.config, deps.dataRoot)), ...(await pretrainedProblems(resolved.config, deps.dataRoot))] : []),
+      ];
+      config = problems.length === 0 ? resolved.config : undefined;
+    } else {
+      throw new AppError(Code.INVALID_ARGUMENT, "StartTraining needs a config or an experiment_yaml");
+    }
+    problems = [...problems, ...labelProblems(request.labels)];
+    if (config === undefined || problems.length > 0) throw AppError.invalid("training config", problems);
+    // A job starting from a checkpoint or a model that is not there would fail at its first step, or worse,
+    // go back to the queue again and again; it is refused now instead.
+    const missing = await referenceProblems(config, references);
+    if (missing.length > 0) throw missingReferences(missing);
+    // A job no live trainer can run would wait in its queue forever. onnxruntime on the CPU is exempt: every
+    // trainer runs it, and an API-only trainer queues it before any worker is up, as it always has.
+    if (deps.trainers !== undefined && placementOf(config) !== "onnxruntime-cpu") {
+      await deps.trainers.probed?.();
+      const refusal = fleetRefusal(await deps.trainers.live(), config);
+      if (refusal !== undefined) throw new AppError(Code.FAILED_PRECONDITION, refusal);
+    }
+    const jobId = newJobId();
+    const now = timestampNow();
+    const job = create(JobSchema, {
+      jobId,
+      state: JobState.QUEUED,
+      config,
+      idempotencyKey: request.idempotencyKey,
+      createdAt: now,
+      updatedAt: now,
+      traceId: traceIdOf(),
+      labels: { ...request.labels, ...trialLabels },
+      submittedBy,
+    });
+    const created = await store.create(job);
+    if (created.existing) {
+      await requeueUnsent(created.job);
+      return { job: created.job, existing: true };
+    }
+    const events = await JobEventLog.open(store, jobId);
+    await events.append({ case: "stateChanged", value: { from: JobState.UNSPECIFIED, to: JobState.QUEUED, reason: "submitted" } });
+    await enqueue(job, "start");
+    trace.getActiveSpan()?.setAttribute("poseloop.training.job_id", jobId);
+    deps.logger.info("training job queued", { job_id: jobId, experiment: config.name, model: config.publish?.modelName, submitted_by: job.submittedBy });
+    return { job, existing: false };
+  };
+
+  const cancel = async (request: Pick<CancelJobRequest, "jobId" | "reason">, ctx: Pick<HandlerContext, "role" | "principal">): Promise<Job> => {
+    let from = JobState.UNSPECIFIED;
+    const job = await store.update(request.jobId, (j) => {
+      assertMayChange(j, ctx, "cancelling");
+      from = j.state;
+      if (isTerminal(j.state)) throw new AppError(Code.FAILED_PRECONDITION, `job ${j.jobId} already ended (${JobState[j.state]})`);
+      if (j.state === JobState.CANCELLING) return false;
+      // A queued job is cancelled at once; a running one stops at its next step boundary, checkpointing.
+      j.state = j.state === JobState.QUEUED ? JobState.CANCELLED : JobState.CANCELLING;
+      if (j.state === JobState.CANCELLED) j.finishedAt = timestampNow();
+      return true;
+    });
+    if (from !== job.state) {
+      const events = await JobEventLog.open(store, job.jobId);
+      await events.append({ case: "stateChanged", value: { from, to: job.state, reason: request.reason === "" ? "cancel requested" : `cancel requested: ${request.reason}` } });
+    }
+    return job;
+  };
+
+  const trialJobs: TrialJobs = {
+    start: async (sweep, trial, config) => {
+      const request = create(StartTrainingRequestSchema, {
+        source: { case: "config", value: config },
+        // One job per trial, however often a driver (or its successor) repeats the pass that queues it.
+        idempotencyKey: `${sweep.sweepId}/trial-${trial.index}`,
+        labels: { ...sweep.request?.labels },
+      });
+      return (await submit(request, sweep.submittedBy, { [SWEEP_ID_LABEL]: sweep.sweepId, [SWEEP_TRIAL_LABEL]: String(trial.index) })).job;
+    },
+    cancel: async (sweep, jobId, reason) => {
+      try {
+        // As the sweep's submitter, who submitted the trial's job.
+        await cancel({ jobId, reason }, { principal: sweep.submittedBy });
+      } catch (error) {
+        if (!AppError.is(error, Code.FAILED_PRECONDITION)) throw error;
+      }
+    },
+    get: async (jobId) => (await store.get(jobId))?.job,
+    events: (jobId, after) => store.events(jobId, after),
+  };
+  deps.sweeps?.driver.attach(trialJobs);
+  const sweeps = deps.sweeps === undefined ? undefined : sweepHandlers({ ...deps.sweeps, jobs: trialJobs, dataRoot: deps.dataRoot, logger: deps.logger });
+  const policies = new PromotionPolicyService({ registry: deps.registry, experiments, dataRoot: deps.dataRoot, logger: deps.logger });
+  const requireSweeps = (): NonNullable<typeof sweeps> => {
+    if (sweeps === undefined) throw new AppError(Code.UNIMPLEMENTED, "this trainer runs no sweeps");
+    return sweeps;
+  };
+
   return {
     async startTraining(request, ctx) {
-      let config: TrainConfig | undefined;
-      let problems: string[];
-      if (request.source.case === "experimentYaml") {
-        ({ config, problems } = await experiments.prepare(request.source.value, { overrides: request.overrides, dataRoot: deps.dataRoot }));
-      } else if (request.source.case === "config") {
-        if (Object.keys(request.overrides).length > 0) throw new AppError(Code.INVALID_ARGUMENT, "overrides apply to experiment_yaml; set the fields of config directly");
-        const resolved = resolveTrainConfig(request.source.value);
-        problems = [
-          ...resolved.problems,
-          ...(resolved.problems.length === 0 ? [...(await datasetProblems(resolved.config, deps.dataRoot)), ...(await pretrainedProblems(resolved.config, deps.dataRoot))] : []),
-        ];
-        config = problems.length === 0 ? resolved.config : undefined;
-      } else {
-        throw new AppError(Code.INVALID_ARGUMENT, "StartTraining needs a config or an experiment_yaml");
-      }
-      problems = [...problems, ...labelProblems(request.labels)];
-      if (config === undefined || problems.length > 0) throw AppError.invalid("training config", problems);
-      // A job starting from a checkpoint or a model that is not there would fail at its first step, or worse,
-      // go back to the queue again and again; it is refused now instead.
-      const missing = await referenceProblems(config, references);
-      if (missing.length > 0) throw missingReferences(missing);
-      // A job no live trainer can run would wait in its queue forever. onnxruntime on the CPU is exempt: every
-      // trainer runs it, and an API-only trainer queues it before any worker is up, as it always has.
-      if (deps.trainers !== undefined && placementOf(config) !== "onnxruntime-cpu") {
-        await deps.trainers.probed?.();
-        const refusal = fleetRefusal(await deps.trainers.live(), config);
-        if (refusal !== undefined) throw new AppError(Code.FAILED_PRECONDITION, refusal);
-      }
-      const jobId = newJobId();
-      const now = timestampNow();
-      const job = create(JobSchema, {
-        jobId,
-        state: JobState.QUEUED,
-        config,
-        idempotencyKey: request.idempotencyKey,
-        createdAt: now,
-        updatedAt: now,
-        traceId: traceIdOf(),
-        labels: { ...request.labels },
-        submittedBy: ctx.principal ?? "",
-      });
-      const created = await store.create(job);
-      if (created.existing) {
-        await requeueUnsent(created.job);
-        return { job: created.job, existing: true };
-      }
-      const events = await JobEventLog.open(store, jobId);
-      await events.append({ case: "stateChanged", value: { from: JobState.UNSPECIFIED, to: JobState.QUEUED, reason: "submitted" } });
-      await enqueue(job, "start");
-      trace.getActiveSpan()?.setAttribute("poseloop.training.job_id", jobId);
-      deps.logger.info("training job queued", { job_id: jobId, experiment: config.name, model: config.publish?.modelName, submitted_by: job.submittedBy });
-      return { job, existing: false };
+      return submit(request, ctx.principal ?? "");
     },
 
     async *watchJob(request, ctx) {
@@ -191,22 +261,7 @@ export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<Me
     },
 
     async cancelJob(request, ctx) {
-      let from = JobState.UNSPECIFIED;
-      const job = await store.update(request.jobId, (j) => {
-        assertMayChange(j, ctx, "cancelling");
-        from = j.state;
-        if (isTerminal(j.state)) throw new AppError(Code.FAILED_PRECONDITION, `job ${j.jobId} already ended (${JobState[j.state]})`);
-        if (j.state === JobState.CANCELLING) return false;
-        // A queued job is cancelled at once; a running one stops at its next step boundary, checkpointing.
-        j.state = j.state === JobState.QUEUED ? JobState.CANCELLED : JobState.CANCELLING;
-        if (j.state === JobState.CANCELLED) j.finishedAt = timestampNow();
-        return true;
-      });
-      if (from !== job.state) {
-        const events = await JobEventLog.open(store, job.jobId);
-        await events.append({ case: "stateChanged", value: { from, to: job.state, reason: request.reason === "" ? "cancel requested" : `cancel requested: ${request.reason}` } });
-      }
-      return { job };
+      return { job: await cancel(request, ctx) };
     },
 
     async resumeJob(request, ctx) {
@@ -270,12 +325,47 @@ export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<Me
       return deps.evaluate(request, AbortSignal.any([ctx.signal, ctx.draining]));
     },
 
+    async startSweep(request, ctx) {
+      return requireSweeps().start(request, ctx.principal ?? "", labelProblems(request.labels));
+    },
+
+    async getSweep(request) {
+      return requireSweeps().get(request);
+    },
+
+    async listSweeps() {
+      return requireSweeps().list();
+    },
+
+    async *watchSweep(request, ctx) {
+      yield* requireSweeps().watch(request, AbortSignal.any([ctx.signal, ctx.draining]));
+    },
+
+    async cancelSweep(request, ctx) {
+      return requireSweeps().cancel(request, (sweep) => assertMayChange(sweep, ctx, "cancelling"));
+    },
+
+    async getPromotionPolicy(request) {
+      return policies.get(request);
+    },
+
+    async setPromotionPolicy(request, ctx) {
+      return policies.set(request, ctx.principal ?? `rpc:${ctx.peer}`);
+    },
+
+    async listPromotionDecisions(request) {
+      return policies.decisions(request);
+    },
+
     async publishCheckpoint(request, ctx) {
       const reason = request.reason;
       const who = `rpc:${ctx.peer}`;
+      // Promotions by hand are an admin's overrides of the promotion policy; the decision log keeps them too.
+      const decidedBy = ctx.principal ?? who;
       switch (request.target.case) {
         case "rollbackModelName": {
           const { serving, previous } = await deps.registry.rollback(request.target.value, { setBy: who, reason: reason || "rollback" });
+          await policies.recordOverride(request.target.value, { candidate: serving.record.model, serving: previous.record.model, decidedBy, reason: `rolled back by hand${reason === "" ? "" : `: ${reason}`}` });
           const manifest = await deps.registry.getManifest(request.target.value, serving.record.model?.version ?? "");
           return { serving: manifest, ...(previous.record.model === undefined ? {} : { previous: previous.record.model }) };
         }
@@ -283,6 +373,7 @@ export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<Me
           const ref = request.target.value;
           const current = await deps.registry.getServing(ref.name);
           const entry = await deps.registry.setServing(ref.name, { name: ref.name, version: ref.version }, { expectedRevision: current?.revision ?? 0, setBy: who, reason: reason || "set serving version" });
+          await policies.recordOverride(ref.name, { candidate: entry.record.model, serving: current?.record.model, decidedBy, reason: `promoted by hand${reason === "" ? "" : `: ${reason}`}` });
           const manifest = await deps.registry.getManifest(ref.name, entry.record.model?.version ?? "");
           return { serving: manifest, ...(current?.record.model === undefined ? {} : { previous: create(ModelRefSchema, current.record.model) }) };
         }
@@ -293,7 +384,7 @@ export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<Me
           if (modelName === "") throw new AppError(Code.INVALID_ARGUMENT, "name the model to publish under (the job's config has no PUBLISH.MODEL_NAME)");
           const found = (await deps.checkpointList.get(job.jobId)).some((c) => c.checkpointId === target.checkpointId);
           if (!found) throw new AppError(Code.NOT_FOUND, `job ${job.jobId} keeps no checkpoint ${target.checkpointId}`);
-          return deps.publishCheckpoint(job, target.checkpointId, { modelName, skipPromotion: target.skipPromotion });
+          return deps.publishCheckpoint(job, target.checkpointId, { modelName, skipPromotion: target.skipPromotion, promotedBy: decidedBy });
         }
         default:
           throw new AppError(Code.INVALID_ARGUMENT, "PublishCheckpoint needs a checkpoint, a rollback_model_name or a version");

@@ -21,8 +21,12 @@ import { EvaluationRunner } from "./evaluation/evaluation-runner.js";
 import { CheckpointList } from "./jobs/checkpoint-list.js";
 import { BlobCheckpointStore, DirectoryCheckpointStore, type CheckpointStore } from "./jobs/checkpoint-store.js";
 import { JobExecutor } from "./jobs/job-executor.js";
+import { REFERENCE_AP_BUCKET } from "./publication/promotion.js";
 import { JobStore, TRAINING_QUEUE } from "./jobs/job-store.js";
 import { nodeQueueName, runNodeTask } from "./jobs/node-runner.js";
+import { SweepDriver } from "./sweeps/sweep-driver.js";
+import { SweepStore } from "./sweeps/sweep-store.js";
+import { observeJobCounts } from "./trainer-metrics.js";
 import { trainerService } from "./trainer-service.js";
 
 /** How long the PyTorch probe may take per interpreter: importing torch takes seconds, CUDA's init more. */
@@ -59,15 +63,22 @@ export async function startTrainer(config: TrainerConfig, logger: Logger, option
   const controller = new AbortController();
   const consumers: Promise<void>[] = [];
   let advertising: ReturnType<typeof setInterval> | undefined;
+  let jobCounts: ReturnType<typeof observeJobCounts> | undefined;
   try {
     await mkdir(config.workDir, { recursive: true });
     const registry = await ModelRegistry.open(bus, logger);
     const store = await JobStore.open(bus);
+    jobCounts = observeJobCounts(() => store.list(), logger);
     // The runs' writes wait out a bus outage (a NATS restart) instead of throwing away an epoch; one longer
     // than the lease hands the job to another trainer, and fencing stops this one's run.
     const runStore = await JobStore.open(bus, { outlastOutagesMs: RUN_OUTAGE_TOLERANCE_MS, logger });
     const checkpointList = await CheckpointList.open(bus);
+    // Every trainer, an API-only one included, drives sweeps: one at a time per sweep, by a lease in its record.
+    const sweepStore = await SweepStore.open(bus);
+    const sweepDriver = new SweepDriver({ store: sweepStore, workerId: config.workerId, logger });
     const checkpoints: CheckpointStore = config.checkpointDir === "" ? await BlobCheckpointStore.open(bus) : new DirectoryCheckpointStore(config.checkpointDir);
+    // A version's AP on a reference set, kept for every trainer of the bus (an if-better policy compares on it).
+    const referenceAps = await bus.keyValueStore(REFERENCE_AP_BUCKET, { history: 1 });
     // The queue's default delivery limit bounds a job that fails the same way every time; its last failure is final.
     const queue = await bus.jobQueue(TRAINING_QUEUE, { ackWaitMs: config.jobAckWaitMs });
     // Each placement class (engine and device kind) has its queue, onnxruntime-cpu's the one above, and so has
@@ -120,6 +131,7 @@ export async function startTrainer(config: TrainerConfig, logger: Logger, option
     });
     // A failure above (a queue that would not open) is retried by nothing: log it, keep onnxruntime running.
     probed.catch((error: unknown) => logger.error("setting up the PyTorch engine's queues failed", { err: error }));
+    const evaluations = new EvaluationRunner({ store, checkpointList, checkpoints, registry, roots: { dataRoot: config.dataRoot, workDir: config.workDir }, logger });
     const executor = new JobExecutor({
       store: runStore,
       checkpoints,
@@ -137,6 +149,9 @@ export async function startTrainer(config: TrainerConfig, logger: Logger, option
       ...(config.crashAt === undefined ? {} : { crashAt: config.crashAt }),
       nodeQueue,
       rdzvHost: config.rdzvHost,
+      // An if-better publication measures the serving version the way Evaluate does, in turn with its calls.
+      evaluate: (request, signal) => evaluations.evaluate(request, signal),
+      referenceAps,
     });
     const nodeRunner = {
       store: runStore,
@@ -144,7 +159,6 @@ export async function startTrainer(config: TrainerConfig, logger: Logger, option
       env: options.env ?? process.env,
       python: async () => (await probed).engines.find((engine) => engine.name === "pytorch" && engine.available)?.python,
     };
-    const evaluations = new EvaluationRunner({ store, checkpointList, checkpoints, registry, roots: { dataRoot: config.dataRoot, workDir: config.workDir }, logger });
     const grpc = await startGrpcServer(config.grpc, {
       logger,
       service: "trainer",
@@ -165,10 +179,12 @@ export async function startTrainer(config: TrainerConfig, logger: Logger, option
             logger,
             publishCheckpoint: (job, id, options) => executor.publishCheckpoint(job, id, options),
             evaluate: (request, signal) => evaluations.evaluate(request, signal),
+            sweeps: { store: sweepStore, driver: sweepDriver },
           }),
         );
       },
     });
+    consumers.push(sweepDriver.run(controller.signal));
     for (let i = 0; i < config.maxConcurrentJobs; i++) {
       consumers.push(
         (async () => {
@@ -202,17 +218,21 @@ export async function startTrainer(config: TrainerConfig, logger: Logger, option
       stop: async () => {
         controller.abort();
         clearInterval(advertising);
+        jobCounts?.close();
         await Promise.allSettled(consumers);
         // Gone at once for the other trainers' StartTraining, not three refreshes later.
         await directory.withdraw(info).catch((error: unknown) => logger.warn("withdrawing this trainer's advertisement failed", { err: error }));
         await grpc.stop();
+        await jobCounts?.refreshed();
         await bus.close();
       },
     };
   } catch (error) {
     controller.abort();
     clearInterval(advertising);
+    jobCounts?.close();
     await Promise.allSettled(consumers);
+    await jobCounts?.refreshed();
     await bus.close();
     throw error;
   }

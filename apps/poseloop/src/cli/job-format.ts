@@ -11,6 +11,7 @@ import {
   type QuantizationReport,
 } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
 import { formatDuration } from "./progress-format.js";
+import { decisionSummaryText, publicationOutcomeText } from "./promotion-format.js";
 
 /** "RUNNING", "SUCCEEDED", ... */
 export function jobStateName(state: JobState): string {
@@ -54,7 +55,8 @@ export function manifestText(manifest: ModelManifest | undefined): string {
 }
 
 export function publicationText(publication: ModelPublication): string {
-  const where = publication.promoted ? "serving now" : "published, not serving (promotion skipped)";
+  // What the model's promotion policy decided, with both APs when it compared them.
+  const where = publicationOutcomeText(publication.promoted, publication.decision);
   const from = publication.checkpointId === "" ? "" : ` from checkpoint ${publication.checkpointId}`;
   return `${manifestText(publication.manifest)}${from}: ${where}`;
 }
@@ -137,7 +139,11 @@ export function formatJobSummary(job: Job): string[] {
     lines.push("  no validation yet");
   }
   if (job.published.length === 0) lines.push("  published nothing");
-  for (const ref of job.published) lines.push(`  published ${modelRefText(ref)}`);
+  for (const ref of job.published) {
+    const decision = job.promotions.find((d) => d.candidate?.name === ref.name && d.candidate.version === ref.version);
+    const outcome = decision === undefined ? undefined : decisionSummaryText(decision);
+    lines.push(`  published ${modelRefText(ref)}${outcome === undefined ? "" : ` — ${outcome}`}`);
+  }
   if (job.lastCheckpoint !== undefined) lines.push(`  last checkpoint ${job.lastCheckpoint.checkpointId}`);
   return lines;
 }
@@ -163,7 +169,8 @@ export function jobRow(job: Job): string[] {
     job.bestMetrics === undefined ? "" : metricValue(job.bestMetrics.ap),
     job.published.length === 0 ? "" : modelRefText(job.published.at(-1)),
     timestampText(job.createdAt),
-    job.config?.name ?? "",
+    // A sweep's trial says which sweep and trial it is (the trainer's own labels).
+    `${job.config?.name ?? ""}${job.labels["poseloop.sweep_id"] === undefined ? "" : ` (${job.labels["poseloop.sweep_id"]} trial ${job.labels["poseloop.sweep_trial"] ?? "?"})`}`,
   ];
 }
 

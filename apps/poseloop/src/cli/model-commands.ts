@@ -105,6 +105,31 @@ export const rollbackCommand: Command = {
   },
 };
 
+export const promoteCommand: Command = {
+  name: "promote",
+  summary: "Make a published version of a model serve now, over its promotion policy (admin role).",
+  synopsis: "<model> <version> [--reason TEXT]",
+  description: [
+    "A manual override: the version serves whatever the model's policy (poseloop policy MODEL) would decide,",
+    "as with 'poseloop rollback MODEL --to VERSION', and the decision log (poseloop promotions MODEL) keeps it.",
+  ].join("\n"),
+  positionals: { min: 2, max: 2 },
+  examples: ["poseloop promote demo <version>", "poseloop promote demo <version> --reason 'better on night footage, checked by hand'"],
+  options: {
+    reason: { type: "string", value: "TEXT", help: "why (kept in the registry's history and decision log)" },
+  },
+  async run(ctx) {
+    const model = ctx.args.positionals[0]?.trim() ?? "";
+    const version = ctx.args.positionals[1]?.trim() ?? "";
+    if (model === "" || version === "") throw new UsageError("give the model name and the version to promote", "promote");
+    const reason = ctx.args.string("reason");
+    const response = await ctx.trainer().setServingVersion({ name: model, version }, { signal: ctx.signal, ...(reason === undefined ? {} : { reason }) });
+    if (ctx.json) writeJsonDocument(ctx.out, protoJson(PublishCheckpointResponseSchema, response));
+    else ctx.out.line(`${model}: ${servingChangeText(response)}`);
+    return ExitCode.OK;
+  },
+};
+
 export const modelsCommand: Command = {
   name: "models",
   summary: "Show the serving model version and its history (inferencer and trainer).",

@@ -9,9 +9,11 @@ import { commandHelp, optionLines, parseCommandLine, parseOptions, type Command,
 import { detectCommand } from "./detect-command.js";
 import { ExitCode, exitCodeOf, formatError, UsageError } from "./error-report.js";
 import { cancelCommand, checkpointsCommand, jobsCommand, watchCommand } from "./job-commands.js";
-import { modelsCommand, publishCommand, rollbackCommand } from "./model-commands.js";
+import { modelsCommand, promoteCommand, publishCommand, rollbackCommand } from "./model-commands.js";
+import { policyCommand, promotionsCommand } from "./policy-command.js";
 import { resultsCommand } from "./results-command.js";
 import { streamCommand } from "./stream-command.js";
+import { sweepCommand, sweepsCommand } from "./sweep-command.js";
 import { trainCommand } from "./train-command.js";
 import { trainersCommand } from "./trainers-command.js";
 import { valCommand } from "./val-command.js";
@@ -38,9 +40,14 @@ export const COMMANDS: readonly Command[] = [
   checkpointsCommand,
   resultsCommand,
   valCommand,
+  sweepCommand,
+  sweepsCommand,
   trainersCommand,
   publishCommand,
   rollbackCommand,
+  promoteCommand,
+  policyCommand,
+  promotionsCommand,
   modelsCommand,
   streamCommand,
   detectCommand,

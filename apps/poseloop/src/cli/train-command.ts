@@ -115,7 +115,7 @@ async function resumeTraining(ctx: CommandContext, jobId: string, flags: Partial
   return followJob(ctx, job.jobId);
 }
 
-async function readExperiment(path: string, shown: string): Promise<string> {
+export async function readExperiment(path: string, shown: string): Promise<string> {
   try {
     const info = await stat(path);
     if (!info.isFile()) throw new AppError(Code.INVALID_ARGUMENT, `experiment file ${shown} is not a file`);

@@ -457,4 +457,30 @@ describe("poseloop against a real trainer", () => {
     expect(info.trainer.engines.find((engine) => engine.name === "pytorch")).toMatchObject({ available: true, version: torch?.[2] });
     expect(info.others).toEqual([expect.objectContaining({ workerId: others[0]?.[0], maxConcurrentJobs: 0, placements: [] })]);
   });
+
+  it("sweep: refuses an unknown key with every trial's problem; runs a 2-trial sweep to its summary and plot", async () => {
+    const bad = await cli(["sweep", "--cfg", "tiny.yaml", "--set", "TRAIN.LR=0.001,-1", "--set", "TRAIN.LR_TYPO=1"]);
+    expect(bad.code).toBe(1);
+    const problems = bad.stderr.trimEnd().split("\n");
+    expect(problems[0]).toMatch(/^poseloop: invalid sweep \(\d+ problems\)$/);
+    expect(problems.filter((line) => line.startsWith("  - trial 1 (TRAIN.LR=-1): TRAIN.LR "))).toHaveLength(1);
+    expect(problems.filter((line) => line.startsWith("  - experiment: override TRAIN.LR_TYPO: unknown key"))).toHaveLength(1);
+
+    const fixed = ["--set", "TRAIN.END_EPOCH=1", "--set", "TRAIN.LR_STEP=[]", "--set", "PUBLISH.MODE=never", "--set", "QUANT.ENABLED=false"];
+    const { code, stdout, stderr } = await cli(["sweep", "--cfg", "tiny.yaml", "--lr", "0.001,0.002", ...fixed, "--follow", "--plot", "sweep-plots"]);
+    expect(code, stderr).toBe(0);
+    const sweepId = /^sweep (sweep-\S+) started: 2 trials$/m.exec(stderr)?.[1] ?? "";
+    expect(sweepId).not.toBe("");
+    expect(stderr).toMatch(/^trial 1 \(TRAIN\.LR=0\.002\): epoch 1 AP \d\.\d{3}$/m);
+    const lines = stdout.trimEnd().split("\n");
+    expect(lines[0]).toBe(`sweep ${sweepId} (cli-tiny): succeeded`);
+    expect(lines.filter((line) => /^[* ] +[01] +sweep +TRAIN\.LR=0\.00[12] +\d\.\d{3} +1 +1 +succeeded$/.test(line))).toHaveLength(2);
+    expect(lines.at(-1)).toMatch(/^best: trial [01], AP \d\.\d{3} at epoch 1 \(job job-\S+\); settled on TRAIN\.LR=0\.00[12]$/);
+    const plot = await decodeImage(await readFile(join(dir.path, "sweep-plots", "ap-vs-train.lr.png")));
+    expect([plot.width, plot.height]).toEqual([640, 360]);
+    // The trials are jobs like any other, marked with their sweep.
+    const { stdout: jobs } = await cli(["jobs"]);
+    expect(jobs.split("\n").filter((line) => line.endsWith(`cli-tiny (${sweepId} trial 0)`) || line.endsWith(`cli-tiny (${sweepId} trial 1)`))).toHaveLength(2);
+    expect((await cli(["sweeps"])).stdout).toMatch(new RegExp(`^${sweepId} +succeeded +cli-tiny +sweep +2/2`, "m"));
+  });
 });

@@ -1,5 +1,5 @@
 import { AppError, Code } from "@poseloop/core";
-import { JobState } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
+import { JobState, SweepSearch, SweepState } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
 import { afterEach, describe, expect, it } from "vitest";
 import { fakeJob, startFakeTrainer, type FakeTrainerScript } from "../testing/fake-services.js";
 import { TrainerClient } from "./trainer-client.js";
@@ -32,6 +32,21 @@ describe("TrainerClient", () => {
       labels: { team: "pose" },
       idempotencyKey: "k1",
     });
+  });
+
+  it("starts a sweep with the request's fields and the bearer token, and follows its updates to the end", async () => {
+    const id = "sweep-20261205-142000-abcdef";
+    const { client, server } = await setup({ sweeps: [{ sweepId: id, state: SweepState.RUNNING }], sweepUpdates: { [id]: [{ sweepId: id, state: SweepState.RUNNING }, { sweepId: id, state: SweepState.SUCCEEDED, bestTrial: 0 }] } }, { token: "t0k" });
+    const sweep = await client.startSweep({ experimentYaml: "NAME: x\n", parameters: [{ key: "TRAIN.LR", values: ["0.001", "0.01"] }], search: SweepSearch.GRID, timeoutMs: 5_000 });
+    expect(sweep.sweepId).toBe(id);
+    const call = server.calls[0]!;
+    expect(call.headers["authorization"]).toBe("Bearer t0k");
+    expect(call.request).toMatchObject({ experimentYaml: "NAME: x\n", parameters: [{ key: "TRAIN.LR", values: ["0.001", "0.01"] }] });
+    const states: SweepState[] = [];
+    for await (const update of client.watchSweep(id)) states.push(update.state);
+    expect(states).toEqual([SweepState.RUNNING, SweepState.SUCCEEDED]);
+    expect((await client.cancelSweep(id)).state).toBe(SweepState.CANCELLED);
+    await expect(client.getSweep("sweep-20261205-142000-000000")).rejects.toSatisfy((e) => AppError.is(e, Code.NOT_FOUND));
   });
 
   it("needs exactly one of experimentYaml and config", async () => {

@@ -2,12 +2,16 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { AppError, Code, sleep } from "@poseloop/core";
 import { createClient, type ClientControls, type MethodsOf, type ServiceClient } from "@poseloop/grpc";
 import { Precision, type ModelRef } from "@poseloop/proto/poseloop/common/v1/model_pb";
+import type { PromotionDecision, PromotionPolicy, PromotionPolicySchema } from "@poseloop/proto/poseloop/registry/v1/registry_pb";
 import type { DataSpecSchema, TrainConfigSchema } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import {
   TrainerService,
   type Checkpoint,
+  type StartSweepRequestSchema,
+  type Sweep,
   type EvaluateResponse,
   type GetJobResultsResponse,
+  type GetPromotionPolicyResponse,
   type GetTrainerInfoResponse,
   type Job,
   type JobEvent,
@@ -94,6 +98,12 @@ export interface EvaluateOptions extends RequestOptions {
  * TrainerService with friendly arguments: jobs, their events, checkpoints and publications. Every call
  * carries the bearer token and a deadline; errors are AppErrors with the trainer's code and problem list.
  */
+/**
+ * A hyper-parameter sweep: the experiment file every trial starts from and the swept keys (one stage), or
+ * stages run in order ("lr", "batch", "aug" take default values when they name none). See StartSweepRequest.
+ */
+export type StartSweepOptions = RequestOptions & Omit<MessageInitShape<typeof StartSweepRequestSchema>, "$typeName">;
+
 export class TrainerClient {
   readonly address: string;
   readonly #connection: ResolvedConnection;
@@ -195,6 +205,47 @@ export class TrainerClient {
     return this.#unary(() => this.#client.getJobResults({ jobId }, this.#call(options)));
   }
 
+  /** Validates every trial of the sweep (every problem in one INVALID_ARGUMENT) and starts it. */
+  async startSweep(options: StartSweepOptions): Promise<Sweep> {
+    const { timeoutMs: _timeout, signal: _signal, headers: _headers, ...request } = options;
+    const response = await this.#unary(() => this.#client.startSweep(request, this.#call(options)));
+    return this.#sweepOf(response.sweep);
+  }
+
+  async getSweep(sweepId: string, options: RequestOptions = {}): Promise<Sweep> {
+    return this.#sweepOf((await this.#unary(() => this.#client.getSweep({ sweepId }, this.#call(options)))).sweep);
+  }
+
+  /** The sweep with PNG plots of best AP against each swept key's values ("ap-vs-<key>.png"). */
+  async getSweepPlots(sweepId: string, options: RequestOptions = {}): Promise<{ sweep: Sweep; plots: { name: string; png: Uint8Array }[] }> {
+    const response = await this.#unary(() => this.#client.getSweep({ sweepId, includePlots: true }, this.#call(options)));
+    return { sweep: this.#sweepOf(response.sweep), plots: response.plots.map((p) => ({ name: p.name, png: p.png })) };
+  }
+
+  /** Every sweep, newest first. */
+  async listSweeps(options: RequestOptions = {}): Promise<Sweep[]> {
+    return (await this.#unary(() => this.#client.listSweeps({}, this.#call(options)))).sweeps;
+  }
+
+  /** The sweep now, then at every change (a trial queued, an epoch validated, a trial stopped), until it ends. */
+  async *watchSweep(sweepId: string, options: RequestOptions = {}): AsyncGenerator<Sweep, void, undefined> {
+    try {
+      for await (const response of this.#client.watchSweep({ sweepId }, this.#call(options))) if (response.sweep !== undefined) yield response.sweep;
+    } catch (error) {
+      throw inService(error, "trainer", this.address);
+    }
+  }
+
+  /** Cancels the sweep's queued and running trials and ends it. */
+  async cancelSweep(sweepId: string, options: RequestOptions & { reason?: string } = {}): Promise<Sweep> {
+    return this.#sweepOf((await this.#unary(() => this.#client.cancelSweep({ sweepId, reason: options.reason ?? "" }, this.#call(options)))).sweep);
+  }
+
+  #sweepOf(sweep: Sweep | undefined): Sweep {
+    if (sweep === undefined) throw new AppError(Code.INTERNAL, `the trainer at ${this.address} answered without a sweep`);
+    return sweep;
+  }
+
   /**
    * What this trainer can train (engines, devices, GPUs) and what the other live trainers of its bus can:
    * `trainer` is the one that answered, `others` those whose advertisement is fresh, by worker id.
@@ -247,6 +298,34 @@ export class TrainerClient {
         this.#call(options),
       ),
     );
+  }
+
+  /** A model name's promotion policy (ALWAYS, `isDefault`, when none was set) and its canary or shadow trial, if any. */
+  async getPromotionPolicy(modelName: string, options: RequestOptions = {}): Promise<GetPromotionPolicyResponse> {
+    return this.#unary(() => this.#client.getPromotionPolicy({ modelName }, this.#call(options)));
+  }
+
+  /**
+   * Sets a model name's promotion policy (admin role), the whole of it: a field left out takes its default.
+   * `referenceExperimentYaml`: an experiment file whose DATASET section is the if-better reference set. Every
+   * problem of the policy comes back in one INVALID_ARGUMENT.
+   */
+  async setPromotionPolicy(
+    modelName: string,
+    policy: MessageInitShape<typeof PromotionPolicySchema>,
+    options: RequestOptions & { referenceExperimentYaml?: string } = {},
+  ): Promise<PromotionPolicy> {
+    const response = await this.#unary(() =>
+      this.#client.setPromotionPolicy({ modelName, policy, referenceExperimentYaml: options.referenceExperimentYaml ?? "" }, this.#call(options)),
+    );
+    if (response.policy === undefined) throw new AppError(Code.INTERNAL, "SetPromotionPolicy answered without the policy");
+    return response.policy;
+  }
+
+  /** The model name's promotion decisions the registry still keeps, newest first. */
+  async listPromotionDecisions(modelName: string, options: RequestOptions = {}): Promise<PromotionDecision[]> {
+    const response = await this.#unary(() => this.#client.listPromotionDecisions({ modelName }, this.#call(options)));
+    return response.decisions;
   }
 
   /** Makes the version that served before the current one serve again. */

@@ -3,6 +3,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { AppError, Code, sleep } from "@poseloop/core";
 import { GrpcServer, type HandlerContext, type MethodsOf, type ServiceImpl } from "@poseloop/grpc";
 import { InferenceService, ServingState, type Frame } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
+import { PromotionDecisionSchema, PromotionMode, PromotionPolicySchema } from "@poseloop/proto/poseloop/registry/v1/registry_pb";
 import {
   type EvaluateResponseSchema,
   type GetJobResultsResponseSchema,
@@ -10,6 +11,8 @@ import {
   JobEventSchema,
   JobSchema,
   JobState,
+  SweepSchema,
+  SweepState,
   TrainerService,
   type Job,
   type JobEvent,
@@ -67,6 +70,14 @@ export interface FakeTrainerScript {
   results?: Record<string, MessageInitShape<typeof GetJobResultsResponseSchema>>;
   /** The Evaluate answer (default: AP 0.5 on "synthetic/val", 8 images, of the version or checkpoint asked for). */
   evaluation?: MessageInitShape<typeof EvaluateResponseSchema>;
+  /** Sweeps by id, newest first; StartSweep answers with the first, WatchSweep replays a sweep's updates. */
+  sweeps?: MessageInitShape<typeof SweepSchema>[];
+  /** WatchSweep's updates by sweep id (default: the sweep as listed, once). */
+  sweepUpdates?: Record<string, MessageInitShape<typeof SweepSchema>[]>;
+  /** The GetPromotionPolicy answer (default: ALWAYS, never set). */
+  policy?: MessageInitShape<typeof PromotionPolicySchema>;
+  /** ListPromotionDecisions' answer, newest first. */
+  decisions?: MessageInitShape<typeof PromotionDecisionSchema>[];
 }
 
 export function fakeJob(init: MessageInitShape<typeof JobSchema>): Job {
@@ -88,6 +99,11 @@ export async function startFakeTrainer(script: FakeTrainerScript = {}, port = 0)
     const job = script.jobs?.find((candidate) => candidate.jobId === jobId);
     if (job === undefined) throw new AppError(Code.NOT_FOUND, `job ${jobId} not found`);
     return job;
+  };
+  const findSweep = (sweepId: string): MessageInitShape<typeof SweepSchema> => {
+    const sweep = script.sweeps?.find((candidate) => candidate.sweepId === sweepId);
+    if (sweep === undefined) throw new AppError(Code.NOT_FOUND, `no sweep ${sweepId}`);
+    return sweep;
   };
   const eventsOf = (jobId: string): JobEvent[] =>
     (script.events?.[jobId] ?? []).map((init, i) => create(JobEventSchema, { jobId, sequence: BigInt(i + 1), ...init }));
@@ -167,6 +183,40 @@ export async function startFakeTrainer(script: FakeTrainerScript = {}, port = 0)
         jobId: model.case === "checkpoint" ? model.value.jobId : "job-1",
         seconds: 1.5,
       };
+    },
+    async startSweep(request, ctx) {
+      await record("startSweep", request, ctx);
+      return { sweep: create(SweepSchema, script.sweeps?.[0] ?? { sweepId: "sweep-20261127-231500-000001", state: SweepState.RUNNING, bestTrial: -1 }) };
+    },
+    async getSweep(request, ctx) {
+      await record("getSweep", request, ctx);
+      return { sweep: create(SweepSchema, findSweep(request.sweepId)) };
+    },
+    async listSweeps(request, ctx) {
+      await record("listSweeps", request, ctx);
+      return { sweeps: (script.sweeps ?? []).map((sweep) => create(SweepSchema, sweep)) };
+    },
+    async *watchSweep(request, ctx) {
+      await record("watchSweep", request, ctx);
+      for (const sweep of script.sweepUpdates?.[request.sweepId] ?? [findSweep(request.sweepId)]) yield { sweep: create(SweepSchema, sweep) };
+    },
+    async cancelSweep(request, ctx) {
+      await record("cancelSweep", request, ctx);
+      return { sweep: create(SweepSchema, { ...findSweep(request.sweepId), state: SweepState.CANCELLED }) };
+    },
+    async getPromotionPolicy(request, ctx) {
+      await record("getPromotionPolicy", request, ctx);
+      return { policy: script.policy ?? { mode: PromotionMode.ALWAYS }, isDefault: script.policy === undefined };
+    },
+    async setPromotionPolicy(request, ctx) {
+      await record("setPromotionPolicy", request, ctx);
+      const policy = create(PromotionPolicySchema, request.policy ?? {});
+      policy.setBy = "token:fake";
+      return { policy };
+    },
+    async listPromotionDecisions(request, ctx) {
+      await record("listPromotionDecisions", request, ctx);
+      return { decisions: (script.decisions ?? []).map((decision) => create(PromotionDecisionSchema, decision)) };
     },
     async getTrainerInfo(request, ctx) {
       await record("getTrainerInfo", request, ctx);

@@ -1,7 +1,7 @@
 import { clone, create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { context as otelContext, SpanKind, trace, type Span } from "@opentelemetry/api";
-import { DEFAULT_MAX_DELIVERIES, type JobDelivery, type JobQueue, type ModelRegistry } from "@poseloop/bus";
+import { DEFAULT_MAX_DELIVERIES, type JobDelivery, type JobQueue, type KeyValueStore, type ModelRegistry } from "@poseloop/bus";
 import { createServer } from "node:net";
 import { AppError, Code, type Logger } from "@poseloop/core";
 import { KeypointMetricsSchema, type KeypointMetrics } from "@poseloop/proto/poseloop/common/v1/metrics_pb";
@@ -20,11 +20,13 @@ import {
 import { recordError, traceContextFromRecord, withSpan } from "@poseloop/telemetry";
 import type { DataRoots } from "../datasets/data-root.js";
 import { exportInWorker } from "../publication/export-session.js";
+import { PromotionGate, type PromotionGateDependencies } from "../publication/promotion.js";
 import { Publisher, type PublicationLog, type PublicationTarget } from "../publication/publisher.js";
 import { decodeCheckpoint } from "../runner/checkpoint-file.js";
 import { TrainingSession } from "../runner/training-session.js";
 import type { TrainChunk } from "../runner/training-run.js";
 import { canRun, type TrainerCapabilities } from "../engines/capabilities.js";
+import { recordEpochDuration, recordTrainingChunk, recordValidationAp } from "../trainer-metrics.js";
 import type { CrashAt, CrashPhase } from "../config.js";
 import type { CheckpointStore } from "./checkpoint-store.js";
 import { queueNodeTasks } from "./node-runner.js";
@@ -65,6 +67,13 @@ export interface ExecutorDependencies {
   readonly nodeQueue?: (kind: "cpu" | "cuda") => Promise<Pick<JobQueue, "enqueue">>;
   /** POSELOOP_RDZV_HOST: the address other nodes reach this trainer at, for a rendezvous it hosts. */
   readonly rdzvHost?: string;
+  /**
+   * How an if-better policy measures the serving version (the Evaluate RPC's EvaluationRunner); without it such
+   * a policy promotes nothing (it cannot compare).
+   */
+  readonly evaluate?: PromotionGateDependencies["evaluate"];
+  /** Where APs measured on reference sets are kept between publications (REFERENCE_AP_BUCKET). */
+  readonly referenceAps?: KeyValueStore;
 }
 
 /** How #execute settles its delivery: acked (a final state), handed back (stopping), or left (taken over). */
@@ -114,7 +123,14 @@ export class JobExecutor {
 
   constructor(deps: ExecutorDependencies) {
     this.#deps = deps;
-    this.#publisher = new Publisher(deps.registry, deps.logger);
+    const promotion = new PromotionGate({
+      registry: deps.registry,
+      roots: deps.roots,
+      logger: deps.logger,
+      ...(deps.evaluate === undefined ? {} : { evaluate: deps.evaluate }),
+      ...(deps.referenceAps === undefined ? {} : { apCache: deps.referenceAps }),
+    });
+    this.#publisher = new Publisher(deps.registry, deps.logger, promotion);
     this.#crashAt = deps.crashAt;
   }
 
@@ -356,15 +372,20 @@ export class JobExecutor {
     if (bestSoFar !== undefined) best = { checkpoint: bestSoFar, ap: session.position.bestAp };
     /** The checkpoint of the weights the worker holds now, once this attempt has written one. */
     let current: Checkpoint | undefined;
+    const run = { jobId, modelName: config.publish?.modelName ?? "" };
 
     while (session.position.epoch < config.endEpoch) {
       const epoch = session.position.epoch;
+      // A resumed epoch's time is only its rest: not a point of the epoch-time histogram.
+      const whole = session.position.nextBatch === 0;
+      const epochStarted = performance.now();
       await withSpan(tracer(), "training.epoch", { attributes: { "poseloop.training.job_id": jobId, "poseloop.training.epoch": epoch } }, async (epochSpan) => {
         let ended = false;
         while (!ended) {
           const chunk = await this.#trainOrKeepState(job, session, events, owner);
           samples += chunk.samples;
           seconds += chunk.seconds;
+          recordTrainingChunk(run, chunk);
           const p = chunk.position;
           const rate = seconds > 0 ? samples / seconds : 0;
           const remainingBatches = (config.endEpoch - p.epoch) * p.batchesPerEpoch - p.nextBatch;
@@ -423,6 +444,7 @@ export class JobExecutor {
         }
         epochSpan.setAttribute("poseloop.training.step", session.position.step);
       });
+      if (whole) recordEpochDuration(run, (performance.now() - epochStarted) / 1000);
       const completed = session.position.epoch;
       const validate = (completed - config.beginEpoch) % Math.max(1, config.validateEveryEpochs) === 0 || completed === config.endEpoch;
       let metrics: KeypointMetrics | undefined;
@@ -433,6 +455,7 @@ export class JobExecutor {
           span.setAttribute("poseloop.metrics.ap", result.ap);
           return result;
         });
+        recordValidationAp(run, outcome.ap);
         metrics = metricsOf(outcome.metrics);
         isBest = outcome.isBest;
         await events.append({ case: "validation", value: { epoch: completed, step: BigInt(outcome.step), ...(metrics === undefined ? {} : { metrics }), isBest, durationMs: outcome.durationMs } });
@@ -576,7 +599,7 @@ export class JobExecutor {
    * export-only worker (the checkpoint's weights and the validation set; no training set, no training graph).
    * Returns the manifest now serving (the new version unless promotion is skipped).
    */
-  async publishCheckpoint(job: Job, checkpointId: string, options: { modelName: string; skipPromotion: boolean }): Promise<{ serving: ModelManifest; previous?: ModelRef }> {
+  async publishCheckpoint(job: Job, checkpointId: string, options: { modelName: string; skipPromotion: boolean; promotedBy?: string }): Promise<{ serving: ModelManifest; previous?: ModelRef }> {
     const { store, checkpointList, checkpoints, registry } = this.#deps;
     const checkpoint = (await checkpointList.get(job.jobId)).find((c) => c.checkpointId === checkpointId);
     if (checkpoint === undefined) throw new AppError(Code.NOT_FOUND, `job ${job.jobId} keeps no checkpoint ${checkpointId}`);
@@ -586,7 +609,8 @@ export class JobExecutor {
     const init = { config: toBinary(TrainConfigSchema, job.config ?? create(TrainConfigSchema)), roots: this.#deps.roots, weights: state, epoch: header.epoch, step: header.step };
     const manifest = await this.#publisher.publish(
       () => exportInWorker(init, `poseloop-publish-${job.jobId}`),
-      this.#target(job, checkpointId, { modelName: options.modelName, promote: !options.skipPromotion }),
+      // An admin's call: it serves as asked, over the model's promotion policy (the decision log says so).
+      this.#target(job, checkpointId, { modelName: options.modelName, promote: !options.skipPromotion, promotedBy: options.promotedBy ?? `job ${job.jobId}` }),
       this.#publicationLog(job.jobId, events),
     );
     if (manifest === undefined) throw new AppError(Code.FAILED_PRECONDITION, `checkpoint ${checkpointId} did not pass the int8 gate; see the job's events`);
@@ -594,7 +618,7 @@ export class JobExecutor {
     return { serving, ...(previous?.record.model === undefined ? {} : { previous: create(ModelRefSchema, previous.record.model) }) };
   }
 
-  #target(job: Job, checkpointId: string, to: { modelName: string; promote: boolean; reuseExisting?: boolean }): PublicationTarget {
+  #target(job: Job, checkpointId: string, to: { modelName: string; promote: boolean; reuseExisting?: boolean; promotedBy?: string }): PublicationTarget {
     return { jobId: job.jobId, config: job.config ?? create(TrainConfigSchema), labels: job.labels, checkpointId, ...to };
   }
 
@@ -606,7 +630,7 @@ export class JobExecutor {
     const { store } = this.#deps;
     return {
       append: (event) => events.append(event),
-      recordPublished: async (model) => {
+      recordPublished: async (model, decision) => {
         // The version is in the registry, and neither the job's record nor its events say so yet.
         if (owner !== undefined) this.#crashPoint("after-publish");
         let added = false;
@@ -615,6 +639,7 @@ export class JobExecutor {
           (j) => {
             if (j.published.some((p) => p.name === model.name && p.version === model.version)) return false;
             j.published.push(model);
+            if (decision !== undefined) j.promotions.push(decision);
             added = true;
             return true;
           },

@@ -1,14 +1,17 @@
 import { create, fromBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { SpanKind, trace } from "@opentelemetry/api";
 import type { ModelRegistry } from "@poseloop/bus";
-import type { Logger } from "@poseloop/core";
+import { AppError, Code, type Logger } from "@poseloop/core";
 import { KeypointMetricsSchema, type KeypointMetrics } from "@poseloop/proto/poseloop/common/v1/metrics_pb";
 import { ModelManifestSchema, ModelRefSchema, Precision, QuantizationSummarySchema, type ModelManifest, type ModelRef } from "@poseloop/proto/poseloop/common/v1/model_pb";
 import type { TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import type { PromotionDecision } from "@poseloop/proto/poseloop/registry/v1/registry_pb";
 import type { JobEventSchema } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
 import { withSpan } from "@poseloop/telemetry";
 import { servingManifest } from "../experiment/model-contract.js";
+import { recordValidationAp } from "../trainer-metrics.js";
 import type { ExportOutcome } from "./model-export.js";
+import { PromotionGate, type Candidate, type PromotionPlan } from "./promotion.js";
 
 const tracer = () => trace.getTracer("@poseloop/trainer");
 
@@ -46,8 +49,13 @@ export interface PublicationTarget {
   readonly labels: Readonly<Record<string, string>>;
   readonly checkpointId: string;
   readonly modelName: string;
-  /** Make the new version the serving one. */
+  /** Make the new version the serving one: by the model's promotion policy, unless `promotedBy` says otherwise. */
   readonly promote: boolean;
+  /**
+   * Who promotes it by hand, over the model's promotion policy (PublishCheckpoint: an admin's call). Unset, a
+   * job's own publication: the policy decides whether it serves.
+   */
+  readonly promotedBy?: string;
   /**
    * A job's own publication by its policy, which a takeover repeats when its owner died between the registry
    * write and the record: a version already published from this job and checkpoint is reused (recorded, not
@@ -62,8 +70,11 @@ export interface PublicationTarget {
  */
 export interface PublicationLog {
   append(event: MessageInitShape<typeof JobEventSchema>["event"]): Promise<unknown>;
-  /** The version is in the registry; the job's record lists it. False when it listed it already. */
-  recordPublished(model: ModelRef): Promise<boolean | void>;
+  /**
+   * The version is in the registry; the job's record lists it, with the promotion decision made for it. False
+   * when it listed it already.
+   */
+  recordPublished(model: ModelRef, decision?: PromotionDecision): Promise<boolean | void>;
   /** Called right before the registry write; throws when the publication is no longer the caller's to make. */
   claim?(): Promise<void>;
 }
@@ -80,10 +91,13 @@ function metricsOf(bytes: Uint8Array | undefined): KeypointMetrics | undefined {
 export class Publisher {
   readonly #registry: ModelRegistry;
   readonly #logger: Logger;
+  readonly #promotion: PromotionGate;
 
-  constructor(registry: ModelRegistry, logger: Logger) {
+  /** `promotion`: how publications that ask to be promoted meet the model's policy (default: without evaluations). */
+  constructor(registry: ModelRegistry, logger: Logger, promotion?: PromotionGate) {
     this.#registry = registry;
     this.#logger = logger;
+    this.#promotion = promotion ?? new PromotionGate({ registry, logger });
   }
 
   /** The manifest of the new version, or undefined when the int8 gate refused every attempt. */
@@ -92,9 +106,12 @@ export class Publisher {
     if (target.reuseExisting === true) {
       const existing = await this.#findPublished(modelName, jobId, checkpointId);
       if (existing !== undefined) {
-        if ((await log.recordPublished(create(ModelRefSchema, existing.model ?? {}))) !== false) {
+        // The earlier owner's decision when it kept one, else the one it did not get to make: never a second.
+        const decision = target.promote ? await this.#promotion.settle(existing, this.#candidate(target, existing.metrics, () => this.#servedModel(existing))) : undefined;
+        if ((await log.recordPublished(create(ModelRefSchema, existing.model ?? {}), decision)) !== false) {
           const serving = await this.#registry.getServing(modelName);
-          await log.append({ case: "published", value: { manifest: existing, promoted: serving?.record.model?.version === existing.model?.version, checkpointId } });
+          const promoted = serving?.record.model?.version === existing.model?.version;
+          await log.append({ case: "published", value: { manifest: existing, promoted, checkpointId, ...(decision === undefined ? {} : { decision }) } });
         }
         this.#logger.info("reusing the version already published from this checkpoint", { job_id: jobId, model: modelName, version: existing.model?.version, checkpoint: checkpointId });
         return existing;
@@ -109,6 +126,9 @@ export class Publisher {
     });
     const fp32Metrics = metricsOf(outcome.fp32Metrics);
     const int8Metrics = metricsOf(outcome.int8Metrics);
+    // The gate's two APs of the same weights, refused or not: how much int8 costs this model.
+    if (fp32Metrics !== undefined) recordValidationAp({ jobId, modelName }, fp32Metrics.ap, "fp32");
+    if (int8Metrics !== undefined) recordValidationAp({ jobId, modelName }, int8Metrics.ap, "int8");
     if (outcome.gate !== undefined) {
       const gate = outcome.gate;
       tracer()
@@ -151,16 +171,51 @@ export class Publisher {
       { file: "weights.ptw", data: outcome.weights, precision: Precision.FP32 },
       ...(int8 === undefined ? [] : [{ file: "model.int8.onnx", data: int8, precision: Precision.INT8 }]),
     ];
+    // Decided before the registry write, so that a promotion stays the one atomic write it was; the decision
+    // is kept right after it (a retry that finds the version without one decides then: see settle).
+    const servedBytes = int8 ?? outcome.fp32;
+    const plan = await this.#plan(target, manifest.metrics, async () => servedBytes);
     await log.claim?.();
     const published = await withSpan(tracer(), "training.publish", { kind: SpanKind.PRODUCER, attributes: { "poseloop.training.job_id": jobId, "poseloop.model.name": modelName } }, async (span) => {
-      const result = await this.#registry.publish({ manifest, files, servingFile: int8 === undefined ? "model.onnx" : "model.int8.onnx", promote: target.promote, setBy: jobId, reason: `${config.name}: ${checkpointId}` });
+      const promote = plan?.promote ?? false;
+      const result = await this.#registry.publish({ manifest, files, servingFile: int8 === undefined ? "model.onnx" : "model.int8.onnx", promote, setBy: jobId, reason: `${config.name}: ${checkpointId}` });
       span.setAttribute("poseloop.model.version", result.manifest.model?.version ?? "");
       return result;
     });
-    await log.recordPublished(create(ModelRefSchema, published.manifest.model ?? {}));
-    await log.append({ case: "published", value: { manifest: published.manifest, promoted: published.serving !== undefined, checkpointId } });
-    this.#logger.info("published a model version", { job_id: jobId, model: modelName, version: published.manifest.model?.version, promoted: published.serving !== undefined, ap: published.manifest.metrics?.ap, fp32_ap: fp32Metrics?.ap });
+    const ref = create(ModelRefSchema, published.manifest.model ?? {});
+    const decision = plan === undefined ? undefined : await this.#promotion.record(plan, ref, published.serving !== undefined);
+    await log.recordPublished(ref, decision);
+    await log.append({ case: "published", value: { manifest: published.manifest, promoted: published.serving !== undefined, checkpointId, ...(decision === undefined ? {} : { decision }) } });
+    this.#logger.info("published a model version", {
+      job_id: jobId,
+      model: modelName,
+      version: ref.version,
+      promoted: published.serving !== undefined,
+      ap: published.manifest.metrics?.ap,
+      fp32_ap: fp32Metrics?.ap,
+      ...(decision === undefined ? {} : { promotion: decision.reason }),
+    });
     return published.manifest;
+  }
+
+  /** What promoting the publication means: nothing asked, an override by hand, or the policy's decision. */
+  async #plan(target: PublicationTarget, metrics: KeypointMetrics | undefined, model: () => Promise<Uint8Array>): Promise<PromotionPlan | undefined> {
+    if (!target.promote) return undefined;
+    if (target.promotedBy !== undefined) {
+      return this.#promotion.overridePlan(target.modelName, target.promotedBy, `published from ${target.jobId}/${target.checkpointId} and promoted by hand, over the policy`);
+    }
+    return this.#promotion.plan(this.#candidate(target, metrics, model));
+  }
+
+  #candidate(target: PublicationTarget, metrics: KeypointMetrics | undefined, model: () => Promise<Uint8Array>): Candidate {
+    return { modelName: target.modelName, jobId: target.jobId, checkpointId: target.checkpointId, config: target.config, metrics, model };
+  }
+
+  /** The artifact a published version serves (int8 when it passed the gate), its digest checked. */
+  async #servedModel(manifest: ModelManifest): Promise<Uint8Array> {
+    const artifact = manifest.artifacts.find((a) => a.digest === manifest.model?.digest) ?? manifest.artifacts.find((a) => a.objectName.endsWith("/model.onnx"));
+    if (artifact === undefined) throw new AppError(Code.FAILED_PRECONDITION, `${manifest.model?.name}@${manifest.model?.version} lists no served artifact`);
+    return this.#registry.getArtifact(artifact.objectName, { expectedDigest: artifact.digest });
   }
 
   /** The version of `modelName` published from `jobId`'s checkpoint `checkpointId`, newest first; none: undefined. */

@@ -12,6 +12,8 @@ import type { ModelManifest, ModelRef, Precision } from "../../common/v1/model_p
 import { file_poseloop_common_v1_model } from "../../common/v1/model_pb.js";
 import type { Status } from "../../common/v1/status_pb.js";
 import { file_poseloop_common_v1_status } from "../../common/v1/status_pb.js";
+import type { CandidateVersion, PromotionDecision, PromotionPolicy } from "../../registry/v1/registry_pb.js";
+import { file_poseloop_registry_v1_registry } from "../../registry/v1/registry_pb.js";
 import type { CheckpointRef, DataSpec, TrainConfig } from "./config_pb.js";
 import { file_poseloop_trainer_v1_config } from "./config_pb.js";
 import type { Message } from "@bufbuild/protobuf";
@@ -20,7 +22,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file poseloop/trainer/v1/trainer.proto.
  */
 export const file_poseloop_trainer_v1_trainer: GenFile = /*@__PURE__*/
-  fileDesc("CiFwb3NlbG9vcC90cmFpbmVyL3YxL3RyYWluZXIucHJvdG8SE3Bvc2Vsb29wLnRyYWluZXIudjEi5gIKCkNoZWNrcG9pbnQSFQoNY2hlY2twb2ludF9pZBgBIAEoCRIOCgZqb2JfaWQYAiABKAkSDQoFZXBvY2gYAyABKA0SDAoEc3RlcBgEIAEoBBI1CgZyZWFzb24YBSABKA4yJS5wb3NlbG9vcC50cmFpbmVyLnYxLkNoZWNrcG9pbnRSZWFzb24SNAoHbWV0cmljcxgGIAEoCzIjLnBvc2Vsb29wLmNvbW1vbi52MS5LZXlwb2ludE1ldHJpY3MSDwoHaXNfYmVzdBgHIAEoCBIQCghsb2NhdGlvbhgIIAEoCRIOCgZkaWdlc3QYCSABKAkSEgoKc2l6ZV9ieXRlcxgKIAEoBBIuCgpjcmVhdGVkX2F0GAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChByZXN1bHRzX2xvY2F0aW9uGAwgASgJEhYKDnJlc3VsdHNfZGlnZXN0GA0gASgJIpkGCgNKb2ISDgoGam9iX2lkGAEgASgJEiwKBXN0YXRlGAIgASgOMh0ucG9zZWxvb3AudHJhaW5lci52MS5Kb2JTdGF0ZRIwCgZjb25maWcYAyABKAsyIC5wb3NlbG9vcC50cmFpbmVyLnYxLlRyYWluQ29uZmlnEhcKD2lkZW1wb3RlbmN5X2tleRgEIAEoCRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoIcHJvZ3Jlc3MYCSABKAsyIC5wb3NlbG9vcC50cmFpbmVyLnYxLkpvYlByb2dyZXNzEjkKDGJlc3RfbWV0cmljcxgKIAEoCzIjLnBvc2Vsb29wLmNvbW1vbi52MS5LZXlwb2ludE1ldHJpY3MSEgoKYmVzdF9lcG9jaBgLIAEoDRI4Cg9sYXN0X2NoZWNrcG9pbnQYDCABKAsyHy5wb3NlbG9vcC50cmFpbmVyLnYxLkNoZWNrcG9pbnQSLwoJcHVibGlzaGVkGA0gAygLMhwucG9zZWxvb3AuY29tbW9uLnYxLk1vZGVsUmVmEhEKCXdvcmtlcl9pZBgOIAEoCRIPCgdhdHRlbXB0GA8gASgNEikKBWVycm9yGBAgASgLMhoucG9zZWxvb3AuY29tbW9uLnYxLlN0YXR1cxIQCgh0cmFjZV9pZBgRIAEoCRI0CgZsYWJlbHMYEiADKAsyJC5wb3NlbG9vcC50cmFpbmVyLnYxLkpvYi5MYWJlbHNFbnRyeRIUCgxzdWJtaXR0ZWRfYnkYEyABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLvAQoLSm9iUHJvZ3Jlc3MSDQoFZXBvY2gYASABKA0SEQoJZW5kX2Vwb2NoGAIgASgNEgwKBHN0ZXAYAyABKAQSFQoNc3RlcF9pbl9lcG9jaBgEIAEoDRIXCg9zdGVwc19wZXJfZXBvY2gYBSABKA0SDAoEbG9zcxgGIAEoAhIKCgJschgHIAEoARIaChJzYW1wbGVzX3Blcl9zZWNvbmQYCCABKAISEwoLZXRhX3NlY29uZHMYCSABKA0SEQoJZ3JhZF9ub3JtGAogASgCEhIKCmxvc3Nfc2NhbGUYCyABKAISDgoGZW5naW5lGAwgASgJIosBChBWYWxpZGF0aW9uUmVzdWx0Eg0KBWVwb2NoGAEgASgNEgwKBHN0ZXAYAiABKAQSNAoHbWV0cmljcxgDIAEoCzIjLnBvc2Vsb29wLmNvbW1vbi52MS5LZXlwb2ludE1ldHJpY3MSDwoHaXNfYmVzdBgEIAEoCBITCgtkdXJhdGlvbl9tcxgFIAEoDSJGCg9DaGVja3BvaW50U2F2ZWQSMwoKY2hlY2twb2ludBgBIAEoCzIfLnBvc2Vsb29wLnRyYWluZXIudjEuQ2hlY2twb2ludCJtChNRdWFudGl6YXRpb25BdHRlbXB0EhAKCHN0cmF0ZWd5GAEgASgJEhIKCmNhbGlicmF0b3IYAiABKAkSDwoHZnAzMl9hcBgDIAEoAhIPCgdpbnQ4X2FwGAQgASgCEg4KBnBhc3NlZBgFIAEoCCKGAQoSUXVhbnRpemF0aW9uUmVwb3J0EjoKCGF0dGVtcHRzGAEgAygLMigucG9zZWxvb3AudHJhaW5lci52MS5RdWFudGl6YXRpb25BdHRlbXB0Eg4KBnBhc3NlZBgCIAEoCBITCgttYXhfYXBfZHJvcBgDIAEoAhIPCgdtZXNzYWdlGAQgASgJInAKEE1vZGVsUHVibGljYXRpb24SMwoIbWFuaWZlc3QYASABKAsyIS5wb3NlbG9vcC5jb21tb24udjEuTW9kZWxNYW5pZmVzdBIQCghwcm9tb3RlZBgCIAEoCBIVCg1jaGVja3BvaW50X2lkGAMgASgJIqMBCg5Kb2JTdGF0ZUNoYW5nZRIrCgRmcm9tGAEgASgOMh0ucG9zZWxvb3AudHJhaW5lci52MS5Kb2JTdGF0ZRIpCgJ0bxgCIAEoDjIdLnBvc2Vsb29wLnRyYWluZXIudjEuSm9iU3RhdGUSDgoGcmVhc29uGAMgASgJEikKBWVycm9yGAQgASgLMhoucG9zZWxvb3AuY29tbW9uLnYxLlN0YXR1cyIrCgpKb2JXYXJuaW5nEgwKBGNvZGUYASABKAkSDwoHbWVzc2FnZRgCIAEoCSKDBAoISm9iRXZlbnQSDgoGam9iX2lkGAEgASgJEhAKCHNlcXVlbmNlGAIgASgEEigKBHRpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjQKCHByb2dyZXNzGAQgASgLMiAucG9zZWxvb3AudHJhaW5lci52MS5Kb2JQcm9ncmVzc0gAEjsKCnZhbGlkYXRpb24YBSABKAsyJS5wb3NlbG9vcC50cmFpbmVyLnYxLlZhbGlkYXRpb25SZXN1bHRIABJAChBjaGVja3BvaW50X3NhdmVkGAYgASgLMiQucG9zZWxvb3AudHJhaW5lci52MS5DaGVja3BvaW50U2F2ZWRIABI6CglwdWJsaXNoZWQYByABKAsyJS5wb3NlbG9vcC50cmFpbmVyLnYxLk1vZGVsUHVibGljYXRpb25IABI8Cg1zdGF0ZV9jaGFuZ2VkGAggASgLMiMucG9zZWxvb3AudHJhaW5lci52MS5Kb2JTdGF0ZUNoYW5nZUgAEjIKB3dhcm5pbmcYCSABKAsyHy5wb3NlbG9vcC50cmFpbmVyLnYxLkpvYldhcm5pbmdIABI/CgxxdWFudGl6YXRpb24YCiABKAsyJy5wb3NlbG9vcC50cmFpbmVyLnYxLlF1YW50aXphdGlvblJlcG9ydEgAQgcKBWV2ZW50Iv0CChRTdGFydFRyYWluaW5nUmVxdWVzdBIyCgZjb25maWcYASABKAsyIC5wb3NlbG9vcC50cmFpbmVyLnYxLlRyYWluQ29uZmlnSAASGQoPZXhwZXJpbWVudF95YW1sGAIgASgJSAASSwoJb3ZlcnJpZGVzGAMgAygLMjgucG9zZWxvb3AudHJhaW5lci52MS5TdGFydFRyYWluaW5nUmVxdWVzdC5PdmVycmlkZXNFbnRyeRIXCg9pZGVtcG90ZW5jeV9rZXkYBCABKAkSRQoGbGFiZWxzGAUgAygLMjUucG9zZWxvb3AudHJhaW5lci52MS5TdGFydFRyYWluaW5nUmVxdWVzdC5MYWJlbHNFbnRyeRowCg5PdmVycmlkZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCCAoGc291cmNlIlAKFVN0YXJ0VHJhaW5pbmdSZXNwb25zZRIlCgNqb2IYASABKAsyGC5wb3NlbG9vcC50cmFpbmVyLnYxLkpvYhIQCghleGlzdGluZxgCIAEoCCJQCg9XYXRjaEpvYlJlcXVlc3QSDgoGam9iX2lkGAEgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAIgASgEEhUKDXNraXBfcHJvZ3Jlc3MYAyABKAgiQAoQV2F0Y2hKb2JSZXNwb25zZRIsCgVldmVudBgBIAEoCzIdLnBvc2Vsb29wLnRyYWluZXIudjEuSm9iRXZlbnQiHwoNR2V0Sm9iUmVxdWVzdBIOCgZqb2JfaWQYASABKAkiNwoOR2V0Sm9iUmVzcG9uc2USJQoDam9iGAEgASgLMhgucG9zZWxvb3AudHJhaW5lci52MS5Kb2IiZwoPTGlzdEpvYnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoDRISCgpwYWdlX3Rva2VuGAIgASgJEi0KBnN0YXRlcxgDIAMoDjIdLnBvc2Vsb29wLnRyYWluZXIudjEuSm9iU3RhdGUiUwoQTGlzdEpvYnNSZXNwb25zZRImCgRqb2JzGAEgAygLMhgucG9zZWxvb3AudHJhaW5lci52MS5Kb2ISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjIKEENhbmNlbEpvYlJlcXVlc3QSDgoGam9iX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSI6ChFDYW5jZWxKb2JSZXNwb25zZRIlCgNqb2IYASABKAsyGC5wb3NlbG9vcC50cmFpbmVyLnYxLkpvYiI1ChBSZXN1bWVKb2JSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIRCgllbmRfZXBvY2gYAiABKA0iOgoRUmVzdW1lSm9iUmVzcG9uc2USJQoDam9iGAEgASgLMhgucG9zZWxvb3AudHJhaW5lci52MS5Kb2IiKAoWTGlzdENoZWNrcG9pbnRzUmVxdWVzdBIOCgZqb2JfaWQYASABKAkiTwoXTGlzdENoZWNrcG9pbnRzUmVzcG9uc2USNAoLY2hlY2twb2ludHMYASADKAsyHy5wb3NlbG9vcC50cmFpbmVyLnYxLkNoZWNrcG9pbnQiJgoUR2V0Sm9iUmVzdWx0c1JlcXVlc3QSDgoGam9iX2lkGAEgASgJIicKClJlc3VsdFBsb3QSDAoEbmFtZRgBIAEoCRILCgNwbmcYAiABKAwiawoVR2V0Sm9iUmVzdWx0c1Jlc3BvbnNlEgsKA2NzdhgBIAEoCRIuCgVwbG90cxgCIAMoCzIfLnBvc2Vsb29wLnRyYWluZXIudjEuUmVzdWx0UGxvdBIVCg1jaGVja3BvaW50X2lkGAMgASgJImwKF1B1Ymxpc2hDaGVja3BvaW50VGFyZ2V0Eg4KBmpvYl9pZBgBIAEoCRIVCg1jaGVja3BvaW50X2lkGAIgASgJEhIKCm1vZGVsX25hbWUYAyABKAkSFgoOc2tpcF9wcm9tb3Rpb24YBCABKAgiyAEKGFB1Ymxpc2hDaGVja3BvaW50UmVxdWVzdBJCCgpjaGVja3BvaW50GAEgASgLMiwucG9zZWxvb3AudHJhaW5lci52MS5QdWJsaXNoQ2hlY2twb2ludFRhcmdldEgAEh0KE3JvbGxiYWNrX21vZGVsX25hbWUYAiABKAlIABIvCgd2ZXJzaW9uGAMgASgLMhwucG9zZWxvb3AuY29tbW9uLnYxLk1vZGVsUmVmSAASDgoGcmVhc29uGAQgASgJQggKBnRhcmdldCJ/ChlQdWJsaXNoQ2hlY2twb2ludFJlc3BvbnNlEjIKB3NlcnZpbmcYASABKAsyIS5wb3NlbG9vcC5jb21tb24udjEuTW9kZWxNYW5pZmVzdBIuCghwcmV2aW91cxgCIAEoCzIcLnBvc2Vsb29wLmNvbW1vbi52MS5Nb2RlbFJlZiKyAQoQRW5naW5lQ2FwYWJpbGl0eRIMCgRuYW1lGAEgASgJEhEKCWF2YWlsYWJsZRgCIAEoCBIOCgZyZWFzb24YAyABKAkSDwoHdmVyc2lvbhgEIAEoCRIPCgdkZXZpY2VzGAUgAygJEhEKCWdwdV9jb3VudBgGIAEoDRIMCgRiZjE2GAcgASgIEgwKBG5jY2wYCCABKAgSDAoEZ2xvbxgJIAEoCBIOCgZweXRob24YCiABKAkiuQEKC1RyYWluZXJJbmZvEhEKCXdvcmtlcl9pZBgBIAEoCRI2CgdlbmdpbmVzGAIgAygLMiUucG9zZWxvb3AudHJhaW5lci52MS5FbmdpbmVDYXBhYmlsaXR5EhsKE21heF9jb25jdXJyZW50X2pvYnMYAyABKA0SEgoKcGxhY2VtZW50cxgEIAMoCRIuCgp1cGRhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIXChVHZXRUcmFpbmVySW5mb1JlcXVlc3QifQoWR2V0VHJhaW5lckluZm9SZXNwb25zZRIxCgd0cmFpbmVyGAEgASgLMiAucG9zZWxvb3AudHJhaW5lci52MS5UcmFpbmVySW5mbxIwCgZvdGhlcnMYAiADKAsyIC5wb3NlbG9vcC50cmFpbmVyLnYxLlRyYWluZXJJbmZvIsoCCg9FdmFsdWF0ZVJlcXVlc3QSLwoHdmVyc2lvbhgBIAEoCzIcLnBvc2Vsb29wLmNvbW1vbi52MS5Nb2RlbFJlZkgAEjgKCmNoZWNrcG9pbnQYAiABKAsyIi5wb3NlbG9vcC50cmFpbmVyLnYxLkNoZWNrcG9pbnRSZWZIABIrCgRkYXRhGAMgASgLMh0ucG9zZWxvb3AudHJhaW5lci52MS5EYXRhU3BlYxIWCglmbGlwX3Rlc3QYBCABKAhIAYgBARIZCgx1c2VfZ3RfYm94ZXMYBSABKAhIAogBARISCgptYXhfaW1hZ2VzGAYgASgNEjAKCXByZWNpc2lvbhgHIAEoDjIdLnBvc2Vsb29wLmNvbW1vbi52MS5QcmVjaXNpb25CBwoFbW9kZWxCDAoKX2ZsaXBfdGVzdEIPCg1fdXNlX2d0X2JveGVzIpgCChBFdmFsdWF0ZVJlc3BvbnNlEjQKB21ldHJpY3MYASABKAsyIy5wb3NlbG9vcC5jb21tb24udjEuS2V5cG9pbnRNZXRyaWNzEi0KB3ZlcnNpb24YAiABKAsyHC5wb3NlbG9vcC5jb21tb24udjEuTW9kZWxSZWYSNgoKY2hlY2twb2ludBgDIAEoCzIiLnBvc2Vsb29wLnRyYWluZXIudjEuQ2hlY2twb2ludFJlZhIwCglwcmVjaXNpb24YBCABKA4yHS5wb3NlbG9vcC5jb21tb24udjEuUHJlY2lzaW9uEhQKDG1vZGVsX2RpZ2VzdBgFIAEoCRIOCgZqb2JfaWQYBiABKAkSDwoHc2Vjb25kcxgHIAEoASq0AQoISm9iU3RhdGUSGQoVSk9CX1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQSk9CX1NUQVRFX1FVRVVFRBABEhUKEUpPQl9TVEFURV9SVU5OSU5HEAISGAoUSk9CX1NUQVRFX0NBTkNFTExJTkcQAxIXChNKT0JfU1RBVEVfQ0FOQ0VMTEVEEAQSFwoTSk9CX1NUQVRFX1NVQ0NFRURFRBAFEhQKEEpPQl9TVEFURV9GQUlMRUQQBiqwAQoQQ2hlY2twb2ludFJlYXNvbhIhCh1DSEVDS1BPSU5UX1JFQVNPTl9VTlNQRUNJRklFRBAAEh8KG0NIRUNLUE9JTlRfUkVBU09OX0VQT0NIX0VORBABEhsKF0NIRUNLUE9JTlRfUkVBU09OX1RJTUVSEAISHAoYQ0hFQ0tQT0lOVF9SRUFTT05fQ0FOQ0VMEAMSHQoZQ0hFQ0tQT0lOVF9SRUFTT05fRkFJTFVSRRAEMsUICg5UcmFpbmVyU2VydmljZRJmCg1TdGFydFRyYWluaW5nEikucG9zZWxvb3AudHJhaW5lci52MS5TdGFydFRyYWluaW5nUmVxdWVzdBoqLnBvc2Vsb29wLnRyYWluZXIudjEuU3RhcnRUcmFpbmluZ1Jlc3BvbnNlElkKCFdhdGNoSm9iEiQucG9zZWxvb3AudHJhaW5lci52MS5XYXRjaEpvYlJlcXVlc3QaJS5wb3NlbG9vcC50cmFpbmVyLnYxLldhdGNoSm9iUmVzcG9uc2UwARJRCgZHZXRKb2ISIi5wb3NlbG9vcC50cmFpbmVyLnYxLkdldEpvYlJlcXVlc3QaIy5wb3NlbG9vcC50cmFpbmVyLnYxLkdldEpvYlJlc3BvbnNlElcKCExpc3RKb2JzEiQucG9zZWxvb3AudHJhaW5lci52MS5MaXN0Sm9ic1JlcXVlc3QaJS5wb3NlbG9vcC50cmFpbmVyLnYxLkxpc3RKb2JzUmVzcG9uc2USWgoJQ2FuY2VsSm9iEiUucG9zZWxvb3AudHJhaW5lci52MS5DYW5jZWxKb2JSZXF1ZXN0GiYucG9zZWxvb3AudHJhaW5lci52MS5DYW5jZWxKb2JSZXNwb25zZRJaCglSZXN1bWVKb2ISJS5wb3NlbG9vcC50cmFpbmVyLnYxLlJlc3VtZUpvYlJlcXVlc3QaJi5wb3NlbG9vcC50cmFpbmVyLnYxLlJlc3VtZUpvYlJlc3BvbnNlEmwKD0xpc3RDaGVja3BvaW50cxIrLnBvc2Vsb29wLnRyYWluZXIudjEuTGlzdENoZWNrcG9pbnRzUmVxdWVzdBosLnBvc2Vsb29wLnRyYWluZXIudjEuTGlzdENoZWNrcG9pbnRzUmVzcG9uc2UScgoRUHVibGlzaENoZWNrcG9pbnQSLS5wb3NlbG9vcC50cmFpbmVyLnYxLlB1Ymxpc2hDaGVja3BvaW50UmVxdWVzdBouLnBvc2Vsb29wLnRyYWluZXIudjEuUHVibGlzaENoZWNrcG9pbnRSZXNwb25zZRJpCg5HZXRUcmFpbmVySW5mbxIqLnBvc2Vsb29wLnRyYWluZXIudjEuR2V0VHJhaW5lckluZm9SZXF1ZXN0GisucG9zZWxvb3AudHJhaW5lci52MS5HZXRUcmFpbmVySW5mb1Jlc3BvbnNlEmYKDUdldEpvYlJlc3VsdHMSKS5wb3NlbG9vcC50cmFpbmVyLnYxLkdldEpvYlJlc3VsdHNSZXF1ZXN0GioucG9zZWxvb3AudHJhaW5lci52MS5HZXRKb2JSZXN1bHRzUmVzcG9uc2USVwoIRXZhbHVhdGUSJC5wb3NlbG9vcC50cmFpbmVyLnYxLkV2YWx1YXRlUmVxdWVzdBolLnBvc2Vsb29wLnRyYWluZXIudjEuRXZhbHVhdGVSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp, file_poseloop_common_v1_metrics, file_poseloop_common_v1_model, file_poseloop_common_v1_status, file_poseloop_trainer_v1_config]);
+  fileDesc("CiFwb3NlbG9vcC90cmFpbmVyL3YxL3RyYWluZXIucHJvdG8SE3Bvc2Vsb29wLnRyYWluZXIudjEi5gIKCkNoZWNrcG9pbnQSFQoNY2hlY2twb2ludF9pZBgBIAEoCRIOCgZqb2JfaWQYAiABKAkSDQoFZXBvY2gYAyABKA0SDAoEc3RlcBgEIAEoBBI1CgZyZWFzb24YBSABKA4yJS5wb3NlbG9vcC50cmFpbmVyLnYxLkNoZWNrcG9pbnRSZWFzb24SNAoHbWV0cmljcxgGIAEoCzIjLnBvc2Vsb29wLmNvbW1vbi52MS5LZXlwb2ludE1ldHJpY3MSDwoHaXNfYmVzdBgHIAEoCBIQCghsb2NhdGlvbhgIIAEoCRIOCgZkaWdlc3QYCSABKAkSEgoKc2l6ZV9ieXRlcxgKIAEoBBIuCgpjcmVhdGVkX2F0GAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChByZXN1bHRzX2xvY2F0aW9uGAwgASgJEhYKDnJlc3VsdHNfZGlnZXN0GA0gASgJItYGCgNKb2ISDgoGam9iX2lkGAEgASgJEiwKBXN0YXRlGAIgASgOMh0ucG9zZWxvb3AudHJhaW5lci52MS5Kb2JTdGF0ZRIwCgZjb25maWcYAyABKAsyIC5wb3NlbG9vcC50cmFpbmVyLnYxLlRyYWluQ29uZmlnEhcKD2lkZW1wb3RlbmN5X2tleRgEIAEoCRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoIcHJvZ3Jlc3MYCSABKAsyIC5wb3NlbG9vcC50cmFpbmVyLnYxLkpvYlByb2dyZXNzEjkKDGJlc3RfbWV0cmljcxgKIAEoCzIjLnBvc2Vsb29wLmNvbW1vbi52MS5LZXlwb2ludE1ldHJpY3MSEgoKYmVzdF9lcG9jaBgLIAEoDRI4Cg9sYXN0X2NoZWNrcG9pbnQYDCABKAsyHy5wb3NlbG9vcC50cmFpbmVyLnYxLkNoZWNrcG9pbnQSLwoJcHVibGlzaGVkGA0gAygLMhwucG9zZWxvb3AuY29tbW9uLnYxLk1vZGVsUmVmEhEKCXdvcmtlcl9pZBgOIAEoCRIPCgdhdHRlbXB0GA8gASgNEikKBWVycm9yGBAgASgLMhoucG9zZWxvb3AuY29tbW9uLnYxLlN0YXR1cxIQCgh0cmFjZV9pZBgRIAEoCRI0CgZsYWJlbHMYEiADKAsyJC5wb3NlbG9vcC50cmFpbmVyLnYxLkpvYi5MYWJlbHNFbnRyeRIUCgxzdWJtaXR0ZWRfYnkYEyABKAkSOwoKcHJvbW90aW9ucxgUIAMoCzInLnBvc2Vsb29wLnJlZ2lzdHJ5LnYxLlByb21vdGlvbkRlY2lzaW9uGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi7wEKC0pvYlByb2dyZXNzEg0KBWVwb2NoGAEgASgNEhEKCWVuZF9lcG9jaBgCIAEoDRIMCgRzdGVwGAMgASgEEhUKDXN0ZXBfaW5fZXBvY2gYBCABKA0SFwoPc3RlcHNfcGVyX2Vwb2NoGAUgASgNEgwKBGxvc3MYBiABKAISCgoCbHIYByABKAESGgoSc2FtcGxlc19wZXJfc2Vjb25kGAggASgCEhMKC2V0YV9zZWNvbmRzGAkgASgNEhEKCWdyYWRfbm9ybRgKIAEoAhISCgpsb3NzX3NjYWxlGAsgASgCEg4KBmVuZ2luZRgMIAEoCSKLAQoQVmFsaWRhdGlvblJlc3VsdBINCgVlcG9jaBgBIAEoDRIMCgRzdGVwGAIgASgEEjQKB21ldHJpY3MYAyABKAsyIy5wb3NlbG9vcC5jb21tb24udjEuS2V5cG9pbnRNZXRyaWNzEg8KB2lzX2Jlc3QYBCABKAgSEwoLZHVyYXRpb25fbXMYBSABKA0iRgoPQ2hlY2twb2ludFNhdmVkEjMKCmNoZWNrcG9pbnQYASABKAsyHy5wb3NlbG9vcC50cmFpbmVyLnYxLkNoZWNrcG9pbnQibQoTUXVhbnRpemF0aW9uQXR0ZW1wdBIQCghzdHJhdGVneRgBIAEoCRISCgpjYWxpYnJhdG9yGAIgASgJEg8KB2ZwMzJfYXAYAyABKAISDwoHaW50OF9hcBgEIAEoAhIOCgZwYXNzZWQYBSABKAgihgEKElF1YW50aXphdGlvblJlcG9ydBI6CghhdHRlbXB0cxgBIAMoCzIoLnBvc2Vsb29wLnRyYWluZXIudjEuUXVhbnRpemF0aW9uQXR0ZW1wdBIOCgZwYXNzZWQYAiABKAgSEwoLbWF4X2FwX2Ryb3AYAyABKAISDwoHbWVzc2FnZRgEIAEoCSKrAQoQTW9kZWxQdWJsaWNhdGlvbhIzCghtYW5pZmVzdBgBIAEoCzIhLnBvc2Vsb29wLmNvbW1vbi52MS5Nb2RlbE1hbmlmZXN0EhAKCHByb21vdGVkGAIgASgIEhUKDWNoZWNrcG9pbnRfaWQYAyABKAkSOQoIZGVjaXNpb24YBCABKAsyJy5wb3NlbG9vcC5yZWdpc3RyeS52MS5Qcm9tb3Rpb25EZWNpc2lvbiKjAQoOSm9iU3RhdGVDaGFuZ2USKwoEZnJvbRgBIAEoDjIdLnBvc2Vsb29wLnRyYWluZXIudjEuSm9iU3RhdGUSKQoCdG8YAiABKA4yHS5wb3NlbG9vcC50cmFpbmVyLnYxLkpvYlN0YXRlEg4KBnJlYXNvbhgDIAEoCRIpCgVlcnJvchgEIAEoCzIaLnBvc2Vsb29wLmNvbW1vbi52MS5TdGF0dXMiKwoKSm9iV2FybmluZxIMCgRjb2RlGAEgASgJEg8KB21lc3NhZ2UYAiABKAkigwQKCEpvYkV2ZW50Eg4KBmpvYl9pZBgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoBBIoCgR0aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0Cghwcm9ncmVzcxgEIAEoCzIgLnBvc2Vsb29wLnRyYWluZXIudjEuSm9iUHJvZ3Jlc3NIABI7Cgp2YWxpZGF0aW9uGAUgASgLMiUucG9zZWxvb3AudHJhaW5lci52MS5WYWxpZGF0aW9uUmVzdWx0SAASQAoQY2hlY2twb2ludF9zYXZlZBgGIAEoCzIkLnBvc2Vsb29wLnRyYWluZXIudjEuQ2hlY2twb2ludFNhdmVkSAASOgoJcHVibGlzaGVkGAcgASgLMiUucG9zZWxvb3AudHJhaW5lci52MS5Nb2RlbFB1YmxpY2F0aW9uSAASPAoNc3RhdGVfY2hhbmdlZBgIIAEoCzIjLnBvc2Vsb29wLnRyYWluZXIudjEuSm9iU3RhdGVDaGFuZ2VIABIyCgd3YXJuaW5nGAkgASgLMh8ucG9zZWxvb3AudHJhaW5lci52MS5Kb2JXYXJuaW5nSAASPwoMcXVhbnRpemF0aW9uGAogASgLMicucG9zZWxvb3AudHJhaW5lci52MS5RdWFudGl6YXRpb25SZXBvcnRIAEIHCgVldmVudCL9AgoUU3RhcnRUcmFpbmluZ1JlcXVlc3QSMgoGY29uZmlnGAEgASgLMiAucG9zZWxvb3AudHJhaW5lci52MS5UcmFpbkNvbmZpZ0gAEhkKD2V4cGVyaW1lbnRfeWFtbBgCIAEoCUgAEksKCW92ZXJyaWRlcxgDIAMoCzI4LnBvc2Vsb29wLnRyYWluZXIudjEuU3RhcnRUcmFpbmluZ1JlcXVlc3QuT3ZlcnJpZGVzRW50cnkSFwoPaWRlbXBvdGVuY3lfa2V5GAQgASgJEkUKBmxhYmVscxgFIAMoCzI1LnBvc2Vsb29wLnRyYWluZXIudjEuU3RhcnRUcmFpbmluZ1JlcXVlc3QuTGFiZWxzRW50cnkaMAoOT3ZlcnJpZGVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQggKBnNvdXJjZSJQChVTdGFydFRyYWluaW5nUmVzcG9uc2USJQoDam9iGAEgASgLMhgucG9zZWxvb3AudHJhaW5lci52MS5Kb2ISEAoIZXhpc3RpbmcYAiABKAgiUAoPV2F0Y2hKb2JSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIWCg5hZnRlcl9zZXF1ZW5jZRgCIAEoBBIVCg1za2lwX3Byb2dyZXNzGAMgASgIIkAKEFdhdGNoSm9iUmVzcG9uc2USLAoFZXZlbnQYASABKAsyHS5wb3NlbG9vcC50cmFpbmVyLnYxLkpvYkV2ZW50Ih8KDUdldEpvYlJlcXVlc3QSDgoGam9iX2lkGAEgASgJIjcKDkdldEpvYlJlc3BvbnNlEiUKA2pvYhgBIAEoCzIYLnBvc2Vsb29wLnRyYWluZXIudjEuSm9iImcKD0xpc3RKb2JzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKA0SEgoKcGFnZV90b2tlbhgCIAEoCRItCgZzdGF0ZXMYAyADKA4yHS5wb3NlbG9vcC50cmFpbmVyLnYxLkpvYlN0YXRlIlMKEExpc3RKb2JzUmVzcG9uc2USJgoEam9icxgBIAMoCzIYLnBvc2Vsb29wLnRyYWluZXIudjEuSm9iEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIyChBDYW5jZWxKb2JSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiOgoRQ2FuY2VsSm9iUmVzcG9uc2USJQoDam9iGAEgASgLMhgucG9zZWxvb3AudHJhaW5lci52MS5Kb2IiNQoQUmVzdW1lSm9iUmVxdWVzdBIOCgZqb2JfaWQYASABKAkSEQoJZW5kX2Vwb2NoGAIgASgNIjoKEVJlc3VtZUpvYlJlc3BvbnNlEiUKA2pvYhgBIAEoCzIYLnBvc2Vsb29wLnRyYWluZXIudjEuSm9iIigKFkxpc3RDaGVja3BvaW50c1JlcXVlc3QSDgoGam9iX2lkGAEgASgJIk8KF0xpc3RDaGVja3BvaW50c1Jlc3BvbnNlEjQKC2NoZWNrcG9pbnRzGAEgAygLMh8ucG9zZWxvb3AudHJhaW5lci52MS5DaGVja3BvaW50IiYKFEdldEpvYlJlc3VsdHNSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCSInCgpSZXN1bHRQbG90EgwKBG5hbWUYASABKAkSCwoDcG5nGAIgASgMImsKFUdldEpvYlJlc3VsdHNSZXNwb25zZRILCgNjc3YYASABKAkSLgoFcGxvdHMYAiADKAsyHy5wb3NlbG9vcC50cmFpbmVyLnYxLlJlc3VsdFBsb3QSFQoNY2hlY2twb2ludF9pZBgDIAEoCSJsChdQdWJsaXNoQ2hlY2twb2ludFRhcmdldBIOCgZqb2JfaWQYASABKAkSFQoNY2hlY2twb2ludF9pZBgCIAEoCRISCgptb2RlbF9uYW1lGAMgASgJEhYKDnNraXBfcHJvbW90aW9uGAQgASgIIsgBChhQdWJsaXNoQ2hlY2twb2ludFJlcXVlc3QSQgoKY2hlY2twb2ludBgBIAEoCzIsLnBvc2Vsb29wLnRyYWluZXIudjEuUHVibGlzaENoZWNrcG9pbnRUYXJnZXRIABIdChNyb2xsYmFja19tb2RlbF9uYW1lGAIgASgJSAASLwoHdmVyc2lvbhgDIAEoCzIcLnBvc2Vsb29wLmNvbW1vbi52MS5Nb2RlbFJlZkgAEg4KBnJlYXNvbhgEIAEoCUIICgZ0YXJnZXQifwoZUHVibGlzaENoZWNrcG9pbnRSZXNwb25zZRIyCgdzZXJ2aW5nGAEgASgLMiEucG9zZWxvb3AuY29tbW9uLnYxLk1vZGVsTWFuaWZlc3QSLgoIcHJldmlvdXMYAiABKAsyHC5wb3NlbG9vcC5jb21tb24udjEuTW9kZWxSZWYisgEKEEVuZ2luZUNhcGFiaWxpdHkSDAoEbmFtZRgBIAEoCRIRCglhdmFpbGFibGUYAiABKAgSDgoGcmVhc29uGAMgASgJEg8KB3ZlcnNpb24YBCABKAkSDwoHZGV2aWNlcxgFIAMoCRIRCglncHVfY291bnQYBiABKA0SDAoEYmYxNhgHIAEoCBIMCgRuY2NsGAggASgIEgwKBGdsb28YCSABKAgSDgoGcHl0aG9uGAogASgJIrkBCgtUcmFpbmVySW5mbxIRCgl3b3JrZXJfaWQYASABKAkSNgoHZW5naW5lcxgCIAMoCzIlLnBvc2Vsb29wLnRyYWluZXIudjEuRW5naW5lQ2FwYWJpbGl0eRIbChNtYXhfY29uY3VycmVudF9qb2JzGAMgASgNEhIKCnBsYWNlbWVudHMYBCADKAkSLgoKdXBkYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiFwoVR2V0VHJhaW5lckluZm9SZXF1ZXN0In0KFkdldFRyYWluZXJJbmZvUmVzcG9uc2USMQoHdHJhaW5lchgBIAEoCzIgLnBvc2Vsb29wLnRyYWluZXIudjEuVHJhaW5lckluZm8SMAoGb3RoZXJzGAIgAygLMiAucG9zZWxvb3AudHJhaW5lci52MS5UcmFpbmVySW5mbyLKAgoPRXZhbHVhdGVSZXF1ZXN0Ei8KB3ZlcnNpb24YASABKAsyHC5wb3NlbG9vcC5jb21tb24udjEuTW9kZWxSZWZIABI4CgpjaGVja3BvaW50GAIgASgLMiIucG9zZWxvb3AudHJhaW5lci52MS5DaGVja3BvaW50UmVmSAASKwoEZGF0YRgDIAEoCzIdLnBvc2Vsb29wLnRyYWluZXIudjEuRGF0YVNwZWMSFgoJZmxpcF90ZXN0GAQgASgISAGIAQESGQoMdXNlX2d0X2JveGVzGAUgASgISAKIAQESEgoKbWF4X2ltYWdlcxgGIAEoDRIwCglwcmVjaXNpb24YByABKA4yHS5wb3NlbG9vcC5jb21tb24udjEuUHJlY2lzaW9uQgcKBW1vZGVsQgwKCl9mbGlwX3Rlc3RCDwoNX3VzZV9ndF9ib3hlcyKYAgoQRXZhbHVhdGVSZXNwb25zZRI0CgdtZXRyaWNzGAEgASgLMiMucG9zZWxvb3AuY29tbW9uLnYxLktleXBvaW50TWV0cmljcxItCgd2ZXJzaW9uGAIgASgLMhwucG9zZWxvb3AuY29tbW9uLnYxLk1vZGVsUmVmEjYKCmNoZWNrcG9pbnQYAyABKAsyIi5wb3NlbG9vcC50cmFpbmVyLnYxLkNoZWNrcG9pbnRSZWYSMAoJcHJlY2lzaW9uGAQgASgOMh0ucG9zZWxvb3AuY29tbW9uLnYxLlByZWNpc2lvbhIUCgxtb2RlbF9kaWdlc3QYBSABKAkSDgoGam9iX2lkGAYgASgJEg8KB3NlY29uZHMYByABKAEimQEKDUVhcmx5U3RvcHBpbmcSMAoEcnVsZRgBIAEoDjIiLnBvc2Vsb29wLnRyYWluZXIudjEuRWFybHlTdG9wUnVsZRIUCgxncmFjZV9lcG9jaHMYAiABKA0SEgoKbWluX3RyaWFscxgDIAEoDRISCgptaW5fZXBvY2hzGAQgASgNEhgKEHJlZHVjdGlvbl9mYWN0b3IYBSABKA0iLQoOU3dlZXBQYXJhbWV0ZXISCwoDa2V5GAEgASgJEg4KBnZhbHVlcxgCIAMoCSJTCgpTd2VlcFN0YWdlEgwKBG5hbWUYASABKAkSNwoKcGFyYW1ldGVycxgCIAMoCzIjLnBvc2Vsb29wLnRyYWluZXIudjEuU3dlZXBQYXJhbWV0ZXIinwQKEVN0YXJ0U3dlZXBSZXF1ZXN0EhcKD2V4cGVyaW1lbnRfeWFtbBgBIAEoCRJICglvdmVycmlkZXMYAiADKAsyNS5wb3NlbG9vcC50cmFpbmVyLnYxLlN0YXJ0U3dlZXBSZXF1ZXN0Lk92ZXJyaWRlc0VudHJ5EjcKCnBhcmFtZXRlcnMYAyADKAsyIy5wb3NlbG9vcC50cmFpbmVyLnYxLlN3ZWVwUGFyYW1ldGVyEi8KBnN0YWdlcxgEIAMoCzIfLnBvc2Vsb29wLnRyYWluZXIudjEuU3dlZXBTdGFnZRIwCgZzZWFyY2gYBSABKA4yIC5wb3NlbG9vcC50cmFpbmVyLnYxLlN3ZWVwU2VhcmNoEg4KBnRyaWFscxgGIAEoDRIMCgRzZWVkGAcgASgEEjoKDmVhcmx5X3N0b3BwaW5nGAggASgLMiIucG9zZWxvb3AudHJhaW5lci52MS5FYXJseVN0b3BwaW5nEkIKBmxhYmVscxgJIAMoCzIyLnBvc2Vsb29wLnRyYWluZXIudjEuU3RhcnRTd2VlcFJlcXVlc3QuTGFiZWxzRW50cnkSDAoEbmFtZRgKIAEoCRowCg5PdmVycmlkZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiPwoSU3RhcnRTd2VlcFJlc3BvbnNlEikKBXN3ZWVwGAEgASgLMhoucG9zZWxvb3AudHJhaW5lci52MS5Td2VlcCK/AwoKU3dlZXBUcmlhbBINCgVpbmRleBgBIAEoDRINCgVzdGFnZRgCIAEoDRI7CgZ2YWx1ZXMYAyADKAsyKy5wb3NlbG9vcC50cmFpbmVyLnYxLlN3ZWVwVHJpYWwuVmFsdWVzRW50cnkSOQoFZml4ZWQYBCADKAsyKi5wb3NlbG9vcC50cmFpbmVyLnYxLlN3ZWVwVHJpYWwuRml4ZWRFbnRyeRIuCgVzdGF0ZRgFIAEoDjIfLnBvc2Vsb29wLnRyYWluZXIudjEuVHJpYWxTdGF0ZRIOCgZqb2JfaWQYBiABKAkSDgoGZXBvY2hzGAcgAygNEgsKA2FwcxgIIAMoAhIPCgdiZXN0X2FwGAkgASgCEhIKCmJlc3RfZXBvY2gYCiABKA0SEgoKZXBvY2hzX3J1bhgLIAEoDRITCgtzdG9wX3JlYXNvbhgMIAEoCRITCgtldmVudHNfcmVhZBgNIAEoBBotCgtWYWx1ZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGiwKCkZpeGVkRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKBBQoFU3dlZXASEAoIc3dlZXBfaWQYASABKAkSDAoEbmFtZRgCIAEoCRIuCgVzdGF0ZRgDIAEoDjIfLnBvc2Vsb29wLnRyYWluZXIudjEuU3dlZXBTdGF0ZRI3CgdyZXF1ZXN0GAQgASgLMiYucG9zZWxvb3AudHJhaW5lci52MS5TdGFydFN3ZWVwUmVxdWVzdBIvCgZzdGFnZXMYBSADKAsyHy5wb3NlbG9vcC50cmFpbmVyLnYxLlN3ZWVwU3RhZ2USFQoNY3VycmVudF9zdGFnZRgGIAEoDRI0CgVmaXhlZBgHIAMoCzIlLnBvc2Vsb29wLnRyYWluZXIudjEuU3dlZXAuRml4ZWRFbnRyeRIvCgZ0cmlhbHMYCCADKAsyHy5wb3NlbG9vcC50cmFpbmVyLnYxLlN3ZWVwVHJpYWwSEgoKYmVzdF90cmlhbBgJIAEoBRIuCgpjcmVhdGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHbWVzc2FnZRgNIAEoCRIUCgxzdWJtaXR0ZWRfYnkYDiABKAkSDgoGZHJpdmVyGA8gASgJEjYKEmRyaXZlcl9sZWFzZV91bnRpbBgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAaLAoKRml4ZWRFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjoKD0dldFN3ZWVwUmVxdWVzdBIQCghzd2VlcF9pZBgBIAEoCRIVCg1pbmNsdWRlX3Bsb3RzGAIgASgIIm0KEEdldFN3ZWVwUmVzcG9uc2USKQoFc3dlZXAYASABKAsyGi5wb3NlbG9vcC50cmFpbmVyLnYxLlN3ZWVwEi4KBXBsb3RzGAIgAygLMh8ucG9zZWxvb3AudHJhaW5lci52MS5SZXN1bHRQbG90IhMKEUxpc3RTd2VlcHNSZXF1ZXN0IkAKEkxpc3RTd2VlcHNSZXNwb25zZRIqCgZzd2VlcHMYASADKAsyGi5wb3NlbG9vcC50cmFpbmVyLnYxLlN3ZWVwIiUKEVdhdGNoU3dlZXBSZXF1ZXN0EhAKCHN3ZWVwX2lkGAEgASgJIj8KEldhdGNoU3dlZXBSZXNwb25zZRIpCgVzd2VlcBgBIAEoCzIaLnBvc2Vsb29wLnRyYWluZXIudjEuU3dlZXAiNgoSQ2FuY2VsU3dlZXBSZXF1ZXN0EhAKCHN3ZWVwX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSJAChNDYW5jZWxTd2VlcFJlc3BvbnNlEikKBXN3ZWVwGAEgASgLMhoucG9zZWxvb3AudHJhaW5lci52MS5Td2VlcCIvChlHZXRQcm9tb3Rpb25Qb2xpY3lSZXF1ZXN0EhIKCm1vZGVsX25hbWUYASABKAkingEKGkdldFByb21vdGlvblBvbGljeVJlc3BvbnNlEjUKBnBvbGljeRgBIAEoCzIlLnBvc2Vsb29wLnJlZ2lzdHJ5LnYxLlByb21vdGlvblBvbGljeRISCgppc19kZWZhdWx0GAIgASgIEjUKBXRyaWFsGAMgASgLMiYucG9zZWxvb3AucmVnaXN0cnkudjEuQ2FuZGlkYXRlVmVyc2lvbiKJAQoZU2V0UHJvbW90aW9uUG9saWN5UmVxdWVzdBISCgptb2RlbF9uYW1lGAEgASgJEjUKBnBvbGljeRgCIAEoCzIlLnBvc2Vsb29wLnJlZ2lzdHJ5LnYxLlByb21vdGlvblBvbGljeRIhChlyZWZlcmVuY2VfZXhwZXJpbWVudF95YW1sGAMgASgJIlMKGlNldFByb21vdGlvblBvbGljeVJlc3BvbnNlEjUKBnBvbGljeRgBIAEoCzIlLnBvc2Vsb29wLnJlZ2lzdHJ5LnYxLlByb21vdGlvblBvbGljeSIzCh1MaXN0UHJvbW90aW9uRGVjaXNpb25zUmVxdWVzdBISCgptb2RlbF9uYW1lGAEgASgJIlwKHkxpc3RQcm9tb3Rpb25EZWNpc2lvbnNSZXNwb25zZRI6CglkZWNpc2lvbnMYASADKAsyJy5wb3NlbG9vcC5yZWdpc3RyeS52MS5Qcm9tb3Rpb25EZWNpc2lvbiq0AQoISm9iU3RhdGUSGQoVSk9CX1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQSk9CX1NUQVRFX1FVRVVFRBABEhUKEUpPQl9TVEFURV9SVU5OSU5HEAISGAoUSk9CX1NUQVRFX0NBTkNFTExJTkcQAxIXChNKT0JfU1RBVEVfQ0FOQ0VMTEVEEAQSFwoTSk9CX1NUQVRFX1NVQ0NFRURFRBAFEhQKEEpPQl9TVEFURV9GQUlMRUQQBiqwAQoQQ2hlY2twb2ludFJlYXNvbhIhCh1DSEVDS1BPSU5UX1JFQVNPTl9VTlNQRUNJRklFRBAAEh8KG0NIRUNLUE9JTlRfUkVBU09OX0VQT0NIX0VORBABEhsKF0NIRUNLUE9JTlRfUkVBU09OX1RJTUVSEAISHAoYQ0hFQ0tQT0lOVF9SRUFTT05fQ0FOQ0VMEAMSHQoZQ0hFQ0tQT0lOVF9SRUFTT05fRkFJTFVSRRAEKlsKC1N3ZWVwU2VhcmNoEhwKGFNXRUVQX1NFQVJDSF9VTlNQRUNJRklFRBAAEhUKEVNXRUVQX1NFQVJDSF9HUklEEAESFwoTU1dFRVBfU0VBUkNIX1JBTkRPTRACKoABCg1FYXJseVN0b3BSdWxlEh8KG0VBUkxZX1NUT1BfUlVMRV9VTlNQRUNJRklFRBAAEhgKFEVBUkxZX1NUT1BfUlVMRV9OT05FEAESGgoWRUFSTFlfU1RPUF9SVUxFX01FRElBThACEhgKFEVBUkxZX1NUT1BfUlVMRV9BU0hBEAMqkAEKClN3ZWVwU3RhdGUSGwoXU1dFRVBfU1RBVEVfVU5TUEVDSUZJRUQQABIXChNTV0VFUF9TVEFURV9SVU5OSU5HEAESGQoVU1dFRVBfU1RBVEVfU1VDQ0VFREVEEAISGQoVU1dFRVBfU1RBVEVfQ0FOQ0VMTEVEEAMSFgoSU1dFRVBfU1RBVEVfRkFJTEVEEAQqyAEKClRyaWFsU3RhdGUSGwoXVFJJQUxfU1RBVEVfVU5TUEVDSUZJRUQQABIXChNUUklBTF9TVEFURV9QRU5ESU5HEAESFwoTVFJJQUxfU1RBVEVfUlVOTklORxACEhkKFVRSSUFMX1NUQVRFX1NVQ0NFRURFRBADEh0KGVRSSUFMX1NUQVRFX1NUT1BQRURfRUFSTFkQBBIWChJUUklBTF9TVEFURV9GQUlMRUQQBRIZChVUUklBTF9TVEFURV9DQU5DRUxMRUQQBjKRDwoOVHJhaW5lclNlcnZpY2USZgoNU3RhcnRUcmFpbmluZxIpLnBvc2Vsb29wLnRyYWluZXIudjEuU3RhcnRUcmFpbmluZ1JlcXVlc3QaKi5wb3NlbG9vcC50cmFpbmVyLnYxLlN0YXJ0VHJhaW5pbmdSZXNwb25zZRJZCghXYXRjaEpvYhIkLnBvc2Vsb29wLnRyYWluZXIudjEuV2F0Y2hKb2JSZXF1ZXN0GiUucG9zZWxvb3AudHJhaW5lci52MS5XYXRjaEpvYlJlc3BvbnNlMAESUQoGR2V0Sm9iEiIucG9zZWxvb3AudHJhaW5lci52MS5HZXRKb2JSZXF1ZXN0GiMucG9zZWxvb3AudHJhaW5lci52MS5HZXRKb2JSZXNwb25zZRJXCghMaXN0Sm9icxIkLnBvc2Vsb29wLnRyYWluZXIudjEuTGlzdEpvYnNSZXF1ZXN0GiUucG9zZWxvb3AudHJhaW5lci52MS5MaXN0Sm9ic1Jlc3BvbnNlEloKCUNhbmNlbEpvYhIlLnBvc2Vsb29wLnRyYWluZXIudjEuQ2FuY2VsSm9iUmVxdWVzdBomLnBvc2Vsb29wLnRyYWluZXIudjEuQ2FuY2VsSm9iUmVzcG9uc2USWgoJUmVzdW1lSm9iEiUucG9zZWxvb3AudHJhaW5lci52MS5SZXN1bWVKb2JSZXF1ZXN0GiYucG9zZWxvb3AudHJhaW5lci52MS5SZXN1bWVKb2JSZXNwb25zZRJsCg9MaXN0Q2hlY2twb2ludHMSKy5wb3NlbG9vcC50cmFpbmVyLnYxLkxpc3RDaGVja3BvaW50c1JlcXVlc3QaLC5wb3NlbG9vcC50cmFpbmVyLnYxLkxpc3RDaGVja3BvaW50c1Jlc3BvbnNlEnIKEVB1Ymxpc2hDaGVja3BvaW50Ei0ucG9zZWxvb3AudHJhaW5lci52MS5QdWJsaXNoQ2hlY2twb2ludFJlcXVlc3QaLi5wb3NlbG9vcC50cmFpbmVyLnYxLlB1Ymxpc2hDaGVja3BvaW50UmVzcG9uc2USaQoOR2V0VHJhaW5lckluZm8SKi5wb3NlbG9vcC50cmFpbmVyLnYxLkdldFRyYWluZXJJbmZvUmVxdWVzdBorLnBvc2Vsb29wLnRyYWluZXIudjEuR2V0VHJhaW5lckluZm9SZXNwb25zZRJmCg1HZXRKb2JSZXN1bHRzEikucG9zZWxvb3AudHJhaW5lci52MS5HZXRKb2JSZXN1bHRzUmVxdWVzdBoqLnBvc2Vsb29wLnRyYWluZXIudjEuR2V0Sm9iUmVzdWx0c1Jlc3BvbnNlElcKCEV2YWx1YXRlEiQucG9zZWxvb3AudHJhaW5lci52MS5FdmFsdWF0ZVJlcXVlc3QaJS5wb3NlbG9vcC50cmFpbmVyLnYxLkV2YWx1YXRlUmVzcG9uc2USXQoKU3RhcnRTd2VlcBImLnBvc2Vsb29wLnRyYWluZXIudjEuU3RhcnRTd2VlcFJlcXVlc3QaJy5wb3NlbG9vcC50cmFpbmVyLnYxLlN0YXJ0U3dlZXBSZXNwb25zZRJXCghHZXRTd2VlcBIkLnBvc2Vsb29wLnRyYWluZXIudjEuR2V0U3dlZXBSZXF1ZXN0GiUucG9zZWxvb3AudHJhaW5lci52MS5HZXRTd2VlcFJlc3BvbnNlEl0KCkxpc3RTd2VlcHMSJi5wb3NlbG9vcC50cmFpbmVyLnYxLkxpc3RTd2VlcHNSZXF1ZXN0GicucG9zZWxvb3AudHJhaW5lci52MS5MaXN0U3dlZXBzUmVzcG9uc2USXwoKV2F0Y2hTd2VlcBImLnBvc2Vsb29wLnRyYWluZXIudjEuV2F0Y2hTd2VlcFJlcXVlc3QaJy5wb3NlbG9vcC50cmFpbmVyLnYxLldhdGNoU3dlZXBSZXNwb25zZTABEmAKC0NhbmNlbFN3ZWVwEicucG9zZWxvb3AudHJhaW5lci52MS5DYW5jZWxTd2VlcFJlcXVlc3QaKC5wb3NlbG9vcC50cmFpbmVyLnYxLkNhbmNlbFN3ZWVwUmVzcG9uc2USdQoSR2V0UHJvbW90aW9uUG9saWN5Ei4ucG9zZWxvb3AudHJhaW5lci52MS5HZXRQcm9tb3Rpb25Qb2xpY3lSZXF1ZXN0Gi8ucG9zZWxvb3AudHJhaW5lci52MS5HZXRQcm9tb3Rpb25Qb2xpY3lSZXNwb25zZRJ1ChJTZXRQcm9tb3Rpb25Qb2xpY3kSLi5wb3NlbG9vcC50cmFpbmVyLnYxLlNldFByb21vdGlvblBvbGljeVJlcXVlc3QaLy5wb3NlbG9vcC50cmFpbmVyLnYxLlNldFByb21vdGlvblBvbGljeVJlc3BvbnNlEoEBChZMaXN0UHJvbW90aW9uRGVjaXNpb25zEjIucG9zZWxvb3AudHJhaW5lci52MS5MaXN0UHJvbW90aW9uRGVjaXNpb25zUmVxdWVzdBozLnBvc2Vsb29wLnRyYWluZXIudjEuTGlzdFByb21vdGlvbkRlY2lzaW9uc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp, file_poseloop_common_v1_metrics, file_poseloop_common_v1_model, file_poseloop_common_v1_status, file_poseloop_registry_v1_registry, file_poseloop_trainer_v1_config]);
 
 /**
  * @generated from message poseloop.trainer.v1.Checkpoint
@@ -239,6 +241,13 @@ export type Job = Message<"poseloop.trainer.v1.Job"> & {
    * @generated from field: string submitted_by = 19;
    */
   submittedBy: string;
+
+  /**
+   * The promotion decision of each of its publications that asked to be promoted, in order.
+   *
+   * @generated from field: repeated poseloop.registry.v1.PromotionDecision promotions = 20;
+   */
+  promotions: PromotionDecision[];
 };
 
 /**
@@ -490,6 +499,14 @@ export type ModelPublication = Message<"poseloop.trainer.v1.ModelPublication"> &
    * @generated from field: string checkpoint_id = 3;
    */
   checkpointId: string;
+
+  /**
+   * What the model's promotion policy decided for it (with both APs under IF_BETTER); absent when the
+   * publication did not ask to be promoted.
+   *
+   * @generated from field: poseloop.registry.v1.PromotionDecision decision = 4;
+   */
+  decision?: PromotionDecision | undefined;
 };
 
 /**
@@ -1443,6 +1460,694 @@ export const EvaluateResponseSchema: GenMessage<EvaluateResponse> = /*@__PURE__*
   messageDesc(file_poseloop_trainer_v1_trainer, 36);
 
 /**
+ * @generated from message poseloop.trainer.v1.EarlyStopping
+ */
+export type EarlyStopping = Message<"poseloop.trainer.v1.EarlyStopping"> & {
+  /**
+   * @generated from field: poseloop.trainer.v1.EarlyStopRule rule = 1;
+   */
+  rule: EarlyStopRule;
+
+  /**
+   * Median rule: epochs every trial runs before it may be stopped (0: 1).
+   *
+   * @generated from field: uint32 grace_epochs = 2;
+   */
+  graceEpochs: number;
+
+  /**
+   * Median rule: other trials with an AP at the epoch needed for a median (0: 2).
+   *
+   * @generated from field: uint32 min_trials = 3;
+   */
+  minTrials: number;
+
+  /**
+   * ASHA: the first rung's epoch (0: 1).
+   *
+   * @generated from field: uint32 min_epochs = 4;
+   */
+  minEpochs: number;
+
+  /**
+   * ASHA: η, the reduction factor (0: 3; at least 2).
+   *
+   * @generated from field: uint32 reduction_factor = 5;
+   */
+  reductionFactor: number;
+};
+
+/**
+ * Describes the message poseloop.trainer.v1.EarlyStopping.
+ * Use `create(EarlyStoppingSchema)` to create a new message.
+ */
+export const EarlyStoppingSchema: GenMessage<EarlyStopping> = /*@__PURE__*/
+  messageDesc(file_poseloop_trainer_v1_trainer, 37);
+
+/**
+ * One swept key of the experiment file.
+ *
+ * @generated from message poseloop.trainer.v1.SweepParameter
+ */
+export type SweepParameter = Message<"poseloop.trainer.v1.SweepParameter"> & {
+  /**
+   * An experiment-file key, as in StartTrainingRequest.overrides, e.g. "TRAIN.LR", "DATASET.ROT_FACTOR".
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * Its values, as override values are written ("0.0003", "16", "true").
+   *
+   * @generated from field: repeated string values = 2;
+   */
+  values: string[];
+};
+
+/**
+ * Describes the message poseloop.trainer.v1.SweepParameter.
+ * Use `create(SweepParameterSchema)` to create a new message.
+ */
+export const SweepParameterSchema: GenMessage<SweepParameter> = /*@__PURE__*/
+  messageDesc(file_poseloop_trainer_v1_trainer, 38);
+
+/**
+ * A stage of a sweep: its trials vary its parameters, the keys of earlier stages fixed at their best values.
+ *
+ * @generated from message poseloop.trainer.v1.SweepStage
+ */
+export type SweepStage = Message<"poseloop.trainer.v1.SweepStage"> & {
+  /**
+   * "lr", "batch" or "aug" give the stage's default parameters when `parameters` is empty: lr, TRAIN.LR at
+   * 0.3x, 1x and 3x the experiment's; batch, TRAIN.BATCH_SIZE_PER_GPU at 0.5x, 1x and 2x the experiment's;
+   * aug, DATASET.ROT_FACTOR 0, 20 and 40 with DATASET.SCALE_FACTOR 0.15 and 0.35. Any other name needs
+   * parameters.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: repeated poseloop.trainer.v1.SweepParameter parameters = 2;
+   */
+  parameters: SweepParameter[];
+};
+
+/**
+ * Describes the message poseloop.trainer.v1.SweepStage.
+ * Use `create(SweepStageSchema)` to create a new message.
+ */
+export const SweepStageSchema: GenMessage<SweepStage> = /*@__PURE__*/
+  messageDesc(file_poseloop_trainer_v1_trainer, 39);
+
+/**
+ * @generated from message poseloop.trainer.v1.StartSweepRequest
+ */
+export type StartSweepRequest = Message<"poseloop.trainer.v1.StartSweepRequest"> & {
+  /**
+   * The experiment every trial starts from, and overrides every trial applies (as StartTraining's).
+   *
+   * @generated from field: string experiment_yaml = 1;
+   */
+  experimentYaml: string;
+
+  /**
+   * @generated from field: map<string, string> overrides = 2;
+   */
+  overrides: { [key: string]: string };
+
+  /**
+   * The swept keys of a one-stage sweep (or of its stage when `stages` is empty).
+   *
+   * @generated from field: repeated poseloop.trainer.v1.SweepParameter parameters = 3;
+   */
+  parameters: SweepParameter[];
+
+  /**
+   * Stages run in order, each after the previous one's trials all ended; `parameters` must then be empty.
+   *
+   * @generated from field: repeated poseloop.trainer.v1.SweepStage stages = 4;
+   */
+  stages: SweepStage[];
+
+  /**
+   * @generated from field: poseloop.trainer.v1.SweepSearch search = 5;
+   */
+  search: SweepSearch;
+
+  /**
+   * Random search: trials per stage (required there, at most the grid's size).
+   *
+   * @generated from field: uint32 trials = 6;
+   */
+  trials: number;
+
+  /**
+   * Random search's seed.
+   *
+   * @generated from field: uint64 seed = 7;
+   */
+  seed: bigint;
+
+  /**
+   * @generated from field: poseloop.trainer.v1.EarlyStopping early_stopping = 8;
+   */
+  earlyStopping?: EarlyStopping | undefined;
+
+  /**
+   * Labels every trial's job gets, besides "poseloop.sweep_id" and "poseloop.sweep_trial".
+   *
+   * @generated from field: map<string, string> labels = 9;
+   */
+  labels: { [key: string]: string };
+
+  /**
+   * A name to show (default: the experiment's NAME).
+   *
+   * @generated from field: string name = 10;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message poseloop.trainer.v1.StartSweepRequest.
+ * Use `create(StartSweepRequestSchema)` to create a new message.
+ */
+export const StartSweepRequestSchema: GenMessage<StartSweepRequest> = /*@__PURE__*/
+  messageDesc(file_poseloop_trainer_v1_trainer, 40);
+
+/**
+ * @generated from message poseloop.trainer.v1.StartSweepResponse
+ */
+export type StartSweepResponse = Message<"poseloop.trainer.v1.StartSweepResponse"> & {
+  /**
+   * @generated from field: poseloop.trainer.v1.Sweep sweep = 1;
+   */
+  sweep?: Sweep | undefined;
+};
+
+/**
+ * Describes the message poseloop.trainer.v1.StartSweepResponse.
+ * Use `create(StartSweepResponseSchema)` to create a new message.
+ */
+export const StartSweepResponseSchema: GenMessage<StartSweepResponse> = /*@__PURE__*/
+  messageDesc(file_poseloop_trainer_v1_trainer, 41);
+
+/**
+ * @generated from message poseloop.trainer.v1.SweepTrial
+ */
+export type SweepTrial = Message<"poseloop.trainer.v1.SweepTrial"> & {
+  /**
+   * 0, 1, 2, ... over the whole sweep.
+   *
+   * @generated from field: uint32 index = 1;
+   */
+  index: number;
+
+  /**
+   * Its stage's index in Sweep.stages.
+   *
+   * @generated from field: uint32 stage = 2;
+   */
+  stage: number;
+
+  /**
+   * The swept keys' values of this trial (its stage's), and the earlier stages' best values it runs with.
+   *
+   * @generated from field: map<string, string> values = 3;
+   */
+  values: { [key: string]: string };
+
+  /**
+   * @generated from field: map<string, string> fixed = 4;
+   */
+  fixed: { [key: string]: string };
+
+  /**
+   * @generated from field: poseloop.trainer.v1.TrialState state = 5;
+   */
+  state: TrialState;
+
+  /**
+   * Its training job (empty while pending).
+   *
+   * @generated from field: string job_id = 6;
+   */
+  jobId: string;
+
+  /**
+   * Validation AP at each validated epoch, in epoch order (epochs 1-based).
+   *
+   * @generated from field: repeated uint32 epochs = 7;
+   */
+  epochs: number[];
+
+  /**
+   * @generated from field: repeated float aps = 8;
+   */
+  aps: number[];
+
+  /**
+   * The best of them, its epoch, and the epochs the job completed.
+   *
+   * @generated from field: float best_ap = 9;
+   */
+  bestAp: number;
+
+  /**
+   * @generated from field: uint32 best_epoch = 10;
+   */
+  bestEpoch: number;
+
+  /**
+   * @generated from field: uint32 epochs_run = 11;
+   */
+  epochsRun: number;
+
+  /**
+   * Why it was stopped early, or why it failed.
+   *
+   * @generated from field: string stop_reason = 12;
+   */
+  stopReason: string;
+
+  /**
+   * The last job event the sweep's driver has read (it reads on from there after a takeover).
+   *
+   * @generated from field: uint64 events_read = 13;
+   */
+  eventsRead: bigint;
+};
+
+/**
+ * Describes the message poseloop.trainer.v1.SweepTrial.
+ * Use `create(SweepTrialSchema)` to create a new message.
+ */
+export const SweepTrialSchema: GenMessage<SweepTrial> = /*@__PURE__*/
+  messageDesc(file_poseloop_trainer_v1_trainer, 42);
+
+/**
+ * @generated from message poseloop.trainer.v1.Sweep
+ */
+export type Sweep = Message<"poseloop.trainer.v1.Sweep"> & {
+  /**
+   * @generated from field: string sweep_id = 1;
+   */
+  sweepId: string;
+
+  /**
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * @generated from field: poseloop.trainer.v1.SweepState state = 3;
+   */
+  state: SweepState;
+
+  /**
+   * The request as accepted, and its stages with their default parameters filled in.
+   *
+   * @generated from field: poseloop.trainer.v1.StartSweepRequest request = 4;
+   */
+  request?: StartSweepRequest | undefined;
+
+  /**
+   * @generated from field: repeated poseloop.trainer.v1.SweepStage stages = 5;
+   */
+  stages: SweepStage[];
+
+  /**
+   * The stage running now (its index in `stages`).
+   *
+   * @generated from field: uint32 current_stage = 6;
+   */
+  currentStage: number;
+
+  /**
+   * The best values of the stages that ended, fixed for the later ones.
+   *
+   * @generated from field: map<string, string> fixed = 7;
+   */
+  fixed: { [key: string]: string };
+
+  /**
+   * @generated from field: repeated poseloop.trainer.v1.SweepTrial trials = 8;
+   */
+  trials: SweepTrial[];
+
+  /**
+   * The index of the trial with the highest best AP (-1 while none has an AP).
+   *
+   * @generated from field: int32 best_trial = 9;
+   */
+  bestTrial: number;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp created_at = 10;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp updated_at = 11;
+   */
+  updatedAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp finished_at = 12;
+   */
+  finishedAt?: Timestamp | undefined;
+
+  /**
+   * Why it failed or was cancelled.
+   *
+   * @generated from field: string message = 13;
+   */
+  message: string;
+
+  /**
+   * Who started it (as Job.submitted_by); its trials are submitted as that caller.
+   *
+   * @generated from field: string submitted_by = 14;
+   */
+  submittedBy: string;
+
+  /**
+   * The trainer driving it now, and until when its claim holds without a renewal.
+   *
+   * @generated from field: string driver = 15;
+   */
+  driver: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp driver_lease_until = 16;
+   */
+  driverLeaseUntil?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message poseloop.trainer.v1.Sweep.
+ * Use `create(SweepSchema)` to create a new message.
+ */
+export const SweepSchema: GenMessage<Sweep> = /*@__PURE__*/
+  messageDesc(file_poseloop_trainer_v1_trainer, 43);
+
+/**
+ * @generated from message poseloop.trainer.v1.GetSweepRequest
+ */
+export type GetSweepRequest = Message<"poseloop.trainer.v1.GetSweepRequest"> & {
+  /**
+   * @generated from field: string sweep_id = 1;
+   */
+  sweepId: string;
+
+  /**
+   * Also draw the plots (PNG) of best AP against each swept key's values.
+   *
+   * @generated from field: bool include_plots = 2;
+   */
+  includePlots: boolean;
+};
+
+/**
+ * Describes the message poseloop.trainer.v1.GetSweepRequest.
+ * Use `create(GetSweepRequestSchema)` to create a new message.
+ */
+export const GetSweepRequestSchema: GenMessage<GetSweepRequest> = /*@__PURE__*/
+  messageDesc(file_poseloop_trainer_v1_trainer, 44);
+
+/**
+ * @generated from message poseloop.trainer.v1.GetSweepResponse
+ */
+export type GetSweepResponse = Message<"poseloop.trainer.v1.GetSweepResponse"> & {
+  /**
+   * @generated from field: poseloop.trainer.v1.Sweep sweep = 1;
+   */
+  sweep?: Sweep | undefined;
+
+  /**
+   * With include_plots: "ap-vs-<key>.png" per swept key, a dot per trial that reported an AP (x on a log scale
+   * when the values are positive numbers spanning more than a factor of 10; in the order given when they are
+   * not numbers).
+   *
+   * @generated from field: repeated poseloop.trainer.v1.ResultPlot plots = 2;
+   */
+  plots: ResultPlot[];
+};
+
+/**
+ * Describes the message poseloop.trainer.v1.GetSweepResponse.
+ * Use `create(GetSweepResponseSchema)` to create a new message.
+ */
+export const GetSweepResponseSchema: GenMessage<GetSweepResponse> = /*@__PURE__*/
+  messageDesc(file_poseloop_trainer_v1_trainer, 45);
+
+/**
+ * @generated from message poseloop.trainer.v1.ListSweepsRequest
+ */
+export type ListSweepsRequest = Message<"poseloop.trainer.v1.ListSweepsRequest"> & {
+};
+
+/**
+ * Describes the message poseloop.trainer.v1.ListSweepsRequest.
+ * Use `create(ListSweepsRequestSchema)` to create a new message.
+ */
+export const ListSweepsRequestSchema: GenMessage<ListSweepsRequest> = /*@__PURE__*/
+  messageDesc(file_poseloop_trainer_v1_trainer, 46);
+
+/**
+ * @generated from message poseloop.trainer.v1.ListSweepsResponse
+ */
+export type ListSweepsResponse = Message<"poseloop.trainer.v1.ListSweepsResponse"> & {
+  /**
+   * Newest first.
+   *
+   * @generated from field: repeated poseloop.trainer.v1.Sweep sweeps = 1;
+   */
+  sweeps: Sweep[];
+};
+
+/**
+ * Describes the message poseloop.trainer.v1.ListSweepsResponse.
+ * Use `create(ListSweepsResponseSchema)` to create a new message.
+ */
+export const ListSweepsResponseSchema: GenMessage<ListSweepsResponse> = /*@__PURE__*/
+  messageDesc(file_poseloop_trainer_v1_trainer, 47);
+
+/**
+ * @generated from message poseloop.trainer.v1.WatchSweepRequest
+ */
+export type WatchSweepRequest = Message<"poseloop.trainer.v1.WatchSweepRequest"> & {
+  /**
+   * @generated from field: string sweep_id = 1;
+   */
+  sweepId: string;
+};
+
+/**
+ * Describes the message poseloop.trainer.v1.WatchSweepRequest.
+ * Use `create(WatchSweepRequestSchema)` to create a new message.
+ */
+export const WatchSweepRequestSchema: GenMessage<WatchSweepRequest> = /*@__PURE__*/
+  messageDesc(file_poseloop_trainer_v1_trainer, 48);
+
+/**
+ * @generated from message poseloop.trainer.v1.WatchSweepResponse
+ */
+export type WatchSweepResponse = Message<"poseloop.trainer.v1.WatchSweepResponse"> & {
+  /**
+   * @generated from field: poseloop.trainer.v1.Sweep sweep = 1;
+   */
+  sweep?: Sweep | undefined;
+};
+
+/**
+ * Describes the message poseloop.trainer.v1.WatchSweepResponse.
+ * Use `create(WatchSweepResponseSchema)` to create a new message.
+ */
+export const WatchSweepResponseSchema: GenMessage<WatchSweepResponse> = /*@__PURE__*/
+  messageDesc(file_poseloop_trainer_v1_trainer, 49);
+
+/**
+ * @generated from message poseloop.trainer.v1.CancelSweepRequest
+ */
+export type CancelSweepRequest = Message<"poseloop.trainer.v1.CancelSweepRequest"> & {
+  /**
+   * @generated from field: string sweep_id = 1;
+   */
+  sweepId: string;
+
+  /**
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message poseloop.trainer.v1.CancelSweepRequest.
+ * Use `create(CancelSweepRequestSchema)` to create a new message.
+ */
+export const CancelSweepRequestSchema: GenMessage<CancelSweepRequest> = /*@__PURE__*/
+  messageDesc(file_poseloop_trainer_v1_trainer, 50);
+
+/**
+ * @generated from message poseloop.trainer.v1.CancelSweepResponse
+ */
+export type CancelSweepResponse = Message<"poseloop.trainer.v1.CancelSweepResponse"> & {
+  /**
+   * @generated from field: poseloop.trainer.v1.Sweep sweep = 1;
+   */
+  sweep?: Sweep | undefined;
+};
+
+/**
+ * Describes the message poseloop.trainer.v1.CancelSweepResponse.
+ * Use `create(CancelSweepResponseSchema)` to create a new message.
+ */
+export const CancelSweepResponseSchema: GenMessage<CancelSweepResponse> = /*@__PURE__*/
+  messageDesc(file_poseloop_trainer_v1_trainer, 51);
+
+/**
+ * @generated from message poseloop.trainer.v1.GetPromotionPolicyRequest
+ */
+export type GetPromotionPolicyRequest = Message<"poseloop.trainer.v1.GetPromotionPolicyRequest"> & {
+  /**
+   * @generated from field: string model_name = 1;
+   */
+  modelName: string;
+};
+
+/**
+ * Describes the message poseloop.trainer.v1.GetPromotionPolicyRequest.
+ * Use `create(GetPromotionPolicyRequestSchema)` to create a new message.
+ */
+export const GetPromotionPolicyRequestSchema: GenMessage<GetPromotionPolicyRequest> = /*@__PURE__*/
+  messageDesc(file_poseloop_trainer_v1_trainer, 52);
+
+/**
+ * @generated from message poseloop.trainer.v1.GetPromotionPolicyResponse
+ */
+export type GetPromotionPolicyResponse = Message<"poseloop.trainer.v1.GetPromotionPolicyResponse"> & {
+  /**
+   * The policy in effect: as set, with the trial defaults filled in; mode ALWAYS and nothing else when none
+   * was set.
+   *
+   * @generated from field: poseloop.registry.v1.PromotionPolicy policy = 1;
+   */
+  policy?: PromotionPolicy | undefined;
+
+  /**
+   * No policy was ever set for the name.
+   *
+   * @generated from field: bool is_default = 2;
+   */
+  isDefault: boolean;
+
+  /**
+   * The version on canary or shadow trial now; absent when none is.
+   *
+   * @generated from field: poseloop.registry.v1.CandidateVersion trial = 3;
+   */
+  trial?: CandidateVersion | undefined;
+};
+
+/**
+ * Describes the message poseloop.trainer.v1.GetPromotionPolicyResponse.
+ * Use `create(GetPromotionPolicyResponseSchema)` to create a new message.
+ */
+export const GetPromotionPolicyResponseSchema: GenMessage<GetPromotionPolicyResponse> = /*@__PURE__*/
+  messageDesc(file_poseloop_trainer_v1_trainer, 53);
+
+/**
+ * @generated from message poseloop.trainer.v1.SetPromotionPolicyRequest
+ */
+export type SetPromotionPolicyRequest = Message<"poseloop.trainer.v1.SetPromotionPolicyRequest"> & {
+  /**
+   * @generated from field: string model_name = 1;
+   */
+  modelName: string;
+
+  /**
+   * The whole policy (a field left out takes its default, not its earlier value); set_by and updated_at are
+   * the trainer's to write.
+   *
+   * @generated from field: poseloop.registry.v1.PromotionPolicy policy = 2;
+   */
+  policy?: PromotionPolicy | undefined;
+
+  /**
+   * IF_BETTER: an experiment file (YAML, HRNet layout) whose DATASET section names the reference set, converted
+   * as StartTraining converts one; instead of policy.reference_set.
+   *
+   * @generated from field: string reference_experiment_yaml = 3;
+   */
+  referenceExperimentYaml: string;
+};
+
+/**
+ * Describes the message poseloop.trainer.v1.SetPromotionPolicyRequest.
+ * Use `create(SetPromotionPolicyRequestSchema)` to create a new message.
+ */
+export const SetPromotionPolicyRequestSchema: GenMessage<SetPromotionPolicyRequest> = /*@__PURE__*/
+  messageDesc(file_poseloop_trainer_v1_trainer, 54);
+
+/**
+ * @generated from message poseloop.trainer.v1.SetPromotionPolicyResponse
+ */
+export type SetPromotionPolicyResponse = Message<"poseloop.trainer.v1.SetPromotionPolicyResponse"> & {
+  /**
+   * The policy as stored.
+   *
+   * @generated from field: poseloop.registry.v1.PromotionPolicy policy = 1;
+   */
+  policy?: PromotionPolicy | undefined;
+};
+
+/**
+ * Describes the message poseloop.trainer.v1.SetPromotionPolicyResponse.
+ * Use `create(SetPromotionPolicyResponseSchema)` to create a new message.
+ */
+export const SetPromotionPolicyResponseSchema: GenMessage<SetPromotionPolicyResponse> = /*@__PURE__*/
+  messageDesc(file_poseloop_trainer_v1_trainer, 55);
+
+/**
+ * @generated from message poseloop.trainer.v1.ListPromotionDecisionsRequest
+ */
+export type ListPromotionDecisionsRequest = Message<"poseloop.trainer.v1.ListPromotionDecisionsRequest"> & {
+  /**
+   * @generated from field: string model_name = 1;
+   */
+  modelName: string;
+};
+
+/**
+ * Describes the message poseloop.trainer.v1.ListPromotionDecisionsRequest.
+ * Use `create(ListPromotionDecisionsRequestSchema)` to create a new message.
+ */
+export const ListPromotionDecisionsRequestSchema: GenMessage<ListPromotionDecisionsRequest> = /*@__PURE__*/
+  messageDesc(file_poseloop_trainer_v1_trainer, 56);
+
+/**
+ * @generated from message poseloop.trainer.v1.ListPromotionDecisionsResponse
+ */
+export type ListPromotionDecisionsResponse = Message<"poseloop.trainer.v1.ListPromotionDecisionsResponse"> & {
+  /**
+   * Newest first.
+   *
+   * @generated from field: repeated poseloop.registry.v1.PromotionDecision decisions = 1;
+   */
+  decisions: PromotionDecision[];
+};
+
+/**
+ * Describes the message poseloop.trainer.v1.ListPromotionDecisionsResponse.
+ * Use `create(ListPromotionDecisionsResponseSchema)` to create a new message.
+ */
+export const ListPromotionDecisionsResponseSchema: GenMessage<ListPromotionDecisionsResponse> = /*@__PURE__*/
+  messageDesc(file_poseloop_trainer_v1_trainer, 57);
+
+/**
  * @generated from enum poseloop.trainer.v1.JobState
  */
 export enum JobState {
@@ -1532,6 +2237,174 @@ export enum CheckpointReason {
  */
 export const CheckpointReasonSchema: GenEnum<CheckpointReason> = /*@__PURE__*/
   enumDesc(file_poseloop_trainer_v1_trainer, 1);
+
+/**
+ * How a stage chooses its trials from its parameters' values.
+ *
+ * @generated from enum poseloop.trainer.v1.SweepSearch
+ */
+export enum SweepSearch {
+  /**
+   * Grid.
+   *
+   * @generated from enum value: SWEEP_SEARCH_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Every combination of the values.
+   *
+   * @generated from enum value: SWEEP_SEARCH_GRID = 1;
+   */
+  GRID = 1,
+
+  /**
+   * `trials` distinct combinations drawn at random (seeded) from the grid.
+   *
+   * @generated from enum value: SWEEP_SEARCH_RANDOM = 2;
+   */
+  RANDOM = 2,
+}
+
+/**
+ * Describes the enum poseloop.trainer.v1.SweepSearch.
+ */
+export const SweepSearchSchema: GenEnum<SweepSearch> = /*@__PURE__*/
+  enumDesc(file_poseloop_trainer_v1_trainer, 2);
+
+/**
+ * Which trials a sweep stops before their END_EPOCH.
+ *
+ * @generated from enum poseloop.trainer.v1.EarlyStopRule
+ */
+export enum EarlyStopRule {
+  /**
+   * None.
+   *
+   * @generated from enum value: EARLY_STOP_RULE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: EARLY_STOP_RULE_NONE = 1;
+   */
+  NONE = 1,
+
+  /**
+   * Median stopping rule: after `grace_epochs`, a trial whose best AP so far at epoch e is below the median of
+   * the APs the stage's other trials had at e (at least `min_trials` of them reached e) is stopped.
+   *
+   * @generated from enum value: EARLY_STOP_RULE_MEDIAN = 2;
+   */
+  MEDIAN = 2,
+
+  /**
+   * Asynchronous successive halving: rungs at epochs r, r·η, r·η², ... (r = `min_epochs`, η =
+   * `reduction_factor`); a trial reaching a rung goes on only if its AP there is in the top 1/η of the APs
+   * recorded at that rung so far (all of them, when fewer than η were recorded).
+   *
+   * @generated from enum value: EARLY_STOP_RULE_ASHA = 3;
+   */
+  ASHA = 3,
+}
+
+/**
+ * Describes the enum poseloop.trainer.v1.EarlyStopRule.
+ */
+export const EarlyStopRuleSchema: GenEnum<EarlyStopRule> = /*@__PURE__*/
+  enumDesc(file_poseloop_trainer_v1_trainer, 3);
+
+/**
+ * @generated from enum poseloop.trainer.v1.SweepState
+ */
+export enum SweepState {
+  /**
+   * @generated from enum value: SWEEP_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: SWEEP_STATE_RUNNING = 1;
+   */
+  RUNNING = 1,
+
+  /**
+   * Every trial ended; `best_trial` names the best.
+   *
+   * @generated from enum value: SWEEP_STATE_SUCCEEDED = 2;
+   */
+  SUCCEEDED = 2,
+
+  /**
+   * @generated from enum value: SWEEP_STATE_CANCELLED = 3;
+   */
+  CANCELLED = 3,
+
+  /**
+   * A stage could not start (its experiments no longer validate) or no trial of a stage produced an AP.
+   *
+   * @generated from enum value: SWEEP_STATE_FAILED = 4;
+   */
+  FAILED = 4,
+}
+
+/**
+ * Describes the enum poseloop.trainer.v1.SweepState.
+ */
+export const SweepStateSchema: GenEnum<SweepState> = /*@__PURE__*/
+  enumDesc(file_poseloop_trainer_v1_trainer, 4);
+
+/**
+ * @generated from enum poseloop.trainer.v1.TrialState
+ */
+export enum TrialState {
+  /**
+   * @generated from enum value: TRIAL_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Its stage has not started yet.
+   *
+   * @generated from enum value: TRIAL_STATE_PENDING = 1;
+   */
+  PENDING = 1,
+
+  /**
+   * Its job is queued or running.
+   *
+   * @generated from enum value: TRIAL_STATE_RUNNING = 2;
+   */
+  RUNNING = 2,
+
+  /**
+   * @generated from enum value: TRIAL_STATE_SUCCEEDED = 3;
+   */
+  SUCCEEDED = 3,
+
+  /**
+   * Cancelled by the early-stopping rule (`stop_reason` says why).
+   *
+   * @generated from enum value: TRIAL_STATE_STOPPED_EARLY = 4;
+   */
+  STOPPED_EARLY = 4,
+
+  /**
+   * @generated from enum value: TRIAL_STATE_FAILED = 5;
+   */
+  FAILED = 5,
+
+  /**
+   * @generated from enum value: TRIAL_STATE_CANCELLED = 6;
+   */
+  CANCELLED = 6,
+}
+
+/**
+ * Describes the enum poseloop.trainer.v1.TrialState.
+ */
+export const TrialStateSchema: GenEnum<TrialState> = /*@__PURE__*/
+  enumDesc(file_poseloop_trainer_v1_trainer, 5);
 
 /**
  * Training and fine-tuning jobs, their checkpoints and their publications.
@@ -1646,6 +2519,89 @@ export const TrainerService: GenService<{
     methodKind: "unary";
     input: typeof EvaluateRequestSchema;
     output: typeof EvaluateResponseSchema;
+  },
+  /**
+   * Validates a hyper-parameter sweep (every trial's experiment, every problem in one INVALID_ARGUMENT, nothing
+   * queued then) and starts it: each trial is a training job on the queue like StartTraining's, labelled with
+   * the sweep's id, so any trainer of the bus runs it. Any trainer drives the sweep (stops hopeless trials,
+   * starts the next stage); when the one driving it stops, another carries on from the stored state.
+   *
+   * @generated from rpc poseloop.trainer.v1.TrainerService.StartSweep
+   */
+  startSweep: {
+    methodKind: "unary";
+    input: typeof StartSweepRequestSchema;
+    output: typeof StartSweepResponseSchema;
+  },
+  /**
+   * @generated from rpc poseloop.trainer.v1.TrainerService.GetSweep
+   */
+  getSweep: {
+    methodKind: "unary";
+    input: typeof GetSweepRequestSchema;
+    output: typeof GetSweepResponseSchema;
+  },
+  /**
+   * @generated from rpc poseloop.trainer.v1.TrainerService.ListSweeps
+   */
+  listSweeps: {
+    methodKind: "unary";
+    input: typeof ListSweepsRequestSchema;
+    output: typeof ListSweepsResponseSchema;
+  },
+  /**
+   * The sweep now, then again at every change, until it ends.
+   *
+   * @generated from rpc poseloop.trainer.v1.TrainerService.WatchSweep
+   */
+  watchSweep: {
+    methodKind: "server_streaming";
+    input: typeof WatchSweepRequestSchema;
+    output: typeof WatchSweepResponseSchema;
+  },
+  /**
+   * Cancels the trials still queued or running (CancelJob's semantics) and ends the sweep as cancelled.
+   *
+   * @generated from rpc poseloop.trainer.v1.TrainerService.CancelSweep
+   */
+  cancelSweep: {
+    methodKind: "unary";
+    input: typeof CancelSweepRequestSchema;
+    output: typeof CancelSweepResponseSchema;
+  },
+  /**
+   * The promotion policy of a model name: how its jobs' publications become its serving version (ALWAYS, the
+   * default, when none was set), and the canary or shadow trial under way, if any.
+   *
+   * @generated from rpc poseloop.trainer.v1.TrainerService.GetPromotionPolicy
+   */
+  getPromotionPolicy: {
+    methodKind: "unary";
+    input: typeof GetPromotionPolicyRequestSchema;
+    output: typeof GetPromotionPolicyResponseSchema;
+  },
+  /**
+   * Sets a model name's promotion policy (admin role). A policy whose bounds cannot be met, or whose reference
+   * set does not exist under the trainer's data root, is refused with INVALID_ARGUMENT naming every problem;
+   * nothing is stored then.
+   *
+   * @generated from rpc poseloop.trainer.v1.TrainerService.SetPromotionPolicy
+   */
+  setPromotionPolicy: {
+    methodKind: "unary";
+    input: typeof SetPromotionPolicyRequestSchema;
+    output: typeof SetPromotionPolicyResponseSchema;
+  },
+  /**
+   * A model name's promotion decisions still kept (the registry keeps the last 64), newest first: each names
+   * the candidate, the version serving then, the verdict and why, with both APs where they were measured.
+   *
+   * @generated from rpc poseloop.trainer.v1.TrainerService.ListPromotionDecisions
+   */
+  listPromotionDecisions: {
+    methodKind: "unary";
+    input: typeof ListPromotionDecisionsRequestSchema;
+    output: typeof ListPromotionDecisionsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_poseloop_trainer_v1_trainer, 0);

@@ -2,30 +2,9 @@ import { create } from "@bufbuild/protobuf";
 import { StartSweepRequestSchema } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
 import { describe, expect, it } from "vitest";
 import { checkSweep } from "./sweep-check.js";
+import { tinyExperimentYaml } from "../testing/tiny-config.js";
 
-const EXPERIMENT = `NAME: sweep-check
-DATASET:
-  DATASET: synthetic
-  SYNTHETIC:
-    TRAIN_IMAGES: 40
-    VAL_IMAGES: 8
-    IMAGE_SIZE: [128, 96]
-MODEL:
-  NAME: pose_lite
-  IMAGE_SIZE: [48, 64]
-  HEATMAP_SIZE: [12, 16]
-  EXTRA:
-    CHANNELS: [8, 16, 32]
-TRAIN:
-  OPTIMIZER: adam
-  LR: 0.001
-  BATCH_SIZE_PER_GPU: 8
-  END_EPOCH: 2
-TEST:
-  USE_GT_BBOX: true
-PUBLISH:
-  MODEL_NAME: sweep-check
-`;
+const EXPERIMENT = tinyExperimentYaml({ name: "sweep-check" });
 
 describe("checkSweep", () => {
   it("plans the trials of every stage, defaults from the experiment's own values", () => {

@@ -19,32 +19,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SweepDriver, type TrialJobs } from "./sweep-driver.js";
 import { sweepHandlers } from "./sweep-service.js";
 import { SweepStore } from "./sweep-store.js";
+import { tinyExperimentYaml } from "../testing/tiny-config.js";
 
 // The driver's logic against a real key-value bucket (the embedded bus) and jobs that a test moves by hand.
 
-const EXPERIMENT = `NAME: driver
-DATASET:
-  DATASET: synthetic
-  SYNTHETIC:
-    TRAIN_IMAGES: 40
-    VAL_IMAGES: 8
-    IMAGE_SIZE: [128, 96]
-MODEL:
-  NAME: pose_lite
-  IMAGE_SIZE: [48, 64]
-  HEATMAP_SIZE: [12, 16]
-  EXTRA:
-    CHANNELS: [8, 16, 32]
-TRAIN:
-  OPTIMIZER: adam
-  LR: 0.001
-  BATCH_SIZE_PER_GPU: 8
-  END_EPOCH: 3
-TEST:
-  USE_GT_BBOX: true
-PUBLISH:
-  MODEL_NAME: driver
-`;
+const EXPERIMENT = tinyExperimentYaml({ name: "driver", endEpoch: 3 });
 
 /** Jobs in memory: `start` records the trial's config, a test appends validations and ends jobs. */
 class HandJobs implements TrialJobs {

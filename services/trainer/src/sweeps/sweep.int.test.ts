@@ -4,41 +4,12 @@ import { makeTempDir, NatsServer } from "@poseloop/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTrainerHarness, type TrainerHarness } from "../testing/harness.js";
 import { SWEEP_ID_LABEL, SWEEP_TRIAL_LABEL } from "./sweep-driver.js";
+import { tinyExperimentYaml } from "../testing/tiny-config.js";
 
 // Two training trainers and an API-only one on one real nats-server, real gRPC and real onnxruntime training:
 // the sweep is started on the API-only trainer, which drives it until it stops; a training trainer carries on.
 
-/** The lite net at 48x64 on 40 rendered images; no int8 gate and no publication, the sweep wants only its AP. */
-const EXPERIMENT = `NAME: sweep-tiny
-WORKERS: 1
-DATASET:
-  DATASET: synthetic
-  SYNTHETIC:
-    TRAIN_IMAGES: 40
-    VAL_IMAGES: 8
-    IMAGE_SIZE: [128, 96]
-    MAX_PEOPLE: 2
-MODEL:
-  NAME: pose_lite
-  IMAGE_SIZE: [48, 64]
-  HEATMAP_SIZE: [12, 16]
-  SIGMA: 2
-  EXTRA:
-    CHANNELS: [8, 16, 32]
-TRAIN:
-  OPTIMIZER: adam
-  LR: 0.001
-  BATCH_SIZE_PER_GPU: 8
-  END_EPOCH: 2
-TEST:
-  USE_GT_BBOX: true
-  FLIP_TEST: false
-QUANT:
-  ENABLED: false
-PUBLISH:
-  MODE: never
-  MODEL_NAME: sweep-tiny
-`;
+const EXPERIMENT = tinyExperimentYaml({ name: "sweep-tiny" });
 
 let nats: NatsServer;
 let dir: { path: string; remove: () => Promise<void> };

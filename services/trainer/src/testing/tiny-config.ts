@@ -37,3 +37,39 @@ export function tinyTrainConfig(overrides: MessageInitShape<typeof TrainConfigSc
   if (problems.length > 0) throw new Error(`tiny config: ${problems.join("; ")}`);
   return config;
 }
+
+/**
+ * The experiment-file form of a tiny run (the lite net at 48x64 on 40 rendered images, two epochs by default),
+ * for tests that start jobs from YAML as users do. No int8 gate and, unless `publish`, no publication.
+ */
+export function tinyExperimentYaml(options: { name: string; modelName?: string; endEpoch?: number; publish?: boolean }): string {
+  return `NAME: ${options.name}
+WORKERS: 1
+DATASET:
+  DATASET: synthetic
+  SYNTHETIC:
+    TRAIN_IMAGES: 40
+    VAL_IMAGES: 8
+    IMAGE_SIZE: [128, 96]
+    MAX_PEOPLE: 2
+MODEL:
+  NAME: pose_lite
+  IMAGE_SIZE: [48, 64]
+  HEATMAP_SIZE: [12, 16]
+  SIGMA: 2
+  EXTRA:
+    CHANNELS: [8, 16, 32]
+TRAIN:
+  OPTIMIZER: adam
+  LR: 0.001
+  BATCH_SIZE_PER_GPU: 8
+  END_EPOCH: ${options.endEpoch ?? 2}
+TEST:
+  USE_GT_BBOX: true
+  FLIP_TEST: false
+QUANT:
+  ENABLED: false
+PUBLISH:
+${options.publish === true ? "" : "  MODE: never\n"}  MODEL_NAME: ${options.modelName ?? options.name}
+`;
+}

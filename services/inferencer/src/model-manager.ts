@@ -10,6 +10,7 @@ import { linkTo, recordError, traceContextFromRecord, withSpan } from "@poseloop
 import { servingSpecFromManifest } from "@poseloop/estimator";
 import { loadFailuresCounter, servingGauge, swapDurationHistogram } from "./metrics.js";
 import type { ServingHandle, VersionSource } from "./serving-handle.js";
+import { followNewest } from "./follow-newest.js";
 import type { InferenceWorkerPool } from "./worker-pool.js";
 
 interface HandleState {
@@ -134,32 +135,10 @@ export class ModelManager implements VersionSource {
 
   async #follow(): Promise<void> {
     const { registry, modelName, logger } = this.#options;
-    const signal = this.#controller.signal;
-    let backoff = 250;
-    while (!signal.aborted) {
-      try {
-        let latest: ServingEntry | undefined;
-        let loading: Promise<void> | undefined;
-        for await (const entry of registry.watchServing(modelName, signal)) {
-          backoff = 250;
-          latest = entry;
-          // Loads run one at a time; while one runs, only the newest entry that arrived is kept for later.
-          loading ??= (async () => {
-            while (latest !== undefined) {
-              const next = latest;
-              latest = undefined;
-              await this.#load(next);
-            }
-            loading = undefined;
-          })();
-        }
-      } catch (error) {
-        if (signal.aborted) return;
-        logger.warn("watching the serving version failed; retrying", { model: modelName, err: error, retry_ms: backoff });
-        await sleep(backoff, signal).catch(() => undefined);
-        backoff = Math.min(backoff * 2, 10_000);
-      }
-    }
+    await followNewest((signal) => registry.watchServing(modelName, signal), (entry) => this.#load(entry), {
+      signal: this.#controller.signal,
+      onWatchError: (error, retryMs) => logger.warn("watching the serving version failed; retrying", { model: modelName, err: error, retry_ms: retryMs }),
+    });
   }
 
   async #load(entry: ServingEntry): Promise<void> {

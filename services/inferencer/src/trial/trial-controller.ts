@@ -10,6 +10,7 @@ import type { Frame } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
 import { PromotionMode, PromotionVerdict, type AgreementStatsSchema, type PromotionDecision } from "@poseloop/proto/poseloop/registry/v1/registry_pb";
 import { linkTo, traceContextFromRecord, withSpan } from "@poseloop/telemetry";
 import type { BatchScheduler } from "../batch-scheduler.js";
+import { followNewest } from "../follow-newest.js";
 import type { InferenceLimits } from "../config.js";
 import { frameJob, type FrameSettings } from "../frame-conversion.js";
 import type { FrameCall, FrameProcessor, ProcessedFrame } from "../frame-processor.js";
@@ -217,32 +218,14 @@ export class TrialController implements Processor, StreamRouter {
 
   async #follow(): Promise<void> {
     const { registry, modelName, logger } = this.#options;
-    const signal = this.#controller.signal;
-    let backoff = 250;
-    while (!signal.aborted) {
-      try {
-        let latest: CandidateEntry | undefined;
-        let handling: Promise<void> | undefined;
-        for await (const entry of registry.watchCandidate(modelName, signal)) {
-          backoff = 250;
-          latest = entry;
-          // Records are handled one at a time; while one is, only the newest that arrived is kept.
-          handling ??= (async () => {
-            while (latest !== undefined) {
-              const next = latest;
-              latest = undefined;
-              await this.#onRecord(next).catch((error: unknown) => logger.error("handling a candidate record failed", { model: modelName, err: error }));
-            }
-            handling = undefined;
-          })();
-        }
-      } catch (error) {
-        if (signal.aborted) return;
-        logger.warn("watching the candidate version failed; retrying", { model: modelName, err: error, retry_ms: backoff });
-        await sleep(backoff, signal).catch(() => undefined);
-        backoff = Math.min(backoff * 2, 10_000);
-      }
-    }
+    await followNewest(
+      (signal) => registry.watchCandidate(modelName, signal),
+      (entry) => this.#onRecord(entry).catch((error: unknown) => logger.error("handling a candidate record failed", { model: modelName, err: error })),
+      {
+        signal: this.#controller.signal,
+        onWatchError: (error, retryMs) => logger.warn("watching the candidate version failed; retrying", { model: modelName, err: error, retry_ms: retryMs }),
+      },
+    );
   }
 
   async #onRecord(entry: CandidateEntry): Promise<void> {

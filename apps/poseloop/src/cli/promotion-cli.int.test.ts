@@ -4,9 +4,8 @@ import { makeTempDir, NatsServer } from "@poseloop/testkit";
 import { loadConfig, startTrainer, type TrainerProcess } from "@poseloop/trainer";
 import { silentLogger } from "@poseloop/core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { captureIo } from "../testing/capture-io.js";
+import { cliRunner } from "../testing/cli-runner.js";
 import { tinyExperiment } from "../testing/tiny-experiment.js";
-import { runCli } from "./run-cli.js";
 
 // An if-better policy end to end: a real nats-server, a real trainer over gRPC training and measuring with
 // onnxruntime, and the CLI a user drives it with. "Worse" and "better" are deterministic (the same seeds each
@@ -37,17 +36,7 @@ let dir: { path: string; remove: () => Promise<void> };
 let trainer: TrainerProcess;
 let env: Record<string, string>;
 
-async function cli(argv: readonly string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const io = captureIo({ env, cwd: dir.path });
-  const code = await runCli(argv, io);
-  return { code, stdout: io.stdoutText(), stderr: io.stderrText() };
-}
-
-async function cliJson<T>(argv: readonly string[]): Promise<T> {
-  const { code, stdout, stderr } = await cli(argv);
-  if (code !== 0) throw new Error(`poseloop ${argv.join(" ")} exited ${code}: ${stderr}`);
-  return JSON.parse(stdout) as T;
-}
+const { cli, cliJson } = cliRunner(() => ({ env, cwd: dir.path }));
 
 /**
  * Trains an experiment file to its end: the version it published, the event line that says what became of it,

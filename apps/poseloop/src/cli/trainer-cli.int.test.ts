@@ -4,9 +4,8 @@ import { fileURLToPath } from "node:url";
 import { makeTempDir, NatsServer, spawnService, waitFor, type ServiceProcess } from "@poseloop/testkit";
 import { decodeImage } from "@poseloop/vision";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { captureIo } from "../testing/capture-io.js";
+import { cliRunner } from "../testing/cli-runner.js";
 import { tinyExperiment } from "../testing/tiny-experiment.js";
-import { runCli } from "./run-cli.js";
 
 // The trainer and the inferencer run as their own processes, the way the CLI meets them in production (a
 // library does not import a service). They get a NATS server of their own: trainers on one bus share its job
@@ -47,18 +46,7 @@ let env: Record<string, string>;
 
 const services = (): ServiceProcess[] => [trainer, inferencer, guardedTrainer].filter((s): s is ServiceProcess => s !== undefined);
 
-async function cli(argv: readonly string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const io = captureIo({ env, cwd: dir.path });
-  const code = await runCli(argv, io);
-  return { code, stdout: io.stdoutText(), stderr: io.stderrText() };
-}
-
-/** A `--json` command's document; a failed command fails the test with its stderr, not a JSON parse error. */
-async function cliJson<T>(argv: readonly string[]): Promise<T> {
-  const { code, stdout, stderr } = await cli(argv);
-  if (code !== 0) throw new Error(`poseloop ${argv.join(" ")} exited ${code}: ${stderr}`);
-  return JSON.parse(stdout) as T;
-}
+const { cli, cliJson } = cliRunner(() => ({ env, cwd: dir.path }));
 
 /** The serving version the inferencer reports, by `poseloop models --json`. */
 async function servingVersion(): Promise<string | undefined> {

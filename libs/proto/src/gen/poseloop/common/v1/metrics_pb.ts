@@ -13,8 +13,9 @@ export const file_poseloop_common_v1_metrics: GenFile = /*@__PURE__*/
   fileDesc("CiBwb3NlbG9vcC9jb21tb24vdjEvbWV0cmljcy5wcm90bxIScG9zZWxvb3AuY29tbW9uLnYxIocCCg9LZXlwb2ludE1ldHJpY3MSCgoCYXAYASABKAISDAoEYXA1MBgCIAEoAhIMCgRhcDc1GAMgASgCEhEKCWFwX21lZGl1bRgEIAEoAhIQCghhcF9sYXJnZRgFIAEoAhIKCgJhchgGIAEoAhIMCgRhcjUwGAcgASgCEgwKBGFyNzUYCCABKAISEQoJYXJfbWVkaXVtGAkgASgCEhAKCGFyX2xhcmdlGAogASgCEgsKA3BjaxgLIAEoAhIPCgdkYXRhc2V0GAwgASgJEhIKCm51bV9pbWFnZXMYDSABKA0SFQoNbnVtX2luc3RhbmNlcxgOIAEoDRIRCglmbGlwX3Rlc3QYDyABKAhiBnByb3RvMw");
 
 /**
- * COCO keypoint evaluation (OKS-based, as pycocotools' COCOeval computes it with iouType 'keypoints'),
- * all values in [0, 1]; -1 where the category has no ground truth (as COCOeval reports it).
+ * COCO evaluation, all values in [0, 1]; -1 where the category has no ground truth (as COCOeval reports it).
+ * A pose model's metrics are OKS-based (pycocotools' COCOeval with iouType 'keypoints'); a detector's are the
+ * same fields over box IoU (iouType 'bbox', the person class, maxDets 100), with pck unused.
  *
  * @generated from message poseloop.common.v1.KeypointMetrics
  */

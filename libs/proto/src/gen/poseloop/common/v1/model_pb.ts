@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file poseloop/common/v1/model.proto.
  */
 export const file_poseloop_common_v1_model: GenFile = /*@__PURE__*/
-  fileDesc("Ch5wb3NlbG9vcC9jb21tb24vdjEvbW9kZWwucHJvdG8SEnBvc2Vsb29wLmNvbW1vbi52MSI5CghNb2RlbFJlZhIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSDgoGZGlnZXN0GAMgASgJIp8BCglJbnB1dFNwZWMSDAoEbmFtZRgBIAEoCRINCgV3aWR0aBgCIAEoDRIOCgZoZWlnaHQYAyABKA0SNwoNY2hhbm5lbF9vcmRlchgEIAEoDjIgLnBvc2Vsb29wLmNvbW1vbi52MS5DaGFubmVsT3JkZXISDAoEbWVhbhgFIAMoAhILCgNzdGQYBiADKAISEQoJbWF4X2JhdGNoGAcgASgNIiwKBExpbWISEgoKZnJvbV9pbmRleBgBIAEoDRIQCgh0b19pbmRleBgCIAEoDSIzCghGbGlwUGFpchISCgpsZWZ0X2luZGV4GAEgASgNEhMKC3JpZ2h0X2luZGV4GAIgASgNIqgBCg5LZXlwb2ludFNjaGVtYRIMCgRuYW1lGAEgASgJEhYKDmtleXBvaW50X25hbWVzGAIgAygJEioKCHNrZWxldG9uGAMgAygLMhgucG9zZWxvb3AuY29tbW9uLnYxLkxpbWISMAoKZmxpcF9wYWlycxgEIAMoCzIcLnBvc2Vsb29wLmNvbW1vbi52MS5GbGlwUGFpchISCgpva3Nfc2lnbWFzGAUgAygCIokBCgxIZWF0bWFwQ29kZWMSDQoFd2lkdGgYASABKA0SDgoGaGVpZ2h0GAIgASgNEg0KBXNpZ21hGAMgASgCEjkKCnJlZmluZW1lbnQYBCABKA4yJS5wb3NlbG9vcC5jb21tb24udjEuSGVhdG1hcFJlZmluZW1lbnQSEAoIdW5iaWFzZWQYBSABKAgibwoKU2ltY2NDb2RlYxITCgtzcGxpdF9yYXRpbxgBIAEoAhIPCgdzaWdtYV94GAIgASgCEg8KB3NpZ21hX3kYAyABKAISFwoPbGFiZWxfc21vb3RoaW5nGAQgASgCEhEKCW5vcm1hbGl6ZRgFIAEoCCJ1CgVDb2RlYxIzCgdoZWF0bWFwGAEgASgLMiAucG9zZWxvb3AuY29tbW9uLnYxLkhlYXRtYXBDb2RlY0gAEi8KBXNpbWNjGAIgASgLMh4ucG9zZWxvb3AuY29tbW9uLnYxLlNpbWNjQ29kZWNIAEIGCgRraW5kInoKDU1vZGVsQXJ0aWZhY3QSEwoLb2JqZWN0X25hbWUYASABKAkSDgoGZGlnZXN0GAIgASgJEhIKCnNpemVfYnl0ZXMYAyABKAQSMAoJcHJlY2lzaW9uGAQgASgOMh0ucG9zZWxvb3AuY29tbW9uLnYxLlByZWNpc2lvbiKWAQoTUXVhbnRpemF0aW9uU3VtbWFyeRISCgpjYWxpYnJhdG9yGAEgASgJEhsKE2NhbGlicmF0aW9uX3NhbXBsZXMYAiABKA0SEgoKZnAzMl9ub2RlcxgDIAMoCRIPCgdhcF9kcm9wGAQgASgCEhMKC21heF9hcF9kcm9wGAUgASgCEhQKDHdlaWdodF9yYW5nZRgGIAEoDSKBBgoNTW9kZWxNYW5pZmVzdBIrCgVtb2RlbBgBIAEoCzIcLnBvc2Vsb29wLmNvbW1vbi52MS5Nb2RlbFJlZhIUCgxhcmNoaXRlY3R1cmUYAiABKAkSLAoFaW5wdXQYAyABKAsyHS5wb3NlbG9vcC5jb21tb24udjEuSW5wdXRTcGVjEjsKD2tleXBvaW50X3NjaGVtYRgEIAEoCzIiLnBvc2Vsb29wLmNvbW1vbi52MS5LZXlwb2ludFNjaGVtYRIoCgVjb2RlYxgFIAEoCzIZLnBvc2Vsb29wLmNvbW1vbi52MS5Db2RlYxIUCgxvdXRwdXRfbmFtZXMYBiADKAkSMAoJcHJlY2lzaW9uGAcgASgOMh0ucG9zZWxvb3AuY29tbW9uLnYxLlByZWNpc2lvbhI0CgdtZXRyaWNzGAggASgLMiMucG9zZWxvb3AuY29tbW9uLnYxLktleXBvaW50TWV0cmljcxI5CgxmcDMyX21ldHJpY3MYCSABKAsyIy5wb3NlbG9vcC5jb21tb24udjEuS2V5cG9pbnRNZXRyaWNzEhcKD3RyYWluaW5nX2pvYl9pZBgKIAEoCRIWCg5wYXJlbnRfdmVyc2lvbhgLIAEoCRIuCgpjcmVhdGVkX2F0GAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0CglhcnRpZmFjdHMYDSADKAsyIS5wb3NlbG9vcC5jb21tb24udjEuTW9kZWxBcnRpZmFjdBI9CgxxdWFudGl6YXRpb24YDiABKAsyJy5wb3NlbG9vcC5jb21tb24udjEuUXVhbnRpemF0aW9uU3VtbWFyeRINCgVlcG9jaBgPIAEoDRIMCgRzdGVwGBAgASgEEj0KBmxhYmVscxgRIAMoCzItLnBvc2Vsb29wLmNvbW1vbi52MS5Nb2RlbE1hbmlmZXN0LkxhYmVsc0VudHJ5Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEqYgoJUHJlY2lzaW9uEhkKFVBSRUNJU0lPTl9VTlNQRUNJRklFRBAAEhIKDlBSRUNJU0lPTl9GUDMyEAESEgoOUFJFQ0lTSU9OX0ZQMTYQAhISCg5QUkVDSVNJT05fSU5UOBADKlsKDENoYW5uZWxPcmRlchIdChlDSEFOTkVMX09SREVSX1VOU1BFQ0lGSUVEEAASFQoRQ0hBTk5FTF9PUkRFUl9SR0IQARIVChFDSEFOTkVMX09SREVSX0JHUhACKpgBChFIZWF0bWFwUmVmaW5lbWVudBIiCh5IRUFUTUFQX1JFRklORU1FTlRfVU5TUEVDSUZJRUQQABIbChdIRUFUTUFQX1JFRklORU1FTlRfTk9ORRABEiUKIUhFQVRNQVBfUkVGSU5FTUVOVF9RVUFSVEVSX09GRlNFVBACEhsKF0hFQVRNQVBfUkVGSU5FTUVOVF9EQVJLEANiBnByb3RvMw", [file_google_protobuf_timestamp, file_poseloop_common_v1_metrics]);
+  fileDesc("Ch5wb3NlbG9vcC9jb21tb24vdjEvbW9kZWwucHJvdG8SEnBvc2Vsb29wLmNvbW1vbi52MSI5CghNb2RlbFJlZhIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSDgoGZGlnZXN0GAMgASgJIp8BCglJbnB1dFNwZWMSDAoEbmFtZRgBIAEoCRINCgV3aWR0aBgCIAEoDRIOCgZoZWlnaHQYAyABKA0SNwoNY2hhbm5lbF9vcmRlchgEIAEoDjIgLnBvc2Vsb29wLmNvbW1vbi52MS5DaGFubmVsT3JkZXISDAoEbWVhbhgFIAMoAhILCgNzdGQYBiADKAISEQoJbWF4X2JhdGNoGAcgASgNIiwKBExpbWISEgoKZnJvbV9pbmRleBgBIAEoDRIQCgh0b19pbmRleBgCIAEoDSIzCghGbGlwUGFpchISCgpsZWZ0X2luZGV4GAEgASgNEhMKC3JpZ2h0X2luZGV4GAIgASgNIqgBCg5LZXlwb2ludFNjaGVtYRIMCgRuYW1lGAEgASgJEhYKDmtleXBvaW50X25hbWVzGAIgAygJEioKCHNrZWxldG9uGAMgAygLMhgucG9zZWxvb3AuY29tbW9uLnYxLkxpbWISMAoKZmxpcF9wYWlycxgEIAMoCzIcLnBvc2Vsb29wLmNvbW1vbi52MS5GbGlwUGFpchISCgpva3Nfc2lnbWFzGAUgAygCIokBCgxIZWF0bWFwQ29kZWMSDQoFd2lkdGgYASABKA0SDgoGaGVpZ2h0GAIgASgNEg0KBXNpZ21hGAMgASgCEjkKCnJlZmluZW1lbnQYBCABKA4yJS5wb3NlbG9vcC5jb21tb24udjEuSGVhdG1hcFJlZmluZW1lbnQSEAoIdW5iaWFzZWQYBSABKAgibwoKU2ltY2NDb2RlYxITCgtzcGxpdF9yYXRpbxgBIAEoAhIPCgdzaWdtYV94GAIgASgCEg8KB3NpZ21hX3kYAyABKAISFwoPbGFiZWxfc21vb3RoaW5nGAQgASgCEhEKCW5vcm1hbGl6ZRgFIAEoCCJ1CgVDb2RlYxIzCgdoZWF0bWFwGAEgASgLMiAucG9zZWxvb3AuY29tbW9uLnYxLkhlYXRtYXBDb2RlY0gAEi8KBXNpbWNjGAIgASgLMh4ucG9zZWxvb3AuY29tbW9uLnYxLlNpbWNjQ29kZWNIAEIGCgRraW5kInoKDU1vZGVsQXJ0aWZhY3QSEwoLb2JqZWN0X25hbWUYASABKAkSDgoGZGlnZXN0GAIgASgJEhIKCnNpemVfYnl0ZXMYAyABKAQSMAoJcHJlY2lzaW9uGAQgASgOMh0ucG9zZWxvb3AuY29tbW9uLnYxLlByZWNpc2lvbiKWAQoTUXVhbnRpemF0aW9uU3VtbWFyeRISCgpjYWxpYnJhdG9yGAEgASgJEhsKE2NhbGlicmF0aW9uX3NhbXBsZXMYAiABKA0SEgoKZnAzMl9ub2RlcxgDIAMoCRIPCgdhcF9kcm9wGAQgASgCEhMKC21heF9hcF9kcm9wGAUgASgCEhQKDHdlaWdodF9yYW5nZRgGIAEoDSKbAgoMRGV0ZWN0b3JTcGVjEi4KBGhlYWQYASABKA4yIC5wb3NlbG9vcC5jb21tb24udjEuRGV0ZWN0b3JIZWFkEhMKC251bV9jbGFzc2VzGAIgASgNEhQKDHBlcnNvbl9jbGFzcxgDIAEoDRIPCgdzdHJpZGVzGAQgAygNEi4KBnJlc2l6ZRgFIAEoDjIeLnBvc2Vsb29wLmNvbW1vbi52MS5SZXNpemVNb2RlEhEKCXBhZF92YWx1ZRgGIAEoAhIXCg9zY29yZV90aHJlc2hvbGQYByABKAISFQoNaW91X3RocmVzaG9sZBgIIAEoAhIWCg5tYXhfZGV0ZWN0aW9ucxgJIAEoDRIUCgxvdXRwdXRfbmFtZXMYCiADKAki4gYKDU1vZGVsTWFuaWZlc3QSKwoFbW9kZWwYASABKAsyHC5wb3NlbG9vcC5jb21tb24udjEuTW9kZWxSZWYSFAoMYXJjaGl0ZWN0dXJlGAIgASgJEiwKBWlucHV0GAMgASgLMh0ucG9zZWxvb3AuY29tbW9uLnYxLklucHV0U3BlYxI7Cg9rZXlwb2ludF9zY2hlbWEYBCABKAsyIi5wb3NlbG9vcC5jb21tb24udjEuS2V5cG9pbnRTY2hlbWESKAoFY29kZWMYBSABKAsyGS5wb3NlbG9vcC5jb21tb24udjEuQ29kZWMSFAoMb3V0cHV0X25hbWVzGAYgAygJEjAKCXByZWNpc2lvbhgHIAEoDjIdLnBvc2Vsb29wLmNvbW1vbi52MS5QcmVjaXNpb24SNAoHbWV0cmljcxgIIAEoCzIjLnBvc2Vsb29wLmNvbW1vbi52MS5LZXlwb2ludE1ldHJpY3MSOQoMZnAzMl9tZXRyaWNzGAkgASgLMiMucG9zZWxvb3AuY29tbW9uLnYxLktleXBvaW50TWV0cmljcxIXCg90cmFpbmluZ19qb2JfaWQYCiABKAkSFgoOcGFyZW50X3ZlcnNpb24YCyABKAkSLgoKY3JlYXRlZF9hdBgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNAoJYXJ0aWZhY3RzGA0gAygLMiEucG9zZWxvb3AuY29tbW9uLnYxLk1vZGVsQXJ0aWZhY3QSPQoMcXVhbnRpemF0aW9uGA4gASgLMicucG9zZWxvb3AuY29tbW9uLnYxLlF1YW50aXphdGlvblN1bW1hcnkSDQoFZXBvY2gYDyABKA0SDAoEc3RlcBgQIAEoBBI9CgZsYWJlbHMYESADKAsyLS5wb3NlbG9vcC5jb21tb24udjEuTW9kZWxNYW5pZmVzdC5MYWJlbHNFbnRyeRIrCgRraW5kGBIgASgOMh0ucG9zZWxvb3AuY29tbW9uLnYxLk1vZGVsS2luZBIyCghkZXRlY3RvchgTIAEoCzIgLnBvc2Vsb29wLmNvbW1vbi52MS5EZXRlY3RvclNwZWMaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASpiCglQcmVjaXNpb24SGQoVUFJFQ0lTSU9OX1VOU1BFQ0lGSUVEEAASEgoOUFJFQ0lTSU9OX0ZQMzIQARISCg5QUkVDSVNJT05fRlAxNhACEhIKDlBSRUNJU0lPTl9JTlQ4EAMqWwoMQ2hhbm5lbE9yZGVyEh0KGUNIQU5ORUxfT1JERVJfVU5TUEVDSUZJRUQQABIVChFDSEFOTkVMX09SREVSX1JHQhABEhUKEUNIQU5ORUxfT1JERVJfQkdSEAIqmAEKEUhlYXRtYXBSZWZpbmVtZW50EiIKHkhFQVRNQVBfUkVGSU5FTUVOVF9VTlNQRUNJRklFRBAAEhsKF0hFQVRNQVBfUkVGSU5FTUVOVF9OT05FEAESJQohSEVBVE1BUF9SRUZJTkVNRU5UX1FVQVJURVJfT0ZGU0VUEAISGwoXSEVBVE1BUF9SRUZJTkVNRU5UX0RBUksQAypVCglNb2RlbEtpbmQSGgoWTU9ERUxfS0lORF9VTlNQRUNJRklFRBAAEhMKD01PREVMX0tJTkRfUE9TRRABEhcKE01PREVMX0tJTkRfREVURUNUT1IQAiqdAQoMRGV0ZWN0b3JIZWFkEh0KGURFVEVDVE9SX0hFQURfVU5TUEVDSUZJRUQQABIbChdERVRFQ1RPUl9IRUFEX0NFTlRFUk5FVBABEhcKE0RFVEVDVE9SX0hFQURfWU9MT1gQAhIYChRERVRFQ1RPUl9IRUFEX1JUTURFVBADEh4KGkRFVEVDVE9SX0hFQURfQk9YRVNfU0NPUkVTEAQqXQoKUmVzaXplTW9kZRIbChdSRVNJWkVfTU9ERV9VTlNQRUNJRklFRBAAEhkKFVJFU0laRV9NT0RFX0xFVFRFUkJPWBABEhcKE1JFU0laRV9NT0RFX1NUUkVUQ0gQAmIGcHJvdG8z", [file_google_protobuf_timestamp, file_poseloop_common_v1_metrics]);
 
 /**
  * Names one published model version and the exact bytes served for it.
@@ -417,9 +417,80 @@ export const QuantizationSummarySchema: GenMessage<QuantizationSummary> = /*@__P
   messageDesc(file_poseloop_common_v1_model, 9);
 
 /**
- * Everything needed to serve and to trust a model version. Stored beside the artifacts and carried in the
- * ModelPublished event.
+ * A person detector: how to feed it and how to read its outputs (ModelManifest.kind DETECTOR).
  *
+ * @generated from message poseloop.common.v1.DetectorSpec
+ */
+export type DetectorSpec = Message<"poseloop.common.v1.DetectorSpec"> & {
+  /**
+   * @generated from field: poseloop.common.v1.DetectorHead head = 1;
+   */
+  head: DetectorHead;
+
+  /**
+   * The classes the model scores, and the index of "person" among them (COCO-trained detectors: 80 and 0).
+   *
+   * @generated from field: uint32 num_classes = 2;
+   */
+  numClasses: number;
+
+  /**
+   * @generated from field: uint32 person_class = 3;
+   */
+  personClass: number;
+
+  /**
+   * Output strides, finest first: YOLOX/RTMDet grids (8, 16, 32); the CenterNet head's single stride (4).
+   *
+   * @generated from field: repeated uint32 strides = 4;
+   */
+  strides: number[];
+
+  /**
+   * @generated from field: poseloop.common.v1.ResizeMode resize = 5;
+   */
+  resize: ResizeMode;
+
+  /**
+   * The padding's pixel value before normalization (YOLOX pads with 114).
+   *
+   * @generated from field: float pad_value = 6;
+   */
+  padValue: number;
+
+  /**
+   * Defaults a stream may override: the minimum score, the NMS IoU and the most boxes kept per frame.
+   *
+   * @generated from field: float score_threshold = 7;
+   */
+  scoreThreshold: number;
+
+  /**
+   * @generated from field: float iou_threshold = 8;
+   */
+  iouThreshold: number;
+
+  /**
+   * @generated from field: uint32 max_detections = 9;
+   */
+  maxDetections: number;
+
+  /**
+   * Output tensor names in the order the head's layout above lists them; empty: those names.
+   *
+   * @generated from field: repeated string output_names = 10;
+   */
+  outputNames: string[];
+};
+
+/**
+ * Describes the message poseloop.common.v1.DetectorSpec.
+ * Use `create(DetectorSpecSchema)` to create a new message.
+ */
+export const DetectorSpecSchema: GenMessage<DetectorSpec> = /*@__PURE__*/
+  messageDesc(file_poseloop_common_v1_model, 10);
+
+/**
  * @generated from message poseloop.common.v1.ModelManifest
  */
 export type ModelManifest = Message<"poseloop.common.v1.ModelManifest"> & {
@@ -530,6 +601,18 @@ export type ModelManifest = Message<"poseloop.common.v1.ModelManifest"> & {
    * @generated from field: map<string, string> labels = 17;
    */
   labels: { [key: string]: string };
+
+  /**
+   * Pose (unspecified) or detector; a detector's manifest has detector set and no codec or keypoint_schema.
+   *
+   * @generated from field: poseloop.common.v1.ModelKind kind = 18;
+   */
+  kind: ModelKind;
+
+  /**
+   * @generated from field: poseloop.common.v1.DetectorSpec detector = 19;
+   */
+  detector?: DetectorSpec | undefined;
 };
 
 /**
@@ -537,7 +620,7 @@ export type ModelManifest = Message<"poseloop.common.v1.ModelManifest"> & {
  * Use `create(ModelManifestSchema)` to create a new message.
  */
 export const ModelManifestSchema: GenMessage<ModelManifest> = /*@__PURE__*/
-  messageDesc(file_poseloop_common_v1_model, 10);
+  messageDesc(file_poseloop_common_v1_model, 11);
 
 /**
  * Numeric precision of a model artifact.
@@ -640,4 +723,127 @@ export enum HeatmapRefinement {
  */
 export const HeatmapRefinementSchema: GenEnum<HeatmapRefinement> = /*@__PURE__*/
   enumDesc(file_poseloop_common_v1_model, 2);
+
+/**
+ * Everything needed to serve and to trust a model version. Stored beside the artifacts and carried in the
+ * ModelPublished event.
+ * What a model version does. A name serves one kind: a pose model's versions are all pose models.
+ *
+ * @generated from enum poseloop.common.v1.ModelKind
+ */
+export enum ModelKind {
+  /**
+   * A pose model (manifests written before detectors existed).
+   *
+   * @generated from enum value: MODEL_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A top-down keypoint model: person crops in, keypoints out (codec and keypoint_schema describe it).
+   *
+   * @generated from enum value: MODEL_KIND_POSE = 1;
+   */
+  POSE = 1,
+
+  /**
+   * A person detector: whole frames in, person boxes out (detector describes it).
+   *
+   * @generated from enum value: MODEL_KIND_DETECTOR = 2;
+   */
+  DETECTOR = 2,
+}
+
+/**
+ * Describes the enum poseloop.common.v1.ModelKind.
+ */
+export const ModelKindSchema: GenEnum<ModelKind> = /*@__PURE__*/
+  enumDesc(file_poseloop_common_v1_model, 3);
+
+/**
+ * The output layouts of the person detectors PoseLoop decodes.
+ *
+ * @generated from enum poseloop.common.v1.DetectorHead
+ */
+export enum DetectorHead {
+  /**
+   * @generated from enum value: DETECTOR_HEAD_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * PoseLoop's own anchor-free head (CenterNet-style), at one stride (DetectorSpec.strides[0], 4 for the zoo's):
+   * outputs "centers" [N, C, H/s, W/s] (per-class center probabilities, sigmoid applied in the graph),
+   * "sizes" [N, 2, H/s, W/s] (box width and height in grid cells) and "offsets" [N, 2, H/s, W/s] (the center's
+   * sub-cell offset in grid cells). A box is a 3x3 local maximum of its class's centers.
+   *
+   * @generated from enum value: DETECTOR_HEAD_CENTERNET = 1;
+   */
+  CENTERNET = 1,
+
+  /**
+   * YOLOX as MMDeploy/MMDetection export it without the NMS: one output [N, A, 5 + C] over the anchor points of
+   * every stride (strides, 8/16/32, row-major per level): cx, cy, w, h (decoded, input pixels), objectness, then
+   * per-class scores (sigmoid applied); a box's score is objectness x class score.
+   *
+   * @generated from enum value: DETECTOR_HEAD_YOLOX = 2;
+   */
+  YOLOX = 2,
+
+  /**
+   * RTMDet as MMDeploy exports it with its NMS: "dets" [N, K, 5] (x1, y1, x2, y2 in input pixels, score) and
+   * "labels" [N, K] (class index, int64); unused rows have score 0 (or label -1).
+   *
+   * @generated from enum value: DETECTOR_HEAD_RTMDET = 3;
+   */
+  RTMDET = 3,
+
+  /**
+   * Any detector reduced to "boxes" [N, K, 4] (x1, y1, x2, y2 in input pixels) and "scores" [N, K, C] (or
+   * [N, K] for one class); the inferencer applies the score threshold and NMS.
+   *
+   * @generated from enum value: DETECTOR_HEAD_BOXES_SCORES = 4;
+   */
+  BOXES_SCORES = 4,
+}
+
+/**
+ * Describes the enum poseloop.common.v1.DetectorHead.
+ */
+export const DetectorHeadSchema: GenEnum<DetectorHead> = /*@__PURE__*/
+  enumDesc(file_poseloop_common_v1_model, 4);
+
+/**
+ * How a whole frame becomes a detector's input.
+ *
+ * @generated from enum poseloop.common.v1.ResizeMode
+ */
+export enum ResizeMode {
+  /**
+   * LETTERBOX.
+   *
+   * @generated from enum value: RESIZE_MODE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Scaled to fit keeping its aspect ratio, top-left aligned, the rest padded with DetectorSpec.pad_value.
+   *
+   * @generated from enum value: RESIZE_MODE_LETTERBOX = 1;
+   */
+  LETTERBOX = 1,
+
+  /**
+   * Stretched to the input size.
+   *
+   * @generated from enum value: RESIZE_MODE_STRETCH = 2;
+   */
+  STRETCH = 2,
+}
+
+/**
+ * Describes the enum poseloop.common.v1.ResizeMode.
+ */
+export const ResizeModeSchema: GenEnum<ResizeMode> = /*@__PURE__*/
+  enumDesc(file_poseloop_common_v1_model, 5);
 

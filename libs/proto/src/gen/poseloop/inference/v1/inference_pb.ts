@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file poseloop/inference/v1/inference.proto.
  */
 export const file_poseloop_inference_v1_inference: GenFile = /*@__PURE__*/
-  fileDesc("CiVwb3NlbG9vcC9pbmZlcmVuY2UvdjEvaW5mZXJlbmNlLnByb3RvEhVwb3NlbG9vcC5pbmZlcmVuY2UudjEiYAoQU21vb3RoaW5nT3B0aW9ucxIPCgdlbmFibGVkGAEgASgIEhIKCm1pbl9jdXRvZmYYAiABKAISDAoEYmV0YRgDIAEoAhIZChFkZXJpdmF0aXZlX2N1dG9mZhgEIAEoAiKKAQoPVHJhY2tpbmdPcHRpb25zEg8KB2VuYWJsZWQYASABKAgSNQoGbWV0cmljGAIgASgOMiUucG9zZWxvb3AuaW5mZXJlbmNlLnYxLlRyYWNraW5nTWV0cmljEhcKD21hdGNoX3RocmVzaG9sZBgDIAEoAhIWCg5tYXhfYWdlX2ZyYW1lcxgEIAEoDSLAAgoNU3RyZWFtT3B0aW9ucxISCgptb2RlbF9uYW1lGAEgASgJEjUKCGRlbGl2ZXJ5GAIgASgOMiMucG9zZWxvb3AuaW5mZXJlbmNlLnYxLkRlbGl2ZXJ5TW9kZRIVCg1tYXhfaW5fZmxpZ2h0GAMgASgNEhoKEm1pbl9rZXlwb2ludF9zY29yZRgEIAEoAhITCgttYXhfcGVyc29ucxgFIAEoDRI6CglzbW9vdGhpbmcYBiABKAsyJy5wb3NlbG9vcC5pbmZlcmVuY2UudjEuU21vb3RoaW5nT3B0aW9ucxI4Cgh0cmFja2luZxgHIAEoCzImLnBvc2Vsb29wLmluZmVyZW5jZS52MS5UcmFja2luZ09wdGlvbnMSEQoJZmxpcF90ZXN0GAggASgIEhMKC3N0cmVhbV9uYW1lGAkgASgJIlAKDEVuY29kZWRJbWFnZRIMCgRkYXRhGAEgASgMEjIKBmZvcm1hdBgCIAEoDjIiLnBvc2Vsb29wLmluZmVyZW5jZS52MS5JbWFnZUZvcm1hdCJ7CghSYXdJbWFnZRINCgV3aWR0aBgBIAEoDRIOCgZoZWlnaHQYAiABKA0SMgoGZm9ybWF0GAMgASgOMiIucG9zZWxvb3AuaW5mZXJlbmNlLnYxLlBpeGVsRm9ybWF0Eg4KBnN0cmlkZRgEIAEoDRIMCgRkYXRhGAUgASgMItEBCgVGcmFtZRIQCghmcmFtZV9pZBgBIAEoBBIOCgZwdHNfdXMYAiABKAMSNgoHZW5jb2RlZBgDIAEoCzIjLnBvc2Vsb29wLmluZmVyZW5jZS52MS5FbmNvZGVkSW1hZ2VIABIuCgNyYXcYBCABKAsyHy5wb3NlbG9vcC5pbmZlcmVuY2UudjEuUmF3SW1hZ2VIABI1CgxwZXJzb25fYm94ZXMYBSADKAsyHy5wb3NlbG9vcC5jb21tb24udjEuQm91bmRpbmdCb3hCBwoFaW1hZ2UiiwEKFlN0cmVhbUtleXBvaW50c1JlcXVlc3QSNwoHb3B0aW9ucxgBIAEoCzIkLnBvc2Vsb29wLmluZmVyZW5jZS52MS5TdHJlYW1PcHRpb25zSAASLQoFZnJhbWUYAiABKAsyHC5wb3NlbG9vcC5pbmZlcmVuY2UudjEuRnJhbWVIAEIJCgdwYXlsb2FkIooBCgxGcmFtZVRpbWluZ3MSEAoIcXVldWVfdXMYASABKA0SEQoJZGVjb2RlX3VzGAIgASgNEhUKDXByZXByb2Nlc3NfdXMYAyABKA0SFAoMaW5mZXJlbmNlX3VzGAQgASgNEhYKDnBvc3Rwcm9jZXNzX3VzGAUgASgNEhAKCHRvdGFsX3VzGAYgASgNIqgCCgtGcmFtZVJlc3VsdBIQCghmcmFtZV9pZBgBIAEoBBIOCgZwdHNfdXMYAiABKAMSKwoFbW9kZWwYAyABKAsyHC5wb3NlbG9vcC5jb21tb24udjEuTW9kZWxSZWYSKwoHcGVyc29ucxgEIAMoCzIaLnBvc2Vsb29wLmNvbW1vbi52MS5QZXJzb24SKgoGc3RhdHVzGAUgASgLMhoucG9zZWxvb3AuY29tbW9uLnYxLlN0YXR1cxI0Cgd0aW1pbmdzGAYgASgLMiMucG9zZWxvb3AuaW5mZXJlbmNlLnYxLkZyYW1lVGltaW5ncxITCgtpbWFnZV93aWR0aBgHIAEoDRIUCgxpbWFnZV9oZWlnaHQYCCABKA0SEAoIdHJhY2VfaWQYCSABKAkiVQoNRnJhbWVzRHJvcHBlZBIRCglmcmFtZV9pZHMYASADKAQSMQoGcmVhc29uGAIgASgOMiEucG9zZWxvb3AuaW5mZXJlbmNlLnYxLkRyb3BSZWFzb24ihwEKDlN0cmVhbUFjY2VwdGVkEhEKCXN0cmVhbV9pZBgBIAEoCRIrCgVtb2RlbBgCIAEoCzIcLnBvc2Vsb29wLmNvbW1vbi52MS5Nb2RlbFJlZhI1CgdvcHRpb25zGAMgASgLMiQucG9zZWxvb3AuaW5mZXJlbmNlLnYxLlN0cmVhbU9wdGlvbnMizgEKF1N0cmVhbUtleXBvaW50c1Jlc3BvbnNlEjQKBnJlc3VsdBgBIAEoCzIiLnBvc2Vsb29wLmluZmVyZW5jZS52MS5GcmFtZVJlc3VsdEgAEjcKB2Ryb3BwZWQYAiABKAsyJC5wb3NlbG9vcC5pbmZlcmVuY2UudjEuRnJhbWVzRHJvcHBlZEgAEjkKCGFjY2VwdGVkGAMgASgLMiUucG9zZWxvb3AuaW5mZXJlbmNlLnYxLlN0cmVhbUFjY2VwdGVkSABCCQoHcGF5bG9hZCKdAQoWRGV0ZWN0S2V5cG9pbnRzUmVxdWVzdBISCgptb2RlbF9uYW1lGAEgASgJEisKBWZyYW1lGAIgASgLMhwucG9zZWxvb3AuaW5mZXJlbmNlLnYxLkZyYW1lEhoKEm1pbl9rZXlwb2ludF9zY29yZRgDIAEoAhITCgttYXhfcGVyc29ucxgEIAEoDRIRCglmbGlwX3Rlc3QYBSABKAgiTQoXRGV0ZWN0S2V5cG9pbnRzUmVzcG9uc2USMgoGcmVzdWx0GAEgASgLMiIucG9zZWxvb3AuaW5mZXJlbmNlLnYxLkZyYW1lUmVzdWx0IiwKFkdldFNlcnZpbmdNb2RlbFJlcXVlc3QSEgoKbW9kZWxfbmFtZRgBIAEoCSLhAQoXR2V0U2VydmluZ01vZGVsUmVzcG9uc2USMgoFc3RhdGUYASABKA4yIy5wb3NlbG9vcC5pbmZlcmVuY2UudjEuU2VydmluZ1N0YXRlEjMKCG1hbmlmZXN0GAIgASgLMiEucG9zZWxvb3AuY29tbW9uLnYxLk1vZGVsTWFuaWZlc3QSLQoJbG9hZGVkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCghwcmV2aW91cxgEIAMoCzIcLnBvc2Vsb29wLmNvbW1vbi52MS5Nb2RlbFJlZiIuChhXYXRjaFNlcnZpbmdNb2RlbFJlcXVlc3QSEgoKbW9kZWxfbmFtZRgBIAEoCSLAAgoZV2F0Y2hTZXJ2aW5nTW9kZWxSZXNwb25zZRI1CgRraW5kGAEgASgOMicucG9zZWxvb3AuaW5mZXJlbmNlLnYxLlNlcnZpbmdFdmVudEtpbmQSMgoFc3RhdGUYAiABKA4yIy5wb3NlbG9vcC5pbmZlcmVuY2UudjEuU2VydmluZ1N0YXRlEjIKB3NlcnZpbmcYAyABKAsyIS5wb3NlbG9vcC5jb21tb24udjEuTW9kZWxNYW5pZmVzdBIvCgljYW5kaWRhdGUYBCABKAsyHC5wb3NlbG9vcC5jb21tb24udjEuTW9kZWxSZWYSKQoFZXJyb3IYBSABKAsyGi5wb3NlbG9vcC5jb21tb24udjEuU3RhdHVzEigKBHRpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wKnEKDERlbGl2ZXJ5TW9kZRIdChlERUxJVkVSWV9NT0RFX1VOU1BFQ0lGSUVEEAASHQoZREVMSVZFUllfTU9ERV9FVkVSWV9GUkFNRRABEiMKH0RFTElWRVJZX01PREVfTEFURVNUX0ZSQU1FX1dJTlMQAipjCg5UcmFja2luZ01ldHJpYxIfChtUUkFDS0lOR19NRVRSSUNfVU5TUEVDSUZJRUQQABIXChNUUkFDS0lOR19NRVRSSUNfSU9VEAESFwoTVFJBQ0tJTkdfTUVUUklDX09LUxACKm8KC0ltYWdlRm9ybWF0EhwKGElNQUdFX0ZPUk1BVF9VTlNQRUNJRklFRBAAEhUKEUlNQUdFX0ZPUk1BVF9KUEVHEAESFAoQSU1BR0VfRk9STUFUX1BORxACEhUKEUlNQUdFX0ZPUk1BVF9XRUJQEAMqiQEKC1BpeGVsRm9ybWF0EhwKGFBJWEVMX0ZPUk1BVF9VTlNQRUNJRklFRBAAEhUKEVBJWEVMX0ZPUk1BVF9SR0I4EAESFQoRUElYRUxfRk9STUFUX0JHUjgQAhIWChJQSVhFTF9GT1JNQVRfUkdCQTgQAxIWChJQSVhFTF9GT1JNQVRfR1JBWTgQBCpFCgpEcm9wUmVhc29uEhsKF0RST1BfUkVBU09OX1VOU1BFQ0lGSUVEEAASGgoWRFJPUF9SRUFTT05fU1VQRVJTRURFRBABKn4KDFNlcnZpbmdTdGF0ZRIdChlTRVJWSU5HX1NUQVRFX1VOU1BFQ0lGSUVEEAASGQoVU0VSVklOR19TVEFURV9XQUlUSU5HEAESGQoVU0VSVklOR19TVEFURV9MT0FESU5HEAISGQoVU0VSVklOR19TVEFURV9TRVJWSU5HEAMq2wEKEFNlcnZpbmdFdmVudEtpbmQSIgoeU0VSVklOR19FVkVOVF9LSU5EX1VOU1BFQ0lGSUVEEAASHwobU0VSVklOR19FVkVOVF9LSU5EX1NOQVBTSE9UEAESHgoaU0VSVklOR19FVkVOVF9LSU5EX0xPQURJTkcQAhIeChpTRVJWSU5HX0VWRU5UX0tJTkRfU1dBUFBFRBADEiIKHlNFUlZJTkdfRVZFTlRfS0lORF9MT0FEX0ZBSUxFRBAEEh4KGlNFUlZJTkdfRVZFTlRfS0lORF9EUkFJTkVEEAUy5gMKEEluZmVyZW5jZVNlcnZpY2USdAoPU3RyZWFtS2V5cG9pbnRzEi0ucG9zZWxvb3AuaW5mZXJlbmNlLnYxLlN0cmVhbUtleXBvaW50c1JlcXVlc3QaLi5wb3NlbG9vcC5pbmZlcmVuY2UudjEuU3RyZWFtS2V5cG9pbnRzUmVzcG9uc2UoATABEnAKD0RldGVjdEtleXBvaW50cxItLnBvc2Vsb29wLmluZmVyZW5jZS52MS5EZXRlY3RLZXlwb2ludHNSZXF1ZXN0Gi4ucG9zZWxvb3AuaW5mZXJlbmNlLnYxLkRldGVjdEtleXBvaW50c1Jlc3BvbnNlEnAKD0dldFNlcnZpbmdNb2RlbBItLnBvc2Vsb29wLmluZmVyZW5jZS52MS5HZXRTZXJ2aW5nTW9kZWxSZXF1ZXN0Gi4ucG9zZWxvb3AuaW5mZXJlbmNlLnYxLkdldFNlcnZpbmdNb2RlbFJlc3BvbnNlEngKEVdhdGNoU2VydmluZ01vZGVsEi8ucG9zZWxvb3AuaW5mZXJlbmNlLnYxLldhdGNoU2VydmluZ01vZGVsUmVxdWVzdBowLnBvc2Vsb29wLmluZmVyZW5jZS52MS5XYXRjaFNlcnZpbmdNb2RlbFJlc3BvbnNlMAFiBnByb3RvMw", [file_google_protobuf_timestamp, file_poseloop_common_v1_model, file_poseloop_common_v1_pose, file_poseloop_common_v1_status]);
+  fileDesc("CiVwb3NlbG9vcC9pbmZlcmVuY2UvdjEvaW5mZXJlbmNlLnByb3RvEhVwb3NlbG9vcC5pbmZlcmVuY2UudjEiYAoQU21vb3RoaW5nT3B0aW9ucxIPCgdlbmFibGVkGAEgASgIEhIKCm1pbl9jdXRvZmYYAiABKAISDAoEYmV0YRgDIAEoAhIZChFkZXJpdmF0aXZlX2N1dG9mZhgEIAEoAiKKAQoPVHJhY2tpbmdPcHRpb25zEg8KB2VuYWJsZWQYASABKAgSNQoGbWV0cmljGAIgASgOMiUucG9zZWxvb3AuaW5mZXJlbmNlLnYxLlRyYWNraW5nTWV0cmljEhcKD21hdGNoX3RocmVzaG9sZBgDIAEoAhIWCg5tYXhfYWdlX2ZyYW1lcxgEIAEoDSK2AwoNU3RyZWFtT3B0aW9ucxISCgptb2RlbF9uYW1lGAEgASgJEjUKCGRlbGl2ZXJ5GAIgASgOMiMucG9zZWxvb3AuaW5mZXJlbmNlLnYxLkRlbGl2ZXJ5TW9kZRIVCg1tYXhfaW5fZmxpZ2h0GAMgASgNEhoKEm1pbl9rZXlwb2ludF9zY29yZRgEIAEoAhITCgttYXhfcGVyc29ucxgFIAEoDRI6CglzbW9vdGhpbmcYBiABKAsyJy5wb3NlbG9vcC5pbmZlcmVuY2UudjEuU21vb3RoaW5nT3B0aW9ucxI4Cgh0cmFja2luZxgHIAEoCzImLnBvc2Vsb29wLmluZmVyZW5jZS52MS5UcmFja2luZ09wdGlvbnMSEQoJZmxpcF90ZXN0GAggASgIEhMKC3N0cmVhbV9uYW1lGAkgASgJEjoKDXBlcnNvbl9zb3VyY2UYCiABKA4yIy5wb3NlbG9vcC5pbmZlcmVuY2UudjEuUGVyc29uU291cmNlEjgKCGRldGVjdG9yGAsgASgLMiYucG9zZWxvb3AuaW5mZXJlbmNlLnYxLkRldGVjdG9yT3B0aW9ucyJVCg9EZXRlY3Rvck9wdGlvbnMSEgoKbW9kZWxfbmFtZRgBIAEoCRIXCg9zY29yZV90aHJlc2hvbGQYAiABKAISFQoNaW91X3RocmVzaG9sZBgDIAEoAiJQCgxFbmNvZGVkSW1hZ2USDAoEZGF0YRgBIAEoDBIyCgZmb3JtYXQYAiABKA4yIi5wb3NlbG9vcC5pbmZlcmVuY2UudjEuSW1hZ2VGb3JtYXQiewoIUmF3SW1hZ2USDQoFd2lkdGgYASABKA0SDgoGaGVpZ2h0GAIgASgNEjIKBmZvcm1hdBgDIAEoDjIiLnBvc2Vsb29wLmluZmVyZW5jZS52MS5QaXhlbEZvcm1hdBIOCgZzdHJpZGUYBCABKA0SDAoEZGF0YRgFIAEoDCLRAQoFRnJhbWUSEAoIZnJhbWVfaWQYASABKAQSDgoGcHRzX3VzGAIgASgDEjYKB2VuY29kZWQYAyABKAsyIy5wb3NlbG9vcC5pbmZlcmVuY2UudjEuRW5jb2RlZEltYWdlSAASLgoDcmF3GAQgASgLMh8ucG9zZWxvb3AuaW5mZXJlbmNlLnYxLlJhd0ltYWdlSAASNQoMcGVyc29uX2JveGVzGAUgAygLMh8ucG9zZWxvb3AuY29tbW9uLnYxLkJvdW5kaW5nQm94QgcKBWltYWdlIosBChZTdHJlYW1LZXlwb2ludHNSZXF1ZXN0EjcKB29wdGlvbnMYASABKAsyJC5wb3NlbG9vcC5pbmZlcmVuY2UudjEuU3RyZWFtT3B0aW9uc0gAEi0KBWZyYW1lGAIgASgLMhwucG9zZWxvb3AuaW5mZXJlbmNlLnYxLkZyYW1lSABCCQoHcGF5bG9hZCKKAQoMRnJhbWVUaW1pbmdzEhAKCHF1ZXVlX3VzGAEgASgNEhEKCWRlY29kZV91cxgCIAEoDRIVCg1wcmVwcm9jZXNzX3VzGAMgASgNEhQKDGluZmVyZW5jZV91cxgEIAEoDRIWCg5wb3N0cHJvY2Vzc191cxgFIAEoDRIQCgh0b3RhbF91cxgGIAEoDSLYAgoLRnJhbWVSZXN1bHQSEAoIZnJhbWVfaWQYASABKAQSDgoGcHRzX3VzGAIgASgDEisKBW1vZGVsGAMgASgLMhwucG9zZWxvb3AuY29tbW9uLnYxLk1vZGVsUmVmEisKB3BlcnNvbnMYBCADKAsyGi5wb3NlbG9vcC5jb21tb24udjEuUGVyc29uEioKBnN0YXR1cxgFIAEoCzIaLnBvc2Vsb29wLmNvbW1vbi52MS5TdGF0dXMSNAoHdGltaW5ncxgGIAEoCzIjLnBvc2Vsb29wLmluZmVyZW5jZS52MS5GcmFtZVRpbWluZ3MSEwoLaW1hZ2Vfd2lkdGgYByABKA0SFAoMaW1hZ2VfaGVpZ2h0GAggASgNEhAKCHRyYWNlX2lkGAkgASgJEi4KCGRldGVjdG9yGAogASgLMhwucG9zZWxvb3AuY29tbW9uLnYxLk1vZGVsUmVmIlUKDUZyYW1lc0Ryb3BwZWQSEQoJZnJhbWVfaWRzGAEgAygEEjEKBnJlYXNvbhgCIAEoDjIhLnBvc2Vsb29wLmluZmVyZW5jZS52MS5Ecm9wUmVhc29uIocBCg5TdHJlYW1BY2NlcHRlZBIRCglzdHJlYW1faWQYASABKAkSKwoFbW9kZWwYAiABKAsyHC5wb3NlbG9vcC5jb21tb24udjEuTW9kZWxSZWYSNQoHb3B0aW9ucxgDIAEoCzIkLnBvc2Vsb29wLmluZmVyZW5jZS52MS5TdHJlYW1PcHRpb25zIs4BChdTdHJlYW1LZXlwb2ludHNSZXNwb25zZRI0CgZyZXN1bHQYASABKAsyIi5wb3NlbG9vcC5pbmZlcmVuY2UudjEuRnJhbWVSZXN1bHRIABI3Cgdkcm9wcGVkGAIgASgLMiQucG9zZWxvb3AuaW5mZXJlbmNlLnYxLkZyYW1lc0Ryb3BwZWRIABI5CghhY2NlcHRlZBgDIAEoCzIlLnBvc2Vsb29wLmluZmVyZW5jZS52MS5TdHJlYW1BY2NlcHRlZEgAQgkKB3BheWxvYWQikwIKFkRldGVjdEtleXBvaW50c1JlcXVlc3QSEgoKbW9kZWxfbmFtZRgBIAEoCRIrCgVmcmFtZRgCIAEoCzIcLnBvc2Vsb29wLmluZmVyZW5jZS52MS5GcmFtZRIaChJtaW5fa2V5cG9pbnRfc2NvcmUYAyABKAISEwoLbWF4X3BlcnNvbnMYBCABKA0SEQoJZmxpcF90ZXN0GAUgASgIEjoKDXBlcnNvbl9zb3VyY2UYBiABKA4yIy5wb3NlbG9vcC5pbmZlcmVuY2UudjEuUGVyc29uU291cmNlEjgKCGRldGVjdG9yGAcgASgLMiYucG9zZWxvb3AuaW5mZXJlbmNlLnYxLkRldGVjdG9yT3B0aW9ucyJNChdEZXRlY3RLZXlwb2ludHNSZXNwb25zZRIyCgZyZXN1bHQYASABKAsyIi5wb3NlbG9vcC5pbmZlcmVuY2UudjEuRnJhbWVSZXN1bHQiLAoWR2V0U2VydmluZ01vZGVsUmVxdWVzdBISCgptb2RlbF9uYW1lGAEgASgJIuEBChdHZXRTZXJ2aW5nTW9kZWxSZXNwb25zZRIyCgVzdGF0ZRgBIAEoDjIjLnBvc2Vsb29wLmluZmVyZW5jZS52MS5TZXJ2aW5nU3RhdGUSMwoIbWFuaWZlc3QYAiABKAsyIS5wb3NlbG9vcC5jb21tb24udjEuTW9kZWxNYW5pZmVzdBItCglsb2FkZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCHByZXZpb3VzGAQgAygLMhwucG9zZWxvb3AuY29tbW9uLnYxLk1vZGVsUmVmIi4KGFdhdGNoU2VydmluZ01vZGVsUmVxdWVzdBISCgptb2RlbF9uYW1lGAEgASgJIsACChlXYXRjaFNlcnZpbmdNb2RlbFJlc3BvbnNlEjUKBGtpbmQYASABKA4yJy5wb3NlbG9vcC5pbmZlcmVuY2UudjEuU2VydmluZ0V2ZW50S2luZBIyCgVzdGF0ZRgCIAEoDjIjLnBvc2Vsb29wLmluZmVyZW5jZS52MS5TZXJ2aW5nU3RhdGUSMgoHc2VydmluZxgDIAEoCzIhLnBvc2Vsb29wLmNvbW1vbi52MS5Nb2RlbE1hbmlmZXN0Ei8KCWNhbmRpZGF0ZRgEIAEoCzIcLnBvc2Vsb29wLmNvbW1vbi52MS5Nb2RlbFJlZhIpCgVlcnJvchgFIAEoCzIaLnBvc2Vsb29wLmNvbW1vbi52MS5TdGF0dXMSKAoEdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqcQoMRGVsaXZlcnlNb2RlEh0KGURFTElWRVJZX01PREVfVU5TUEVDSUZJRUQQABIdChlERUxJVkVSWV9NT0RFX0VWRVJZX0ZSQU1FEAESIwofREVMSVZFUllfTU9ERV9MQVRFU1RfRlJBTUVfV0lOUxACKmMKDlRyYWNraW5nTWV0cmljEh8KG1RSQUNLSU5HX01FVFJJQ19VTlNQRUNJRklFRBAAEhcKE1RSQUNLSU5HX01FVFJJQ19JT1UQARIXChNUUkFDS0lOR19NRVRSSUNfT0tTEAIqiAEKDFBlcnNvblNvdXJjZRIdChlQRVJTT05fU09VUkNFX1VOU1BFQ0lGSUVEEAASHgoaUEVSU09OX1NPVVJDRV9DTElFTlRfQk9YRVMQARIaChZQRVJTT05fU09VUkNFX0RFVEVDVE9SEAISHQoZUEVSU09OX1NPVVJDRV9XSE9MRV9GUkFNRRADKm8KC0ltYWdlRm9ybWF0EhwKGElNQUdFX0ZPUk1BVF9VTlNQRUNJRklFRBAAEhUKEUlNQUdFX0ZPUk1BVF9KUEVHEAESFAoQSU1BR0VfRk9STUFUX1BORxACEhUKEUlNQUdFX0ZPUk1BVF9XRUJQEAMqiQEKC1BpeGVsRm9ybWF0EhwKGFBJWEVMX0ZPUk1BVF9VTlNQRUNJRklFRBAAEhUKEVBJWEVMX0ZPUk1BVF9SR0I4EAESFQoRUElYRUxfRk9STUFUX0JHUjgQAhIWChJQSVhFTF9GT1JNQVRfUkdCQTgQAxIWChJQSVhFTF9GT1JNQVRfR1JBWTgQBCpFCgpEcm9wUmVhc29uEhsKF0RST1BfUkVBU09OX1VOU1BFQ0lGSUVEEAASGgoWRFJPUF9SRUFTT05fU1VQRVJTRURFRBABKn4KDFNlcnZpbmdTdGF0ZRIdChlTRVJWSU5HX1NUQVRFX1VOU1BFQ0lGSUVEEAASGQoVU0VSVklOR19TVEFURV9XQUlUSU5HEAESGQoVU0VSVklOR19TVEFURV9MT0FESU5HEAISGQoVU0VSVklOR19TVEFURV9TRVJWSU5HEAMq2wEKEFNlcnZpbmdFdmVudEtpbmQSIgoeU0VSVklOR19FVkVOVF9LSU5EX1VOU1BFQ0lGSUVEEAASHwobU0VSVklOR19FVkVOVF9LSU5EX1NOQVBTSE9UEAESHgoaU0VSVklOR19FVkVOVF9LSU5EX0xPQURJTkcQAhIeChpTRVJWSU5HX0VWRU5UX0tJTkRfU1dBUFBFRBADEiIKHlNFUlZJTkdfRVZFTlRfS0lORF9MT0FEX0ZBSUxFRBAEEh4KGlNFUlZJTkdfRVZFTlRfS0lORF9EUkFJTkVEEAUy5gMKEEluZmVyZW5jZVNlcnZpY2USdAoPU3RyZWFtS2V5cG9pbnRzEi0ucG9zZWxvb3AuaW5mZXJlbmNlLnYxLlN0cmVhbUtleXBvaW50c1JlcXVlc3QaLi5wb3NlbG9vcC5pbmZlcmVuY2UudjEuU3RyZWFtS2V5cG9pbnRzUmVzcG9uc2UoATABEnAKD0RldGVjdEtleXBvaW50cxItLnBvc2Vsb29wLmluZmVyZW5jZS52MS5EZXRlY3RLZXlwb2ludHNSZXF1ZXN0Gi4ucG9zZWxvb3AuaW5mZXJlbmNlLnYxLkRldGVjdEtleXBvaW50c1Jlc3BvbnNlEnAKD0dldFNlcnZpbmdNb2RlbBItLnBvc2Vsb29wLmluZmVyZW5jZS52MS5HZXRTZXJ2aW5nTW9kZWxSZXF1ZXN0Gi4ucG9zZWxvb3AuaW5mZXJlbmNlLnYxLkdldFNlcnZpbmdNb2RlbFJlc3BvbnNlEngKEVdhdGNoU2VydmluZ01vZGVsEi8ucG9zZWxvb3AuaW5mZXJlbmNlLnYxLldhdGNoU2VydmluZ01vZGVsUmVxdWVzdBowLnBvc2Vsb29wLmluZmVyZW5jZS52MS5XYXRjaFNlcnZpbmdNb2RlbFJlc3BvbnNlMAFiBnByb3RvMw", [file_google_protobuf_timestamp, file_poseloop_common_v1_model, file_poseloop_common_v1_pose, file_poseloop_common_v1_status]);
 
 /**
  * One-Euro filter on keypoint coordinates.
@@ -161,6 +161,18 @@ export type StreamOptions = Message<"poseloop.inference.v1.StreamOptions"> & {
    * @generated from field: string stream_name = 9;
    */
   streamName: string;
+
+  /**
+   * Where the people of a frame come from, and the person detector's settings.
+   *
+   * @generated from field: poseloop.inference.v1.PersonSource person_source = 10;
+   */
+  personSource: PersonSource;
+
+  /**
+   * @generated from field: poseloop.inference.v1.DetectorOptions detector = 11;
+   */
+  detector?: DetectorOptions | undefined;
 };
 
 /**
@@ -169,6 +181,41 @@ export type StreamOptions = Message<"poseloop.inference.v1.StreamOptions"> & {
  */
 export const StreamOptionsSchema: GenMessage<StreamOptions> = /*@__PURE__*/
   messageDesc(file_poseloop_inference_v1_inference, 2);
+
+/**
+ * The person detector a stream uses, and its thresholds; zero values take the detector manifest's defaults.
+ *
+ * @generated from message poseloop.inference.v1.DetectorOptions
+ */
+export type DetectorOptions = Message<"poseloop.inference.v1.DetectorOptions"> & {
+  /**
+   * The detector model name; empty: the inferencer's default detector (POSELOOP_DETECTOR_MODEL).
+   *
+   * @generated from field: string model_name = 1;
+   */
+  modelName: string;
+
+  /**
+   * Boxes scoring below this are dropped, in [0, 1].
+   *
+   * @generated from field: float score_threshold = 2;
+   */
+  scoreThreshold: number;
+
+  /**
+   * Non-maximum suppression's IoU, in (0, 1].
+   *
+   * @generated from field: float iou_threshold = 3;
+   */
+  iouThreshold: number;
+};
+
+/**
+ * Describes the message poseloop.inference.v1.DetectorOptions.
+ * Use `create(DetectorOptionsSchema)` to create a new message.
+ */
+export const DetectorOptionsSchema: GenMessage<DetectorOptions> = /*@__PURE__*/
+  messageDesc(file_poseloop_inference_v1_inference, 3);
 
 /**
  * A compressed image.
@@ -192,7 +239,7 @@ export type EncodedImage = Message<"poseloop.inference.v1.EncodedImage"> & {
  * Use `create(EncodedImageSchema)` to create a new message.
  */
 export const EncodedImageSchema: GenMessage<EncodedImage> = /*@__PURE__*/
-  messageDesc(file_poseloop_inference_v1_inference, 3);
+  messageDesc(file_poseloop_inference_v1_inference, 4);
 
 /**
  * Uncompressed pixels, row by row from the top.
@@ -233,7 +280,7 @@ export type RawImage = Message<"poseloop.inference.v1.RawImage"> & {
  * Use `create(RawImageSchema)` to create a new message.
  */
 export const RawImageSchema: GenMessage<RawImage> = /*@__PURE__*/
-  messageDesc(file_poseloop_inference_v1_inference, 4);
+  messageDesc(file_poseloop_inference_v1_inference, 5);
 
 /**
  * One video frame or still image.
@@ -285,7 +332,7 @@ export type Frame = Message<"poseloop.inference.v1.Frame"> & {
  * Use `create(FrameSchema)` to create a new message.
  */
 export const FrameSchema: GenMessage<Frame> = /*@__PURE__*/
-  messageDesc(file_poseloop_inference_v1_inference, 5);
+  messageDesc(file_poseloop_inference_v1_inference, 6);
 
 /**
  * One message of a StreamKeypoints call.
@@ -316,7 +363,7 @@ export type StreamKeypointsRequest = Message<"poseloop.inference.v1.StreamKeypoi
  * Use `create(StreamKeypointsRequestSchema)` to create a new message.
  */
 export const StreamKeypointsRequestSchema: GenMessage<StreamKeypointsRequest> = /*@__PURE__*/
-  messageDesc(file_poseloop_inference_v1_inference, 6);
+  messageDesc(file_poseloop_inference_v1_inference, 7);
 
 /**
  * Time spent on a frame, in microseconds, by stage.
@@ -362,7 +409,7 @@ export type FrameTimings = Message<"poseloop.inference.v1.FrameTimings"> & {
  * Use `create(FrameTimingsSchema)` to create a new message.
  */
 export const FrameTimingsSchema: GenMessage<FrameTimings> = /*@__PURE__*/
-  messageDesc(file_poseloop_inference_v1_inference, 7);
+  messageDesc(file_poseloop_inference_v1_inference, 8);
 
 /**
  * The answer for one frame.
@@ -421,6 +468,14 @@ export type FrameResult = Message<"poseloop.inference.v1.FrameResult"> & {
    * @generated from field: string trace_id = 9;
    */
   traceId: string;
+
+  /**
+   * The person detector version whose boxes the people came from; absent when they came from the client or
+   * the whole frame.
+   *
+   * @generated from field: poseloop.common.v1.ModelRef detector = 10;
+   */
+  detector?: ModelRef | undefined;
 };
 
 /**
@@ -428,7 +483,7 @@ export type FrameResult = Message<"poseloop.inference.v1.FrameResult"> & {
  * Use `create(FrameResultSchema)` to create a new message.
  */
 export const FrameResultSchema: GenMessage<FrameResult> = /*@__PURE__*/
-  messageDesc(file_poseloop_inference_v1_inference, 8);
+  messageDesc(file_poseloop_inference_v1_inference, 9);
 
 /**
  * Frames the server will never answer.
@@ -452,7 +507,7 @@ export type FramesDropped = Message<"poseloop.inference.v1.FramesDropped"> & {
  * Use `create(FramesDroppedSchema)` to create a new message.
  */
 export const FramesDroppedSchema: GenMessage<FramesDropped> = /*@__PURE__*/
-  messageDesc(file_poseloop_inference_v1_inference, 9);
+  messageDesc(file_poseloop_inference_v1_inference, 10);
 
 /**
  * Sent once, first, when the server has accepted the stream's options.
@@ -487,7 +542,7 @@ export type StreamAccepted = Message<"poseloop.inference.v1.StreamAccepted"> & {
  * Use `create(StreamAcceptedSchema)` to create a new message.
  */
 export const StreamAcceptedSchema: GenMessage<StreamAccepted> = /*@__PURE__*/
-  messageDesc(file_poseloop_inference_v1_inference, 10);
+  messageDesc(file_poseloop_inference_v1_inference, 11);
 
 /**
  * One message of a StreamKeypoints response stream.
@@ -524,7 +579,7 @@ export type StreamKeypointsResponse = Message<"poseloop.inference.v1.StreamKeypo
  * Use `create(StreamKeypointsResponseSchema)` to create a new message.
  */
 export const StreamKeypointsResponseSchema: GenMessage<StreamKeypointsResponse> = /*@__PURE__*/
-  messageDesc(file_poseloop_inference_v1_inference, 11);
+  messageDesc(file_poseloop_inference_v1_inference, 12);
 
 /**
  * @generated from message poseloop.inference.v1.DetectKeypointsRequest
@@ -556,6 +611,18 @@ export type DetectKeypointsRequest = Message<"poseloop.inference.v1.DetectKeypoi
    * @generated from field: bool flip_test = 5;
    */
   flipTest: boolean;
+
+  /**
+   * As in StreamOptions.
+   *
+   * @generated from field: poseloop.inference.v1.PersonSource person_source = 6;
+   */
+  personSource: PersonSource;
+
+  /**
+   * @generated from field: poseloop.inference.v1.DetectorOptions detector = 7;
+   */
+  detector?: DetectorOptions | undefined;
 };
 
 /**
@@ -563,7 +630,7 @@ export type DetectKeypointsRequest = Message<"poseloop.inference.v1.DetectKeypoi
  * Use `create(DetectKeypointsRequestSchema)` to create a new message.
  */
 export const DetectKeypointsRequestSchema: GenMessage<DetectKeypointsRequest> = /*@__PURE__*/
-  messageDesc(file_poseloop_inference_v1_inference, 12);
+  messageDesc(file_poseloop_inference_v1_inference, 13);
 
 /**
  * @generated from message poseloop.inference.v1.DetectKeypointsResponse
@@ -580,7 +647,7 @@ export type DetectKeypointsResponse = Message<"poseloop.inference.v1.DetectKeypo
  * Use `create(DetectKeypointsResponseSchema)` to create a new message.
  */
 export const DetectKeypointsResponseSchema: GenMessage<DetectKeypointsResponse> = /*@__PURE__*/
-  messageDesc(file_poseloop_inference_v1_inference, 13);
+  messageDesc(file_poseloop_inference_v1_inference, 14);
 
 /**
  * @generated from message poseloop.inference.v1.GetServingModelRequest
@@ -599,7 +666,7 @@ export type GetServingModelRequest = Message<"poseloop.inference.v1.GetServingMo
  * Use `create(GetServingModelRequestSchema)` to create a new message.
  */
 export const GetServingModelRequestSchema: GenMessage<GetServingModelRequest> = /*@__PURE__*/
-  messageDesc(file_poseloop_inference_v1_inference, 14);
+  messageDesc(file_poseloop_inference_v1_inference, 15);
 
 /**
  * @generated from message poseloop.inference.v1.GetServingModelResponse
@@ -635,7 +702,7 @@ export type GetServingModelResponse = Message<"poseloop.inference.v1.GetServingM
  * Use `create(GetServingModelResponseSchema)` to create a new message.
  */
 export const GetServingModelResponseSchema: GenMessage<GetServingModelResponse> = /*@__PURE__*/
-  messageDesc(file_poseloop_inference_v1_inference, 15);
+  messageDesc(file_poseloop_inference_v1_inference, 16);
 
 /**
  * @generated from message poseloop.inference.v1.WatchServingModelRequest
@@ -654,7 +721,7 @@ export type WatchServingModelRequest = Message<"poseloop.inference.v1.WatchServi
  * Use `create(WatchServingModelRequestSchema)` to create a new message.
  */
 export const WatchServingModelRequestSchema: GenMessage<WatchServingModelRequest> = /*@__PURE__*/
-  messageDesc(file_poseloop_inference_v1_inference, 16);
+  messageDesc(file_poseloop_inference_v1_inference, 17);
 
 /**
  * @generated from message poseloop.inference.v1.WatchServingModelResponse
@@ -702,7 +769,7 @@ export type WatchServingModelResponse = Message<"poseloop.inference.v1.WatchServ
  * Use `create(WatchServingModelResponseSchema)` to create a new message.
  */
 export const WatchServingModelResponseSchema: GenMessage<WatchServingModelResponse> = /*@__PURE__*/
-  messageDesc(file_poseloop_inference_v1_inference, 17);
+  messageDesc(file_poseloop_inference_v1_inference, 18);
 
 /**
  * How a stream's frames are delivered.
@@ -766,6 +833,47 @@ export const TrackingMetricSchema: GenEnum<TrackingMetric> = /*@__PURE__*/
   enumDesc(file_poseloop_inference_v1_inference, 1);
 
 /**
+ * Where a frame's person boxes come from.
+ *
+ * @generated from enum poseloop.inference.v1.PersonSource
+ */
+export enum PersonSource {
+  /**
+   * The frame's person_boxes when it has any; else the person detector when one serves; else the whole frame.
+   *
+   * @generated from enum value: PERSON_SOURCE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Only the frame's person_boxes (a frame without any has no people).
+   *
+   * @generated from enum value: PERSON_SOURCE_CLIENT_BOXES = 1;
+   */
+  CLIENT_BOXES = 1,
+
+  /**
+   * The person detector, ignoring the frame's boxes (FAILED_PRECONDITION when no detector serves).
+   *
+   * @generated from enum value: PERSON_SOURCE_DETECTOR = 2;
+   */
+  DETECTOR = 2,
+
+  /**
+   * One person: the whole frame.
+   *
+   * @generated from enum value: PERSON_SOURCE_WHOLE_FRAME = 3;
+   */
+  WHOLE_FRAME = 3,
+}
+
+/**
+ * Describes the enum poseloop.inference.v1.PersonSource.
+ */
+export const PersonSourceSchema: GenEnum<PersonSource> = /*@__PURE__*/
+  enumDesc(file_poseloop_inference_v1_inference, 2);
+
+/**
  * Formats of an encoded image.
  *
  * @generated from enum poseloop.inference.v1.ImageFormat
@@ -798,7 +906,7 @@ export enum ImageFormat {
  * Describes the enum poseloop.inference.v1.ImageFormat.
  */
 export const ImageFormatSchema: GenEnum<ImageFormat> = /*@__PURE__*/
-  enumDesc(file_poseloop_inference_v1_inference, 2);
+  enumDesc(file_poseloop_inference_v1_inference, 3);
 
 /**
  * Layouts of uncompressed pixels.
@@ -836,7 +944,7 @@ export enum PixelFormat {
  * Describes the enum poseloop.inference.v1.PixelFormat.
  */
 export const PixelFormatSchema: GenEnum<PixelFormat> = /*@__PURE__*/
-  enumDesc(file_poseloop_inference_v1_inference, 3);
+  enumDesc(file_poseloop_inference_v1_inference, 4);
 
 /**
  * Why frames were not answered.
@@ -861,7 +969,7 @@ export enum DropReason {
  * Describes the enum poseloop.inference.v1.DropReason.
  */
 export const DropReasonSchema: GenEnum<DropReason> = /*@__PURE__*/
-  enumDesc(file_poseloop_inference_v1_inference, 4);
+  enumDesc(file_poseloop_inference_v1_inference, 5);
 
 /**
  * Where an inferencer stands with a model name.
@@ -896,7 +1004,7 @@ export enum ServingState {
  * Describes the enum poseloop.inference.v1.ServingState.
  */
 export const ServingStateSchema: GenEnum<ServingState> = /*@__PURE__*/
-  enumDesc(file_poseloop_inference_v1_inference, 5);
+  enumDesc(file_poseloop_inference_v1_inference, 6);
 
 /**
  * Kinds of serving-model events.
@@ -949,7 +1057,7 @@ export enum ServingEventKind {
  * Describes the enum poseloop.inference.v1.ServingEventKind.
  */
 export const ServingEventKindSchema: GenEnum<ServingEventKind> = /*@__PURE__*/
-  enumDesc(file_poseloop_inference_v1_inference, 6);
+  enumDesc(file_poseloop_inference_v1_inference, 7);
 
 /**
  * Keypoints for images and video streams, from the model version the registry marks as serving.

@@ -23,15 +23,19 @@ export function compileForwardGraph(model: ModelDefinition, options: { batch: Di
   for (const spec of model.registry.params) params.set(spec.name, t.sym(g.input(IoNames.param(spec.name), "float32", spec.shape), spec.shape));
   const buffers = new Map<string, Value>();
   for (const spec of model.registry.buffers) buffers.set(spec.name, g.input(IoNames.buffer(spec.name), "float32", spec.shape));
-  const heatmaps = model.forward(new ForwardContext(t, options.mode, params, buffers), images);
-  g.output(heatmaps.value, IoNames.heatmaps);
+  const ctx = new ForwardContext(t, options.mode, params, buffers);
+  if (model.objective !== undefined) {
+    for (const [name, output] of model.objective.outputs(ctx, images)) g.output(output.value, name);
+    return g.build();
+  }
+  g.output(model.forward(ctx, images).value, IoNames.heatmaps);
   return g.build();
 }
 
 export interface InferenceModelOptions {
   /** Input tensor name. Default "input". */
   readonly inputName?: string;
-  /** Output tensor name. Default "heatmaps". */
+  /** Output tensor name of a heatmap model. Default "heatmaps". A detector's outputs have their fixed names. */
   readonly outputName?: string;
   /** Fold BatchNorm into the convolutions (default true). */
   readonly foldBatchNorm?: boolean;
@@ -60,8 +64,12 @@ export function buildInferenceModel(model: ModelDefinition, weights: Weights, op
     if (data === undefined) throw new RangeError(`no values for buffer ${spec.name}`);
     buffers.set(spec.name, g.initializer(spec.name, { dtype: "float32", dims: spec.shape, data }));
   }
-  const heatmaps = model.forward(new ForwardContext(t, "eval", params, buffers), images);
-  g.output(heatmaps.value, options.outputName ?? "heatmaps", { renameProducer: true });
+  const ctx = new ForwardContext(t, "eval", params, buffers);
+  if (model.objective !== undefined) {
+    for (const [name, output] of model.objective.outputs(ctx, images)) g.output(output.value, name, { renameProducer: true });
+  } else {
+    g.output(model.forward(ctx, images).value, options.outputName ?? "heatmaps", { renameProducer: true });
+  }
   for (const [key, value] of Object.entries(options.metadata ?? {})) g.metadata(key, value);
   const built = g.build();
   return options.foldBatchNorm === false ? built : foldBatchNorms(built).model;

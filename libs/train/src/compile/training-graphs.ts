@@ -76,9 +76,13 @@ function emit(model: ModelDefinition, config: TrainingGraphConfig, optimizer: Re
   const { inputWidth: w, inputHeight: h, numKeypoints: kp } = model.config;
   const hw = model.heatmapWidth;
   const hh = model.heatmapHeight;
+  const objective = model.objective;
+  if (objective !== undefined && distillation !== undefined) throw new AppError(Code.INVALID_ARGUMENT, "distillation applies to heatmap models, not to the detector");
   const images = t.sym(g.input(IoNames.images, "float32", [b, 3, h, w]), [b, 3, h, w]);
-  const targets = g.input(IoNames.targets, "float32", [b, kp, hh, hw]);
-  const targetWeights = g.input(IoNames.targetWeights, "float32", [b, kp]);
+  // A heatmap model's targets, or the inputs of a model's own loss (the detector's).
+  const targets = objective === undefined ? g.input(IoNames.targets, "float32", [b, kp, hh, hw]) : undefined;
+  const targetWeights = objective === undefined ? g.input(IoNames.targetWeights, "float32", [b, kp]) : undefined;
+  const lossInputs = new Map((objective?.lossInputs ?? []).map((input) => [input.name, g.input(input.name, "float32", [b, ...input.shape])]));
   const teacher = distillation === undefined ? undefined : g.input(IoNames.teacher, "float32", [b, kp, hh, hw]);
   const scalars = update
     ? { lr: g.input(IoNames.lr, "float32", []), adamStepSize: g.input(IoNames.adamStepSize, "float32", []), adamSqrtBc2: g.input(IoNames.adamSqrtBc2, "float32", []) }
@@ -92,14 +96,19 @@ function emit(model: ModelDefinition, config: TrainingGraphConfig, optimizer: Re
   const mixed = config.mixedPrecision === true;
   const lossScale = mixed ? g.input(IoNames.lossScale, "float32", []) : undefined;
   const ctx = new ForwardContext(t, "train", params, buffers, { computeType: mixed ? "float16" : "float32" });
-  const heatmaps = model.forward(ctx, images);
-  let loss = jointsMseLoss(t, heatmaps, targets, targetWeights);
-  if (distillation !== undefined && teacher !== undefined) {
-    const term =
-      distillation.kind === "mse"
-        ? distillMseLoss(t, heatmaps, teacher)
-        : distillKlLoss(t, reshape(t, heatmaps, [b, kp, hh * hw], [b, kp, hh * hw]), g.op("Reshape", [teacher, g.int64s([b, kp, hh * hw])]), distillation.temperature ?? 1);
-    loss = add(t, loss, scale(t, term, distillation.weight));
+  let loss: Sym;
+  if (objective !== undefined) {
+    loss = objective.loss(ctx, images, lossInputs);
+  } else {
+    const heatmaps = model.forward(ctx, images);
+    loss = jointsMseLoss(t, heatmaps, targets as Value, targetWeights as Value);
+    if (distillation !== undefined && teacher !== undefined) {
+      const term =
+        distillation.kind === "mse"
+          ? distillMseLoss(t, heatmaps, teacher)
+          : distillKlLoss(t, reshape(t, heatmaps, [b, kp, hh * hw], [b, kp, hh * hw]), g.op("Reshape", [teacher, g.int64s([b, kp, hh * hw])]), distillation.temperature ?? 1);
+      loss = add(t, loss, scale(t, term, distillation.weight));
+    }
   }
   g.output(loss.value, IoNames.loss);
   // State outputs rename their producers' outputs (and the readers' inputs): no Identity copy per state tensor.

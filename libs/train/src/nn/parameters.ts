@@ -5,6 +5,8 @@ export type Init =
   | { readonly kind: "zeros" }
   | { readonly kind: "ones" }
   | { readonly kind: "normal"; readonly std: number }
+  /** Every element `value` (CenterNet's −2.19 center bias, so that the first predictions are 0.1 everywhere). */
+  | { readonly kind: "constant"; readonly value: number }
   /** He normal, PyTorch's kaiming_normal_(mode="fan_out", nonlinearity="relu") as torchvision's ResNet uses. */
   | { readonly kind: "kaiming-normal-fan-out" }
   /** PyTorch's default for Conv and Linear: kaiming_uniform_(a=√5), i.e. U(−1/√fan_in, 1/√fan_in). */
@@ -46,6 +48,9 @@ export function initialize(spec: TensorSpec, random: SeededRandom): Float32Array
       break;
     case "ones":
       data.fill(1);
+      break;
+    case "constant":
+      data.fill(init.value);
       break;
     case "normal":
       for (let i = 0; i < count; i++) data[i] = random.normalPaired() * init.std;

@@ -127,6 +127,13 @@ export function sigmoid(t: Tape, x: Sym): Sym {
   return y;
 }
 
+/** Natural logarithm: dy / x. */
+export function log(t: Tape, x: Sym): Sym {
+  const y = t.sym(t.g.op("Log", [x.value], {}, { shape: x.shape }), x.shape, x.requiresGrad);
+  t.record([x], [y], ([dy]) => [dy === undefined ? undefined : t.sym(t.g.op("Div", [dy.value, x.value], {}, { shape: x.shape }), x.shape, true)]);
+  return y;
+}
+
 /** SiLU = x · σ(x): derivative σ · (1 + x · (1 − σ)). */
 export function silu(t: Tape, x: Sym): Sym {
   const s = t.g.op("Sigmoid", [x.value], {}, { shape: x.shape });

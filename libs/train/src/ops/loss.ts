@@ -121,3 +121,69 @@ export function distillKlLoss(t: Tape, pred: Sym, teacher: Value, temperature = 
   });
   return loss;
 }
+
+/** CenterNet clamps its center probabilities to [ε, 1 − ε] so that neither log can reach −∞. */
+const FOCAL_EPSILON = 1e-4;
+
+/**
+ * CenterNet's focal loss (Zhou et al., 2019, after CornerNet) on center heatmaps, from logits:
+ *   p = clamp(σ(x), 1e-4, 1 − 1e-4),
+ *   L = −1/max(1, P) · Σ [gt = 1]·(1 − p)^α·log p + [gt < 1]·(1 − gt)^β·p^α·log(1 − p),  α = 2, β = 4,
+ * with P the number of cells where gt is exactly 1 (the objects' centers; the Gaussian splats around them
+ * lower the penalty of near misses). logits, target: [B, C, h, w]. The gradient is zero where the clamp
+ * bites, as torch.clamp's is.
+ */
+export function centerFocalLoss(t: Tape, logits: Sym, target: Value): Sym {
+  const g = t.g;
+  const shape = logits.shape;
+  const s = g.op("Sigmoid", [logits.value], {}, { shape });
+  const p = g.op("Clip", [s, g.scalar(FOCAL_EPSILON), g.scalar(1 - FOCAL_EPSILON)], {}, { shape });
+  const q = g.op("Sub", [g.scalar(1), p], {}, { shape });
+  const positive = g.op("Cast", [g.op("Equal", [target, g.scalar(1)], {}, { dtype: "bool", shape })], { to: { i: 1 } }, { shape });
+  const negative = g.op("Sub", [g.scalar(1), positive], {}, { shape });
+  // (1 − gt)^4 on the negatives only.
+  const oneMinusGt = g.op("Sub", [g.scalar(1), target], {}, { shape });
+  const squared = g.op("Mul", [oneMinusGt, oneMinusGt]);
+  const negWeight = g.op("Mul", [g.op("Mul", [squared, squared]), negative], {}, { shape });
+  const logP = g.op("Log", [p], {}, { shape });
+  const logQ = g.op("Log", [q], {}, { shape });
+  const posTerm = g.op("Mul", [g.op("Mul", [logP, g.op("Mul", [q, q])]), positive], {}, { shape });
+  const negTerm = g.op("Mul", [g.op("Mul", [logQ, g.op("Mul", [p, p])]), negWeight], {}, { shape });
+  const count = g.op("Max", [g.op("ReduceSum", [positive], { keepdims: { i: 0 } }, { shape: SCALAR }), g.scalar(1)], {}, { shape: SCALAR });
+  const total = g.op("ReduceSum", [g.op("Add", [posTerm, negTerm])], { keepdims: { i: 0 } }, { shape: SCALAR });
+  const loss = t.sym(g.op("Neg", [g.op("Div", [total, count])], {}, { shape: SCALAR }), SCALAR, logits.requiresGrad);
+  t.record([logits], [loss], ([seed]) => {
+    if (seed === undefined) return [];
+    // dL/dx = dL/dp · p(1 − p), per cell (before the 1/max(1, P)): on the positives
+    // −(1 − p)³ + 2p(1 − p)²·log p, on the negatives (p³ − 2p²(1 − p)·log(1 − p))·(1 − gt)^4.
+    const pq = g.op("Mul", [p, q]);
+    const dPos = g.op("Sub", [g.op("Mul", [g.op("Mul", [g.op("Mul", [pq, q]), logP]), g.scalar(2)]), g.op("Mul", [g.op("Mul", [q, q]), q])]);
+    const dNeg = g.op("Sub", [g.op("Mul", [g.op("Mul", [p, p]), p]), g.op("Mul", [g.op("Mul", [g.op("Mul", [pq, p]), logQ]), g.scalar(2)])]);
+    const perCell = g.op("Add", [g.op("Mul", [dPos, positive]), g.op("Mul", [dNeg, negWeight])]);
+    const inside = g.op("And", [g.op("GreaterOrEqual", [s, g.scalar(FOCAL_EPSILON)], {}, { dtype: "bool" }), g.op("LessOrEqual", [s, g.scalar(1 - FOCAL_EPSILON)], {}, { dtype: "bool" })], {}, { dtype: "bool" });
+    const clamped = g.op("Where", [inside, perCell, g.scalar(0)]);
+    const grad = g.op("Mul", [clamped, g.op("Div", [seed.value, count])], {}, { shape });
+    return [t.sym(grad, shape, true)];
+  });
+  return loss;
+}
+
+/**
+ * CenterNet's RegL1Loss on dense maps: L1 at the cells the mask selects (the objects' center cells), over the
+ * selected values: L = Σ mask·|pred − target| / (C·Σ mask + 1e-4). pred, target: [B, C, h, w]; mask: [B, 1, h, w]
+ * (0 or 1, broadcast over the C channels). No object in the batch: 0.
+ */
+export function maskedL1Loss(t: Tape, pred: Sym, target: Value, mask: Value): Sym {
+  const g = t.g;
+  const channels = nums(pred.shape)[1] as number;
+  const diff = g.op("Sub", [pred.value, target], {}, { shape: pred.shape });
+  const denominator = g.op("Add", [g.op("Mul", [g.op("ReduceSum", [mask], { keepdims: { i: 0 } }, { shape: SCALAR }), g.scalar(channels)]), g.scalar(1e-4)], {}, { shape: SCALAR });
+  const total = g.op("ReduceSum", [g.op("Mul", [g.op("Abs", [diff]), mask], {}, { shape: pred.shape })], { keepdims: { i: 0 } }, { shape: SCALAR });
+  const loss = t.sym(g.op("Div", [total, denominator], {}, { shape: SCALAR }), SCALAR, pred.requiresGrad);
+  t.record([pred], [loss], ([seed]) => {
+    if (seed === undefined) return [];
+    const grad = g.op("Mul", [g.op("Mul", [g.op("Sign", [diff]), mask]), g.op("Div", [seed.value, denominator])], {}, { shape: pred.shape });
+    return [t.sym(grad, pred.shape, true)];
+  });
+  return loss;
+}

@@ -3,11 +3,11 @@ import { GraphBuilder } from "@poseloop/onnx";
 import { Rng } from "../rng.js";
 import { gradCheck, type GradCheckInput } from "../testing/gradcheck.js";
 import { Tape, type Sym } from "../tape.js";
-import { add, concat, dropout, flatten, hardSwish, leakyRelu, mul, relu, relu6, reshape, sigmoid, silu } from "./basic.js";
+import { add, concat, dropout, flatten, hardSwish, leakyRelu, log, mul, relu, relu6, reshape, sigmoid, silu } from "./basic.js";
 import { batchNormEval, batchNormTrain } from "./batchnorm.js";
 import { conv2d, convTranspose2d, type ConvOptions } from "./conv.js";
 import { linear } from "./linear.js";
-import { distillKlLoss, distillMseLoss, jointsMseLoss, l1Loss, simccKlLoss } from "./loss.js";
+import { centerFocalLoss, distillKlLoss, distillMseLoss, jointsMseLoss, l1Loss, maskedL1Loss, simccKlLoss } from "./loss.js";
 import { avgPool2d, globalAvgPool, maxPool2d } from "./pool.js";
 import { upsampleBilinear, upsampleNearest } from "./resize.js";
 import { nchwcBlockSize } from "../runner/nchwc.js";
@@ -156,6 +156,11 @@ describe("normalization, activations and shape ops pass finite differences", () 
     await expectGradients((t, [x]) => (fn as (t: unknown, x: Sym) => Sym)(t, x as Sym), [{ name: "x", shape, requiresGrad: true, values: awayFrom(kinks, shape) }]);
   });
 
+  it("Log", async () => {
+    const values = Float32Array.from({ length: 2 * 3 * 4 }, (_, i) => 0.5 + ((i * 0.37) % 3));
+    await expectGradients((t, [x]) => log(t, x as Sym), [{ name: "x", shape: [2, 3, 4], requiresGrad: true, values }]);
+  });
+
   it("residual Add and broadcasting Mul", async () => {
     await expectGradients((t, [a, b, s]) => mul(t, add(t, a as Sym, b as Sym), s as Sym), [x4([2, 3, 4, 4], "a"), x4([2, 3, 4, 4], "b"), x4([1, 3, 1, 1], "s")]);
   });
@@ -217,6 +222,23 @@ describe("losses pass finite differences", () => {
       [{ name: "pred", shape: [2, 3, 12], requiresGrad: true, values: Float32Array.from({ length: 72 }, (_, i) => Math.sin(i) * 0.5) }, { name: "labels", shape: [2, 3, 12], values: labels }, { name: "w", shape: [2, 3], values: weights }],
       40,
     );
+  });
+  it("CenterNet focal loss on logits, positives, splats and clamped cells included", async () => {
+    const shape = [2, 1, 5, 6];
+    const n = 60;
+    // Splats around two centers per image (exactly 1 at the centers), and logits of both signs, a few far
+    // enough out that the probability clamp bites (zero gradient there, in the graph as in torch.clamp).
+    const target = Float32Array.from({ length: n }, (_, i) => {
+      const [x, y] = [i % 6, Math.floor(i / 6) % 5];
+      const d = Math.min((x - 1) ** 2 + (y - 1) ** 2, (x - 4) ** 2 + (y - 3) ** 2);
+      return Math.exp(-d / 2);
+    });
+    const logits = Float32Array.from({ length: n }, (_, i) => (i % 17 === 5 ? 12 : i % 19 === 7 ? -12 : Math.sin(i * 1.3) * 2.5));
+    await expectGradients((t, [x, gt]) => centerFocalLoss(t, x as Sym, (gt as Sym).value), [{ name: "logits", shape, requiresGrad: true, values: logits }, { name: "target", shape, values: target }], n);
+  });
+  it("masked L1 at the centers", async () => {
+    const mask = Float32Array.from({ length: 2 * 4 * 5 }, (_, i) => (i % 7 === 2 ? 1 : 0));
+    await expectGradients((t, [p, target, m]) => maskedL1Loss(t, p as Sym, (target as Sym).value, (m as Sym).value), [x4([2, 2, 4, 5], "pred"), { name: "target", shape: [2, 2, 4, 5] }, { name: "mask", shape: [2, 1, 4, 5], values: mask }], 80);
   });
   it("distillation MSE and KL to a teacher", async () => {
     await expectGradients((t, [p, teacher]) => distillMseLoss(t, p as Sym, (teacher as Sym).value), [x4([2, 3, 4, 4], "pred"), { name: "teacher", shape: [2, 3, 4, 4] }]);

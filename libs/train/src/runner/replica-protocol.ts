@@ -3,10 +3,8 @@
 /** One shard of a batch, with the primary's current weights by parameter name. */
 export interface ShardRequest {
   readonly params: ReadonlyMap<string, Float32Array>;
-  readonly images: Float32Array;
-  readonly targets: Float32Array;
-  readonly targetWeights: Float32Array;
-  readonly teacher?: Float32Array;
+  /** The shard's part of every per-sample input (batchInputs: images, targets, loss inputs), by graph input name. */
+  readonly inputs: Readonly<Record<string, Float32Array>>;
   readonly lossScale?: number;
 }
 

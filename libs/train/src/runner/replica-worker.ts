@@ -9,9 +9,9 @@ import { compileShardGradients, type TrainingGraphConfig } from "../compile/trai
 import { initialize } from "../nn/parameters.js";
 import { defineModel } from "../zoo/model-config.js";
 import type { ShardRequest, ShardResult } from "./replica-protocol.js";
-import { StepEngine, type StepRunnerOptions } from "./step-engine.js";
+import { batchInputs, StepEngine, type StepRunnerOptions } from "./step-engine.js";
 
-let state: { session: ort.InferenceSession; fixed: Record<string, ort.Tensor>; options: StepRunnerOptions; dims: { images: number[]; heatmaps: number[]; weights: number[] } } | undefined;
+let state: { session: ort.InferenceSession; fixed: Record<string, ort.Tensor>; options: StepRunnerOptions; dims: ReadonlyMap<string, number[]> } | undefined;
 
 serveWorkerRpc({
   // `training` is the primary's graph configuration (graphConfig), so every shard compiles the same graph.
@@ -24,19 +24,13 @@ serveWorkerRpc({
     for (const spec of model.registry.buffers) fixed[IoNames.buffer(spec.name)] = new ort.Tensor("float32", initialize(spec, random), spec.shape);
     for (const spec of model.registry.params) fixed[IoNames.accum(spec.name)] = new ort.Tensor("float32", new Float32Array(spec.shape.reduce((a, b) => a * b, 1)), spec.shape);
     const b = options.training.batchSize;
-    const { inputWidth: w, inputHeight: h, numKeypoints: k } = model.config;
-    state = { session, fixed, options, dims: { images: [b, 3, h, w], heatmaps: [b, k, model.heatmapHeight, model.heatmapWidth], weights: [b, k] } };
+    state = { session, fixed, options, dims: new Map(batchInputs(model, training).map((input) => [input.name, [b, ...input.shape]])) };
   },
   run: async (request: ShardRequest) => {
     if (state === undefined) throw new Error("the replica is not created");
     const { session, fixed, dims } = state;
-    const feeds: Record<string, ort.Tensor> = {
-      ...fixed,
-      [IoNames.images]: new ort.Tensor("float32", request.images, dims.images),
-      [IoNames.targets]: new ort.Tensor("float32", request.targets, dims.heatmaps),
-      [IoNames.targetWeights]: new ort.Tensor("float32", request.targetWeights, dims.weights),
-    };
-    if (request.teacher !== undefined) feeds[IoNames.teacher] = new ort.Tensor("float32", request.teacher, dims.heatmaps);
+    const feeds: Record<string, ort.Tensor> = { ...fixed };
+    for (const [name, shape] of dims) feeds[name] = new ort.Tensor("float32", request.inputs[name] as Float32Array, shape);
     if (request.lossScale !== undefined) feeds[IoNames.lossScale] = new ort.Tensor("float32", Float32Array.of(request.lossScale), []);
     for (const [name, data] of request.params) feeds[IoNames.param(name)] = new ort.Tensor("float32", data, (fixed[IoNames.accum(name)] as ort.Tensor).dims);
     const outputs = await session.run(feeds);

@@ -65,13 +65,73 @@ export interface LossScalingOptions {
   readonly growthInterval?: number;
 }
 
-/** One micro-batch: crops [B, 3, H, W], heatmap targets [B, K, h, w], target weights [B, K]. */
+/**
+ * One micro-batch: images [B, 3, H, W] and what the model's loss compares its outputs with — a heatmap
+ * model's targets [B, K, h, w] and target weights [B, K], or the inputs of a model's own loss (the detector's,
+ * see detectionStepBatch) by name, with empty targets and weights.
+ */
 export interface StepBatch {
   readonly images: Float32Array;
   readonly targets: Float32Array;
   readonly targetWeights: Float32Array;
   /** Teacher heatmaps [B, K, h, w] under distillation. */
   readonly teacher?: Float32Array;
+  /** The loss inputs of a model with an objective of its own (ModelDefinition.objective), by graph input name. */
+  readonly lossInputs?: Readonly<Record<string, Float32Array>>;
+}
+
+/** A per-sample input of the training graphs: its name, what errors call it, one sample's shape, its data in a batch. */
+export interface BatchInput {
+  readonly name: string;
+  readonly what: string;
+  readonly shape: readonly number[];
+  data(batch: StepBatch): Float32Array;
+}
+
+/**
+ * The per-sample inputs of a model's training graphs, in the order the batch holds them: the images, then a
+ * heatmap model's targets, target weights and (under distillation) teacher heatmaps, or a model objective's
+ * loss inputs. Shared by the engine and its helper replicas, so a model with its own loss needs nothing else
+ * to train with replicas, accumulation, EMA and checkpoints.
+ */
+export function batchInputs(model: ModelDefinition, training: Pick<TrainingGraphConfig, "distillation">): BatchInput[] {
+  const { inputWidth: w, inputHeight: h, numKeypoints: k } = model.config;
+  const images: BatchInput = { name: IoNames.images, what: "images", shape: [3, h, w], data: (batch) => batch.images };
+  const objective = model.objective;
+  if (objective !== undefined) {
+    return [
+      images,
+      ...objective.lossInputs.map((input): BatchInput => ({
+        name: input.name,
+        what: input.name,
+        shape: input.shape,
+        data: (batch) => {
+          const missing = objective.lossInputs.filter(({ name }) => batch.lossInputs?.[name] === undefined).map(({ name }) => name);
+          if (missing.length > 0) throw new AppError(Code.INVALID_ARGUMENT, `the batch lacks the loss inputs ${missing.join(", ")} (StepBatch.lossInputs)`);
+          return batch.lossInputs?.[input.name] as Float32Array;
+        },
+      })),
+    ];
+  }
+  const heatmaps = [k, model.heatmapHeight, model.heatmapWidth];
+  return [
+    images,
+    { name: IoNames.targets, what: "targets", shape: heatmaps, data: (batch) => batch.targets },
+    { name: IoNames.targetWeights, what: "target weights", shape: [k], data: (batch) => batch.targetWeights },
+    ...(training.distillation === undefined
+      ? []
+      : [
+          {
+            name: IoNames.teacher,
+            what: "teacher heatmaps",
+            shape: heatmaps,
+            data: (batch: StepBatch) => {
+              if (batch.teacher === undefined) throw new AppError(Code.INVALID_ARGUMENT, "distillation needs teacher heatmaps in every batch");
+              return batch.teacher;
+            },
+          },
+        ]),
+  ];
 }
 
 export interface StepResult {
@@ -246,16 +306,8 @@ export class StepEngine {
   async run(batch: StepBatch, lr: number): Promise<StepResult> {
     if (this.#replicated !== undefined) return this.#runReplicated(this.#replicated, batch, lr);
     const { batchSize } = this.#options.training;
-    const { inputWidth: w, inputHeight: h, numKeypoints: k } = this.model.config;
-    const feeds: Record<string, ort.Tensor> = {
-      [IoNames.images]: tensor(batch.images, [batchSize, 3, h, w], "images"),
-      [IoNames.targets]: tensor(batch.targets, [batchSize, k, this.model.heatmapHeight, this.model.heatmapWidth], "targets"),
-      [IoNames.targetWeights]: tensor(batch.targetWeights, [batchSize, k], "target weights"),
-    };
-    if (this.#options.training.distillation !== undefined) {
-      if (batch.teacher === undefined) throw new AppError(Code.INVALID_ARGUMENT, "distillation needs teacher heatmaps in every batch");
-      feeds[IoNames.teacher] = tensor(batch.teacher, [batchSize, k, this.model.heatmapHeight, this.model.heatmapWidth], "teacher heatmaps");
-    }
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const input of batchInputs(this.model, this.#options.training)) feeds[input.name] = tensor(input.data(batch), [batchSize, ...input.shape], input.what);
     const final = this.#microStep === this.#k - 1;
     const session = final ? this.#step : (this.#accumulate as ort.InferenceSession);
     if (this.#scaler !== undefined) feeds[IoNames.lossScale] = scalar(this.#scaler.scale);
@@ -278,18 +330,12 @@ export class StepEngine {
   async #runReplicated(replicated: Replicated, batch: StepBatch, lr: number): Promise<StepResult> {
     const { replicas, gradients, helpers, zeros } = replicated;
     const { batchSize } = this.#options.training;
-    const { inputWidth: w, inputHeight: h, numKeypoints: k } = this.model.config;
-    const heatmap = [batchSize, k, this.model.heatmapHeight, this.model.heatmapWidth];
-    const perShard = { images: batchSize * 3 * h * w, heatmaps: heatmap.reduce((a, b) => a * b, 1), weights: batchSize * k };
-    tensor(batch.images, [replicas * batchSize, 3, h, w], "images");
-    tensor(batch.targets, [replicas * batchSize, ...heatmap.slice(1)], "targets");
-    tensor(batch.targetWeights, [replicas * batchSize, k], "target weights");
-    const distilled = this.#options.training.distillation !== undefined;
-    if (distilled) {
-      if (batch.teacher === undefined) throw new AppError(Code.INVALID_ARGUMENT, "distillation needs teacher heatmaps in every batch");
-      tensor(batch.teacher, [replicas * batchSize, ...heatmap.slice(1)], "teacher heatmaps");
-    }
-    const shard = (data: Float32Array, size: number, r: number) => data.slice(r * size, (r + 1) * size);
+    // Every input checked whole first; then shard r is the r-th block of batchSize samples of each.
+    const inputs = batchInputs(this.model, this.#options.training).map((input) => {
+      const data = input.data(batch);
+      tensor(data, [replicas * batchSize, ...input.shape], input.what);
+      return { input, data, size: batchSize * input.shape.reduce((a, b) => a * b, 1) };
+    });
     const lossScale = this.#scaler?.scale;
     // The helpers start first (posting copies their inputs), then this thread runs shard 0 meanwhile.
     const params = new Map(this.model.registry.params.map((spec) => [spec.name, this.#tensors.get(IoNames.param(spec.name))?.data as Float32Array]));
@@ -297,21 +343,13 @@ export class StepEngine {
       const r = i + 1;
       const request: ShardRequest = {
         params,
-        images: shard(batch.images, perShard.images, r),
-        targets: shard(batch.targets, perShard.heatmaps, r),
-        targetWeights: shard(batch.targetWeights, perShard.weights, r),
-        ...(batch.teacher === undefined ? {} : { teacher: shard(batch.teacher, perShard.heatmaps, r) }),
+        inputs: Object.fromEntries(inputs.map(({ input, data, size }) => [input.name, data.slice(r * size, (r + 1) * size)])),
         ...(lossScale === undefined ? {} : { lossScale }),
       };
-      return helper.call<ShardResult>("run", request, [request.images.buffer, request.targets.buffer, request.targetWeights.buffer, ...(request.teacher === undefined ? [] : [request.teacher.buffer])] as ArrayBuffer[]);
+      return helper.call<ShardResult>("run", request, Object.values(request.inputs).map((data) => data.buffer as ArrayBuffer));
     });
-    const feeds: Record<string, ort.Tensor> = {
-      ...zeros,
-      [IoNames.images]: new ort.Tensor("float32", batch.images.subarray(0, perShard.images), [batchSize, 3, h, w]),
-      [IoNames.targets]: new ort.Tensor("float32", batch.targets.subarray(0, perShard.heatmaps), heatmap),
-      [IoNames.targetWeights]: new ort.Tensor("float32", batch.targetWeights.subarray(0, perShard.weights), [batchSize, k]),
-    };
-    if (batch.teacher !== undefined && distilled) feeds[IoNames.teacher] = new ort.Tensor("float32", batch.teacher.subarray(0, perShard.heatmaps), heatmap);
+    const feeds: Record<string, ort.Tensor> = { ...zeros };
+    for (const { input, data, size } of inputs) feeds[input.name] = new ort.Tensor("float32", data.subarray(0, size), [batchSize, ...input.shape]);
     if (lossScale !== undefined) feeds[IoNames.lossScale] = scalar(lossScale);
     this.#feedState(gradients, feeds);
     const ownFetches = this.#fetches(gradients);
@@ -527,15 +565,21 @@ export class StepEngine {
     return buildInferenceModel(this.model, this.weights(), options);
   }
 
-  /** Eval-mode heatmaps of the current weights for `images` [n, 3, H, W]. */
+  /** Eval-mode heatmaps of the current weights for `images` [n, 3, H, W] (a detector's: its center probabilities). */
   async predict(images: Float32Array, n: number): Promise<Float32Array> {
+    // The first output: the only one of a heatmap model, the detector's centers.
+    return Object.values(await this.predictOutputs(images, n))[0] as Float32Array;
+  }
+
+  /** Every eval-mode output of the current weights for `images` [n, 3, H, W], by name ("heatmaps"; a detector's "centers", "sizes", "offsets"). */
+  async predictOutputs(images: Float32Array, n: number): Promise<Record<string, Float32Array>> {
     this.#forward ??= await ort.InferenceSession.create(encodeModel(compileForwardGraph(this.model, { batch: "batch", mode: "eval" })), StepEngine.sessionOptions(this.#options));
     const feeds: Record<string, ort.Tensor> = {
       [IoNames.images]: tensor(images, [n, 3, this.model.config.inputHeight, this.model.config.inputWidth], "images"),
     };
     this.#feedState(this.#forward, feeds);
     const outputs = await this.#forward.run(feeds);
-    return Float32Array.from(outputs[IoNames.heatmaps]?.data as Float32Array);
+    return Object.fromEntries(this.#forward.outputNames.map((name) => [name, Float32Array.from(outputs[name]?.data as Float32Array)]));
   }
 
   async release(): Promise<void> {

@@ -37,7 +37,9 @@ export class StepRunner {
    */
   run(batch: StepBatch, lr: number, options: { transfer?: boolean } = {}): Promise<StepResult> {
     if (!Number.isFinite(lr) || lr < 0) return Promise.reject(new AppError(Code.INVALID_ARGUMENT, `learning rate must be a finite non-negative number, got ${lr}`));
-    const buffers = [batch.images, batch.targets, batch.targetWeights, batch.teacher].filter((a): a is Float32Array => a !== undefined).map((a) => a.buffer as ArrayBuffer);
+    const arrays = [batch.images, batch.targets, batch.targetWeights, batch.teacher, ...Object.values(batch.lossInputs ?? {})];
+    // Each buffer once: transferring the same one twice is an error.
+    const buffers = [...new Set(arrays.filter((a): a is Float32Array => a !== undefined).map((a) => a.buffer as ArrayBuffer))];
     return this.#client.call("run", { batch, lr }, options.transfer === true ? buffers : []);
   }
 
@@ -73,6 +75,11 @@ export class StepRunner {
   /** Eval-mode heatmaps [n, K, h, w] of the current weights for crops [n, 3, H, W]. */
   predict(images: Float32Array, n: number): Promise<Float32Array> {
     return this.#client.call("predict", { images, n });
+  }
+
+  /** Every eval-mode output by name for crops [n, 3, H, W]: "heatmaps", or a detector's "centers", "sizes", "offsets". */
+  predictOutputs(images: Float32Array, n: number): Promise<Record<string, Float32Array>> {
+    return this.#client.call("predictOutputs", { images, n });
   }
 
   /** Releases the sessions and stops the worker. */

@@ -38,6 +38,10 @@ serveWorkerRpc({
     const heatmaps = await current().predict(images, n);
     return new Transfer(heatmaps, [heatmaps.buffer as ArrayBuffer]);
   },
+  predictOutputs: async ({ images, n }: { images: Float32Array; n: number }) => {
+    const outputs = await current().predictOutputs(images, n);
+    return new Transfer(outputs, Object.values(outputs).map((data) => data.buffer as ArrayBuffer));
+  },
   release: async () => {
     await engine?.release();
     engine = undefined;

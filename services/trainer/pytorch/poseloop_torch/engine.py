@@ -205,6 +205,8 @@ class Job:
         self.k = _int(training, "gradAccumSteps", 1, 1)
         self.clip = float(training.get("clipGradNorm", 0) or 0)
         self.distillation = training.get("distillation")
+        if self.distillation is not None and zoo.is_detector(model_config if isinstance(model_config, dict) else {}):
+            raise EngineError(INVALID_ARGUMENT, "distillation applies to heatmap models, not to the detector")
         if self.distillation is not None and self.distillation.get("kind") not in ("mse", "kl"):
             raise EngineError(INVALID_ARGUMENT, f"distillation kind must be mse or kl, got {self.distillation.get('kind')!r}")
         replicas = _int(request, "replicas", 1, 1)
@@ -424,10 +426,16 @@ class Job:
 
     def _inputs(self, tensors):
         b = self.batch_size * self.replicas
-        k = self.config["numKeypoints"]
         w, h = self.config["inputWidth"], self.config["inputHeight"]
         stride = zoo.heatmap_stride(self.config)
-        want = {"images": [b, 3, h, w], "targets": [b, k, h // stride, w // stride], "target_weights": [b, k]}
+        if zoo.is_detector(self.config):
+            # The detector's loss inputs, named as in libs/train's training graphs.
+            grid = [h // stride, w // stride]
+            classes = (self.config.get("detector") or {}).get("numClasses", 1)
+            want = {"images": [b, 3, h, w], "center_target": [b, classes, *grid], "size_target": [b, 2, *grid], "offset_target": [b, 2, *grid], "reg_mask": [b, 1, *grid]}
+        else:
+            k = self.config["numKeypoints"]
+            want = {"images": [b, 3, h, w], "targets": [b, k, h // stride, w // stride], "target_weights": [b, k]}
         if self.distillation is not None:
             want["teacher"] = [b, k, h // stride, w // stride]
         out = {}
@@ -440,8 +448,13 @@ class Job:
             out[name] = tensors[name]
         return out
 
-    def _loss(self, output, targets, weights, teacher):
-        loss = zoo.joints_mse(output, targets, weights)
+    def _loss(self, output, block):
+        if zoo.is_detector(self.config):
+            size_weight, offset_weight = zoo.detector_loss_weights(self.config)
+            outputs = tuple(o.float() for o in output)
+            return zoo.detector_loss(outputs, block["center_target"], block["size_target"], block["offset_target"], block["reg_mask"], size_weight, offset_weight)
+        output, teacher = output.float(), block.get("teacher")
+        loss = zoo.joints_mse(output, block["targets"], block["target_weights"])
         if self.distillation is not None:
             kind = self.distillation["kind"]
             term = zoo.distill_mse(output, teacher) if kind == "mse" else zoo.distill_kl(output, teacher, float(self.distillation.get("temperature", 1)))
@@ -489,7 +502,7 @@ class Job:
             with sync:
                 with self._autocast():
                     output = self.net(block["images"])
-                loss = self._loss(output.float(), block["targets"], block["target_weights"], block.get("teacher"))
+                loss = self._loss(output, block)
                 # Mean over the update's micro-batches and over this process's replicas (torchrun: DDP averages).
                 scaled = loss / (self.k * n)
                 if self.scaler is not None:

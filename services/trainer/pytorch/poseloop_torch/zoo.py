@@ -157,48 +157,89 @@ def deconv_padding(kernel):
     raise ValueError(f"unsupported deconvolution kernel {kernel} (2, 3 or 4)")
 
 
+def lite_backbone(module, channels, blocks_per_stage=1):
+    """The lite network up to its fused 1/4 features (libs/train's LiteFeatures), as attributes of `module` so
+    that the heatmap model and the detector share its parameter names."""
+    c0, c1, c2 = channels[:3]
+    context = len(channels) == 4
+    # Built before the rest (the golden fixtures' random draws were made in this order) but registered after
+    # layer2, where libs/train's registry has them.
+    if context:
+        c3 = channels[3]
+        layer3, _ = make_layer(BasicBlock, c2, c3, blocks_per_stage, 2)
+        up16 = deconv_bn(c3, c2)
+        fuse16 = nn.Sequential(nn.Conv2d(c2, c2, 3, 1, 1, bias=False), nn.BatchNorm2d(c2))
+    module.conv1 = nn.Conv2d(3, c0, 3, 2, 1, bias=False)
+    module.bn1 = nn.BatchNorm2d(c0)
+    module.conv2 = nn.Conv2d(c0, c1, 3, 2, 1, bias=False)
+    module.bn2 = nn.BatchNorm2d(c1)
+    module.layer1, _ = make_layer(BasicBlock, c1, c1, blocks_per_stage, 1)
+    module.layer2, _ = make_layer(BasicBlock, c1, c2, blocks_per_stage, 2)
+    module.context = context
+    if context:
+        module.layer3, module.up16, module.fuse16 = layer3, up16, fuse16
+    module.up = deconv_bn(c2, c1)
+    module.fuse = nn.Sequential(nn.Conv2d(c1, c1, 3, 1, 1, bias=False), nn.BatchNorm2d(c1))
+    module.relu = nn.ReLU()
+
+
+def lite_features(module, x):
+    """The fused 1/4 features of a module built by lite_backbone, and the stem's 1/2 ones."""
+    half = module.relu(module.bn1(module.conv1(x)))
+    quarter = module.layer1(module.relu(module.bn2(module.conv2(half))))
+    eighth = module.layer2(quarter)
+    if module.context:
+        eighth = module.relu(module.fuse16(module.relu(module.up16(module.layer3(eighth))) + eighth))
+    up = module.relu(module.up(eighth))
+    return module.relu(module.fuse(up + quarter)), half
+
+
 class LitePose(nn.Module):
     def __init__(self, channels, k, heatmap_stride=4, blocks_per_stage=1):
         super().__init__()
-        c0, c1, c2 = channels[:3]
-        context = len(channels) == 4
-        # Built before the rest (the golden fixtures' random draws were made in this order) but registered after
-        # layer2, where libs/train's registry has them.
-        if context:
-            c3 = channels[3]
-            layer3, _ = make_layer(BasicBlock, c2, c3, blocks_per_stage, 2)
-            up16 = deconv_bn(c3, c2)
-            fuse16 = nn.Sequential(nn.Conv2d(c2, c2, 3, 1, 1, bias=False), nn.BatchNorm2d(c2))
-        self.conv1 = nn.Conv2d(3, c0, 3, 2, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c0)
-        self.conv2 = nn.Conv2d(c0, c1, 3, 2, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c1)
-        self.layer1, _ = make_layer(BasicBlock, c1, c1, blocks_per_stage, 1)
-        self.layer2, _ = make_layer(BasicBlock, c1, c2, blocks_per_stage, 2)
-        self.context = context
-        if context:
-            self.layer3, self.up16, self.fuse16 = layer3, up16, fuse16
-        self.up = deconv_bn(c2, c1)
-        self.fuse = nn.Sequential(nn.Conv2d(c1, c1, 3, 1, 1, bias=False), nn.BatchNorm2d(c1))
+        c0, c1 = channels[:2]
+        lite_backbone(self, channels, blocks_per_stage)
         self.half = heatmap_stride == 2
         if self.half:
             self.up2 = deconv_bn(c1, c1)
             self.skip2 = nn.Sequential(nn.Conv2d(c0, c1, 1, 1, 0, bias=False), nn.BatchNorm2d(c1))
             self.fuse2 = nn.Sequential(nn.Conv2d(c1, c1, 3, 1, 1, bias=False), nn.BatchNorm2d(c1))
         self.final_layer = nn.Conv2d(c1, k, 1)
-        self.relu = nn.ReLU()
 
     def forward(self, x):
-        half = self.relu(self.bn1(self.conv1(x)))
-        quarter = self.layer1(self.relu(self.bn2(self.conv2(half))))
-        eighth = self.layer2(quarter)
-        if self.context:
-            eighth = self.relu(self.fuse16(self.relu(self.up16(self.layer3(eighth))) + eighth))
-        up = self.relu(self.up(eighth))
-        fused = self.relu(self.fuse(up + quarter))
+        fused, half = lite_features(self, x)
         if self.half:
             fused = self.relu(self.fuse2(self.relu(self.up2(fused)) + self.relu(self.skip2(half))))
         return self.final_layer(fused)
+
+
+class DetectorLite(nn.Module):
+    """libs/train's DetectorLite: the lite backbone's 1/4 features and CenterNet's head there ("hm" center
+    logits per class, "wh" box sizes and "reg" sub-cell offsets in grid cells), initialized as CenterNet's
+    (center bias −2.19, the regression heads near zero). forward returns (center logits, sizes, offsets)."""
+
+    def __init__(self, channels, num_classes=1, head_channels=None, blocks_per_stage=1):
+        super().__init__()
+        lite_backbone(self, channels, blocks_per_stage)
+        c1 = channels[1]
+        hidden = head_channels or c1
+
+        def branch(out):
+            return nn.Sequential(nn.Conv2d(c1, hidden, 3, 1, 1), nn.ReLU(), nn.Conv2d(hidden, out, 1))
+
+        self.hm = branch(num_classes)
+        self.wh = branch(2)
+        self.reg = branch(2)
+        with torch.no_grad():
+            self.hm[2].bias.fill_(-2.19)
+            for head in (self.wh, self.reg):
+                for conv in (head[0], head[2]):
+                    nn.init.normal_(conv.weight, std=0.001)
+                    nn.init.zeros_(conv.bias)
+
+    def forward(self, x):
+        fused, _ = lite_features(self, x)
+        return self.hm(fused), self.wh(fused), self.reg(fused)
 
 
 class SimpleBaseline(nn.Module):
@@ -331,15 +372,26 @@ def model_config_problems(config):
     """Problems with a ModelConfig (libs/train's modelConfigProblems, same wording); empty when it can be built."""
     problems = []
     arch = config.get("architecture")
-    for key, what in (("inputWidth", "input width"), ("inputHeight", "input height"), ("numKeypoints", "number of keypoints")):
+    keys = (("inputWidth", "input width"), ("inputHeight", "input height")) + ((("numKeypoints", "number of keypoints"),) if arch != "detector-lite" else ())
+    for key, what in keys:
         value = config.get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             problems.append(f"{what} must be a positive integer, got {value}")
-    if arch not in ("lite", "simplebaseline", "hrnet"):
+    if arch not in ("lite", "simplebaseline", "hrnet", "detector-lite"):
         problems.append(f"unknown architecture {arch}")
         return problems
     lite = config.get("lite") or {}
-    divisor = (16 if len(lite.get("channels", [0, 0, 0])) == 4 else 8) if arch == "lite" else 32
+    detector = config.get("detector") or {}
+    if arch == "detector-lite":
+        divisor = 16 if len(detector.get("channels", [0, 0, 0, 0])) == 4 else 8
+        if len(detector.get("channels", [0, 0, 0, 0])) not in (3, 4):
+            problems.append(f"the detector's backbone needs 3 or 4 widths, got {len(detector['channels'])}")
+        for key, what in (("numClasses", "detector classes"), ("headChannels", "detector head width"), ("blocksPerStage", "detector blocks per stage")):
+            value = detector.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+                problems.append(f"{what} must be a positive integer, got {value}")
+    else:
+        divisor = (16 if len(lite.get("channels", [0, 0, 0])) == 4 else 8) if arch == "lite" else 32
     w, h = config.get("inputWidth"), config.get("inputHeight")
     if isinstance(w, int) and isinstance(h, int) and (w % divisor or h % divisor):
         problems.append(f"{arch} needs an input size divisible by {divisor}, got {w}x{h}")
@@ -383,8 +435,11 @@ def build_model(config):
     problems = model_config_problems(config)
     if problems:
         raise ValueError(f"invalid model config: {'; '.join(problems)}")
-    k = config["numKeypoints"]
     arch = config["architecture"]
+    if arch == "detector-lite":
+        d = config.get("detector") or {}
+        return DetectorLite(d.get("channels", [16, 32, 64, 128]), d.get("numClasses", 1), d.get("headChannels"), d.get("blocksPerStage", 1))
+    k = config["numKeypoints"]
     if arch == "lite":
         lite = config.get("lite") or {}
         return LitePose(lite.get("channels", [16, 32, 64]), k, lite.get("heatmapStride", 4), lite.get("blocksPerStage", 1))
@@ -429,3 +484,33 @@ def distill_kl(output, teacher, temperature=1.0):
     log_q = F.log_softmax(teacher.reshape(b, k, -1) / temperature, dim=-1)
     kl = (log_q.exp() * (log_q - log_p)).sum()
     return kl * (temperature * temperature / (b * k))
+
+
+def is_detector(config):
+    return config.get("architecture") == "detector-lite"
+
+
+def detector_loss_weights(config):
+    """The size and offset weights of the detector's loss (libs/train's defaults: CenterNet's 0.1 and 1)."""
+    d = config.get("detector") or {}
+    return float(d.get("sizeWeight", 0.1)), float(d.get("offsetWeight", 1.0))
+
+
+def center_focal_loss(logits, target):
+    """CenterNet's focal loss (libs/train's centerFocalLoss): p = clamp(σ(x), 1e-4, 1 − 1e-4),
+    −1/max(1, P) · Σ [gt = 1]·(1 − p)²·log p + [gt < 1]·(1 − gt)⁴·p²·log(1 − p)."""
+    p = torch.clamp(logits.sigmoid(), min=1e-4, max=1 - 1e-4)
+    pos = target.eq(1).to(p.dtype)
+    neg = target.lt(1).to(p.dtype)
+    total = (torch.log(p) * (1 - p) ** 2 * pos).sum() + (torch.log(1 - p) * p**2 * (1 - target) ** 4 * neg).sum()
+    return -total / torch.clamp(pos.sum(), min=1)
+
+
+def masked_l1(pred, target, mask):
+    """CenterNet's RegL1Loss on dense maps (libs/train's maskedL1Loss): Σ mask·|pred − target| / (C·Σ mask + 1e-4)."""
+    return (torch.abs(pred - target) * mask).sum() / (mask.sum() * pred.shape[1] + 1e-4)
+
+
+def detector_loss(outputs, center_target, size_target, offset_target, reg_mask, size_weight=0.1, offset_weight=1.0):
+    logits, sizes, offsets = outputs
+    return center_focal_loss(logits, center_target) + size_weight * masked_l1(sizes, size_target, reg_mask) + offset_weight * masked_l1(offsets, offset_target, reg_mask)

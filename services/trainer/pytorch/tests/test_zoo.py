@@ -38,6 +38,36 @@ class ZooShapesTest(unittest.TestCase):
             self.assertEqual(list(model(torch.randn(1, 3, 48, 32)).shape), [1, 3, 48 // stride, 32 // stride])
 
 
+class DetectorTest(unittest.TestCase):
+    CONFIG = {"architecture": "detector-lite", "inputWidth": 32, "inputHeight": 48, "numKeypoints": 0, "detector": {"channels": [4, 8, 8, 8], "numClasses": 2}}
+
+    def test_heads_come_out_at_a_quarter_of_the_input_and_start_as_centernet(self):
+        centers, sizes, offsets = zoo.build_model(self.CONFIG)(torch.randn(2, 3, 48, 32))
+        self.assertEqual([list(centers.shape), list(sizes.shape), list(offsets.shape)], [[2, 2, 12, 8], [2, 2, 12, 8], [2, 2, 12, 8]])
+        # The −2.19 center bias: the untrained detector sees a probability near 0.1 everywhere.
+        self.assertLess(abs(torch.sigmoid(centers).mean().item() - 0.1), 0.1)
+
+    def test_invalid_detector_configs_name_their_problems(self):
+        with self.assertRaisesRegex(ValueError, "divisible by 16"):
+            zoo.build_model({**self.CONFIG, "inputWidth": 40})
+        with self.assertRaisesRegex(ValueError, "detector classes must be a positive integer, got 0"):
+            zoo.build_model({**self.CONFIG, "detector": {"numClasses": 0}})
+
+    def test_the_loss_is_zero_only_for_a_perfect_prediction(self):
+        target = torch.zeros(1, 1, 4, 4)
+        target[0, 0, 1, 2] = 1
+        mask = target.clone()
+        sizes = torch.zeros(1, 2, 4, 4)
+        sizes[0, :, 1, 2] = torch.tensor([3.0, 2.0])
+        confident = torch.full((1, 1, 4, 4), -30.0)
+        confident[0, 0, 1, 2] = 30.0
+        perfect = zoo.detector_loss((confident, sizes, torch.zeros(1, 2, 4, 4)), target, sizes, torch.zeros(1, 2, 4, 4), mask)
+        # The probability clamp keeps it a hair above 0.
+        self.assertLess(perfect.item(), 1e-3)
+        wrong = zoo.detector_loss((confident, sizes + 1, torch.zeros(1, 2, 4, 4)), target, sizes, torch.zeros(1, 2, 4, 4), mask)
+        self.assertAlmostEqual(wrong.item() - perfect.item(), 0.1, places=3)
+
+
 class SubpixelDeconvolutionTest(unittest.TestCase):
     def test_forward_and_gradients_equal_conv_transpose2d(self):
         torch.manual_seed(0)

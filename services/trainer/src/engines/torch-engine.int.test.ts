@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { SeededRandom } from "@poseloop/core";
-import { type ModelConfig, type OptimizerConfig, type StepBatch, type TrainingGraphConfig } from "@poseloop/train";
+import { detectionStepBatch, type ModelConfig, type OptimizerConfig, type StepBatch, type TrainingGraphConfig } from "@poseloop/train";
 import { TorchTrainingEngine, type TorchEngineOptions } from "./torch-engine.js";
 import { OrtTrainingEngine, type TrainingEngine } from "./training-engine.js";
 
@@ -155,6 +155,34 @@ describe("the PyTorch engine against the onnxruntime engine", () => {
       expect(resumed).toEqual(uninterrupted);
     }
     expect(await second.exportState()).toEqual(await first.exportState());
+  });
+
+  it("trains the person detector (CenterNet's losses, its own batch inputs) to the same losses and weights", async () => {
+    const detector: ModelConfig = { architecture: "detector-lite", inputWidth: 32, inputHeight: 32, numKeypoints: 0, detector: { channels: [4, 8, 8, 8] } };
+    const training: TrainingGraphConfig = { batchSize: B, optimizer: adamw };
+    const [ort, torch] = await Promise.all([OrtTrainingEngine.create({ model: detector, training, seed: SEED, intraOpThreads: 1 }), TorchTrainingEngine.create({ ...torchOptions(training), model: detector })]);
+    engines.push(ort, torch);
+    const random = SeededRandom.fromSeed32(8);
+    const grid = 8;
+    for (let step = 0; step < 6; step++) {
+      const center = new Float32Array(B * grid * grid);
+      const size = new Float32Array(B * 2 * grid * grid);
+      const offset = new Float32Array(B * 2 * grid * grid);
+      const mask = new Float32Array(B * grid * grid);
+      for (let b = 0; b < B; b++) {
+        const [ix, iy] = [Math.floor(random.next() * grid), Math.floor(random.next() * grid)];
+        for (let y = 0; y < grid; y++) for (let x = 0; x < grid; x++) center[(b * grid + y) * grid + x] = Math.exp(-((x - ix) ** 2 + (y - iy) ** 2) / 2);
+        const cell = iy * grid + ix;
+        [size[b * 2 * grid * grid + cell], size[(b * 2 + 1) * grid * grid + cell]] = [1 + 3 * random.next(), 1 + 3 * random.next()];
+        [offset[b * 2 * grid * grid + cell], offset[(b * 2 + 1) * grid * grid + cell]] = [random.next(), random.next()];
+        mask[b * grid * grid + cell] = 1;
+      }
+      const batch = detectionStepBatch(Float32Array.from({ length: B * 3 * 32 * 32 }, () => random.normalPaired()), { centerTarget: center, sizeTarget: size, offsetTarget: offset, regMask: mask });
+      const expected = await ort.run(batch, 1e-3);
+      const actual = await torch.run(batch, 1e-3);
+      expect(Math.abs(actual.loss - expected.loss) / expected.loss).toBeLessThan(LOSS_RTOL);
+    }
+    expect(worstWeightError((await torch.weights()).params, (await ort.weights()).params).error).toBeLessThan(ADAMW_WEIGHT_RTOL);
   });
 
   it("takes a bf16 mixed-precision step on the CPU", async () => {

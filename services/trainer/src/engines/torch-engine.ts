@@ -1,5 +1,6 @@
 import { AppError, Code, SeededRandom, type Env } from "@poseloop/core";
 import {
+  batchInputs,
   defineModel,
   emaProblems,
   initialize,
@@ -277,11 +278,15 @@ export class TorchTrainingEngine implements TrainingEngine {
     const b = batchSize * this.#options.replicas;
     const { inputWidth: w, inputHeight: h, numKeypoints: k } = this.model.config;
     const heatmaps = [b, k, this.model.heatmapHeight, this.model.heatmapWidth];
-    const tensors: OutgoingTensor[] = [
-      { name: "images", shape: [b, 3, h, w], data: batch.images },
-      { name: "targets", shape: heatmaps, data: batch.targets },
-      { name: "target_weights", shape: [b, k], data: batch.targetWeights },
-    ];
+    // A model with a loss of its own (the detector) sends its loss inputs, named as in libs/train's graphs.
+    const tensors: OutgoingTensor[] =
+      this.model.objective !== undefined
+        ? batchInputs(this.model, this.#options.training).map((input) => ({ name: input.name, shape: [b, ...input.shape], data: input.data(batch) }))
+        : [
+            { name: "images", shape: [b, 3, h, w], data: batch.images },
+            { name: "targets", shape: heatmaps, data: batch.targets },
+            { name: "target_weights", shape: [b, k], data: batch.targetWeights },
+          ];
     if (distillation !== undefined) {
       if (batch.teacher === undefined) throw new AppError(Code.INVALID_ARGUMENT, "distillation needs teacher heatmaps in every batch");
       tensors.push({ name: "teacher", shape: heatmaps, data: batch.teacher });

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file poseloop/trainer/v1/config.proto.
  */
 export const file_poseloop_trainer_v1_config: GenFile = /*@__PURE__*/
-  fileDesc("CiBwb3NlbG9vcC90cmFpbmVyL3YxL2NvbmZpZy5wcm90bxITcG9zZWxvb3AudHJhaW5lci52MSKkCQoLVHJhaW5Db25maWcSDAoEbmFtZRgBIAEoCRItCgVtb2RlbBgCIAEoCzIeLnBvc2Vsb29wLnRyYWluZXIudjEuTW9kZWxTcGVjEisKBGRhdGEYAyABKAsyHS5wb3NlbG9vcC50cmFpbmVyLnYxLkRhdGFTcGVjEjUKCW9wdGltaXplchgEIAEoCzIiLnBvc2Vsb29wLnRyYWluZXIudjEuT3B0aW1pemVyU3BlYxIzCghzY2hlZHVsZRgFIAEoCzIhLnBvc2Vsb29wLnRyYWluZXIudjEuU2NoZWR1bGVTcGVjEhIKCmJhdGNoX3NpemUYBiABKA0SGAoQZ3JhZF9hY2N1bV9zdGVwcxgHIAEoDRIWCg5jbGlwX2dyYWRfbm9ybRgIIAEoAhITCgtiZWdpbl9lcG9jaBgJIAEoDRIRCgllbmRfZXBvY2gYCiABKA0SHQoVdmFsaWRhdGVfZXZlcnlfZXBvY2hzGAsgASgNEgwKBHNlZWQYDCABKAQSFwoPbWl4ZWRfcHJlY2lzaW9uGA0gASgIEisKBmRldmljZRgOIAEoDjIbLnBvc2Vsb29wLnRyYWluZXIudjEuRGV2aWNlEjAKCWluaXRfZnJvbRgPIAEoCzIdLnBvc2Vsb29wLnRyYWluZXIudjEuSW5pdEZyb20SOwoMYXVnbWVudGF0aW9uGBAgASgLMiUucG9zZWxvb3AudHJhaW5lci52MS5BdWdtZW50YXRpb25TcGVjEjsKDGRpc3RpbGxhdGlvbhgRIAEoCzIlLnBvc2Vsb29wLnRyYWluZXIudjEuRGlzdGlsbGF0aW9uU3BlYxI7CgxxdWFudGl6YXRpb24YEiABKAsyJS5wb3NlbG9vcC50cmFpbmVyLnYxLlF1YW50aXphdGlvblNwZWMSMwoHcHVibGlzaBgTIAEoCzIiLnBvc2Vsb29wLnRyYWluZXIudjEuUHVibGlzaFBvbGljeRI5CgpjaGVja3BvaW50GBQgASgLMiUucG9zZWxvb3AudHJhaW5lci52MS5DaGVja3BvaW50UG9saWN5EjcKCnZhbGlkYXRpb24YFSABKAsyIy5wb3NlbG9vcC50cmFpbmVyLnYxLlZhbGlkYXRpb25TcGVjEhcKD2xvZ19ldmVyeV9zdGVwcxgWIAEoDRIWCg5sb2FkZXJfd29ya2VycxgXIAEoDRIYChBpbnRyYV9vcF90aHJlYWRzGBggASgNEhAKCHJlcGxpY2FzGBkgASgNEjMKBmVuZ2luZRgaIAEoDjIjLnBvc2Vsb29wLnRyYWluZXIudjEuVHJhaW5pbmdFbmdpbmUSFAoMZGV2aWNlX2luZGV4GBsgASgNEgwKBGdwdXMYHCABKA0SDQoFbm9kZXMYHSABKA0SFQoNcmR6dl9lbmRwb2ludBgeIAEoCRIXCg9zeW5jX2JhdGNoX25vcm0YHyABKAgSGgoNY2hhbm5lbHNfbGFzdBggIAEoCEgAiAEBEikKA2VtYRghIAEoCzIcLnBvc2Vsb29wLnRyYWluZXIudjEuRW1hU3BlY0IQCg5fY2hhbm5lbHNfbGFzdCIqCglJbWFnZVNpemUSDQoFd2lkdGgYASABKA0SDgoGaGVpZ2h0GAIgASgNIrsDCglNb2RlbFNwZWMSNwoMYXJjaGl0ZWN0dXJlGAEgASgOMiEucG9zZWxvb3AudHJhaW5lci52MS5BcmNoaXRlY3R1cmUSMgoKaW5wdXRfc2l6ZRgCIAEoCzIeLnBvc2Vsb29wLnRyYWluZXIudjEuSW1hZ2VTaXplEigKBWNvZGVjGAMgASgLMhkucG9zZWxvb3AuY29tbW9uLnYxLkNvZGVjEjsKD2tleXBvaW50X3NjaGVtYRgEIAEoCzIiLnBvc2Vsb29wLmNvbW1vbi52MS5LZXlwb2ludFNjaGVtYRItCgRsaXRlGAUgASgLMh0ucG9zZWxvb3AudHJhaW5lci52MS5MaXRlU3BlY0gAEkIKD3NpbXBsZV9iYXNlbGluZRgGIAEoCzInLnBvc2Vsb29wLnRyYWluZXIudjEuU2ltcGxlQmFzZWxpbmVTcGVjSAASLwoFaHJuZXQYByABKAsyHi5wb3NlbG9vcC50cmFpbmVyLnYxLkhybmV0U3BlY0gAEgwKBG1lYW4YCCADKAISCwoDc3RkGAkgAygCEhIKCnByZXRyYWluZWQYCiABKAlCBwoFZXh0cmEiNgoITGl0ZVNwZWMSEAoIY2hhbm5lbHMYASADKA0SGAoQYmxvY2tzX3Blcl9zdGFnZRgCIAEoDSKPAQoSU2ltcGxlQmFzZWxpbmVTcGVjEhQKDHJlc25ldF9kZXB0aBgBIAEoDRIWCg5kZWNvbnZfZmlsdGVycxgCIAMoDRIWCg5kZWNvbnZfa2VybmVscxgDIAMoDRIYChBkZWNvbnZfd2l0aF9iaWFzGAQgASgIEhkKEWZpbmFsX2NvbnZfa2VybmVsGAUgASgNIsYBCgpIcm5ldFN0YWdlEhMKC251bV9tb2R1bGVzGAEgASgNEhQKDG51bV9icmFuY2hlcxgCIAEoDRItCgVibG9jaxgDIAEoDjIeLnBvc2Vsb29wLnRyYWluZXIudjEuQmxvY2tUeXBlEhIKCm51bV9ibG9ja3MYBCADKA0SFAoMbnVtX2NoYW5uZWxzGAUgAygNEjQKC2Z1c2VfbWV0aG9kGAYgASgOMh8ucG9zZWxvb3AudHJhaW5lci52MS5GdXNlTWV0aG9kImYKCUhybmV0U3BlYxIvCgZzdGFnZXMYASADKAsyHy5wb3NlbG9vcC50cmFpbmVyLnYxLkhybmV0U3RhZ2USDQoFd2lkdGgYAiABKA0SGQoRZmluYWxfY29udl9rZXJuZWwYAyABKA0i8wEKCERhdGFTcGVjEi4KBGtpbmQYASABKA4yIC5wb3NlbG9vcC50cmFpbmVyLnYxLkRhdGFzZXRLaW5kEi4KBGNvY28YAiABKAsyIC5wb3NlbG9vcC50cmFpbmVyLnYxLkNvY29EYXRhc2V0EjgKCXN5bnRoZXRpYxgDIAEoCzIlLnBvc2Vsb29wLnRyYWluZXIudjEuU3ludGhldGljRGF0YXNldBIUCgx2YWxfZnJhY3Rpb24YBCABKAISFQoNbWluX2tleXBvaW50cxgFIAEoDRISCgpkaXNrX2NhY2hlGAYgASgIEgwKBG5hbWUYByABKAkikQEKC0NvY29EYXRhc2V0EgwKBHJvb3QYASABKAkSGQoRdHJhaW5fYW5ub3RhdGlvbnMYAiABKAkSFAoMdHJhaW5faW1hZ2VzGAMgASgJEhcKD3ZhbF9hbm5vdGF0aW9ucxgEIAEoCRISCgp2YWxfaW1hZ2VzGAUgASgJEhYKDnZhbF9kZXRlY3Rpb25zGAYgASgJIpwBChBTeW50aGV0aWNEYXRhc2V0EhQKDHRyYWluX2ltYWdlcxgBIAEoDRISCgp2YWxfaW1hZ2VzGAIgASgNEhMKC2ltYWdlX3dpZHRoGAMgASgNEhQKDGltYWdlX2hlaWdodBgEIAEoDRISCgptYXhfcGVvcGxlGAUgASgNEhEKCW9jY2x1c2lvbhgGIAEoAhIMCgRzZWVkGAcgASgEIrYBCg1PcHRpbWl6ZXJTcGVjEjAKBGtpbmQYASABKA4yIi5wb3NlbG9vcC50cmFpbmVyLnYxLk9wdGltaXplcktpbmQSCgoCbHIYAiABKAESEAoIbW9tZW50dW0YAyABKAISEAoIbmVzdGVyb3YYBCABKAgSFAoMd2VpZ2h0X2RlY2F5GAUgASgCEg0KBWJldGExGAYgASgCEg0KBWJldGEyGAcgASgCEg8KB2Vwc2lsb24YCCABKAIipwEKDFNjaGVkdWxlU3BlYxIvCgRraW5kGAEgASgOMiEucG9zZWxvb3AudHJhaW5lci52MS5TY2hlZHVsZUtpbmQSEAoIbHJfc3RlcHMYAiADKA0SEQoJbHJfZmFjdG9yGAMgASgCEg4KBm1pbl9schgEIAEoARIUCgx3YXJtdXBfc3RlcHMYBSABKA0SGwoTd2FybXVwX3N0YXJ0X2ZhY3RvchgGIAEoAiLNAQoQQXVnbWVudGF0aW9uU3BlYxIMCgRmbGlwGAEgASgIEhcKD3JvdGF0aW9uX2ZhY3RvchgCIAEoAhIVCg1yb3RhdGlvbl9wcm9iGAMgASgCEhQKDHNjYWxlX2ZhY3RvchgEIAEoAhIWCg5oYWxmX2JvZHlfcHJvYhgFIAEoAhIfChdoYWxmX2JvZHlfbWluX2tleXBvaW50cxgGIAEoDRIWCg5vY2NsdXNpb25fcHJvYhgHIAEoAhIUCgxjb2xvcl9qaXR0ZXIYCCABKAIiSAoHRW1hU3BlYxINCgVkZWNheRgBIAEoARIbCg53YXJtdXBfdXBkYXRlcxgCIAEoDUgAiAEBQhEKD193YXJtdXBfdXBkYXRlcyKgAQoQRGlzdGlsbGF0aW9uU3BlYxItCgd0ZWFjaGVyGAEgASgLMhwucG9zZWxvb3AuY29tbW9uLnYxLk1vZGVsUmVmEhMKC2xvc3Nfd2VpZ2h0GAIgASgCEjMKBGxvc3MYAyABKA4yJS5wb3NlbG9vcC50cmFpbmVyLnYxLkRpc3RpbGxhdGlvbkxvc3MSEwoLdGVtcGVyYXR1cmUYBCABKAIizgEKEFF1YW50aXphdGlvblNwZWMSDwoHZW5hYmxlZBgBIAEoCBIzCgpjYWxpYnJhdG9yGAIgASgOMh8ucG9zZWxvb3AudHJhaW5lci52MS5DYWxpYnJhdG9yEhIKCnBlcmNlbnRpbGUYAyABKAISGwoTY2FsaWJyYXRpb25fc2FtcGxlcxgEIAEoDRITCgttYXhfYXBfZHJvcBgFIAEoAhISCgpmcDMyX25vZGVzGAYgAygJEhoKEmZ1bGxfcmFuZ2Vfd2VpZ2h0cxgHIAEoCCJrCg1QdWJsaXNoUG9saWN5Ei4KBG1vZGUYASABKA4yIC5wb3NlbG9vcC50cmFpbmVyLnYxLlB1Ymxpc2hNb2RlEhIKCm1vZGVsX25hbWUYAiABKAkSFgoOc2tpcF9wcm9tb3Rpb24YAyABKAgiPAoQQ2hlY2twb2ludFBvbGljeRIVCg1ldmVyeV9taW51dGVzGAEgASgNEhEKCWtlZXBfbGFzdBgCIAEoDSKjAQoOVmFsaWRhdGlvblNwZWMSEQoJZmxpcF90ZXN0GAEgASgIEhQKDHVzZV9ndF9ib3hlcxgCIAEoCBISCgptYXhfaW1hZ2VzGAMgASgNEhUKDW9rc190aHJlc2hvbGQYBCABKAISIAoYa2V5cG9pbnRfc2NvcmVfdGhyZXNob2xkGAUgASgCEhsKE21pbl9kZXRlY3Rpb25fc2NvcmUYBiABKAIikgEKCEluaXRGcm9tEi0KBW1vZGVsGAEgASgLMhwucG9zZWxvb3AuY29tbW9uLnYxLk1vZGVsUmVmSAASOAoKY2hlY2twb2ludBgCIAEoCzIiLnBvc2Vsb29wLnRyYWluZXIudjEuQ2hlY2twb2ludFJlZkgAEhMKC3NraXBfbGF5ZXJzGAMgAygJQggKBnNvdXJjZSI2Cg1DaGVja3BvaW50UmVmEg4KBmpvYl9pZBgBIAEoCRIVCg1jaGVja3BvaW50X2lkGAIgASgJKm8KDlRyYWluaW5nRW5naW5lEh8KG1RSQUlOSU5HX0VOR0lORV9VTlNQRUNJRklFRBAAEh8KG1RSQUlOSU5HX0VOR0lORV9PTk5YUlVOVElNRRABEhsKF1RSQUlOSU5HX0VOR0lORV9QWVRPUkNIEAIqVAoGRGV2aWNlEhYKEkRFVklDRV9VTlNQRUNJRklFRBAAEg4KCkRFVklDRV9DUFUQARIPCgtERVZJQ0VfQ1VEQRACEhEKDURFVklDRV9XRUJHUFUQAyp9CgxBcmNoaXRlY3R1cmUSHAoYQVJDSElURUNUVVJFX1VOU1BFQ0lGSUVEEAASFQoRQVJDSElURUNUVVJFX0xJVEUQARIgChxBUkNISVRFQ1RVUkVfU0lNUExFX0JBU0VMSU5FEAISFgoSQVJDSElURUNUVVJFX0hSTkVUEAMqWAoJQmxvY2tUeXBlEhoKFkJMT0NLX1RZUEVfVU5TUEVDSUZJRUQQABIUChBCTE9DS19UWVBFX0JBU0lDEAESGQoVQkxPQ0tfVFlQRV9CT1RUTEVORUNLEAIqPgoKRnVzZU1ldGhvZBIbChdGVVNFX01FVEhPRF9VTlNQRUNJRklFRBAAEhMKD0ZVU0VfTUVUSE9EX1NVTRABKl4KC0RhdGFzZXRLaW5kEhwKGERBVEFTRVRfS0lORF9VTlNQRUNJRklFRBAAEhUKEURBVEFTRVRfS0lORF9DT0NPEAESGgoWREFUQVNFVF9LSU5EX1NZTlRIRVRJQxACKnoKDU9wdGltaXplcktpbmQSHgoaT1BUSU1JWkVSX0tJTkRfVU5TUEVDSUZJRUQQABIWChJPUFRJTUlaRVJfS0lORF9TR0QQARIXChNPUFRJTUlaRVJfS0lORF9BREFNEAISGAoUT1BUSU1JWkVSX0tJTkRfQURBTVcQAyqAAQoMU2NoZWR1bGVLaW5kEh0KGVNDSEVEVUxFX0tJTkRfVU5TUEVDSUZJRUQQABIaChZTQ0hFRFVMRV9LSU5EX0NPTlNUQU5UEAESGwoXU0NIRURVTEVfS0lORF9NVUxUSVNURVAQAhIYChRTQ0hFRFVMRV9LSU5EX0NPU0lORRADKmoKEERpc3RpbGxhdGlvbkxvc3MSIQodRElTVElMTEFUSU9OX0xPU1NfVU5TUEVDSUZJRUQQABIZChVESVNUSUxMQVRJT05fTE9TU19NU0UQARIYChRESVNUSUxMQVRJT05fTE9TU19LTBACKnIKCkNhbGlicmF0b3ISGgoWQ0FMSUJSQVRPUl9VTlNQRUNJRklFRBAAEhUKEUNBTElCUkFUT1JfTUlOTUFYEAESGQoVQ0FMSUJSQVRPUl9QRVJDRU5USUxFEAISFgoSQ0FMSUJSQVRPUl9FTlRST1BZEAMqkAEKC1B1Ymxpc2hNb2RlEhwKGFBVQkxJU0hfTU9ERV9VTlNQRUNJRklFRBAAEhUKEVBVQkxJU0hfTU9ERV9CRVNUEAESHAoYUFVCTElTSF9NT0RFX0VWRVJZX0VQT0NIEAISFgoSUFVCTElTSF9NT0RFX0ZJTkFMEAMSFgoSUFVCTElTSF9NT0RFX05FVkVSEARiBnByb3RvMw", [file_poseloop_common_v1_model]);
+  fileDesc("CiBwb3NlbG9vcC90cmFpbmVyL3YxL2NvbmZpZy5wcm90bxITcG9zZWxvb3AudHJhaW5lci52MSKkCQoLVHJhaW5Db25maWcSDAoEbmFtZRgBIAEoCRItCgVtb2RlbBgCIAEoCzIeLnBvc2Vsb29wLnRyYWluZXIudjEuTW9kZWxTcGVjEisKBGRhdGEYAyABKAsyHS5wb3NlbG9vcC50cmFpbmVyLnYxLkRhdGFTcGVjEjUKCW9wdGltaXplchgEIAEoCzIiLnBvc2Vsb29wLnRyYWluZXIudjEuT3B0aW1pemVyU3BlYxIzCghzY2hlZHVsZRgFIAEoCzIhLnBvc2Vsb29wLnRyYWluZXIudjEuU2NoZWR1bGVTcGVjEhIKCmJhdGNoX3NpemUYBiABKA0SGAoQZ3JhZF9hY2N1bV9zdGVwcxgHIAEoDRIWCg5jbGlwX2dyYWRfbm9ybRgIIAEoAhITCgtiZWdpbl9lcG9jaBgJIAEoDRIRCgllbmRfZXBvY2gYCiABKA0SHQoVdmFsaWRhdGVfZXZlcnlfZXBvY2hzGAsgASgNEgwKBHNlZWQYDCABKAQSFwoPbWl4ZWRfcHJlY2lzaW9uGA0gASgIEisKBmRldmljZRgOIAEoDjIbLnBvc2Vsb29wLnRyYWluZXIudjEuRGV2aWNlEjAKCWluaXRfZnJvbRgPIAEoCzIdLnBvc2Vsb29wLnRyYWluZXIudjEuSW5pdEZyb20SOwoMYXVnbWVudGF0aW9uGBAgASgLMiUucG9zZWxvb3AudHJhaW5lci52MS5BdWdtZW50YXRpb25TcGVjEjsKDGRpc3RpbGxhdGlvbhgRIAEoCzIlLnBvc2Vsb29wLnRyYWluZXIudjEuRGlzdGlsbGF0aW9uU3BlYxI7CgxxdWFudGl6YXRpb24YEiABKAsyJS5wb3NlbG9vcC50cmFpbmVyLnYxLlF1YW50aXphdGlvblNwZWMSMwoHcHVibGlzaBgTIAEoCzIiLnBvc2Vsb29wLnRyYWluZXIudjEuUHVibGlzaFBvbGljeRI5CgpjaGVja3BvaW50GBQgASgLMiUucG9zZWxvb3AudHJhaW5lci52MS5DaGVja3BvaW50UG9saWN5EjcKCnZhbGlkYXRpb24YFSABKAsyIy5wb3NlbG9vcC50cmFpbmVyLnYxLlZhbGlkYXRpb25TcGVjEhcKD2xvZ19ldmVyeV9zdGVwcxgWIAEoDRIWCg5sb2FkZXJfd29ya2VycxgXIAEoDRIYChBpbnRyYV9vcF90aHJlYWRzGBggASgNEhAKCHJlcGxpY2FzGBkgASgNEjMKBmVuZ2luZRgaIAEoDjIjLnBvc2Vsb29wLnRyYWluZXIudjEuVHJhaW5pbmdFbmdpbmUSFAoMZGV2aWNlX2luZGV4GBsgASgNEgwKBGdwdXMYHCABKA0SDQoFbm9kZXMYHSABKA0SFQoNcmR6dl9lbmRwb2ludBgeIAEoCRIXCg9zeW5jX2JhdGNoX25vcm0YHyABKAgSGgoNY2hhbm5lbHNfbGFzdBggIAEoCEgAiAEBEikKA2VtYRghIAEoCzIcLnBvc2Vsb29wLnRyYWluZXIudjEuRW1hU3BlY0IQCg5fY2hhbm5lbHNfbGFzdCIqCglJbWFnZVNpemUSDQoFd2lkdGgYASABKA0SDgoGaGVpZ2h0GAIgASgNIvsDCglNb2RlbFNwZWMSNwoMYXJjaGl0ZWN0dXJlGAEgASgOMiEucG9zZWxvb3AudHJhaW5lci52MS5BcmNoaXRlY3R1cmUSMgoKaW5wdXRfc2l6ZRgCIAEoCzIeLnBvc2Vsb29wLnRyYWluZXIudjEuSW1hZ2VTaXplEigKBWNvZGVjGAMgASgLMhkucG9zZWxvb3AuY29tbW9uLnYxLkNvZGVjEjsKD2tleXBvaW50X3NjaGVtYRgEIAEoCzIiLnBvc2Vsb29wLmNvbW1vbi52MS5LZXlwb2ludFNjaGVtYRItCgRsaXRlGAUgASgLMh0ucG9zZWxvb3AudHJhaW5lci52MS5MaXRlU3BlY0gAEkIKD3NpbXBsZV9iYXNlbGluZRgGIAEoCzInLnBvc2Vsb29wLnRyYWluZXIudjEuU2ltcGxlQmFzZWxpbmVTcGVjSAASLwoFaHJuZXQYByABKAsyHi5wb3NlbG9vcC50cmFpbmVyLnYxLkhybmV0U3BlY0gAEj4KDWRldGVjdG9yX2xpdGUYCyABKAsyJS5wb3NlbG9vcC50cmFpbmVyLnYxLkRldGVjdG9yTGl0ZVNwZWNIABIMCgRtZWFuGAggAygCEgsKA3N0ZBgJIAMoAhISCgpwcmV0cmFpbmVkGAogASgJQgcKBWV4dHJhIjYKCExpdGVTcGVjEhAKCGNoYW5uZWxzGAEgAygNEhgKEGJsb2Nrc19wZXJfc3RhZ2UYAiABKA0iwgEKEERldGVjdG9yTGl0ZVNwZWMSEAoIY2hhbm5lbHMYASADKA0SGAoQYmxvY2tzX3Blcl9zdGFnZRgCIAEoDRITCgtudW1fY2xhc3NlcxgDIAEoDRIVCg1oZWFkX2NoYW5uZWxzGAQgASgNEhgKC3NpemVfd2VpZ2h0GAUgASgCSACIAQESGgoNb2Zmc2V0X3dlaWdodBgGIAEoAkgBiAEBQg4KDF9zaXplX3dlaWdodEIQCg5fb2Zmc2V0X3dlaWdodCKPAQoSU2ltcGxlQmFzZWxpbmVTcGVjEhQKDHJlc25ldF9kZXB0aBgBIAEoDRIWCg5kZWNvbnZfZmlsdGVycxgCIAMoDRIWCg5kZWNvbnZfa2VybmVscxgDIAMoDRIYChBkZWNvbnZfd2l0aF9iaWFzGAQgASgIEhkKEWZpbmFsX2NvbnZfa2VybmVsGAUgASgNIsYBCgpIcm5ldFN0YWdlEhMKC251bV9tb2R1bGVzGAEgASgNEhQKDG51bV9icmFuY2hlcxgCIAEoDRItCgVibG9jaxgDIAEoDjIeLnBvc2Vsb29wLnRyYWluZXIudjEuQmxvY2tUeXBlEhIKCm51bV9ibG9ja3MYBCADKA0SFAoMbnVtX2NoYW5uZWxzGAUgAygNEjQKC2Z1c2VfbWV0aG9kGAYgASgOMh8ucG9zZWxvb3AudHJhaW5lci52MS5GdXNlTWV0aG9kImYKCUhybmV0U3BlYxIvCgZzdGFnZXMYASADKAsyHy5wb3NlbG9vcC50cmFpbmVyLnYxLkhybmV0U3RhZ2USDQoFd2lkdGgYAiABKA0SGQoRZmluYWxfY29udl9rZXJuZWwYAyABKA0i8wEKCERhdGFTcGVjEi4KBGtpbmQYASABKA4yIC5wb3NlbG9vcC50cmFpbmVyLnYxLkRhdGFzZXRLaW5kEi4KBGNvY28YAiABKAsyIC5wb3NlbG9vcC50cmFpbmVyLnYxLkNvY29EYXRhc2V0EjgKCXN5bnRoZXRpYxgDIAEoCzIlLnBvc2Vsb29wLnRyYWluZXIudjEuU3ludGhldGljRGF0YXNldBIUCgx2YWxfZnJhY3Rpb24YBCABKAISFQoNbWluX2tleXBvaW50cxgFIAEoDRISCgpkaXNrX2NhY2hlGAYgASgIEgwKBG5hbWUYByABKAkikQEKC0NvY29EYXRhc2V0EgwKBHJvb3QYASABKAkSGQoRdHJhaW5fYW5ub3RhdGlvbnMYAiABKAkSFAoMdHJhaW5faW1hZ2VzGAMgASgJEhcKD3ZhbF9hbm5vdGF0aW9ucxgEIAEoCRISCgp2YWxfaW1hZ2VzGAUgASgJEhYKDnZhbF9kZXRlY3Rpb25zGAYgASgJIpwBChBTeW50aGV0aWNEYXRhc2V0EhQKDHRyYWluX2ltYWdlcxgBIAEoDRISCgp2YWxfaW1hZ2VzGAIgASgNEhMKC2ltYWdlX3dpZHRoGAMgASgNEhQKDGltYWdlX2hlaWdodBgEIAEoDRISCgptYXhfcGVvcGxlGAUgASgNEhEKCW9jY2x1c2lvbhgGIAEoAhIMCgRzZWVkGAcgASgEIrYBCg1PcHRpbWl6ZXJTcGVjEjAKBGtpbmQYASABKA4yIi5wb3NlbG9vcC50cmFpbmVyLnYxLk9wdGltaXplcktpbmQSCgoCbHIYAiABKAESEAoIbW9tZW50dW0YAyABKAISEAoIbmVzdGVyb3YYBCABKAgSFAoMd2VpZ2h0X2RlY2F5GAUgASgCEg0KBWJldGExGAYgASgCEg0KBWJldGEyGAcgASgCEg8KB2Vwc2lsb24YCCABKAIipwEKDFNjaGVkdWxlU3BlYxIvCgRraW5kGAEgASgOMiEucG9zZWxvb3AudHJhaW5lci52MS5TY2hlZHVsZUtpbmQSEAoIbHJfc3RlcHMYAiADKA0SEQoJbHJfZmFjdG9yGAMgASgCEg4KBm1pbl9schgEIAEoARIUCgx3YXJtdXBfc3RlcHMYBSABKA0SGwoTd2FybXVwX3N0YXJ0X2ZhY3RvchgGIAEoAiLNAQoQQXVnbWVudGF0aW9uU3BlYxIMCgRmbGlwGAEgASgIEhcKD3JvdGF0aW9uX2ZhY3RvchgCIAEoAhIVCg1yb3RhdGlvbl9wcm9iGAMgASgCEhQKDHNjYWxlX2ZhY3RvchgEIAEoAhIWCg5oYWxmX2JvZHlfcHJvYhgFIAEoAhIfChdoYWxmX2JvZHlfbWluX2tleXBvaW50cxgGIAEoDRIWCg5vY2NsdXNpb25fcHJvYhgHIAEoAhIUCgxjb2xvcl9qaXR0ZXIYCCABKAIiSAoHRW1hU3BlYxINCgVkZWNheRgBIAEoARIbCg53YXJtdXBfdXBkYXRlcxgCIAEoDUgAiAEBQhEKD193YXJtdXBfdXBkYXRlcyKgAQoQRGlzdGlsbGF0aW9uU3BlYxItCgd0ZWFjaGVyGAEgASgLMhwucG9zZWxvb3AuY29tbW9uLnYxLk1vZGVsUmVmEhMKC2xvc3Nfd2VpZ2h0GAIgASgCEjMKBGxvc3MYAyABKA4yJS5wb3NlbG9vcC50cmFpbmVyLnYxLkRpc3RpbGxhdGlvbkxvc3MSEwoLdGVtcGVyYXR1cmUYBCABKAIizgEKEFF1YW50aXphdGlvblNwZWMSDwoHZW5hYmxlZBgBIAEoCBIzCgpjYWxpYnJhdG9yGAIgASgOMh8ucG9zZWxvb3AudHJhaW5lci52MS5DYWxpYnJhdG9yEhIKCnBlcmNlbnRpbGUYAyABKAISGwoTY2FsaWJyYXRpb25fc2FtcGxlcxgEIAEoDRITCgttYXhfYXBfZHJvcBgFIAEoAhISCgpmcDMyX25vZGVzGAYgAygJEhoKEmZ1bGxfcmFuZ2Vfd2VpZ2h0cxgHIAEoCCJrCg1QdWJsaXNoUG9saWN5Ei4KBG1vZGUYASABKA4yIC5wb3NlbG9vcC50cmFpbmVyLnYxLlB1Ymxpc2hNb2RlEhIKCm1vZGVsX25hbWUYAiABKAkSFgoOc2tpcF9wcm9tb3Rpb24YAyABKAgiPAoQQ2hlY2twb2ludFBvbGljeRIVCg1ldmVyeV9taW51dGVzGAEgASgNEhEKCWtlZXBfbGFzdBgCIAEoDSKjAQoOVmFsaWRhdGlvblNwZWMSEQoJZmxpcF90ZXN0GAEgASgIEhQKDHVzZV9ndF9ib3hlcxgCIAEoCBISCgptYXhfaW1hZ2VzGAMgASgNEhUKDW9rc190aHJlc2hvbGQYBCABKAISIAoYa2V5cG9pbnRfc2NvcmVfdGhyZXNob2xkGAUgASgCEhsKE21pbl9kZXRlY3Rpb25fc2NvcmUYBiABKAIikgEKCEluaXRGcm9tEi0KBW1vZGVsGAEgASgLMhwucG9zZWxvb3AuY29tbW9uLnYxLk1vZGVsUmVmSAASOAoKY2hlY2twb2ludBgCIAEoCzIiLnBvc2Vsb29wLnRyYWluZXIudjEuQ2hlY2twb2ludFJlZkgAEhMKC3NraXBfbGF5ZXJzGAMgAygJQggKBnNvdXJjZSI2Cg1DaGVja3BvaW50UmVmEg4KBmpvYl9pZBgBIAEoCRIVCg1jaGVja3BvaW50X2lkGAIgASgJKm8KDlRyYWluaW5nRW5naW5lEh8KG1RSQUlOSU5HX0VOR0lORV9VTlNQRUNJRklFRBAAEh8KG1RSQUlOSU5HX0VOR0lORV9PTk5YUlVOVElNRRABEhsKF1RSQUlOSU5HX0VOR0lORV9QWVRPUkNIEAIqVAoGRGV2aWNlEhYKEkRFVklDRV9VTlNQRUNJRklFRBAAEg4KCkRFVklDRV9DUFUQARIPCgtERVZJQ0VfQ1VEQRACEhEKDURFVklDRV9XRUJHUFUQAyqdAQoMQXJjaGl0ZWN0dXJlEhwKGEFSQ0hJVEVDVFVSRV9VTlNQRUNJRklFRBAAEhUKEUFSQ0hJVEVDVFVSRV9MSVRFEAESIAocQVJDSElURUNUVVJFX1NJTVBMRV9CQVNFTElORRACEhYKEkFSQ0hJVEVDVFVSRV9IUk5FVBADEh4KGkFSQ0hJVEVDVFVSRV9ERVRFQ1RPUl9MSVRFEAQqWAoJQmxvY2tUeXBlEhoKFkJMT0NLX1RZUEVfVU5TUEVDSUZJRUQQABIUChBCTE9DS19UWVBFX0JBU0lDEAESGQoVQkxPQ0tfVFlQRV9CT1RUTEVORUNLEAIqPgoKRnVzZU1ldGhvZBIbChdGVVNFX01FVEhPRF9VTlNQRUNJRklFRBAAEhMKD0ZVU0VfTUVUSE9EX1NVTRABKl4KC0RhdGFzZXRLaW5kEhwKGERBVEFTRVRfS0lORF9VTlNQRUNJRklFRBAAEhUKEURBVEFTRVRfS0lORF9DT0NPEAESGgoWREFUQVNFVF9LSU5EX1NZTlRIRVRJQxACKnoKDU9wdGltaXplcktpbmQSHgoaT1BUSU1JWkVSX0tJTkRfVU5TUEVDSUZJRUQQABIWChJPUFRJTUlaRVJfS0lORF9TR0QQARIXChNPUFRJTUlaRVJfS0lORF9BREFNEAISGAoUT1BUSU1JWkVSX0tJTkRfQURBTVcQAyqAAQoMU2NoZWR1bGVLaW5kEh0KGVNDSEVEVUxFX0tJTkRfVU5TUEVDSUZJRUQQABIaChZTQ0hFRFVMRV9LSU5EX0NPTlNUQU5UEAESGwoXU0NIRURVTEVfS0lORF9NVUxUSVNURVAQAhIYChRTQ0hFRFVMRV9LSU5EX0NPU0lORRADKmoKEERpc3RpbGxhdGlvbkxvc3MSIQodRElTVElMTEFUSU9OX0xPU1NfVU5TUEVDSUZJRUQQABIZChVESVNUSUxMQVRJT05fTE9TU19NU0UQARIYChRESVNUSUxMQVRJT05fTE9TU19LTBACKnIKCkNhbGlicmF0b3ISGgoWQ0FMSUJSQVRPUl9VTlNQRUNJRklFRBAAEhUKEUNBTElCUkFUT1JfTUlOTUFYEAESGQoVQ0FMSUJSQVRPUl9QRVJDRU5USUxFEAISFgoSQ0FMSUJSQVRPUl9FTlRST1BZEAMqkAEKC1B1Ymxpc2hNb2RlEhwKGFBVQkxJU0hfTU9ERV9VTlNQRUNJRklFRBAAEhUKEVBVQkxJU0hfTU9ERV9CRVNUEAESHAoYUFVCTElTSF9NT0RFX0VWRVJZX0VQT0NIEAISFgoSUFVCTElTSF9NT0RFX0ZJTkFMEAMSFgoSUFVCTElTSF9NT0RFX05FVkVSEARiBnByb3RvMw", [file_poseloop_common_v1_model]);
 
 /**
  * A complete training or fine-tuning run. Experiment YAML files (HRNet layout: TRAIN.LR, MODEL.IMAGE_SIZE,
@@ -319,6 +319,12 @@ export type ModelSpec = Message<"poseloop.trainer.v1.ModelSpec"> & {
      */
     value: HrnetSpec;
     case: "hrnet";
+  } | {
+    /**
+     * @generated from field: poseloop.trainer.v1.DetectorLiteSpec detector_lite = 11;
+     */
+    value: DetectorLiteSpec;
+    case: "detectorLite";
   } | { case: undefined; value?: undefined };
 
   /**
@@ -376,6 +382,67 @@ export const LiteSpecSchema: GenMessage<LiteSpec> = /*@__PURE__*/
   messageDesc(file_poseloop_trainer_v1_config, 3);
 
 /**
+ * The lite detector (ARCHITECTURE_DETECTOR_LITE): the lite backbone, features back at 1/4 of the input, and a
+ * CenterNet head there. Its training loss is CenterNet's: the focal loss on the center heatmaps (alpha 2,
+ * beta 4) over the number of objects, plus weighted L1 losses on sizes and offsets at the objects' centers.
+ * The keypoint schema and the codec do not apply.
+ *
+ * @generated from message poseloop.trainer.v1.DetectorLiteSpec
+ */
+export type DetectorLiteSpec = Message<"poseloop.trainer.v1.DetectorLiteSpec"> & {
+  /**
+   * Backbone widths at 1/2, 1/4 and 1/8 of the input; a fourth adds a stage at 1/16 (input divisible by 16
+   * instead of 8). Default [16, 32, 64, 128]: a detector sees whole frames, where context matters more than
+   * in a crop.
+   *
+   * @generated from field: repeated uint32 channels = 1;
+   */
+  channels: number[];
+
+  /**
+   * Residual blocks per stage. Default 1.
+   *
+   * @generated from field: uint32 blocks_per_stage = 2;
+   */
+  blocksPerStage: number;
+
+  /**
+   * Object classes, one center heatmap each. Default 1 (person).
+   *
+   * @generated from field: uint32 num_classes = 3;
+   */
+  numClasses: number;
+
+  /**
+   * Width of each head branch's 3x3 convolution (CenterNet's head_conv). Default the 1/4 width (channels[1]).
+   *
+   * @generated from field: uint32 head_channels = 4;
+   */
+  headChannels: number;
+
+  /**
+   * Weight of the size L1 term. Default 0.1 (CenterNet's).
+   *
+   * @generated from field: optional float size_weight = 5;
+   */
+  sizeWeight?: number | undefined;
+
+  /**
+   * Weight of the offset L1 term. Default 1 (CenterNet's).
+   *
+   * @generated from field: optional float offset_weight = 6;
+   */
+  offsetWeight?: number | undefined;
+};
+
+/**
+ * Describes the message poseloop.trainer.v1.DetectorLiteSpec.
+ * Use `create(DetectorLiteSpecSchema)` to create a new message.
+ */
+export const DetectorLiteSpecSchema: GenMessage<DetectorLiteSpec> = /*@__PURE__*/
+  messageDesc(file_poseloop_trainer_v1_config, 4);
+
+/**
  * MODEL.EXTRA of the SimpleBaseline configs.
  *
  * @generated from message poseloop.trainer.v1.SimpleBaselineSpec
@@ -418,7 +485,7 @@ export type SimpleBaselineSpec = Message<"poseloop.trainer.v1.SimpleBaselineSpec
  * Use `create(SimpleBaselineSpecSchema)` to create a new message.
  */
 export const SimpleBaselineSpecSchema: GenMessage<SimpleBaselineSpec> = /*@__PURE__*/
-  messageDesc(file_poseloop_trainer_v1_config, 4);
+  messageDesc(file_poseloop_trainer_v1_config, 5);
 
 /**
  * One of MODEL.EXTRA.STAGE1..STAGE4.
@@ -462,7 +529,7 @@ export type HrnetStage = Message<"poseloop.trainer.v1.HrnetStage"> & {
  * Use `create(HrnetStageSchema)` to create a new message.
  */
 export const HrnetStageSchema: GenMessage<HrnetStage> = /*@__PURE__*/
-  messageDesc(file_poseloop_trainer_v1_config, 5);
+  messageDesc(file_poseloop_trainer_v1_config, 6);
 
 /**
  * MODEL.EXTRA of the HRNet configs.
@@ -497,7 +564,7 @@ export type HrnetSpec = Message<"poseloop.trainer.v1.HrnetSpec"> & {
  * Use `create(HrnetSpecSchema)` to create a new message.
  */
 export const HrnetSpecSchema: GenMessage<HrnetSpec> = /*@__PURE__*/
-  messageDesc(file_poseloop_trainer_v1_config, 6);
+  messageDesc(file_poseloop_trainer_v1_config, 7);
 
 /**
  * DATASET.*: where training and validation samples come from.
@@ -554,7 +621,7 @@ export type DataSpec = Message<"poseloop.trainer.v1.DataSpec"> & {
  * Use `create(DataSpecSchema)` to create a new message.
  */
 export const DataSpecSchema: GenMessage<DataSpec> = /*@__PURE__*/
-  messageDesc(file_poseloop_trainer_v1_config, 7);
+  messageDesc(file_poseloop_trainer_v1_config, 8);
 
 /**
  * @generated from message poseloop.trainer.v1.CocoDataset
@@ -602,7 +669,7 @@ export type CocoDataset = Message<"poseloop.trainer.v1.CocoDataset"> & {
  * Use `create(CocoDatasetSchema)` to create a new message.
  */
 export const CocoDatasetSchema: GenMessage<CocoDataset> = /*@__PURE__*/
-  messageDesc(file_poseloop_trainer_v1_config, 8);
+  messageDesc(file_poseloop_trainer_v1_config, 9);
 
 /**
  * @generated from message poseloop.trainer.v1.SyntheticDataset
@@ -655,7 +722,7 @@ export type SyntheticDataset = Message<"poseloop.trainer.v1.SyntheticDataset"> &
  * Use `create(SyntheticDatasetSchema)` to create a new message.
  */
 export const SyntheticDatasetSchema: GenMessage<SyntheticDataset> = /*@__PURE__*/
-  messageDesc(file_poseloop_trainer_v1_config, 9);
+  messageDesc(file_poseloop_trainer_v1_config, 10);
 
 /**
  * @generated from message poseloop.trainer.v1.OptimizerSpec
@@ -715,7 +782,7 @@ export type OptimizerSpec = Message<"poseloop.trainer.v1.OptimizerSpec"> & {
  * Use `create(OptimizerSpecSchema)` to create a new message.
  */
 export const OptimizerSpecSchema: GenMessage<OptimizerSpec> = /*@__PURE__*/
-  messageDesc(file_poseloop_trainer_v1_config, 10);
+  messageDesc(file_poseloop_trainer_v1_config, 11);
 
 /**
  * @generated from message poseloop.trainer.v1.ScheduleSpec
@@ -761,7 +828,7 @@ export type ScheduleSpec = Message<"poseloop.trainer.v1.ScheduleSpec"> & {
  * Use `create(ScheduleSpecSchema)` to create a new message.
  */
 export const ScheduleSpecSchema: GenMessage<ScheduleSpec> = /*@__PURE__*/
-  messageDesc(file_poseloop_trainer_v1_config, 11);
+  messageDesc(file_poseloop_trainer_v1_config, 12);
 
 /**
  * @generated from message poseloop.trainer.v1.AugmentationSpec
@@ -825,7 +892,7 @@ export type AugmentationSpec = Message<"poseloop.trainer.v1.AugmentationSpec"> &
  * Use `create(AugmentationSpecSchema)` to create a new message.
  */
 export const AugmentationSpecSchema: GenMessage<AugmentationSpec> = /*@__PURE__*/
-  messageDesc(file_poseloop_trainer_v1_config, 12);
+  messageDesc(file_poseloop_trainer_v1_config, 13);
 
 /**
  * The moving average of the weights, in both engines: after every optimizer update (once gradient accumulation
@@ -856,7 +923,7 @@ export type EmaSpec = Message<"poseloop.trainer.v1.EmaSpec"> & {
  * Use `create(EmaSpecSchema)` to create a new message.
  */
 export const EmaSpecSchema: GenMessage<EmaSpec> = /*@__PURE__*/
-  messageDesc(file_poseloop_trainer_v1_config, 13);
+  messageDesc(file_poseloop_trainer_v1_config, 14);
 
 /**
  * @generated from message poseloop.trainer.v1.DistillationSpec
@@ -894,7 +961,7 @@ export type DistillationSpec = Message<"poseloop.trainer.v1.DistillationSpec"> &
  * Use `create(DistillationSpecSchema)` to create a new message.
  */
 export const DistillationSpecSchema: GenMessage<DistillationSpec> = /*@__PURE__*/
-  messageDesc(file_poseloop_trainer_v1_config, 14);
+  messageDesc(file_poseloop_trainer_v1_config, 15);
 
 /**
  * @generated from message poseloop.trainer.v1.QuantizationSpec
@@ -950,7 +1017,7 @@ export type QuantizationSpec = Message<"poseloop.trainer.v1.QuantizationSpec"> &
  * Use `create(QuantizationSpecSchema)` to create a new message.
  */
 export const QuantizationSpecSchema: GenMessage<QuantizationSpec> = /*@__PURE__*/
-  messageDesc(file_poseloop_trainer_v1_config, 15);
+  messageDesc(file_poseloop_trainer_v1_config, 16);
 
 /**
  * @generated from message poseloop.trainer.v1.PublishPolicy
@@ -981,7 +1048,7 @@ export type PublishPolicy = Message<"poseloop.trainer.v1.PublishPolicy"> & {
  * Use `create(PublishPolicySchema)` to create a new message.
  */
 export const PublishPolicySchema: GenMessage<PublishPolicy> = /*@__PURE__*/
-  messageDesc(file_poseloop_trainer_v1_config, 16);
+  messageDesc(file_poseloop_trainer_v1_config, 17);
 
 /**
  * @generated from message poseloop.trainer.v1.CheckpointPolicy
@@ -1007,7 +1074,7 @@ export type CheckpointPolicy = Message<"poseloop.trainer.v1.CheckpointPolicy"> &
  * Use `create(CheckpointPolicySchema)` to create a new message.
  */
 export const CheckpointPolicySchema: GenMessage<CheckpointPolicy> = /*@__PURE__*/
-  messageDesc(file_poseloop_trainer_v1_config, 17);
+  messageDesc(file_poseloop_trainer_v1_config, 18);
 
 /**
  * @generated from message poseloop.trainer.v1.ValidationSpec
@@ -1059,7 +1126,7 @@ export type ValidationSpec = Message<"poseloop.trainer.v1.ValidationSpec"> & {
  * Use `create(ValidationSpecSchema)` to create a new message.
  */
 export const ValidationSpecSchema: GenMessage<ValidationSpec> = /*@__PURE__*/
-  messageDesc(file_poseloop_trainer_v1_config, 18);
+  messageDesc(file_poseloop_trainer_v1_config, 19);
 
 /**
  * Where fine-tuning starts.
@@ -1099,7 +1166,7 @@ export type InitFrom = Message<"poseloop.trainer.v1.InitFrom"> & {
  * Use `create(InitFromSchema)` to create a new message.
  */
 export const InitFromSchema: GenMessage<InitFrom> = /*@__PURE__*/
-  messageDesc(file_poseloop_trainer_v1_config, 19);
+  messageDesc(file_poseloop_trainer_v1_config, 20);
 
 /**
  * @generated from message poseloop.trainer.v1.CheckpointRef
@@ -1121,7 +1188,7 @@ export type CheckpointRef = Message<"poseloop.trainer.v1.CheckpointRef"> & {
  * Use `create(CheckpointRefSchema)` to create a new message.
  */
 export const CheckpointRefSchema: GenMessage<CheckpointRef> = /*@__PURE__*/
-  messageDesc(file_poseloop_trainer_v1_config, 20);
+  messageDesc(file_poseloop_trainer_v1_config, 21);
 
 /**
  * Engines that run the training step.
@@ -1223,6 +1290,14 @@ export enum Architecture {
    * @generated from enum value: ARCHITECTURE_HRNET = 3;
    */
   HRNET = 3,
+
+  /**
+   * A person detector (ModelKind DETECTOR): the lite residual backbone with PoseLoop's CenterNet head
+   * (DetectorHead CENTERNET, stride 4) predicting "centers", "sizes" and "offsets" of whole letterboxed images.
+   *
+   * @generated from enum value: ARCHITECTURE_DETECTOR_LITE = 4;
+   */
+  DETECTOR_LITE = 4,
 }
 
 /**

@@ -1,19 +1,19 @@
 import type { Histogram, ObservableCallback, ObservableGauge } from "@opentelemetry/api";
 import { AppError, Code } from "@poseloop/core";
-import type { FrameJob, FrameOutcome } from "@poseloop/estimator";
+import type { FrameImage, FrameJob, FrameOutcome, ServingSpec } from "@poseloop/estimator";
 import { decodePixels } from "./frame-cost.js";
 import { batchSizeHistogram, queueDepthGauge } from "./metrics.js";
 import type { ServingHandle, VersionSource } from "./serving-handle.js";
 import type { InferenceWorkerPool } from "./worker-pool.js";
 
-export interface ScheduledResult {
-  readonly outcome: FrameOutcome;
-  readonly handle: ServingHandle;
+export interface ScheduledResult<Outcome = FrameOutcome, Spec = ServingSpec> {
+  readonly outcome: Outcome;
+  readonly handle: ServingHandle<Spec>;
   /** Time between submission and the batch leaving for a worker. */
   readonly queueUs: number;
 }
 
-export interface BatchSchedulerOptions {
+export interface BatchSchedulerOptions<Job = FrameJob, Outcome = FrameOutcome> {
   /** People per batch; a frame with more people than this leaves alone. */
   readonly maxBatch: number;
   readonly maxWaitMs: number;
@@ -26,24 +26,36 @@ export interface BatchSchedulerOptions {
    * Which lane the scheduler batches for, as its metrics' `lane` attribute: "serving", or "candidate" during a
    * canary or shadow trial, so the two queues' depths are two series rather than one that flips between them.
    */
-  readonly lane?: "serving" | "candidate";
+  readonly lane?: "serving" | "candidate" | "detector";
+  /**
+   * Runs a batch on a version in the workers; default the pose pipeline (`pool.infer`). The person detector's
+   * lane runs `pool.detect`.
+   */
+  readonly run?: (version: string, jobs: readonly Job[]) => Promise<Outcome[]>;
+  /** A job's share of `maxBatch`; default its people (boxes, or the whole frame), twice with the flip test. */
+  readonly weigh?: (job: Job) => number;
+}
+
+/** A pose frame's people in a batch: its boxes (or the whole frame), doubled by the flip test's mirrored crops. */
+function framePersons(job: FrameJob): number {
+  return Math.max(1, job.boxes.length) * (job.flipTest ? 2 : 1);
 }
 
 /** The stream of frames submitted without one: they share one queue. */
 const UNNAMED_STREAM = Symbol("unnamed stream");
 
-interface Pending {
-  readonly job: FrameJob;
+interface Pending<Job, Outcome, Spec> {
+  readonly job: Job;
   readonly persons: number;
   /** Frames above the large-frame size (slow to decode) run alone. */
   readonly large: boolean;
   readonly submitted: bigint;
-  readonly resolve: (result: ScheduledResult) => void;
+  readonly resolve: (result: ScheduledResult<Outcome, Spec>) => void;
   readonly reject: (error: unknown) => void;
 }
 
-interface StreamQueue {
-  readonly items: Pending[];
+interface StreamQueue<Job, Outcome, Spec> {
+  readonly items: Pending<Job, Outcome, Spec>[];
   /** When this stream last had a frame taken into a batch: the longest unserved stream goes first. */
   servedAt: number;
 }
@@ -60,14 +72,19 @@ interface StreamQueue {
  * Decoding happens in the workers, inside the batch, so a large frame (slow to decode: more pixels than
  * `largeFramePixels`) leaves in a batch of its own, and large frames occupy at most all but one worker: light
  * frames of other streams wait for at most one large decode, never for a queue of them.
+ *
+ * One scheduler batches for one version source: pose frames by default; the person detector's lane batches
+ * whole frames for the detector the same way (`run`, `weigh`), so detection is batched across streams too.
  */
-export class BatchScheduler {
+export class BatchScheduler<Job extends { readonly image: FrameImage } = FrameJob, Outcome = FrameOutcome, Spec = ServingSpec> {
   readonly #pool: InferenceWorkerPool;
-  readonly #versions: VersionSource;
+  readonly #versions: VersionSource<Spec>;
   readonly #maxBatch: number;
   readonly #maxWaitMs: number;
   readonly #largeFramePixels: number;
-  readonly #streams = new Map<unknown, StreamQueue>();
+  readonly #run: (version: string, jobs: readonly Job[]) => Promise<Outcome[]>;
+  readonly #weigh: (job: Job) => number;
+  readonly #streams = new Map<unknown, StreamQueue<Job, Outcome, Spec>>();
   #waiting = 0;
   #pendingPersons = 0;
   #timer: NodeJS.Timeout | undefined;
@@ -76,12 +93,15 @@ export class BatchScheduler {
   #served = 0;
   readonly #batchSize: Histogram;
   readonly #queueDepth: ObservableGauge;
-  readonly #lane: { readonly lane: "serving" | "candidate" };
+  readonly #lane: { readonly lane: "serving" | "candidate" | "detector" };
   readonly #observeQueue: ObservableCallback = (result) => result.observe(this.#waiting, this.#lane);
 
-  constructor(pool: InferenceWorkerPool, versions: VersionSource, options: BatchSchedulerOptions) {
+  constructor(pool: InferenceWorkerPool, versions: VersionSource<Spec>, options: BatchSchedulerOptions<Job, Outcome>) {
     this.#pool = pool;
     this.#versions = versions;
+    // Without run and weigh the jobs are pose frames (the default Job and Outcome).
+    this.#run = options.run ?? ((version, jobs) => pool.infer(version, jobs as unknown as FrameJob[]) as Promise<Outcome[]>);
+    this.#weigh = options.weigh ?? (framePersons as unknown as (job: Job) => number);
     this.#maxBatch = options.maxBatch;
     this.#maxWaitMs = options.maxWaitMs;
     this.#largeFramePixels = options.largeFramePixels ?? 1920 * 1080;
@@ -105,9 +125,9 @@ export class BatchScheduler {
   }
 
   /** Queues a frame of `stream` (any value that identifies the stream; frames without one share a queue). */
-  submit(job: FrameJob, stream: unknown = UNNAMED_STREAM): Promise<ScheduledResult> {
+  submit(job: Job, stream: unknown = UNNAMED_STREAM): Promise<ScheduledResult<Outcome, Spec>> {
     return new Promise((resolve, reject) => {
-      const persons = Math.max(1, job.boxes.length) * (job.flipTest ? 2 : 1);
+      const persons = this.#weigh(job);
       let queue = this.#streams.get(stream);
       if (queue === undefined) {
         queue = { items: [], servedAt: -1 };
@@ -134,13 +154,13 @@ export class BatchScheduler {
   }
 
   /** The next batch, or undefined when only large frames wait and they may take no more workers now. */
-  #takeBatch(): { items: Pending[]; heavy: boolean } | undefined {
+  #takeBatch(): { items: Pending<Job, Outcome, Spec>[]; heavy: boolean } | undefined {
     // One worker stays free of large frames (when there are two or more), so light frames never wait for a
     // large frame's decode if another worker could run them.
     const heavyAllowed = this.#heavyInFlight < Math.max(1, this.#pool.size - 1);
     const order = [...this.#streams.values()].sort((a, b) => a.servedAt - b.servedAt);
-    const batch: Pending[] = [];
-    const closed = new Set<StreamQueue>();
+    const batch: Pending<Job, Outcome, Spec>[] = [];
+    const closed = new Set<StreamQueue<Job, Outcome, Spec>>();
     let persons = 0;
     let added = true;
     while (added) {
@@ -150,7 +170,7 @@ export class BatchScheduler {
         if (next === undefined || closed.has(queue)) continue;
         const fits = batch.length === 0
           ? heavyAllowed || !next.large
-          : !next.large && !(batch[0] as Pending).large && persons + next.persons <= this.#maxBatch;
+          : !next.large && !(batch[0] as Pending<Job, Outcome, Spec>).large && persons + next.persons <= this.#maxBatch;
         if (!fits) {
           // Taking a later frame of this stream would reorder it; the stream waits for the next batch.
           closed.add(queue);
@@ -167,10 +187,10 @@ export class BatchScheduler {
     for (const [stream, queue] of this.#streams) if (queue.items.length === 0) this.#streams.delete(stream);
     this.#waiting -= batch.length;
     this.#pendingPersons -= persons;
-    return { items: batch, heavy: (batch[0] as Pending).large };
+    return { items: batch, heavy: (batch[0] as Pending<Job, Outcome, Spec>).large };
   }
 
-  #dispatch(batch: Pending[], heavy: boolean): void {
+  #dispatch(batch: Pending<Job, Outcome, Spec>[], heavy: boolean): void {
     const handle = this.#versions.acquire();
     if (handle === undefined) {
       const error = new AppError(Code.UNAVAILABLE, "no model version is loaded yet");
@@ -181,9 +201,9 @@ export class BatchScheduler {
     if (heavy) this.#heavyInFlight++;
     this.#batchSize.record(batch.length, this.#lane);
     const left = process.hrtime.bigint();
-    this.#pool.infer(handle.version, batch.map((item) => item.job)).then(
+    this.#run(handle.version, batch.map((item) => item.job)).then(
       (outcomes) => {
-        batch.forEach((item, i) => item.resolve({ outcome: outcomes[i] as FrameOutcome, handle, queueUs: Number((left - item.submitted) / 1000n) }));
+        batch.forEach((item, i) => item.resolve({ outcome: outcomes[i] as Outcome, handle, queueUs: Number((left - item.submitted) / 1000n) }));
       },
       (error: unknown) => {
         for (const item of batch) item.reject(error);

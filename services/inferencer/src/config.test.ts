@@ -11,6 +11,20 @@ describe("inferencer loadConfig", () => {
     expect(config.defaultModel).toBe("demo");
   });
 
+  it("runs a person detector only with POSELOOP_DETECTOR_MODEL, a valid name other than the pose model's", () => {
+    expect(loadConfig({}).detectorModel).toBeUndefined();
+    expect(loadConfig({ POSELOOP_DETECTOR_MODEL: "people" }).detectorModel).toBe("people");
+    let error: unknown;
+    try {
+      loadConfig({ POSELOOP_DETECTOR_MODEL: "demo" });
+    } catch (e) {
+      error = e;
+    }
+    expect(AppError.is(error, Code.INVALID_ARGUMENT)).toBe(true);
+    expect((error as AppError).problems).toEqual(["POSELOOP_DETECTOR_MODEL: demo is the pose model's name (POSELOOP_MODEL); a name serves one kind of model"]);
+    expect(() => loadConfig({ POSELOOP_DETECTOR_MODEL: "My.Detector" })).toThrow(/POSELOOP_DETECTOR_MODEL: model name "My.Detector"/);
+  });
+
   it("rejects a model name that cannot be a NATS subject token", () => {
     let error: unknown;
     try {

@@ -43,6 +43,11 @@ export interface InferencerConfig {
   readonly unknownVariables: readonly UnknownVariable[];
   /** The model name served when a request names none (the only one this process serves). */
   readonly defaultModel: string;
+  /**
+   * The person detector's model name (POSELOOP_DETECTOR_MODEL): its serving version finds the people of frames
+   * that come without boxes. Undefined: no detector (frames without boxes are one whole-frame person).
+   */
+  readonly detectorModel: string | undefined;
   readonly instanceId: string;
   /** Inference worker threads, each with its own sessions. */
   readonly workers: number;
@@ -65,7 +70,8 @@ export const INFERENCER_METHOD_ACCESS: MethodAccessMap = Object.freeze(
 
 /**
  * The inferencer's configuration from environment variables, every problem reported at once:
- * POSELOOP_INFERENCER_LISTEN (default 127.0.0.1:50051; another address needs tokens or TLS), POSELOOP_MODEL (default "demo"), POSELOOP_NATS_URL,
+ * POSELOOP_INFERENCER_LISTEN (default 127.0.0.1:50051; another address needs tokens or TLS), POSELOOP_MODEL (default "demo"),
+ * POSELOOP_DETECTOR_MODEL (default none), POSELOOP_NATS_URL,
  * POSELOOP_BUS_DIR, POSELOOP_INFERENCE_WORKERS, POSELOOP_INTRA_OP_THREADS, POSELOOP_MAX_BATCH,
  * POSELOOP_BATCH_WAIT, POSELOOP_MAX_STREAMS, POSELOOP_MAX_STREAMS_PER_PEER, POSELOOP_STREAM_MAX_IN_FLIGHT, POSELOOP_MAX_FRAME_BYTES,
  * POSELOOP_MAX_FRAME_PIXELS, POSELOOP_MAX_MODEL_BYTES, POSELOOP_STREAM_FIRST_MESSAGE_TIMEOUT,
@@ -80,6 +86,9 @@ export function loadConfig(env: Env): InferencerConfig {
   const grpc = grpcServerSettingsFromEnv(reader, "POSELOOP_INFERENCER", 50051, { methods: INFERENCER_METHOD_ACCESS });
   const defaultModel = reader.string("POSELOOP_MODEL", { default: "demo" });
   for (const problem of modelNameProblems(defaultModel)) reader.problem(`POSELOOP_MODEL: ${problem}`);
+  const detectorName = reader.string("POSELOOP_DETECTOR_MODEL", { default: "" });
+  for (const problem of detectorName === "" ? [] : modelNameProblems(detectorName)) reader.problem(`POSELOOP_DETECTOR_MODEL: ${problem}`);
+  if (detectorName !== "" && detectorName === defaultModel) reader.problem(`POSELOOP_DETECTOR_MODEL: ${detectorName} is the pose model's name (POSELOOP_MODEL); a name serves one kind of model`);
   const instanceId = reader.string("POSELOOP_INSTANCE_ID", {
     default: `inferencer-${hostname()}-${process.pid}`,
     pattern: /^[A-Za-z0-9._-]{1,64}$/,
@@ -113,5 +122,5 @@ export function loadConfig(env: Env): InferencerConfig {
   const unknown = unknownVariables(env, "POSELOOP_", [...POSELOOP_ENV_VARIABLES, ...reader.names]);
   assertModelName(defaultModel);
   const { config: telemetry, warnings } = telemetryConfigFromEnv(env, { serviceName: "poseloop-inferencer", serviceVersion: "0.1.0" });
-  return Object.freeze({ grpc, bus, logLevel, telemetry, metrics, telemetryWarnings: warnings, unknownVariables: unknown, defaultModel, instanceId, workers, intraOpThreads, maxBatch, batchWaitMs, frameTraceRatio, limits });
+  return Object.freeze({ grpc, bus, logLevel, telemetry, metrics, telemetryWarnings: warnings, unknownVariables: unknown, defaultModel, detectorModel: detectorName === "" ? undefined : detectorName, instanceId, workers, intraOpThreads, maxBatch, batchWaitMs, frameTraceRatio, limits });
 }

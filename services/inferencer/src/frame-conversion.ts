@@ -5,6 +5,7 @@ import type { Box } from "@poseloop/pose";
 import { ImageFormat, PixelFormat, type Frame } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
 import type { InferenceLimits } from "./config.js";
 import type { FrameImage, FrameJob, PersonEstimate } from "@poseloop/estimator";
+import type { PersonSourceSettings } from "./person-source.js";
 
 const PIXEL_FORMATS: Readonly<Partial<Record<PixelFormat, { name: "RGB8" | "BGR8" | "RGBA8" | "GRAY8"; bytes: number }>>> = {
   [PixelFormat.RGB8]: { name: "RGB8", bytes: 3 },
@@ -47,6 +48,10 @@ export interface FrameSettings {
   readonly flipTest: boolean;
   readonly minKeypointScore: number;
   readonly maxPersons: number;
+  /** Measure each frame's colour histogram, for a stream's scene-cut test. */
+  readonly histogram?: boolean;
+  /** Where the frame's people come from and the detector's thresholds; absent: AUTO_PERSON_SOURCE. */
+  readonly people?: PersonSourceSettings;
 }
 
 /**
@@ -95,7 +100,7 @@ export function frameJob(frame: Frame, settings: FrameSettings, limits: Inferenc
     }
     return { x: b.x, y: b.y, width: b.width, height: b.height };
   });
-  return { image, boxes, flipTest: settings.flipTest, minKeypointScore: settings.minKeypointScore, maxPersons: settings.maxPersons };
+  return { image, boxes, flipTest: settings.flipTest, minKeypointScore: settings.minKeypointScore, maxPersons: settings.maxPersons, ...(settings.histogram === true ? { histogram: true } : {}) };
 }
 
 /** The persons of a FrameResult from worker estimates (optionally with track ids). */
@@ -106,6 +111,8 @@ export function personsInit(persons: readonly PersonEstimate[], trackIds?: reado
       keypoints.push({ x: person.keypoints[3 * k] as number, y: person.keypoints[3 * k + 1] as number, score: person.keypoints[3 * k + 2] as number });
     }
     const trackId = trackIds?.[i];
-    return create(PersonSchema, { bbox: { ...person.bbox, score: 0 }, score: person.score, keypoints, ...(trackId === undefined ? {} : { trackId }) });
+    // A detected person's box carries the detector's score; a client's or the whole frame's has none (0).
+    const boxScore = (person.bbox as { readonly score?: number }).score ?? 0;
+    return create(PersonSchema, { bbox: { x: person.bbox.x, y: person.bbox.y, width: person.bbox.width, height: person.bbox.height, score: boxScore }, score: person.score, keypoints, ...(trackId === undefined ? {} : { trackId }) });
   });
 }

@@ -1,17 +1,49 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { context as otelContext, SpanKind, SpanStatusCode, trace, type Context, type Counter, type Histogram, type Link, type Span } from "@opentelemetry/api";
 import { AppError, Code, isCode, type Logger } from "@poseloop/core";
-import type { Frame, FrameResultSchema } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
+import { PersonSource, type Frame, type FrameResultSchema } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
+import type { ModelRef } from "@poseloop/proto/poseloop/common/v1/model_pb";
 import { traceIdOf } from "@poseloop/telemetry";
 import type { BatchScheduler } from "./batch-scheduler.js";
 import type { InferenceLimits } from "./config.js";
 import { frameJob, type FrameSettings } from "./frame-conversion.js";
-import type { PersonEstimate } from "@poseloop/estimator";
+import type { FrameJob, PersonEstimate } from "@poseloop/estimator";
+import type { DetectorServingSpec } from "./detector-spec.js";
+import type { DetectedBox, DetectionJob, DetectionOutcome } from "./person-detector.js";
+import { AUTO_PERSON_SOURCE } from "./person-source.js";
 import { clientError } from "./client-error.js";
 import { frameDurationHistogram, framesCounter, type FrameOutcomeLabel, type FrameStage } from "./metrics.js";
 import type { ServingHandle } from "./serving-handle.js";
 
 export type FrameResultInit = MessageInitShape<typeof FrameResultSchema>;
+
+/** The person detector's stage: its own batch lane (frames of every stream batched together) over its versions. */
+export interface DetectorStage {
+  readonly scheduler: Pick<BatchScheduler<DetectionJob, DetectionOutcome, DetectorServingSpec>, "submit">;
+  /** Whether a detector version serves now: without one, a frame with no client boxes is one whole-frame person. */
+  serving(): boolean;
+}
+
+export interface FrameProcessorOptions {
+  readonly limits: InferenceLimits;
+  readonly frameTraceRatio: number;
+  readonly modelName: string;
+  /** The person detector, when the inferencer runs one (POSELOOP_DETECTOR_MODEL). */
+  readonly detector?: DetectorStage;
+  /** The pose version a frame with no people is answered for (no pose batch runs for it). */
+  readonly poseModel?: () => ModelRef | undefined;
+}
+
+/** The people of a frame before the pose model: boxes to crop, none found, or the detector's verdict. */
+type PeoplePlan =
+  | { readonly kind: "pose"; readonly job: FrameJob; readonly detection?: DetectionResult }
+  | { readonly kind: "none"; readonly detection?: DetectionResult };
+
+interface DetectionResult {
+  readonly outcome: DetectionOutcome & { readonly ok: true };
+  readonly detector: ModelRef;
+  readonly queueUs: number;
+}
 
 /** Where a frame comes from: the trace context of its call, span attributes of its stream, and the logger of its call. */
 export interface FrameCall {
@@ -34,6 +66,8 @@ export interface ProcessedFrame {
   readonly result: FrameResultInit;
   readonly span: Span | undefined;
   readonly received: bigint;
+  /** The decoded frame's colour histogram, when its settings asked for one. */
+  readonly histogram?: Float32Array;
 }
 
 /**
@@ -47,6 +81,11 @@ export interface ProcessedFrame {
  * and a trace per window would be one more open-ended trace whose end waits for the window's last frame. The
  * root span links to the stream's span (the StreamKeypoints call) and to the publication of the model version,
  * so both the stream and the training run stay one click away.
+ *
+ * The people of a frame come from its settings' person source: the client's boxes, the whole frame, or the
+ * person detector, which runs first on its own batch lane; its boxes (max_persons of them, best first) are the
+ * pose model's crops, from the frame the detector's worker already decoded. A frame with no people runs no pose
+ * batch at all.
  */
 export class FrameProcessor {
   readonly #scheduler: BatchScheduler;
@@ -55,12 +94,16 @@ export class FrameProcessor {
   readonly #modelName: string;
   readonly #frames: Counter;
   readonly #duration: Histogram;
+  readonly #detector: DetectorStage | undefined;
+  readonly #poseModel: () => ModelRef | undefined;
 
-  constructor(scheduler: BatchScheduler, options: { limits: InferenceLimits; frameTraceRatio: number; modelName: string }) {
+  constructor(scheduler: BatchScheduler, options: FrameProcessorOptions) {
     this.#scheduler = scheduler;
     this.#limits = options.limits;
     this.#traceRatio = options.frameTraceRatio;
     this.#modelName = options.modelName;
+    this.#detector = options.detector;
+    this.#poseModel = options.poseModel ?? (() => undefined);
     this.#frames = framesCounter();
     this.#duration = frameDurationHistogram();
   }
@@ -78,24 +121,56 @@ export class FrameProcessor {
     const elapsedUs = (): number => Number((process.hrtime.bigint() - received) / 1000n);
     try {
       const job = frameJob(frame, settings, this.#limits);
-      const { outcome, handle, queueUs } = await this.#scheduler.submit(job, call.stream);
+      const plan = await this.#people(job, settings, call, span);
+      const detection = plan.detection;
+      const detected = detection === undefined ? {} : { detector: detection.detector };
+      const detectTimings = detection?.outcome.timings ?? { decodeUs: 0, preprocessUs: 0, inferenceUs: 0, postprocessUs: 0 };
+      const detectStage = detection === undefined ? {} : { detect: detectTimings.preprocessUs + detectTimings.inferenceUs + detectTimings.postprocessUs };
+      const histogram = detection?.outcome.histogram;
+      if (plan.kind === "none") {
+        // Nobody to crop: answered without a pose batch, for the pose version serving now.
+        const timings = { queueUs: detection?.queueUs ?? 0, decodeUs: Math.round(detectTimings.decodeUs), preprocessUs: Math.round(detectTimings.preprocessUs), inferenceUs: Math.round(detectTimings.inferenceUs), postprocessUs: Math.round(detectTimings.postprocessUs), totalUs: elapsedUs() };
+        span?.setAttribute("poseloop.frame.persons", 0);
+        this.#record(spanContext, "ok", { ...(detection === undefined ? {} : { decode: timings.decodeUs }), ...detectStage, total: timings.totalUs });
+        const model = this.#poseModel();
+        return {
+          frame,
+          ok: true,
+          estimates: [],
+          span,
+          received,
+          ...(histogram === undefined ? {} : { histogram }),
+          result: { ...base, ...(model === undefined ? {} : { model }), ...detected, status: { code: Code.OK, message: "" }, timings, imageWidth: detection?.outcome.width ?? 0, imageHeight: detection?.outcome.height ?? 0 },
+        };
+      }
+      const { outcome, handle, queueUs } = await this.#scheduler.submit(plan.job, call.stream);
       this.#annotate(span, handle);
-      const timings = { queueUs, decodeUs: Math.round(outcome.timings.decodeUs), preprocessUs: Math.round(outcome.timings.preprocessUs), inferenceUs: Math.round(outcome.timings.inferenceUs), postprocessUs: Math.round(outcome.timings.postprocessUs), totalUs: elapsedUs() };
+      // A detected frame's stages add up: its decode is the detector worker's, its pose batch crops the decoded pixels.
+      const timings = {
+        queueUs: queueUs + (detection?.queueUs ?? 0),
+        decodeUs: Math.round(outcome.timings.decodeUs + detectTimings.decodeUs),
+        preprocessUs: Math.round(outcome.timings.preprocessUs + detectTimings.preprocessUs),
+        inferenceUs: Math.round(outcome.timings.inferenceUs + detectTimings.inferenceUs),
+        postprocessUs: Math.round(outcome.timings.postprocessUs + detectTimings.postprocessUs),
+        totalUs: elapsedUs(),
+      };
       if (!outcome.ok) {
         const failure = clientError(new AppError(isCode(outcome.code) ? outcome.code : Code.INTERNAL, outcome.message), logger, "frame failed in the inference worker");
         span?.setStatus({ code: SpanStatusCode.ERROR, message: failure.message });
         this.#record(spanContext, "error", { total: timings.totalUs });
-        return { frame, ok: false, estimates: [], span, received, result: { ...base, model: handle.ref, status: { code: failure.code, message: failure.message }, timings } };
+        return { frame, ok: false, estimates: [], span, received, result: { ...base, model: handle.ref, ...detected, status: { code: failure.code, message: failure.message }, timings } };
       }
       span?.setAttribute("poseloop.frame.persons", outcome.persons.length);
-      this.#record(spanContext, "ok", { decode: timings.decodeUs, pose: outcome.timings.preprocessUs + outcome.timings.inferenceUs, post: timings.postprocessUs, total: timings.totalUs });
+      this.#record(spanContext, "ok", { decode: timings.decodeUs, ...detectStage, pose: outcome.timings.preprocessUs + outcome.timings.inferenceUs, post: outcome.timings.postprocessUs, total: timings.totalUs });
+      const frameHistogram = outcome.histogram ?? histogram;
       return {
         frame,
         ok: true,
-        estimates: outcome.persons,
+        estimates: detection === undefined ? outcome.persons : withDetectionScores(outcome.persons, detection.outcome.boxes),
         span,
         received,
-        result: { ...base, model: handle.ref, status: { code: Code.OK, message: "" }, timings, imageWidth: outcome.width, imageHeight: outcome.height },
+        ...(frameHistogram === undefined ? {} : { histogram: frameHistogram }),
+        result: { ...base, model: handle.ref, ...detected, status: { code: Code.OK, message: "" }, timings, imageWidth: outcome.width, imageHeight: outcome.height },
       };
     } catch (error) {
       // Frame checks throw AppErrors a client can act on; anything else is ours to log, not the client's to read.
@@ -105,6 +180,38 @@ export class FrameProcessor {
       this.#record(spanContext, "error", { total: totalUs });
       return { frame, ok: false, estimates: [], span, received, result: { ...base, status: { code: appError.code, message: appError.message }, timings: { totalUs } } };
     }
+  }
+
+  /**
+   * Whose keypoints the frame asks for. UNSPECIFIED takes the client's boxes when the frame has any, else the
+   * detector's when a detector serves, else the whole frame; a detector's boxes replace the frame's image with
+   * the pixels its worker decoded. Throws FAILED_PRECONDITION for DETECTOR with none serving, and the detector
+   * worker's status for a frame it could not run (a corrupt image: INVALID_ARGUMENT).
+   */
+  async #people(job: FrameJob, settings: FrameSettings, call: FrameCall, span: Span | undefined): Promise<PeoplePlan> {
+    const people = settings.people ?? AUTO_PERSON_SOURCE;
+    const source = people.personSource;
+    if (source === PersonSource.WHOLE_FRAME) return { kind: "pose", job: { ...job, boxes: [] } };
+    if (source === PersonSource.CLIENT_BOXES) return job.boxes.length === 0 ? { kind: "none" } : { kind: "pose", job };
+    const detector = this.#detector;
+    if (source !== PersonSource.DETECTOR && (job.boxes.length > 0 || detector?.serving() !== true)) return { kind: "pose", job };
+    if (detector === undefined || !detector.serving()) throw new AppError(Code.FAILED_PRECONDITION, "person_source DETECTOR: no person detector is serving");
+    const { outcome, handle, queueUs } = await detector.scheduler.submit(
+      {
+        image: job.image,
+        ...(people.scoreThreshold === undefined ? {} : { scoreThreshold: people.scoreThreshold }),
+        ...(people.iouThreshold === undefined ? {} : { iouThreshold: people.iouThreshold }),
+        ...(job.maxPersons > 0 ? { maxDetections: job.maxPersons } : {}),
+        ...(job.histogram === true ? { histogram: true } : {}),
+      },
+      call.stream,
+    );
+    span?.setAttribute("poseloop.detector.version", handle.version);
+    if (!outcome.ok) throw new AppError(isCode(outcome.code) ? outcome.code : Code.INTERNAL, outcome.message);
+    const detection = { outcome, detector: handle.ref, queueUs };
+    if (outcome.boxes.length === 0) return { kind: "none", detection };
+    const { histogram: _measured, ...pose } = job;
+    return { kind: "pose", detection, job: { ...pose, image: outcome.image, boxes: outcome.boxes.map(({ x, y, width, height }) => ({ x, y, width, height })) } };
   }
 
   #startSpan(frame: Frame, call: FrameCall): Span {
@@ -130,4 +237,16 @@ export class FrameProcessor {
     span.setAttribute("poseloop.training.job_id", handle.trainingJobId);
     if (handle.publishLink !== undefined) span.addLink(handle.publishLink);
   }
+}
+
+/**
+ * The estimates with their boxes' detector scores (BoundingBox.score): the pose worker hands each person's box
+ * back as it got it, so a box is found again by its coordinates.
+ */
+function withDetectionScores(persons: readonly PersonEstimate[], boxes: readonly DetectedBox[]): PersonEstimate[] {
+  return persons.map((person) => {
+    const { x, y, width, height } = person.bbox;
+    const box = boxes.find((b) => b.x === x && b.y === y && b.width === width && b.height === height);
+    return box === undefined ? person : { ...person, bbox: { x, y, width, height, score: box.score } as PersonEstimate["bbox"] };
+  });
 }

@@ -8,7 +8,9 @@ import type { InferenceLimits } from "./config.js";
 import { personsInit } from "./frame-conversion.js";
 import type { FrameProcessor } from "./frame-processor.js";
 import { activeStreamsCounter } from "./metrics.js";
+import type { DetectorServingSpec } from "./detector-spec.js";
 import type { ModelManager } from "./model-manager.js";
+import { personSourceProblems, resolvePersonSource, type DetectorAvailability } from "./person-source.js";
 import { runStream } from "./stream-session.js";
 
 export interface InferenceServiceDependencies {
@@ -17,6 +19,10 @@ export interface InferenceServiceDependencies {
   readonly limits: InferenceLimits;
   readonly defaultModel: string;
   readonly logger: Logger;
+  /** The person detector (POSELOOP_DETECTOR_MODEL), when the inferencer runs one. */
+  readonly detector?: DetectorAvailability;
+  /** The person detector's versions: GetServingModel and WatchServingModel answer for its name too. */
+  readonly detectorModels?: Pick<ModelManager<DetectorServingSpec>, "current" | "state" | "previous" | "events">;
 }
 
 /** InferenceService: streams, single images, and the serving model's state and changes. */
@@ -25,6 +31,12 @@ export function inferenceService(deps: InferenceServiceDependencies): ServiceImp
   const activeStreams = activeStreamsCounter();
   /** Open streams by client host. */
   const streamsByHost = new Map<string, number>();
+  /** The versions of the pose model, or of the person detector when a request names it. */
+  const modelsNamed = (name: string): Pick<ModelManager<{ readonly version: string }>, "current" | "state" | "previous" | "events"> => {
+    if (name !== "" && name === deps.detector?.modelName && deps.detectorModels !== undefined) return deps.detectorModels;
+    checkModel(name);
+    return deps.models;
+  };
   const checkModel = (name: string): void => {
     if (name !== "" && name !== deps.defaultModel) throw new AppError(Code.NOT_FOUND, `this inferencer serves ${deps.defaultModel}, not ${name}`);
   };
@@ -67,8 +79,11 @@ export function inferenceService(deps: InferenceServiceDependencies): ServiceImp
     async detectKeypoints(request) {
       checkModel(request.modelName);
       if (request.frame === undefined) throw new AppError(Code.INVALID_ARGUMENT, "the request carries no frame");
+      const problems = personSourceProblems(request.personSource, request.detector);
+      if (problems.length > 0) throw AppError.invalid("request", problems);
+      const people = resolvePersonSource(request.personSource, request.detector, deps.detector);
       const minKeypointScore = request.minKeypointScore === 0 ? 0.2 : request.minKeypointScore;
-      const processed = await deps.processor.process(request.frame, { flipTest: request.flipTest, minKeypointScore, maxPersons: request.maxPersons }, { parent: otelContext.active(), logger: deps.logger });
+      const processed = await deps.processor.process(request.frame, { flipTest: request.flipTest, minKeypointScore, maxPersons: request.maxPersons, people }, { parent: otelContext.active(), logger: deps.logger });
       processed.span?.end();
       // One image, one answer: a failed frame is the call's status (a stream reports it in the frame instead).
       if (!processed.ok) throw new AppError((processed.result.status?.code ?? Code.INTERNAL) as Code, processed.result.status?.message ?? "the frame failed");
@@ -78,18 +93,18 @@ export function inferenceService(deps: InferenceServiceDependencies): ServiceImp
     },
 
     getServingModel(request) {
-      checkModel(request.modelName);
-      const current = deps.models.current;
+      const models = modelsNamed(request.modelName);
+      const current = models.current;
       return {
-        state: deps.models.state,
+        state: models.state,
         ...(current === undefined ? {} : { manifest: current.manifest, loadedAt: current.loadedAt }),
-        previous: [...deps.models.previous],
+        previous: [...models.previous],
       };
     },
 
     async *watchServingModel(request, ctx) {
-      checkModel(request.modelName);
-      for await (const event of deps.models.events(AbortSignal.any([ctx.signal, ctx.draining]))) {
+      const models = modelsNamed(request.modelName);
+      for await (const event of models.events(AbortSignal.any([ctx.signal, ctx.draining]))) {
         yield {
           kind: event.kind,
           state: event.state,

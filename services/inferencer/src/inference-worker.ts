@@ -1,12 +1,16 @@
-// An inference worker thread: owns onnxruntime sessions (one per loaded model version) and runs whole batches.
+// An inference worker thread: owns onnxruntime sessions (one per loaded model version, pose models and person
+// detectors) and runs whole batches.
 import { workerData } from "node:worker_threads";
-import { AppError, Code, serveWorkerRpc } from "@poseloop/core";
+import { AppError, Code, serveWorkerRpc, Transfer } from "@poseloop/core";
 import type { FrameJob } from "@poseloop/estimator";
 import { PoseEstimator, type PoseEstimatorOptions } from "@poseloop/estimator";
 import type { ServingSpec } from "@poseloop/estimator";
+import type { DetectorServingSpec } from "./detector-spec.js";
 import { checkWarmUp, modelFailureReason, warmUpFrames } from "./load-check.js";
+import { PersonDetector, type DetectionJob } from "./person-detector.js";
 
 const engine = new PoseEstimator(workerData as PoseEstimatorOptions);
+const detector = new PersonDetector(workerData as PoseEstimatorOptions);
 
 /**
  * Loads a version and proves it serves what the scheduler will send: a full batch of real-looking frames
@@ -27,8 +31,22 @@ async function load(spec: ServingSpec, bytes: Uint8Array, batch: number): Promis
 }
 
 serveWorkerRpc({
-  load: ({ spec, bytes, batch }: { spec: ServingSpec; bytes: Uint8Array; batch?: number }) => load(spec, bytes, Math.max(1, batch ?? 1)),
-  release: ({ version }: { version: string }) => engine.release(version),
+  load: ({ spec, bytes, batch }: { spec: ServingSpec | DetectorServingSpec; bytes: Uint8Array; batch?: number }) =>
+    "kind" in spec && spec.kind === "detector" ? detector.load(spec, bytes, Math.max(1, batch ?? 1)) : load(spec as ServingSpec, bytes, Math.max(1, batch ?? 1)),
+  release: ({ version, kind }: { version: string; kind?: "pose" | "detector" }) => (kind === "detector" ? detector.release(version) : engine.release(version)),
   infer: ({ version, frames }: { version: string; frames: FrameJob[] }) => engine.infer(version, frames),
-  close: () => engine.close(),
+  detect: async ({ version, jobs }: { version: string; jobs: DetectionJob[] }) => {
+    const outcomes = await detector.detect(version, jobs);
+    // The decoded frames go back to the pose stage: moved, not copied, where a frame owns its whole buffer.
+    const buffers = new Set<ArrayBuffer>();
+    for (const outcome of outcomes) {
+      const data = outcome.ok ? outcome.image.data : undefined;
+      if (data !== undefined && data.byteOffset === 0 && data.byteLength === data.buffer.byteLength && data.buffer instanceof ArrayBuffer) buffers.add(data.buffer);
+    }
+    return new Transfer(outcomes, [...buffers]);
+  },
+  close: async () => {
+    await engine.close();
+    await detector.close();
+  },
 });

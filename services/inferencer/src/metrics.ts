@@ -21,8 +21,8 @@ export type FrameOutcomeLabel = "ok" | "error" | "dropped";
 
 /**
  * Stages of a frame's latency. `pose` is the pose model with its crops (preprocessing) and `post` the keypoint
- * decoding; `detect` is reserved for a person detector, which the pipeline does not run yet (boxes come from the
- * client or are the whole frame), so it has no samples.
+ * decoding; `detect` is the person detector (letterbox, model, box decoding and NMS), sampled only for frames
+ * whose people it found (POSELOOP_DETECTOR_MODEL; frames with client boxes or the whole frame skip it).
  */
 export type FrameStage = "decode" | "detect" | "pose" | "post" | "total";
 
@@ -42,7 +42,7 @@ export function framesCounter(): Counter {
 export function frameDurationHistogram(): Histogram {
   return meter().createHistogram(InferencerMetric.frameDuration, {
     unit: "s",
-    description: "Frame latency by stage: decode, pose (crops and model), post (keypoint decoding), total (as FrameResult.timings.total_us: queueing included)",
+    description: "Frame latency by stage: decode, detect (person detector), pose (crops and model), post (keypoint decoding), total (as FrameResult.timings.total_us: queueing included)",
     advice: { explicitBucketBoundaries: FRAME_BUCKETS_S },
   });
 }

@@ -7,14 +7,13 @@ import { ServingStatus, type HealthService } from "@poseloop/grpc";
 import { ModelRefSchema, type ModelManifest, type ModelRef } from "@poseloop/proto/poseloop/common/v1/model_pb";
 import { ServingEventKind, ServingState } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
 import { linkTo, recordError, traceContextFromRecord, withSpan } from "@poseloop/telemetry";
-import { servingSpecFromManifest } from "@poseloop/estimator";
+import { servingSpecFromManifest, type ServingSpec } from "@poseloop/estimator";
 import { loadFailuresCounter, servingGauge, swapDurationHistogram } from "./metrics.js";
 import type { ServingHandle, VersionSource } from "./serving-handle.js";
 import { followNewest } from "./follow-newest.js";
-import type { InferenceWorkerPool } from "./worker-pool.js";
 
-interface HandleState {
-  handle: ServingHandle;
+interface HandleState<Spec> {
+  handle: ServingHandle<Spec>;
   inFlight: number;
   retired: boolean;
 }
@@ -29,16 +28,42 @@ export interface ServingEvent {
   readonly time: Timestamp;
 }
 
-export interface ModelManagerOptions {
+/** Loads versions into the inference workers and gives them back (the worker pool, for one kind of model). */
+export interface VersionLoader<Spec> {
+  load(spec: Spec, bytes: Uint8Array): Promise<void>;
+  release(version: string): Promise<void>;
+}
+
+/**
+ * The spec the workers load for a manifest, given the spec of the version serving now (undefined: none);
+ * throws an AppError naming every reason the manifest cannot replace it.
+ */
+export type SpecOf<Spec> = (manifest: ModelManifest, current: Spec | undefined, modelName: string) => Spec;
+
+export interface ModelManagerOptions<Spec = ServingSpec> {
   readonly registry: ModelRegistry;
-  readonly pool: InferenceWorkerPool;
+  readonly pool: VersionLoader<Spec>;
   readonly modelName: string;
   readonly logger: Logger;
-  readonly health: HealthService;
+  /** The health the model's state sets; absent for a model the service can serve without (a person detector). */
+  readonly health?: HealthService;
   /** Service names whose health follows the model (besides ""). */
   readonly healthServices: readonly string[];
   /** Largest artifact accepted. */
   readonly maxModelBytes: number;
+  /** The manifest → spec check of this kind of model; default: a pose model's (`poseSpecOf`). */
+  readonly specOf?: SpecOf<Spec>;
+}
+
+/** A pose model's spec: the manifest's contract, and the keypoint count of the version serving now (clients expect its schema). */
+export function poseSpecOf(manifest: ModelManifest, current: ServingSpec | undefined, modelName: string): ServingSpec {
+  const version = manifest.model?.version ?? "";
+  const { spec, problems } = servingSpecFromManifest(manifest);
+  if (spec === undefined) throw AppError.invalid(`manifest of ${modelName} ${version}`, problems);
+  if (current !== undefined && current.numKeypoints !== spec.numKeypoints) {
+    throw new AppError(Code.FAILED_PRECONDITION, `${modelName} ${version} predicts ${spec.numKeypoints} keypoints, the serving version ${current.version} ${current.numKeypoints}: clients expect the serving schema`);
+  }
+  return spec;
 }
 
 /**
@@ -47,11 +72,12 @@ export interface ModelManagerOptions {
  * swaps atomically. Batches keep the version they started on; the old version is released once its last batch
  * is back. A failed load leaves the current version serving and is reported (log, span, event).
  */
-export class ModelManager implements VersionSource {
-  readonly #options: ModelManagerOptions;
+export class ModelManager<Spec extends { readonly version: string } = ServingSpec> implements VersionSource<Spec> {
+  readonly #options: ModelManagerOptions<Spec>;
+  readonly #specOf: SpecOf<Spec>;
   readonly #controller = new AbortController();
-  #current: HandleState | undefined;
-  readonly #retired = new Set<HandleState>();
+  #current: HandleState<Spec> | undefined;
+  readonly #retired = new Set<HandleState<Spec>>();
   #state: ServingState = ServingState.WAITING;
   readonly #previous: ModelRef[] = [];
   readonly #watchers = new Set<AsyncQueue<ServingEvent>>();
@@ -64,8 +90,10 @@ export class ModelManager implements VersionSource {
     if (version !== undefined) result.observe(1, { "poseloop.model.name": this.#options.modelName, "poseloop.model.version": version });
   };
 
-  constructor(options: ModelManagerOptions) {
+  constructor(options: ModelManagerOptions<Spec>) {
     this.#options = options;
+    // Without specOf the manager serves pose models (ModelManager's default Spec).
+    this.#specOf = options.specOf ?? (poseSpecOf as unknown as SpecOf<Spec>);
     this.#swapDuration = swapDurationHistogram();
     this.#loadFailures = loadFailuresCounter();
     this.#serving = servingGauge();
@@ -84,11 +112,16 @@ export class ModelManager implements VersionSource {
     await this.#loop?.catch(() => undefined);
   }
 
+  /** The model name whose serving version this manager follows. */
+  get modelName(): string {
+    return this.#options.modelName;
+  }
+
   get state(): ServingState {
     return this.#state;
   }
 
-  get current(): ServingHandle | undefined {
+  get current(): ServingHandle<Spec> | undefined {
     return this.#current?.handle;
   }
 
@@ -97,14 +130,14 @@ export class ModelManager implements VersionSource {
     return this.#previous;
   }
 
-  acquire(): ServingHandle | undefined {
+  acquire(): ServingHandle<Spec> | undefined {
     const current = this.#current;
     if (current === undefined) return undefined;
     current.inFlight++;
     return current.handle;
   }
 
-  release(handle: ServingHandle): void {
+  release(handle: ServingHandle<Spec>): void {
     const state = this.#current?.handle === handle ? this.#current : [...this.#retired].find((s) => s.handle === handle);
     if (state === undefined) return;
     state.inFlight--;
@@ -112,7 +145,7 @@ export class ModelManager implements VersionSource {
   }
 
   /** Resolves once a version serves (or rejects after `timeoutMs`). */
-  async waitForServing(timeoutMs: number): Promise<ServingHandle> {
+  async waitForServing(timeoutMs: number): Promise<ServingHandle<Spec>> {
     const deadline = Date.now() + timeoutMs;
     while (this.#current === undefined) {
       if (Date.now() > deadline) throw new AppError(Code.DEADLINE_EXCEEDED, `no version of ${this.#options.modelName} loaded within ${timeoutMs} ms`);
@@ -192,17 +225,12 @@ export class ModelManager implements VersionSource {
    * (a canary or shadow trial's candidate loads this way, through the same checks as a serving version).
    * The active span gets the version's training job id.
    */
-  async loadVersion(ref: ModelRef, publishLink: Link | undefined, signal: AbortSignal): Promise<ServingHandle> {
+  async loadVersion(ref: ModelRef, publishLink: Link | undefined, signal: AbortSignal): Promise<ServingHandle<Spec>> {
     const { registry, pool, modelName } = this.#options;
     const version = ref.version;
     const manifest = await registry.getManifest(modelName, version, signal);
     trace.getActiveSpan()?.setAttribute("poseloop.training.job_id", manifest.trainingJobId);
-    const { spec, problems } = servingSpecFromManifest(manifest);
-    if (spec === undefined) throw AppError.invalid(`manifest of ${modelName} ${version}`, problems);
-    const current = this.#current?.handle;
-    if (current !== undefined && current.spec.numKeypoints !== spec.numKeypoints) {
-      throw new AppError(Code.FAILED_PRECONDITION, `${modelName} ${version} predicts ${spec.numKeypoints} keypoints, the serving version ${current.version} ${current.spec.numKeypoints}: clients expect the serving schema`);
-    }
+    const spec = this.#specOf(manifest, this.#current?.handle.spec, modelName);
     const digest = manifest.model?.digest ?? "";
     const artifact = manifest.artifacts.find((a) => a.digest === digest);
     if (artifact === undefined) throw new AppError(Code.FAILED_PRECONDITION, `the manifest of ${modelName} ${version} lists no artifact with its serving digest ${digest}`);
@@ -212,19 +240,21 @@ export class ModelManager implements VersionSource {
   }
 
   /** Gives back a handle from `loadVersion` that never served (the pool keeps the version while others hold it). */
-  async unloadVersion(handle: ServingHandle): Promise<void> {
+  async unloadVersion(handle: ServingHandle<Spec>): Promise<void> {
     await this.#options.pool.release(handle.version);
   }
 
-  async #drain(state: HandleState): Promise<void> {
+  async #drain(state: HandleState<Spec>): Promise<void> {
     if (!this.#retired.delete(state)) return;
     await this.#options.pool.release(state.handle.version);
     this.#emit(ServingEventKind.DRAINED, state.handle.ref, undefined);
   }
 
   #setHealth(status: ServingStatus): void {
-    this.#options.health.setStatus("", status);
-    for (const service of this.#options.healthServices) this.#options.health.setStatus(service, status);
+    const health = this.#options.health;
+    if (health === undefined) return;
+    health.setStatus("", status);
+    for (const service of this.#options.healthServices) health.setStatus(service, status);
   }
 
   #event(kind: ServingEventKind, candidate: ModelRef | undefined, error: ServingEvent["error"]): ServingEvent {

@@ -2,6 +2,16 @@ import { AppError, Code, startModuleWorker, WorkerClient } from "@poseloop/core"
 import type { PoseEstimatorOptions } from "@poseloop/estimator";
 import type { FrameJob, FrameOutcome } from "@poseloop/estimator";
 import type { ServingSpec } from "@poseloop/estimator";
+import type { DetectorServingSpec } from "./detector-spec.js";
+import type { VersionLoader } from "./model-manager.js";
+import type { DetectionJob, DetectionOutcome } from "./person-detector.js";
+
+/** The two kinds of model the workers hold; a pose version and a detector version may share a version string. */
+type ModelKindName = "pose" | "detector";
+
+function kindOf(spec: ServingSpec | DetectorServingSpec): ModelKindName {
+  return "kind" in spec && spec.kind === "detector" ? "detector" : "pose";
+}
 
 interface PoolWorker {
   readonly client: WorkerClient;
@@ -13,7 +23,8 @@ interface PoolWorker {
 
 /**
  * The inference workers: each has its own sessions of every loaded version (onnxruntime sessions are not
- * shared across threads), and batches go to the worker with the fewest batches in flight.
+ * shared across threads), pose models and person detectors alike, and batches go to the worker with the fewest
+ * batches in flight.
  */
 export class InferenceWorkerPool {
   readonly #workers: PoolWorker[];
@@ -24,6 +35,11 @@ export class InferenceWorkerPool {
    * version leaves the workers only when its last owner releases it.
    */
   readonly #loaded = new Map<string, { owners: number; ready: Promise<void> }>();
+  /** The person detectors' side of the pool, for the detector's ModelManager. */
+  readonly detectors: VersionLoader<DetectorServingSpec> = {
+    load: (spec, bytes) => this.load(spec, bytes),
+    release: (version) => this.release(version, "detector"),
+  };
 
   private constructor(workers: WorkerClient[]) {
     this.#workers = workers.map((client) => ({ client, busy: 0, loading: false }));
@@ -50,8 +66,9 @@ export class InferenceWorkerPool {
    * for the length of a load at each swap. A version already loaded (or loading) gains an owner instead of
    * loading twice; each successful `load` is matched by one `release`.
    */
-  async load(spec: ServingSpec, bytes: Uint8Array): Promise<void> {
-    const existing = this.#loaded.get(spec.version);
+  async load(spec: ServingSpec | DetectorServingSpec, bytes: Uint8Array): Promise<void> {
+    const key = `${kindOf(spec)}:${spec.version}`;
+    const existing = this.#loaded.get(key);
     if (existing !== undefined) {
       existing.owners++;
       try {
@@ -63,16 +80,16 @@ export class InferenceWorkerPool {
       return;
     }
     const entry = { owners: 1, ready: this.#loadInWorkers(spec, bytes) };
-    this.#loaded.set(spec.version, entry);
+    this.#loaded.set(key, entry);
     try {
       await entry.ready;
     } catch (error) {
-      if (this.#loaded.get(spec.version) === entry) this.#loaded.delete(spec.version);
+      if (this.#loaded.get(key) === entry) this.#loaded.delete(key);
       throw error;
     }
   }
 
-  async #loadInWorkers(spec: ServingSpec, bytes: Uint8Array): Promise<void> {
+  async #loadInWorkers(spec: ServingSpec | DetectorServingSpec, bytes: Uint8Array): Promise<void> {
     const batch = this.#warmUpBatch;
     try {
       for (const worker of this.#workers) {
@@ -84,33 +101,43 @@ export class InferenceWorkerPool {
         }
       }
     } catch (error) {
-      await this.#releaseInWorkers(spec.version);
+      await this.#releaseInWorkers(spec.version, kindOf(spec));
       throw AppError.from(error, Code.FAILED_PRECONDITION);
     }
   }
 
   /** Gives up one owner's hold on `version`; the last one out releases its sessions in every worker. */
-  async release(version: string): Promise<void> {
-    const entry = this.#loaded.get(version);
+  async release(version: string, kind: ModelKindName = "pose"): Promise<void> {
+    const key = `${kind}:${version}`;
+    const entry = this.#loaded.get(key);
     if (entry !== undefined) {
       entry.owners--;
       if (entry.owners > 0) return;
-      this.#loaded.delete(version);
+      this.#loaded.delete(key);
     }
-    await this.#releaseInWorkers(version);
+    await this.#releaseInWorkers(version, kind);
   }
 
-  async #releaseInWorkers(version: string): Promise<void> {
-    await Promise.allSettled(this.#workers.map(({ client }) => client.call<void>("release", { version })));
+  async #releaseInWorkers(version: string, kind: ModelKindName): Promise<void> {
+    await Promise.allSettled(this.#workers.map(({ client }) => client.call<void>("release", { version, kind })));
   }
 
   /** Runs one batch of frames on the least busy worker, one that is not loading a version where there is one. */
   async infer(version: string, frames: readonly FrameJob[]): Promise<FrameOutcome[]> {
+    return this.#call<FrameOutcome[]>("infer", { version, frames });
+  }
+
+  /** Runs one batch of frames through person detector `version`, as `infer` runs pose batches. */
+  async detect(version: string, jobs: readonly DetectionJob[]): Promise<DetectionOutcome[]> {
+    return this.#call<DetectionOutcome[]>("detect", { version, jobs });
+  }
+
+  async #call<T>(op: "infer" | "detect", args: unknown): Promise<T> {
     const cost = (w: PoolWorker): number => w.busy + (w.loading ? this.#workers.length + 1 : 0);
     const worker = this.#workers.reduce((best, w) => (cost(w) < cost(best) ? w : best));
     worker.busy++;
     try {
-      return await worker.client.call<FrameOutcome[]>("infer", { version, frames });
+      return await worker.client.call<T>(op, args);
     } finally {
       worker.busy--;
     }

@@ -60,6 +60,7 @@ export async function run(): Promise<void> {
 /** The best checkpoint's misses per keypoint on the validation set (after the timed run: not in its wall time). */
 async function printKeypointErrors(config: Parameters<typeof runContract>[0], workDir: string, fp32: Uint8Array): Promise<void> {
   const contract = runContract(config);
+  if (contract.kind !== "pose") throw new Error("this bench measures pose models");
   const { validation } = await prepareData(config, { dataRoot: workDir, workDir }, contract.schema);
   const estimator = new PoseEstimator({ intraOpThreads: 1, maxPixels: 64 * 1024 * 1024 });
   try {

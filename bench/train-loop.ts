@@ -20,6 +20,7 @@ export async function run(): Promise<void> {
   if (config === undefined) throw new Error(problems.join("\n"));
   const workDir = process.env["POSELOOP_WORK_DIR"] ?? ".poseloop/work";
   const contract = runContract(config);
+  if (contract.kind !== "pose") throw new Error("this bench measures pose models");
   const rows: string[][] = [];
 
   // The loop: the trainer's own run (data generated on first use, outside the timing). The bare step: the same

@@ -20,6 +20,21 @@ export interface SyntheticSceneOptions {
   readonly noise?: number;
   /** The postures to draw from, uniformly; default all of PoseKind. */
   readonly poseKinds?: readonly PoseKind[];
+  /**
+   * People's heights as fractions of the picture's, [smallest, largest]. Default: 0.5–0.95 for a lone person,
+   * 0.3–0.8 among several (what the pose datasets were made with).
+   */
+  readonly personHeight?: readonly [number, number];
+  /**
+   * Probability that a person after the first stands beside an earlier one, overlapping it (a crowd, for
+   * detectors); default 0. At 0 no random draw is spent on it, so the pose datasets stay as they were.
+   */
+  readonly crowd?: number;
+  /**
+   * How often a person is cut by the picture's border (bottom, top or a side, in the default's 10 : 5 : 12
+   * proportion); default 0.27, the pose datasets' mix. Past 0.27 it scales all three up.
+   */
+  readonly edgeCut?: number;
 }
 
 /** One rendered person, annotated the COCO way. */
@@ -89,18 +104,19 @@ function samplePalette(random: SeededRandom): Palette {
 }
 
 /** A person's placement: image = linear·body + offset, with the linear part a scaled rotation (and mirror). */
-interface Placement {
+export interface Placement {
   readonly linear: Mat3;
   readonly offset: Vec3;
   readonly scale: number;
 }
 
-const place = (placement: Placement, p: Vec3): Vec3 => {
+export const place = (placement: Placement, p: Vec3): Vec3 => {
   const q = transform(placement.linear, p);
   return [q[0] + placement.offset[0], q[1] + placement.offset[1], q[2] + placement.offset[2]];
 };
 
-function drawPart(raster: DepthRaster, part: BodyPart, placement: Placement, colour: Rgb, owner: number): void {
+/** Rasterizes one body part of a placed person; the raster records `owner` where the part is in front. */
+export function drawPart(raster: DepthRaster, part: BodyPart, placement: Placement, colour: Rgb, owner: number): void {
   switch (part.kind) {
     case "capsule":
       // At least 0.8 px, so even a small person's wrist covers the pixel its keypoint falls in.
@@ -140,6 +156,12 @@ export function sceneOptionProblems(options: SyntheticSceneOptions): string[] {
     if (value !== undefined && !(value >= 0 && value <= 1)) problems.push(`${name} is a probability from 0 to 1, got ${value}`);
   }
   if (options.noise !== undefined && !(options.noise >= 0 && options.noise <= 64)) problems.push(`noise must be from 0 to 64, got ${options.noise}`);
+  if (options.crowd !== undefined && !(options.crowd >= 0 && options.crowd <= 1)) problems.push(`crowd is a probability from 0 to 1, got ${options.crowd}`);
+  if (options.edgeCut !== undefined && !(options.edgeCut >= 0 && options.edgeCut <= 1)) problems.push(`edgeCut is a probability from 0 to 1, got ${options.edgeCut}`);
+  if (options.personHeight !== undefined) {
+    const [low, high] = options.personHeight;
+    if (!(low > 0 && high >= low && high <= 2)) problems.push(`personHeight must be [smallest, largest] fractions with 0 < smallest <= largest <= 2, got [${low}, ${high}]`);
+  }
   const kinds = new Set<string>(Object.values(PoseKind));
   if (options.poseKinds !== undefined) {
     if (options.poseKinds.length === 0) problems.push("poseKinds must name at least one pose kind");
@@ -164,6 +186,10 @@ export function renderSyntheticScene(random: SeededRandom, options: SyntheticSce
   const count = random.int(options.minPeople ?? 1, options.maxPeople ?? 3);
   const kinds = options.poseKinds ?? Object.values(PoseKind);
   const depthStep = 4 * (width + height);
+  // The default cut mix (10% bottom, 5% top, 12% sideways) sums to 0.27; edgeCut scales it.
+  const cutScale = (options.edgeCut ?? 0.27) / 0.27;
+  const crowd = options.crowd ?? 0;
+  const placedFeet: { footU: number; footV: number; pixelHeight: number }[] = [];
   const people = Array.from({ length: count }, () => {
     const kind = random.pick(kinds);
     const shape = sampleBodyShape(random);
@@ -174,14 +200,22 @@ export function renderSyntheticScene(random: SeededRandom, options: SyntheticSce
       : facing < 0.5 ? 180 + random.uniform(-35, 35)
       : facing < 0.85 ? (random.chance(0.5) ? 1 : -1) * random.uniform(60, 120)
       : random.uniform(-180, 180);
-    const pixelHeight = height * (count === 1 ? random.uniform(0.5, 0.95) : random.uniform(0.3, 0.8));
+    const [low, high] = options.personHeight ?? (count === 1 ? [0.5, 0.95] : [0.3, 0.8]);
+    const pixelHeight = height * random.uniform(low, high);
     // Mostly whole people; some cut by the picture's border (their outside joints get v = 0).
     const cut = random.next();
-    const footV =
-      cut < 0.1 ? random.uniform(height * 0.7, height + 0.4 * pixelHeight)
-      : cut < 0.15 ? random.uniform(pixelHeight * 0.6, pixelHeight * 0.92)
+    let footV =
+      cut < 0.1 * cutScale ? random.uniform(height * 0.7, height + 0.4 * pixelHeight)
+      : cut < 0.15 * cutScale ? random.uniform(pixelHeight * 0.6, pixelHeight * 0.92)
       : random.uniform(Math.min(height, pixelHeight * 0.95), height + 0.04 * pixelHeight);
-    const footU = random.chance(0.12) ? random.uniform(-0.1, 1.1) * width : random.uniform(0.1, 0.9) * width;
+    let footU = random.chance(0.12 * cutScale) ? random.uniform(-0.1, 1.1) * width : random.uniform(0.1, 0.9) * width;
+    const neighbour = crowd > 0 && placedFeet.length > 0 && random.chance(crowd) ? random.pick(placedFeet) : undefined;
+    if (neighbour !== undefined) {
+      // Beside an earlier person, a little nearer or farther: their boxes overlap by up to about half.
+      footU = neighbour.footU + random.uniform(0.1, 0.45) * (random.chance(0.5) ? 1 : -1) * Math.max(neighbour.pixelHeight, pixelHeight);
+      footV = neighbour.footV + random.uniform(-0.08, 0.08) * neighbour.pixelHeight;
+    }
+    placedFeet.push({ footU, footV, pixelHeight });
     const pitch = random.uniform(-5, 15);
     return { kind, shape, humanoid, yaw, pixelHeight, footU, footV, pitch, palette: samplePalette(random) };
   });
@@ -262,7 +296,7 @@ function drawOccluder(raster: DepthRaster, random: SeededRandom, near: Vec3, per
 }
 
 /** The tight box and pixel count of what `id` owns in the raster, or undefined when nothing of it is seen. */
-function ownedExtent(raster: DepthRaster, id: number): { bbox: [number, number, number, number]; area: number } | undefined {
+export function ownedExtent(raster: DepthRaster, id: number): { bbox: [number, number, number, number]; area: number } | undefined {
   const { width, height } = raster.image;
   let minX = width;
   let minY = height;
@@ -307,7 +341,7 @@ function blurImage(image: RgbImage, passes: number): void {
 }
 
 /** Zero-mean uniform noise with standard deviation `sigma`, independent per channel. */
-function addNoise(image: RgbImage, random: SeededRandom, sigma: number): void {
+export function addNoise(image: RgbImage, random: SeededRandom, sigma: number): void {
   const data = image.data;
   // One 32-bit draw gives three channels; a byte b is uniform on 0–255, whose standard deviation is 73.9.
   const k = sigma / 73.9;

@@ -7,7 +7,7 @@ import { makeTempDir } from "@poseloop/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseExperiment } from "../experiment/experiment.js";
 import { resolveTrainConfig } from "../experiment/validate.js";
-import { prepareData, prepareValidation } from "./prepare-data.js";
+import { prepareData, prepareDetectionData, prepareValidation } from "./prepare-data.js";
 
 const schema: KeypointSchema = COCO17;
 let dir: { path: string; remove: () => Promise<void> };
@@ -161,5 +161,57 @@ describe("prepareData's images", () => {
     } finally {
       await rm(join(root, "inside"), { recursive: true, force: true });
     }
+  });
+});
+
+describe("a detector's data", () => {
+  const synthetic = (architecture: "detector_lite" | "pose_lite") => {
+    const yaml = [
+      "DATASET:",
+      "  DATASET: synthetic",
+      "  SYNTHETIC:",
+      "    TRAIN_IMAGES: 6",
+      "    VAL_IMAGES: 3",
+      "    IMAGE_SIZE: [96, 72]",
+      "    MAX_PEOPLE: 3",
+      "    SEED: 9",
+      "MODEL:",
+      `  NAME: ${architecture}`,
+      ...(architecture === "pose_lite" ? ["  IMAGE_SIZE: [48, 64]", "  HEATMAP_SIZE: [12, 16]", "TEST:", "  USE_GT_BBOX: true"] : ["  IMAGE_SIZE: [64, 48]"]),
+      "TRAIN:",
+      "  END_EPOCH: 1",
+      "  LR: 0.001",
+      "  OPTIMIZER: adam",
+      "  BATCH_SIZE_PER_GPU: 2",
+      "PUBLISH:",
+      "  MODEL_NAME: test",
+    ].join("\n");
+    const parsed = parseExperiment(yaml);
+    expect(parsed.problems).toEqual([]);
+    return resolveTrainConfig(parsed.config!).config;
+  };
+
+  it("are synthetic scenes of their own (crowds, cut people, several sizes), every person boxed, apart from the pose set of the same options", async () => {
+    const data = await prepareDetectionData(synthetic("detector_lite"), roots());
+    expect(data.trainName).toBe("synthetic-detection/train");
+    expect(data.images).toHaveLength(6);
+    expect(data.validation).toMatchObject({ name: "synthetic-detection/val" });
+    expect(data.validation.images.map((image) => image.imageId)).toEqual([7, 8, 9]);
+    for (const image of [...data.images, ...data.validation.images]) {
+      expect([image.width, image.height]).toEqual([96, 72]);
+      expect(image.objects.length).toBeGreaterThan(0);
+      for (const { bbox } of image.objects) expect(bbox[2] > 0 && bbox[3] > 0).toBe(true);
+    }
+    const pose = await prepareData(synthetic("pose_lite"), roots(), schema);
+    expect(await readdir(join(roots().workDir, "synthetic-detection"))).toHaveLength(1);
+    // The same seed and sizes render other pictures for a detector: the pose datasets' cache is never reused.
+    const poseBoxes = pose.validation.images.map((image) => image.boxes.map((box) => box.bbox.width));
+    const detectorBoxes = data.validation.images.map((image) => image.objects.map((object) => object.bbox[2]));
+    expect(detectorBoxes).not.toEqual(poseBoxes);
+
+    // The validation set alone reads no training split.
+    const alone = await prepareDetectionData(synthetic("detector_lite"), roots(), false);
+    expect(alone.images).toEqual([]);
+    expect(alone.validation.images).toEqual(data.validation.images);
   });
 });

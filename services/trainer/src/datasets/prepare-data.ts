@@ -2,9 +2,20 @@ import { createHash } from "node:crypto";
 import { mkdir, realpath, rename, rm, stat, writeFile } from "node:fs/promises";
 import { isAbsolute, join, relative, sep } from "node:path";
 import { AppError, Code } from "@poseloop/core";
-import { detectionBoxes, generateSyntheticDataset, readCocoDetections, readCocoKeypoints, SYNTHETIC_GENERATOR_VERSION, type CocoKeypointDataset, type PoseInstance } from "@poseloop/data";
+import {
+  detectionBoxes,
+  detectionImagesFromCoco,
+  generateSyntheticDataset,
+  readCocoDetections,
+  readCocoKeypoints,
+  SYNTHETIC_GENERATOR_VERSION,
+  type CocoKeypointDataset,
+  type DetectionImage,
+  type PoseInstance,
+  type SyntheticSceneOptions,
+} from "@poseloop/data";
 import { evaluationSetFromCoco, type EvaluationSet } from "@poseloop/estimator";
-import type { KeypointSchema } from "@poseloop/pose";
+import { COCO17, type KeypointSchema } from "@poseloop/pose";
 import { DatasetKind, type TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import { resolveUnder, type DataRoots } from "./data-root.js";
 
@@ -21,11 +32,31 @@ async function exists(path: string): Promise<boolean> {
   );
 }
 
+/** Pictures for a detector, each with every person in it, and the set it is validated on. */
+export interface PreparedDetectionData {
+  readonly trainName: string;
+  readonly images: readonly DetectionImage[];
+  readonly validation: DetectionSet;
+}
+
+/** A detector's validation set: whole pictures with all their people (crowd regions flagged). */
+export interface DetectionSet {
+  readonly name: string;
+  readonly images: readonly DetectionImage[];
+}
+
+/**
+ * What a detector's synthetic pictures add to a pose dataset's: crowds of overlapping people, more of them cut
+ * by the border, and people from small to large (the renderer's defaults keep the pose datasets as recorded).
+ */
+export const DETECTION_SCENES = { crowd: 0.35, edgeCut: 0.4, personHeight: [0.15, 0.9] } as const satisfies Pick<SyntheticSceneOptions, "crowd" | "edgeCut" | "personHeight">;
+
 /**
  * A synthetic dataset made once per option set and generator version, then reused: it is written into a
- * temporary folder and renamed into place, so a crash mid-generation never leaves a half dataset behind.
+ * temporary folder and renamed into place, so a crash mid-generation never leaves a half dataset behind. A
+ * detector's (`detection`) are scenes of their own, in a folder of their own.
  */
-async function syntheticDir(config: TrainConfig, workDir: string, signal?: AbortSignal): Promise<string> {
+async function syntheticDir(config: TrainConfig, workDir: string, signal?: AbortSignal, detection = false): Promise<string> {
   const synthetic = config.data?.synthetic;
   const options = {
     generator: SYNTHETIC_GENERATOR_VERSION,
@@ -36,15 +67,16 @@ async function syntheticDir(config: TrainConfig, workDir: string, signal?: Abort
     maxPeople: synthetic?.maxPeople ?? 4,
     occlusion: synthetic?.occlusion ?? 0,
     seed: String(synthetic?.seed ?? 0n),
+    ...(detection ? { detection: DETECTION_SCENES } : {}),
   };
   const key = createHash("sha256").update(JSON.stringify(options)).digest("hex").slice(0, 16);
-  const dir = join(workDir, "synthetic", key);
+  const dir = join(workDir, detection ? "synthetic-detection" : "synthetic", key);
   if (await exists(join(dir, ".complete"))) return dir;
   const temp = `${dir}.tmp-${process.pid}-${Date.now()}`;
   await mkdir(temp, { recursive: true });
   try {
     const seed = Number(synthetic?.seed ?? 0n);
-    const scene = { width: options.width, height: options.height, minPeople: 1, maxPeople: options.maxPeople, occlusion: options.occlusion };
+    const scene = { width: options.width, height: options.height, minPeople: 1, maxPeople: options.maxPeople, occlusion: options.occlusion, ...(detection ? DETECTION_SCENES : {}) };
     await generateSyntheticDataset({ ...scene, dir: temp, split: "train", count: options.train, seed, ...(signal === undefined ? {} : { signal }) });
     await generateSyntheticDataset({ ...scene, dir: temp, split: "val", count: options.val, seed, firstImageId: options.train + 1, ...(signal === undefined ? {} : { signal }) });
     await writeFile(join(temp, ".complete"), JSON.stringify(options));
@@ -177,6 +209,43 @@ async function readSplits(config: TrainConfig, roots: DataRoots, schema: Keypoin
     const valSplit = cocoSplit(coco.valAnnotations, coco.valImages, "DATASET.TEST_SET");
     const val = await readCocoSplit(dir, valSplit, schema, minKeypoints, roots.dataRoot, "DATASET.TEST_SET");
     return { trainName: `${name}/${trainSplit}`, instances: train?.instances, validation: await validationSet(config, dir, `${name}/${valSplit}`, val, false) };
+  }
+  throw new AppError(Code.INVALID_ARGUMENT, "the config names no dataset (DATASET.DATASET: coco or synthetic)");
+}
+
+/**
+ * A detector's training pictures and validation set (whole pictures, every person boxed). Synthetic scenes are
+ * the detection mix (DETECTION_SCENES), cached apart from the pose datasets'; a COCO split gives all its
+ * annotated people, crowds flagged. `withTraining` false reads the validation set alone.
+ */
+export async function prepareDetectionData(config: TrainConfig, roots: DataRoots, withTraining = true, signal?: AbortSignal): Promise<PreparedDetectionData> {
+  const data = config.data;
+  if (data?.kind === DatasetKind.SYNTHETIC) {
+    const dir = await syntheticDir(config, roots.workDir, signal, true);
+    const name = data.name || "synthetic-detection";
+    // Every person counts for a detector, seen joints or not: minKeypoints only selects pose instances.
+    const train = withTraining ? await readCocoKeypoints({ dir, split: "train", schema: COCO17, minKeypoints: 0 }) : undefined;
+    const val = await readCocoKeypoints({ dir, split: "val", schema: COCO17, minKeypoints: 0 });
+    return { trainName: `${name}/train`, images: train === undefined ? [] : detectionImagesFromCoco(train), validation: { name: `${name}/val`, images: detectionImagesFromCoco(val) } };
+  }
+  if (data?.kind === DatasetKind.COCO && data.coco !== undefined) {
+    const coco = data.coco;
+    const dir = await resolveUnder(roots.dataRoot, coco.root, "DATASET.ROOT");
+    const name = data.name || "coco";
+    const trainSplit = cocoSplit(coco.trainAnnotations, coco.trainImages, "DATASET.TRAIN_SET");
+    if (coco.valImages === "") {
+      const fraction = data.valFraction;
+      if (!(fraction > 0)) throw new AppError(Code.INVALID_ARGUMENT, "DATASET.TEST_SET is empty and DATASET.VAL_FRACTION is 0: there is nothing to validate on");
+      const whole = await readCocoSplit(dir, trainSplit, COCO17, 0, roots.dataRoot, "DATASET.TRAIN_SET");
+      const split = holdOut(whole, fraction);
+      const held = new Set(split.validation.file.images.map((image) => image.id));
+      const images = detectionImagesFromCoco(whole);
+      return { trainName: `${name}/${trainSplit}`, images: images.filter((image) => !held.has(image.imageId)), validation: { name: `${name}/${trainSplit}-holdout`, images: images.filter((image) => held.has(image.imageId)) } };
+    }
+    const train = withTraining ? await readCocoSplit(dir, trainSplit, COCO17, 0, roots.dataRoot, "DATASET.TRAIN_SET") : undefined;
+    const valSplit = cocoSplit(coco.valAnnotations, coco.valImages, "DATASET.TEST_SET");
+    const val = await readCocoSplit(dir, valSplit, COCO17, 0, roots.dataRoot, "DATASET.TEST_SET");
+    return { trainName: `${name}/${trainSplit}`, images: train === undefined ? [] : detectionImagesFromCoco(train), validation: { name: `${name}/${valSplit}`, images: detectionImagesFromCoco(val) } };
   }
   throw new AppError(Code.INVALID_ARGUMENT, "the config names no dataset (DATASET.DATASET: coco or synthetic)");
 }

@@ -1,6 +1,6 @@
 import { clone, create } from "@bufbuild/protobuf";
 import { Precision } from "@poseloop/proto/poseloop/common/v1/model_pb";
-import { DataSpecSchema, DatasetKind, TrainConfigSchema, ValidationSpecSchema, type DataSpec, type TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import { Architecture, DataSpecSchema, DatasetKind, TrainConfigSchema, ValidationSpecSchema, type DataSpec, type TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import type { EvaluateRequest } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
 
 /** As many synthetic images as a training config may ask for. */
@@ -99,7 +99,8 @@ export function evaluationConfig(jobConfig: TrainConfig, request: EvaluateReques
 
 /** Problems of the resolved evaluation config's dataset with its TEST.* settings (boxes to crop people with). */
 export function evaluationDataProblems(config: TrainConfig): string[] {
-  if (config.validation?.useGtBoxes === true) return [];
+  // A detector is measured on whole pictures: it finds the people itself.
+  if (config.validation?.useGtBoxes === true || config.model?.architecture === Architecture.DETECTOR_LITE) return [];
   if (config.data?.kind === DatasetKind.SYNTHETIC) return ["use_gt_boxes must be true for a synthetic dataset: it has no person detections"];
   if (config.data?.kind === DatasetKind.COCO && (config.data.coco?.valDetections ?? "") === "") {
     return ["data.coco.val_detections (a COCO results file of person boxes) is required when use_gt_boxes is false"];

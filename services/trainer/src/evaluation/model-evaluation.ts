@@ -4,10 +4,10 @@ import { encodeModel } from "@poseloop/onnx";
 import { KeypointMetricsSchema } from "@poseloop/proto/poseloop/common/v1/metrics_pb";
 import { TrainConfigSchema } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import type { DataRoots } from "../datasets/data-root.js";
-import { prepareValidation } from "../datasets/prepare-data.js";
 import { runContract } from "../experiment/model-contract.js";
-import { metricsMessage, ModelEvaluator } from "../publication/model-evaluator.js";
+import { metricsMessage } from "../publication/model-evaluator.js";
 import { inferenceModel, modelFromState } from "../publication/model-export.js";
+import { validationEvaluator } from "../publication/validation-evaluator.js";
 
 /** What an evaluation worker starts from: plain data, it crosses into the worker. */
 export interface EvaluationInit {
@@ -28,8 +28,8 @@ export interface EvaluationOutcome {
 }
 
 /**
- * COCO AP of a model on the config's validation set through ModelEvaluator, the class a training run validates
- * with and a publication gates with: a checkpoint's weights become the same fp32 inference model (BatchNorm
+ * COCO AP of a model on the config's validation set (a detector's: box AP) through the evaluator a training
+ * run validates with and a publication gates with: a checkpoint's weights become the same fp32 inference model (BatchNorm
  * folded) that the run's validation built from them, and a published model is measured as the gate measured
  * it. Runs in the evaluation worker.
  */
@@ -43,7 +43,7 @@ export async function evaluateOnValidationSet(init: EvaluationInit): Promise<Eva
     const { model, weights } = modelFromState(contract.modelConfig, init.model.state);
     onnx = encodeModel(inferenceModel(model, weights));
   }
-  const evaluator = new ModelEvaluator(config, contract, await prepareValidation(config, init.roots, contract.schema));
+  const evaluator = await validationEvaluator(config, contract, init.roots);
   try {
     const evaluation = await evaluator.evaluate(onnx, init.label);
     return {

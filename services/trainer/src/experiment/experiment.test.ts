@@ -182,7 +182,7 @@ describe("parseExperiment", () => {
 
   it("reports settings of another architecture and of another dataset kind", () => {
     const yaml = cocoExperiment().replace("    NUM_LAYERS: 18", "    NUM_LAYERS: 18\n    CHANNELS: [8, 16, 32]").replace("  ROOT: coco", "  ROOT: coco\n  SYNTHETIC:\n    TRAIN_IMAGES: 10");
-    expect(parseExperiment(yaml).problems).toEqual(["DATASET.SYNTHETIC: only for DATASET.DATASET synthetic", "MODEL.EXTRA.CHANNELS: only for MODEL.NAME pose_lite"]);
+    expect(parseExperiment(yaml).problems).toEqual(["DATASET.SYNTHETIC: only for DATASET.DATASET synthetic", "MODEL.EXTRA.CHANNELS: only for MODEL.NAME pose_lite or detector_lite"]);
   });
 
   it("reports YAML syntax errors", () => {

@@ -10,6 +10,7 @@ import {
   CheckpointRefSchema,
   CocoDatasetSchema,
   DatasetKind,
+  DetectorLiteSpecSchema,
   Device,
   DistillationLoss,
   DistillationSpecSchema,
@@ -158,7 +159,7 @@ const SCHEMA: Section = {
     NAME: string,
   },
   MODEL: {
-    NAME: oneOf({ pose_hrnet: Architecture.HRNET, pose_resnet: Architecture.SIMPLE_BASELINE, pose_lite: Architecture.LITE }),
+    NAME: oneOf({ pose_hrnet: Architecture.HRNET, pose_resnet: Architecture.SIMPLE_BASELINE, pose_lite: Architecture.LITE, detector_lite: Architecture.DETECTOR_LITE }),
     IMAGE_SIZE: size,
     HEATMAP_SIZE: size,
     SIGMA: positiveNumber,
@@ -181,6 +182,8 @@ const SCHEMA: Section = {
       DECONV_WITH_BIAS: boolean,
       CHANNELS: positiveInts,
       BLOCKS_PER_STAGE: positiveInt,
+      // The detector's head branches' width (CenterNet's head_conv).
+      HEAD_CHANNELS: positiveInt,
     },
   },
   LOSS: {
@@ -301,13 +304,41 @@ const EXTRA_KEYS: Readonly<Record<string, readonly Architecture[]>> = {
   NUM_DECONV_FILTERS: [Architecture.SIMPLE_BASELINE],
   NUM_DECONV_KERNELS: [Architecture.SIMPLE_BASELINE],
   DECONV_WITH_BIAS: [Architecture.SIMPLE_BASELINE],
-  CHANNELS: [Architecture.LITE],
-  BLOCKS_PER_STAGE: [Architecture.LITE],
+  CHANNELS: [Architecture.LITE, Architecture.DETECTOR_LITE],
+  BLOCKS_PER_STAGE: [Architecture.LITE, Architecture.DETECTOR_LITE],
+  HEAD_CHANNELS: [Architecture.DETECTOR_LITE],
 };
+/**
+ * Keys that configure keypoints (their targets, augmentation, decoding, validation on person boxes, a pose
+ * teacher): a detector trains on whole pictures and is measured by box AP, so each is a mistake there.
+ */
+const POSE_ONLY_KEYS: readonly string[] = [
+  "MODEL.HEATMAP_SIZE",
+  "MODEL.SIGMA",
+  "MODEL.TARGET_TYPE",
+  "MODEL.NUM_JOINTS",
+  "MODEL.PRETRAINED",
+  "DATASET.ROT_FACTOR",
+  "DATASET.PROB_HALF_BODY",
+  "DATASET.NUM_JOINTS_HALF_BODY",
+  "DATASET.MIN_KEYPOINTS",
+  "TRAIN.OCCLUSION_PROB",
+  "TRAIN.COLOR_JITTER",
+  "TEST.FLIP_TEST",
+  "TEST.POST_PROCESS",
+  "TEST.REFINEMENT",
+  "TEST.USE_GT_BBOX",
+  "TEST.OKS_THRE",
+  "TEST.IN_VIS_THRE",
+  "TEST.COCO_BBOX_FILE",
+  "TEST.IMAGE_THRE",
+  "DISTILL",
+];
 const MODEL_NAMES: Readonly<Record<number, string>> = {
   [Architecture.HRNET]: "pose_hrnet",
   [Architecture.SIMPLE_BASELINE]: "pose_resnet",
   [Architecture.LITE]: "pose_lite",
+  [Architecture.DETECTOR_LITE]: "detector_lite",
 };
 
 function isSection(node: Node): node is Section {
@@ -740,6 +771,17 @@ function buildConfig(values: ReadonlyMap<string, unknown>, problems: string[]): 
       hrnet.stages = ["STAGE1", ...branched].filter((stage) => extraKeys.has(stage)).map((stage) => hrnetStage(values, `MODEL.EXTRA.${stage}`));
       take("MODEL.EXTRA.FINAL_CONV_KERNEL", (v: number) => (hrnet.finalConvKernel = v));
       model.extra = { case: "hrnet", value: hrnet };
+      break;
+    }
+    case Architecture.DETECTOR_LITE: {
+      const detector = create(DetectorLiteSpecSchema);
+      take("MODEL.EXTRA.CHANNELS", (v: number[]) => (detector.channels = v));
+      take("MODEL.EXTRA.BLOCKS_PER_STAGE", (v: number) => (detector.blocksPerStage = v));
+      take("MODEL.EXTRA.HEAD_CHANNELS", (v: number) => (detector.headChannels = v));
+      model.extra = { case: "detectorLite", value: detector };
+      for (const key of POSE_ONLY_KEYS) {
+        if (present(key).length > 0) problems.push(`${key}: a pose model's setting; MODEL.NAME detector_lite is a person detector (whole pictures in, boxes out, measured by box AP)`);
+      }
       break;
     }
     default:

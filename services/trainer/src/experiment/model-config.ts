@@ -44,8 +44,26 @@ export function modelConfigFromSpec(spec: ModelSpec): ModelConfig {
     }
     case Architecture.HRNET:
       return { architecture: "hrnet", ...base, hrnet: hrnetConfig(spec.extra.case === "hrnet" ? spec.extra.value : undefined) };
+    case Architecture.DETECTOR_LITE: {
+      const detector = spec.extra.case === "detectorLite" ? spec.extra.value : undefined;
+      const config: { -readonly [K in keyof NonNullable<ModelConfig["detector"]>]?: NonNullable<ModelConfig["detector"]>[K] } = {};
+      const [c0, c1, c2, c3] = detector?.channels ?? [];
+      // Three or four widths; another count is reported by resolveTrainConfig.
+      if (c0 !== undefined && c1 !== undefined && c2 !== undefined) {
+        if (detector?.channels.length === 3) config.channels = [c0, c1, c2];
+        if (detector?.channels.length === 4 && c3 !== undefined) config.channels = [c0, c1, c2, c3];
+      }
+      if (detector !== undefined) {
+        if (detector.blocksPerStage > 0) config.blocksPerStage = detector.blocksPerStage;
+        if (detector.numClasses > 0) config.numClasses = detector.numClasses;
+        if (detector.headChannels > 0) config.headChannels = detector.headChannels;
+        if (detector.sizeWeight !== undefined) config.sizeWeight = detector.sizeWeight;
+        if (detector.offsetWeight !== undefined) config.offsetWeight = detector.offsetWeight;
+      }
+      return { architecture: "detector-lite", ...base, numKeypoints: 0, detector: config };
+    }
     default:
-      throw new AppError(Code.INVALID_ARGUMENT, `model architecture ${spec.architecture} is not one of the zoo's (lite, simple baseline, hrnet)`);
+      throw new AppError(Code.INVALID_ARGUMENT, `model architecture ${spec.architecture} is not one of the zoo's (lite, simple baseline, hrnet, detector lite)`);
   }
 }
 

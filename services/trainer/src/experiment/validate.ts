@@ -13,6 +13,7 @@ import {
   Device,
   DistillationLoss,
   FuseMethod,
+  DetectorLiteSpecSchema,
   HrnetSpecSchema,
   HrnetStageSchema,
   LiteSpecSchema,
@@ -66,6 +67,7 @@ const ARCHITECTURE_NAMES: Readonly<Record<number, string>> = {
   [Architecture.LITE]: "pose_lite",
   [Architecture.SIMPLE_BASELINE]: "pose_resnet",
   [Architecture.HRNET]: "pose_hrnet",
+  [Architecture.DETECTOR_LITE]: "detector_lite",
 };
 const OPTIMIZER_NAMES: Readonly<Record<number, string>> = { [OptimizerKind.SGD]: "sgd", [OptimizerKind.ADAM]: "adam", [OptimizerKind.ADAMW]: "adamw" };
 const SCHEDULE_NAMES: Readonly<Record<number, string>> = {
@@ -98,6 +100,7 @@ const EXTRA_CASES: Readonly<Record<number, NonNullable<ModelSpec["extra"]["case"
   [Architecture.LITE]: "lite",
   [Architecture.SIMPLE_BASELINE]: "simpleBaseline",
   [Architecture.HRNET]: "hrnet",
+  [Architecture.DETECTOR_LITE]: "detectorLite",
 };
 
 /** "TRAIN.LR (optimizer.lr)": the experiment-file key first, where there is one, then the proto field. */
@@ -152,11 +155,13 @@ function applyDefaults(config: TrainConfig): void {
   if (config.channelsLast === undefined && config.engine === TrainingEngine.PYTORCH && config.device === Device.CUDA) config.channelsLast = true;
 
   const model = (config.model ??= create(ModelSpecSchema));
-  model.keypointSchema ??= keypointSchemaProto(COCO17);
+  // A detector has no keypoints: no schema, no codec (its manifest must carry neither).
+  const detector = model.architecture === Architecture.DETECTOR_LITE;
+  if (!detector) model.keypointSchema ??= keypointSchemaProto(COCO17);
   if (model.mean.length === 0) model.mean = [...IMAGENET_MEAN];
   if (model.std.length === 0) model.std = [...IMAGENET_STD];
-  if (model.codec === undefined || model.codec.kind.case === undefined) model.codec = create(CodecSchema, { kind: { case: "heatmap", value: {} } });
-  if (model.codec.kind.case === "heatmap") {
+  if (!detector && (model.codec === undefined || model.codec.kind.case === undefined)) model.codec = create(CodecSchema, { kind: { case: "heatmap", value: {} } });
+  if (model.codec?.kind.case === "heatmap") {
     const heatmap = model.codec.kind.value;
     const input = model.inputSize;
     if (heatmap.width === 0 && heatmap.height === 0 && input !== undefined && input.width % 4 === 0 && input.height % 4 === 0) {
@@ -240,6 +245,15 @@ function applyModelExtraDefaults(model: ModelSpec): void {
       if (sb.finalConvKernel === 0) sb.finalConvKernel = 1;
       return;
     }
+    case Architecture.DETECTOR_LITE: {
+      if (model.extra.case === undefined) model.extra = { case: "detectorLite", value: create(DetectorLiteSpecSchema) };
+      if (model.extra.case !== "detectorLite") return;
+      const detector = model.extra.value;
+      if (detector.channels.length === 0) detector.channels = [16, 32, 64, 128];
+      if (detector.blocksPerStage === 0) detector.blocksPerStage = 1;
+      if (detector.numClasses === 0) detector.numClasses = 1;
+      return;
+    }
     case Architecture.HRNET: {
       if (model.extra.case === undefined) model.extra = { case: "hrnet", value: create(HrnetSpecSchema) };
       if (model.extra.case !== "hrnet") return;
@@ -274,7 +288,7 @@ function modelProblems(config: TrainConfig): string[] {
   const model = config.model as ModelSpec;
   const architecture = model.architecture;
   const known = ARCHITECTURE_NAMES[architecture] !== undefined;
-  if (!known) problems.push(`${field("MODEL.NAME", "model.architecture")} must be pose_lite, pose_resnet or pose_hrnet, got ${named(ARCHITECTURE_NAMES, architecture)}`);
+  if (!known) problems.push(`${field("MODEL.NAME", "model.architecture")} must be pose_lite, pose_resnet, pose_hrnet or detector_lite, got ${named(ARCHITECTURE_NAMES, architecture)}`);
   const input = model.inputSize;
   const hasInput = input !== undefined && input.width > 0 && input.height > 0;
   if (!hasInput) problems.push(`${field("MODEL.IMAGE_SIZE", "model.input_size")} is required: [width, height] in pixels`);
@@ -330,8 +344,23 @@ function modelProblems(config: TrainConfig): string[] {
       problems.push(`${field("MODEL.HEATMAP_SIZE", "model.codec.heatmap")} must be ${allowed}, got ${list([heatmap.width, heatmap.height])}`);
     }
     if (!(heatmap.sigma > 0) || !Number.isFinite(heatmap.sigma)) problems.push(`${field("MODEL.SIGMA", "model.codec.heatmap.sigma")} must be > 0, got ${show(heatmap.sigma)}`);
-  } else {
+  } else if (architecture !== Architecture.DETECTOR_LITE) {
     problems.push(`${field(undefined, "model.codec")} must be a heatmap codec: the zoo's models output heatmaps, got ${codec?.case ?? "none"}`);
+  }
+  if (architecture === Architecture.DETECTOR_LITE) {
+    if (codec !== undefined) problems.push(`${field(undefined, "model.codec")}: a detector has no keypoint codec (its CenterNet head is its own), got ${codec.case ?? "none"}`);
+    if (model.keypointSchema !== undefined) problems.push(`${field(undefined, "model.keypoint_schema")}: a detector has no keypoints`);
+    if (config.distillation !== undefined) problems.push(`${field("DISTILL", "distillation")}: a detector cannot learn from a pose model's heatmaps`);
+    if (config.validation?.flipTest === true) problems.push(`${field("TEST.FLIP_TEST", "validation.flip_test")}: the flip test averages keypoint heatmaps; a detector is validated without it`);
+    if (model.extra.case === "detectorLite") {
+      const { channels, numClasses } = model.extra.value;
+      if ((channels.length !== 3 && channels.length !== 4) || channels.some((c) => c === 0)) {
+        problems.push(`${field("MODEL.EXTRA.CHANNELS", "model.detector_lite.channels")} must be three or four positive widths (1/2, 1/4, 1/8 and optionally 1/16 of the input), got ${list(channels)}`);
+      }
+      widths("MODEL.EXTRA.CHANNELS", "model.detector_lite.channels", channels);
+      if (numClasses !== 1) problems.push(`model.detector_lite.num_classes must be 1: the trainer's datasets label people only, got ${numClasses}`);
+    }
+    return [...problems, ...normalizationProblems(model)];
   }
 
   const schema = model.keypointSchema as KeypointSchemaProto;
@@ -344,6 +373,11 @@ function modelProblems(config: TrainConfig): string[] {
       sigmas: schema.oksSigmas,
     }).map((problem) => `model.keypoint_schema: ${problem}`),
   );
+  return [...problems, ...normalizationProblems(model)];
+}
+
+function normalizationProblems(model: ModelSpec): string[] {
+  const problems: string[] = [];
   if (model.mean.length !== 3 || model.std.length !== 3) {
     problems.push(`model.mean and model.std need one value per RGB channel, got ${model.mean.length} and ${model.std.length}`);
   }
@@ -397,7 +431,8 @@ function dataProblems(config: TrainConfig): string[] {
       if (!hasValAnnotations && !hasValImages && !hasValFraction) {
         problems.push(`${field("DATASET.TEST_SET", "data.coco.val_annotations")} or DATASET.VAL_FRACTION is required: the run validates every TRAIN.VALIDATE_EVERY epochs`);
       }
-      if (!validation.useGtBoxes && (coco?.valDetections.length ?? 0) === 0) {
+      // A detector is validated on whole pictures: it finds the people itself.
+      if (!validation.useGtBoxes && (coco?.valDetections.length ?? 0) === 0 && config.model?.architecture !== Architecture.DETECTOR_LITE) {
         problems.push(`${field("TEST.COCO_BBOX_FILE", "data.coco.val_detections")} is required when TEST.USE_GT_BBOX is false`);
       }
       break;
@@ -424,7 +459,10 @@ function dataProblems(config: TrainConfig): string[] {
       if (synthetic.seed > BigInt(Number.MAX_SAFE_INTEGER)) {
         problems.push(`${field("DATASET.SYNTHETIC.SEED", "data.synthetic.seed")} must be at most ${Number.MAX_SAFE_INTEGER}, got ${synthetic.seed}`);
       }
-      if (!validation.useGtBoxes) problems.push(`${field("TEST.USE_GT_BBOX", "validation.use_gt_boxes")} must be true for a synthetic dataset: it has no person detections`);
+      // A detector is validated on whole pictures, never on person boxes.
+      if (!validation.useGtBoxes && config.model?.architecture !== Architecture.DETECTOR_LITE) {
+        problems.push(`${field("TEST.USE_GT_BBOX", "validation.use_gt_boxes")} must be true for a synthetic dataset: it has no person detections`);
+      }
       break;
     }
     default:
@@ -654,6 +692,11 @@ function engineProblems(config: TrainConfig): string[] {
   }
 
   const pretrained = config.model?.pretrained ?? "";
+  // A detector job that cannot run is refused here (a config message; the experiment file's parser refuses the
+  // key), never queued to fail at its start.
+  if (config.model?.architecture === Architecture.DETECTOR_LITE && pretrained !== "") {
+    problems.push(`${field("MODEL.PRETRAINED", "model.pretrained")}: the detector has no PyTorch weights to import (the importer maps the pose models' names); start it from scratch or INIT_FROM a detector`);
+  }
   if (pretrained !== "") {
     const key = field("MODEL.PRETRAINED", "model.pretrained");
     if (!/\.(pth|pt)$/i.test(pretrained)) problems.push(`${key} must be a PyTorch state_dict file (.pth or .pt) under the trainer's data root, got ${JSON.stringify(pretrained.slice(0, 60))}`);

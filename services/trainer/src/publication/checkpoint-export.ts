@@ -1,10 +1,9 @@
 import { fromBinary } from "@bufbuild/protobuf";
 import { TrainConfigSchema } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
-import { prepareValidation } from "../datasets/prepare-data.js";
 import type { DataRoots } from "../datasets/data-root.js";
 import { runContract } from "../experiment/model-contract.js";
-import { ModelEvaluator } from "./model-evaluator.js";
 import { exportModel, modelFromState, type ExportOutcome } from "./model-export.js";
+import { validationEvaluator } from "./validation-evaluator.js";
 
 /** What an export-only worker starts from: the job's config and the weights of one of its checkpoints. */
 export interface ExportInit {
@@ -28,7 +27,7 @@ export async function exportCheckpointWeights(init: ExportInit): Promise<ExportO
   const contract = runContract(config);
   // Weights first: a state of another model fails before any picture is read.
   const { model, weights } = modelFromState(contract.modelConfig, init.weights);
-  const evaluator = new ModelEvaluator(config, contract, await prepareValidation(config, init.roots, contract.schema));
+  const evaluator = await validationEvaluator(config, contract, init.roots);
   try {
     return await exportModel({ model, weights, epoch: init.epoch, step: init.step }, config, evaluator);
   } finally {

@@ -5,7 +5,7 @@ import { DecodedFrameCache, evaluateModel, PoseEstimator, type EvaluationSet, ty
 import { KeypointMetricsSchema, type KeypointMetrics } from "@poseloop/proto/poseloop/common/v1/metrics_pb";
 import type { TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import type { CalibrationFeeds } from "@poseloop/quant";
-import { INPUT_NAME, type RunContract } from "../experiment/model-contract.js";
+import { INPUT_NAME, type PoseRunContract } from "../experiment/model-contract.js";
 
 /** Largest validation picture decoded (width·height). */
 const MAX_FRAME_PIXELS = 64 * 1024 * 1024;
@@ -17,7 +17,11 @@ const MAX_FRAME_PIXELS = 64 * 1024 * 1024;
  */
 const VALIDATION_FRAME_CACHE_BYTES = 256 * 1024 * 1024;
 
-export function metricsMessage(evaluation: ModelEvaluation): KeypointMetrics {
+/**
+ * A pose model's keypoint evaluation or a detector's box evaluation (KeypointMetrics doubles as box metrics) as
+ * the metrics message.
+ */
+export function metricsMessage(evaluation: Pick<ModelEvaluation, "dataset" | "numImages" | "numInstances" | "flipTest"> & Pick<ModelEvaluation, "stats">): KeypointMetrics {
   const s = evaluation.stats;
   return create(KeypointMetricsSchema, {
     ap: s.ap,
@@ -44,12 +48,12 @@ export function metricsMessage(evaluation: ModelEvaluation): KeypointMetrics {
 export class ModelEvaluator {
   readonly validation: EvaluationSet;
   readonly #config: TrainConfig;
-  readonly #contract: RunContract;
+  readonly #contract: PoseRunContract;
   readonly #estimator: PoseEstimator;
   /** Validation pictures decoded once for all the evaluations (every epoch's, the gate's attempts). */
   readonly #frames: DecodedFrameCache;
 
-  constructor(config: TrainConfig, contract: RunContract, validation: EvaluationSet) {
+  constructor(config: TrainConfig, contract: PoseRunContract, validation: EvaluationSet) {
     this.#config = config;
     this.#contract = contract;
     this.validation = validation;

@@ -4,8 +4,9 @@ import { encodeModel } from "@poseloop/onnx";
 import { KeypointMetricsSchema } from "@poseloop/proto/poseloop/common/v1/metrics_pb";
 import { Calibrator, type TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import { defaultStrategies, runQuantizationGate, type GateResult } from "@poseloop/quant";
-import { buildInferenceModel, decodeTrainingState, defineModel, encodeTrainingState, IoNames, type ModelConfig, type ModelDefinition, type Weights } from "@poseloop/train";
-import { INPUT_NAME, OUTPUT_NAME } from "../experiment/model-contract.js";
+import { buildInferenceModel, decodeTrainingState, defineModel, DetectorIo, encodeTrainingState, IoNames, type ModelConfig, type ModelDefinition, type Weights } from "@poseloop/train";
+import { INPUT_NAME, isDetector, OUTPUT_NAME } from "../experiment/model-contract.js";
+import type { DetectorEvaluator } from "./detector-evaluator.js";
 import { metricsMessage, type ModelEvaluator } from "./model-evaluator.js";
 
 /** The artifacts of a publication and what the AP gate measured; plain data, it crosses from a worker. */
@@ -45,9 +46,9 @@ const CALIBRATORS = { [Calibrator.MINMAX]: "minmax", [Calibrator.PERCENTILE]: "p
 /**
  * Export → int8 quantize → AP gate, in the worker that has the weights: the fp32 inference model (BatchNorm
  * folded) and its AP, and, when quantization is on, the int8 model that passed the gate (or the gate's report
- * of why none did).
+ * of why none did). A detector's AP is its box AP, and its three outputs are the head the gate may keep fp32.
  */
-export async function exportModel(source: ExportSource, config: TrainConfig, evaluator: ModelEvaluator): Promise<ExportOutcome> {
+export async function exportModel(source: ExportSource, config: TrainConfig, evaluator: ModelEvaluator | DetectorEvaluator): Promise<ExportOutcome> {
   const { model, weights, epoch, step } = source;
   const fp32Proto = inferenceModel(model, weights);
   const fp32 = encodeModel(fp32Proto);
@@ -67,7 +68,7 @@ export async function exportModel(source: ExportSource, config: TrainConfig, eva
   const result: GateResult = await runQuantizationGate(fp32Proto, await evaluator.calibrationFeeds(quant.calibrationSamples || 256), {
     maxApDrop: quant.maxApDrop,
     fp32Ap: fp32Evaluation.stats.ap,
-    strategies: defaultStrategies(calibrator, [OUTPUT_NAME, ...quant.fp32Nodes], quant.percentile || 99.99).map((s) => ({ ...s, keepFp32: [...new Set([...s.keepFp32, ...quant.fp32Nodes])] })),
+    strategies: defaultStrategies(calibrator, [...(isDetector(config) ? [DetectorIo.centers, DetectorIo.sizes, DetectorIo.offsets] : [OUTPUT_NAME]), ...quant.fp32Nodes], quant.percentile || 99.99).map((s) => ({ ...s, keepFp32: [...new Set([...s.keepFp32, ...quant.fp32Nodes])] })),
     evaluate: async (bytes) => {
       const evaluation = await evaluator.evaluate(bytes, `export-int8-${step}-${attempt++}`);
       int8Metrics = toBinary(KeypointMetricsSchema, metricsMessage(evaluation));

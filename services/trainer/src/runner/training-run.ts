@@ -2,7 +2,7 @@ import { create as createMessage, fromBinary, toBinary } from "@bufbuild/protobu
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { AppError, Code } from "@poseloop/core";
-import { PoseDataLoader, type PoseBatch } from "@poseloop/data";
+import { DetectionDataLoader, PoseDataLoader, type DetectionBatch, type PoseBatch } from "@poseloop/data";
 import { encodeModel } from "@poseloop/onnx";
 import { keypointErrors } from "@poseloop/pose";
 import { KeypointMetricsSchema } from "@poseloop/proto/poseloop/common/v1/metrics_pb";
@@ -10,12 +10,14 @@ import { GetJobResultsResponseSchema } from "@poseloop/proto/poseloop/trainer/v1
 import { Device, DistillationLoss, OptimizerKind, ScheduleKind, TrainConfigSchema, TrainingEngine as TrainingEngineKind, type TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import {
   decodeTrainingState,
+  detectionStepBatch,
   encodeTrainingState,
   learningRate,
   StepEngine,
   type EmaConfig,
   type LrScheduleConfig,
   type OptimizerConfig,
+  type StepBatch,
   type TrainingGraphConfig,
 } from "@poseloop/train";
 import { resolveUnder, type DataRoots } from "../datasets/data-root.js";
@@ -23,8 +25,9 @@ import { deviceNameOf } from "../engines/capabilities.js";
 import { loadPretrained } from "../engines/pretrained.js";
 import { TorchTrainingEngine } from "../engines/torch-engine.js";
 import { OrtTrainingEngine, type EngineWeights, type TrainingEngine } from "../engines/training-engine.js";
-import { prepareData } from "../datasets/prepare-data.js";
+import { prepareData, prepareDetectionData, type PreparedData, type PreparedDetectionData } from "../datasets/prepare-data.js";
 import { runContract, type RunContract } from "../experiment/model-contract.js";
+import { DetectorEvaluator } from "../publication/detector-evaluator.js";
 import { metricsMessage, ModelEvaluator } from "../publication/model-evaluator.js";
 import { exportModel, inferenceModel, weightsFromState, type ExportOutcome } from "../publication/model-export.js";
 import { checkpointId, decodeCheckpoint, encodeCheckpoint, type EpochMetrics } from "./checkpoint-file.js";
@@ -160,9 +163,10 @@ export class TrainingRun {
   readonly contract: RunContract;
   readonly #init: RunInit;
   readonly #engine: TrainingEngine;
-  readonly #loader: PoseDataLoader;
+  /** A pose model's crops of people, or a detector's whole pictures. */
+  readonly #loader: PoseDataLoader | DetectionDataLoader;
   /** One for the whole run, so validation pictures are decoded once (every epoch's validation, the gate's). */
-  readonly #evaluator: ModelEvaluator;
+  readonly #evaluator: ModelEvaluator | DetectorEvaluator;
   readonly #teacher: ort.InferenceSession | undefined;
   readonly #cancel: Int32Array | undefined;
   readonly #trainInstances: number;
@@ -173,9 +177,9 @@ export class TrainingRun {
   #history: EpochMetrics[] = [];
   /** results.csv and the plots: kept in every checkpoint, so a resumed run continues the same curves. */
   #results = new RunResults();
-  #iterator: { epoch: number; nextBatch: number; it: AsyncIterator<PoseBatch> } | undefined;
+  #iterator: { epoch: number; nextBatch: number; it: AsyncIterator<PoseBatch | DetectionBatch> } | undefined;
 
-  private constructor(init: RunInit, config: TrainConfig, contract: RunContract, engine: TrainingEngine, loader: PoseDataLoader, evaluator: ModelEvaluator, teacher: ort.InferenceSession | undefined, trainInstances: number) {
+  private constructor(init: RunInit, config: TrainConfig, contract: RunContract, engine: TrainingEngine, loader: PoseDataLoader | DetectionDataLoader, evaluator: ModelEvaluator | DetectorEvaluator, teacher: ort.InferenceSession | undefined, trainInstances: number) {
     this.#init = init;
     this.config = config;
     this.contract = contract;
@@ -198,10 +202,11 @@ export class TrainingRun {
       if (conflicts.length > 0) throw new AppError(Code.FAILED_PRECONDITION, `cannot resume job ${init.jobId}: ${conflicts.join("; ")}`);
     }
     const contract = runContract(config);
-    const data = await prepareData(config, init.roots, contract.schema);
+    const data: PreparedData | PreparedDetectionData = contract.kind === "detector" ? await prepareDetectionData(config, init.roots) : await prepareData(config, init.roots, contract.schema);
     const loaderBatch = samplesPerBatch(config);
-    if (data.instances.length < loaderBatch) {
-      throw new AppError(Code.FAILED_PRECONDITION, `the training set has ${data.instances.length} instances, fewer than one batch of ${loaderBatch}`);
+    const trainSize = "instances" in data ? data.instances.length : data.images.length;
+    if (trainSize < loaderBatch) {
+      throw new AppError(Code.FAILED_PRECONDITION, `the training set has ${trainSize} ${"instances" in data ? "instances" : "pictures"}, fewer than one batch of ${loaderBatch}`);
     }
     const distill = config.distillation;
     const training: TrainingGraphConfig = {
@@ -214,10 +219,31 @@ export class TrainingRun {
         : { distillation: { weight: distill.lossWeight, kind: distill.loss === DistillationLoss.KL ? "kl" : "mse", ...(distill.temperature > 0 ? { temperature: distill.temperature } : {}) } }),
     };
     const engine = await createEngine(config, contract, training, init);
-    let loader: PoseDataLoader | undefined;
+    let loader: PoseDataLoader | DetectionDataLoader | undefined;
     let teacher: ort.InferenceSession | undefined;
     try {
       const aug = config.augmentation;
+      if (contract.kind === "detector" && !("instances" in data)) {
+        const { detector } = contract;
+        loader = new DetectionDataLoader(data.images, {
+          inputSize: { width: contract.inputWidth, height: contract.inputHeight },
+          stride: detector.strides[0] ?? 4,
+          numClasses: Math.max(1, detector.numClasses),
+          normalization: { mean: contract.mean, std: contract.std, channelOrder: "RGB" },
+          padValue: detector.padValue,
+          batchSize: loaderBatch,
+          mode: "train",
+          seed: Number(config.seed),
+          imageCache: config.data?.diskCache === true ? { diskDir: join(init.roots.workDir, "image-cache") } : {},
+          // A detector sees whole pictures: mirrored, and scaled around the letterbox (DATASET.FLIP, DATASET.SCALE_FACTOR).
+          ...(aug === undefined ? {} : { augmentation: { flipProb: aug.flip ? 0.5 : 0, scaleFactor: aug.scaleFactor } }),
+        });
+        const run = new TrainingRun(init, config, contract, engine, loader, new DetectorEvaluator(config, contract, data.validation), undefined, trainSize);
+        if (resumed !== undefined) await run.#restore(resumed);
+        else if (init.initWeights !== undefined) await run.#loadInitWeights(init.initWeights, init.skipLayers ?? []);
+        return run;
+      }
+      if (contract.kind !== "pose" || !("instances" in data)) throw new AppError(Code.INTERNAL, "a pose run's data is not pose instances");
       loader = await PoseDataLoader.create({
         source: { instances: data.instances },
         inputSize: { width: contract.spec.inputWidth, height: contract.spec.inputHeight },
@@ -249,13 +275,13 @@ export class TrainingRun {
         // (no spin-waiting pool).
         teacher = await ort.InferenceSession.create(init.teacher, { ...StepEngine.sessionOptions({ intraOpThreads: Math.max(1, config.intraOpThreads) }), logSeverityLevel: 3 });
       }
-      const run = new TrainingRun(init, config, contract, engine, loader, new ModelEvaluator(config, contract, data.validation), teacher, data.instances.length);
+      const run = new TrainingRun(init, config, contract, engine, loader, new ModelEvaluator(config, contract, data.validation), teacher, trainSize);
       if (resumed !== undefined) await run.#restore(resumed);
       else if (init.initWeights !== undefined) await run.#loadInitWeights(init.initWeights, init.skipLayers ?? []);
       else if (config.model?.pretrained !== undefined && config.model.pretrained !== "") await run.#loadPretrained(config.model.pretrained);
       return run;
     } catch (error) {
-      await loader?.close();
+      if (loader instanceof PoseDataLoader) await loader.close();
       await teacher?.release();
       await engine.release();
       throw error;
@@ -309,8 +335,7 @@ export class TrainingRun {
       if (next.done === true) break;
       const batch = next.value;
       lr = learningRate(schedule, this.#epoch, this.#engine.step, this.config.endEpoch);
-      const teacher = this.#teacher === undefined ? undefined : await this.#teacherHeatmaps(batch);
-      const result = await this.#engine.run({ images: batch.images, targets: batch.targets[0] as Float32Array, targetWeights: batch.targetWeights, ...(teacher === undefined ? {} : { teacher }) }, lr);
+      const result = await this.#engine.run(await this.#stepBatch(batch), lr);
       this.#nextBatch++;
       if (this.#iterator !== undefined) this.#iterator.nextBatch = this.#nextBatch;
       batches++;
@@ -377,11 +402,19 @@ export class TrainingRun {
     return true;
   }
 
-  /** COCO AP of the current weights on the validation set, through the serving pipeline. */
+  /** COCO AP (a detector's: box AP) of the current weights on the validation set, through the serving pipeline. */
   async validate(): Promise<ValidationOutcome> {
     const started = performance.now();
     const epoch = this.#epoch;
-    const evaluation = await this.#evaluator.evaluate(encodeModel(inferenceModel(this.#engine.model, await this.#modelWeights())), `e${epoch}-s${this.#engine.step}`);
+    const model = encodeModel(inferenceModel(this.#engine.model, await this.#modelWeights()));
+    const evaluator = this.#evaluator;
+    let evaluation: Awaited<ReturnType<ModelEvaluator["evaluate"] | DetectorEvaluator["evaluate"]>>;
+    let missed: ReturnType<typeof keypointErrors>["keypoints"] | undefined;
+    if (evaluator instanceof ModelEvaluator) {
+      const poses = await evaluator.evaluate(model, `e${epoch}-s${this.#engine.step}`);
+      if (this.contract.kind === "pose") missed = keypointErrors(evaluator.validation.groundTruths, poses.detections, this.contract.schema).keypoints;
+      evaluation = poses;
+    } else evaluation = await evaluator.evaluate(model);
     const metrics = metricsMessage(evaluation);
     const ap = evaluation.stats.ap;
     const isBest = ap > this.#bestAp;
@@ -393,8 +426,7 @@ export class TrainingRun {
     this.#history.push({ epoch, step: this.#engine.step, ap, metrics: base64(bytes) });
     const durationMs = Math.round(performance.now() - started);
     const { ap50, ap75, apMedium, apLarge, ar, ar50, ar75 } = metrics;
-    const misses = keypointErrors(this.#evaluator.validation.groundTruths, evaluation.detections, this.contract.schema);
-    this.#results.recordValidation(epoch, { ap, ap50, ap75, apMedium, apLarge, ar, ar50, ar75, seconds: durationMs / 1000 }, misses.keypoints);
+    this.#results.recordValidation(epoch, { ap, ap50, ap75, apMedium, apLarge, ar, ar50, ar75, seconds: durationMs / 1000 }, missed);
     return { epoch, step: this.#engine.step, metrics: bytes, ap, isBest, durationMs };
   }
 
@@ -443,7 +475,8 @@ export class TrainingRun {
 
   async close(): Promise<void> {
     await this.#closeIterator();
-    await this.#loader.close();
+    // A detection loader holds no workers: its batches are built in this thread.
+    if (this.#loader instanceof PoseDataLoader) await this.#loader.close();
     await this.#evaluator.close();
     await this.#teacher?.release();
     await this.#engine.release();
@@ -477,6 +510,8 @@ export class TrainingRun {
    * cannot have keep their fresh initialization.
    */
   async #loadPretrained(path: string): Promise<void> {
+    // Refused at submission too: the importer maps PyTorch names onto the pose models' only.
+    if (this.contract.kind === "detector") throw new AppError(Code.FAILED_PRECONDITION, `MODEL.PRETRAINED ${path}: the detector has no PyTorch weights to import`);
     const python = this.#init.python;
     if (python === undefined) throw new AppError(Code.FAILED_PRECONDITION, `MODEL.PRETRAINED ${path}: reading a PyTorch state_dict needs the PyTorch engine's Python with torch, and this trainer has none`);
     const registry = this.#engine.model.registry;
@@ -492,7 +527,7 @@ export class TrainingRun {
     await this.#engine.loadWeights(weights);
   }
 
-  #epochIterator(): AsyncIterator<PoseBatch> {
+  #epochIterator(): AsyncIterator<PoseBatch | DetectionBatch> {
     const current = this.#iterator;
     if (current !== undefined && current.epoch === this.#epoch && current.nextBatch === this.#nextBatch) return current.it;
     void current?.it.return?.();
@@ -507,9 +542,17 @@ export class TrainingRun {
     await current?.it.return?.();
   }
 
+  /** A loader batch as the step graph's inputs: a detector's CenterNet targets, or heatmaps (and a teacher's). */
+  async #stepBatch(batch: PoseBatch | DetectionBatch): Promise<StepBatch> {
+    if (!Array.isArray(batch.targets)) return detectionStepBatch(batch.images, (batch as DetectionBatch).targets);
+    const pose = batch as PoseBatch;
+    const teacher = this.#teacher === undefined ? undefined : await this.#teacherHeatmaps(pose);
+    return { images: pose.images, targets: pose.targets[0] as Float32Array, targetWeights: pose.targetWeights, ...(teacher === undefined ? {} : { teacher }) };
+  }
+
   async #teacherHeatmaps(batch: PoseBatch): Promise<Float32Array> {
     const session = this.#teacher as ort.InferenceSession;
-    const { inputWidth: w, inputHeight: h } = this.contract.spec;
+    const { inputWidth: w, inputHeight: h } = this.contract.kind === "pose" ? this.contract.spec : this.contract;
     const out = await session.run({ [session.inputNames[0] as string]: new ort.Tensor("float32", batch.images, [batch.size, 3, h, w]) });
     return Float32Array.from(out[session.outputNames[0] as string]?.data as Float32Array);
   }

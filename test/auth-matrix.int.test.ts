@@ -45,6 +45,8 @@ const TRAINER_ROLES: Readonly<Record<string, Role>> = {
   GetPromotionPolicy: Role.TRAIN,
   SetPromotionPolicy: Role.ADMIN,
   ListPromotionDecisions: Role.TRAIN,
+  ImportModel: Role.ADMIN,
+  ExportModel: Role.TRAIN,
 };
 const INFERENCER_ROLES: Readonly<Record<string, Role>> = {
   StreamKeypoints: Role.STREAM,

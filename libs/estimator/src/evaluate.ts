@@ -21,6 +21,8 @@ export interface EvaluateOptions {
   readonly keypointScoreThreshold?: number;
   /** OKS-NMS per image (TEST.OKS_THRE, 0.9 in the references when boxes come from a detector); default none. */
   readonly oksNmsThreshold?: number;
+  /** The model's per-keypoint OKS sigmas (its keypoint schema's); default COCO-17's. */
+  readonly sigmas?: readonly number[];
   /** People per session run; default 32. */
   readonly batchSize?: number;
   /** Evaluate the first N images only; 0 or absent: all. */
@@ -55,7 +57,11 @@ export async function evaluateModel(estimator: PoseEstimator, version: string, s
   const imageIds = new Set(images.map((image) => image.imageId));
   const metric = new CocoKeypointMetric(
     set.groundTruths.filter((gt) => imageIds.has(gt.image_id)),
-    { images: [...imageIds], ...(options.oksNmsThreshold === undefined || options.oksNmsThreshold <= 0 ? {} : { oksNmsThreshold: options.oksNmsThreshold }) },
+    {
+      images: [...imageIds],
+      ...(options.oksNmsThreshold === undefined || options.oksNmsThreshold <= 0 ? {} : { oksNmsThreshold: options.oksNmsThreshold }),
+      ...(options.sigmas === undefined ? {} : { sigmas: options.sigmas }),
+    },
   );
   const detections: CocoKeypointMetricDetection[] = [];
   let batch: { image: ValidationImage; job: FrameJob }[] = [];

@@ -7,3 +7,5 @@ export { evaluateModel, evaluationSetFromCoco } from "./evaluate.js";
 export type { EvaluateOptions, EvaluationSet, ModelEvaluation } from "./evaluate.js";
 export { DecodedFrameCache } from "./frame-cache.js";
 export type { DecodedFrameCacheOptions } from "./frame-cache.js";
+export { checkWarmUp, modelFailureReason, modelLoadProblems, warmUpFrames, warmUpImage, warmUpProblems } from "./load-check.js";
+export type { LoadCheckOptions } from "./load-check.js";

@@ -1,4 +1,4 @@
-export { COCO17, flipPermutation, schemaProblems } from "./keypoint-schema.js";
+export { BLAZEPOSE_DEFAULT_SIGMA, BLAZEPOSE33, COCO_WHOLEBODY133, COCO17, flipPermutation, KNOWN_KEYPOINT_SCHEMAS, keypointSchemaByName, schemaProblems } from "./keypoint-schema.js";
 export type { KeypointSchema } from "./keypoint-schema.js";
 export { applyAffine, applyAffineToPoints, composeAffine, IDENTITY, invertAffine } from "./affine.js";
 export type { Affine2D } from "./affine.js";
@@ -34,6 +34,8 @@ export type {
   CocoKeypointGroundTruth,
   CocoKeypointStats,
 } from "./coco-keypoint-eval.js";
+export { COCO_BOX_AREA_RANGES, COCO_BOX_MAX_DETECTIONS, COCO_IOU_THRESHOLDS, cocoBoxIou, evaluateBoxes } from "./coco-box-eval.js";
+export type { CocoBoxDetection, CocoBoxEvalOptions, CocoBoxEvaluation, CocoBoxGroundTruth, CocoBoxStats } from "./coco-box-eval.js";
 export { CocoKeypointMetric } from "./coco-keypoint-metric.js";
 export type { CocoKeypointMetricDetection, CocoKeypointMetricOptions } from "./coco-keypoint-metric.js";
 export { pckAccuracy, PckMetric } from "./pck.js";

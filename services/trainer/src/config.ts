@@ -75,12 +75,12 @@ export function parseCrashAt(text: string): CrashAt | undefined {
 }
 
 /** TrainerService methods that change which model serves, or how it comes to. */
-const ADMIN_METHODS: ReadonlySet<string> = new Set(["PublishCheckpoint", "SetPromotionPolicy"]);
+const ADMIN_METHODS: ReadonlySet<string> = new Set(["PublishCheckpoint", "SetPromotionPolicy", "ImportModel"]);
 
 /**
  * The role each TrainerService method needs: following jobs (and reading promotion policies and decisions)
- * needs `train`; changing which model serves (publish, rollback, set a version) or the promotion policy that
- * decides it needs `admin`. An `admin` token may call everything.
+ * needs `train`; changing which model serves (publish, rollback, set a version, import a model) or the promotion
+ * policy that decides it needs `admin`. Exporting a version reads what Evaluate reads: `train`. An `admin` token may call everything.
  */
 export const TRAINER_METHOD_ACCESS: MethodAccessMap = Object.freeze(
   Object.fromEntries(TrainerService.methods.map((method) => [accessKey(method), ADMIN_METHODS.has(method.name) ? Role.ADMIN : Role.TRAIN])),

@@ -32,6 +32,7 @@ import type { CheckpointStore } from "./jobs/checkpoint-store.js";
 import type { QueuedJob } from "./jobs/job-executor.js";
 import { isTerminal, JobEventLog, newJobId, type JobStore } from "./jobs/job-store.js";
 import { PromotionPolicyService } from "./publication/policy-service.js";
+import type { ModelImporter } from "./imports/model-import.js";
 import { labelProblems } from "./publication/publisher.js";
 import { SWEEP_ID_LABEL, SWEEP_TRIAL_LABEL, type SweepDriver, type TrialJobs } from "./sweeps/sweep-driver.js";
 import { sweepHandlers } from "./sweeps/sweep-service.js";
@@ -68,6 +69,8 @@ export interface TrainerServiceDependencies {
    * CancelJob paths for the trials. Without it the sweep RPCs are UNIMPLEMENTED.
    */
   readonly sweeps?: { readonly store: SweepStore; readonly driver: SweepDriver };
+  /** Imports and exports models made elsewhere; without it ImportModel and ExportModel are UNIMPLEMENTED. */
+  readonly imports?: ModelImporter;
 }
 
 const MAX_PAGE = 500;
@@ -355,6 +358,23 @@ export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<Me
 
     async listPromotionDecisions(request) {
       return policies.decisions(request);
+    },
+
+    async importModel(request, ctx) {
+      if (deps.imports === undefined) throw new AppError(Code.UNIMPLEMENTED, "this trainer does not import models");
+      const decidedBy = ctx.principal ?? `rpc:${ctx.peer}`;
+      const result = await deps.imports.importModel(request, decidedBy, AbortSignal.any([ctx.signal, ctx.draining]));
+      // An import is an admin's publication: when it serves, it does so by hand, over the policy, and the
+      // decision log says so as it does for PublishCheckpoint's.
+      if (result.promoted) {
+        await policies.recordOverride(request.modelName, { candidate: result.manifest.model, serving: result.previous, decidedBy, reason: `imported and promoted by hand${request.reason === "" ? "" : `: ${request.reason}`}` });
+      }
+      return { manifest: result.manifest, promoted: result.promoted, ...(result.quantization === undefined ? {} : { quantization: result.quantization }) };
+    },
+
+    async exportModel(request) {
+      if (deps.imports === undefined) throw new AppError(Code.UNIMPLEMENTED, "this trainer does not export models");
+      return deps.imports.exportModel(request);
     },
 
     async publishCheckpoint(request, ctx) {

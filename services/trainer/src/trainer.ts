@@ -18,6 +18,7 @@ import {
   type TrainerCapabilities,
 } from "./engines/capabilities.js";
 import { EvaluationRunner } from "./evaluation/evaluation-runner.js";
+import { ModelImporter } from "./imports/model-import.js";
 import { CheckpointList } from "./jobs/checkpoint-list.js";
 import { BlobCheckpointStore, DirectoryCheckpointStore, type CheckpointStore } from "./jobs/checkpoint-store.js";
 import { JobExecutor } from "./jobs/job-executor.js";
@@ -180,6 +181,7 @@ export async function startTrainer(config: TrainerConfig, logger: Logger, option
             publishCheckpoint: (job, id, options) => executor.publishCheckpoint(job, id, options),
             evaluate: (request, signal) => evaluations.evaluate(request, signal),
             sweeps: { store: sweepStore, driver: sweepDriver },
+            imports: new ModelImporter({ registry, roots: { dataRoot: config.dataRoot, workDir: config.workDir }, logger }),
           }),
         );
       },

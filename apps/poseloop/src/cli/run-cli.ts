@@ -9,6 +9,8 @@ import { commandHelp, optionLines, parseCommandLine, parseOptions, type Command,
 import { detectCommand } from "./detect-command.js";
 import { ExitCode, exitCodeOf, formatError, UsageError } from "./error-report.js";
 import { cancelCommand, checkpointsCommand, jobsCommand, watchCommand } from "./job-commands.js";
+import { exportCommand } from "./export-command.js";
+import { importCommand } from "./import-command.js";
 import { modelsCommand, promoteCommand, publishCommand, rollbackCommand } from "./model-commands.js";
 import { policyCommand, promotionsCommand } from "./policy-command.js";
 import { resultsCommand } from "./results-command.js";
@@ -44,6 +46,8 @@ export const COMMANDS: readonly Command[] = [
   sweepsCommand,
   trainersCommand,
   publishCommand,
+  importCommand,
+  exportCommand,
   rollbackCommand,
   promoteCommand,
   policyCommand,

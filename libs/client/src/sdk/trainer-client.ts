@@ -10,6 +10,8 @@ import {
   type StartSweepRequestSchema,
   type Sweep,
   type EvaluateResponse,
+  type ExportModelResponse,
+  type ImportModelResponse,
   type GetJobResultsResponse,
   type GetPromotionPolicyResponse,
   type GetTrainerInfoResponse,
@@ -92,6 +94,24 @@ export interface EvaluateOptions extends RequestOptions {
   maxImages?: number;
   /** A version's artifact: the served one (default: int8 when it passed the gate), or this precision. */
   precision?: "fp32" | "int8";
+}
+
+/** A model made elsewhere and its manifest, with the optional int8 quantization and AP gate (ImportModelRequest). */
+export interface ImportModelOptions extends RequestOptions {
+  modelName: string;
+  /** The ONNX file's bytes. */
+  model: Uint8Array;
+  /** The manifest in PoseLoop's YAML format. */
+  manifestYaml: string;
+  quantize?: boolean;
+  /** COCO-format keypoint sets under the trainer's data root (DataSpec, as a training config names one). */
+  calibration?: MessageInitShape<typeof DataSpecSchema>;
+  validation?: MessageInitShape<typeof DataSpecSchema>;
+  minAp?: number;
+  maxApDrop?: number;
+  skipPromotion?: boolean;
+  reason?: string;
+  labels?: Readonly<Record<string, string>>;
 }
 
 /**
@@ -320,6 +340,39 @@ export class TrainerClient {
     );
     if (response.policy === undefined) throw new AppError(Code.INTERNAL, "SetPromotionPolicy answered without the policy");
     return response.policy;
+  }
+
+  /**
+   * Imports a model exported elsewhere as a new version of `modelName` (admin role): its bytes and the manifest
+   * YAML in one request (at most the trainer's gRPC message limit). Every problem of the model against its
+   * manifest comes back in one INVALID_ARGUMENT; nothing is published then.
+   */
+  async importModel(options: ImportModelOptions): Promise<ImportModelResponse> {
+    const { model, manifestYaml, modelName } = options;
+    return this.#unary(() =>
+      this.#client.importModel(
+        {
+          modelName,
+          model,
+          manifestYaml,
+          quantize: options.quantize ?? false,
+          minAp: options.minAp ?? 0,
+          maxApDrop: options.maxApDrop ?? 0,
+          skipPromotion: options.skipPromotion ?? false,
+          reason: options.reason ?? "",
+          labels: { ...options.labels },
+          ...(options.calibration === undefined ? {} : { calibration: options.calibration }),
+          ...(options.validation === undefined ? {} : { validation: options.validation }),
+        },
+        this.#call(options),
+      ),
+    );
+  }
+
+  /** A published version's model file and its manifest YAML (the one serving now when `version` is empty). */
+  async exportModel(name: string, options: RequestOptions & { version?: string; precision?: "fp32" | "int8" } = {}): Promise<ExportModelResponse> {
+    const precision = options.precision === undefined ? Precision.UNSPECIFIED : options.precision === "int8" ? Precision.INT8 : Precision.FP32;
+    return this.#unary(() => this.#client.exportModel({ version: { name, version: options.version ?? "" }, precision }, this.#call(options)));
   }
 
   /** The model name's promotion decisions the registry still keeps, newest first. */

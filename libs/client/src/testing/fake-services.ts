@@ -218,6 +218,15 @@ export async function startFakeTrainer(script: FakeTrainerScript = {}, port = 0)
       await record("listPromotionDecisions", request, ctx);
       return { decisions: (script.decisions ?? []).map((decision) => create(PromotionDecisionSchema, decision)) };
     },
+    async importModel(request, ctx) {
+      await record("importModel", request, ctx);
+      return { manifest: { model: { name: request.modelName, version: "imported-1" }, architecture: "foreign" }, promoted: !request.skipPromotion };
+    },
+    async exportModel(request, ctx) {
+      await record("exportModel", request, ctx);
+      const name = request.version?.name ?? "";
+      return { version: { name, version: request.version?.version || "v1" }, model: new TextEncoder().encode(`onnx of ${name}`), manifestYaml: "kind: pose\n" };
+    },
     async getTrainerInfo(request, ctx) {
       await record("getTrainerInfo", request, ctx);
       if (script.trainerInfo !== undefined) return script.trainerInfo;

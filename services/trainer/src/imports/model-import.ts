@@ -1,0 +1,163 @@
+import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import { modelNameProblems, type ModelRegistry } from "@poseloop/bus";
+import { AppError, Code, type Logger } from "@poseloop/core";
+import { KeypointMetricsSchema } from "@poseloop/proto/poseloop/common/v1/metrics_pb";
+import { ModelKind, ModelManifestSchema, ModelRefSchema, Precision, QuantizationSummarySchema, type ModelManifest, type ModelRef } from "@poseloop/proto/poseloop/common/v1/model_pb";
+import { DatasetKind, TrainConfigSchema, type DataSpec } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import type { ExportModelRequest, ExportModelResponseSchema, ImportModelRequest, QuantizationReportSchema } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
+import { datasetProblems, type DataRoots } from "../datasets/data-root.js";
+import { labelProblems } from "../publication/publisher.js";
+import type { ImportInit, ImportOutcome } from "./import-check.js";
+import { checkImportInWorker } from "./import-session.js";
+import { manifestYaml, parseManifestYaml } from "./manifest-yaml.js";
+
+/** Calibration crops taken from the caller's set for int8 (the trainer's QUANT.CALIBRATION_SAMPLES default). */
+const CALIBRATION_SAMPLES = 256;
+/** AP points int8 may lose when the request names no bound (the trainer's QUANT.MAX_AP_DROP default). */
+const DEFAULT_MAX_AP_DROP = 1;
+const ARTIFACT_FILES = { [Precision.FP32]: "model.onnx", [Precision.INT8]: "model.int8.onnx" } as const;
+
+export interface ModelImporterDependencies {
+  readonly registry: Pick<ModelRegistry, "publish" | "getServing" | "getManifest" | "getArtifact" | "listVersions">;
+  readonly roots: DataRoots;
+  readonly logger: Logger;
+  /** The check (and AP, int8) of an import; default: in an import worker. */
+  readonly check?: (init: ImportInit, signal: AbortSignal) => Promise<ImportOutcome>;
+}
+
+export interface ImportResult {
+  readonly manifest: ModelManifest;
+  readonly promoted: boolean;
+  /** The version that served before, when this one was promoted. */
+  readonly previous?: ModelRef;
+  readonly quantization?: MessageInitShape<typeof QuantizationReportSchema>;
+}
+
+/** A COCO set named by a request, as the dataset of a TrainConfig (people cropped by their labelled boxes). */
+function setConfig(data: DataSpec): Uint8Array {
+  return toBinary(TrainConfigSchema, create(TrainConfigSchema, { name: "import", data, validation: { useGtBoxes: true, flipTest: false } }));
+}
+
+/**
+ * ImportModel and ExportModel: models made elsewhere published as versions like a training job's (checked as an
+ * inferencer checks a load first, every problem at once, nothing published on any), and versions written back
+ * out with their manifest in the YAML an import reads.
+ */
+export class ModelImporter {
+  readonly #deps: ModelImporterDependencies;
+  /** The import running now; the next waits for it (each takes every core onnxruntime is given). */
+  #running: Promise<unknown> = Promise.resolve();
+
+  constructor(deps: ModelImporterDependencies) {
+    this.#deps = deps;
+  }
+
+  async importModel(request: ImportModelRequest, setBy: string, signal: AbortSignal): Promise<ImportResult> {
+    const problems: string[] = [...modelNameProblems(request.modelName).map((p) => `model_name: ${p}`), ...labelProblems(request.labels)];
+    if (request.model.byteLength === 0) problems.push("model: the ONNX file is empty");
+    const parsed = parseManifestYaml(request.manifestYaml);
+    problems.push(...parsed.problems.map((p) => `manifest: ${p}`));
+    const sets: { what: string; data: DataSpec | undefined }[] = [
+      { what: "calibration", data: request.calibration },
+      { what: "validation", data: request.validation },
+    ];
+    for (const { what, data } of sets) {
+      if (data === undefined) continue;
+      if (data.kind !== DatasetKind.COCO || data.coco === undefined) problems.push(`${what}: must be a COCO-format keypoint set (kind COCO)`);
+      else problems.push(...(await datasetProblems(create(TrainConfigSchema, { data }), this.#deps.roots.dataRoot)).map((p) => `${what}: ${p}`));
+    }
+    const detector = parsed.manifest?.kind === ModelKind.DETECTOR;
+    if (request.quantize && (request.calibration === undefined || request.validation === undefined)) problems.push("quantize: int8 needs a calibration set and a validation set for its AP gate");
+    if (detector && (request.quantize || request.validation !== undefined)) problems.push("quantize and validation: a detector is imported as it is (no keypoint AP to gate on)");
+    if (request.minAp < 0 || request.minAp > 1) problems.push(`min_ap: ${request.minAp} is not in [0, 1]`);
+    if (request.minAp > 0 && request.validation === undefined) problems.push("min_ap: needs a validation set to measure AP on");
+    if (request.maxApDrop < 0) problems.push("max_ap_drop: must not be negative");
+    if (problems.length > 0 || parsed.manifest === undefined) throw AppError.invalid("model import", problems);
+
+    const manifest = parsed.manifest;
+    manifest.model = create(ModelRefSchema, { name: request.modelName, version: "import" });
+    const run = this.#running.then(() =>
+      (this.#deps.check ?? checkImportInWorker)(
+        {
+          manifest: toBinary(ModelManifestSchema, manifest),
+          model: request.model,
+          roots: this.#deps.roots,
+          ...(request.validation === undefined ? {} : { validation: setConfig(request.validation) }),
+          ...(request.quantize && request.calibration !== undefined ? { quantize: { calibration: setConfig(request.calibration), samples: CALIBRATION_SAMPLES, maxApDrop: request.maxApDrop || DEFAULT_MAX_AP_DROP } } : {}),
+        },
+        signal,
+      ),
+    );
+    this.#running = run.catch(() => undefined);
+    const outcome = await run;
+    if (outcome.problems.length > 0) throw AppError.invalid(`model ${request.modelName}`, outcome.problems);
+
+    const fp32Metrics = outcome.fp32Metrics === undefined ? undefined : fromBinary(KeypointMetricsSchema, outcome.fp32Metrics);
+    const int8Metrics = outcome.int8Metrics === undefined ? undefined : fromBinary(KeypointMetricsSchema, outcome.int8Metrics);
+    const gate = outcome.gate;
+    const quantization = gate === undefined ? undefined : { attempts: gate.attempts, passed: gate.passed, maxApDrop: gate.maxApDrop, message: gate.message };
+    if (gate !== undefined && !gate.passed) throw new AppError(Code.FAILED_PRECONDITION, `nothing imported: the int8 gate refused every attempt (${gate.message})`);
+    const served = int8Metrics ?? fp32Metrics;
+    if (request.minAp > 0 && served !== undefined && served.ap < request.minAp) {
+      throw new AppError(Code.FAILED_PRECONDITION, `nothing imported: AP ${served.ap.toFixed(4)} on ${served.dataset} is below min_ap ${request.minAp}`);
+    }
+    const int8 = outcome.int8;
+    manifest.model = create(ModelRefSchema, { name: request.modelName });
+    manifest.precision = int8 === undefined ? Precision.FP32 : Precision.INT8;
+    if (served !== undefined) manifest.metrics = served;
+    if (fp32Metrics !== undefined) manifest.fp32Metrics = fp32Metrics;
+    manifest.labels = { ...request.labels, imported_by: setBy };
+    const accepted = gate?.attempts.find((a) => a.passed);
+    if (accepted !== undefined && gate !== undefined) {
+      manifest.quantization = create(QuantizationSummarySchema, { calibrator: accepted.calibrator, calibrationSamples: CALIBRATION_SAMPLES, apDrop: (accepted.fp32Ap - accepted.int8Ap) * 100, maxApDrop: gate.maxApDrop });
+    }
+    const promote = !request.skipPromotion;
+    const published = await this.#deps.registry.publish({
+      manifest,
+      files: [
+        { file: ARTIFACT_FILES[Precision.FP32], data: request.model, precision: Precision.FP32 },
+        ...(int8 === undefined ? [] : [{ file: ARTIFACT_FILES[Precision.INT8], data: int8, precision: Precision.INT8 }]),
+      ],
+      servingFile: int8 === undefined ? ARTIFACT_FILES[Precision.FP32] : ARTIFACT_FILES[Precision.INT8],
+      promote,
+      setBy,
+      reason: request.reason || "imported",
+    });
+    this.#deps.logger.info("imported a model version", { model: request.modelName, version: published.manifest.model?.version, promoted: published.serving !== undefined, precision: Precision[manifest.precision], ap: served?.ap });
+    const previous = published.previous?.record.model;
+    return {
+      manifest: published.manifest,
+      promoted: published.serving !== undefined,
+      ...(previous === undefined ? {} : { previous }),
+      ...(quantization === undefined ? {} : { quantization }),
+    };
+  }
+
+  async exportModel(request: ExportModelRequest): Promise<MessageInitShape<typeof ExportModelResponseSchema>> {
+    const name = request.version?.name ?? "";
+    const problems = modelNameProblems(name).map((p) => `version.name: ${p}`);
+    if (request.precision === Precision.FP16) problems.push("precision: a version has fp32 and int8 files, not fp16");
+    if (problems.length > 0) throw AppError.invalid("model export", problems);
+    const { registry } = this.#deps;
+    let version = request.version?.version ?? "";
+    if (version === "") {
+      version = (await registry.getServing(name))?.record.model?.version ?? "";
+      if (version === "") throw new AppError(Code.NOT_FOUND, `no version of ${name} serves; name one (NAME@VERSION)`);
+    }
+    const manifest = await registry.getManifest(name, version);
+    const wanted = request.precision === Precision.UNSPECIFIED ? undefined : request.precision;
+    const artifact =
+      wanted === undefined
+        ? (manifest.artifacts.find((a) => a.digest === manifest.model?.digest) ?? manifest.artifacts.find((a) => a.objectName.endsWith(`/${ARTIFACT_FILES[Precision.FP32]}`)))
+        : manifest.artifacts.find((a) => a.objectName.endsWith(`/${ARTIFACT_FILES[wanted as Precision.FP32 | Precision.INT8]}`));
+    if (artifact === undefined) throw new AppError(Code.FAILED_PRECONDITION, `${name}@${version} has no ${wanted === Precision.INT8 ? "int8" : "served"} model file`);
+    const model = await registry.getArtifact(artifact.objectName, { expectedDigest: artifact.digest });
+    const header = [`${name}@${version}, ${artifact.precision === Precision.INT8 ? "int8" : "fp32"}, ${artifact.digest}`, "poseloop import MODEL.onnx --name NAME --manifest THIS_FILE reads it."].join("\n");
+    return {
+      version: create(ModelRefSchema, { name, version, digest: artifact.digest }),
+      precision: artifact.precision,
+      model,
+      manifestYaml: manifestYaml(manifest, header),
+    };
+  }
+}

@@ -28,6 +28,8 @@ export { JOINT_LIMITS, PoseKind, poseHumanoid, sampleBodyShape, samplePose } fro
 export type { BodyPart, BodyShape, Material, PosedHumanoid, PoseAngles } from "./humanoid-model.js";
 export { renderSyntheticScene } from "./synthetic-scene.js";
 export type { SyntheticPerson, SyntheticScene, SyntheticSceneOptions } from "./synthetic-scene.js";
+export { clipOptionProblems, defaultClipWalks, syntheticClip } from "./synthetic-clip.js";
+export type { ClipFrame, ClipPerson, ClipWalk, SyntheticClipOptions } from "./synthetic-clip.js";
 export { generateSyntheticDataset, SYNTHETIC_GENERATOR_VERSION } from "./synthetic-dataset.js";
 export type { SyntheticDatasetOptions, SyntheticDatasetResult } from "./synthetic-dataset.js";
 export {
@@ -49,3 +51,15 @@ export { TopDownBatchBuilder } from "./top-down-batch.js";
 export type { BadSamplePolicy, BatchBuilderConfig, BatchRequest, PoseBatch, PoseSampleInfo, SkippedSample } from "./top-down-batch.js";
 export { PoseDataLoader } from "./pose-data-loader.js";
 export type { EpochOptions, PoseDataLoaderOptions, PoseDataSource } from "./pose-data-loader.js";
+export { createDetectionTargets, drawGaussian, encodeDetectionTargets, gaussianRadius } from "./detection-targets.js";
+export type { DetectionGrid, DetectionTargets, TargetBox } from "./detection-targets.js";
+export { DetectionBatchBuilder, DetectionDataLoader, detectionBatchProblems, detectionImagesFromCoco } from "./detection-batch.js";
+export type {
+  DetectionAugmentation,
+  DetectionBatch,
+  DetectionBatchOptions,
+  DetectionDataLoaderOptions,
+  DetectionImage,
+  DetectionObject,
+  DetectionSampleInfo,
+} from "./detection-batch.js";

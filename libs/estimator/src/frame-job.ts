@@ -13,6 +13,8 @@ export interface FrameJob {
   readonly minKeypointScore: number;
   /** 0: no limit. */
   readonly maxPersons: number;
+  /** Also measure the frame's colour histogram (a stream's scene-cut test compares consecutive frames'). */
+  readonly histogram?: boolean;
 }
 
 export interface PersonEstimate {
@@ -31,5 +33,13 @@ export interface StageTimings {
 }
 
 export type FrameOutcome =
-  | { readonly ok: true; readonly width: number; readonly height: number; readonly persons: readonly PersonEstimate[]; readonly timings: StageTimings }
+  | {
+      readonly ok: true;
+      readonly width: number;
+      readonly height: number;
+      readonly persons: readonly PersonEstimate[];
+      readonly timings: StageTimings;
+      /** The decoded frame's `colourHistogram`, when the job asked for it. */
+      readonly histogram?: Float32Array;
+    }
   | { readonly ok: false; readonly code: number; readonly message: string; readonly timings: StageTimings };

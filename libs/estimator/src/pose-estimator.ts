@@ -1,7 +1,7 @@
 import * as ort from "onnxruntime-node";
 import { AppError, Code } from "@poseloop/core";
 import { createKeypointCodec, decodeToFrame, flipPermutation, instanceScore, type Box, type KeypointCodec } from "@poseloop/pose";
-import { cropPerson, decodeImage, fromRawPixels, type RgbImage, type TensorNormalization } from "@poseloop/vision";
+import { colourHistogram, cropPerson, decodeImage, fromRawPixels, type RgbImage, type TensorNormalization } from "@poseloop/vision";
 import type { FrameImage, FrameJob, FrameOutcome, PersonEstimate } from "./frame-job.js";
 import type { ServingSpec } from "./serving-spec.js";
 
@@ -157,7 +157,7 @@ export class PoseEstimator {
       const d = decoded[i] as { image: RgbImage };
       let list = [...(persons.get(i) ?? [])].sort((a, b) => b.score - a.score);
       if (frame.maxPersons > 0) list = list.slice(0, frame.maxPersons);
-      return { ok: true as const, width: d.image.width, height: d.image.height, persons: list, timings };
+      return { ok: true as const, width: d.image.width, height: d.image.height, persons: list, timings, ...(frame.histogram === true ? { histogram: colourHistogram(d.image) } : {}) };
     });
   }
 

@@ -15,4 +15,5 @@ export type { TextStyle } from "./bitmap-font.js";
 export { DEFAULT_SIDE_COLOURS, drawPoses, trackColour } from "./pose-overlay.js";
 export type { OverlayPerson, PoseOverlayOptions, SideColours } from "./pose-overlay.js";
 export { cropPerson } from "./top-down-crop.js";
+export { colourHistogram, histogramDistance } from "./colour-histogram.js";
 export type { CropSpec } from "./top-down-crop.js";

@@ -22,7 +22,7 @@ import type { InferenceLimits } from "./config.js";
 import type { FrameCall, ProcessedFrame } from "./frame-processor.js";
 import { inferenceService, peerHost } from "./inference-service.js";
 import type { ModelManager } from "./model-manager.js";
-import { resolveStreamOptions, runStream } from "./stream-session.js";
+import { DEFAULT_SCENE_CUT_THRESHOLD, detectsSceneCuts, resolveStreamOptions, runStream } from "./stream-session.js";
 
 type RequestInit = MessageInitShape<typeof StreamKeypointsRequestSchema>;
 type Client = ServiceClient<(typeof InferenceService)["method"]> & ClientControls;
@@ -166,7 +166,7 @@ describe("stream options", () => {
     const bad = create(StreamOptionsSchema, {
       minKeypointScore: Number.NaN,
       smoothing: { enabled: true, minCutoff: Number.POSITIVE_INFINITY, beta: Number.NaN, derivativeCutoff: -1 },
-      tracking: { enabled: true, metric: 7 as TrackingMetric, matchThreshold: 2, maxAgeFrames: 4_000_000_000 },
+      tracking: { enabled: true, metric: 7 as TrackingMetric, matchThreshold: 2, maxAgeFrames: 4_000_000_000, sceneCutThreshold: 1.5 },
     });
     let error: unknown;
     try {
@@ -176,9 +176,19 @@ describe("stream options", () => {
     }
     expect(AppError.is(error, Code.INVALID_ARGUMENT), String(error)).toBe(true);
     const problems = (error as AppError).problems.join("\n");
-    for (const field of ["min_keypoint_score", "smoothing.min_cutoff", "smoothing.beta", "smoothing.derivative_cutoff", "tracking.metric", "tracking.match_threshold", "tracking.max_age_frames"]) {
+    for (const field of ["min_keypoint_score", "smoothing.min_cutoff", "smoothing.beta", "smoothing.derivative_cutoff", "tracking.metric", "tracking.match_threshold", "tracking.max_age_frames", "tracking.scene_cut_threshold"]) {
       expect(problems).toContain(field);
     }
+  });
+
+  it("tests for scene cuts by default wherever tracks are kept, and not at threshold 1", () => {
+    const resolve = (init: MessageInitShape<typeof StreamOptionsSchema>) => resolveStreamOptions(create(StreamOptionsSchema, init), { modelName: "demo", limits: testLimits() });
+    expect(detectsSceneCuts(resolve({}))).toBe(false);
+    expect(resolve({ tracking: { enabled: true } }).tracking.sceneCutThreshold).toBe(DEFAULT_SCENE_CUT_THRESHOLD);
+    expect(detectsSceneCuts(resolve({ tracking: { enabled: true } }))).toBe(true);
+    expect(detectsSceneCuts(resolve({ smoothing: { enabled: true } }))).toBe(true);
+    expect(detectsSceneCuts(resolve({ smoothing: { enabled: true }, tracking: { enabled: false, sceneCutThreshold: 1 } }))).toBe(false);
+    expect(() => resolve({ smoothing: { enabled: true }, tracking: { sceneCutThreshold: -0.5 } })).toThrow(/tracking.scene_cut_threshold/);
   });
 
   it("a stream asking for smoothing with min_cutoff = +Infinity gets INVALID_ARGUMENT; the server serves on", async () => {

@@ -2,6 +2,7 @@ import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { context as otelContext, type Counter } from "@opentelemetry/api";
 import { abortReason, AppError, Code, deferred, type Logger } from "@poseloop/core";
 import { KeypointSmoother, PoseTracker } from "@poseloop/pose";
+import { histogramDistance } from "@poseloop/vision";
 import {
   DeliveryMode,
   DropReason,
@@ -18,6 +19,7 @@ import { personsInit } from "./frame-conversion.js";
 import type { FrameProcessor, ProcessedFrame } from "./frame-processor.js";
 import { framesCounter } from "./metrics.js";
 import type { ModelManager } from "./model-manager.js";
+import { personSourceProblems, resolvePersonSource, type DetectorAvailability, type PersonSourceSettings } from "./person-source.js";
 
 type ResponseInit = MessageInitShape<typeof StreamKeypointsResponseSchema>;
 
@@ -30,8 +32,10 @@ export interface ResolvedStreamOptions {
   readonly maxPersons: number;
   readonly flipTest: boolean;
   readonly smoothing: { enabled: boolean; minCutoff: number; beta: number; derivativeCutoff: number };
-  readonly tracking: { enabled: boolean; metric: TrackingMetric; matchThreshold: number; maxAgeFrames: number };
+  readonly tracking: { enabled: boolean; metric: TrackingMetric; matchThreshold: number; maxAgeFrames: number; sceneCutThreshold: number };
   readonly streamName: string;
+  /** Where the stream's people come from (person_source, detector): set once the inferencer's detector is known. */
+  readonly people?: PersonSourceSettings;
 }
 
 /** Ranges of the stream options. One-Euro frequencies above a video frame rate mean nothing. */
@@ -42,6 +46,23 @@ export const STREAM_OPTION_LIMITS = {
   maxAgeFrames: 1000,
   streamNameLength: 128,
 } as const;
+
+/**
+ * Consecutive frames whose colour histograms differ by more than this are a scene cut. Measured on synthetic
+ * clips: people walking over one background move the histogram by about 0.01, a cut to another background by
+ * about 0.8; real shots differ less than random backgrounds, so the default sits well below a cut.
+ */
+export const DEFAULT_SCENE_CUT_THRESHOLD = 0.5;
+
+/** Whether a stream keeps tracks (and so tests frames for scene cuts). */
+export function keepsTracks(options: ResolvedStreamOptions): boolean {
+  return options.tracking.enabled || options.smoothing.enabled;
+}
+
+/** Whether a stream's frames need their colour histograms: it keeps tracks and has not turned the cut test off. */
+export function detectsSceneCuts(options: ResolvedStreamOptions): boolean {
+  return keepsTracks(options) && options.tracking.sceneCutThreshold < 1;
+}
 
 /** The options of a stream; INVALID_ARGUMENT listing every problem (a value 0 means the default). */
 export function resolveStreamOptions(options: StreamOptions, defaults: { modelName: string; limits: InferenceLimits }): ResolvedStreamOptions {
@@ -64,6 +85,9 @@ export function resolveStreamOptions(options: StreamOptions, defaults: { modelNa
     inRange(tracking.matchThreshold, "tracking.match_threshold", 0, 1);
     if (tracking.maxAgeFrames > STREAM_OPTION_LIMITS.maxAgeFrames) problems.push(`tracking.max_age_frames must be at most ${STREAM_OPTION_LIMITS.maxAgeFrames}, got ${tracking.maxAgeFrames}`);
   }
+  // Smoothing alone keeps tracks too, so the scene-cut threshold is checked whenever either is on.
+  if (tracking !== undefined && (tracking.enabled || smoothing?.enabled === true)) inRange(tracking.sceneCutThreshold, "tracking.scene_cut_threshold", 0, 1);
+  problems.push(...personSourceProblems(options.personSource, options.detector));
   if (options.streamName.length > STREAM_OPTION_LIMITS.streamNameLength) problems.push(`stream_name must be at most ${STREAM_OPTION_LIMITS.streamNameLength} characters, got ${options.streamName.length}`);
   if (problems.length > 0) throw AppError.invalid("stream options", problems);
   return {
@@ -84,22 +108,30 @@ export function resolveStreamOptions(options: StreamOptions, defaults: { modelNa
       metric: tracking?.metric === TrackingMetric.OKS ? TrackingMetric.OKS : TrackingMetric.IOU,
       matchThreshold: tracking?.matchThreshold || 0.3,
       maxAgeFrames: tracking?.maxAgeFrames || 30,
+      sceneCutThreshold: tracking?.sceneCutThreshold || DEFAULT_SCENE_CUT_THRESHOLD,
     },
     streamName: options.streamName,
   };
 }
 
-/** Tracking and smoothing of one stream, applied to results in the order they are sent. */
+/**
+ * Tracking and smoothing of one stream, applied to results in the order they are sent. A scene cut (an edit,
+ * a camera switch) ends every track: the people after it are other people, or the same ones somewhere else,
+ * and boxes that happen to overlap across the cut would otherwise hand old ids and old smoothing state to
+ * them. The test compares coarse colour histograms of consecutive decoded frames: cheap (a few thousand
+ * pixels sampled in the worker that decoded the frame), independent of the person source (client boxes may
+ * not move at all across a cut), and blind to people moving over a still background.
+ */
 class StreamPostprocessor {
   readonly #tracker: PoseTracker | undefined;
   readonly #options: ResolvedStreamOptions;
   #smoother: KeypointSmoother | undefined;
+  #lastHistogram: Float32Array | undefined;
 
   constructor(options: ResolvedStreamOptions) {
     this.#options = options;
     // Smoothing follows people across frames, so it needs track ids even when the client does not ask for them.
-    const needsTracks = options.tracking.enabled || options.smoothing.enabled;
-    this.#tracker = needsTracks ? new PoseTracker({ metric: options.tracking.metric === TrackingMetric.OKS ? "oks" : "iou", matchThreshold: options.tracking.matchThreshold, maxAgeFrames: options.tracking.maxAgeFrames }) : undefined;
+    this.#tracker = keepsTracks(options) ? new PoseTracker({ metric: options.tracking.metric === TrackingMetric.OKS ? "oks" : "iou", matchThreshold: options.tracking.matchThreshold, maxAgeFrames: options.tracking.maxAgeFrames }) : undefined;
   }
 
   apply(processed: ProcessedFrame): ResponseInit {
@@ -108,6 +140,10 @@ class StreamPostprocessor {
     let persons = estimates;
     let ids: number[] | undefined;
     if (this.#tracker !== undefined) {
+      if (this.#sceneCut(processed.histogram)) {
+        this.#tracker.reset();
+        this.#smoother?.retain([]);
+      }
       ids = this.#tracker.update(persons.map((p) => ({ box: p.bbox, keypoints: xy(p.keypoints), scores: scores(p.keypoints) })));
       // A frame without people has nothing to smooth (and no keypoint count to size the filters by).
       if (this.#options.smoothing.enabled && persons[0] !== undefined) {
@@ -128,6 +164,14 @@ class StreamPostprocessor {
     const result = create(FrameResultSchema, processed.result);
     result.persons = personsInit(persons, this.#options.tracking.enabled ? ids : undefined);
     return { payload: { case: "result", value: result } };
+  }
+
+  /** Whether this frame starts another shot; remembers its histogram for the next frame. */
+  #sceneCut(histogram: Float32Array | undefined): boolean {
+    if (histogram === undefined) return false;
+    const last = this.#lastHistogram;
+    this.#lastHistogram = histogram;
+    return last !== undefined && histogramDistance(last, histogram) > this.#options.tracking.sceneCutThreshold;
   }
 
   #smootherFor(k: number): KeypointSmoother {
@@ -164,6 +208,8 @@ export interface StreamDependencies {
   readonly defaultModel: string;
   readonly logger: Logger;
   readonly streamId: string;
+  /** The person detector, when the inferencer runs one. */
+  readonly detector?: DetectorAvailability;
 }
 
 /** Frame ids one FramesDropped notice may collect while the client does not read; then reading pauses. */
@@ -188,8 +234,11 @@ export async function* runStream(requests: AsyncIterable<StreamKeypointsRequest>
   if (first.done === true || first.value.payload.case !== "options") {
     throw new AppError(Code.INVALID_ARGUMENT, "the first message of a stream must carry StreamOptions");
   }
-  const options = resolveStreamOptions(first.value.payload.value, { modelName: deps.defaultModel, limits: deps.limits });
-  if (options.modelName !== deps.defaultModel) throw new AppError(Code.NOT_FOUND, `this inferencer serves ${deps.defaultModel}, not ${options.modelName}`);
+  const requested = first.value.payload.value;
+  const resolved = resolveStreamOptions(requested, { modelName: deps.defaultModel, limits: deps.limits });
+  if (resolved.modelName !== deps.defaultModel) throw new AppError(Code.NOT_FOUND, `this inferencer serves ${deps.defaultModel}, not ${resolved.modelName}`);
+  const people = resolvePersonSource(requested.personSource, requested.detector, deps.detector);
+  const options: ResolvedStreamOptions = { ...resolved, people };
   const current = deps.models.current;
   const accepted: ResponseInit = {
     payload: {
@@ -207,6 +256,8 @@ export async function* runStream(requests: AsyncIterable<StreamKeypointsRequest>
           smoothing: options.smoothing,
           tracking: options.tracking,
           streamName: options.streamName,
+          personSource: people.personSource,
+          ...(requested.detector === undefined ? {} : { detector: { ...requested.detector, modelName: deps.detector?.modelName ?? "" } }),
         },
       },
     },
@@ -267,7 +318,7 @@ class StreamSession {
     this.#options = options;
     this.#post = new StreamPostprocessor(options);
     this.#frames = framesCounter();
-    const settings = { flipTest: options.flipTest, minKeypointScore: options.minKeypointScore, maxPersons: options.maxPersons };
+    const settings = { flipTest: options.flipTest, minKeypointScore: options.minKeypointScore, maxPersons: options.maxPersons, histogram: detectsSceneCuts(options), ...(options.people === undefined ? {} : { people: options.people }) };
     const parent = otelContext.active();
     const attributes = { "poseloop.stream.id": deps.streamId, ...(options.streamName === "" ? {} : { "poseloop.stream.name": options.streamName }) };
     // The client's stream name keys the stream where there is one, so a camera that reconnects stays on the same

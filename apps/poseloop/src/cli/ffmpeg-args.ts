@@ -24,9 +24,37 @@ export function containerFor(path: string): VideoContainer | undefined {
 
 export const VIDEO_EXTENSIONS = Object.freeze(Object.keys(CONTAINERS));
 
+/**
+ * What kind of thing a video source is, which decides how ffmpeg opens it: a file; a camera device
+ * (/dev/video0, through Video4Linux2); a streaming URL whose frames come at the sender's pace (rtsp://,
+ * rtmp://, srt://, udp://...); or an http(s):// URL, a file or a live stream (an MJPEG camera, HLS).
+ */
+export const SourceKind = {
+  FILE: "file",
+  DEVICE: "device",
+  STREAM: "stream",
+  HTTP: "http",
+} as const;
+export type SourceKind = (typeof SourceKind)[keyof typeof SourceKind];
+
+const STREAMING_SCHEMES = new Set(["rtsp", "rtsps", "rtmp", "rtmps", "srt", "udp", "tcp", "rtp"]);
+
+/** The kind of a source given on the command line; undefined for a URL scheme ffmpeg is not asked to open. */
+export function sourceKind(input: string): SourceKind | undefined {
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(input)?.[1]?.toLowerCase();
+  if (scheme === undefined) return /^\/dev\/video\d+$/.test(input) ? "device" : "file";
+  if (scheme === "http" || scheme === "https") return "http";
+  return STREAMING_SCHEMES.has(scheme) ? "stream" : undefined;
+}
+
+/** Schemes `sourceKind` accepts, for error messages. */
+export const SOURCE_SCHEMES = Object.freeze(["http", "https", ...STREAMING_SCHEMES]);
+
 export interface DecodeSpec {
-  /** A video file (anything ffmpeg reads). */
+  /** A video file, a URL or a camera device (anything ffmpeg reads). */
   readonly input: string;
+  /** How to open `input`; default "file". */
+  readonly kind?: SourceKind;
   /** Scale to this width, keeping the aspect ratio (height rounded to even). */
   readonly width?: number;
   /** Resample to this frame rate (drop or repeat frames). */
@@ -49,6 +77,7 @@ export function videoDecodeArgs(spec: DecodeSpec): string[] {
     "-hide_banner",
     "-nostdin",
     "-nostats",
+    ...inputArgs(spec.input, spec.kind ?? "file"),
     "-i",
     spec.input,
     "-map",
@@ -63,6 +92,27 @@ export function videoDecodeArgs(spec: DecodeSpec): string[] {
     "rgb24",
     "pipe:1",
   ];
+}
+
+/**
+ * Input options per source kind. A camera is opened through Video4Linux2. RTSP goes over TCP: over UDP a
+ * lost packet is a torn frame, and many networks drop UDP. Live inputs skip ffmpeg's input buffering, which
+ * only adds latency to frames that come at their own pace anyway, and a streaming URL is probed for a second,
+ * not five, before its first frame. An http(s) URL may be a file: it gets
+ * reconnection (a long download that drops resumes), nothing that assumes it is live.
+ */
+function inputArgs(input: string, kind: SourceKind): string[] {
+  switch (kind) {
+    case "device":
+      return ["-f", "v4l2", "-fflags", "nobuffer"];
+    case "stream":
+      // ffmpeg probes 5 s of a stream by default before the first frame; a second finds the video stream's size and rate.
+      return [...(/^rtsps?:/i.test(input) ? ["-rtsp_transport", "tcp"] : []), "-fflags", "nobuffer", "-analyzeduration", "1000000"];
+    case "http":
+      return ["-reconnect", "1", "-reconnect_streamed", "1", "-reconnect_delay_max", "5"];
+    case "file":
+      return [];
+  }
 }
 
 export interface EncodeSpec {
@@ -110,6 +160,8 @@ export interface DecodedStreamInfo {
   readonly height: number;
   /** Frames per second; undefined when ffmpeg did not say. */
   readonly fps: number | undefined;
+  /** The input's duration in seconds; undefined for a live source ("Duration: N/A") or when ffmpeg did not say. */
+  readonly durationSeconds: number | undefined;
 }
 
 /**
@@ -120,7 +172,10 @@ export interface DecodedStreamInfo {
 export function parseDecodedStreamInfo(lines: readonly string[]): DecodedStreamInfo | undefined {
   let inOutput = false;
   let inputFps: number | undefined;
+  let durationSeconds: number | undefined;
   for (const line of lines) {
+    const duration = /^\s*Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)/.exec(line);
+    if (duration !== null && !inOutput) durationSeconds ??= Number(duration[1]) * 3600 + Number(duration[2]) * 60 + Number(duration[3]);
     if (/^Output #0\b/.test(line.trim())) {
       inOutput = true;
       continue;
@@ -135,7 +190,7 @@ export function parseDecodedStreamInfo(lines: readonly string[]): DecodedStreamI
     }
     const size = /(?:^|[ ,])(\d{1,5})x(\d{1,5})(?=[ ,[]|$)/.exec(details);
     if (size === null) return undefined;
-    return { width: Number(size[1]), height: Number(size[2]), fps: fps ?? inputFps };
+    return { width: Number(size[1]), height: Number(size[2]), fps: fps ?? inputFps, durationSeconds };
   }
   return undefined;
 }

@@ -51,7 +51,7 @@ describe("ffmpeg video round trip", () => {
 
     const reader = await VideoFrameReader.open(ffmpeg, { input: path });
     cleanups.push(() => reader.close());
-    expect(reader.info).toEqual({ width, height, fps: 10 });
+    expect(reader.info).toEqual({ width, height, fps: 10, durationSeconds: count / 10 });
     const decoded: Uint8Array[] = [];
     for await (const data of reader.frames()) decoded.push(data);
     expect(decoded).toHaveLength(count);

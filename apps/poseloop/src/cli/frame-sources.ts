@@ -4,6 +4,8 @@ import { AppError, Code } from "@poseloop/core";
 import { renderSyntheticScene, SeededRandom } from "@poseloop/data";
 import { decodeImage, type RgbImage } from "@poseloop/vision";
 import type { FrameInput } from "@poseloop/client";
+import { performance } from "node:perf_hooks";
+import type { SourceKind } from "./ffmpeg-args.js";
 import { VideoFrameReader } from "./ffmpeg-video.js";
 
 /** One frame of a source: what is sent, and its pixels for the annotated output. */
@@ -23,6 +25,13 @@ export interface FrameSource {
   readonly description: string;
   /** The rate frames are timed at (pts) and the annotated video is written at. */
   readonly fps: number;
+  /**
+   * A camera or live stream: frames come at the sender's pace and are read as they come; a consumer slower
+   * than the source gets the newest frame, and the ones it missed are counted in `skipped`.
+   */
+  readonly live?: boolean;
+  /** Frames of a live source replaced by a newer one before they were pulled. */
+  skipped?(): number;
   /** Frames one at a time, read as they are pulled. */
   frames(): AsyncGenerator<SourceFrame, void, undefined>;
   close(): Promise<void>;
@@ -32,16 +41,23 @@ export const IMAGE_EXTENSIONS = Object.freeze([".jpg", ".jpeg", ".png", ".webp"]
 
 const ptsOf = (index: number, fps: number): number => Math.round((index * 1_000_000) / fps);
 
-/** A video file decoded by ffmpeg into raw RGB frames. */
+/**
+ * A video decoded by ffmpeg into raw RGB frames: a file, a camera device or a URL (`kind`, default "file"). A
+ * camera, a streaming URL and an http(s) URL without a duration (an MJPEG camera, a live HLS stream) are live:
+ * see FrameSource.live; their frames are timed by the clock they arrive by, and they end when the sender stops
+ * or the command is interrupted.
+ */
 export async function openVideoSource(
   path: string,
   shown: string,
-  options: { ffmpeg: string; width?: number; fps?: number; maxFrames?: number; signal?: AbortSignal },
+  options: { ffmpeg: string; kind?: SourceKind; width?: number; fps?: number; maxFrames?: number; signal?: AbortSignal },
 ): Promise<FrameSource> {
+  const kind = options.kind ?? "file";
   const reader = await VideoFrameReader.open(
     options.ffmpeg,
     {
       input: path,
+      kind,
       ...(options.width === undefined ? {} : { width: options.width }),
       ...(options.fps === undefined ? {} : { fps: options.fps }),
       ...(options.maxFrames === undefined ? {} : { maxFrames: options.maxFrames }),
@@ -50,6 +66,25 @@ export async function openVideoSource(
   );
   const { width, height } = reader.info;
   const fps = options.fps ?? reader.info.fps ?? 25;
+  const live = kind === "device" || kind === "stream" || (kind === "http" && reader.info.durationSeconds === undefined);
+  if (live) {
+    const latest = new LatestFrame(reader.frames(), options.signal);
+    return {
+      description: `live ${kind === "device" ? "camera" : "stream"} ${shown} (${width}x${height}, ${Number(fps.toFixed(2))} fps)`,
+      fps,
+      live: true,
+      skipped: () => latest.skipped,
+      async *frames() {
+        let number = 0;
+        for await (const { data, ptsUs } of latest.frames()) {
+          const image: RgbImage = { width, height, data };
+          number++;
+          yield { number, ptsUs, input: { raw: { width, height, data, format: "rgb8" } }, picture: async () => image };
+        }
+      },
+      close: () => reader.close(),
+    };
+  }
   return {
     description: `video ${shown} (${width}x${height}, ${Number(fps.toFixed(2))} fps)`,
     fps,
@@ -63,6 +98,73 @@ export async function openVideoSource(
     },
     close: () => reader.close(),
   };
+}
+
+/**
+ * The newest frame of a live source. The source is read as fast as it sends, whatever the consumer's pace:
+ * a camera does not wait, and its frames queued behind a slow consumer would only add latency. A frame not
+ * yet pulled when a newer one arrives is replaced and counted in `skipped`. Timestamps are the arrival time
+ * since the first frame, the only clock a live source shares with the smoother.
+ */
+export class LatestFrame {
+  skipped = 0;
+  #latest: { data: Uint8Array; ptsUs: number } | undefined;
+  #wake: (() => void) | undefined;
+  #done = false;
+  #error: Error | undefined;
+
+  /** `signal` ends the frames at once (Ctrl-C), even while a stalled source sends nothing. */
+  constructor(frames: AsyncIterable<Uint8Array>, signal?: AbortSignal) {
+    void this.#pump(frames);
+    signal?.addEventListener(
+      "abort",
+      () => {
+        this.#done = true;
+        this.#latest = undefined;
+        this.#notify();
+      },
+      { once: true },
+    );
+  }
+
+  async *frames(): AsyncGenerator<{ data: Uint8Array; ptsUs: number }, void, undefined> {
+    for (;;) {
+      const frame = this.#latest;
+      if (frame !== undefined) {
+        this.#latest = undefined;
+        yield frame;
+        continue;
+      }
+      if (this.#error !== undefined && this.#done) throw this.#error;
+      if (this.#done) return;
+      await new Promise<void>((resolve) => (this.#wake = resolve));
+    }
+  }
+
+  async #pump(frames: AsyncIterable<Uint8Array>): Promise<void> {
+    let start: number | undefined;
+    try {
+      for await (const data of frames) {
+        if (this.#done) return;
+        const now = performance.now();
+        start ??= now;
+        if (this.#latest !== undefined) this.skipped++;
+        this.#latest = { data, ptsUs: Math.round((now - start) * 1000) };
+        this.#notify();
+      }
+    } catch (error) {
+      this.#error = error instanceof Error ? error : new Error(String(error));
+    } finally {
+      this.#done = true;
+      this.#notify();
+    }
+  }
+
+  #notify(): void {
+    const wake = this.#wake;
+    this.#wake = undefined;
+    wake?.();
+  }
 }
 
 /** The images of a folder in natural name order ("2.jpg" before "10.jpg"), sent as they are encoded. */

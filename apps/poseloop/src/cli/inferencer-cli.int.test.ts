@@ -1,14 +1,16 @@
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { renderSyntheticScene, SeededRandom } from "@poseloop/data";
+import { spawn } from "node:child_process";
+import { createServer } from "node:net";
+import { renderSyntheticScene, SeededRandom, syntheticClip } from "@poseloop/data";
 import { makeTempDir, spawnService, waitFor, type ServiceProcess } from "@poseloop/testkit";
 import { decodeImage, encodeJpeg } from "@poseloop/vision";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { InferenceClient } from "@poseloop/client";
 import { captureIo } from "../testing/capture-io.js";
 import { TestModelPublisher } from "../testing/test-model-publisher.js";
-import { ffmpegPath, VideoFrameReader } from "./ffmpeg-video.js";
+import { ffmpegPath, VideoFrameReader, VideoFrameWriter } from "./ffmpeg-video.js";
 import { runCli } from "./run-cli.js";
 
 // The inferencer runs as its own process, the way the CLI meets it in production (a library does not import
@@ -109,5 +111,81 @@ describe("poseloop against a real inferencer", () => {
     for await (const _ of reader.frames()) written++;
     await reader.close();
     expect(written).toBe(40);
+  });
+
+  it("stream VIDEO --boxes FILE --track: the file's boxes are the people, each keeping its track id; a scene cut restarts them", async () => {
+    // The synthetic clip as an H.264 video, and its ground-truth boxes as the boxes file (frames counted from 1).
+    const clip = [...syntheticClip({ width: 192, height: 144, frames: 30, seed: 3, sceneCutAt: 20 })];
+    const writer = new VideoFrameWriter(ffmpegPath({}), { output: join(dir.path, "clip.mp4"), width: 192, height: 144, fps: 10, container: "h264" });
+    for (const frame of clip) await writer.write(frame.image.data);
+    await writer.finish();
+    const lines = clip.map((frame) => JSON.stringify({ frame: frame.index + 1, boxes: frame.people.map((p) => p.bbox) }));
+    await writeFile(join(dir.path, "boxes.jsonl"), lines.join("\n") + "\n");
+    const io = captureIo({ env, cwd: dir.path });
+    expect(await runCli(["stream", "clip.mp4", "--boxes", "boxes.jsonl", "--track", "--smooth", "--json", "--out", "tracked.mp4"], io)).toBe(0);
+    type Result = { type: string; frame: number; result: { persons?: { bbox: { x: number; y: number; width: number; height: number }; trackId?: number }[] } };
+    const results = io.stdoutText().trimEnd().split("\n").map((line) => JSON.parse(line) as Result).filter((line) => line.type === "result");
+    expect(results).toHaveLength(30);
+    const last = new Map<number, number>();
+    let switches = 0;
+    const before = new Set<number>();
+    const after = new Set<number>();
+    for (const { frame, result } of results) {
+      const truth = clip[frame - 1]!;
+      expect(result.persons ?? []).toHaveLength(truth.people.length);
+      for (const person of truth.people) {
+        const [x, y, w, h] = person.bbox;
+        const match = result.persons?.find((p) => p.bbox.x === x && p.bbox.y === y && p.bbox.width === w && p.bbox.height === h);
+        expect(match?.trackId, `frame ${frame}: identity ${person.identity}`).toBeGreaterThan(0);
+        const id = match?.trackId ?? 0;
+        if (person.identity <= 2 && last.has(person.identity) && last.get(person.identity) !== id) switches++;
+        last.set(person.identity, id);
+        (frame <= 20 ? before : after).add(id);
+      }
+    }
+    // The two people who cross each other keep their ids (tracking.int.test.ts counts the rest of the clip).
+    expect(switches).toBeLessThanOrEqual(1);
+    expect([...after].filter((id) => before.has(id))).toEqual([]);
+
+    const bad = captureIo({ env, cwd: dir.path });
+    await writeFile(join(dir.path, "bad.jsonl"), '{"frame": 1, "boxes": [[0, 0, 10]]}\n{"frame": 1}\n');
+    expect(await runCli(["stream", "clip.mp4", "--boxes", "bad.jsonl"], bad)).toBe(1);
+    expect(bad.stderrText()).toContain("line 1: box 0 must be [x, y, w, h]");
+    expect(bad.stderrText()).toContain("line 2: frame 1 again");
+  });
+
+  it("stream tcp://…: a live source is read at its pace, newest frame first, until Ctrl-C", async () => {
+    // ffmpeg serves the clip the test above wrote over TCP as a live MPEG-TS stream (no duration), in real time, looping.
+    const port = await new Promise<number>((resolve) => {
+      const probe = createServer().listen(0, "127.0.0.1", () => {
+        const { port: free } = probe.address() as { port: number };
+        probe.close(() => resolve(free));
+      });
+    });
+    const sender = spawn(ffmpegPath({}), ["-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", join(dir.path, "clip.mp4"), "-c", "copy", "-f", "mpegts", `tcp://127.0.0.1:${port}?listen=1`], { stdio: "ignore" });
+    try {
+      const controller = new AbortController();
+      const io = captureIo({ env, cwd: dir.path, signal: controller.signal });
+      let run: Promise<number> | undefined;
+      await waitFor(
+        async () => {
+          // The sender may not listen yet: retry until the CLI connects.
+          if (run !== undefined && io.stdoutText().includes('"type":"accepted"')) return true;
+          if (run !== undefined && (await Promise.race([run, Promise.resolve(undefined)])) === undefined) return false;
+          run = runCli(["stream", `tcp://127.0.0.1:${port}`, "--track", "--json"], io);
+          return false;
+        },
+        { timeoutMs: 20_000, intervalMs: 300, what: "the CLI streaming from the live source" },
+      );
+      await waitFor(() => io.stdoutText().split("\n").filter((line) => line.includes('"type":"result"')).length >= 5, { timeoutMs: 20_000, what: "5 results" });
+      controller.abort();
+      expect(await run).toBe(130);
+      const lines = io.stdoutText().trimEnd().split("\n").map((line) => JSON.parse(line) as { type: string; accepted?: { options?: { delivery?: string } } });
+      expect(lines[0]?.accepted?.options?.delivery).toBe("DELIVERY_MODE_LATEST_FRAME_WINS");
+      expect(lines.at(-1)?.type).toBe("summary");
+      expect(io.stderrText()).toMatch(/interrupted after \d+ frames/);
+    } finally {
+      sender.kill("SIGKILL");
+    }
   });
 });

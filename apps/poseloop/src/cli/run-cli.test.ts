@@ -60,7 +60,7 @@ describe("runCli command line", () => {
     [["jobs", "--trainer", "nohost"], 'poseloop: --trainer: address "nohost" is not host:port'],
     [["publish", "job-without-checkpoint"], 'poseloop: "job-without-checkpoint" is not JOB/CHECKPOINT'],
     [["train", "--resume", "j", "--lr", "0.1"], "poseloop: --resume continues job j as it was configured; only --epochs can change (not --lr)"],
-    [["stream"], "poseloop: give a video file, an image folder or --synthetic"],
+    [["stream"], "poseloop: give a video file, a URL, a camera device, an image folder or --synthetic"],
     [["stream", "--synthetic", "--out", "x.avi"], "poseloop: --out x.avi: write a video as .mp4, .m4v, .mov, .mkv, .gif"],
     [["detect", "x.jpg", "--out", "x.bmp"], "poseloop: --out x.bmp: write the annotated image as .png or .jpg"],
   ])("refuses %j with exit code 2 and one clear line", async (argv, message) => {

@@ -3,17 +3,19 @@ import { dirname } from "node:path";
 import { performance } from "node:perf_hooks";
 import { AppError, Code, sleep } from "@poseloop/core";
 import { FrameResultSchema, StreamAcceptedSchema, type FrameResult } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
-import { type FrameInput, type KeypointStreamOptions } from "@poseloop/client";
+import { type FrameInput } from "@poseloop/client";
 import { LiveLine } from "./cli-io.js";
 import type { CommandContext } from "./command.js";
 import { ExitCode, UsageError } from "./error-report.js";
-import { containerFor, VIDEO_EXTENSIONS } from "./ffmpeg-args.js";
+import { readBoxesFile } from "./boxes-file.js";
+import { containerFor, SOURCE_SCHEMES, sourceKind, VIDEO_EXTENSIONS } from "./ffmpeg-args.js";
 import { ffmpegPath, VideoFrameWriter } from "./ffmpeg-video.js";
 import { openImageFolder, openVideoSource, syntheticSource, type FrameSource, type SourceFrame } from "./frame-sources.js";
 import { modelRefText } from "./job-format.js";
 import { protoJson, writeJsonLine } from "./json-output.js";
 import { annotatePicture } from "./pose-annotation.js";
 import { formatRate } from "./progress-format.js";
+import { streamOptionsFromArgs } from "./stream-options.js";
 import { formatMs, StreamStats } from "./stream-stats.js";
 
 /** How long the switch banner stays on the annotated video. */
@@ -35,16 +37,21 @@ export async function runStream(ctx: CommandContext): Promise<number> {
   if (out !== undefined && container === undefined) {
     throw new UsageError(`--out ${out}: write a video as ${VIDEO_EXTENSIONS.join(", ")}`, "stream");
   }
-  const options = streamOptions(ctx);
+  // Options are checked before anything is opened; a live source then switches to latest-frame-wins.
+  streamOptionsFromArgs(args);
+  const boxesPath = args.string("boxes");
+  const boxes = boxesPath === undefined ? undefined : await readBoxesFile(ctx.resolvePath(boxesPath), boxesPath);
   // Find ffmpeg before streaming, not at the first answer.
   const encoderPath = out === undefined ? undefined : ffmpegPath(ctx.env);
   const source = await openSource(ctx);
+  const options = streamOptionsFromArgs(args, source.live === true);
   const pending = new Map<bigint, Pending>();
   const stats = new StreamStats();
   // The running figures go to stderr with the other messages; stdout gets the summary (or JSON lines).
   const log = ctx.err;
   const live = new LiveLine(log);
-  const realtime = args.flag("realtime");
+  // A live source comes at its own pace already.
+  const realtime = args.flag("realtime") && source.live !== true;
   let writer: VideoFrameWriter | undefined;
   let lastModel: string | undefined;
   let bannerFrames = 0;
@@ -60,7 +67,7 @@ export async function runStream(ctx: CommandContext): Promise<number> {
         if (wait > 0) await sleep(wait, ctx.signal);
       }
       pending.set(BigInt(frame.number), { frame });
-      yield { ...frame.input, id: frame.number, ptsUs: frame.ptsUs };
+      yield { ...frame.input, id: frame.number, ptsUs: frame.ptsUs, ...(boxes === undefined ? {} : { personBoxes: boxes.get(frame.number) ?? [] }) };
     }
   };
 
@@ -154,7 +161,7 @@ export async function runStream(ctx: CommandContext): Promise<number> {
     if (ctx.signal.aborted && AppError.is(error, Code.CANCELLED)) {
       // Ctrl-C ends a live stream: keep the video of what was streamed.
       const wrote = writer === undefined ? undefined : await writer.finish().then(() => out, () => undefined);
-      printSummary(ctx, stats, performance.now() - started, wrote);
+      printSummary(ctx, stats, performance.now() - started, wrote, source.skipped?.() ?? 0);
       ctx.err.line(`poseloop: interrupted after ${stats.results} frames`);
       return ExitCode.INTERRUPTED;
     }
@@ -166,7 +173,7 @@ export async function runStream(ctx: CommandContext): Promise<number> {
   } finally {
     await source.close();
   }
-  printSummary(ctx, stats, performance.now() - started, out);
+  printSummary(ctx, stats, performance.now() - started, out, source.skipped?.() ?? 0);
   if (stats.results === 0) {
     ctx.err.line("poseloop: no frame was answered");
     return ExitCode.FAILURE;
@@ -189,7 +196,8 @@ function liveText(stats: StreamStats, frame: number, model: string, result: Fram
   return `frame ${frame}  ${formatRate(stats.fps)} fps  latency p50 ${formatMs(latency.p50)} p95 ${formatMs(latency.p95)}${server}  persons ${result.persons.length}${dropped}  ${model}`;
 }
 
-function printSummary(ctx: CommandContext, stats: StreamStats, elapsedMs: number, out: string | undefined): void {
+/** `skipped`: frames a live source sent while the stream was busy, never sent on. */
+function printSummary(ctx: CommandContext, stats: StreamStats, elapsedMs: number, out: string | undefined, skipped: number): void {
   const latency = stats.latency(true);
   if (ctx.json) {
     writeJsonLine(ctx.out, {
@@ -197,6 +205,7 @@ function printSummary(ctx: CommandContext, stats: StreamStats, elapsedMs: number
       frames: stats.results,
       failed: stats.failed,
       dropped: stats.dropped,
+      ...(skipped === 0 ? {} : { skipped }),
       seconds: round(elapsedMs / 1000),
       fps: round(stats.overallFps),
       latencyMs: { p50: round(latency.p50), p95: round(latency.p95), max: round(latency.max) },
@@ -207,31 +216,11 @@ function printSummary(ctx: CommandContext, stats: StreamStats, elapsedMs: number
   }
   const lines = [
     `${stats.results} frames in ${(elapsedMs / 1000).toFixed(1)} s: ${formatRate(stats.overallFps)} fps, latency p50 ${formatMs(latency.p50)} p95 ${formatMs(latency.p95)} max ${formatMs(latency.max)}` +
-      `${stats.dropped > 0 ? `, ${stats.dropped} dropped` : ""}${stats.failed > 0 ? `, ${stats.failed} failed` : ""}`,
+      `${stats.dropped > 0 ? `, ${stats.dropped} dropped` : ""}${skipped > 0 ? `, ${skipped} skipped at the source` : ""}${stats.failed > 0 ? `, ${stats.failed} failed` : ""}`,
     ...stats.models.map((span) => `  ${span.model}: frames ${span.firstFrame}-${span.lastFrame} (${span.frames})`),
   ];
   ctx.out.lines(lines);
   if (out !== undefined) ctx.err.line(`wrote ${out}`);
-}
-
-function streamOptions(ctx: CommandContext): KeypointStreamOptions {
-  const { args } = ctx;
-  const model = args.string("model");
-  const maxInFlight = args.int("max-in-flight", 1, 256);
-  const minKeypointScore = args.number("min-score", { min: 0, max: 1 });
-  const maxPersons = args.int("max-persons", 1);
-  const name = args.string("name");
-  return {
-    delivery: args.flag("latest") ? "latest-frame-wins" : "every-frame",
-    smoothing: args.flag("smooth"),
-    tracking: args.flag("track"),
-    flipTest: args.flag("flip-test"),
-    ...(model === undefined ? {} : { modelName: model }),
-    ...(maxInFlight === undefined ? {} : { maxInFlight }),
-    ...(minKeypointScore === undefined ? {} : { minKeypointScore }),
-    ...(maxPersons === undefined ? {} : { maxPersons }),
-    ...(name === undefined ? {} : { streamName: name }),
-  };
 }
 
 async function openSource(ctx: CommandContext): Promise<FrameSource> {
@@ -251,9 +240,21 @@ async function openSource(ctx: CommandContext): Promise<FrameSource> {
       people: args.int("people", 1, 20) ?? 3,
     });
   }
-  if (input === undefined) throw new UsageError("give a video file, an image folder or --synthetic", "stream");
+  if (input === undefined) throw new UsageError("give a video file, a URL, a camera device, an image folder or --synthetic", "stream");
   for (const flag of ["height", "seed", "people"]) {
     if (args.has(flag)) throw new UsageError(`--${flag} applies to --synthetic only`, "stream");
+  }
+  const kind = sourceKind(input);
+  if (kind === undefined) throw new UsageError(`${input}: not a source ffmpeg is asked to open (URLs: ${SOURCE_SCHEMES.map((s) => `${s}://`).join(", ")})`, "stream");
+  if (kind !== "file") {
+    return openVideoSource(input, input, {
+      ffmpeg: ffmpegPath(ctx.env),
+      kind,
+      signal: ctx.signal,
+      ...(width === undefined ? {} : { width }),
+      ...(fps === undefined ? {} : { fps }),
+      ...(maxFrames === undefined ? {} : { maxFrames }),
+    });
   }
   const path = ctx.resolvePath(input);
   const info = await stat(path).catch((error: unknown) => {

@@ -4,6 +4,7 @@ import { createClient, type ClientControls, type MethodsOf, type ServiceClient }
 import {
   DeliveryMode,
   InferenceService,
+  PersonSource,
   TrackingMetric,
   type FrameResult,
   type GetServingModelResponse,
@@ -33,6 +34,15 @@ export const Delivery = {
 } as const;
 export type Delivery = (typeof Delivery)[keyof typeof Delivery];
 
+/** Where a stream's person boxes come from (the proto's PersonSource). */
+export const PERSON_SOURCES = {
+  auto: PersonSource.UNSPECIFIED,
+  "client-boxes": PersonSource.CLIENT_BOXES,
+  detector: PersonSource.DETECTOR,
+  "whole-frame": PersonSource.WHOLE_FRAME,
+} as const;
+export type PersonSourceName = keyof typeof PERSON_SOURCES;
+
 export interface KeypointStreamOptions extends RequestOptions {
   /** Default: the inferencer's default model. */
   modelName?: string;
@@ -51,6 +61,15 @@ export interface KeypointStreamOptions extends RequestOptions {
   smoothing?: boolean | { minCutoff?: number; beta?: number; derivativeCutoff?: number };
   /** Stable track ids across frames. */
   tracking?: boolean | { metric?: "iou" | "oks"; matchThreshold?: number; maxAgeFrames?: number };
+  /**
+   * Tracks (and smoothing state) restart at a frame whose colour histogram differs from the previous one's by
+   * more than this, in [0, 1]; 1: never. Default: the server's (0.5).
+   */
+  sceneCutThreshold?: number;
+  /** Where a frame's people come from; default "auto" (the frame's boxes, else the detector, else the whole frame). */
+  personSource?: PersonSourceName;
+  /** The person detector and its thresholds; unset fields take the detector manifest's defaults. */
+  detector?: { modelName?: string; scoreThreshold?: number; iouThreshold?: number };
   flipTest?: boolean;
   /** A name for the stream in the server's logs and traces. */
   streamName?: string;
@@ -208,6 +227,10 @@ function toStreamOptions(options: KeypointStreamOptions): MessageInitShape<typeo
   }
   const minKeypointScore = options.minKeypointScore ?? 0;
   if (!(minKeypointScore >= 0 && minKeypointScore <= 1)) problems.push(`minKeypointScore must be in [0, 1], got ${minKeypointScore}`);
+  const sceneCutThreshold = options.sceneCutThreshold ?? 0;
+  if (!(sceneCutThreshold >= 0 && sceneCutThreshold <= 1)) problems.push(`sceneCutThreshold must be in [0, 1], got ${sceneCutThreshold}`);
+  const personSource = options.personSource ?? "auto";
+  if (!Object.hasOwn(PERSON_SOURCES, personSource)) problems.push(`personSource must be one of ${Object.keys(PERSON_SOURCES).join(", ")}, got ${String(personSource)}`);
   if (problems.length > 0) throw AppError.invalid("stream options", problems);
   const smoothing = options.smoothing === undefined || options.smoothing === false ? undefined : options.smoothing === true ? {} : options.smoothing;
   const tracking = options.tracking === undefined || options.tracking === false ? undefined : options.tracking === true ? {} : options.tracking;
@@ -219,15 +242,21 @@ function toStreamOptions(options: KeypointStreamOptions): MessageInitShape<typeo
     maxPersons,
     flipTest: options.flipTest ?? false,
     streamName: options.streamName ?? "",
+    personSource: PERSON_SOURCES[personSource],
+    ...(options.detector === undefined ? {} : { detector: { modelName: options.detector.modelName ?? "", scoreThreshold: options.detector.scoreThreshold ?? 0, iouThreshold: options.detector.iouThreshold ?? 0 } }),
     ...(smoothing === undefined ? {} : { smoothing: { enabled: true, ...smoothing } }),
+    // The scene-cut threshold travels in the tracking options even when only smoothing keeps tracks.
     ...(tracking === undefined
-      ? {}
+      ? sceneCutThreshold === 0
+        ? {}
+        : { tracking: { enabled: false, sceneCutThreshold } }
       : {
           tracking: {
             enabled: true,
             metric: tracking.metric === "oks" ? TrackingMetric.OKS : tracking.metric === "iou" ? TrackingMetric.IOU : TrackingMetric.UNSPECIFIED,
             matchThreshold: tracking.matchThreshold ?? 0,
             maxAgeFrames: tracking.maxAgeFrames ?? 0,
+            sceneCutThreshold,
           },
         }),
   };

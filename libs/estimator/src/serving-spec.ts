@@ -9,6 +9,7 @@ export interface ServingSpec {
   readonly outputNames: readonly string[];
   readonly inputWidth: number;
   readonly inputHeight: number;
+  /** Per-channel normalization in RGB order, whatever channelOrder the model's input planes are in. */
   readonly mean: readonly [number, number, number];
   readonly std: readonly [number, number, number];
   readonly channelOrder: "RGB" | "BGR";
@@ -69,12 +70,23 @@ export function servingSpecFromManifest(manifest: ModelManifest): { spec?: Servi
       outputNames: [...manifest.outputNames],
       inputWidth: input.width,
       inputHeight: input.height,
-      mean: [mean[0] as number, mean[1] as number, mean[2] as number],
-      std: [std[0] as number, std[1] as number, std[2] as number],
+      // The manifest lists mean and std in the model's channel order (a BGR model's first value is blue's);
+      // the crop's normalization takes them in RGB order whatever order the planes are written in.
+      ...rgbNormalization(mean, std, input.channelOrder === ChannelOrder.BGR),
       channelOrder: input.channelOrder === ChannelOrder.BGR ? "BGR" : "RGB",
       codec,
       numKeypoints: k,
       flipPairs: schema.flipPairs.map((pair) => [pair.leftIndex, pair.rightIndex] as const),
     },
   };
+}
+
+function rgbNormalization(
+  mean: readonly number[],
+  std: readonly number[],
+  bgr: boolean,
+): { mean: readonly [number, number, number]; std: readonly [number, number, number] } {
+  const [a, b, c] = [0, 1, 2].map((i) => [mean[i] as number, std[i] as number] as const) as [readonly [number, number], readonly [number, number], readonly [number, number]];
+  const [r, g, bl] = bgr ? [c, b, a] : [a, b, c];
+  return { mean: [r[0], g[0], bl[0]], std: [r[1], g[1], bl[1]] };
 }

@@ -17,6 +17,7 @@ const benches: Record<string, () => Promise<{ run: () => Promise<void> }>> = {
   "train-ema": () => import("./train-ema.js"),
   soak: () => import("./soak.js"),
   takeover: () => import("./takeover.js"),
+  "stream-detect": () => import("./stream-detect.js"),
 };
 
 const wanted = process.argv.slice(2);

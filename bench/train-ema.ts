@@ -11,7 +11,7 @@ import { fmt, printTable } from "./harness.js";
  * of each per epoch, the best of each and their ratio. The average never changes the trained weights, so both
  * runs see the same samples and take the same steps — the bench checks that their losses are bit-identical.
  * The average's settings: POSELOOP_BENCH_EMA_DECAY (default 0.9999) and POSELOOP_BENCH_EMA_WARMUP (default 2000,
- * the trainer's defaults). POSELOOP_BENCH_QUICK=1: 2 epochs of 64 pictures of the same recipe at one replica,
+ * the trainer's defaults); POSELOOP_BENCH_EMA_ARMS=on|off trains one arm alone. POSELOOP_BENCH_QUICK=1: 2 epochs of 64 pictures of the same recipe at one replica,
  * decay 0.9 without warm-up, to check that it runs (its AP means nothing).
  */
 export async function run(): Promise<void> {
@@ -33,6 +33,15 @@ export async function run(): Promise<void> {
   const off = await load({});
   const on = await load({ "TRAIN.EMA.DECAY": decay, "TRAIN.EMA.WARMUP": warmup });
   const workDir = process.env["POSELOOP_WORK_DIR"] ?? ".poseloop/work";
+  // POSELOOP_BENCH_EMA_ARMS=on (or off) trains one arm alone, to finish a comparison whose other arm an earlier
+  // run of the same recipe measured (training is deterministic: the two arms' losses are bit-identical).
+  const arms = process.env["POSELOOP_BENCH_EMA_ARMS"] ?? "both";
+  if (arms === "on" || arms === "off") {
+    const alone = await train(`ema-${arms}`, arms === "on" ? on : off, workDir);
+    printTable(`TRAIN.EMA ${arms} alone (DECAY ${decay}, WARMUP ${warmup}) on the ${path} recipe: validation AP per epoch`, ["epoch", `AP ${arms}`], alone.aps.map((ap, i) => [String(i + 1), fmt(ap, 3)]));
+    printTable("best epoch", [`AP ${arms}`, "train s"], [[fmt(Math.max(...alone.aps), 3), fmt(alone.seconds, 0)]]);
+    return;
+  }
   const plain = await train("ema-off", off, workDir);
   const averaged = await train("ema-on", on, workDir);
   const rows = plain.aps.map((ap, i) => {

@@ -5,7 +5,7 @@ import { join, relative } from "node:path";
 import { createInterface } from "node:readline";
 import { InferenceClient, TrainerClient, type FrameInput } from "@poseloop/client";
 import { AppError, Code, sleep, type Env } from "@poseloop/core";
-import { renderSyntheticScene, SeededRandom } from "@poseloop/data";
+import { syntheticClip, type ClipFrame } from "@poseloop/data";
 import type { ModelManifest } from "@poseloop/proto/poseloop/common/v1/model_pb";
 import { ServingState, type FrameResult } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
 import { JobState, type JobEvent } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
@@ -39,6 +39,14 @@ const WIDTH = 256;
 const HEIGHT = 192;
 /** Frames streamed after the final version took over, so the video ends on it. */
 const TAIL_FRAMES = 30;
+/**
+ * The person detector the demo serves: trained by this project's trainer from a committed recipe and shipped in
+ * the repository (models/person-detector/README.md), imported as a user would import their own.
+ */
+const DETECTOR = "person-detector";
+const DETECTOR_DIR = "models/person-detector";
+/** Frames of one shot of the video: four people walk through it (two crossing), then another shot starts. */
+const SHOT_FRAMES = 100;
 
 /** Starts a service from its build, its JSON log going to a file; resolves once it listens. */
 async function startService(name: string, entry: string, env: Env, logPath: string): Promise<RunningService> {
@@ -72,11 +80,12 @@ async function startService(name: string, entry: string, env: Env, logPath: stri
   return { name, child, address, exited };
 }
 
-/** A synthetic frame with its people's boxes (what a person detector would give). */
-function syntheticFrame(index: number): { image: RgbImage; input: FrameInput } {
-  const scene = renderSyntheticScene(new SeededRandom(77, index), { width: WIDTH, height: HEIGHT, minPeople: 1, maxPeople: 2 });
-  const personBoxes = scene.people.map(({ bbox: [x, y, width, height] }) => ({ x, y, width, height }));
-  return { image: scene.image, input: { id: index + 1, ptsUs: Math.round((index * 1e6) / FPS), raw: { width: WIDTH, height: HEIGHT, data: scene.image.data }, personBoxes } };
+/**
+ * The demo's video, without end: shots of the synthetic multi-person clip (people walking in, out and across),
+ * each with other people in another place. Frames carry no boxes: the inferencer's detector finds the people.
+ */
+function* demoFrames(): Generator<ClipFrame> {
+  for (let shot = 0; ; shot++) yield* syntheticClip({ width: WIDTH, height: HEIGHT, frames: SHOT_FRAMES, seed: 77 + shot, fps: FPS });
 }
 
 /** The demo's epochs with the LR drops where the experiment has them (at 70% and 90% of the run). */
@@ -92,9 +101,10 @@ const ap = (value: number | undefined): string => (value === undefined || value 
 /**
  * `npm start`: the whole loop on one machine with no server and no configuration. Starts the trainer and the
  * inferencer on the embedded bus, trains the demo model with a live progress bar, publishes an int8 version
- * after every epoch, streams a synthetic video through the inferencer from the first version on (each new
- * version is hot-swapped in mid-stream), and ends with a summary, an annotated video in ./out and the trace
- * chain from the training job to the frames.
+ * after every epoch, streams a synthetic video of several people through the inferencer from the first version
+ * on (each new version is hot-swapped in mid-stream; the shipped person detector, imported at the start, finds
+ * and the tracker follows the people, with no boxes from the client), and ends with a summary, an annotated video
+ * in ./out and the trace chain from the training job to the frames.
  */
 export async function runDemo(options: DemoOptions): Promise<number> {
   const { root, env, signal } = options;
@@ -110,6 +120,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     POSELOOP_TRAINER_LISTEN: "127.0.0.1:0",
     POSELOOP_INFERENCER_LISTEN: "127.0.0.1:0",
     POSELOOP_MODEL: "demo",
+    POSELOOP_DETECTOR_MODEL: DETECTOR,
     POSELOOP_WORK_DIR: join(root, ".poseloop/work"),
     POSELOOP_DATA_ROOT: join(root, ".poseloop/data"),
     ...(env["POSELOOP_NATS_URL"] === undefined ? { POSELOOP_BUS_DIR: env["POSELOOP_BUS_DIR"] ?? join(root, ".poseloop/bus") } : {}),
@@ -128,6 +139,10 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     out.line(`  trainer on ${services[0]?.address}, inferencer on ${services[1]?.address}, over ${bus}; logs in out/`);
     trainer = new TrainerClient({ address: services[0]?.address ?? "" });
     inference = new InferenceClient({ address: services[1]?.address ?? "" });
+    const [detectorModel, detectorManifest] = await Promise.all([readFile(join(root, DETECTOR_DIR, "model.int8.onnx")), readFile(join(root, DETECTOR_DIR, "manifest.yaml"), "utf8")]);
+    const imported = await trainer.importModel({ modelName: DETECTOR, model: detectorModel, manifestYaml: detectorManifest, reason: "npm start: the shipped person detector", labels: { source: "npm-start" } });
+    const detectorVersion = imported.manifest?.model?.version ?? "";
+    out.line(`  detector ${DETECTOR}@${detectorVersion}: ${DETECTOR_DIR}, imported (${detectorModel.length} bytes, int8); it finds the stream's people, tracked across frames`);
 
     const yaml = await readFile(join(root, "experiments/synthetic/lite_128x96_demo.yaml"), "utf8");
     // A few-minute run learns faster with the three-width net at quarter-resolution heatmaps: the recipe's 1/16
@@ -193,8 +208,9 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     out.line(`  training:   ${epochs} epochs in ${seconds(trainedMs)} (job ${jobId})`);
     out.line(`  serving:    demo@${last.model?.version}  int8 AP ${ap(last.metrics?.ap)}, fp32 AP ${ap(last.fp32Metrics?.ap)} on ${last.metrics?.numImages ?? 0} validation images`);
     out.line(`  stream:     ${summary.frames} frames at ${FPS} fps, ${summary.failed} failed; latency p50 ${summary.p50.toFixed(1)} ms, p95 ${summary.p95.toFixed(1)} ms; inference ${summary.inferenceFps.toFixed(0)} frames/s of model time`);
+    out.line(`  people:     ${DETECTOR}@${detectorVersion} found ${summary.people} people in ${summary.frames} frames (${(summary.people / Math.max(1, summary.frames)).toFixed(1)} a frame, no client boxes), ${summary.tracks} track ids`);
     out.line(`  hot swaps:  ${summary.switches.map((s) => `frame ${s.frame} -> ${s.version}`).join(", ") || "none"}`);
-    out.line(`  video:      ${relative(process.cwd(), join(outDir, "poseloop-demo.mp4"))} (skeletons and the serving version burnt in)`);
+    out.line(`  video:      ${relative(process.cwd(), join(outDir, "poseloop-demo.mp4"))} (skeletons coloured by track and the serving version burnt in)`);
     if (collector !== undefined) {
       await sleep(300);
       for (const line of traceSummary(collector.spans, jobId)) out.line(line);
@@ -237,6 +253,9 @@ interface StreamSummary {
   p95: number;
   inferenceFps: number;
   switches: { frame: number; version: string }[];
+  /** People found over all frames, and the distinct track ids they were given. */
+  people: number;
+  tracks: number;
 }
 
 /** The demo's live video: synthetic frames at 10 fps through the inferencer, annotated into an mp4. */
@@ -247,6 +266,8 @@ class DemoStream {
   readonly #stop = new AbortController();
   readonly #latencies: number[] = [];
   readonly #switches: { frame: number; version: string }[] = [];
+  readonly #tracks = new Set<number>();
+  #people = 0;
   #finalVersion: string | undefined;
   #tail = -1;
   #frames = 0;
@@ -265,23 +286,26 @@ class DemoStream {
   }
 
   async run(live: LiveLine): Promise<void> {
-    // The first version may still be loading in the inferencer.
-    for (let i = 0; i < 200 && (await this.#client.getServingModel()).state !== ServingState.SERVING; i++) await sleep(100, this.#signal);
+    // The first version (and the detector imported at the start) may still be loading in the inferencer.
+    for (const model of ["", DETECTOR]) {
+      for (let i = 0; i < 200 && (await this.#client.getServingModel(model)).state !== ServingState.SERVING; i++) await sleep(100, this.#signal);
+    }
     const pictures = new Map<bigint, { image: RgbImage; sentAt: number }>();
     const start = performance.now();
     const stop = AbortSignal.any([this.#signal, this.#stop.signal]);
+    const video = demoFrames();
     const frames = async function* (this: DemoStream): AsyncGenerator<FrameInput> {
       for (let index = 0; !stop.aborted; index++) {
         const due = start + (index * 1000) / FPS;
         if (due > performance.now()) await sleep(due - performance.now(), stop).catch(() => undefined);
         if (stop.aborted) return;
-        const { image, input } = syntheticFrame(index);
+        const { image } = video.next().value as ClipFrame;
         pictures.set(BigInt(index + 1), { image, sentAt: performance.now() });
-        yield input;
+        yield { id: index + 1, ptsUs: Math.round((index * 1e6) / FPS), raw: { width: WIDTH, height: HEIGHT, data: image.data } };
       }
     }.call(this);
     let version = "";
-    for await (const response of this.#client.streamKeypoints({ streamName: "npm-start-demo", signal: this.#signal }, frames)) {
+    for await (const response of this.#client.streamKeypoints({ streamName: "npm-start-demo", personSource: "detector", tracking: true, signal: this.#signal }, frames)) {
       if (response.payload.case !== "result") continue;
       const result: FrameResult = response.payload.value;
       const picture = pictures.get(result.frameId);
@@ -292,6 +316,8 @@ class DemoStream {
       this.#inferenceUs += result.timings?.inferenceUs ?? 0;
       const ok = (result.status?.code ?? 0) === 0;
       if (!ok) this.#failed++;
+      this.#people += result.persons.length;
+      for (const person of result.persons) if (person.trackId !== undefined) this.#tracks.add(person.trackId);
       const answeredBy = result.model?.version ?? "";
       let banner: string | undefined;
       if (answeredBy !== version && answeredBy !== "") {
@@ -325,6 +351,8 @@ class DemoStream {
       p95: percentile(sorted, 95),
       inferenceFps: this.#inferenceUs > 0 ? this.#frames / (this.#inferenceUs / 1e6) : 0,
       switches: this.#switches,
+      people: this.#people,
+      tracks: this.#tracks.size,
     };
   }
 }

@@ -1,7 +1,6 @@
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as ort from "onnxruntime-node";
-import { PoseDataLoader } from "@poseloop/data";
-import { evaluateModel, modelFailureReason, modelLoadProblems, PoseEstimator, servingSpecFromManifest, type EvaluationSet, type ServingSpec } from "@poseloop/estimator";
+import { evaluateModel, modelFailureReason, modelLoadProblems, PoseEstimator, servingSpecFromManifest, type EvaluationSet } from "@poseloop/estimator";
 import { decodeModel } from "@poseloop/onnx";
 import type { KeypointSchema } from "@poseloop/pose";
 import { KeypointMetricsSchema } from "@poseloop/proto/poseloop/common/v1/metrics_pb";
@@ -11,7 +10,7 @@ import { defaultStrategies, runQuantizationGate } from "@poseloop/quant";
 import type { DataRoots } from "../datasets/data-root.js";
 import { prepareValidation } from "../datasets/prepare-data.js";
 import { schemaFromProto } from "../experiment/model-contract.js";
-import { metricsMessage } from "../publication/model-evaluator.js";
+import { metricsMessage, poseCalibrationFeeds } from "../publication/model-evaluator.js";
 
 /** Crops in the load check's warm-up batch: what an inferencer sends at most by default. */
 export const IMPORT_CHECK_BATCH = 8;
@@ -80,33 +79,6 @@ async function evaluationSet(config: Uint8Array, roots: DataRoots, schema: Keypo
   return prepareValidation(fromBinary(TrainConfigSchema, config), roots, schema);
 }
 
-/** Crops of a set's people (by their labelled boxes, no augmentation) as int8 calibration batches. */
-async function calibrationFeeds(spec: ServingSpec, schema: KeypointSchema, set: EvaluationSet, samples: number): Promise<Record<string, ort.Tensor>[]> {
-  const { inputWidth: w, inputHeight: h } = spec;
-  const loader = await PoseDataLoader.create({
-    source: { boxes: set.images },
-    inputSize: { width: w, height: h },
-    codec: spec.codec,
-    batchSize: Math.min(16, samples),
-    mode: "validation",
-    schema,
-    normalization: { mean: spec.mean, std: spec.std, channelOrder: spec.channelOrder },
-    workers: 0,
-  });
-  const feeds: Record<string, ort.Tensor>[] = [];
-  try {
-    let taken = 0;
-    for await (const batch of loader.epoch(0)) {
-      feeds.push({ [spec.inputName]: new ort.Tensor("float32", batch.images, [batch.size, 3, h, w]) });
-      taken += batch.size;
-      if (taken >= samples) break;
-    }
-  } finally {
-    await loader.close();
-  }
-  return feeds;
-}
-
 /**
  * An imported model checked as an inferencer checks a load (every problem), then, when asked, its COCO AP on
  * the caller's set and the int8 gate's verdict. Runs in the import worker: onnxruntime never runs on the
@@ -137,7 +109,7 @@ export async function checkImport(init: ImportInit): Promise<ImportOutcome> {
     const calibration = await evaluationSet(init.quantize.calibration, init.roots, schema);
     let int8Metrics: Uint8Array | undefined;
     let attempt = 0;
-    const result = await runQuantizationGate(decodeModel(init.model), await calibrationFeeds(spec, schema, calibration, init.quantize.samples), {
+    const result = await runQuantizationGate(decodeModel(init.model), await poseCalibrationFeeds(spec, schema, calibration.images, init.quantize.samples, spec.inputName), {
       maxApDrop: init.quantize.maxApDrop,
       fp32Ap: fp32.ap,
       strategies: defaultStrategies("percentile", spec.outputNames),

@@ -1,11 +1,12 @@
 import { create } from "@bufbuild/protobuf";
 import * as ort from "onnxruntime-node";
 import { PoseDataLoader } from "@poseloop/data";
-import { DecodedFrameCache, evaluateModel, PoseEstimator, type EvaluationSet, type ModelEvaluation } from "@poseloop/estimator";
+import { DecodedFrameCache, evaluateModel, PoseEstimator, type EvaluationSet, type ModelEvaluation, type ServingSpec } from "@poseloop/estimator";
 import { KeypointMetricsSchema, type KeypointMetrics } from "@poseloop/proto/poseloop/common/v1/metrics_pb";
 import type { TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import type { CalibrationFeeds } from "@poseloop/quant";
 import { INPUT_NAME, type PoseRunContract } from "../experiment/model-contract.js";
+import type { KeypointSchema } from "@poseloop/pose";
 
 /** Largest validation picture decoded (width·height). */
 const MAX_FRAME_PIXELS = 64 * 1024 * 1024;
@@ -84,32 +85,46 @@ export class ModelEvaluator {
   /** Validation crops (no augmentation) as int8 calibration batches. */
   async calibrationFeeds(samples: number): Promise<CalibrationFeeds> {
     const { spec, schema } = this.#contract;
-    const { inputWidth: w, inputHeight: h } = spec;
-    const loader = await PoseDataLoader.create({
-      source: { boxes: this.validation.images },
-      inputSize: { width: w, height: h },
-      codec: spec.codec,
-      batchSize: Math.min(16, samples),
-      mode: "validation",
-      schema,
-      normalization: { mean: spec.mean, std: spec.std, channelOrder: spec.channelOrder },
-      workers: 0,
-    });
-    const feeds: Record<string, ort.Tensor>[] = [];
-    try {
-      let taken = 0;
-      for await (const batch of loader.epoch(0)) {
-        feeds.push({ [INPUT_NAME]: new ort.Tensor("float32", batch.images, [batch.size, 3, h, w]) });
-        taken += batch.size;
-        if (taken >= samples) break;
-      }
-    } finally {
-      await loader.close();
-    }
-    return feeds;
+    return poseCalibrationFeeds(spec, schema, this.validation.images, samples, INPUT_NAME);
   }
 
   async close(): Promise<void> {
     await this.#estimator.close();
   }
+}
+
+/**
+ * The first `samples` people of a set, cropped by their labelled boxes without augmentation, as int8 calibration
+ * batches fed to `inputName`.
+ */
+export async function poseCalibrationFeeds(
+  spec: ServingSpec,
+  schema: KeypointSchema,
+  images: EvaluationSet["images"],
+  samples: number,
+  inputName: string,
+): Promise<Record<string, ort.Tensor>[]> {
+  const { inputWidth: w, inputHeight: h } = spec;
+  const loader = await PoseDataLoader.create({
+    source: { boxes: images },
+    inputSize: { width: w, height: h },
+    codec: spec.codec,
+    batchSize: Math.min(16, samples),
+    mode: "validation",
+    schema,
+    normalization: { mean: spec.mean, std: spec.std, channelOrder: spec.channelOrder },
+    workers: 0,
+  });
+  const feeds: Record<string, ort.Tensor>[] = [];
+  try {
+    let taken = 0;
+    for await (const batch of loader.epoch(0)) {
+      feeds.push({ [inputName]: new ort.Tensor("float32", batch.images, [batch.size, 3, h, w]) });
+      taken += batch.size;
+      if (taken >= samples) break;
+    }
+  } finally {
+    await loader.close();
+  }
+  return feeds;
 }

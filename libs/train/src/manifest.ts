@@ -4,6 +4,7 @@ import {
   ChannelOrder,
   DetectorHead,
   HeatmapRefinement,
+  type InputSpecSchema,
   KeypointSchemaSchema,
   ModelKind,
   type ModelManifestSchema,
@@ -57,19 +58,17 @@ export function modelManifest(config: ModelConfig, options: ManifestOptions = {}
   const stride = heatmapStride(config);
   return {
     architecture: architectureName(config),
-    input: {
-      name: options.inputName ?? "input",
-      width: config.inputWidth,
-      height: config.inputHeight,
-      channelOrder: ChannelOrder.RGB,
-      mean: [...IMAGENET_MEAN],
-      std: [...IMAGENET_STD],
-    },
+    input: inputSpec(config, options),
     keypointSchema: keypointSchemaProto(options.schema ?? COCO17),
     codec: { kind: { case: "heatmap", value: { width: config.inputWidth / stride, height: config.inputHeight / stride, sigma: options.sigma ?? 2, refinement, unbiased: options.unbiased ?? false } } },
     outputNames: [options.outputName ?? "heatmaps"],
     precision: options.precision ?? Precision.FP32,
   };
+}
+
+/** The zoo's input: RGB, ImageNet-normalized, at the config's size. */
+function inputSpec(config: ModelConfig, options: ManifestOptions): MessageInitShape<typeof InputSpecSchema> {
+  return { name: options.inputName ?? "input", width: config.inputWidth, height: config.inputHeight, channelOrder: ChannelOrder.RGB, mean: [...IMAGENET_MEAN], std: [...IMAGENET_STD] };
 }
 
 /**
@@ -81,14 +80,7 @@ function detectorManifest(config: ModelConfig, options: ManifestOptions): Messag
   return {
     architecture: architectureName(config),
     kind: ModelKind.DETECTOR,
-    input: {
-      name: options.inputName ?? "input",
-      width: config.inputWidth,
-      height: config.inputHeight,
-      channelOrder: ChannelOrder.RGB,
-      mean: [...IMAGENET_MEAN],
-      std: [...IMAGENET_STD],
-    },
+    input: inputSpec(config, options),
     detector: {
       head: DetectorHead.CENTERNET,
       numClasses: detectorConfig(config).numClasses,

@@ -7,7 +7,9 @@ export const detectCommand: Command = {
   synopsis: "<image> [--box X,Y,W,H ...] [--out annotated.png] [--json]",
   description: [
     "Sends a JPEG, PNG or WebP file as it is and prints each person's box, score and keypoints. Without --box",
-    "the whole image is one person; with it, each box (from a person detector) is one.",
+    "the whole image is one person; with it, each box (from a person detector) is one. Keypoints are named, and",
+    "--out draws their skeleton, as the serving model's manifest declares them (GetServingModel); where the",
+    "inferencer does not say, as their count implies (17: COCO, 33: BlazePose, 133: COCO-WholeBody).",
     "The examples' out/person.jpg is a sample picture of one synthetic person (192x256, its box 49,36 72x160):",
     "`npm run sample-image` makes it in a checkout of PoseLoop.",
   ].join("\n"),

@@ -2,6 +2,7 @@ import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { dirname, extname } from "node:path";
 import { performance } from "node:perf_hooks";
 import { AppError, Code, isCode } from "@poseloop/core";
+import type { KeypointSchema } from "@poseloop/pose";
 import { FrameResultSchema, ImageFormat, type FrameResult } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
 import { decodeImage, encodeJpeg, encodePng } from "@poseloop/vision";
 import { encodedFormatOf, type PersonBox } from "@poseloop/client";
@@ -9,7 +10,7 @@ import type { CommandContext } from "./command.js";
 import { ExitCode, UsageError } from "./error-report.js";
 import { modelRefText } from "./job-format.js";
 import { protoJson, writeJsonDocument } from "./json-output.js";
-import { annotatePicture, schemaForKeypoints } from "./pose-annotation.js";
+import { annotatePicture, schemaForKeypoints, ServingSchemas } from "./pose-annotation.js";
 import { formatMs } from "./stream-stats.js";
 
 const OUTPUT_ENCODERS: Readonly<Record<string, "png" | "jpeg">> = { ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg" };
@@ -32,6 +33,9 @@ export async function runDetect(ctx: CommandContext): Promise<number> {
   });
   if (encodedFormatOf(bytes) === ImageFormat.UNSPECIFIED) throw new AppError(Code.INVALID_ARGUMENT, `${input} is not a JPEG, PNG or WebP image`);
 
+  // Names and limbs come from the serving model's manifest, asked for while the image is on its way.
+  const schemas = out !== undefined || !ctx.json ? new ServingSchemas(ctx.inference(), ctx.signal) : undefined;
+  schemas?.prefetch(model ?? "");
   const started = performance.now();
   const result = await ctx.inference().detect({ encoded: bytes, personBoxes }, {
     signal: ctx.signal,
@@ -45,12 +49,14 @@ export async function runDetect(ctx: CommandContext): Promise<number> {
   if (status !== undefined && status.code !== 0) {
     throw new AppError(isCode(status.code) ? status.code : Code.UNKNOWN, `${input}: ${status.message}`);
   }
+  const schema = await schemas?.schemaFor(result.model);
 
   if (out !== undefined && encoder !== undefined) {
     const picture = await decodeImage(bytes);
     const annotated = annotatePicture(picture, result.persons, {
       caption: `${modelRefText(result.model)}  ${result.persons.length} ${result.persons.length === 1 ? "person" : "persons"}`,
       ...(minKeypointScore === undefined ? {} : { minScore: minKeypointScore }),
+      ...(schema === undefined ? {} : { schema }),
     });
     const output = ctx.resolvePath(out);
     await mkdir(dirname(output), { recursive: true });
@@ -59,7 +65,7 @@ export async function runDetect(ctx: CommandContext): Promise<number> {
 
   if (ctx.json) writeJsonDocument(ctx.out, protoJson(FrameResultSchema, result));
   else {
-    ctx.out.lines(detectionLines(input, result, elapsedMs));
+    ctx.out.lines(detectionLines(input, result, elapsedMs, schema));
     // Stdout is the keypoints alone, for whatever reads them.
     if (out !== undefined) ctx.err.line(`wrote ${out}`);
   }
@@ -78,8 +84,11 @@ export function parseBox(text: string): PersonBox {
   return { x, y, width, height };
 }
 
-/** The text answer of detect: a header, then per person its score, box and keypoints. */
-export function detectionLines(input: string, result: FrameResult, elapsedMs: number): string[] {
+/**
+ * The text answer of detect: a header, then per person its score, box and keypoints, named as `schema` (the
+ * serving model's manifest) names them, else as the keypoint count implies.
+ */
+export function detectionLines(input: string, result: FrameResult, elapsedMs: number, schema?: KeypointSchema): string[] {
   const count = result.persons.length;
   const size = result.imageWidth > 0 ? ` (${result.imageWidth}x${result.imageHeight})` : "";
   const server = result.timings === undefined || result.timings.totalUs === 0 ? "" : `, server ${formatMs(result.timings.totalUs / 1000)}`;
@@ -89,7 +98,7 @@ export function detectionLines(input: string, result: FrameResult, elapsedMs: nu
     const boxText = box === undefined ? "" : `, box ${box.x.toFixed(0)},${box.y.toFixed(0)} ${box.width.toFixed(0)}x${box.height.toFixed(0)}`;
     const track = person.trackId === undefined ? "" : `, track ${person.trackId}`;
     lines.push(`person ${index + 1}: score ${person.score.toFixed(2)}${boxText}${track}`);
-    const names = schemaForKeypoints(person.keypoints.length).names;
+    const names = schemaForKeypoints(person.keypoints.length, schema).names;
     const width = Math.max(...names.map((name) => name.length));
     person.keypoints.forEach((keypoint, k) => {
       lines.push(`  ${(names[k] ?? `k${k}`).padEnd(width)}  ${keypoint.x.toFixed(1).padStart(7)} ${keypoint.y.toFixed(1).padStart(7)}  ${keypoint.score.toFixed(2)}`);

@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { InferenceClient, TrainerClient } from "@poseloop/client";
@@ -8,9 +8,10 @@ import { loadConfig as loadInferencerConfig, startInferencer, type InferencerPro
 import { BLAZEPOSE33 } from "@poseloop/pose";
 import { makeTempDir, NatsServer, waitFor } from "@poseloop/testkit";
 import { loadConfig as loadTrainerConfig, startTrainer, type TrainerProcess } from "@poseloop/trainer";
-import { decodeImage, encodePng } from "@poseloop/vision";
+import { decodeImage, encodePng, type RgbImage } from "@poseloop/vision";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cliRunner } from "../testing/cli-runner.js";
+import { ffmpegPath, VideoFrameReader } from "./ffmpeg-video.js";
 
 // Models made elsewhere, end to end: tiny SimpleBaseline-like nets exported by PyTorch (torch.onnx.export), a
 // manifest YAML each, `poseloop import` into a real trainer over gRPC on a real nats-server, served by real
@@ -237,6 +238,72 @@ describe("poseloop import", () => {
       trainerClient.close();
     }
   });
+
+  it("names and draws the keypoints of a schema the manifest declares inline, in detect and in stream", async () => {
+    // A 5-keypoint net made as the others are; no known schema has 5 keypoints, so only the manifest names them.
+    const hand = `hand-${process.pid}`;
+    const script = EXPORT_SCRIPT.replace(/^for name, k, output in .*:$/m, 'for name, k, output in (("hand", 5, "heatmaps"),):');
+    expect(script).not.toBe(EXPORT_SCRIPT);
+    await mkdir(join(dir.path, "hand"));
+    await promisify(execFile)(PYTHON, ["-c", script, join(dir.path, "hand")], { timeout: 60_000 });
+    const names = ["wrist", "thumb_tip", "index_tip", "middle_tip", "little_tip"];
+    const limbs = [[0, 1], [0, 2], [0, 3], [0, 4]] as const;
+    await writeFile(join(dir.path, "hand.yaml"), manifest(`{ name: hand-5, names: [${names.join(", ")}], skeleton: [${limbs.map(([a, b]) => `[${a}, ${b}]`).join(", ")}] }`, "heatmaps"));
+    const imported = await cli(["import", "hand/hand.onnx", "--name", hand, "--manifest", "hand.yaml"]);
+    expect(imported.code, imported.stderr).toBe(0);
+    const version = /@(\S+)/.exec(imported.stdout)?.[1] ?? "";
+    const inferencer = await startInferencer(
+      loadInferencerConfig({ POSELOOP_NATS_URL: nats.url, POSELOOP_LOG_LEVEL: "error", POSELOOP_INFERENCER_LISTEN: "127.0.0.1:0", POSELOOP_MODEL: hand }),
+      silentLogger,
+    );
+    try {
+      (await servedBy(inferencer, version)).close();
+      env = envFor(inferencer);
+      await mkdir(join(dir.path, "hand-frames"));
+      await writeFile(join(dir.path, "hand-frames", "grey.png"), await encodePng({ width: 192, height: 256, data: new Uint8Array(192 * 256 * 3).fill(40) }));
+      const box = ["--box", "19.2,25.6,153.6,204.8"];
+      const detected = await cli(["detect", "hand-frames/grey.png", ...box, "--min-score", "0", "--out", "hand.png"]);
+      expect(detected.code, detected.stderr).toBe(0);
+      // Each keypoint line under its declared name, in the manifest's order.
+      expect(detected.stdout.split("\n").filter((line) => /^ {2}\S+\s+-?\d/.test(line)).map((line) => line.trim().split(/\s+/)[0])).toEqual(names);
+
+      // Midway along each declared limb between two distinct joints in the picture, the limb colour (green: the
+      // names have no side) where the background was; a 5-keypoint result drawn by its count alone has joints only.
+      const limbsDrawn = (picture: RgbImage, points: readonly { x?: number; y?: number }[]): number => {
+        let drawn = 0;
+        for (const [a, b] of limbs) {
+          const [p, q] = [points[a] ?? {}, points[b] ?? {}];
+          const [x, y] = [Math.round(((p.x ?? 0) + (q.x ?? 0)) / 2), Math.round(((p.y ?? 0) + (q.y ?? 0)) / 2)];
+          if (Math.hypot((p.x ?? 0) - (q.x ?? 0), (p.y ?? 0) - (q.y ?? 0)) < 12 || y < 24 || y >= picture.height || x < 0 || x >= picture.width) continue;
+          const i = 3 * (y * picture.width + x);
+          const [red, green, blue] = [picture.data[i] ?? 0, picture.data[i + 1] ?? 0, picture.data[i + 2] ?? 0];
+          expect(red < 110 && green > 140 && blue < 110, `limb ${a}-${b} at ${x},${y} is ${red},${green},${blue}`).toBe(true);
+          drawn++;
+        }
+        return drawn;
+      };
+      const json = JSON.parse((await cli(["detect", "hand-frames/grey.png", ...box, "--json"])).stdout) as { persons: { keypoints: { x?: number; y?: number }[] }[] };
+      expect(limbsDrawn(await decodeImage(await readFile(join(dir.path, "hand.png"))), json.persons[0]?.keypoints ?? [])).toBeGreaterThan(1);
+
+      // The stream's video draws the same skeleton, its schema learnt from the version its results name.
+      const streamed = await cli(["stream", "hand-frames", "--whole-frame", "--min-score", "0", "--out", "hand.gif", "--json"]);
+      expect(streamed.code, streamed.stderr).toBe(0);
+      const result = streamed.stdout.split("\n").filter((line) => line !== "").map((line) => JSON.parse(line) as { type: string; result?: { persons: { keypoints: { x?: number; y?: number }[] }[] } }).find((line) => line.type === "result");
+      const reader = await VideoFrameReader.open(ffmpegPath({}), { input: join(dir.path, "hand.gif") });
+      try {
+        const frames: Uint8Array[] = [];
+        for await (const videoFrame of reader.frames()) frames.push(videoFrame);
+        expect(frames).toHaveLength(1);
+        expect(reader.info).toMatchObject({ width: 192, height: 256 });
+        expect(limbsDrawn({ width: 192, height: 256, data: frames[0] ?? new Uint8Array() }, result?.result?.persons[0]?.keypoints ?? [])).toBeGreaterThan(1);
+      } finally {
+        await reader.close();
+      }
+    } finally {
+      env = envFor();
+      await inferencer.stop();
+    }
+  }, 120_000);
 });
 
 describe("poseloop export", () => {

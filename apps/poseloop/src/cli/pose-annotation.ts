@@ -1,5 +1,8 @@
+import type { RequestOptions } from "@poseloop/client";
+import { AppError } from "@poseloop/core";
 import { COCO17, KNOWN_KEYPOINT_SCHEMAS, type KeypointSchema } from "@poseloop/pose";
-import type { KeypointSchema as KeypointSchemaProto } from "@poseloop/proto/poseloop/common/v1/model_pb";
+import type { KeypointSchema as KeypointSchemaProto, ModelRef } from "@poseloop/proto/poseloop/common/v1/model_pb";
+import type { GetServingModelResponse } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
 import type { Person } from "@poseloop/proto/poseloop/common/v1/pose_pb";
 import { drawPoses, drawText, lineHeight, strokeRect, type OverlayPerson, type Rgb, type RgbImage } from "@poseloop/vision";
 
@@ -31,6 +34,81 @@ export function drawingSchema(schema: KeypointSchemaProto): KeypointSchema {
     flipPairs: schema.flipPairs.map((pair) => [pair.leftIndex, pair.rightIndex] as const),
     sigmas: [...schema.oksSigmas],
   };
+}
+
+/** The one call ServingSchemas makes: InferenceClient.getServingModel. */
+export interface ServingModelSource {
+  getServingModel(modelName: string, options: RequestOptions): Promise<GetServingModelResponse>;
+}
+
+/**
+ * A lookup that only names keypoints and draws limbs gets a short deadline: when it stalls, the results are
+ * drawn by their keypoint count rather than held up.
+ */
+const SCHEMA_LOOKUP_TIMEOUT_MS = 5_000;
+
+/**
+ * The keypoint schemas of the model versions that results name, from the inferencer's GetServingModel: a manifest
+ * may declare a schema of its own (names, skeleton) that no keypoint count implies. One lookup per version, so a
+ * stream whose serving version switches to another schema draws the new one from its first frame. A version no
+ * lookup could name (a server or token that refuses the call, another swap in between) has no schema here, and
+ * its results are drawn and named by their keypoint count, as schemaForKeypoints does without a manifest.
+ */
+export class ServingSchemas {
+  readonly #source: ServingModelSource;
+  readonly #signal: AbortSignal | undefined;
+  /** What each lookup answered, by "name@version"; undefined for a manifest without keypoint names. */
+  readonly #answers = new Map<string, KeypointSchema | undefined>();
+  readonly #asked = new Set<string>();
+  readonly #inFlight = new Set<Promise<void>>();
+
+  constructor(source: ServingModelSource, signal?: AbortSignal) {
+    this.#source = source;
+    this.#signal = signal;
+  }
+
+  /** Starts looking up what `modelName` ("": the inferencer's default) serves, before a result names its version. */
+  prefetch(modelName: string): void {
+    // Its failure, if any, reaches whoever awaits schemaFor; nobody may, so it is no unhandled rejection.
+    this.#lookUp(modelName).catch(() => undefined);
+  }
+
+  /** The schema `model`'s manifest declares, or undefined when none could be learnt. */
+  async schemaFor(model: ModelRef | undefined): Promise<KeypointSchema | undefined> {
+    if (model === undefined || model.version === "") return undefined;
+    const key = versionKey(model);
+    if (!this.#answers.has(key) && this.#inFlight.size > 0) await Promise.all(this.#inFlight);
+    if (!this.#answers.has(key) && !this.#asked.has(key)) {
+      this.#asked.add(key);
+      await this.#lookUp(model.name);
+    }
+    return this.#answers.get(key);
+  }
+
+  #lookUp(modelName: string): Promise<void> {
+    const lookup = this.#ask(modelName).finally(() => this.#inFlight.delete(lookup));
+    this.#inFlight.add(lookup);
+    return lookup;
+  }
+
+  async #ask(modelName: string): Promise<void> {
+    let serving: GetServingModelResponse;
+    try {
+      serving = await this.#source.getServingModel(modelName, { timeoutMs: SCHEMA_LOOKUP_TIMEOUT_MS, ...(this.#signal === undefined ? {} : { signal: this.#signal }) });
+    } catch (error) {
+      // Refused, unknown to an older server, unreachable, too slow: drawn as before. Ctrl-C still ends the command.
+      if (AppError.is(error) && this.#signal?.aborted !== true) return;
+      throw error;
+    }
+    const manifest = serving.manifest;
+    if (manifest?.model === undefined || manifest.model.version === "") return;
+    const schema = manifest.keypointSchema;
+    this.#answers.set(versionKey(manifest.model), schema === undefined || schema.keypointNames.length === 0 ? undefined : drawingSchema(schema));
+  }
+}
+
+function versionKey(model: ModelRef): string {
+  return `${model.name}@${model.version}`;
 }
 
 /** Persons of a result as the overlay draws them: [x, y, score] per keypoint. */

@@ -13,7 +13,7 @@ import { ffmpegPath, VideoFrameWriter } from "./ffmpeg-video.js";
 import { openImageFolder, openVideoSource, syntheticSource, type FrameSource, type SourceFrame } from "./frame-sources.js";
 import { modelRefText } from "./job-format.js";
 import { protoJson, writeJsonLine } from "./json-output.js";
-import { annotatePicture } from "./pose-annotation.js";
+import { annotatePicture, ServingSchemas } from "./pose-annotation.js";
 import { formatRate } from "./progress-format.js";
 import { streamOptionsFromArgs } from "./stream-options.js";
 import { formatMs, StreamStats } from "./stream-stats.js";
@@ -57,6 +57,8 @@ export async function runStream(ctx: CommandContext): Promise<number> {
   let bannerFrames = 0;
   let banner: string | undefined;
   let lastPrint = 0;
+  // The video draws each version's keypoints as its manifest declares them, across swaps.
+  const schemas = out === undefined ? undefined : new ServingSchemas(ctx.inference(), ctx.signal);
   const started = performance.now();
 
   const frames = async function* (): AsyncGenerator<FrameInput, void, undefined> {
@@ -87,6 +89,7 @@ export async function runStream(ctx: CommandContext): Promise<number> {
     for await (const response of responses) {
       const payload = response.payload;
       if (payload.case === "accepted") {
+        if (payload.value.model !== undefined) schemas?.prefetch(payload.value.model.name);
         if (ctx.json) writeJsonLine(ctx.out, { type: "accepted", accepted: protoJson(StreamAcceptedSchema, payload.value) });
         else live.print(`stream ${payload.value.streamId} accepted; serving ${modelRefText(payload.value.model)}`);
         continue;
@@ -137,11 +140,13 @@ export async function runStream(ctx: CommandContext): Promise<number> {
             `frame ${frameNumber}${entry.frame.name === undefined ? "" : ` (${entry.frame.name})`} is ${picture.width}x${picture.height}; the video is ${writer.spec.width}x${writer.spec.height}: --out needs frames of one size`,
           );
         }
+        const schema = ok ? await schemas?.schemaFor(result.model) : undefined;
         const caption = `${model}  ${formatRate(stats.fps)} fps  ${formatMs(latencyMs ?? Number.NaN)}  #${frameNumber}`;
         const annotated = annotatePicture(picture, ok ? result.persons : [], {
           caption,
           ...(bannerFrames > 0 && banner !== undefined ? { banner } : {}),
           ...(options.minKeypointScore === undefined ? {} : { minScore: options.minKeypointScore }),
+          ...(schema === undefined ? {} : { schema }),
         });
         await writer.write(annotated.data);
       }

@@ -369,7 +369,7 @@ export function trainerService(deps: TrainerServiceDependencies): ServiceImpl<Me
       if (result.promoted) {
         await policies.recordOverride(request.modelName, { candidate: result.manifest.model, serving: result.previous, decidedBy, reason: `imported and promoted by hand${request.reason === "" ? "" : `: ${request.reason}`}` });
       }
-      return { manifest: result.manifest, promoted: result.promoted, ...(result.quantization === undefined ? {} : { quantization: result.quantization }) };
+      return { manifest: result.manifest, promoted: result.promoted, alreadyImported: result.alreadyImported, ...(result.quantization === undefined ? {} : { quantization: result.quantization }) };
     },
 
     async exportModel(request) {

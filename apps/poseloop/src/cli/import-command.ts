@@ -13,11 +13,19 @@ import { cocoDataSpec } from "./val-command.js";
  */
 const IMPORT_TIMEOUT_MS = 30 * 60_000;
 
-/** What the import made: the version, its keypoints and whether it serves. */
-export function importedText(response: ImportModelResponse): string {
+/**
+ * What the import made: the version, its keypoints and whether it serves; or the version an earlier import of the
+ * same model bytes, manifest and sets made, which was not published again.
+ */
+export function importedText(response: ImportModelResponse, skipPromotion: boolean): string {
   const schema = response.manifest?.keypointSchema;
   const keypoints = schema === undefined || schema.keypointNames.length === 0 ? "" : `, ${schema.keypointNames.length} keypoints (${schema.name || "custom"})`;
   const gate = response.quantization === undefined || response.quantization.message === "" ? "" : `; int8 gate: ${response.quantization.message}`;
+  if (response.alreadyImported) {
+    // Promotion was asked for unless skipped: the version serves now, whether it did before or this made it.
+    const serving = skipPromotion ? "not promoted (--skip-promotion)" : response.promoted ? "serving now" : "serving already";
+    return `already imported as ${manifestText(response.manifest)}${keypoints} (the same model bytes, manifest and sets): nothing published, ${serving}`;
+  }
   return `imported ${manifestText(response.manifest)}${keypoints}: ${response.promoted ? "serving now" : "published, not serving"}${gate}`;
 }
 
@@ -32,6 +40,8 @@ export const importCommand: Command = {
     "Sets are COCO keypoint annotation files under the trainer's data root, as `poseloop val --data` takes them;",
     "their people are cropped by their labelled boxes. The model travels in one request: at most the trainer's",
     "POSELOOP_GRPC_MAX_MESSAGE_BYTES (16 MiB by default). Needs the admin role.",
+    "Importing again what a version of NAME already holds (the same model bytes, manifest, --quantize and sets)",
+    "publishes nothing: that version is named, and made to serve unless --skip-promotion.",
   ].join("\n"),
   positionals: { min: 1, max: 1 },
   examples: [
@@ -83,12 +93,13 @@ export const importCommand: Command = {
     const model = await read(file, "model");
     const manifestYaml = (await read(manifestFile, "manifest")).toString("utf8");
     const reason = ctx.args.string("reason");
+    const skipPromotion = ctx.args.flag("skip-promotion");
     const response = await ctx.trainer().importModel({
       modelName: name.trim(),
       model: new Uint8Array(model.buffer, model.byteOffset, model.byteLength),
       manifestYaml,
       quantize,
-      skipPromotion: ctx.args.flag("skip-promotion"),
+      skipPromotion,
       signal: ctx.signal,
       ...(ctx.args.has("timeout") ? {} : { timeoutMs: IMPORT_TIMEOUT_MS }),
       ...(calibration === undefined ? {} : { calibration: cocoDataSpec(calibration, undefined, undefined) }),
@@ -98,7 +109,7 @@ export const importCommand: Command = {
       ...(reason === undefined ? {} : { reason }),
     });
     if (ctx.json) writeJsonDocument(ctx.out, protoJson(ImportModelResponseSchema, response));
-    else ctx.out.line(importedText(response));
+    else ctx.out.line(importedText(response, skipPromotion));
     return ExitCode.OK;
   },
 };

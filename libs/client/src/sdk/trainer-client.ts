@@ -357,7 +357,7 @@ export class TrainerClient {
           manifestYaml,
           quantize: options.quantize ?? false,
           minAp: options.minAp ?? 0,
-          maxApDrop: options.maxApDrop ?? 0,
+          ...(options.maxApDrop === undefined ? {} : { maxApDrop: options.maxApDrop }),
           skipPromotion: options.skipPromotion ?? false,
           reason: options.reason ?? "",
           labels: { ...options.labels },

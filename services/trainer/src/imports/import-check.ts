@@ -1,7 +1,7 @@
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as ort from "onnxruntime-node";
 import { evaluateModel, modelFailureReason, modelLoadProblems, PoseEstimator, servingSpecFromManifest, type EvaluationSet } from "@poseloop/estimator";
-import { decodeModel } from "@poseloop/onnx";
+import { decodeModel, inspectModel } from "@poseloop/onnx";
 import type { KeypointSchema } from "@poseloop/pose";
 import { KeypointMetricsSchema } from "@poseloop/proto/poseloop/common/v1/metrics_pb";
 import { DetectorHead, ModelKind, ModelManifestSchema, type ModelManifest } from "@poseloop/proto/poseloop/common/v1/model_pb";
@@ -32,6 +32,8 @@ export interface ImportInit {
 export interface ImportOutcome {
   /** Why the model cannot serve its manifest; when any, nothing else was measured. */
   readonly problems: string[];
+  /** The model is quantized already (it holds int8 operators): it is stored and served as the int8 file. */
+  readonly quantized?: boolean;
   /** KeypointMetrics (binary) of the fp32 model on the AP set. */
   readonly fp32Metrics?: Uint8Array;
   readonly int8?: Uint8Array;
@@ -85,7 +87,33 @@ async function evaluationSet(config: Uint8Array, roots: DataRoots, schema: Keypo
  * service's event loop.
  */
 export async function checkImport(init: ImportInit): Promise<ImportOutcome> {
+  const outcome = await checkModel(init);
+  return outcome.problems.length > 0 ? outcome : { ...outcome, quantized: quantizedOps(init.model).length > 0 };
+}
+
+/** Operators only a quantized graph holds (QDQ pairs, fused QLinear kernels, integer convolutions). */
+const INT8_OPS = /(^|\.)(QuantizeLinear|DequantizeLinear|DynamicQuantizeLinear|QLinear\w+|ConvInteger|MatMulInteger)$/;
+
+/** The int8 operators of a model, "QLinearConv x22" each; empty for a float model or an unreadable file. */
+export function quantizedOps(bytes: Uint8Array): string[] {
+  let ops: Readonly<Record<string, number>>;
+  try {
+    ops = inspectModel(decodeModel(bytes)).ops;
+  } catch {
+    return [];
+  }
+  return Object.entries(ops)
+    .filter(([op]) => INT8_OPS.test(op))
+    .map(([op, count]) => `${op} x${count}`);
+}
+
+async function checkModel(init: ImportInit): Promise<ImportOutcome> {
   const manifest = fromBinary(ModelManifestSchema, init.manifest);
+  if (init.quantize !== undefined) {
+    // Quantizing a quantized graph again would stack a second, lossier rounding on the first.
+    const int8 = quantizedOps(init.model);
+    if (int8.length > 0) return { problems: [`the model is int8 already (${int8.join(", ")}): import it without --quantize`] };
+  }
   if (manifest.kind === ModelKind.DETECTOR) return { problems: await detectorProblems(manifest, init.model) };
   const { spec, problems } = servingSpecFromManifest(manifest);
   if (spec === undefined) return { problems };

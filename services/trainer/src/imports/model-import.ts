@@ -1,9 +1,9 @@
-import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
-import { modelNameProblems, type ModelRegistry } from "@poseloop/bus";
+import { create, equals, fromBinary, toBinary, toJsonString, type MessageInitShape } from "@bufbuild/protobuf";
+import { modelNameProblems, sha256Digest, type ModelRegistry } from "@poseloop/bus";
 import { AppError, Code, type Logger } from "@poseloop/core";
 import { KeypointMetricsSchema } from "@poseloop/proto/poseloop/common/v1/metrics_pb";
 import { ModelKind, ModelManifestSchema, ModelRefSchema, Precision, QuantizationSummarySchema, type ModelManifest, type ModelRef } from "@poseloop/proto/poseloop/common/v1/model_pb";
-import { DatasetKind, TrainConfigSchema, type DataSpec } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import { CocoDatasetSchema, DatasetKind, TrainConfigSchema, type DataSpec } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import type { ExportModelRequest, ExportModelResponseSchema, ImportModelRequest, QuantizationReportSchema } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
 import { datasetProblems, type DataRoots } from "../datasets/data-root.js";
 import { labelProblems } from "../publication/publisher.js";
@@ -16,9 +16,29 @@ const CALIBRATION_SAMPLES = 256;
 /** AP points int8 may lose when the request names no bound (the trainer's QUANT.MAX_AP_DROP default). */
 const DEFAULT_MAX_AP_DROP = 1;
 const ARTIFACT_FILES = { [Precision.FP32]: "model.onnx", [Precision.INT8]: "model.int8.onnx" } as const;
+/**
+ * Labels an import writes for the sets it was measured and calibrated on: with the model's digest and its
+ * manifest they say whether a later request is the same import. "poseloop" keys are refused from clients.
+ */
+const SET_LABELS = { calibration: "poseloop.calibration_set", validation: "poseloop.validation_set" } as const;
+
+/** A set named by a request, as a label value (its COCO fields: the same set gives the same text). */
+function setLabel(data: DataSpec | undefined): string | undefined {
+  return data?.coco === undefined ? undefined : toJsonString(CocoDatasetSchema, data.coco);
+}
+
+/**
+ * What a manifest YAML declares (the import, the AP gate and the registry fill in the rest), through the wire
+ * format: stored floats are float32, the YAML's were doubles.
+ */
+function declaredPart(manifest: ModelManifest): ModelManifest {
+  const { architecture, kind, input, keypointSchema, codec, outputNames, detector } = manifest;
+  const part = create(ModelManifestSchema, { architecture, kind, outputNames, ...(input === undefined ? {} : { input }), ...(keypointSchema === undefined ? {} : { keypointSchema }), ...(codec === undefined ? {} : { codec }), ...(detector === undefined ? {} : { detector }) });
+  return fromBinary(ModelManifestSchema, toBinary(ModelManifestSchema, part));
+}
 
 export interface ModelImporterDependencies {
-  readonly registry: Pick<ModelRegistry, "publish" | "getServing" | "getManifest" | "getArtifact" | "listVersions">;
+  readonly registry: Pick<ModelRegistry, "publish" | "getServing" | "setServing" | "getManifest" | "getArtifact" | "listVersions">;
   readonly roots: DataRoots;
   readonly logger: Logger;
   /** The check (and AP, int8) of an import; default: in an import worker. */
@@ -31,6 +51,8 @@ export interface ImportResult {
   /** The version that served before, when this one was promoted. */
   readonly previous?: ModelRef;
   readonly quantization?: MessageInitShape<typeof QuantizationReportSchema>;
+  /** An earlier version was this import (model bytes, manifest, sets): returned, nothing published. */
+  readonly alreadyImported: boolean;
 }
 
 /** A COCO set named by a request, as the dataset of a TrainConfig (people cropped by their labelled boxes). */
@@ -45,7 +67,7 @@ function setConfig(data: DataSpec): Uint8Array {
  */
 export class ModelImporter {
   readonly #deps: ModelImporterDependencies;
-  /** The import running now; the next waits for it (each takes every core onnxruntime is given). */
+  /** The import running now; the next waits for it. */
   #running: Promise<unknown> = Promise.resolve();
 
   constructor(deps: ModelImporterDependencies) {
@@ -71,27 +93,77 @@ export class ModelImporter {
     if (detector && (request.quantize || request.validation !== undefined)) problems.push("quantize and validation: a detector is imported as it is (no keypoint AP to gate on)");
     if (request.minAp < 0 || request.minAp > 1) problems.push(`min_ap: ${request.minAp} is not in [0, 1]`);
     if (request.minAp > 0 && request.validation === undefined) problems.push("min_ap: needs a validation set to measure AP on");
-    if (request.maxApDrop < 0) problems.push("max_ap_drop: must not be negative");
+    if (request.maxApDrop !== undefined && request.maxApDrop < 0) problems.push("max_ap_drop: must not be negative");
     if (problems.length > 0 || parsed.manifest === undefined) throw AppError.invalid("model import", problems);
 
     const manifest = parsed.manifest;
-    manifest.model = create(ModelRefSchema, { name: request.modelName, version: "import" });
-    const run = this.#running.then(() =>
-      (this.#deps.check ?? checkImportInWorker)(
-        {
-          manifest: toBinary(ModelManifestSchema, manifest),
-          model: request.model,
-          roots: this.#deps.roots,
-          ...(request.validation === undefined ? {} : { validation: setConfig(request.validation) }),
-          ...(request.quantize && request.calibration !== undefined ? { quantize: { calibration: setConfig(request.calibration), samples: CALIBRATION_SAMPLES, maxApDrop: request.maxApDrop || DEFAULT_MAX_AP_DROP } } : {}),
-        },
-        signal,
-      ),
-    );
+    // One import at a time: each takes every core onnxruntime is given, and the look-up for an earlier import
+    // of the same model must see the one just before it published.
+    const run = this.#running.then(() => this.#importChecked(request, manifest, setBy, signal));
     this.#running = run.catch(() => undefined);
-    const outcome = await run;
-    if (outcome.problems.length > 0) throw AppError.invalid(`model ${request.modelName}`, outcome.problems);
+    return run;
+  }
 
+  /**
+   * The newest version of `request.modelName` that is this import: the same model bytes (the given file's
+   * SHA-256), an equal manifest as its YAML declares it, int8 or not with the same bound, and the same sets.
+   * Every version is looked at, not only the newest: importing A, then B, then A again finds A's version (and
+   * promotes it back) rather than publishing a copy of it.
+   */
+  async #earlierImport(request: ImportModelRequest, manifest: ModelManifest, signal: AbortSignal): Promise<ModelManifest | undefined> {
+    const { registry } = this.#deps;
+    const digest = sha256Digest(request.model);
+    const declared = declaredPart(manifest);
+    const calibration = request.quantize ? setLabel(request.calibration) : undefined;
+    const validation = setLabel(request.validation);
+    const maxApDrop = Math.fround(request.maxApDrop ?? DEFAULT_MAX_AP_DROP);
+    for (const version of (await registry.listVersions(request.modelName)).reverse()) {
+      signal.throwIfAborted();
+      const stored = await registry.getManifest(request.modelName, version, signal);
+      // The file given is the fp32 artifact, or the int8 one when it came quantized; a quantization of ours
+      // leaves its summary in the manifest.
+      if (!stored.artifacts.some((a) => a.digest === digest)) continue;
+      if ((stored.quantization !== undefined) !== request.quantize) continue;
+      if (request.quantize && Math.fround(stored.quantization?.maxApDrop ?? -1) !== maxApDrop) continue;
+      if (stored.labels[SET_LABELS.calibration] !== calibration || stored.labels[SET_LABELS.validation] !== validation) continue;
+      if (equals(ModelManifestSchema, declaredPart(stored), declared)) return stored;
+    }
+    return undefined;
+  }
+
+  /** An earlier import returned again: the AP bound checked on its metrics, promoted as a new import would be. */
+  async #again(request: ImportModelRequest, stored: ModelManifest, setBy: string): Promise<ImportResult> {
+    const served = stored.metrics;
+    if (request.minAp > 0 && served !== undefined && served.ap < request.minAp) {
+      throw new AppError(Code.FAILED_PRECONDITION, `nothing imported: AP ${served.ap.toFixed(4)} on ${served.dataset} is below min_ap ${request.minAp} (measured when ${request.modelName}@${stored.model?.version ?? ""} was imported)`);
+    }
+    const { registry, logger } = this.#deps;
+    const version = stored.model?.version ?? "";
+    const serving = await registry.getServing(request.modelName);
+    const promote = !request.skipPromotion && serving?.record.model?.version !== version;
+    if (promote) {
+      await registry.setServing(request.modelName, stored.model ?? { name: request.modelName, version }, { expectedRevision: serving?.revision ?? 0, setBy, reason: request.reason || "imported again" });
+    }
+    logger.info("model already imported", { model: request.modelName, version, promoted: promote });
+    const previous = promote ? serving?.record.model : undefined;
+    return { manifest: stored, promoted: promote, alreadyImported: true, ...(previous === undefined ? {} : { previous }) };
+  }
+
+  async #importChecked(request: ImportModelRequest, manifest: ModelManifest, setBy: string, signal: AbortSignal): Promise<ImportResult> {
+    const earlier = await this.#earlierImport(request, manifest, signal);
+    if (earlier !== undefined) return this.#again(request, earlier, setBy);
+    manifest.model = create(ModelRefSchema, { name: request.modelName, version: "import" });
+    const outcome = await (this.#deps.check ?? checkImportInWorker)(
+      {
+        manifest: toBinary(ModelManifestSchema, manifest),
+        model: request.model,
+        roots: this.#deps.roots,
+        ...(request.validation === undefined ? {} : { validation: setConfig(request.validation) }),
+        ...(request.quantize && request.calibration !== undefined ? { quantize: { calibration: setConfig(request.calibration), samples: CALIBRATION_SAMPLES, maxApDrop: request.maxApDrop ?? DEFAULT_MAX_AP_DROP } } : {}),
+      },
+      signal,
+    );
+    if (outcome.problems.length > 0) throw AppError.invalid(`model ${request.modelName}`, outcome.problems);
     const fp32Metrics = outcome.fp32Metrics === undefined ? undefined : fromBinary(KeypointMetricsSchema, outcome.fp32Metrics);
     const int8Metrics = outcome.int8Metrics === undefined ? undefined : fromBinary(KeypointMetricsSchema, outcome.int8Metrics);
     const gate = outcome.gate;
@@ -102,11 +174,14 @@ export class ModelImporter {
       throw new AppError(Code.FAILED_PRECONDITION, `nothing imported: AP ${served.ap.toFixed(4)} on ${served.dataset} is below min_ap ${request.minAp}`);
     }
     const int8 = outcome.int8;
+    // A model quantized elsewhere is stored and served as what it is, the int8 file (its AP is its own).
+    const given = outcome.quantized === true ? Precision.INT8 : Precision.FP32;
     manifest.model = create(ModelRefSchema, { name: request.modelName });
-    manifest.precision = int8 === undefined ? Precision.FP32 : Precision.INT8;
+    manifest.precision = int8 === undefined ? given : Precision.INT8;
     if (served !== undefined) manifest.metrics = served;
-    if (fp32Metrics !== undefined) manifest.fp32Metrics = fp32Metrics;
-    manifest.labels = { ...request.labels, imported_by: setBy };
+    if (fp32Metrics !== undefined && given === Precision.FP32) manifest.fp32Metrics = fp32Metrics;
+    const sets = { [SET_LABELS.calibration]: request.quantize ? setLabel(request.calibration) : undefined, [SET_LABELS.validation]: setLabel(request.validation) };
+    manifest.labels = { ...request.labels, imported_by: setBy, ...Object.fromEntries(Object.entries(sets).filter((entry): entry is [string, string] => entry[1] !== undefined)) };
     const accepted = gate?.attempts.find((a) => a.passed);
     if (accepted !== undefined && gate !== undefined) {
       manifest.quantization = create(QuantizationSummarySchema, { calibrator: accepted.calibrator, calibrationSamples: CALIBRATION_SAMPLES, apDrop: (accepted.fp32Ap - accepted.int8Ap) * 100, maxApDrop: gate.maxApDrop });
@@ -115,10 +190,10 @@ export class ModelImporter {
     const published = await this.#deps.registry.publish({
       manifest,
       files: [
-        { file: ARTIFACT_FILES[Precision.FP32], data: request.model, precision: Precision.FP32 },
+        { file: ARTIFACT_FILES[given], data: request.model, precision: given },
         ...(int8 === undefined ? [] : [{ file: ARTIFACT_FILES[Precision.INT8], data: int8, precision: Precision.INT8 }]),
       ],
-      servingFile: int8 === undefined ? ARTIFACT_FILES[Precision.FP32] : ARTIFACT_FILES[Precision.INT8],
+      servingFile: int8 === undefined ? ARTIFACT_FILES[given] : ARTIFACT_FILES[Precision.INT8],
       promote,
       setBy,
       reason: request.reason || "imported",
@@ -130,6 +205,7 @@ export class ModelImporter {
       promoted: published.serving !== undefined,
       ...(previous === undefined ? {} : { previous }),
       ...(quantization === undefined ? {} : { quantization }),
+      alreadyImported: false,
     };
   }
 

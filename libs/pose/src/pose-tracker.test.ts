@@ -1,10 +1,10 @@
 import { describe, expect, it } from "vitest";
-import { PoseTracker, type TrackablePerson } from "@poseloop/pose";
+import { BLAZEPOSE33, PoseTracker, type TrackablePerson } from "@poseloop/pose";
 
 const K = 17;
 
-function person(x: number, y: number, width = 60, height = 160): TrackablePerson {
-  const keypoints = Array.from({ length: K }, (_, j) => [x + (j % 3) * (width / 3), y + j * (height / 17)]).flat();
+function person(x: number, y: number, width = 60, height = 160, k = K): TrackablePerson {
+  const keypoints = Array.from({ length: k }, (_, j) => [x + (j % 3) * (width / 3), y + j * (height / k)]).flat();
   return { box: { x, y, width, height }, keypoints };
 }
 
@@ -41,6 +41,24 @@ describe("PoseTracker", () => {
     const tracker = new PoseTracker({ matchThreshold: 0.9 });
     tracker.update([person(100, 50)]);
     expect(tracker.update([person(115, 50)])).toEqual([2]);
+  });
+
+  it("tracks by OKS with another schema's sigmas, its people holding that many keypoints", () => {
+    const tracker = new PoseTracker({ metric: "oks", sigmas: BLAZEPOSE33.sigmas });
+    expect(tracker.update([person(100, 50, 60, 160, 33), person(400, 60, 60, 160, 33)])).toEqual([1, 2]);
+    expect(tracker.update([person(403, 61, 60, 160, 33), person(102, 51, 60, 160, 33)])).toEqual([2, 1]);
+    // COCO-17 people are not this tracker's.
+    expect(() => tracker.update([person(104, 52)])).toThrow(RangeError);
+  });
+
+  it("starts its ids at firstId, so a tracker taking over a stream names no one an earlier tracker named", () => {
+    const before = new PoseTracker();
+    before.update([person(100, 50), person(400, 60)]);
+    expect(before.nextId).toBe(3);
+    const after = new PoseTracker({ metric: "oks", sigmas: BLAZEPOSE33.sigmas, firstId: before.nextId });
+    expect(after.update([person(100, 50, 60, 160, 33)])).toEqual([3]);
+    expect(after.nextId).toBe(4);
+    expect(() => new PoseTracker({ firstId: 0 })).toThrow(RangeError);
   });
 
   it("needs keypoints for OKS tracking and refuses NaN boxes", () => {

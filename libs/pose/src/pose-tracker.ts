@@ -14,10 +14,18 @@ export interface TrackingOptions {
   readonly matchThreshold?: number;
   /** Frames a track survives without a match. Default 30. */
   readonly maxAgeFrames?: number;
-  /** OKS sigmas for the "oks" metric. Default: COCO-17's. */
+  /**
+   * OKS sigmas for the "oks" metric, one per keypoint of the people's schema (its keypoint count: people with
+   * keypoints must have this many). Default: COCO-17's.
+   */
   readonly sigmas?: readonly number[];
   /** With "oks", keypoints scoring at or below this in either pose are left out. Default 0. */
   readonly minKeypointScore?: number;
+  /**
+   * The first track id. Default 1. A tracker that takes over a stream from another (the stream's people now
+   * come from a model of another keypoint schema) starts at the other's `nextId`, so no id names two people.
+   */
+  readonly firstId?: number;
 }
 
 /** One person in a frame, in frame pixels. */
@@ -42,7 +50,7 @@ interface Track {
  * Assigns stable track ids across the frames of one stream: each frame, the pairs (person, live track)
  * whose similarity (box IoU, or OKS with the mean of the two box areas as scale) reaches the threshold are
  * matched greedily, most similar first; unmatched people start new tracks, and a track unmatched for more
- * than `maxAgeFrames` frames ends. Ids start at 1 and are never reused within a tracker.
+ * than `maxAgeFrames` frames ends. Ids start at 1 (or `firstId`) and are never reused within a tracker.
  */
 export class PoseTracker {
   readonly metric: TrackingMetric;
@@ -63,6 +71,13 @@ export class PoseTracker {
     this.#variances = oksVariances(options.sigmas ?? COCO17.sigmas);
     this.#minKeypointScore = options.minKeypointScore ?? 0;
     requireNonNegative(this.#minKeypointScore, "minKeypointScore");
+    this.#nextId = options.firstId ?? 1;
+    if (!(Number.isSafeInteger(this.#nextId) && this.#nextId >= 1)) throw new RangeError(`firstId must be an integer >= 1, got ${String(options.firstId)}`);
+  }
+
+  /** The id the next new track gets. */
+  get nextId(): number {
+    return this.#nextId;
   }
 
   /** Track ids for this frame's people, in their order. */

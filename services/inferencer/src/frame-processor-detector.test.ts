@@ -17,7 +17,7 @@ import type { ServingHandle } from "./serving-handle.js";
 const limits = { maxFrameBytes: 1 << 20, maxFramePixels: 1 << 22, maxBoxesPerFrame: 64 } as InferenceLimits;
 const jpeg = Uint8Array.from([0xff, 0xd8, 0xff, 0xe0]);
 const timings = { decodeUs: 100, preprocessUs: 200, inferenceUs: 300, postprocessUs: 40 };
-const poseHandle = { version: "p1", ref: { name: "demo", version: "p1" }, trainingJobId: "job", publishLink: undefined } as unknown as ServingHandle;
+const poseHandle = { version: "p1", ref: { name: "demo", version: "p1" }, spec: { numKeypoints: 1 }, trainingJobId: "job", publishLink: undefined } as unknown as ServingHandle;
 const detectorHandle = { version: "d1", ref: { name: "people", version: "d1" }, trainingJobId: "job", publishLink: undefined } as unknown as ServingHandle<DetectorServingSpec>;
 const decoded = { kind: "raw" as const, width: 64, height: 48, format: "RGB8" as const, stride: 192, data: new Uint8Array(64 * 48 * 3) };
 
@@ -100,10 +100,12 @@ describe("FrameProcessor with a person detector", () => {
   it("runs no pose batch for a frame the detector finds nobody in", async () => {
     const poseJobs: FrameJob[] = [];
     const processor = new FrameProcessor(poseLane(poseJobs), { limits, frameTraceRatio: 0, modelName: "demo", detector: detectorStage([], { ...detected, boxes: [] }), poseModel: () => poseHandle.ref });
-    const processed = await processor.process(frame(), settings(undefined), call);
+    const observed: FrameJob[] = [];
+    const processed = await processor.process(frame(), settings(undefined), call, (job) => observed.push(job));
     expect(processed.ok).toBe(true);
     expect(processed.estimates).toEqual([]);
     expect(poseJobs).toHaveLength(0);
+    expect(observed).toHaveLength(0);
     expect(processed.result).toMatchObject({ model: poseHandle.ref, detector: detectorHandle.ref, imageWidth: 64, imageHeight: 48 });
   });
 
@@ -118,10 +120,14 @@ describe("FrameProcessor with a person detector", () => {
     const poseJobs: FrameJob[] = [];
     const detectionJobs: DetectionJob[] = [];
     const processor = new FrameProcessor(poseLane(poseJobs), { limits, frameTraceRatio: 0, modelName: "demo", detector: detectorStage(detectionJobs, detected, serving) });
-    const processed = await processor.process(frame([...boxes]), settings({ personSource }), call);
+    const observed: FrameJob[] = [];
+    const processed = await processor.process(frame([...boxes]), settings({ personSource }), call, (job) => observed.push(job));
     expect(processed.ok).toBe(true);
     expect(detectionJobs).toHaveLength(detections);
     expect(poseJobs[0]?.boxes).toEqual(poseBoxes);
+    // A trial's copy gets the very job the answer's pose batch got: the same crops of the same pixels.
+    expect(observed).toHaveLength(1);
+    expect(observed[0]).toBe(poseJobs[0]);
     expect(processed.result.detector === undefined).toBe(detections === 0);
   });
 

@@ -57,7 +57,7 @@ describe("FrameProcessor", () => {
     try {
       const tracer = telemetry.tracer();
       const publication = await withSpan(tracer, "training.publish", {}, (span) => span.spanContext());
-      const handle = { version: "v1", ref: { name: "demo", version: "v1" }, trainingJobId: "job-1", publishLink: { context: publication } } as unknown as ServingHandle;
+      const handle = { version: "v1", ref: { name: "demo", version: "v1" }, spec: { numKeypoints: 17 }, trainingJobId: "job-1", publishLink: { context: publication } } as unknown as ServingHandle;
       const ok: ScheduledResult = { outcome: { ok: true, width: 4, height: 4, persons: [], timings: { decodeUs: 1, preprocessUs: 1, inferenceUs: 1, postprocessUs: 1 } }, handle, queueUs: 0 };
       const processor = new FrameProcessor({ submit: () => Promise.resolve(ok) } as unknown as BatchScheduler, { limits, frameTraceRatio: 1, modelName: "demo" });
       const streamSpan = tracer.startSpan("poseloop.inference.v1.InferenceService/StreamKeypoints");

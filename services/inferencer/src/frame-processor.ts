@@ -12,6 +12,7 @@ import type { DetectorServingSpec } from "./detector-spec.js";
 import type { DetectedBox, DetectionJob, DetectionOutcome } from "./person-detector.js";
 import { AUTO_PERSON_SOURCE } from "./person-source.js";
 import { clientError } from "./client-error.js";
+import { servingOksSigmas } from "./oks-sigmas.js";
 import { frameDurationHistogram, framesCounter, type FrameOutcomeLabel, type FrameStage } from "./metrics.js";
 import type { ServingHandle } from "./serving-handle.js";
 
@@ -68,7 +69,19 @@ export interface ProcessedFrame {
   readonly received: bigint;
   /** The decoded frame's colour histogram, when its settings asked for one. */
   readonly histogram?: Float32Array;
+  /**
+   * The OKS sigmas of the pose model that ran the frame (oks-sigmas.ts); absent when no pose model ran it, or
+   * when its manifest names none and its schema is not one PoseLoop knows.
+   */
+  readonly oksSigmas?: readonly number[];
 }
+
+/**
+ * Called with a frame's pose job once its people are known (the client's boxes, the whole frame, or the
+ * detector's boxes with the pixels the detector decoded), as the job leaves for the pose batch: a trial runs the
+ * other model on exactly these crops, and the detector runs once for both.
+ */
+export type PoseJobObserver = (job: FrameJob) => void;
 
 /**
  * Runs one frame through the shared batch scheduler and builds its FrameResult: the model version that ran it,
@@ -112,7 +125,7 @@ export class FrameProcessor {
    * `logger` gets the detail of internal failures, which the frame's status only names by a log reference.
    * Never rejects: whatever goes wrong becomes the frame's status.
    */
-  async process(frame: Frame, settings: FrameSettings, call: FrameCall): Promise<ProcessedFrame> {
+  async process(frame: Frame, settings: FrameSettings, call: FrameCall, onPoseJob?: PoseJobObserver): Promise<ProcessedFrame> {
     const { parent, logger } = call;
     const received = process.hrtime.bigint();
     const span = this.#traceRatio > 0 && Math.random() < this.#traceRatio ? this.#startSpan(frame, call) : undefined;
@@ -143,7 +156,9 @@ export class FrameProcessor {
           result: { ...base, ...(model === undefined ? {} : { model }), ...detected, status: { code: Code.OK, message: "" }, timings, imageWidth: detection?.outcome.width ?? 0, imageHeight: detection?.outcome.height ?? 0 },
         };
       }
-      const { outcome, handle, queueUs } = await this.#scheduler.submit(plan.job, call.stream);
+      const scheduled = this.#scheduler.submit(plan.job, call.stream);
+      onPoseJob?.(plan.job);
+      const { outcome, handle, queueUs } = await scheduled;
       this.#annotate(span, handle);
       // A detected frame's stages add up: its decode is the detector worker's, its pose batch crops the decoded pixels.
       const timings = {
@@ -163,6 +178,7 @@ export class FrameProcessor {
       span?.setAttribute("poseloop.frame.persons", outcome.persons.length);
       this.#record(spanContext, "ok", { decode: timings.decodeUs, ...detectStage, pose: outcome.timings.preprocessUs + outcome.timings.inferenceUs, post: outcome.timings.postprocessUs, total: timings.totalUs });
       const frameHistogram = outcome.histogram ?? histogram;
+      const oksSigmas = servingOksSigmas(handle.manifest, handle.spec.numKeypoints);
       return {
         frame,
         ok: true,
@@ -170,6 +186,7 @@ export class FrameProcessor {
         span,
         received,
         ...(frameHistogram === undefined ? {} : { histogram: frameHistogram }),
+        ...(oksSigmas === undefined ? {} : { oksSigmas }),
         result: { ...base, model: handle.ref, ...detected, status: { code: Code.OK, message: "" }, timings, imageWidth: outcome.width, imageHeight: outcome.height },
       };
     } catch (error) {

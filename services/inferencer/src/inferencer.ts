@@ -77,7 +77,7 @@ export async function startInferencer(config: InferencerConfig, logger: Logger):
           return { scheduler, processor: new FrameProcessor(scheduler, detector === undefined ? options : { ...options, detector }) };
         };
         const serving = lane(models, "serving");
-        const trials = new TrialController({ registry, models, modelName: config.defaultModel, logger, decidedBy: config.instanceId, limits: config.limits, serving, candidateLane: lane, maxCopiesInFlight: config.workers });
+        const trials = new TrialController({ registry, models, modelName: config.defaultModel, logger, decidedBy: config.instanceId, serving, candidateLane: lane, maxCopiesInFlight: config.workers });
         const detectorAvailability = detectors === undefined ? undefined : { modelName: detectors.modelName, serving: () => detectors.current !== undefined };
         server.register(InferenceService, inferenceService({ processor: trials, models, limits: config.limits, defaultModel: config.defaultModel, logger, ...(detectorAvailability === undefined || detectors === undefined ? {} : { detector: detectorAvailability, detectorModels: detectors }) }));
         return { models, scheduler: serving.scheduler, trials, detectors, detectorScheduler };

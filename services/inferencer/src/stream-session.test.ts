@@ -1,6 +1,7 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { AppError, Code, deferred, silentLogger, sleep } from "@poseloop/core";
 import type { PersonEstimate } from "@poseloop/estimator";
+import { BLAZEPOSE33, COCO17 } from "@poseloop/pose";
 import { createClient, GrpcServer, type ClientControls, type ServiceClient } from "@poseloop/grpc";
 import {
   DeliveryMode,
@@ -397,6 +398,73 @@ describe("streams per client", () => {
     expect(peerHost("::1:51234")).toBe("::1");
     expect(peerHost("[2001:db8::1]:443")).toBe("2001:db8::1");
     expect(peerHost("unknown")).toBe("unknown");
+  });
+});
+
+/** How a scripted model answers a frame: its keypoint count, the sigmas it names, and its people's left edges. */
+interface ScriptedAnswer {
+  readonly keypoints: number;
+  readonly sigmas?: readonly number[];
+  readonly xs: readonly number[];
+}
+
+/** A processor that answers each frame as `script` says: people 60x160 px, keypoints spread over the box. */
+function scriptedProcessor(script: (frameId: number) => ScriptedAnswer) {
+  return {
+    process: async (frame: Frame): Promise<ProcessedFrame> => {
+      const { keypoints: k, sigmas, xs } = script(Number(frame.frameId));
+      const estimates: PersonEstimate[] = xs.map((x) => ({
+        bbox: { x, y: 40, width: 60, height: 160 },
+        score: 0.9,
+        keypoints: Float32Array.from({ length: 3 * k }, (_, i) => {
+          const j = Math.floor(i / 3);
+          return i % 3 === 0 ? x + (j % 3) * 20 : i % 3 === 1 ? 40 + (j * 160) / k : 0.9;
+        }),
+      }));
+      return { frame, ok: true, estimates, span: undefined, received: 0n, ...(sigmas === undefined ? {} : { oksSigmas: sigmas }), result: { frameId: frame.frameId, ptsUs: frame.ptsUs, status: { code: Code.OK, message: "" } } };
+    },
+  };
+}
+
+/** The track ids of each result, in frame order, and how the stream ended. */
+async function trackIds(script: (frameId: number) => ScriptedAnswer, frames: number, init: MessageInitShape<typeof StreamOptionsSchema>): Promise<{ ids: number[][]; error: unknown }> {
+  const deps = { ...streamDeps(new FakeProcessor()), processor: scriptedProcessor(script) };
+  const items = [options(init), ...Array.from({ length: frames }, (_, i) => frame(i + 1))];
+  const ids: number[][] = [];
+  try {
+    for await (const response of runStream(messages(...items), new AbortController().signal, deps)) {
+      if (response.payload?.case === "result") ids.push((response.payload.value.persons ?? []).map((p) => p.trackId ?? 0));
+    }
+    return { ids, error: undefined };
+  } catch (error) {
+    return { ids, error };
+  }
+}
+
+describe("tracking across keypoint schemas", () => {
+  const oks = { enabled: true, metric: TrackingMetric.OKS, matchThreshold: 0.5, sceneCutThreshold: 1 };
+
+  it("tracks a 33-keypoint model's people by OKS with its sigmas, and starts new tracks when the model swaps to 17 keypoints mid-stream", async () => {
+    // Two people walking right, 2 px a frame; frames 1-3 from a BlazePose-33 model, 4-6 from a COCO-17 one.
+    const script = (i: number): ScriptedAnswer => (i <= 3 ? { keypoints: 33, sigmas: BLAZEPOSE33.sigmas, xs: [100 + 2 * i, 400 + 2 * i] } : { keypoints: 17, sigmas: COCO17.sigmas, xs: [100 + 2 * i, 400 + 2 * i] });
+    const { ids, error } = await trackIds(script, 6, { tracking: oks, smoothing: { enabled: true } });
+    expect(error).toBeUndefined();
+    // The 17-keypoint people are matched against none of the 33-keypoint tracks; no id names two people.
+    expect(ids).toEqual([[1, 2], [1, 2], [1, 2], [3, 4], [3, 4], [3, 4]]);
+  });
+
+  it("matches by the sigmas the model names: the same step is one person under wide sigmas and two under COCO's", async () => {
+    // A 30 px step of a 60x160 person: far beyond COCO's tolerances, well within sigmas of 1.
+    const step = (sigmas: readonly number[]) => (i: number): ScriptedAnswer => ({ keypoints: 17, sigmas, xs: [100 + 30 * i] });
+    expect((await trackIds(step(new Array<number>(17).fill(1)), 2, { tracking: oks })).ids).toEqual([[1], [1]]);
+    expect((await trackIds(step(COCO17.sigmas), 2, { tracking: oks })).ids).toEqual([[1], [2]]);
+  });
+
+  it("tracks a model that names no sigmas by box IoU instead of failing the stream", async () => {
+    const script = (i: number): ScriptedAnswer => ({ keypoints: 33, xs: [100 + 2 * i, 400 + 2 * i] });
+    const { ids, error } = await trackIds(script, 3, { tracking: oks });
+    expect(error).toBeUndefined();
+    expect(ids).toEqual([[1, 2], [1, 2], [1, 2]]);
   });
 });
 

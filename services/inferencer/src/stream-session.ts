@@ -123,15 +123,21 @@ export function resolveStreamOptions(options: StreamOptions, defaults: { modelNa
  * not move at all across a cut), and blind to people moving over a still background.
  */
 class StreamPostprocessor {
-  readonly #tracker: PoseTracker | undefined;
   readonly #options: ResolvedStreamOptions;
+  readonly #logger: Logger;
+  /** Smoothing follows people across frames, so it needs track ids even when the client does not ask for them. */
+  readonly #keepsTracks: boolean;
+  #tracker: PoseTracker | undefined;
+  /** The people the tracker and the smoother are for: their keypoint count, and the sigmas when matched by OKS. */
+  #schema: string | undefined;
   #smoother: KeypointSmoother | undefined;
   #lastHistogram: Float32Array | undefined;
+  #warnedNoSigmas = false;
 
-  constructor(options: ResolvedStreamOptions) {
+  constructor(options: ResolvedStreamOptions, logger: Logger) {
     this.#options = options;
-    // Smoothing follows people across frames, so it needs track ids even when the client does not ask for them.
-    this.#tracker = keepsTracks(options) ? new PoseTracker({ metric: options.tracking.metric === TrackingMetric.OKS ? "oks" : "iou", matchThreshold: options.tracking.matchThreshold, maxAgeFrames: options.tracking.maxAgeFrames }) : undefined;
+    this.#logger = logger;
+    this.#keepsTracks = keepsTracks(options);
   }
 
   apply(processed: ProcessedFrame): ResponseInit {
@@ -139,12 +145,14 @@ class StreamPostprocessor {
     if (!processed.ok) return { payload: { case: "result", value: processed.result } };
     let persons = estimates;
     let ids: number[] | undefined;
-    if (this.#tracker !== undefined) {
+    if (this.#keepsTracks) {
       if (this.#sceneCut(processed.histogram)) {
-        this.#tracker.reset();
+        this.#tracker?.reset();
         this.#smoother?.retain([]);
       }
-      ids = this.#tracker.update(persons.map((p) => ({ box: p.bbox, keypoints: xy(p.keypoints), scores: scores(p.keypoints) })));
+      const { tracker, oks } = this.#trackerFor(processed);
+      // Box IoU needs no keypoints: left out, they are not held to any keypoint count.
+      ids = tracker.update(persons.map((p) => (oks ? { box: p.bbox, keypoints: xy(p.keypoints), scores: scores(p.keypoints) } : { box: p.bbox })));
       // A frame without people has nothing to smooth (and no keypoint count to size the filters by).
       if (this.#options.smoothing.enabled && persons[0] !== undefined) {
         const k = persons[0].keypoints.length / 3;
@@ -164,6 +172,47 @@ class StreamPostprocessor {
     const result = create(FrameResultSchema, processed.result);
     result.persons = personsInit(persons, this.#options.tracking.enabled ? ids : undefined);
     return { payload: { case: "result", value: result } };
+  }
+
+  /**
+   * The tracker for this frame's people. OKS weighs each keypoint by its schema's sigma, so a stream asking for it
+   * is matched with the sigmas of the model that ran the frame (processed.oksSigmas); a model that names none
+   * (nor a schema PoseLoop knows) is matched by box IoU instead, said once in the log, rather than by sigmas of
+   * another schema. When the frame's people are of another schema than the tracks (the model swapped mid-stream
+   * to one with another keypoint count or other sigmas, or a canary's candidate answers), the tracker is
+   * replaced: its tracks hold the old schema's keypoints, which OKS cannot compare with the new ones (another
+   * count throws; the same count of other keypoints matches the wrong people), and the smoother's filters are
+   * sized and tuned for the old keypoints. Ids keep counting up, so no id names two people; the people after
+   * the swap get new ids, as after a scene cut. A frame without people leaves the tracker as it is (its tracks age).
+   */
+  #trackerFor(processed: ProcessedFrame): { tracker: PoseTracker; oks: boolean } {
+    const first = processed.estimates[0];
+    const tracking = this.#options.tracking;
+    const wantsOks = tracking.metric === TrackingMetric.OKS;
+    if (first === undefined) {
+      this.#tracker ??= new PoseTracker({ metric: "iou", matchThreshold: tracking.matchThreshold, maxAgeFrames: tracking.maxAgeFrames });
+      return { tracker: this.#tracker, oks: this.#tracker.metric === "oks" };
+    }
+    const k = first.keypoints.length / 3;
+    const sigmas = wantsOks ? processed.oksSigmas : undefined;
+    if (wantsOks && sigmas === undefined && !this.#warnedNoSigmas) {
+      this.#warnedNoSigmas = true;
+      this.#logger.warn("OKS tracking asked for, but the model names no OKS sigmas for its keypoints: tracking by box IoU", { model: processed.result.model?.version, keypoints: k });
+    }
+    // To float32's precision: a manifest's sigmas are float32, COCO's constants (a manifest naming none) float64.
+    const schema = sigmas === undefined ? `${k}` : `${k}:${sigmas.map((sigma) => sigma.toPrecision(6)).join(",")}`;
+    if (this.#tracker === undefined || schema !== this.#schema) {
+      this.#tracker = new PoseTracker({
+        metric: sigmas === undefined ? "iou" : "oks",
+        matchThreshold: tracking.matchThreshold,
+        maxAgeFrames: tracking.maxAgeFrames,
+        ...(sigmas === undefined ? {} : { sigmas }),
+        firstId: this.#tracker?.nextId ?? 1,
+      });
+      this.#schema = schema;
+      this.#smoother = undefined;
+    }
+    return { tracker: this.#tracker, oks: sigmas !== undefined };
   }
 
   /** Whether this frame starts another shot; remembers its histogram for the next frame. */
@@ -316,7 +365,7 @@ class StreamSession {
     this.#signal = signal;
     this.#deps = deps;
     this.#options = options;
-    this.#post = new StreamPostprocessor(options);
+    this.#post = new StreamPostprocessor(options, deps.logger);
     this.#frames = framesCounter();
     const settings = { flipTest: options.flipTest, minKeypointScore: options.minKeypointScore, maxPersons: options.maxPersons, histogram: detectsSceneCuts(options), ...(options.people === undefined ? {} : { people: options.people }) };
     const parent = otelContext.active();

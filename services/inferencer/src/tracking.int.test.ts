@@ -9,8 +9,10 @@ import {
   type StreamOptionsSchema,
 } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { BLAZEPOSE33 } from "@poseloop/pose";
+import { keypointSchemaProto } from "@poseloop/train";
 import { startHarness, streamRequests, type InferencerHarness } from "./testing/harness.js";
-import { buildTestModel, publishTestModel } from "./testing/test-models.js";
+import { buildTestModel, publishTestModel, testModelConfig } from "./testing/test-models.js";
 
 const natsUrl = inject("natsUrl");
 
@@ -140,5 +142,38 @@ describe("tracking and smoothing over StreamKeypoints", () => {
     const [before, after] = [jitter(raw), jitter(smoothed)];
     expect(before).toBeGreaterThan(0.5);
     expect(after).toBeLessThan(0.6 * before);
+  });
+});
+
+describe("OKS tracking of a model of another keypoint schema", () => {
+  let harness: InferencerHarness;
+  beforeAll(async () => {
+    harness = await startHarness(natsUrl, "tracking-blazepose");
+    const model = await buildTestModel({ seed: 5, config: { ...testModelConfig(), numKeypoints: 33 } });
+    await publishTestModel(harness.registry, "tracking-blazepose", model, { editManifest: (manifest) => (manifest.keypointSchema = keypointSchemaProto(BLAZEPOSE33)) });
+    await harness.inferencer.models.waitForServing(20_000);
+  });
+  afterAll(async () => {
+    await harness.close();
+  });
+
+  it("tracks and smooths a BlazePose-33 model's people by OKS with its schema's sigmas", async () => {
+    const results: FrameResult[] = [];
+    const options = { personSource: PersonSource.CLIENT_BOXES, maxInFlight: 8, tracking: { enabled: true, metric: TrackingMetric.OKS, matchThreshold: 0.05 }, smoothing: { enabled: true } };
+    for await (const response of harness.client.streamKeypoints(streamRequests(options, frames))) {
+      if (response.payload.case === "result") results.push(response.payload.value);
+    }
+    expect(results.map((r) => Number(r.frameId))).toEqual(clip.map((f) => f.index));
+    for (const result of results) {
+      expect(result.status?.code ?? 0).toBe(0);
+      expect(result.persons.every((p) => p.keypoints.length === 33)).toBe(true);
+      const ids = result.persons.map((p) => p.trackId ?? 0);
+      expect(ids.every((id) => id > 0)).toBe(true);
+      expect(new Set(ids).size).toBe(ids.length);
+    }
+    // Tracks carry over from frame to frame: far fewer ids than people seen.
+    const people = results.reduce((n, r) => n + r.persons.length, 0);
+    const ids = new Set(results.flatMap((r) => r.persons.map((p) => p.trackId ?? 0)));
+    expect(ids.size, `${ids.size} track ids for ${people} people`).toBeLessThan(people / 4);
   });
 });

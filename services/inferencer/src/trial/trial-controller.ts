@@ -3,18 +3,17 @@ import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { context as otelContext, ROOT_CONTEXT, SpanKind, trace, type Link } from "@opentelemetry/api";
 import { isTrialMode, policyMode, type CandidateEntry, type ModelRegistry } from "@poseloop/bus";
 import { AppError, Code, sleep, type Logger } from "@poseloop/core";
-import type { FrameOutcome } from "@poseloop/estimator";
-import { COCO17 } from "@poseloop/pose";
-import { ModelRefSchema, type ModelManifest } from "@poseloop/proto/poseloop/common/v1/model_pb";
+import type { FrameJob, FrameOutcome } from "@poseloop/estimator";
+import { ModelRefSchema } from "@poseloop/proto/poseloop/common/v1/model_pb";
 import type { Frame } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
 import { PromotionMode, PromotionVerdict, type AgreementStatsSchema, type PromotionDecision } from "@poseloop/proto/poseloop/registry/v1/registry_pb";
 import { linkTo, traceContextFromRecord, withSpan } from "@poseloop/telemetry";
 import type { BatchScheduler } from "../batch-scheduler.js";
 import { followNewest } from "../follow-newest.js";
-import type { InferenceLimits } from "../config.js";
-import { frameJob, type FrameSettings } from "../frame-conversion.js";
-import type { FrameCall, FrameProcessor, ProcessedFrame } from "../frame-processor.js";
+import type { FrameSettings } from "../frame-conversion.js";
+import type { FrameCall, FrameProcessor, PoseJobObserver, ProcessedFrame } from "../frame-processor.js";
 import type { ModelManager } from "../model-manager.js";
+import { servingOksSigmas } from "../oks-sigmas.js";
 import type { ServingHandle, VersionSource } from "../serving-handle.js";
 import type { StreamRouter } from "../stream-session.js";
 import { AgreementWindow, type ModelRun } from "./agreement-window.js";
@@ -36,7 +35,6 @@ export interface TrialControllerOptions {
   readonly logger: Logger;
   /** Who concludes this inferencer's trials, in the decision log (its instance id). */
   readonly decidedBy: string;
-  readonly limits: InferenceLimits;
   /** The serving model's lane: it answers every frame outside a canary's share. */
   readonly serving: TrialLane;
   /** Builds the candidate's lane over the version source it is given (the trial's candidate while one is loaded). */
@@ -87,9 +85,12 @@ const tracer = () => trace.getTracer("@poseloop/inferencer");
  * SHADOW: the serving model answers every frame; the candidate runs a copy of each frame it has room for
  * (maxCopiesInFlight) and its outputs go only into the comparison. CANARY: the streams whose key falls in the
  * policy's share (canary-share.ts) are answered by the candidate, each result naming it; the serving model runs
- * a copy of those frames, as room allows, for the comparison. Copies are all the comparison costs: the answers
- * never wait for them. Every frame the room allows is compared, rather than a fixed sample, since small windows
- * then fill in seconds and the bound on copies already keeps the cost to one model's worth.
+ * a copy of those frames, as room allows, for the comparison. A copy is the answer's own pose job, taken as it
+ * leaves for its batch: the same people cropped from the same pixels, the person detector's boxes included (it
+ * runs once, for the answer), since OKS between poses of different crops measures the crops, not the models.
+ * Copies are all the comparison costs: the answers never wait for them. Every frame the room allows is compared,
+ * rather than a fixed sample, since small windows then fill in seconds and the bound on copies already keeps the
+ * cost to one model's worth.
  *
  * A verdict (agreement-window.ts) concludes the trial in the registry, in a span linked to the trial's start;
  * of several inferencers measuring the same trial, the first verdict counts. A promoted candidate keeps its
@@ -140,9 +141,10 @@ export class TrialController implements Processor, StreamRouter {
 
   async process(frame: Frame, settings: FrameSettings, call: FrameCall): Promise<ProcessedFrame> {
     const trial = this.#trial;
-    const shadow = trial?.phase === "running" && trial.mode === PromotionMode.SHADOW ? this.#copy(trial, "candidate", frame, settings, call) : undefined;
-    const answered = await this.#options.serving.processor.process(frame, settings, call);
-    if (trial !== undefined && shadow !== undefined) void shadow.then((run) => this.#compare(trial, runOf(answered), run));
+    const shadow = trial?.mode === PromotionMode.SHADOW ? this.#copier(trial, "candidate", call) : undefined;
+    const answered = await this.#options.serving.processor.process(frame, settings, call, shadow?.onPoseJob);
+    const copy = shadow?.run();
+    if (trial !== undefined && copy !== undefined) void copy.then((run) => this.#compare(trial, runOf(answered), run));
     return answered;
   }
 
@@ -157,38 +159,53 @@ export class TrialController implements Processor, StreamRouter {
   #canaryProcessor(trial: Trial, lane: TrialLane): Processor {
     return {
       process: async (frame, settings, call) => {
-        const reference = trial.phase === "running" ? this.#copy(trial, "serving", frame, settings, call) : undefined;
+        const reference = this.#copier(trial, "serving", call);
         this.#candidatePending++;
         let answered: ProcessedFrame;
         try {
-          answered = await lane.processor.process(frame, settings, call);
+          // The canary lane runs the stream's person source itself (the detector, then the candidate's pose).
+          answered = await lane.processor.process(frame, settings, call, reference.onPoseJob);
         } finally {
           this.#candidatePending--;
         }
-        if (reference !== undefined) void reference.then((run) => this.#compare(trial, run, runOf(answered)));
+        const copy = reference.run();
+        if (copy !== undefined) void copy.then((run) => this.#compare(trial, run, runOf(answered)));
         return answered;
       },
     };
   }
 
   /**
-   * Runs `frame` on one model's lane for the comparison only, when there is room (maxCopiesInFlight). Undefined
-   * when there is none, or when the frame itself is invalid (the answering run fails alike: not the model's
-   * fault). Never rejects: a failed run is a failed ModelRun.
+   * The copy of one frame for the other model (`role`): `onPoseJob` goes to the answering run, and submits the
+   * answer's own pose job (the same crops of the same pixels: the client's boxes, the whole frame, or the boxes
+   * the detector found for the answer) to that model's lane as it leaves; `run()` is the copy, undefined when
+   * none was made. None is made for a frame that never reached a pose model (invalid, or nobody in it: nothing
+   * to compare), or when the trial no longer runs.
    */
-  #copy(trial: Trial, role: "serving" | "candidate", frame: Frame, settings: FrameSettings, call: FrameCall): Promise<VersionedRun> | undefined {
+  #copier(trial: Trial, role: "serving" | "candidate", call: FrameCall): { readonly onPoseJob: PoseJobObserver; run(): Promise<VersionedRun> | undefined } {
+    let copy: Promise<VersionedRun> | undefined;
+    return {
+      onPoseJob: (job) => {
+        if (trial.phase !== "running") return;
+        // The histogram is the answer's, for its stream's scene-cut test; the copy has no use for it.
+        const { histogram: _answers, ...pose } = job;
+        copy = this.#copy(trial, role, pose, call.stream);
+      },
+      run: () => copy,
+    };
+  }
+
+  /**
+   * Runs a pose job on one model's lane for the comparison only, when there is room (maxCopiesInFlight).
+   * Undefined when there is none. Never rejects: a failed run is a failed ModelRun.
+   */
+  #copy(trial: Trial, role: "serving" | "candidate", job: FrameJob, stream: string | undefined): Promise<VersionedRun> | undefined {
     if (this.#copies >= this.#options.maxCopiesInFlight) return undefined;
-    let job;
-    try {
-      job = frameJob(frame, settings, this.#options.limits);
-    } catch {
-      return undefined;
-    }
     const scheduler = role === "candidate" ? this.#candidate?.scheduler : this.#options.serving.scheduler;
     if (scheduler === undefined) return undefined;
     this.#copies++;
     if (role === "candidate") this.#candidatePending++;
-    return scheduler.submit(job, call.stream).then(
+    return scheduler.submit(job, stream).then(
       ({ outcome, handle }) => ({ ok: outcome.ok, persons: outcome.ok ? outcome.persons : [], latencyMs: workerMs(outcome.timings), version: handle.version }),
       () => ({ ok: false, persons: [], latencyMs: 0, version: role === "candidate" ? trial.candidate : trial.baseline }),
     ).finally(() => {
@@ -298,7 +315,7 @@ export class TrialController implements Processor, StreamRouter {
       return;
     }
     trial.handle = handle;
-    const sigmas = oksSigmas(models.current?.manifest, handle.spec.numKeypoints);
+    const sigmas = servingOksSigmas(models.current?.manifest, handle.spec.numKeypoints);
     if (sigmas === undefined) {
       this.#conclude(trial, false, `the serving version ${trial.baseline} names no OKS sigmas for its ${handle.spec.numKeypoints} keypoints: agreement cannot be measured`);
       return;
@@ -417,11 +434,4 @@ function runOf(processed: ProcessedFrame): VersionedRun {
 
 function workerMs(timings: FrameOutcome["timings"]): number {
   return (timings.decodeUs + timings.preprocessUs + timings.inferenceUs + timings.postprocessUs) / 1000;
-}
-
-/** The serving manifest's OKS sigmas; COCO's for a 17-keypoint model whose manifest names none. */
-function oksSigmas(manifest: ModelManifest | undefined, keypoints: number): readonly number[] | undefined {
-  const named = manifest?.keypointSchema?.oksSigmas ?? [];
-  if (named.length === keypoints && named.every((sigma) => sigma > 0)) return [...named];
-  return keypoints === COCO17.sigmas.length ? COCO17.sigmas : undefined;
 }

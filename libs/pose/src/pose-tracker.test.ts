@@ -37,6 +37,22 @@ describe("PoseTracker", () => {
     expect(tracker.update([person(130, 50), person(102, 50)])).toEqual([2, 1]);
   });
 
+  it.each(["iou", "oks"] as const)("looks for a moving person where their velocity takes them, also after frames unseen (%s)", (metric) => {
+    // A 60x160 person walking 30 px a frame (10 for OKS): consecutive poses still match (box IoU 1/3, OKS 0.64),
+    // three frames apart they do not (IoU 0, OKS 0.13), so only a track that moves on with them keeps them.
+    const step = metric === "iou" ? 30 : 10;
+    const walk = (frame: number) => person(100 + step * frame, 50);
+    const tracker = new PoseTracker({ metric, matchThreshold: metric === "iou" ? 0.3 : 0.5 });
+    const ids = [0, 1, 2, 3].map((frame) => tracker.update([walk(frame)])[0]);
+    // Hidden for two frames (someone crossed in front), then seen again three steps on from where it was last seen.
+    tracker.update([]);
+    tracker.update([]);
+    ids.push(tracker.update([walk(6)])[0]);
+    expect(ids).toEqual([1, 1, 1, 1, 1]);
+    // Standing still does not carry the old motion on for long: the velocity follows the new displacements.
+    for (let i = 0; i < 6; i++) expect(tracker.update([walk(6)])).toEqual([1]);
+  });
+
   it("does not match below the threshold", () => {
     const tracker = new PoseTracker({ matchThreshold: 0.9 });
     tracker.update([person(100, 50)]);

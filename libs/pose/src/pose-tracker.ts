@@ -44,12 +44,27 @@ interface Track {
   scores: Float64Array | undefined;
   /** Consecutive frames without a match. */
   missed: number;
+  /** The box center's motion per frame (x, y), smoothed over the matches; 0 until a second match. */
+  vx: number;
+  vy: number;
+  /** Observed at least once (the box is a person's), and moved at least once (the velocity is measured). */
+  seen: boolean;
+  moved: boolean;
 }
+
+/**
+ * Weight of the newest displacement in a track's velocity: half keeps a walker's steady motion through a
+ * detector's frame-to-frame jitter of a few pixels, and still turns within a few frames.
+ */
+const VELOCITY_GAIN = 0.5;
 
 /**
  * Assigns stable track ids across the frames of one stream: each frame, the pairs (person, live track)
  * whose similarity (box IoU, or OKS with the mean of the two box areas as scale) reaches the threshold are
- * matched greedily, most similar first; unmatched people start new tracks, and a track unmatched for more
+ * matched greedily, most similar first. A track is compared where it should be now: moved on by its
+ * velocity for each frame since it was last seen (SORT's constant-velocity prediction, without its Kalman
+ * filter), so a person walking past, or hidden for a few frames by someone crossing, is still where their track
+ * looks for them; unmatched people start new tracks, and a track unmatched for more
  * than `maxAgeFrames` frames ends. Ids start at 1 (or `firstId`) and are never reused within a tracker.
  */
 export class PoseTracker {
@@ -86,7 +101,7 @@ export class PoseTracker {
     const candidates: { person: number; track: number; similarity: number }[] = [];
     people.forEach((person, p) => {
       this.#tracks.forEach((track, t) => {
-        const similarity = this.metric === "iou" ? boxIou(person.box, track.box) : this.#oks(person, track);
+        const similarity = this.metric === "iou" ? boxIou(person.box, predictedBox(track)) : this.#oks(person, track);
         if (similarity >= this.matchThreshold) candidates.push({ person: p, track: t, similarity });
       });
     });
@@ -115,7 +130,7 @@ export class PoseTracker {
     this.#tracks = this.#tracks.filter((track) => track.missed <= this.maxAgeFrames);
     people.forEach((person, p) => {
       if (personTaken[p] === 1) return;
-      const track: Track = { id: this.#nextId++, box: person.box, keypoints: undefined, scores: undefined, missed: 0 };
+      const track: Track = { id: this.#nextId++, box: person.box, keypoints: undefined, scores: undefined, missed: 0, vx: 0, vy: 0, seen: false, moved: false };
       this.#observe(track, person);
       this.#tracks.push(track);
       ids[p] = track.id;
@@ -146,6 +161,17 @@ export class PoseTracker {
   }
 
   #observe(track: Track, person: TrackablePerson): void {
+    if (track.seen) {
+      const frames = track.missed + 1;
+      const dx = (person.box.x + person.box.width / 2 - (track.box.x + track.box.width / 2)) / frames;
+      const dy = (person.box.y + person.box.height / 2 - (track.box.y + track.box.height / 2)) / frames;
+      // The first displacement is the velocity; later ones are blended into it.
+      const gain = track.moved ? VELOCITY_GAIN : 1;
+      track.vx += gain * (dx - track.vx);
+      track.vy += gain * (dy - track.vy);
+      track.moved = true;
+    }
+    track.seen = true;
     track.box = { x: person.box.x, y: person.box.y, width: person.box.width, height: person.box.height };
     track.keypoints = person.keypoints === undefined ? undefined : Float64Array.from(person.keypoints);
     track.scores = person.scores === undefined ? undefined : Float64Array.from(person.scores);
@@ -156,17 +182,25 @@ export class PoseTracker {
     const a = person.keypoints;
     const b = track.keypoints;
     if (a === undefined || b === undefined) return 0;
+    const ahead = track.missed + 1;
+    const [shiftX, shiftY] = [track.vx * ahead, track.vy * ahead];
     const scale = (person.box.width * person.box.height + track.box.width * track.box.height) / 2 + FLOAT64_SPACING_1;
     let sum = 0;
     let n = 0;
     for (let j = 0; j < this.#variances.length; j++) {
       if (person.scores !== undefined && !((person.scores[j] as number) > this.#minKeypointScore)) continue;
       if (track.scores !== undefined && !((track.scores[j] as number) > this.#minKeypointScore)) continue;
-      const dx = (a[2 * j] as number) - (b[2 * j] as number);
-      const dy = (a[2 * j + 1] as number) - (b[2 * j + 1] as number);
+      const dx = (a[2 * j] as number) - (b[2 * j] as number) - shiftX;
+      const dy = (a[2 * j + 1] as number) - (b[2 * j + 1] as number) - shiftY;
       sum += Math.exp(-((dx * dx + dy * dy) / (this.#variances[j] as number) / scale / 2));
       n++;
     }
     return n === 0 ? 0 : sum / n;
   }
+}
+
+/** Where a track's box should be now: its last box moved on by its velocity for each frame since. */
+function predictedBox(track: Track): Box {
+  const ahead = track.missed + 1;
+  return { x: track.box.x + track.vx * ahead, y: track.box.y + track.vy * ahead, width: track.box.width, height: track.box.height };
 }

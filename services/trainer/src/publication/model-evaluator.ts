@@ -72,6 +72,8 @@ export class ModelEvaluator {
       const validation = this.#config.validation;
       return await evaluateModel(this.#estimator, version, this.validation, {
         flipTest: validation?.flipTest ?? false,
+        // The run's own schema's sigmas: OKS with COCO-17's would score another schema's keypoints wrongly.
+        ...(this.#contract.schema.sigmas.length > 0 ? { sigmas: this.#contract.schema.sigmas } : {}),
         ...(validation !== undefined && validation.keypointScoreThreshold > 0 ? { keypointScoreThreshold: validation.keypointScoreThreshold } : {}),
         ...(validation !== undefined && validation.oksThreshold > 0 && !validation.useGtBoxes ? { oksNmsThreshold: validation.oksThreshold } : {}),
         ...(validation !== undefined && validation.maxImages > 0 ? { maxImages: validation.maxImages } : {}),

@@ -31,6 +31,13 @@ export interface SyntheticSceneOptions {
    */
   readonly crowd?: number;
   /**
+   * Of the crowd's people, the share standing behind the earlier one rather than beside it: farther from the
+   * camera (feet 15–50% of the other's height higher up, 0.5–0.95 of their size), anywhere across them, so the
+   * nearer person hides part of the farther one, as when walkers at different depths cross. Default 0 (at 0 no
+   * random draw is spent on it, so datasets made without it stay as they were).
+   */
+  readonly crowdDepth?: number;
+  /**
    * How often a person is cut by the picture's border (bottom, top or a side, in the default's 10 : 5 : 12
    * proportion); default 0.27, the pose datasets' mix. Past 0.27 it scales all three up.
    */
@@ -157,6 +164,7 @@ export function sceneOptionProblems(options: SyntheticSceneOptions): string[] {
   }
   if (options.noise !== undefined && !(options.noise >= 0 && options.noise <= 64)) problems.push(`noise must be from 0 to 64, got ${options.noise}`);
   if (options.crowd !== undefined && !(options.crowd >= 0 && options.crowd <= 1)) problems.push(`crowd is a probability from 0 to 1, got ${options.crowd}`);
+  if (options.crowdDepth !== undefined && !(options.crowdDepth >= 0 && options.crowdDepth <= 1)) problems.push(`crowdDepth is a probability from 0 to 1, got ${options.crowdDepth}`);
   if (options.edgeCut !== undefined && !(options.edgeCut >= 0 && options.edgeCut <= 1)) problems.push(`edgeCut is a probability from 0 to 1, got ${options.edgeCut}`);
   if (options.personHeight !== undefined) {
     const [low, high] = options.personHeight;
@@ -189,6 +197,7 @@ export function renderSyntheticScene(random: SeededRandom, options: SyntheticSce
   // The default cut mix (10% bottom, 5% top, 12% sideways) sums to 0.27; edgeCut scales it.
   const cutScale = (options.edgeCut ?? 0.27) / 0.27;
   const crowd = options.crowd ?? 0;
+  const crowdDepth = options.crowdDepth ?? 0;
   const placedFeet: { footU: number; footV: number; pixelHeight: number }[] = [];
   const people = Array.from({ length: count }, () => {
     const kind = random.pick(kinds);
@@ -201,7 +210,7 @@ export function renderSyntheticScene(random: SeededRandom, options: SyntheticSce
       : facing < 0.85 ? (random.chance(0.5) ? 1 : -1) * random.uniform(60, 120)
       : random.uniform(-180, 180);
     const [low, high] = options.personHeight ?? (count === 1 ? [0.5, 0.95] : [0.3, 0.8]);
-    const pixelHeight = height * random.uniform(low, high);
+    let pixelHeight = height * random.uniform(low, high);
     // Mostly whole people; some cut by the picture's border (their outside joints get v = 0).
     const cut = random.next();
     let footV =
@@ -210,7 +219,12 @@ export function renderSyntheticScene(random: SeededRandom, options: SyntheticSce
       : random.uniform(Math.min(height, pixelHeight * 0.95), height + 0.04 * pixelHeight);
     let footU = random.chance(0.12 * cutScale) ? random.uniform(-0.1, 1.1) * width : random.uniform(0.1, 0.9) * width;
     const neighbour = crowd > 0 && placedFeet.length > 0 && random.chance(crowd) ? random.pick(placedFeet) : undefined;
-    if (neighbour !== undefined) {
+    if (neighbour !== undefined && crowdDepth > 0 && random.chance(crowdDepth)) {
+      // Behind an earlier person: smaller, feet higher up, anywhere from one side of them to the other.
+      pixelHeight = neighbour.pixelHeight * random.uniform(0.5, 0.95);
+      footU = neighbour.footU + random.uniform(-0.35, 0.35) * neighbour.pixelHeight;
+      footV = neighbour.footV - random.uniform(0.15, 0.5) * neighbour.pixelHeight;
+    } else if (neighbour !== undefined) {
       // Beside an earlier person, a little nearer or farther: their boxes overlap by up to about half.
       footU = neighbour.footU + random.uniform(0.1, 0.45) * (random.chance(0.5) ? 1 : -1) * Math.max(neighbour.pixelHeight, pixelHeight);
       footV = neighbour.footV + random.uniform(-0.08, 0.08) * neighbour.pixelHeight;

@@ -142,7 +142,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     const [detectorModel, detectorManifest] = await Promise.all([readFile(join(root, DETECTOR_DIR, "model.int8.onnx")), readFile(join(root, DETECTOR_DIR, "manifest.yaml"), "utf8")]);
     const imported = await trainer.importModel({ modelName: DETECTOR, model: detectorModel, manifestYaml: detectorManifest, reason: "npm start: the shipped person detector", labels: { source: "npm-start" } });
     const detectorVersion = imported.manifest?.model?.version ?? "";
-    out.line(`  detector ${DETECTOR}@${detectorVersion}: ${DETECTOR_DIR}, imported (${detectorModel.length} bytes, int8); it finds the stream's people, tracked across frames`);
+    out.line(`  detector ${DETECTOR}@${detectorVersion}: ${DETECTOR_DIR}, ${imported.alreadyImported ? "imported by an earlier run" : "imported"} (${detectorModel.length} bytes, int8); it finds the stream's people, tracked across frames`);
 
     const yaml = await readFile(join(root, "experiments/synthetic/lite_128x96_demo.yaml"), "utf8");
     // A few-minute run learns faster with the three-width net at quarter-resolution heatmaps: the recipe's 1/16

@@ -12,14 +12,16 @@ import { manifestYaml, prepareExperiment, servingManifest, TrainingSession } fro
  * from its first epoch to its last, validated every epoch by box AP, the best epoch exported through the int8
  * gate. Writes model.int8.onnx and its manifest.yaml (the import format, as a training job's publication
  * describes the model) to models/person-detector/, the fp32 model and the per-epoch metrics to OUT (default
- * .poseloop/person-detector). Usage, from the repository root:
+ * .poseloop/person-detector; MODEL_DIR replaces models/person-detector/). Usage, from the repository root:
  *   node --conditions=@poseloop/source --import tsx scripts/train-person-detector.ts [RECIPE] [--manifest-only]
  */
 const args = process.argv.slice(2);
 const recipe = args.find((arg) => !arg.startsWith("--")) ?? "experiments/synthetic/detector_lite_shipped.yaml";
 const workDir = process.env["POSELOOP_WORK_DIR"] ?? ".poseloop/work";
 const outDir = process.env["OUT"] ?? ".poseloop/person-detector";
-const modelDir = new URL("../models/person-detector/", import.meta.url).pathname;
+// MODEL_DIR lets a candidate be trained beside the shipped one and compared before it replaces it.
+const modelDir = process.env["MODEL_DIR"] ?? new URL("../models/person-detector/", import.meta.url).pathname;
+await mkdir(modelDir, { recursive: true });
 
 const { config, problems } = await prepareExperiment(await readFile(recipe, "utf8"));
 if (config === undefined) throw new Error(problems.join("\n"));

@@ -9,7 +9,7 @@ import { parseManifestYaml } from "@poseloop/trainer";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 
 // The person detector shipped in models/person-detector (trained by this project's trainer from its committed
-// recipe), served by a real inferencer over gRPC with onnxruntime, on the multi-person synthetic clip: people
+// recipe), served by a real inferencer over gRPC with onnxruntime, on four multi-person synthetic clips: people
 // walking in through the left border and out through the right one, two of them crossing. No frame carries
 // boxes: the detector finds the people.
 
@@ -20,21 +20,22 @@ const POSE = "shipped-detector-pose";
 
 const FRAMES = 60;
 /**
- * What the shipped detector must keep finding at its manifest's score threshold (0.3): it finds 0.81 of this
- * clip's people at IoU 0.5 with 18 of its 165 boxes on nobody (docs/detector-recipe.md, "On the synthetic clip").
- * The issue asks 0.9; the misses are loose boxes on the thin, sideways walkers, which this detector's half-scale
- * input does not place to IoU 0.5. The bars sit a little below the measure, so a worse detector fails them.
+ * The issue's bar: at its manifest's score threshold (0.3) the detector finds 0.910 of these clips' people at IoU
+ * 0.5, with 35 of its 689 boxes on nobody (docs/detector-recipe.md, "On the synthetic clips", where other clips
+ * are measured too). A worse detector fails it.
  */
-const MIN_RECALL = 0.78;
-const MAX_FALSE_POSITIVE_RATE = 0.15;
-const clip: ClipFrame[] = [...syntheticClip({ width: 256, height: 192, frames: FRAMES, seed: 11 })];
+const MIN_RECALL = 0.9;
+const MAX_FALSE_POSITIVE_RATE = 0.1;
+/** The clip seeds docs/detector-recipe.md has measured every shipped detector on since the first. */
+const SEEDS = [11, 77, 78, 3];
+const clips: ClipFrame[][] = SEEDS.map((seed) => [...syntheticClip({ width: 256, height: 192, frames: FRAMES, seed })]);
 
 /**
  * Who a detector must find: a person whose visible box is at least 12 frame pixels wide and 24 tall. The
- * detector sees the frame at half scale and predicts a center per 4 input pixels (8 frame pixels), so a box
- * narrower than one and a half cells — a walker's arm or shoulder at the border as they enter or leave, for a
- * frame or two — has no center of its own to find; anyone larger, cut by the border or half hidden by a crossing
- * walker, must be found. The people too small to count are neither misses nor, when found, false positives.
+ * detector predicts a center per 4 frame pixels, so a box narrower than three cells — a walker's arm or shoulder
+ * at the border as they enter or leave, for a frame or two — barely has a center of its own to find; anyone
+ * larger, cut by the border or half hidden by a crossing walker, must be found. The people too small to count are
+ * neither misses nor, when found, false positives.
  */
 function mustBeFound(person: ClipPerson): boolean {
   const [, , width, height] = person.bbox;
@@ -61,7 +62,7 @@ interface ClipScore {
  * Each frame's detections matched to its people as COCO matches them: best score first, each to the unmatched
  * person it overlaps most at IoU ≥ 0.5, the people who must be found before the ones too small to count.
  */
-function score(results: readonly FrameResult[]): ClipScore {
+function score(clip: readonly ClipFrame[], results: readonly FrameResult[]): ClipScore {
   let people = 0;
   let found = 0;
   let detections = 0;
@@ -108,33 +109,40 @@ describe("the shipped person detector", () => {
   });
   afterAll(async () => harness?.close());
 
-  it("finds the clip's people at IoU 0.5 with no client boxes, and few boxes where nobody is", async () => {
-    const frames = clip.map((frame) =>
-      create(FrameSchema, {
-        frameId: BigInt(frame.index),
-        ptsUs: BigInt(frame.ptsUs),
-        image: { case: "raw", value: { width: frame.image.width, height: frame.image.height, format: PixelFormat.RGB8, data: frame.image.data } },
-      }),
-    );
-    const results: FrameResult[] = [];
-    for await (const response of harness.client.streamKeypoints(streamRequests({ personSource: PersonSource.DETECTOR, maxInFlight: 8, tracking: { enabled: true } }, frames))) {
-      if (response.payload.case === "result") results.push(response.payload.value);
+  it("finds the clips' people at IoU 0.5 with no client boxes, and few boxes where nobody is", async () => {
+    const total = { people: 0, found: 0, detections: 0, falsePositives: 0 };
+    const perClip: string[] = [];
+    for (const [c, clip] of clips.entries()) {
+      const frames = clip.map((frame) =>
+        create(FrameSchema, {
+          frameId: BigInt(frame.index),
+          ptsUs: BigInt(frame.ptsUs),
+          image: { case: "raw", value: { width: frame.image.width, height: frame.image.height, format: PixelFormat.RGB8, data: frame.image.data } },
+        }),
+      );
+      const results: FrameResult[] = [];
+      for await (const response of harness.client.streamKeypoints(streamRequests({ personSource: PersonSource.DETECTOR, maxInFlight: 8, tracking: { enabled: true } }, frames))) {
+        if (response.payload.case === "result") results.push(response.payload.value);
+      }
+      expect(results.map((r) => Number(r.frameId))).toEqual(clip.map((f) => f.index));
+      for (const result of results) {
+        expect(result.status?.code ?? 0).toBe(0);
+        expect(result.detector?.name).toBe(DETECTOR);
+        // Every person found carries a track id, distinct within its frame.
+        const ids = result.persons.map((p) => p.trackId ?? 0);
+        expect(ids.every((id) => id > 0)).toBe(true);
+        expect(new Set(ids).size).toBe(ids.length);
+      }
+      const clipScore = score(clip, results);
+      // Four walkers over 60 frames, three or four on screen at a time.
+      expect(clipScore.people).toBeGreaterThan(150);
+      perClip.push(`seed ${SEEDS[c]}: ${clipScore.found}/${clipScore.people} found, ${clipScore.falsePositives}/${clipScore.detections} on nobody`);
+      total.people += clipScore.people;
+      total.found += clipScore.found;
+      total.detections += clipScore.detections;
+      total.falsePositives += clipScore.falsePositives;
     }
-    expect(results.map((r) => Number(r.frameId))).toEqual(clip.map((f) => f.index));
-    for (const result of results) {
-      expect(result.status?.code ?? 0).toBe(0);
-      expect(result.detector?.name).toBe(DETECTOR);
-    }
-    const { people, found, detections, falsePositives } = score(results);
-    // Four walkers over 60 frames, three or four on screen at a time.
-    expect(people).toBeGreaterThan(150);
-    expect(found / people, `${found} of ${people} people found; ${detections} detections, ${falsePositives} on nobody`).toBeGreaterThanOrEqual(MIN_RECALL);
-    expect(falsePositives, `${falsePositives} of ${detections} detections on nobody`).toBeLessThanOrEqual(Math.ceil(MAX_FALSE_POSITIVE_RATE * people));
-    // Every person found carries a track id, distinct within its frame.
-    for (const result of results) {
-      const ids = result.persons.map((p) => p.trackId ?? 0);
-      expect(ids.every((id) => id > 0)).toBe(true);
-      expect(new Set(ids).size).toBe(ids.length);
-    }
+    expect(total.found / total.people, perClip.join("; ")).toBeGreaterThanOrEqual(MIN_RECALL);
+    expect(total.falsePositives, perClip.join("; ")).toBeLessThanOrEqual(Math.ceil(MAX_FALSE_POSITIVE_RATE * total.detections));
   });
 });

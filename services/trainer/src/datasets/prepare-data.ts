@@ -46,10 +46,14 @@ export interface DetectionSet {
 }
 
 /**
- * What a detector's synthetic pictures add to a pose dataset's: crowds of overlapping people, more of them cut
- * by the border, and people from small to large (the renderer's defaults keep the pose datasets as recorded).
+ * What a detector's synthetic pictures add to a pose dataset's: crowds of overlapping people (half of them
+ * behind the other, partly hidden, as walkers at different depths are when they cross), more of them cut by the
+ * border, and people from small to large (the renderer's defaults keep the pose datasets as recorded).
  */
-export const DETECTION_SCENES = { crowd: 0.35, edgeCut: 0.4, personHeight: [0.15, 0.9] } as const satisfies Pick<SyntheticSceneOptions, "crowd" | "edgeCut" | "personHeight">;
+export const DETECTION_SCENES = { crowd: 0.35, crowdDepth: 0.5, edgeCut: 0.6, personHeight: [0.15, 0.9] } as const satisfies Pick<
+  SyntheticSceneOptions,
+  "crowd" | "crowdDepth" | "edgeCut" | "personHeight"
+>;
 
 /**
  * A synthetic dataset made once per option set and generator version, then reused: it is written into a

@@ -9,7 +9,7 @@ import { buildTestModel, publishTestModel } from "@poseloop/inferencer/testing";
 import { findNatsServerBinary, makeTempDir, take } from "@poseloop/testkit";
 import { loadConfig as loadTrainerConfig, startTrainer } from "@poseloop/trainer";
 import { execFile, spawn } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, dirname, join, relative, resolve } from "node:path";
@@ -1137,9 +1137,27 @@ describe("NATS credentials", () => {
     // The passwords are random, one per user, and the config include carries the same ones.
     const passwords = ["trainer", "inferencer", "admin"].map((user) => readFileSync(secretFile(`nats-${user}.password`), "utf8").trim());
     expect(new Set(passwords).size).toBe(3);
-    for (const password of passwords) expect(password).toMatch(/^[0-9a-f]{48}$/);
+    // A letter first: Kubernetes hands nats-server the passwords as environment variables, which it parses as
+    // config values, and a hex string such as 7e01ab… is a malformed number there.
+    for (const password of passwords) expect(password).toMatch(/^n[0-9a-f]{48}$/);
     const auth = readFileSync(secretFile("nats-auth.conf"), "utf8");
     for (const password of passwords) expect(auth).toContain(`"${password}"`);
+  });
+
+  it("make-tokens.sh refuses a password of your own that nats-server would read from the environment as no string", async () => {
+    // 7e01ab stopped the Helm NATS server ("variable reference … could not be parsed"); a bare true is a boolean.
+    for (const bad of ["7e01ab9c", "1e0", "-12ab", "true", "No"]) {
+      const dir = join(secrets.path, `own-${bad}`);
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(join(dir, "nats-trainer.password"), `${bad}\n`);
+      const run = await execFileAsync("sh", [join(DEPLOY, "secrets", "make-tokens.sh"), dir], { timeout: 15_000 }).then(
+        () => ({ code: 0, stderr: "" }),
+        (error: { code?: number; stderr?: string }) => ({ code: error.code ?? -1, stderr: error.stderr ?? "" }),
+      );
+      expect(run.code, bad).toBe(1);
+      expect(run.stderr).toContain("nats-trainer.password: start it with a letter, and not a word nats-server reads as true or false");
+      expect(existsSync(join(dir, "nats-auth.conf")), bad).toBe(false);
+    }
   });
 
   it("compose mounts nats-auth.conf where nats.conf includes it, and the services sign in with their own users", () => {

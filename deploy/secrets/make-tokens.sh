@@ -27,9 +27,12 @@ if [ ! -e inferencer.tokens ]; then
   printf 'stream:%s\n' "$(token)" > inferencer.tokens
   echo "wrote $(pwd)/inferencer.tokens"
 fi
+# A letter first: Kubernetes hands nats-server these as environment variables, which it parses as config values,
+# and there a hex string such as 7e01ab... is a malformed number that stops the server.
+nats_password() { printf 'n%s\n' "$(token)"; }
 for user in trainer inferencer admin; do
   if [ ! -e "nats-$user.password" ]; then
-    token > "nats-$user.password"
+    nats_password > "nats-$user.password"
     echo "wrote $(pwd)/nats-$user.password"
   fi
 done
@@ -39,6 +42,9 @@ for user in trainer inferencer admin; do
   case "$(cat "nats-$user.password")" in
     '' | *[!A-Za-z0-9._~+/=-]*)
       echo "$(pwd)/nats-$user.password: use letters, digits and . _ ~ + / = - only (or delete it for a new one)" >&2
+      exit 1 ;;
+    [!A-Za-z]* | [Tt][Rr][Uu][Ee] | [Ff][Aa][Ll][Ss][Ee] | [Yy][Ee][Ss] | [Nn][Oo] | [Oo][Nn] | [Oo][Ff][Ff])
+      echo "$(pwd)/nats-$user.password: start it with a letter, and not a word nats-server reads as true or false (or delete it for a new one)" >&2
       exit 1 ;;
   esac
 done

@@ -4,7 +4,7 @@ import { DepthRaster } from "./depth-raster.js";
 import { poseHumanoid, PoseKind, sampleBodyShape, samplePose, type BodyShape, type Material, type PoseAngles } from "./humanoid-model.js";
 import { multiply, rotationX, rotationY, type Mat3 } from "./rotation-3d.js";
 import { paintBackground, randomColour } from "./synthetic-background.js";
-import { addNoise, drawPart, ownedExtent, place, type Placement } from "./synthetic-scene.js";
+import { addNoise, annotateJoints, drawPart, ownedExtent, type Placement } from "./synthetic-scene.js";
 
 /**
  * One person's walk through a clip: on screen from frame `enter` to frame `leave` (both included), feet moving
@@ -167,19 +167,7 @@ export function* syntheticClip(options: SyntheticClipOptions): Generator<ClipFra
     const people = placed.flatMap(({ person, humanoid, placement, owner }) => {
       const extent = ownedExtent(raster, owner);
       if (extent === undefined) return [];
-      const keypoints: number[] = [];
-      humanoid.joints.forEach((joint, j) => {
-        const [u, v, w] = place(placement, joint);
-        const x = Math.round(u * 100) / 100;
-        const y = Math.round(v * 100) / 100;
-        if (!(x >= 0 && x < width && y >= 0 && y < height)) {
-          keypoints.push(0, 0, 0);
-          return;
-        }
-        const p = Math.floor(y) * width + Math.floor(x);
-        const seen = raster.owner[p] === owner && (raster.depth[p] as number) >= w - (humanoid.depthTolerance[j] as number) * placement.scale;
-        keypoints.push(x, y, seen ? 2 : 1);
-      });
+      const { keypoints } = annotateJoints(raster, humanoid, placement, owner);
       return [{ identity: person.identity, keypoints, bbox: extent.bbox, area: extent.area }];
     });
     const noise = options.noise ?? 3;

@@ -1,7 +1,7 @@
 import { AppError, type SeededRandom } from "@poseloop/core";
 import { createRgbImage, type Rgb, type RgbImage } from "@poseloop/vision";
 import { DepthRaster } from "./depth-raster.js";
-import { poseHumanoid, PoseKind, sampleBodyShape, samplePose, type BodyPart, type Material } from "./humanoid-model.js";
+import { poseHumanoid, PoseKind, sampleBodyShape, samplePose, type BodyPart, type Material, type PosedHumanoid } from "./humanoid-model.js";
 import { invert, multiply, rotationX, rotationY, transform, transpose, type Mat3, type Vec3 } from "./rotation-3d.js";
 import { paintBackground, randomColour } from "./synthetic-background.js";
 
@@ -254,21 +254,7 @@ export function renderSyntheticScene(random: SeededRandom, options: SyntheticSce
   }
 
   const annotated = placed.flatMap(({ person, placement, id }) => {
-    const keypoints: number[] = [];
-    let numKeypoints = 0;
-    person.humanoid.joints.forEach((joint, j) => {
-      const [u, v, w] = place(placement, joint);
-      const x = Math.round(u * 100) / 100;
-      const y = Math.round(v * 100) / 100;
-      if (!(x >= 0 && x < width && y >= 0 && y < height)) {
-        keypoints.push(0, 0, 0);
-        return;
-      }
-      const p = Math.floor(y) * width + Math.floor(x);
-      const seen = raster.owner[p] === id && raster.depth[p]! >= w - person.humanoid.depthTolerance[j]! * placement.scale;
-      keypoints.push(x, y, seen ? 2 : 1);
-      numKeypoints++;
-    });
+    const { keypoints, numKeypoints } = annotateJoints(raster, person.humanoid, placement, id);
     const extent = ownedExtent(raster, id);
     if (extent === undefined) return [];
     return [{ keypoints, numKeypoints, bbox: extent.bbox, area: extent.area, poseKind: person.kind, yaw: Math.round(person.yaw * 10) / 10 }];
@@ -307,6 +293,31 @@ function drawOccluder(raster: DepthRaster, random: SeededRandom, near: Vec3, per
   } else {
     raster.ellipsoid(centre, [c * halfU, -s * halfV, 0, s * halfU, c * halfV, 0, 0, 0, Math.min(halfU, halfV)], colour, OCCLUDER);
   }
+}
+
+/**
+ * A placed humanoid's keypoints as COCO annotates them: [x, y, v] per joint in picture pixels (to 0.01), v 2 where
+ * the joint's pixel shows this person (`owner`) at the joint's depth within its tolerance, 1 where something hides
+ * it, and 0, 0, 0 outside the picture; `numKeypoints` counts the joints inside it.
+ */
+export function annotateJoints(raster: DepthRaster, humanoid: PosedHumanoid, placement: Placement, owner: number): { keypoints: number[]; numKeypoints: number } {
+  const { width, height } = raster.image;
+  const keypoints: number[] = [];
+  let numKeypoints = 0;
+  humanoid.joints.forEach((joint, j) => {
+    const [u, v, w] = place(placement, joint);
+    const x = Math.round(u * 100) / 100;
+    const y = Math.round(v * 100) / 100;
+    if (!(x >= 0 && x < width && y >= 0 && y < height)) {
+      keypoints.push(0, 0, 0);
+      return;
+    }
+    const p = Math.floor(y) * width + Math.floor(x);
+    const seen = raster.owner[p] === owner && (raster.depth[p] as number) >= w - (humanoid.depthTolerance[j] as number) * placement.scale;
+    keypoints.push(x, y, seen ? 2 : 1);
+    numKeypoints++;
+  });
+  return { keypoints, numKeypoints };
 }
 
 /** The tight box and pixel count of what `id` owns in the raster, or undefined when nothing of it is seen. */

@@ -1,4 +1,5 @@
-import type { KeypointCodecSpec } from "@poseloop/pose";
+import { COCO17, keypointSchemaByName, type KeypointCodecSpec } from "@poseloop/pose";
+import type { KeypointSchema } from "@poseloop/proto/poseloop/common/v1/model_pb";
 import { ChannelOrder, type ModelManifest } from "@poseloop/proto/poseloop/common/v1/model_pb";
 import { HeatmapRefinement } from "@poseloop/proto/poseloop/common/v1/model_pb";
 
@@ -17,6 +18,8 @@ export interface ServingSpec {
   readonly numKeypoints: number;
   /** [left, right] keypoint pairs, for the flip test. */
   readonly flipPairs: readonly (readonly [number, number])[];
+  /** OKS sigmas of the keypoints (tracking by OKS, trial agreement); absent when none fits (oksSigmasOf). */
+  readonly oksSigmas?: readonly number[];
 }
 
 /**
@@ -62,6 +65,7 @@ export function servingSpecFromManifest(manifest: ModelManifest): { spec?: Servi
     problems.push("the manifest names no codec");
   }
   if (problems.length > 0 || input === undefined || codec === undefined || schema === undefined) return { problems };
+  const sigmas = oksSigmasOf(schema, k);
   return {
     problems,
     spec: {
@@ -77,8 +81,23 @@ export function servingSpecFromManifest(manifest: ModelManifest): { spec?: Servi
       codec,
       numKeypoints: k,
       flipPairs: schema.flipPairs.map((pair) => [pair.leftIndex, pair.rightIndex] as const),
+      ...(sigmas === undefined ? {} : { oksSigmas: sigmas }),
     },
   };
+}
+
+/**
+ * The OKS sigmas of a model with `keypoints` keypoints: its schema's oks_sigmas when it names one positive sigma
+ * per keypoint, else those of the known schema it names (blazepose-33, ...), else COCO's for 17 keypoints.
+ * Undefined when none fits: OKS with another schema's sigmas would weigh each keypoint by another keypoint's
+ * tolerance, or not line up with the keypoints at all.
+ */
+function oksSigmasOf(schema: KeypointSchema | undefined, keypoints: number): readonly number[] | undefined {
+  const named = schema?.oksSigmas ?? [];
+  if (named.length === keypoints && named.every((sigma) => sigma > 0)) return [...named];
+  const known = keypointSchemaByName(schema?.name ?? "");
+  if (known !== undefined && known.sigmas.length === keypoints) return known.sigmas;
+  return keypoints === COCO17.sigmas.length ? COCO17.sigmas : undefined;
 }
 
 function rgbNormalization(

@@ -47,8 +47,7 @@ interface Track {
   /** The box center's motion per frame (x, y), smoothed over the matches; 0 until a second match. */
   vx: number;
   vy: number;
-  /** Observed at least once (the box is a person's), and moved at least once (the velocity is measured). */
-  seen: boolean;
+  /** Matched at least once since it started: the velocity is measured. */
   moved: boolean;
 }
 
@@ -121,6 +120,7 @@ export class PoseTracker {
       personTaken[person] = 1;
       trackTaken[track] = 1;
       const matched = this.#tracks[track] as Track;
+      this.#move(matched, people[person] as TrackablePerson);
       this.#observe(matched, people[person] as TrackablePerson);
       ids[person] = matched.id;
     }
@@ -130,7 +130,7 @@ export class PoseTracker {
     this.#tracks = this.#tracks.filter((track) => track.missed <= this.maxAgeFrames);
     people.forEach((person, p) => {
       if (personTaken[p] === 1) return;
-      const track: Track = { id: this.#nextId++, box: person.box, keypoints: undefined, scores: undefined, missed: 0, vx: 0, vy: 0, seen: false, moved: false };
+      const track: Track = { id: this.#nextId++, box: person.box, keypoints: undefined, scores: undefined, missed: 0, vx: 0, vy: 0, moved: false };
       this.#observe(track, person);
       this.#tracks.push(track);
       ids[p] = track.id;
@@ -160,18 +160,19 @@ export class PoseTracker {
     if (person.scores !== undefined) requireLength(person.scores, k, `people[${i}].scores`);
   }
 
+  /** A match's displacement per frame since the track was last seen, into the track's velocity. */
+  #move(track: Track, person: TrackablePerson): void {
+    const frames = track.missed + 1;
+    const dx = (person.box.x + person.box.width / 2 - (track.box.x + track.box.width / 2)) / frames;
+    const dy = (person.box.y + person.box.height / 2 - (track.box.y + track.box.height / 2)) / frames;
+    // The first displacement is the velocity; later ones are blended into it.
+    const gain = track.moved ? VELOCITY_GAIN : 1;
+    track.vx += gain * (dx - track.vx);
+    track.vy += gain * (dy - track.vy);
+    track.moved = true;
+  }
+
   #observe(track: Track, person: TrackablePerson): void {
-    if (track.seen) {
-      const frames = track.missed + 1;
-      const dx = (person.box.x + person.box.width / 2 - (track.box.x + track.box.width / 2)) / frames;
-      const dy = (person.box.y + person.box.height / 2 - (track.box.y + track.box.height / 2)) / frames;
-      // The first displacement is the velocity; later ones are blended into it.
-      const gain = track.moved ? VELOCITY_GAIN : 1;
-      track.vx += gain * (dx - track.vx);
-      track.vy += gain * (dy - track.vy);
-      track.moved = true;
-    }
-    track.seen = true;
     track.box = { x: person.box.x, y: person.box.y, width: person.box.width, height: person.box.height };
     track.keypoints = person.keypoints === undefined ? undefined : Float64Array.from(person.keypoints);
     track.scores = person.scores === undefined ? undefined : Float64Array.from(person.scores);

@@ -12,7 +12,6 @@ import type { DetectorServingSpec } from "./detector-spec.js";
 import type { DetectedBox, DetectionJob, DetectionOutcome } from "./person-detector.js";
 import { AUTO_PERSON_SOURCE } from "./person-source.js";
 import { clientError } from "./client-error.js";
-import { servingOksSigmas } from "./oks-sigmas.js";
 import { frameDurationHistogram, framesCounter, type FrameOutcomeLabel, type FrameStage } from "./metrics.js";
 import type { ServingHandle } from "./serving-handle.js";
 
@@ -178,7 +177,7 @@ export class FrameProcessor {
       span?.setAttribute("poseloop.frame.persons", outcome.persons.length);
       this.#record(spanContext, "ok", { decode: timings.decodeUs, ...detectStage, pose: outcome.timings.preprocessUs + outcome.timings.inferenceUs, post: outcome.timings.postprocessUs, total: timings.totalUs });
       const frameHistogram = outcome.histogram ?? histogram;
-      const oksSigmas = servingOksSigmas(handle.manifest, handle.spec.numKeypoints);
+      const oksSigmas = handle.spec.oksSigmas;
       return {
         frame,
         ok: true,

@@ -13,7 +13,6 @@ import { followNewest } from "../follow-newest.js";
 import type { FrameSettings } from "../frame-conversion.js";
 import type { FrameCall, FrameProcessor, PoseJobObserver, ProcessedFrame } from "../frame-processor.js";
 import type { ModelManager } from "../model-manager.js";
-import { servingOksSigmas } from "../oks-sigmas.js";
 import type { ServingHandle, VersionSource } from "../serving-handle.js";
 import type { StreamRouter } from "../stream-session.js";
 import { AgreementWindow, type ModelRun } from "./agreement-window.js";
@@ -315,7 +314,8 @@ export class TrialController implements Processor, StreamRouter {
       return;
     }
     trial.handle = handle;
-    const sigmas = servingOksSigmas(models.current?.manifest, handle.spec.numKeypoints);
+    // The serving version's: the manager loads a candidate only with the serving keypoint count.
+    const sigmas = models.current?.spec.oksSigmas;
     if (sigmas === undefined) {
       this.#conclude(trial, false, `the serving version ${trial.baseline} names no OKS sigmas for its ${handle.spec.numKeypoints} keypoints: agreement cannot be measured`);
       return;

@@ -87,8 +87,11 @@ async function evaluationSet(config: Uint8Array, roots: DataRoots, schema: Keypo
  * service's event loop.
  */
 export async function checkImport(init: ImportInit): Promise<ImportOutcome> {
+  const int8 = quantizedOps(init.model);
+  // Quantizing a quantized graph again would stack a second, lossier rounding on the first.
+  if (init.quantize !== undefined && int8.length > 0) return { problems: [`the model is int8 already (${int8.join(", ")}): import it without --quantize`] };
   const outcome = await checkModel(init);
-  return outcome.problems.length > 0 ? outcome : { ...outcome, quantized: quantizedOps(init.model).length > 0 };
+  return outcome.problems.length > 0 ? outcome : { ...outcome, quantized: int8.length > 0 };
 }
 
 /** Operators only a quantized graph holds (QDQ pairs, fused QLinear kernels, integer convolutions). */
@@ -109,11 +112,6 @@ export function quantizedOps(bytes: Uint8Array): string[] {
 
 async function checkModel(init: ImportInit): Promise<ImportOutcome> {
   const manifest = fromBinary(ModelManifestSchema, init.manifest);
-  if (init.quantize !== undefined) {
-    // Quantizing a quantized graph again would stack a second, lossier rounding on the first.
-    const int8 = quantizedOps(init.model);
-    if (int8.length > 0) return { problems: [`the model is int8 already (${int8.join(", ")}): import it without --quantize`] };
-  }
   if (manifest.kind === ModelKind.DETECTOR) return { problems: await detectorProblems(manifest, init.model) };
   const { spec, problems } = servingSpecFromManifest(manifest);
   if (spec === undefined) return { problems };

@@ -37,6 +37,8 @@ export {
   augmentRegion,
   halfBodyRegion,
   HRNET_AUGMENTATION,
+  jitterColours,
+  pasteOcclusion,
   resolveAugmentation,
   sampleAugmentation,
   upperBodyJoints,
@@ -44,12 +46,12 @@ export {
 export type { AugmentationConfig, OcclusionPatch, ResolvedAugmentation, SampleAugmentation } from "./augmentation.js";
 export { DecodedImageStore, DEFAULT_IMAGE_MEMORY_BYTES, imageLabel } from "./decoded-image-store.js";
 export type { DecodedImageStoreOptions, ImageCacheOptions, ImageStoreStats } from "./decoded-image-store.js";
-export { batchCount, epochOrder } from "./epoch-order.js";
+export { AUGMENT_STREAM, batchCount, epochOrder, ORDER_STREAM } from "./epoch-order.js";
 export { sampleTableFromImages, sampleTableFromInstances } from "./sample-table.js";
 export type { SampleTable } from "./sample-table.js";
-export { TopDownBatchBuilder } from "./top-down-batch.js";
+export { normalizeInPlace, TopDownBatchBuilder } from "./top-down-batch.js";
 export type { BadSamplePolicy, BatchBuilderConfig, BatchRequest, PoseBatch, PoseSampleInfo, SkippedSample } from "./top-down-batch.js";
-export { PoseDataLoader } from "./pose-data-loader.js";
+export { PoseBatchPlan, PoseDataLoader } from "./pose-data-loader.js";
 export type { EpochOptions, PoseDataLoaderOptions, PoseDataSource } from "./pose-data-loader.js";
 export { createDetectionTargets, drawGaussian, encodeDetectionTargets, gaussianRadius } from "./detection-targets.js";
 export type { DetectionGrid, DetectionTargets, TargetBox } from "./detection-targets.js";

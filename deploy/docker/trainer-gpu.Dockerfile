@@ -90,8 +90,11 @@ ENV NODE_ENV=production \
     CUDA_CACHE_PATH=/tmp/cuda-cache
 # Bytecode compiled now, since the read-only code cannot be cached at run time; and a base image whose
 # Python cannot import torch or the engine fails here, not at the first job.
+# Pillow decodes the images of the engine's own data loader (TRAIN.DATA_LOADER engine, the default on cuda);
+# PyTorch's images ship it with torchvision, and a base image without it gets the pinned one.
+RUN "$POSELOOP_PYTHON" -c 'import PIL' 2>/dev/null || "$POSELOOP_PYTHON" -m pip install --no-cache-dir pillow==11.1.0
 RUN "$POSELOOP_PYTHON" -m compileall -q services/trainer/pytorch/poseloop_torch \
- && "$POSELOOP_PYTHON" -c 'import torch, poseloop_torch; print("torch", torch.__version__, "CUDA", torch.version.cuda)'
+ && "$POSELOOP_PYTHON" -c 'import torch, PIL, poseloop_torch.data.loader; print("torch", torch.__version__, "CUDA", torch.version.cuda)'
 USER 10001:10001
 EXPOSE 50052
 # No HEALTHCHECK: Kubernetes probes grpc.health.v1 directly; compose runs bin/grpc-health-check.mjs.

@@ -215,6 +215,74 @@ function optionProblems(options: PoseDataLoaderOptions, schema: KeypointSchema):
   return problems;
 }
 
+/** What every batch builder of a loader gets: the packed samples and the resolved options. */
+function builderConfig(options: PoseDataLoaderOptions, schema: KeypointSchema): BatchBuilderConfig {
+  const table =
+    "instances" in options.source ? sampleTableFromInstances(options.source.instances, schema.names.length) : sampleTableFromImages(options.source.boxes);
+  return {
+    table,
+    inputSize: { width: options.inputSize.width, height: options.inputSize.height },
+    codec: options.codec,
+    schema,
+    padding: options.padding ?? 1.25,
+    normalization: options.normalization ?? IMAGENET_NORMALIZATION,
+    augmentation: options.augmentation === undefined ? undefined : resolveAugmentation(options.augmentation),
+    seed: options.seed ?? 0,
+    badSamples: options.badSamples ?? "fail",
+    imageCache: { ...options.imageCache },
+    readTimeoutMs: options.readTimeoutMs ?? 30_000,
+  };
+}
+
+/**
+ * The batches a PoseDataLoader with the same options yields, as requests (epoch, index, sample indices) with
+ * the builder config that turns them into tensors: for a builder in another process, the PyTorch engine's
+ * loader (services/trainer/pytorch/poseloop_torch/data), which builds the same batches in its own workers.
+ */
+export class PoseBatchPlan {
+  readonly config: BatchBuilderConfig;
+  readonly batchSize: number;
+  readonly batchesPerEpoch: number;
+  readonly #seed: number;
+  readonly #shuffle: boolean;
+
+  private constructor(options: PoseDataLoaderOptions, config: BatchBuilderConfig) {
+    const training = (options.mode ?? "train") === "train";
+    this.config = config;
+    this.batchSize = options.batchSize;
+    this.batchesPerEpoch = batchCount(config.table.count, options.batchSize, options.dropLast ?? training);
+    this.#seed = options.seed ?? 0;
+    this.#shuffle = options.shuffle ?? training;
+  }
+
+  /** Validates the options as PoseDataLoader.create does (every problem at once: INVALID_ARGUMENT). */
+  static create(options: PoseDataLoaderOptions): PoseBatchPlan {
+    const schema = options.schema ?? COCO17;
+    const problems = optionProblems(options, schema);
+    if (problems.length > 0) throw AppError.invalid("data loader options", problems);
+    return new PoseBatchPlan(options, builderConfig(options, schema));
+  }
+
+  get sampleCount(): number {
+    return this.config.table.count;
+  }
+
+  /** Batches startBatch..batchesPerEpoch−1 of `epoch`, exactly those PoseDataLoader.epoch builds. */
+  requests(epoch: number, startBatch = 0): BatchRequest[] {
+    const n = this.batchesPerEpoch;
+    if (!(Number.isInteger(startBatch) && startBatch >= 0 && startBatch <= n)) {
+      throw new AppError(Code.INVALID_ARGUMENT, `startBatch must be an integer from 0 to ${n}, got ${startBatch}`);
+    }
+    const order = epochOrder(this.sampleCount, this.#seed, epoch, this.#shuffle);
+    return Array.from({ length: n - startBatch }, (_, i) => epochBatch(order, epoch, startBatch + i, this.batchSize));
+  }
+}
+
+/** Batch `index` of an epoch's sample order. */
+function epochBatch(order: Int32Array, epoch: number, index: number, batchSize: number): BatchRequest {
+  return { epoch, index, samples: order.slice(index * batchSize, Math.min(order.length, (index + 1) * batchSize)) };
+}
+
 /**
  * Batches of top-down pose samples, built in worker threads: the crops [B, 3, H, W], the codec's targets and
  * the target weights [B, K], with each sample's crop region to take predictions back to the frame.
@@ -267,21 +335,8 @@ export class PoseDataLoader {
     const problems = optionProblems(options, schema);
     if (problems.length > 0) throw AppError.invalid("data loader options", problems);
     options.signal?.throwIfAborted();
-    const table =
-      "instances" in options.source ? sampleTableFromInstances(options.source.instances, schema.names.length) : sampleTableFromImages(options.source.boxes);
-    const config: BatchBuilderConfig = {
-      table,
-      inputSize: { width: options.inputSize.width, height: options.inputSize.height },
-      codec: options.codec,
-      schema,
-      padding: options.padding ?? 1.25,
-      normalization: options.normalization ?? IMAGENET_NORMALIZATION,
-      augmentation: options.augmentation === undefined ? undefined : resolveAugmentation(options.augmentation),
-      seed: options.seed ?? 0,
-      badSamples: options.badSamples ?? "fail",
-      imageCache: { ...options.imageCache },
-      readTimeoutMs: options.readTimeoutMs ?? 30_000,
-    };
+    const config = builderConfig(options, schema);
+    const { table } = config;
     const workers = options.workers ?? 1;
     if (workers === 0) return new PoseDataLoader(options, [new InThreadProducer(config)], table.count);
     const timeouts = { batchMs: options.batchTimeoutMs ?? 120_000, startMs: options.startTimeoutMs ?? 60_000 };
@@ -335,8 +390,7 @@ export class PoseDataLoader {
       let producer = this.#producers[0]!;
       for (const candidate of this.#producers) if (candidate.inFlight < producer.inFlight) producer = candidate;
       producer.inFlight++;
-      const samples = order.slice(index * this.batchSize, Math.min(order.length, (index + 1) * this.batchSize));
-      const settled = producer.produce({ epoch, index, samples }).then(
+      const settled = producer.produce(epochBatch(order, epoch, index, this.batchSize)).then(
         (batch): Settled => ({ ok: true, batch }),
         (error: unknown): Settled => ({ ok: false, error }),
       );

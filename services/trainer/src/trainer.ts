@@ -157,7 +157,8 @@ export async function startTrainer(config: TrainerConfig, logger: Logger, option
     const nodeRunner = {
       store: runStore,
       logger,
-      env: options.env ?? process.env,
+      // The roots as this trainer resolved them: the node's engine finds the job's images under them.
+      env: { ...(options.env ?? process.env), POSELOOP_DATA_ROOT: config.dataRoot, POSELOOP_WORK_DIR: config.workDir },
       python: async () => (await probed).engines.find((engine) => engine.name === "pytorch" && engine.available)?.python,
     };
     const grpc = await startGrpcServer(config.grpc, {

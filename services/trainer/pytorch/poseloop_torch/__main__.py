@@ -24,7 +24,12 @@ def main(argv):
     dist_ctx = engine.Distributed()
     server = engine.Server(dist_ctx, sys.stdin.buffer, out)
     server.install_signals()
-    return server.serve()
+    try:
+        return server.serve()
+    finally:
+        # The loader's worker processes go with the engine, not at interpreter teardown.
+        if server.job is not None:
+            server.job.close()
 
 
 if __name__ == "__main__":

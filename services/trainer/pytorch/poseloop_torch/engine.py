@@ -102,6 +102,25 @@ class Distributed:
         return out
 
 
+def resolve_image_path(entry):
+    """An image path of the `data` request: ["data" | "work", relative] against this node's roots
+    (POSELOOP_DATA_ROOT, POSELOOP_WORK_DIR, as its trainer set them), or ["", absolute]."""
+    if isinstance(entry, str):
+        return entry
+    if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(part, str) for part in entry)):
+        raise EngineError(INVALID_ARGUMENT, f"an image path must be [root, path], got {entry!r}")
+    root, path = entry
+    if root == "":
+        return path
+    variable = {"data": "POSELOOP_DATA_ROOT", "work": "POSELOOP_WORK_DIR"}.get(root)
+    if variable is None:
+        raise EngineError(INVALID_ARGUMENT, f"an image path's root must be data or work, got {root!r}")
+    base = os.environ.get(variable)
+    if not base:
+        raise EngineError(FAILED_PRECONDITION, f"an image under the trainer's {root} root, but {variable} is not set for the engine")
+    return os.path.join(base, *path.split("/"))
+
+
 def _float(x):
     return float(x.detach().float().cpu().item()) if torch.is_tensor(x) else float(x)
 
@@ -283,6 +302,89 @@ class Job:
         self.step_requests = 0
         kind, _, at = os.environ.get(INJECT_ENV, "").partition(":")
         self.inject = (kind, int(at)) if at else None
+        # TRAIN.DATA_LOADER engine: this process's own loader (the `data` request), else batches come in each step.
+        self.data = None
+
+    def close(self):
+        if self.data is not None:
+            self.data.close()
+            self.data = None
+
+    # --- data loading in the engine ----------------------------------------------------------------------
+
+    def attach_data(self, request):
+        """`data`: the job's samples and batch settings (libs/data's BatchBuilderConfig); this process's loader
+        builds its replica blocks of each planned batch in torch.utils.data worker processes."""
+        from .data.loader import EngineDataLoader
+
+        if zoo.is_detector(self.config):
+            raise EngineError(INVALID_ARGUMENT, "the engine loads pose (top-down) batches only; the detector's come from the trainer")
+        if self.distillation is not None:
+            raise EngineError(INVALID_ARGUMENT, "with distillation the trainer sends each batch (its teacher's heatmaps are computed from it)")
+        config = request.get("config")
+        if not isinstance(config, dict) or not isinstance(config.get("table"), dict):
+            raise EngineError(INVALID_ARGUMENT, "data needs config with a sample table")
+        size = config.get("inputSize") or {}
+        if [size.get("width"), size.get("height")] != [self.config["inputWidth"], self.config["inputHeight"]]:
+            raise EngineError(INVALID_ARGUMENT, f"the data's input size {size.get('width')}x{size.get('height')} is not the model's {self.config['inputWidth']}x{self.config['inputHeight']}")
+        if config["table"].get("numKeypoints") != self.config["numKeypoints"]:
+            raise EngineError(INVALID_ARGUMENT, f"the samples have {config['table'].get('numKeypoints')} keypoints, the model {self.config['numKeypoints']}")
+        workers = _int(request, "workers", 1, 0)
+        prefetch = _int(request, "prefetch", 2, 1)
+        resolved = {**config, "table": {**config["table"], "imagePaths": [resolve_image_path(entry) for entry in config["table"].get("imagePaths", [])]}}
+        if self.data is not None:
+            self.data.close()
+        try:
+            self.data = EngineDataLoader(resolved, workers, prefetch, self.local_blocks, self.batch_size)
+            self.data_samples = int(config["table"].get("count", 0))
+        except (ValueError, KeyError, TypeError) as error:
+            raise EngineError(INVALID_ARGUMENT, f"data: {error}") from None
+        return {"type": "data_ready", "samples": int(config["table"].get("count", 0)), "workers": workers}
+
+    def plan(self, request):
+        """`plan`: the batches the next steps take, in order; this process's workers start building them."""
+        if self.data is None:
+            raise EngineError(FAILED_PRECONDITION, "plan before data")
+        epoch = _int(request, "epoch", None, 0)
+        batches = request.get("batches")
+        global_batch = self.batch_size * self.replicas
+        if not isinstance(batches, list) or any(not (isinstance(b, list) and len(b) == 2 and isinstance(b[0], int) and isinstance(b[1], list) and len(b[1]) == global_batch) for b in batches):
+            raise EngineError(INVALID_ARGUMENT, f"plan needs batches as [index, [{global_batch} sample indices]] (batchSize {self.batch_size} × {self.replicas} replicas)")
+        count = self.data_samples
+        for index, samples in batches:
+            bad = next((i for i in samples if not isinstance(i, int) or i < 0 or i >= count), None)
+            if bad is not None:
+                raise EngineError(INVALID_ARGUMENT, f"batch {index} of the plan names sample {bad!r}; there are {count}")
+        self.data.start(epoch, [(index, samples) for index, samples in batches])
+        return {"type": "ok"}
+
+    def _planned_inputs(self, request):
+        """This process's blocks of the planned batch the step names, built by its loader. Under torchrun every
+        rank learns whether all ranks have theirs before any of them enters a collective."""
+        from .data.images import DataError
+
+        ref = request.get("batch")
+        failure = None
+        built = None
+        if self.data is None:
+            failure = (FAILED_PRECONDITION, "a step names a batch but the engine was given no data")
+        elif not isinstance(ref, dict) or not isinstance(ref.get("epoch"), int) or not isinstance(ref.get("index"), int):
+            failure = (INVALID_ARGUMENT, f"batch must be {{epoch, index}}, got {ref!r}")
+        else:
+            try:
+                built = self.data.next(ref["epoch"], ref["index"])
+            except DataError as error:
+                failure = (INVALID_ARGUMENT, error.message)
+            except ValueError as error:
+                failure = (FAILED_PRECONDITION, str(error))
+        if self.dist.active:
+            failures = self.dist.gather(failure)
+            if failure is None:
+                failure = next(((f[0], f"on rank {r}: {f[1]}") for r, f in enumerate(failures) if f is not None), None)
+        if failure is not None:
+            raise EngineError(*failure)
+        inputs = {"images": built.images, "targets": built.targets, "target_weights": built.target_weights}
+        return inputs, built.skipped
 
     # --- state ---------------------------------------------------------------------------------------
 
@@ -470,14 +572,22 @@ class Job:
         lr = request.get("lr")
         if not isinstance(lr, (int, float)) or isinstance(lr, bool):
             raise EngineError(INVALID_ARGUMENT, f"step needs a numeric lr, got {lr!r}")
-        inputs = self._inputs(tensors)
+        planned = "batch" in request
+        skipped_samples = []
+        if planned:
+            inputs, skipped_samples = self._planned_inputs(request)
+        else:
+            inputs = self._inputs(tensors)
         self.step_requests += 1
         # What a failed step must leave as it found: BatchNorm statistics (cheap) and, mid-cycle, the
         # accumulated gradients (one copy of the parameters, only with accumulation).
         saved_buffers = [b.detach().clone() for _, b in self.buffers]
         saved_grads = [None if p.grad is None else p.grad.detach().clone() for _, p in self.params] if self.micro_step > 0 else None
         try:
-            return self._step(float(lr), inputs)
+            result = self._step(float(lr), inputs, local=planned)
+            if planned:
+                result["badSamples"] = skipped_samples
+            return result
         except BaseException:
             with torch.no_grad():
                 for (_, b), saved in zip(self.buffers, saved_buffers):
@@ -490,14 +600,16 @@ class Job:
         t = torch.from_numpy(array).to(self.device, non_blocking=True)
         return t.contiguous(memory_format=torch.channels_last) if self.channels_last and t.dim() == 4 else t
 
-    def _step(self, lr, inputs):
+    def _step(self, lr, inputs, local=False):
+        """`local`: the inputs hold this process's blocks only (its own loader's), in local_blocks order."""
         final = self.micro_step == self.k - 1
         n = len(self.local_blocks)
         bs = self.batch_size
         losses = []
         replica0_buffers = None
         for i, r in enumerate(self.local_blocks):
-            block = {name: self._to_device(array[r * bs : (r + 1) * bs]) for name, array in inputs.items()}
+            at = i if local else r
+            block = {name: self._to_device(array[at * bs : (at + 1) * bs]) for name, array in inputs.items()}
             sync = contextlib.nullcontext() if final or not self.dist.active else self.net.no_sync()
             with sync:
                 with self._autocast():
@@ -599,6 +711,8 @@ class Server:
         """The answer (fields, tensors) to one request; raises EngineError."""
         kind = message.get("type")
         if kind == "init":
+            if self.job is not None:
+                self.job.close()
             self.job = None
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
@@ -606,7 +720,7 @@ class Server:
             return self.job.ready(), []
         if kind == "shutdown":
             return {"type": "bye"}, []
-        if kind not in ("set_state", "get_state", "get_weights", "step"):
+        if kind not in ("set_state", "get_state", "get_weights", "step", "data", "plan"):
             raise EngineError(INVALID_ARGUMENT, f"unknown request type {kind!r}")
         if self.job is None:
             raise EngineError(FAILED_PRECONDITION, f"{kind} before init")
@@ -615,6 +729,10 @@ class Server:
             return {"type": "ok"}, []
         if kind == "get_state":
             return self.job.get_state()
+        if kind == "data":
+            return self.job.attach_data(message), []
+        if kind == "plan":
+            return self.job.plan(message), []
         if kind == "get_weights":
             return {"type": "weights"}, self.job.averaged_weights() if message.get("averaged", False) else self.job.weights()
         return self.job.step(message, tensors), []

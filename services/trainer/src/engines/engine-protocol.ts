@@ -7,7 +7,7 @@ import { AppError, Code } from "@poseloop/core";
  */
 
 /** What the engine may write on stdout; anything else is a protocol error. */
-export const ENGINE_MESSAGE_TYPES: ReadonlySet<string> = new Set(["hello", "ready", "ok", "state", "weights", "step_result", "bye", "error"]);
+export const ENGINE_MESSAGE_TYPES: ReadonlySet<string> = new Set(["hello", "ready", "ok", "state", "weights", "step_result", "data_ready", "bye", "error"]);
 
 /**
  * Longest line accepted. The longest legitimate one is a `state` answer's payload list for the biggest zoo

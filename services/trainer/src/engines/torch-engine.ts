@@ -16,6 +16,8 @@ import {
   type TrainingGraphConfig,
   type TrainingState,
 } from "@poseloop/train";
+import type { BatchBuilderConfig, BatchRequest } from "@poseloop/data";
+import { engineDataRequest, isSkippedSample, type EngineDataOptions, type EngineSkippedSample } from "./engine-data.js";
 import { EngineProcess } from "./engine-process.js";
 import { protocolError, type EngineMessage, type OutgoingTensor } from "./engine-protocol.js";
 import { ENGINE_PROTOCOL_VERSION, engineEnv, PYTORCH_ENGINE_DIR } from "./python.js";
@@ -69,6 +71,11 @@ export interface TorchEngineOptions {
 }
 
 type ResolvedTorchEngineOptions = Required<Omit<TorchEngineOptions, "torchrun" | "rdzvEndpoint" | "onStderr" | "startTimeoutMs" | "ema">> & Pick<TorchEngineOptions, "torchrun" | "rdzvEndpoint" | "onStderr" | "startTimeoutMs" | "ema">;
+
+/** A step of a batch the engine built: its samples skipped as bad (TRAIN.DATA_LOADER engine, bad-sample policy skip). */
+export interface PlannedStepResult extends StepResult {
+  readonly skippedSamples: readonly EngineSkippedSample[];
+}
 
 /** What the engine said about itself at start. */
 export interface TorchEngineInfo {
@@ -209,6 +216,7 @@ export class TorchTrainingEngine implements TrainingEngine {
   /** Every state tensor's name and shape, in the state's order. */
   readonly #shapes: ReadonlyMap<string, readonly number[]>;
   #step = 0;
+  #dataAttached = false;
 
   private constructor(options: ResolvedTorchEngineOptions, model: ModelDefinition, process: EngineProcess, shapes: ReadonlyMap<string, readonly number[]>, info: TorchEngineInfo) {
     this.#options = options;
@@ -291,7 +299,35 @@ export class TorchTrainingEngine implements TrainingEngine {
       if (batch.teacher === undefined) throw new AppError(Code.INVALID_ARGUMENT, "distillation needs teacher heatmaps in every batch");
       tensors.push({ name: "teacher", shape: heatmaps, data: batch.teacher });
     }
-    const answer = (await this.#process.request("step", "step_result", { lr }, tensors)).message;
+    return this.#stepResult((await this.#process.request("step", "step_result", { lr }, tensors)).message);
+  }
+
+  /**
+   * Hands the engine the job's training samples and how to build batches of them (TRAIN.DATA_LOADER engine):
+   * from now on its own torch.utils.data workers build the batches `plan` names, each process only the replica
+   * blocks it trains. Image paths under the trainer's data root and work dir are sent relative to them, and
+   * every node's engine resolves them against its own (POSELOOP_DATA_ROOT, POSELOOP_WORK_DIR).
+   */
+  async attachData(config: BatchBuilderConfig, options: EngineDataOptions): Promise<void> {
+    await this.#process.request("data", "data_ready", engineDataRequest(config, options));
+    this.#dataAttached = true;
+  }
+
+  /** The batches the next `runPlanned` calls take, in order (an epoch from a batch on); replaces any earlier plan. */
+  async plan(requests: readonly BatchRequest[]): Promise<void> {
+    if (!this.#dataAttached) throw new AppError(Code.FAILED_PRECONDITION, "plan before the engine was given its data (attachData)");
+    const epoch = requests[0]?.epoch ?? 0;
+    await this.#process.request("plan", "ok", { epoch, batches: requests.map((request) => [request.index, Array.from(request.samples)]) });
+  }
+
+  /** One micro-batch the engine builds itself: the next planned one, which must be batch `index` of `epoch`. */
+  async runPlanned(batch: { epoch: number; index: number }, lr: number): Promise<PlannedStepResult> {
+    const answer = (await this.#process.request("step", "step_result", { lr, batch: { epoch: batch.epoch, index: batch.index } })).message;
+    const skippedSamples = Array.isArray(answer.badSamples) ? answer.badSamples.filter(isSkippedSample) : [];
+    return { ...this.#stepResult(answer), skippedSamples };
+  }
+
+  #stepResult(answer: EngineMessage): StepResult {
     const { loss, updated, gradNorm, step, skipped, lossScale } = answer;
     if (typeof loss !== "number" || typeof updated !== "boolean" || typeof step !== "number" || !Number.isInteger(step)) throw this.#broken(`an invalid step_result: ${JSON.stringify(answer)}`);
     this.#step = step;

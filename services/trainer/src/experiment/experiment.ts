@@ -9,6 +9,7 @@ import {
   Calibrator,
   CheckpointRefSchema,
   CocoDatasetSchema,
+  DataLoaderPlace,
   DatasetKind,
   DetectorLiteSpecSchema,
   Device,
@@ -229,6 +230,8 @@ const SCHEMA: Section = {
     RDZV_ENDPOINT: endpoint,
     SYNC_BN: boolean,
     CHANNELS_LAST: boolean,
+    // Ours: where batches are built, the trainer's loader or the PyTorch engine's (TrainConfig.data_loader).
+    DATA_LOADER: oneOf({ trainer: DataLoaderPlace.TRAINER, engine: DataLoaderPlace.ENGINE }),
     // Ours: a moving average of the weights for validation and export (MMPose's and Ultralytics' EMA). Any key
     // turns it on; ENABLED: false turns it off again (for --set overrides).
     EMA: {
@@ -822,6 +825,7 @@ function buildConfig(values: ReadonlyMap<string, unknown>, problems: string[]): 
   take("TRAIN.RDZV_ENDPOINT", (v: string) => (config.rdzvEndpoint = v));
   take("TRAIN.SYNC_BN", (v: boolean) => (config.syncBatchNorm = v));
   take("TRAIN.CHANNELS_LAST", (v: boolean) => (config.channelsLast = v));
+  take("TRAIN.DATA_LOADER", (v: DataLoaderPlace) => (config.dataLoader = v));
   if (present("TRAIN.EMA").length > 0 && values.get("TRAIN.EMA.ENABLED") !== false) {
     const ema = (config.ema = create(EmaSpecSchema));
     take("TRAIN.EMA.DECAY", (v: number) => (ema.decay = v));

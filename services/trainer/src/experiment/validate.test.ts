@@ -4,6 +4,7 @@ import {
   Architecture,
   BlockType,
   Calibrator,
+  DataLoaderPlace,
   DatasetKind,
   Device,
   OptimizerKind,
@@ -232,6 +233,29 @@ describe("engines and devices", () => {
     expect(plain.channelsLast).toBeUndefined();
     expect(resolve(minimal({ engine: TrainingEngine.PYTORCH, device: Device.CUDA })).config.channelsLast).toBe(true);
     expect(resolve(minimal({ engine: TrainingEngine.PYTORCH, device: Device.CUDA, channelsLast: false })).config.channelsLast).toBe(false);
+  });
+
+  it("builds batches in the engine for pytorch pose jobs on cuda without distillation, in the trainer otherwise", () => {
+    const place = (init: Partial<Init>) => resolve(minimal(init)).config.dataLoader;
+    expect(place({ engine: TrainingEngine.PYTORCH, device: Device.CUDA })).toBe(DataLoaderPlace.ENGINE);
+    expect(place({ engine: TrainingEngine.PYTORCH, device: Device.CPU })).toBe(DataLoaderPlace.TRAINER);
+    expect(place({ device: Device.CUDA })).toBe(DataLoaderPlace.TRAINER);
+    expect(place({ engine: TrainingEngine.PYTORCH, device: Device.CUDA, distillation: { teacher: { name: "demo" }, lossWeight: 1 } })).toBe(DataLoaderPlace.TRAINER);
+    expect(place({ engine: TrainingEngine.PYTORCH, device: Device.CUDA, model: { architecture: Architecture.DETECTOR_LITE, inputSize: { width: 64, height: 64 } } })).toBe(DataLoaderPlace.TRAINER);
+    expect(place({ engine: TrainingEngine.PYTORCH, device: Device.CPU, dataLoader: DataLoaderPlace.ENGINE })).toBe(DataLoaderPlace.ENGINE);
+    expect(place({ engine: TrainingEngine.PYTORCH, device: Device.CUDA, dataLoader: DataLoaderPlace.TRAINER })).toBe(DataLoaderPlace.TRAINER);
+  });
+
+  it("refuses TRAIN.DATA_LOADER engine where the engine cannot build the batches, saying why", () => {
+    expect(resolve(minimal({ dataLoader: DataLoaderPlace.ENGINE })).problems).toEqual([
+      "TRAIN.DATA_LOADER (data_loader) engine cannot be used with engine onnxruntime on cpu: the onnxruntime engine runs inside the trainer, whose loader builds its batches (use TRAIN.ENGINE pytorch)",
+    ]);
+    expect(resolve(minimal({ engine: TrainingEngine.PYTORCH, dataLoader: DataLoaderPlace.ENGINE, distillation: { teacher: { name: "demo" }, lossWeight: 1 } })).problems).toEqual([
+      "TRAIN.DATA_LOADER (data_loader) engine cannot be used with distillation: the teacher's heatmaps are computed in the trainer from the batches it builds (use TRAIN.DATA_LOADER trainer)",
+    ]);
+    const detector = resolve(minimal({ engine: TrainingEngine.PYTORCH, dataLoader: DataLoaderPlace.ENGINE, model: { architecture: Architecture.DETECTOR_LITE, inputSize: { width: 64, height: 64 } } }));
+    expect(detector.problems).toContain("TRAIN.DATA_LOADER (data_loader) engine cannot train the detector: its whole-picture batches are built by the trainer's loader only (use TRAIN.DATA_LOADER trainer)");
+    expect(resolve(minimal({ engine: TrainingEngine.PYTORCH, dataLoader: 7 as DataLoaderPlace })).problems).toEqual(["TRAIN.DATA_LOADER (data_loader) must be trainer or engine, got 7"]);
   });
 
   it("allows TRAIN.AMP on the CPU under pytorch (bf16 autocast), and still refuses it under onnxruntime", () => {

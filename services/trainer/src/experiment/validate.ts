@@ -8,6 +8,7 @@ import {
   BlockType,
   Calibrator,
   CheckpointPolicySchema,
+  DataLoaderPlace,
   DataSpecSchema,
   DatasetKind,
   Device,
@@ -153,6 +154,13 @@ function applyDefaults(config: TrainConfig): void {
   if (config.nodes === 0) config.nodes = 1;
   // Convolutions on tensor cores run faster in NHWC; on the CPU torch's NCHW kernels are the tuned ones.
   if (config.channelsLast === undefined && config.engine === TrainingEngine.PYTORCH && config.device === Device.CUDA) config.channelsLast = true;
+  // A GPU outruns one trainer's loader threads, and a multi-process job would have them feed every process over
+  // one pipe: there each process loads its own share. On the CPU the trainer's threads keep up, and its batches
+  // are the ones both engines are proven equal on.
+  if (config.dataLoader === DataLoaderPlace.UNSPECIFIED) {
+    const engineCan = config.engine === TrainingEngine.PYTORCH && config.model?.architecture !== Architecture.DETECTOR_LITE && config.distillation === undefined;
+    config.dataLoader = engineCan && config.device === Device.CUDA ? DataLoaderPlace.ENGINE : DataLoaderPlace.TRAINER;
+  }
 
   const model = (config.model ??= create(ModelSpecSchema));
   // A detector has no keypoints: no schema, no codec (its manifest must carry neither).
@@ -686,6 +694,14 @@ function engineProblems(config: TrainConfig): string[] {
     problems.push(`${field("TRAIN.SYNC_BN", "sync_batch_norm")} cannot be used with ${at}: synchronized BatchNorm is the PyTorch engine's (TRAIN.ENGINE pytorch)`);
   } else if (config.syncBatchNorm && processes <= 1) {
     problems.push(`${field("TRAIN.SYNC_BN", "sync_batch_norm")} needs more than one process or replica to synchronize on ${at} (TRAIN.GPUS, TRAIN.NODES or TRAIN.REPLICAS > 1)`);
+  }
+  if (config.dataLoader === DataLoaderPlace.ENGINE) {
+    const key = field("TRAIN.DATA_LOADER", "data_loader");
+    if (!pytorch) problems.push(`${key} engine cannot be used with ${at}: the onnxruntime engine runs inside the trainer, whose loader builds its batches (use TRAIN.ENGINE pytorch)`);
+    if (config.model?.architecture === Architecture.DETECTOR_LITE) problems.push(`${key} engine cannot train the detector: its whole-picture batches are built by the trainer's loader only (use TRAIN.DATA_LOADER trainer)`);
+    if (config.distillation !== undefined) problems.push(`${key} engine cannot be used with distillation: the teacher's heatmaps are computed in the trainer from the batches it builds (use TRAIN.DATA_LOADER trainer)`);
+  } else if (config.dataLoader !== DataLoaderPlace.TRAINER) {
+    problems.push(`${field("TRAIN.DATA_LOADER", "data_loader")} must be trainer or engine, got ${config.dataLoader}`);
   }
   if (config.channelsLast === true && !(pytorch && config.device === Device.CUDA)) {
     problems.push(`${field("TRAIN.CHANNELS_LAST", "channels_last")} applies only to TRAIN.ENGINE pytorch on cuda (tensor-core convolutions), got ${at}`);

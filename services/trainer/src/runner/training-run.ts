@@ -2,12 +2,12 @@ import { create as createMessage, fromBinary, toBinary } from "@bufbuild/protobu
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { AppError, Code } from "@poseloop/core";
-import { DetectionDataLoader, PoseDataLoader, type DetectionBatch, type PoseBatch } from "@poseloop/data";
+import { DetectionDataLoader, PoseBatchPlan, PoseDataLoader, type DetectionBatch, type PoseBatch, type PoseDataLoaderOptions } from "@poseloop/data";
 import { encodeModel } from "@poseloop/onnx";
 import { keypointErrors } from "@poseloop/pose";
 import { KeypointMetricsSchema } from "@poseloop/proto/poseloop/common/v1/metrics_pb";
 import { GetJobResultsResponseSchema } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
-import { Device, DistillationLoss, OptimizerKind, ScheduleKind, TrainConfigSchema, TrainingEngine as TrainingEngineKind, type TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import { DataLoaderPlace, Device, DistillationLoss, OptimizerKind, ScheduleKind, TrainConfigSchema, TrainingEngine as TrainingEngineKind, type TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import {
   decodeTrainingState,
   detectionStepBatch,
@@ -163,8 +163,11 @@ export class TrainingRun {
   readonly contract: RunContract;
   readonly #init: RunInit;
   readonly #engine: TrainingEngine;
-  /** A pose model's crops of people, or a detector's whole pictures. */
-  readonly #loader: PoseDataLoader | DetectionDataLoader;
+  /**
+   * A pose model's crops of people, or a detector's whole pictures; or, when the PyTorch engine builds the
+   * batches itself (TRAIN.DATA_LOADER engine), the plan of which samples each batch takes.
+   */
+  readonly #loader: PoseDataLoader | DetectionDataLoader | PoseBatchPlan;
   /** One for the whole run, so validation pictures are decoded once (every epoch's validation, the gate's). */
   readonly #evaluator: ModelEvaluator | DetectorEvaluator;
   readonly #teacher: ort.InferenceSession | undefined;
@@ -177,9 +180,9 @@ export class TrainingRun {
   #history: EpochMetrics[] = [];
   /** results.csv and the plots: kept in every checkpoint, so a resumed run continues the same curves. */
   #results = new RunResults();
-  #iterator: { epoch: number; nextBatch: number; it: AsyncIterator<PoseBatch | DetectionBatch> } | undefined;
+  #iterator: { epoch: number; nextBatch: number; it: AsyncIterator<RunBatch> } | undefined;
 
-  private constructor(init: RunInit, config: TrainConfig, contract: RunContract, engine: TrainingEngine, loader: PoseDataLoader | DetectionDataLoader, evaluator: ModelEvaluator | DetectorEvaluator, teacher: ort.InferenceSession | undefined, trainInstances: number) {
+  private constructor(init: RunInit, config: TrainConfig, contract: RunContract, engine: TrainingEngine, loader: PoseDataLoader | DetectionDataLoader | PoseBatchPlan, evaluator: ModelEvaluator | DetectorEvaluator, teacher: ort.InferenceSession | undefined, trainInstances: number) {
     this.#init = init;
     this.config = config;
     this.contract = contract;
@@ -219,7 +222,7 @@ export class TrainingRun {
         : { distillation: { weight: distill.lossWeight, kind: distill.loss === DistillationLoss.KL ? "kl" : "mse", ...(distill.temperature > 0 ? { temperature: distill.temperature } : {}) } }),
     };
     const engine = await createEngine(config, contract, training, init);
-    let loader: PoseDataLoader | DetectionDataLoader | undefined;
+    let loader: PoseDataLoader | DetectionDataLoader | PoseBatchPlan | undefined;
     let teacher: ort.InferenceSession | undefined;
     try {
       const aug = config.augmentation;
@@ -244,7 +247,7 @@ export class TrainingRun {
         return run;
       }
       if (contract.kind !== "pose" || !("instances" in data)) throw new AppError(Code.INTERNAL, "a pose run's data is not pose instances");
-      loader = await PoseDataLoader.create({
+      const loaderOptions: PoseDataLoaderOptions = {
         source: { instances: data.instances },
         inputSize: { width: contract.spec.inputWidth, height: contract.spec.inputHeight },
         codec: contract.spec.codec,
@@ -269,7 +272,15 @@ export class TrainingRun {
                 colorJitter: aug.colorJitter,
               },
             }),
-      });
+      };
+      if (config.dataLoader === DataLoaderPlace.ENGINE) {
+        if (!(engine instanceof TorchTrainingEngine)) throw new AppError(Code.FAILED_PRECONDITION, "TRAIN.DATA_LOADER engine needs TRAIN.ENGINE pytorch");
+        const plan = PoseBatchPlan.create(loaderOptions);
+        loader = plan;
+        await engine.attachData(plan.config, { workers: config.loaderWorkers, prefetch: 2, roots: init.roots });
+      } else {
+        loader = await PoseDataLoader.create(loaderOptions);
+      }
       if (init.teacher !== undefined) {
         // The teacher takes turns with the step graph on the same cores: the training sessions' options
         // (no spin-waiting pool).
@@ -335,7 +346,7 @@ export class TrainingRun {
       if (next.done === true) break;
       const batch = next.value;
       lr = learningRate(schedule, this.#epoch, this.#engine.step, this.config.endEpoch);
-      const result = await this.#engine.run(await this.#stepBatch(batch), lr);
+      const result = "planned" in batch ? await (this.#engine as TorchTrainingEngine).runPlanned(batch, lr) : await this.#engine.run(await this.#stepBatch(batch), lr);
       this.#nextBatch++;
       if (this.#iterator !== undefined) this.#iterator.nextBatch = this.#nextBatch;
       batches++;
@@ -527,11 +538,12 @@ export class TrainingRun {
     await this.#engine.loadWeights(weights);
   }
 
-  #epochIterator(): AsyncIterator<PoseBatch | DetectionBatch> {
+  #epochIterator(): AsyncIterator<RunBatch> {
     const current = this.#iterator;
     if (current !== undefined && current.epoch === this.#epoch && current.nextBatch === this.#nextBatch) return current.it;
     void current?.it.return?.();
-    const it = this.#loader.epoch(this.#epoch, { startBatch: this.#nextBatch })[Symbol.asyncIterator]();
+    const loader = this.#loader;
+    const it = (loader instanceof PoseBatchPlan ? plannedEpoch(this.#engine as TorchTrainingEngine, loader, this.#epoch, this.#nextBatch) : loader.epoch(this.#epoch, { startBatch: this.#nextBatch }))[Symbol.asyncIterator]();
     this.#iterator = { epoch: this.#epoch, nextBatch: this.#nextBatch, it };
     return it;
   }
@@ -595,13 +607,31 @@ async function createEngine(config: TrainConfig, contract: RunContract, training
     ...ema(config),
     python: init.python,
     ...(init.engineTimeoutMs === undefined ? {} : { progressTimeoutMs: init.engineTimeoutMs }),
-    env,
+    // TRAIN.DATA_LOADER engine: the engine resolves the job's image paths against these roots.
+    env: { ...env, POSELOOP_DATA_ROOT: init.roots.dataRoot, POSELOOP_WORK_DIR: init.roots.workDir },
   });
 }
 
 function ema(config: TrainConfig): { ema?: EmaConfig } {
   const resolved = emaConfig(config);
   return resolved === undefined ? {} : { ema: resolved };
+}
+
+/** A batch the engine builds itself (TRAIN.DATA_LOADER engine): which one, and how many samples it holds. */
+interface PlannedBatch {
+  readonly planned: true;
+  readonly epoch: number;
+  readonly index: number;
+  readonly size: number;
+}
+
+type RunBatch = PoseBatch | DetectionBatch | PlannedBatch;
+
+/** An epoch's batches from `start` on, built by the engine: it is told the plan, then each step names its batch. */
+async function* plannedEpoch(engine: TorchTrainingEngine, plan: PoseBatchPlan, epoch: number, start: number): AsyncGenerator<PlannedBatch, void, undefined> {
+  const requests = plan.requests(epoch, start);
+  await engine.plan(requests);
+  for (const request of requests) yield { planned: true, epoch, index: request.index, size: request.samples.length };
 }
 
 /** A loader batch feeds every data-parallel replica its batch_size samples (configs from before replicas have 0). */

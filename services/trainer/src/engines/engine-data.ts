@@ -1,0 +1,75 @@
+import { isAbsolute, relative, sep } from "node:path";
+import type { BatchBuilderConfig } from "@poseloop/data";
+
+/** How the PyTorch engine loads batches itself (TRAIN.DATA_LOADER engine). */
+export interface EngineDataOptions {
+  /** torch.utils.data worker processes per engine process (WORKERS); 0 builds batches in the training process. */
+  readonly workers: number;
+  /** Batches each worker builds ahead. */
+  readonly prefetch: number;
+  /** The trainer's roots: image paths under them travel relative, for every node to resolve against its own. */
+  readonly roots: { readonly dataRoot: string; readonly workDir: string };
+}
+
+/** A sample the engine's loader skipped as bad, as its step answer lists it. */
+export interface EngineSkippedSample {
+  readonly sampleIndex: number;
+  readonly imageId: number;
+  readonly code: string;
+  readonly message: string;
+}
+
+export function isSkippedSample(value: unknown): value is EngineSkippedSample {
+  if (typeof value !== "object" || value === null) return false;
+  const sample = value as Record<string, unknown>;
+  return typeof sample.sampleIndex === "number" && typeof sample.imageId === "number" && typeof sample.code === "string" && typeof sample.message === "string";
+}
+
+/** `path` as ["data" | "work", relative path] when it lies under a root, else ["", absolute path]. */
+function rooted(path: string, roots: EngineDataOptions["roots"]): [string, string] {
+  for (const [name, root] of [["data", roots.dataRoot], ["work", roots.workDir]] as const) {
+    const inside = relative(root, path);
+    if (inside !== "" && !inside.startsWith(`..${sep}`) && inside !== ".." && !isAbsolute(inside)) return [name, inside.split(sep).join("/")];
+  }
+  return ["", path];
+}
+
+/**
+ * The engine's `data` request (PROTOCOL.md): libs/data's BatchBuilderConfig as JSON — typed arrays as lists
+ * (JSON writes a NaN annotation id as null), image paths against the roots — and the loader's settings. The
+ * disk cache of decoded images stays the trainer's: the engine keeps its decoded images in memory.
+ */
+export function engineDataRequest(config: BatchBuilderConfig, options: EngineDataOptions): Record<string, unknown> {
+  const { table } = config;
+  return {
+    config: {
+      table: {
+        kind: table.kind,
+        count: table.count,
+        numKeypoints: table.numKeypoints,
+        imagePaths: table.imagePaths.map((path) => rooted(path, options.roots)),
+        imageIndex: Array.from(table.imageIndex),
+        imageIds: Array.from(table.imageIds),
+        imageSizes: Array.from(table.imageSizes),
+        annotationIds: Array.from(table.annotationIds),
+        boxes: Array.from(table.boxes),
+        scores: Array.from(table.scores),
+        areas: Array.from(table.areas),
+        keypoints: Array.from(table.keypoints),
+        visibility: Array.from(table.visibility),
+      },
+      inputSize: config.inputSize,
+      codec: config.codec,
+      schema: config.schema,
+      padding: config.padding,
+      normalization: config.normalization,
+      augmentation: config.augmentation ?? null,
+      seed: config.seed,
+      badSamples: config.badSamples,
+      imageCache: config.imageCache.memoryBytes === undefined ? {} : { memoryBytes: config.imageCache.memoryBytes },
+      readTimeoutMs: config.readTimeoutMs,
+    },
+    workers: options.workers,
+    prefetch: options.prefetch,
+  };
+}

@@ -103,22 +103,22 @@ class Distributed:
 
 
 def resolve_image_path(entry):
-    """An image path of the `data` request: ["data" | "work", relative] against this node's roots
-    (POSELOOP_DATA_ROOT, POSELOOP_WORK_DIR, as its trainer set them), or ["", absolute]."""
-    if isinstance(entry, str):
-        return entry
+    """An image path of the `data` request, ["data" | "work", relative path], against this node's roots
+    (POSELOOP_DATA_ROOT, POSELOOP_WORK_DIR, as its trainer set them). Like the trainer, the engine reads
+    nothing outside them."""
     if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(part, str) for part in entry)):
-        raise EngineError(INVALID_ARGUMENT, f"an image path must be [root, path], got {entry!r}")
+        raise EngineError(INVALID_ARGUMENT, f"an image path must be [root, relative path], got {entry!r}")
     root, path = entry
-    if root == "":
-        return path
     variable = {"data": "POSELOOP_DATA_ROOT", "work": "POSELOOP_WORK_DIR"}.get(root)
     if variable is None:
         raise EngineError(INVALID_ARGUMENT, f"an image path's root must be data or work, got {root!r}")
+    parts = path.split("/")
+    if path == "" or path.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        raise EngineError(INVALID_ARGUMENT, f"an image path must be relative to the {root} root, without . or .. parts, got {path!r}")
     base = os.environ.get(variable)
     if not base:
         raise EngineError(FAILED_PRECONDITION, f"an image under the trainer's {root} root, but {variable} is not set for the engine")
-    return os.path.join(base, *path.split("/"))
+    return os.path.join(base, *parts)
 
 
 def _float(x):
@@ -332,8 +332,11 @@ class Job:
         workers = _int(request, "workers", 1, 0)
         prefetch = _int(request, "prefetch", 2, 1)
         resolved = {**config, "table": {**config["table"], "imagePaths": [resolve_image_path(entry) for entry in config["table"].get("imagePaths", [])]}}
+        if config.get("badSamples", "fail") != "fail":
+            raise EngineError(INVALID_ARGUMENT, f"the engine's loader fails a job on a bad sample (badSamples \"fail\"), got {config.get('badSamples')!r}")
         if self.data is not None:
             self.data.close()
+            self.data = None
         try:
             self.data = EngineDataLoader(resolved, workers, prefetch, self.local_blocks, self.batch_size)
             self.data_samples = int(config["table"].get("count", 0))
@@ -377,14 +380,16 @@ class Job:
                 failure = (INVALID_ARGUMENT, error.message)
             except ValueError as error:
                 failure = (FAILED_PRECONDITION, str(error))
+            except Exception as error:  # noqa: BLE001 - a worker that died: every rank must still reach the gather
+                traceback.print_exc(file=sys.stderr)
+                failure = (INTERNAL, f"the data loader failed: {_one_line(error)}")
         if self.dist.active:
             failures = self.dist.gather(failure)
             if failure is None:
                 failure = next(((f[0], f"on rank {r}: {f[1]}") for r, f in enumerate(failures) if f is not None), None)
         if failure is not None:
             raise EngineError(*failure)
-        inputs = {"images": built.images, "targets": built.targets, "target_weights": built.target_weights}
-        return inputs, built.skipped
+        return {"images": built.images, "targets": built.targets, "target_weights": built.target_weights}
 
     # --- state ---------------------------------------------------------------------------------------
 
@@ -573,9 +578,8 @@ class Job:
         if not isinstance(lr, (int, float)) or isinstance(lr, bool):
             raise EngineError(INVALID_ARGUMENT, f"step needs a numeric lr, got {lr!r}")
         planned = "batch" in request
-        skipped_samples = []
         if planned:
-            inputs, skipped_samples = self._planned_inputs(request)
+            inputs = self._planned_inputs(request)
         else:
             inputs = self._inputs(tensors)
         self.step_requests += 1
@@ -584,10 +588,7 @@ class Job:
         saved_buffers = [b.detach().clone() for _, b in self.buffers]
         saved_grads = [None if p.grad is None else p.grad.detach().clone() for _, p in self.params] if self.micro_step > 0 else None
         try:
-            result = self._step(float(lr), inputs, local=planned)
-            if planned:
-                result["badSamples"] = skipped_samples
-            return result
+            return self._step(float(lr), inputs, local=planned)
         except BaseException:
             with torch.no_grad():
                 for (_, b), saved in zip(self.buffers, saved_buffers):

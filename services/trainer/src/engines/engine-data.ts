@@ -1,4 +1,5 @@
 import { isAbsolute, relative, sep } from "node:path";
+import { AppError, Code } from "@poseloop/core";
 import type { BatchBuilderConfig } from "@poseloop/data";
 
 /** How the PyTorch engine loads batches itself (TRAIN.DATA_LOADER engine). */
@@ -11,27 +12,16 @@ export interface EngineDataOptions {
   readonly roots: { readonly dataRoot: string; readonly workDir: string };
 }
 
-/** A sample the engine's loader skipped as bad, as its step answer lists it. */
-export interface EngineSkippedSample {
-  readonly sampleIndex: number;
-  readonly imageId: number;
-  readonly code: string;
-  readonly message: string;
-}
-
-export function isSkippedSample(value: unknown): value is EngineSkippedSample {
-  if (typeof value !== "object" || value === null) return false;
-  const sample = value as Record<string, unknown>;
-  return typeof sample.sampleIndex === "number" && typeof sample.imageId === "number" && typeof sample.code === "string" && typeof sample.message === "string";
-}
-
-/** `path` as ["data" | "work", relative path] when it lies under a root, else ["", absolute path]. */
+/**
+ * `path` as ["data" | "work", relative path]. The trainer reads images only under its roots, and every node's
+ * engine resolves them under its own, so a path elsewhere is a defect upstream, not something to send.
+ */
 function rooted(path: string, roots: EngineDataOptions["roots"]): [string, string] {
   for (const [name, root] of [["data", roots.dataRoot], ["work", roots.workDir]] as const) {
     const inside = relative(root, path);
     if (inside !== "" && !inside.startsWith(`..${sep}`) && inside !== ".." && !isAbsolute(inside)) return [name, inside.split(sep).join("/")];
   }
-  return ["", path];
+  throw new AppError(Code.INTERNAL, `image ${path} lies outside the trainer's data root and work dir`);
 }
 
 /**

@@ -17,7 +17,7 @@ import {
   type TrainingState,
 } from "@poseloop/train";
 import type { BatchBuilderConfig, BatchRequest } from "@poseloop/data";
-import { engineDataRequest, isSkippedSample, type EngineDataOptions, type EngineSkippedSample } from "./engine-data.js";
+import { engineDataRequest, type EngineDataOptions } from "./engine-data.js";
 import { EngineProcess } from "./engine-process.js";
 import { protocolError, type EngineMessage, type OutgoingTensor } from "./engine-protocol.js";
 import { ENGINE_PROTOCOL_VERSION, engineEnv, PYTORCH_ENGINE_DIR } from "./python.js";
@@ -71,11 +71,6 @@ export interface TorchEngineOptions {
 }
 
 type ResolvedTorchEngineOptions = Required<Omit<TorchEngineOptions, "torchrun" | "rdzvEndpoint" | "onStderr" | "startTimeoutMs" | "ema">> & Pick<TorchEngineOptions, "torchrun" | "rdzvEndpoint" | "onStderr" | "startTimeoutMs" | "ema">;
-
-/** A step of a batch the engine built: its samples skipped as bad (TRAIN.DATA_LOADER engine, bad-sample policy skip). */
-export interface PlannedStepResult extends StepResult {
-  readonly skippedSamples: readonly EngineSkippedSample[];
-}
 
 /** What the engine said about itself at start. */
 export interface TorchEngineInfo {
@@ -321,10 +316,8 @@ export class TorchTrainingEngine implements TrainingEngine {
   }
 
   /** One micro-batch the engine builds itself: the next planned one, which must be batch `index` of `epoch`. */
-  async runPlanned(batch: { epoch: number; index: number }, lr: number): Promise<PlannedStepResult> {
-    const answer = (await this.#process.request("step", "step_result", { lr, batch: { epoch: batch.epoch, index: batch.index } })).message;
-    const skippedSamples = Array.isArray(answer.badSamples) ? answer.badSamples.filter(isSkippedSample) : [];
-    return { ...this.#stepResult(answer), skippedSamples };
+  async runPlanned(batch: { epoch: number; index: number }, lr: number): Promise<StepResult> {
+    return this.#stepResult((await this.#process.request("step", "step_result", { lr, batch: { epoch: batch.epoch, index: batch.index } })).message);
   }
 
   #stepResult(answer: EngineMessage): StepResult {

@@ -239,6 +239,7 @@ describe("engines and devices", () => {
     const place = (init: Partial<Init>) => resolve(minimal(init)).config.dataLoader;
     expect(place({ engine: TrainingEngine.PYTORCH, device: Device.CUDA })).toBe(DataLoaderPlace.ENGINE);
     expect(place({ engine: TrainingEngine.PYTORCH, device: Device.CPU })).toBe(DataLoaderPlace.TRAINER);
+    expect(place({ engine: TrainingEngine.PYTORCH, device: Device.CUDA, nodes: 2, rdzvEndpoint: "head-0:29400" })).toBe(DataLoaderPlace.TRAINER);
     expect(place({ device: Device.CUDA })).toBe(DataLoaderPlace.TRAINER);
     expect(place({ engine: TrainingEngine.PYTORCH, device: Device.CUDA, distillation: { teacher: { name: "demo" }, lossWeight: 1 } })).toBe(DataLoaderPlace.TRAINER);
     expect(place({ engine: TrainingEngine.PYTORCH, device: Device.CUDA, model: { architecture: Architecture.DETECTOR_LITE, inputSize: { width: 64, height: 64 } } })).toBe(DataLoaderPlace.TRAINER);

@@ -156,10 +156,11 @@ function applyDefaults(config: TrainConfig): void {
   if (config.channelsLast === undefined && config.engine === TrainingEngine.PYTORCH && config.device === Device.CUDA) config.channelsLast = true;
   // A GPU outruns one trainer's loader threads, and a multi-process job would have them feed every process over
   // one pipe: there each process loads its own share. On the CPU the trainer's threads keep up, and its batches
-  // are the ones both engines are proven equal on.
+  // are the ones both engines are proven equal on. Across nodes the engine's loader needs the images on every
+  // node (shared storage), which the trainer's does not: a multi-node job asks for it.
   if (config.dataLoader === DataLoaderPlace.UNSPECIFIED) {
     const engineCan = config.engine === TrainingEngine.PYTORCH && config.model?.architecture !== Architecture.DETECTOR_LITE && config.distillation === undefined;
-    config.dataLoader = engineCan && config.device === Device.CUDA ? DataLoaderPlace.ENGINE : DataLoaderPlace.TRAINER;
+    config.dataLoader = engineCan && config.device === Device.CUDA && config.nodes <= 1 ? DataLoaderPlace.ENGINE : DataLoaderPlace.TRAINER;
   }
 
   const model = (config.model ??= create(ModelSpecSchema));

@@ -277,7 +277,9 @@ export class TrainingRun {
         if (!(engine instanceof TorchTrainingEngine)) throw new AppError(Code.FAILED_PRECONDITION, "TRAIN.DATA_LOADER engine needs TRAIN.ENGINE pytorch");
         const plan = PoseBatchPlan.create(loaderOptions);
         loader = plan;
-        await engine.attachData(plan.config, { workers: config.loaderWorkers, prefetch: 2, roots: init.roots });
+        // WORKERS is the node's, as HRNet's (one process there): split over this node's engine processes.
+        const perProcess = Math.max(1, Math.floor(config.loaderWorkers / Math.max(1, config.gpus)));
+        await engine.attachData(plan.config, { workers: perProcess, prefetch: 2, roots: init.roots });
       } else {
         loader = await PoseDataLoader.create(loaderOptions);
       }

@@ -173,7 +173,8 @@ class EngineDataLoader:
         if problems:
             raise ValueError("; ".join(problems))
         # Fails here, in the caller's process, on a config no worker could build from.
-        TopDownBatchBuilder(config)
+        builder = TopDownBatchBuilder(config)
+        config = {**config, "table": builder.table.packed()}
         self.workers = workers
         self.blocks = list(blocks)
         self.block_size = block_size

@@ -239,7 +239,8 @@ export type TrainConfig = Message<"poseloop.trainer.v1.TrainConfig"> & {
   /**
    * Where training batches are built (TRAIN.DATA_LOADER): in the trainer's worker threads (libs/data), or in the
    * PyTorch engine's torch.utils.data worker processes, each process loading only its own share of every batch.
-   * Unspecified: the engine for a pytorch pose job on cuda without distillation, the trainer otherwise.
+   * Unspecified: the engine for a pytorch pose job on cuda on one node without distillation, the trainer
+   * otherwise. With the engine, WORKERS (loader_workers) is split over the node's processes.
    *
    * @generated from field: poseloop.trainer.v1.DataLoaderPlace data_loader = 34;
    */

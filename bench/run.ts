@@ -7,6 +7,7 @@ const benches: Record<string, () => Promise<{ run: () => Promise<void> }>> = {
   "grpc-stream": () => import("./grpc-stream.js"),
   "train-step": () => import("./train-step.js"),
   data: () => import("./data.js"),
+  "engine-data": () => import("./engine-data.js"),
   quant: () => import("./quant.js"),
   stream: () => import("./stream.js"),
   metrics: () => import("./metrics.js"),

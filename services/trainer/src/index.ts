@@ -18,4 +18,5 @@ export type { DataRoots } from "./datasets/data-root.js";
 export { OrtTrainingEngine } from "./engines/training-engine.js";
 export type { EngineKind, EngineWeights, TrainingEngine } from "./engines/training-engine.js";
 export { TorchTrainingEngine } from "./engines/torch-engine.js";
+export { engineDataRequest } from "./engines/engine-data.js";
 export type { TorchEngineInfo, TorchEngineOptions } from "./engines/torch-engine.js";

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { decodeCheckpoint } from "../runner/checkpoint-file.js";
 import { TrainingSession } from "../runner/training-session.js";
 import { tinyTrainConfig } from "../testing/tiny-config.js";
+import { worstWeightError } from "../testing/weight-error.js";
 
 // Debian's interpreter, where CI installs python3-torch: a missing torch fails these tests, it never skips them.
 const PYTHON = "/usr/bin/python3";
@@ -85,19 +86,8 @@ describe("TRAIN.DATA_LOADER engine: the PyTorch engine builds the batches itself
     // order of a few float32 operations), so the same losses to ~1e-6 and weights to the engines' rounding.
     expect(losses).toHaveLength(reference.length);
     for (const [i, loss] of losses.entries()) expect(Math.abs(loss - (reference[i] as number))).toBeLessThanOrEqual(1e-5 * Math.abs(reference[i] as number));
-    const a = decodeTrainingState(engineState).tensors;
-    const b = decodeTrainingState(referenceState).tensors;
-    for (const [name, expected] of b) {
-      if (!name.startsWith("param:")) continue;
-      const actual = a.get(name) as Float32Array;
-      let diff = 0;
-      let scale = 0;
-      for (let i = 0; i < expected.length; i++) {
-        diff = Math.max(diff, Math.abs((actual[i] as number) - (expected[i] as number)));
-        scale = Math.max(scale, Math.abs(expected[i] as number));
-      }
-      expect(diff, name).toBeLessThanOrEqual(1e-4 * Math.max(scale, 1e-3));
-    }
+    const params = (state: Uint8Array) => new Map([...decodeTrainingState(state).tensors].filter(([name]) => name.startsWith("param:")));
+    expect(worstWeightError(params(engineState), params(referenceState)).error).toBeLessThanOrEqual(1e-4);
 
     // Resumed from batch 2 of epoch 0 with one loader worker instead of two: the plan starts where the
     // checkpoint stopped, and every batch is a function of (seed, epoch, sample), not of the workers.

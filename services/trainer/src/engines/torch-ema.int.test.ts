@@ -3,6 +3,7 @@ import { IoNames, type EmaConfig, type ModelConfig, type StepBatch, type Trainin
 import { afterEach, describe, expect, it } from "vitest";
 import { TorchTrainingEngine } from "./torch-engine.js";
 import { OrtTrainingEngine, type TrainingEngine } from "./training-engine.js";
+import { worstWeightError } from "../testing/weight-error.js";
 
 // Debian's interpreter, where CI installs python3-torch: a missing torch fails these tests, it never skips them.
 const PYTHON = "/usr/bin/python3";
@@ -35,21 +36,6 @@ function batches(count: number): StepBatch[] {
   }));
 }
 
-function worstError(a: Map<string, Float32Array>, b: Map<string, Float32Array>): number {
-  let worst = 0;
-  for (const [name, expected] of b) {
-    const actual = a.get(name) as Float32Array;
-    let diff = 0;
-    let scale = 0;
-    for (let i = 0; i < expected.length; i++) {
-      diff = Math.max(diff, Math.abs((actual[i] as number) - (expected[i] as number)));
-      scale = Math.max(scale, Math.abs(expected[i] as number));
-    }
-    worst = Math.max(worst, scale === 0 ? diff : diff / scale);
-  }
-  return worst;
-}
-
 describe("TRAIN.EMA in the PyTorch engine, through the trainer's side of the protocol", () => {
   it("averages as the onnxruntime engine does, keeps the average in its state (resumed bit for bit) and restarts it at loaded weights", async () => {
     const data = batches(8);
@@ -70,9 +56,9 @@ describe("TRAIN.EMA in the PyTorch engine, through the trainer's side of the pro
     const expected = (await ort.averagedWeights()) as NonNullable<Awaited<ReturnType<TrainingEngine["averagedWeights"]>>>;
     const actual = (await torch.averagedWeights()) as typeof expected;
     // The engines' parity bound for SGD weights (torch-engine.int.test.ts); the average differs from the weights by far more.
-    expect(worstError(actual.params, expected.params)).toBeLessThan(1e-5);
-    expect(worstError(actual.buffers, expected.buffers)).toBeLessThan(1e-5);
-    expect(worstError((await torch.weights()).params, expected.params)).toBeGreaterThan(1e-3);
+    expect(worstWeightError(actual.params, expected.params).error).toBeLessThan(1e-5);
+    expect(worstWeightError(actual.buffers, expected.buffers).error).toBeLessThan(1e-5);
+    expect(worstWeightError((await torch.weights()).params, expected.params).error).toBeGreaterThan(1e-3);
 
     const resumed = await torchEngine();
     await resumed.importState(saved);

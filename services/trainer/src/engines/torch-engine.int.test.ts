@@ -3,6 +3,7 @@ import { SeededRandom } from "@poseloop/core";
 import { detectionStepBatch, type ModelConfig, type OptimizerConfig, type StepBatch, type TrainingGraphConfig } from "@poseloop/train";
 import { TorchTrainingEngine, type TorchEngineOptions } from "./torch-engine.js";
 import { OrtTrainingEngine, type TrainingEngine } from "./training-engine.js";
+import { worstWeightError } from "../testing/weight-error.js";
 
 // Debian's interpreter, where CI installs python3-torch: a missing torch fails these tests, it never skips them.
 const PYTHON = "/usr/bin/python3";
@@ -59,23 +60,6 @@ function batches(count: number, seed: number): StepBatch[] {
     }
     return { images, targets, targetWeights };
   });
-}
-
-/** Largest |a − b| over the tensor's largest |b|, for each tensor; the worst tensor's ratio and name. */
-function worstWeightError(a: Map<string, Float32Array>, b: Map<string, Float32Array>): { name: string; error: number } {
-  let worst = { name: "", error: 0 };
-  for (const [name, expected] of b) {
-    const actual = a.get(name) as Float32Array;
-    let diff = 0;
-    let scale = 0;
-    for (let i = 0; i < expected.length; i++) {
-      diff = Math.max(diff, Math.abs((actual[i] as number) - (expected[i] as number)));
-      scale = Math.max(scale, Math.abs(expected[i] as number));
-    }
-    const error = scale === 0 ? diff : diff / scale;
-    if (error > worst.error) worst = { name, error };
-  }
-  return worst;
 }
 
 /** The batches with a teacher's heatmaps: a smoothed copy of the targets plus noise, as a trained teacher's look. */

@@ -8,7 +8,7 @@
  */
 import { cpus } from "node:os";
 import { join } from "node:path";
-import { HRNET_AUGMENTATION, PoseDataLoader, generateSyntheticDataset, readCocoKeypoints, type ImageCacheOptions, type PoseInstance } from "@poseloop/data";
+import { HRNET_AUGMENTATION, PoseDataLoader, generateSyntheticDataset, readCocoKeypoints, type ImageCacheOptions, type PoseDataLoaderOptions, type PoseInstance } from "@poseloop/data";
 import { Rng, StepEngine } from "@poseloop/train";
 import { makeTempDir } from "@poseloop/testkit";
 import { fmt, printTable, timeMs } from "./harness.js";
@@ -35,7 +35,7 @@ const CASES: readonly Case[] = [
  * nearly every image (the first misses a quarter of them with two workers).
  */
 async function loaderRate(instances: readonly PoseInstance[], c: Case, workers: number, imageCache: ImageCacheOptions): Promise<number> {
-  const loader = await PoseDataLoader.create({
+  const options: PoseDataLoaderOptions = {
     source: { instances },
     inputSize: c.input,
     codec: { kind: "heatmap", inputSize: c.input, heatmapSize: c.heatmap, numKeypoints: K, sigma: c.sigma },
@@ -44,13 +44,18 @@ async function loaderRate(instances: readonly PoseInstance[], c: Case, workers: 
     augmentation: HRNET_AUGMENTATION,
     workers,
     imageCache,
-  });
+  };
+  return poseLoaderRate(options, imageCache.memoryBytes === 0 ? 1 : 3, EPOCHS);
+}
+
+/** Samples/s of a PoseDataLoader over `epochs` epochs after `warmUp` untimed ones (workers started, caches filled). */
+export async function poseLoaderRate(options: PoseDataLoaderOptions, warmUp: number, epochs: number): Promise<number> {
+  const loader = await PoseDataLoader.create(options);
   try {
-    const warmUp = imageCache.memoryBytes === 0 ? 1 : 3;
     for (let epoch = 0; epoch < warmUp; epoch++) for await (const _batch of loader.epoch(epoch));
     let samples = 0;
     const ms = await timeMs(async () => {
-      for (let epoch = warmUp; epoch < warmUp + EPOCHS; epoch++) for await (const batch of loader.epoch(epoch)) samples += batch.size;
+      for (let epoch = warmUp; epoch < warmUp + epochs; epoch++) for await (const batch of loader.epoch(epoch)) samples += batch.size;
     });
     return (samples * 1000) / ms;
   } finally {

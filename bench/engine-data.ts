@@ -12,30 +12,17 @@ import { spawn } from "node:child_process";
 import { writeFile } from "node:fs/promises";
 import { cpus } from "node:os";
 import { join } from "node:path";
-import { generateSyntheticDataset, HRNET_AUGMENTATION, PoseBatchPlan, PoseDataLoader, readCocoKeypoints, type PoseDataLoaderOptions } from "@poseloop/data";
+import { generateSyntheticDataset, HRNET_AUGMENTATION, PoseBatchPlan, readCocoKeypoints, type PoseDataLoaderOptions } from "@poseloop/data";
 import { engineDataRequest } from "@poseloop/trainer";
 import { makeTempDir } from "@poseloop/testkit";
-import { fmt, printTable, timeMs } from "./harness.js";
+import { poseLoaderRate } from "./data.js";
+import { fmt, printTable } from "./harness.js";
 
 const PYTHON = process.env["POSELOOP_PYTHON"] ?? "/usr/bin/python3";
 const BATCH = 32;
 const K = 17;
 const WARM_UP = 1;
 const TIMED = 2;
-
-async function trainerRate(options: PoseDataLoaderOptions): Promise<number> {
-  const loader = await PoseDataLoader.create(options);
-  try {
-    for (let epoch = 0; epoch < WARM_UP; epoch++) for await (const _batch of loader.epoch(epoch));
-    let samples = 0;
-    const ms = await timeMs(async () => {
-      for (let epoch = WARM_UP; epoch < WARM_UP + TIMED; epoch++) for await (const batch of loader.epoch(epoch)) samples += batch.size;
-    });
-    return (samples * 1000) / ms;
-  } finally {
-    await loader.close();
-  }
-}
 
 async function engineRate(options: PoseDataLoaderOptions, dir: string): Promise<{ samplesPerSecond: number; firstBatchSeconds: number }> {
   const plan = PoseBatchPlan.create(options);
@@ -73,7 +60,7 @@ export async function run(): Promise<void> {
         augmentation: { ...HRNET_AUGMENTATION, occlusionProb: 0.3, colorJitter: 0.3 },
         workers,
       };
-      const trainer = await trainerRate(options);
+      const trainer = await poseLoaderRate(options, WARM_UP, TIMED);
       const engine = await engineRate(options, dir.path);
       rows.push([String(workers), fmt(trainer, 0), fmt(engine.samplesPerSecond, 0), fmt(engine.samplesPerSecond / trainer), fmt(engine.firstBatchSeconds, 1)]);
     }

@@ -1,3 +1,4 @@
+import { availableParallelism } from "node:os";
 import { defineConfig } from "vitest/config";
 
 // Workspace packages resolve to their TypeScript sources through the "@poseloop/source" export condition,
@@ -9,6 +10,10 @@ export default defineConfig({
   ssr: { resolve: { conditions, externalConditions: ["@poseloop/source"] } },
   test: {
     pool: "forks",
+    // Two test files at a time even on two cores (vitest's default is cores − 1): most of an integration file's
+    // time is spent waiting on the processes it drives (nats-server, the services, PyTorch engines), so two
+    // files at once take about two thirds of the time one at a time does (README, "Tests").
+    maxWorkers: Math.max(2, availableParallelism() - 1),
     reporters: ["default"],
     projects: [
       {

@@ -13,6 +13,7 @@ import torch
 
 from client import PACKAGE_ROOT, EngineProcess, read_golden
 from poseloop_torch import zoo
+from poseloop_torch.engine import gradient_norm
 
 torch.set_num_threads(1)
 GOLDENS = os.path.join(PACKAGE_ROOT, "..", "..", "..", "libs", "train", "fixtures")
@@ -262,6 +263,16 @@ class OneEngineTest(unittest.TestCase):
             answer, _ = engine.request("step", batch, lr=0.1)
             self.assertEqual(answer["code"], "INVALID_ARGUMENT")
             self.assertIn("teacher", answer["message"])
+
+
+class GradientNormTest(unittest.TestCase):
+    def test_the_multi_tensor_norm_cuda_takes_equals_the_per_tensor_one(self):
+        generator = torch.Generator().manual_seed(3)
+        grads = [torch.randn(shape, generator=generator) for shape in ([32, 16, 3, 3], [32], [17, 32, 1, 1], [1])]
+        loop = gradient_norm(grads, foreach=False)
+        expected = torch.norm(torch.stack([g.double().norm() for g in grads])).item()
+        self.assertAlmostEqual(loop.item() / expected, 1, delta=1e-6)
+        self.assertAlmostEqual(gradient_norm(grads, foreach=True).item() / loop.item(), 1, delta=1e-6)
 
 
 class ErrorTest(unittest.TestCase):

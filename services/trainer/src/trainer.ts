@@ -18,6 +18,7 @@ import {
   type TrainerCapabilities,
 } from "./engines/capabilities.js";
 import { EvaluationRunner } from "./evaluation/evaluation-runner.js";
+import { IMPORTS_BUCKET } from "./imports/import-claim.js";
 import { ModelImporter } from "./imports/model-import.js";
 import { CheckpointList } from "./jobs/checkpoint-list.js";
 import { BlobCheckpointStore, DirectoryCheckpointStore, type CheckpointStore } from "./jobs/checkpoint-store.js";
@@ -80,6 +81,8 @@ export async function startTrainer(config: TrainerConfig, logger: Logger, option
     const checkpoints: CheckpointStore = config.checkpointDir === "" ? await BlobCheckpointStore.open(bus) : new DirectoryCheckpointStore(config.checkpointDir);
     // A version's AP on a reference set, kept for every trainer of the bus (an if-better policy compares on it).
     const referenceAps = await bus.keyValueStore(REFERENCE_AP_BUCKET, { history: 1 });
+    // An import is claimed here while a trainer checks and publishes it, so that no other trainer publishes it again.
+    const importClaims = await bus.keyValueStore(IMPORTS_BUCKET, { history: 1 });
     // The queue's default delivery limit bounds a job that fails the same way every time; its last failure is final.
     const queue = await bus.jobQueue(TRAINING_QUEUE, { ackWaitMs: config.jobAckWaitMs });
     // Each placement class (engine and device kind) has its queue, onnxruntime-cpu's the one above, and so has
@@ -182,7 +185,7 @@ export async function startTrainer(config: TrainerConfig, logger: Logger, option
             publishCheckpoint: (job, id, options) => executor.publishCheckpoint(job, id, options),
             evaluate: (request, signal) => evaluations.evaluate(request, signal),
             sweeps: { store: sweepStore, driver: sweepDriver },
-            imports: new ModelImporter({ registry, roots: { dataRoot: config.dataRoot, workDir: config.workDir }, logger }),
+            imports: new ModelImporter({ registry, roots: { dataRoot: config.dataRoot, workDir: config.workDir }, logger, claims: { kv: importClaims, holder: config.workerId } }),
           }),
         );
       },

@@ -1,5 +1,5 @@
 import { create, equals, fromBinary, toBinary, toJsonString, type MessageInitShape } from "@bufbuild/protobuf";
-import { modelNameProblems, sha256Digest, type ModelRegistry } from "@poseloop/bus";
+import { modelNameProblems, sha256Digest, type KeyValueStore, type ModelRegistry } from "@poseloop/bus";
 import { AppError, Code, type Logger } from "@poseloop/core";
 import { KeypointMetricsSchema } from "@poseloop/proto/poseloop/common/v1/metrics_pb";
 import { ModelKind, ModelManifestSchema, ModelRefSchema, Precision, QuantizationSummarySchema, type ModelManifest, type ModelRef } from "@poseloop/proto/poseloop/common/v1/model_pb";
@@ -8,6 +8,7 @@ import type { ExportModelRequest, ExportModelResponseSchema, ImportModelRequest,
 import { datasetProblems, type DataRoots } from "../datasets/data-root.js";
 import { labelProblems } from "../publication/publisher.js";
 import type { ImportInit, ImportOutcome } from "./import-check.js";
+import { DEFAULT_CLAIM_STALE_MS, ImportClaim, importClaimKey, LostClaimError } from "./import-claim.js";
 import { checkImportInWorker } from "./import-session.js";
 import { manifestYaml, parseManifestYaml } from "./manifest-yaml.js";
 
@@ -41,6 +42,11 @@ export interface ModelImporterDependencies {
   readonly registry: Pick<ModelRegistry, "publish" | "getServing" | "setServing" | "getManifest" | "getArtifact" | "listVersions">;
   readonly roots: DataRoots;
   readonly logger: Logger;
+  /**
+   * The claims that keep two trainers from publishing the same import twice (bucket IMPORTS_BUCKET), this
+   * trainer's name in them, and after how long an unwritten claim counts as abandoned (default 30 s).
+   */
+  readonly claims: { readonly kv: KeyValueStore; readonly holder: string; readonly staleMs?: number };
   /** The check (and AP, int8) of an import; default: in an import worker. */
   readonly check?: (init: ImportInit, signal: AbortSignal) => Promise<ImportOutcome>;
 }
@@ -149,9 +155,46 @@ export class ModelImporter {
     return { manifest: stored, promoted: promote, alreadyImported: true, ...(previous === undefined ? {} : { previous }) };
   }
 
+  /**
+   * This import once across the trainers: an earlier one is returned; otherwise this trainer claims it (waiting
+   * while another trainer holds the claim), looks again (the holder may have published it meanwhile), and only
+   * then checks and publishes.
+   */
   async #importChecked(request: ImportModelRequest, manifest: ModelManifest, setBy: string, signal: AbortSignal): Promise<ImportResult> {
-    const earlier = await this.#earlierImport(request, manifest, signal);
-    if (earlier !== undefined) return this.#again(request, earlier, setBy);
+    const { claims, logger } = this.#deps;
+    const key = importClaimKey(this.#identity(request, manifest));
+    for (;;) {
+      const earlier = await this.#earlierImport(request, manifest, signal);
+      if (earlier !== undefined) return this.#again(request, earlier, setBy);
+      const claim = await ImportClaim.acquire(claims.kv, key, { holder: claims.holder, staleMs: claims.staleMs ?? DEFAULT_CLAIM_STALE_MS, logger, signal });
+      try {
+        const published = await this.#earlierImport(request, manifest, signal);
+        const result = published !== undefined ? await this.#again(request, published, setBy) : await this.#importNew(request, manifest, setBy, signal, () => claim.confirm());
+        await claim.release("done");
+        return result;
+      } catch (error) {
+        await claim.release("failed");
+        // Taken over while this trainer stalled: the other one imports; wait for it and return its version.
+        if (error instanceof LostClaimError) continue;
+        throw error;
+      }
+    }
+  }
+
+  /** What makes two requests the same import (#earlierImport's tests), as text. */
+  #identity(request: ImportModelRequest, manifest: ModelManifest): string {
+    return JSON.stringify([
+      request.modelName,
+      sha256Digest(request.model),
+      Buffer.from(toBinary(ModelManifestSchema, declaredPart(manifest))).toString("base64"),
+      request.quantize,
+      request.quantize ? Math.fround(request.maxApDrop ?? DEFAULT_MAX_AP_DROP) : null,
+      request.quantize ? (setLabel(request.calibration) ?? null) : null,
+      setLabel(request.validation) ?? null,
+    ]);
+  }
+
+  async #importNew(request: ImportModelRequest, manifest: ModelManifest, setBy: string, signal: AbortSignal, beforePublish: () => Promise<void>): Promise<ImportResult> {
     manifest.model = create(ModelRefSchema, { name: request.modelName, version: "import" });
     const outcome = await (this.#deps.check ?? checkImportInWorker)(
       {
@@ -187,6 +230,7 @@ export class ModelImporter {
       manifest.quantization = create(QuantizationSummarySchema, { calibrator: accepted.calibrator, calibrationSamples: CALIBRATION_SAMPLES, apDrop: (accepted.fp32Ap - accepted.int8Ap) * 100, maxApDrop: gate.maxApDrop });
     }
     const promote = !request.skipPromotion;
+    await beforePublish();
     const published = await this.#deps.registry.publish({
       manifest,
       files: [

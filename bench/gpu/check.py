@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -56,7 +57,8 @@ class Engine:
     """`python3 -m poseloop_torch` (or under torchrun) spoken to over PROTOCOL.md."""
 
     def __init__(self, data_root, nproc=None, env=None):
-        environment = {**os.environ, "PYTHONPATH": ENGINE_ROOT, "POSELOOP_DATA_ROOT": data_root, **(env or {})}
+        path = os.pathsep.join(p for p in (ENGINE_ROOT, os.environ.get("PYTHONPATH", "")) if p)
+        environment = {**os.environ, "PYTHONPATH": path, "POSELOOP_DATA_ROOT": data_root, **(env or {})}
         command = [sys.executable, "-m", "poseloop_torch"]
         if nproc is not None:
             command = [sys.executable, "-m", "poseloop_torch.torchrun", "--standalone", "--nproc_per_node", str(nproc), "-m", "poseloop_torch"]
@@ -142,8 +144,8 @@ def tensors_of(batch):
     return [(name, batch[name]) for name in ("images", "targets", "target_weights")]
 
 
-def init(e, model, batch, device, amp, channels_last=False, deterministic=False, replicas=1, sync_bn=False, threads=0):
-    training = {"batchSize": batch, "gradAccumSteps": 1, "clipGradNorm": 0, "optimizer": ADAM}
+def init(e, model, batch, device, amp, channels_last=False, deterministic=False, replicas=1, sync_bn=False, threads=0, accumulate=1):
+    training = {"batchSize": batch, "gradAccumSteps": accumulate, "clipGradNorm": 0, "optimizer": ADAM}
     ready, _ = e.call("init", model=model, training=training, device=device, amp=amp, channelsLast=channels_last, deterministic=deterministic, replicas=replicas, syncBatchNorm=sync_bn, threads=threads)
     return ready
 
@@ -187,19 +189,22 @@ def check_amp(ctx):
 
 
 def check_resume(ctx):
+    """Two micro-batches an update and the cut after an odd number of steps: the state carries half an
+    accumulation cycle, kept unscaled and scaled again by the restored loss scale (fp16 starts at 2^16 and
+    usually halves in its first steps, so a wrong scale shows)."""
     model, batch, steps = ctx["small"], ctx["batch"], ctx["resume_steps"]
     batches = ctx["data"].batches(batch, steps)
-    half = steps // 2
+    half = steps // 2 - 1
 
     with Engine(ctx["data"].root) as e:
-        init(e, model, batch, ctx["device"], True, ctx["cuda"], deterministic=True)
+        init(e, model, batch, ctx["device"], True, ctx["cuda"], deterministic=True, accumulate=2)
         _, start = e.call("get_weights")
 
     def run(parts):
         losses, state, fields = [], start, {"step": 0, "microStep": 0}
         for part in parts:
             with Engine(ctx["data"].root) as e:
-                init(e, model, batch, ctx["device"], True, ctx["cuda"], deterministic=True)
+                init(e, model, batch, ctx["device"], True, ctx["cuda"], deterministic=True, accumulate=2)
                 e.call("set_state", list(state.items()), **fields)
                 losses += [e.call("step", tensors_of(b), lr=LR)[0]["loss"] for b in batches[part[0] : part[1]]]
                 message, state = e.call("get_state")
@@ -238,7 +243,8 @@ def check_oom(ctx):
     hog = subprocess.Popen([sys.executable, "-c", HOG, str(leave)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     held = hog.stdout.readline().split()
     problems = []
-    batch = 64
+    # HRNet-W32's activations for 128 crops in fp16 take several times the 4 GiB left.
+    batch = 128
     batches = ctx["data"].batches(batch, 1)
     try:
         with Engine(ctx["data"].root) as e:
@@ -432,6 +438,16 @@ def check_speed(ctx):
     }
 
 
+def shm_workers():
+    """How many loader workers /dev/shm holds: each keeps a ring of batches there (about 6 of HRNet's 25.6 MB at
+    batch 32 with prefetch 4), and a container's default /dev/shm is 64 MB."""
+    try:
+        free = shutil.disk_usage("/dev/shm").free
+    except OSError:
+        return 1
+    return max(1, int(free * 0.8 // (6 * 25.6e6)))
+
+
 CHECKS = {"amp": check_amp, "resume": check_resume, "oom": check_oom, "ddp": check_ddp, "speed": check_speed}
 
 
@@ -456,8 +472,8 @@ def main():
         "resume_steps": 4 if args.quick else 8,
         "speed_warmup": 1 if args.quick else 10,
         "speed_steps": 3 if args.quick else 50,
-        # The loader's workers: all cores but the engine's own and the driver's.
-        "workers": 1 if args.quick else max(1, min(12, cores - 2)),
+        # The loader's workers: all cores but the engine's own and the driver's, as many as /dev/shm holds.
+        "workers": 1 if args.quick else max(1, min(12, cores - 2, shm_workers())),
     }
     facts = {
         "python": platform.python_version(),
@@ -467,6 +483,7 @@ def main():
         "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
         "nccl": torch.distributed.is_available() and torch.distributed.is_nccl_available(),
         "cores": cores,
+        "loaderWorkers": ctx["workers"],
         "quick": args.quick,
         "instances": ctx["data"].count,
     }

@@ -43,7 +43,8 @@ class EngineError(Exception):
 
 def is_out_of_memory(error):
     oom = getattr(torch.cuda, "OutOfMemoryError", None)  # torch 2.x; 1.13 raises a RuntimeError
-    return (oom is not None and isinstance(error, oom)) or (isinstance(error, RuntimeError) and "out of memory" in str(error))
+    # cuBLAS and cuDNN report a failed workspace allocation in their own words.
+    return (oom is not None and isinstance(error, oom)) or (isinstance(error, RuntimeError) and any(words in str(error) for words in ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED")))
 
 
 def hello():
@@ -545,6 +546,14 @@ class Job:
                     target.copy_(torch.from_numpy(tensors[name]))
         if averaged and not averaged_given:
             self._reset_average()
+        if self.scaler is not None:
+            # A state saved without mixed precision continues with a fresh scaler (its updates were all applied).
+            # Restored before the accumulated gradients, which are kept unscaled and scaled by it here.
+            fresh = {"scale": 2.0**16, "goodSteps": 0}
+            given = scaler_state or fresh
+            self.scaler.load_state_dict(
+                {"scale": float(given.get("scale", fresh["scale"])), "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000, "_growth_tracker": int(given.get("goodSteps", 0))}
+            )
         with torch.no_grad():
             for name, p in accum.items():
                 if micro == 0:
@@ -556,13 +565,6 @@ class Job:
                     p.grad = grad.to(memory_format=torch.channels_last) if self.channels_last and p.dim() == 4 else grad.contiguous()
         if self.k == 1 or micro == 0:
             self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            # A state saved without mixed precision continues with a fresh scaler (its updates were all applied).
-            fresh = {"scale": 2.0**16, "goodSteps": 0}
-            given = scaler_state or fresh
-            self.scaler.load_state_dict(
-                {"scale": float(given.get("scale", fresh["scale"])), "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000, "_growth_tracker": int(given.get("goodSteps", 0))}
-            )
         self.skipped = skipped
         self.step_count = step
         self.micro_step = micro
@@ -629,6 +631,10 @@ class Job:
             return self._step(float(lr), inputs, local=planned)
         except BaseException:
             copy_all(self._buffer_list, self._saved_buffers)
+            if self.scaler is not None:
+                # A step that failed after unscale_ (out of memory in the optimizer's update) would leave the
+                # scaler believing this optimizer unscaled, and every later step refused.
+                self.scaler._per_optimizer_states.clear()
             with torch.no_grad():
                 for i, (_, p) in enumerate(self.params):
                     p.grad = None if saved_grads is None else saved_grads[i]

@@ -125,7 +125,9 @@ def _safe_global(module: str, name: str) -> Optional[Any]:
     if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name in ("_reconstruct", "scalar"):
         import numpy
 
-        return getattr(numpy.core.multiarray, name, None)
+        # numpy 2 moved numpy.core to numpy._core (the old name warns).
+        multiarray = getattr(getattr(numpy, "_core", None), "multiarray", None) or numpy.core.multiarray
+        return getattr(multiarray, name, None)
     if module == "numpy" and name in ("ndarray", "dtype"):
         import numpy
 

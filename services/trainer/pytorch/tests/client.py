@@ -12,7 +12,8 @@ PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 class EngineProcess:
     def __init__(self, args=(), env=None, nproc=None):
-        environment = {**os.environ, "PYTHONPATH": PACKAGE_ROOT, "OMP_NUM_THREADS": "1", **(env or {})}
+        path = os.pathsep.join(p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH", "")) if p)
+        environment = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", **(env or {})}
         if nproc is None:
             command = [sys.executable, "-m", "poseloop_torch", *args]
         else:

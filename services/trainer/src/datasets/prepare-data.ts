@@ -136,12 +136,12 @@ function cocoSplit(annotations: string, images: string, what: string): string {
   return split;
 }
 
-/** Holds out the last `fraction` of the images (by id) for validation. */
-function holdOut(dataset: CocoKeypointDataset, fraction: number): { instances: PoseInstance[]; validation: CocoKeypointDataset } {
+/** Holds out the last `fraction` of the images (by id) for validation: their ids, and the split cut down to them. */
+function holdOut(dataset: CocoKeypointDataset, fraction: number): { held: ReadonlySet<number>; validation: CocoKeypointDataset } {
   const ids = [...new Set(dataset.file.images.map((image) => image.id))].sort((a, b) => a - b);
   const held = new Set(ids.slice(ids.length - Math.max(1, Math.round(ids.length * fraction))));
   return {
-    instances: dataset.instances.filter((instance) => !held.has(instance.imageId)),
+    held,
     validation: {
       ...dataset,
       file: { ...dataset.file, images: dataset.file.images.filter((i) => held.has(i.id)), annotations: dataset.file.annotations.filter((a) => held.has(a.image_id)) },
@@ -188,15 +188,51 @@ export async function prepareValidation(config: TrainConfig, roots: DataRoots, s
   return (await readSplits(config, roots, schema, false, signal)).validation;
 }
 
+/** The pose side of a config's splits: training instances (a hold-out's without its validation images) and the validation set. */
 async function readSplits(config: TrainConfig, roots: DataRoots, schema: KeypointSchema, withTraining: boolean, signal?: AbortSignal): Promise<{ trainName: string; instances: readonly PoseInstance[] | undefined; validation: EvaluationSet }> {
+  const splits = await readDatasetSplits(config, roots, { schema, minKeypoints: config.data?.minKeypoints || 1, detection: false }, withTraining, signal);
+  const { held, train } = splits;
+  // Synthetic validation is always on ground-truth boxes: TEST.COCO_BBOX_FILE names detections of a COCO split.
+  const validation =
+    splits.cocoDir === undefined
+      ? evaluationSetFromCoco(splits.validationName, splits.validation)
+      : await validationSet(config, splits.cocoDir, splits.validationName, splits.validation, held !== undefined);
+  return { trainName: splits.trainName, instances: held === undefined ? train?.instances : train?.instances.filter((instance) => !held.has(instance.imageId)), validation };
+}
+
+/** A config's splits as read, before a pose model or a detector makes its own data of them. */
+interface DatasetSplits {
+  readonly trainName: string;
+  /** The training split, read only when asked for; a hold-out's is always read, as the whole split (its validation images included). */
+  readonly train: CocoKeypointDataset | undefined;
+  readonly validationName: string;
+  readonly validation: CocoKeypointDataset;
+  /** The image ids held out of `train` for validation (DATASET.VAL_FRACTION), which training must leave out. */
+  readonly held: ReadonlySet<number> | undefined;
+  /** The COCO dataset's folder (TEST.COCO_BBOX_FILE is relative to it); undefined for synthetic data. */
+  readonly cocoDir: string | undefined;
+}
+
+/**
+ * Reads (or generates) the splits of a config with the given annotation filter: synthetic data from its cache
+ * (a detector's, `detection`, from the detection mix's), or a COCO layout under DATASET.ROOT, validated on
+ * DATASET.TEST_SET or on a held-out part of DATASET.TRAIN_SET.
+ */
+async function readDatasetSplits(
+  config: TrainConfig,
+  roots: DataRoots,
+  filter: { schema: KeypointSchema; minKeypoints: number; detection: boolean },
+  withTraining: boolean,
+  signal?: AbortSignal,
+): Promise<DatasetSplits> {
   const data = config.data;
-  const minKeypoints = data?.minKeypoints || 1;
+  const { schema, minKeypoints } = filter;
   if (data?.kind === DatasetKind.SYNTHETIC) {
-    const dir = await syntheticDir(config, roots.workDir, signal);
+    const dir = await syntheticDir(config, roots.workDir, signal, filter.detection);
     const train = withTraining ? await readCocoKeypoints({ dir, split: "train", schema, minKeypoints }) : undefined;
-    const val = await readCocoKeypoints({ dir, split: "val", schema, minKeypoints });
-    const name = data.name || "synthetic";
-    return { trainName: `${name}/train`, instances: train?.instances, validation: evaluationSetFromCoco(`${name}/val`, val) };
+    const validation = await readCocoKeypoints({ dir, split: "val", schema, minKeypoints });
+    const name = data.name || (filter.detection ? "synthetic-detection" : "synthetic");
+    return { trainName: `${name}/train`, train, validationName: `${name}/val`, validation, held: undefined, cocoDir: undefined };
   }
   if (data?.kind === DatasetKind.COCO && data.coco !== undefined) {
     const coco = data.coco;
@@ -206,13 +242,14 @@ async function readSplits(config: TrainConfig, roots: DataRoots, schema: Keypoin
     if (coco.valImages === "") {
       const fraction = data.valFraction;
       if (!(fraction > 0)) throw new AppError(Code.INVALID_ARGUMENT, "DATASET.TEST_SET is empty and DATASET.VAL_FRACTION is 0: there is nothing to validate on");
-      const split = holdOut(await readCocoSplit(dir, trainSplit, schema, minKeypoints, roots.dataRoot, "DATASET.TRAIN_SET"), fraction);
-      return { trainName: `${name}/${trainSplit}`, instances: split.instances, validation: await validationSet(config, dir, `${name}/${trainSplit}-holdout`, split.validation, true) };
+      const whole = await readCocoSplit(dir, trainSplit, schema, minKeypoints, roots.dataRoot, "DATASET.TRAIN_SET");
+      const split = holdOut(whole, fraction);
+      return { trainName: `${name}/${trainSplit}`, train: whole, validationName: `${name}/${trainSplit}-holdout`, validation: split.validation, held: split.held, cocoDir: dir };
     }
     const train = withTraining ? await readCocoSplit(dir, trainSplit, schema, minKeypoints, roots.dataRoot, "DATASET.TRAIN_SET") : undefined;
     const valSplit = cocoSplit(coco.valAnnotations, coco.valImages, "DATASET.TEST_SET");
-    const val = await readCocoSplit(dir, valSplit, schema, minKeypoints, roots.dataRoot, "DATASET.TEST_SET");
-    return { trainName: `${name}/${trainSplit}`, instances: train?.instances, validation: await validationSet(config, dir, `${name}/${valSplit}`, val, false) };
+    const validation = await readCocoSplit(dir, valSplit, schema, minKeypoints, roots.dataRoot, "DATASET.TEST_SET");
+    return { trainName: `${name}/${trainSplit}`, train, validationName: `${name}/${valSplit}`, validation, held: undefined, cocoDir: dir };
   }
   throw new AppError(Code.INVALID_ARGUMENT, "the config names no dataset (DATASET.DATASET: coco or synthetic)");
 }
@@ -223,33 +260,13 @@ async function readSplits(config: TrainConfig, roots: DataRoots, schema: Keypoin
  * annotated people, crowds flagged. `withTraining` false reads the validation set alone.
  */
 export async function prepareDetectionData(config: TrainConfig, roots: DataRoots, withTraining = true, signal?: AbortSignal): Promise<PreparedDetectionData> {
-  const data = config.data;
-  if (data?.kind === DatasetKind.SYNTHETIC) {
-    const dir = await syntheticDir(config, roots.workDir, signal, true);
-    const name = data.name || "synthetic-detection";
-    // Every person counts for a detector, seen joints or not: minKeypoints only selects pose instances.
-    const train = withTraining ? await readCocoKeypoints({ dir, split: "train", schema: COCO17, minKeypoints: 0 }) : undefined;
-    const val = await readCocoKeypoints({ dir, split: "val", schema: COCO17, minKeypoints: 0 });
-    return { trainName: `${name}/train`, images: train === undefined ? [] : detectionImagesFromCoco(train), validation: { name: `${name}/val`, images: detectionImagesFromCoco(val) } };
+  // Every person counts for a detector, seen joints or not: minKeypoints only selects pose instances.
+  const splits = await readDatasetSplits(config, roots, { schema: COCO17, minKeypoints: 0, detection: true }, withTraining, signal);
+  const { held, train } = splits;
+  if (held !== undefined && train !== undefined) {
+    // A hold-out's pictures come from one read of the whole split, parted by image.
+    const images = detectionImagesFromCoco(train);
+    return { trainName: splits.trainName, images: images.filter((image) => !held.has(image.imageId)), validation: { name: splits.validationName, images: images.filter((image) => held.has(image.imageId)) } };
   }
-  if (data?.kind === DatasetKind.COCO && data.coco !== undefined) {
-    const coco = data.coco;
-    const dir = await resolveUnder(roots.dataRoot, coco.root, "DATASET.ROOT");
-    const name = data.name || "coco";
-    const trainSplit = cocoSplit(coco.trainAnnotations, coco.trainImages, "DATASET.TRAIN_SET");
-    if (coco.valImages === "") {
-      const fraction = data.valFraction;
-      if (!(fraction > 0)) throw new AppError(Code.INVALID_ARGUMENT, "DATASET.TEST_SET is empty and DATASET.VAL_FRACTION is 0: there is nothing to validate on");
-      const whole = await readCocoSplit(dir, trainSplit, COCO17, 0, roots.dataRoot, "DATASET.TRAIN_SET");
-      const split = holdOut(whole, fraction);
-      const held = new Set(split.validation.file.images.map((image) => image.id));
-      const images = detectionImagesFromCoco(whole);
-      return { trainName: `${name}/${trainSplit}`, images: images.filter((image) => !held.has(image.imageId)), validation: { name: `${name}/${trainSplit}-holdout`, images: images.filter((image) => held.has(image.imageId)) } };
-    }
-    const train = withTraining ? await readCocoSplit(dir, trainSplit, COCO17, 0, roots.dataRoot, "DATASET.TRAIN_SET") : undefined;
-    const valSplit = cocoSplit(coco.valAnnotations, coco.valImages, "DATASET.TEST_SET");
-    const val = await readCocoSplit(dir, valSplit, COCO17, 0, roots.dataRoot, "DATASET.TEST_SET");
-    return { trainName: `${name}/${trainSplit}`, images: train === undefined ? [] : detectionImagesFromCoco(train), validation: { name: `${name}/${valSplit}`, images: detectionImagesFromCoco(val) } };
-  }
-  throw new AppError(Code.INVALID_ARGUMENT, "the config names no dataset (DATASET.DATASET: coco or synthetic)");
+  return { trainName: splits.trainName, images: train === undefined ? [] : detectionImagesFromCoco(train), validation: { name: splits.validationName, images: detectionImagesFromCoco(splits.validation) } };
 }

@@ -7,7 +7,7 @@ import { silentLogger } from "@poseloop/core";
 import { makeTempDir, NatsServer } from "@poseloop/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig, startTrainer, type TrainerProcess } from "../index.js";
-import { ImportClaim, IMPORTS_BUCKET, LostClaimError } from "./import-claim.js";
+import { ClaimSightings, ImportClaim, IMPORTS_BUCKET, LostClaimError } from "./import-claim.js";
 
 // An import asked of two trainers at once (a client's retry that reaches another trainer, two clients) is
 // published once, over a real nats-server with two real trainers and the real import check; and the claim that
@@ -72,7 +72,7 @@ describe("ImportModel on two trainers at once", () => {
 });
 
 describe("ImportClaim", () => {
-  const options = (holder: string, staleMs: number) => ({ holder, staleMs, logger: silentLogger, signal: AbortSignal.timeout(30_000) });
+  const options = (holder: string, staleMs: number, signal = AbortSignal.timeout(30_000), sightings = new ClaimSightings()) => ({ holder, staleMs, sightings, logger: silentLogger, signal });
 
   it("makes a second trainer wait while the holder is alive, then gives it the claim when released", async () => {
     const held = await ImportClaim.acquire(kv, "alive", options("t1", 600));
@@ -89,7 +89,7 @@ describe("ImportClaim", () => {
   });
 
   it("takes over a claim nobody has written for the stale time (its trainer died)", async () => {
-    await kv.put("abandoned", new TextEncoder().encode(JSON.stringify({ state: "importing", holder: "gone" })));
+    await kv.put("abandoned", new TextEncoder().encode(JSON.stringify({ state: "importing", holder: "gone", token: "x" })));
     const started = Date.now();
     const claim = await ImportClaim.acquire(kv, "abandoned", options("t2", 500));
     expect(Date.now() - started).toBeGreaterThanOrEqual(500);
@@ -100,13 +100,33 @@ describe("ImportClaim", () => {
     await next.release("failed");
   });
 
+  it("counts a dead holder's silence across requests that each gave up waiting before the stale time", async () => {
+    await kv.put("given-up", new TextEncoder().encode(JSON.stringify({ state: "importing", holder: "gone", token: "x" })));
+    const sightings = new ClaimSightings();
+    // Requests whose deadlines (300 ms) end before the stale time (500 ms): the first gives up, the second takes
+    // over, 500 ms after the first one saw the claim (were each to count from zero, every one would give up).
+    await expect(ImportClaim.acquire(kv, "given-up", options("t2", 500, AbortSignal.timeout(300), sightings))).rejects.toThrow();
+    const claim = await ImportClaim.acquire(kv, "given-up", options("t2", 500, AbortSignal.timeout(300), sightings));
+    await claim.release("done");
+  });
+
+  it("keeps its claim when a renewal landed but its answer was lost", async () => {
+    const claim = await ImportClaim.acquire(kv, "lost-answer", options("t1", 60_000));
+    // The claim's own value written again behind its back: the revision it knows is now stale, the token its own.
+    const entry = await kv.get("lost-answer");
+    await kv.put("lost-answer", entry?.value ?? new Uint8Array());
+    await claim.confirm();
+    expect(JSON.parse(new TextDecoder().decode((await kv.get("lost-answer"))?.value))).toMatchObject({ state: "publishing", holder: "t1" });
+    await claim.release("done");
+  });
+
   it("refuses to let a holder publish once another trainer took its claim over", async () => {
     const slow = await ImportClaim.acquire(kv, "lost", options("t1", 60_000));
     const entry = await kv.get("lost");
-    await kv.update("lost", new TextEncoder().encode(JSON.stringify({ state: "importing", holder: "t2" })), entry?.revision ?? 0);
+    await kv.update("lost", new TextEncoder().encode(JSON.stringify({ state: "importing", holder: "t2", token: "t2's" })), entry?.revision ?? 0);
     await expect(slow.confirm()).rejects.toBeInstanceOf(LostClaimError);
     // Its release leaves the new holder's claim as it is.
     await slow.release("failed");
-    expect(JSON.parse(new TextDecoder().decode((await kv.get("lost"))?.value))).toEqual({ state: "importing", holder: "t2" });
+    expect(JSON.parse(new TextDecoder().decode((await kv.get("lost"))?.value))).toEqual({ state: "importing", holder: "t2", token: "t2's" });
   });
 });

@@ -8,7 +8,7 @@ import type { ExportModelRequest, ExportModelResponseSchema, ImportModelRequest,
 import { datasetProblems, type DataRoots } from "../datasets/data-root.js";
 import { labelProblems } from "../publication/publisher.js";
 import type { ImportInit, ImportOutcome } from "./import-check.js";
-import { DEFAULT_CLAIM_STALE_MS, ImportClaim, importClaimKey, LostClaimError } from "./import-claim.js";
+import { ClaimSightings, DEFAULT_CLAIM_STALE_MS, ImportClaim, importClaimKey, LostClaimError } from "./import-claim.js";
 import { checkImportInWorker } from "./import-session.js";
 import { manifestYaml, parseManifestYaml } from "./manifest-yaml.js";
 
@@ -75,6 +75,8 @@ export class ModelImporter {
   readonly #deps: ModelImporterDependencies;
   /** The import running now; the next waits for it. */
   #running: Promise<unknown> = Promise.resolve();
+  /** How long other trainers' claims have gone unrenewed, as this trainer has seen them. */
+  readonly #sightings = new ClaimSightings();
 
   constructor(deps: ModelImporterDependencies) {
     this.#deps = deps;
@@ -156,20 +158,19 @@ export class ModelImporter {
   }
 
   /**
-   * This import once across the trainers: an earlier one is returned; otherwise this trainer claims it (waiting
-   * while another trainer holds the claim), looks again (the holder may have published it meanwhile), and only
-   * then checks and publishes.
+   * This import once across the trainers: this trainer claims it (waiting while another trainer holds the
+   * claim), then returns an earlier import of it or checks and publishes it. The look-up is made holding the
+   * claim: a version another trainer is still publishing (its manifest written, its promotion not yet) is never
+   * taken for a finished one.
    */
   async #importChecked(request: ImportModelRequest, manifest: ModelManifest, setBy: string, signal: AbortSignal): Promise<ImportResult> {
     const { claims, logger } = this.#deps;
     const key = importClaimKey(this.#identity(request, manifest));
     for (;;) {
-      const earlier = await this.#earlierImport(request, manifest, signal);
-      if (earlier !== undefined) return this.#again(request, earlier, setBy);
-      const claim = await ImportClaim.acquire(claims.kv, key, { holder: claims.holder, staleMs: claims.staleMs ?? DEFAULT_CLAIM_STALE_MS, logger, signal });
+      const claim = await ImportClaim.acquire(claims.kv, key, { holder: claims.holder, staleMs: claims.staleMs ?? DEFAULT_CLAIM_STALE_MS, sightings: this.#sightings, logger, signal });
       try {
-        const published = await this.#earlierImport(request, manifest, signal);
-        const result = published !== undefined ? await this.#again(request, published, setBy) : await this.#importNew(request, manifest, setBy, signal, () => claim.confirm());
+        const earlier = await this.#earlierImport(request, manifest, signal);
+        const result = earlier !== undefined ? await this.#again(request, earlier, setBy) : await this.#importNew(request, manifest, setBy, signal, () => claim.confirm());
         await claim.release("done");
         return result;
       } catch (error) {

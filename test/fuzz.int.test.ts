@@ -19,7 +19,8 @@ import {
   type StreamKeypointsRequestSchema,
   type StreamOptionsSchema,
 } from "@poseloop/proto/poseloop/inference/v1/inference_pb";
-import { Architecture, DatasetKind, OptimizerKind, PublishMode, ScheduleKind, type TrainConfigSchema } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import { DatasetKind } from "@poseloop/proto/poseloop/common/v1/dataset_pb";
+import { Architecture, OptimizerKind, PublishMode, ScheduleKind, type TrainConfigSchema } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import { TrainerService, type StartTrainingRequestSchema } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
 import { makeTempDir, NatsServer, spawnService, waitFor, type ServiceProcess } from "@poseloop/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";

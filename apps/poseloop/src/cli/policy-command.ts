@@ -1,6 +1,6 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { PromotionMode, PromotionPolicySchema, type PromotionDecision } from "@poseloop/proto/poseloop/registry/v1/registry_pb";
-import { DatasetKind, type DataSpec } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import { DatasetKind, type DataSpec } from "@poseloop/proto/poseloop/common/v1/dataset_pb";
 import { GetPromotionPolicyResponseSchema, ListPromotionDecisionsResponseSchema, type GetPromotionPolicyResponse } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
 import type { Command, CommandContext, ParsedArgs } from "./command.js";
 import { ExitCode, UsageError } from "./error-report.js";

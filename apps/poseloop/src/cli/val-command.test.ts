@@ -1,5 +1,5 @@
 import { startFakeTrainer, type FakeTrainerScript } from "@poseloop/client/testing";
-import { DatasetKind } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import { DatasetKind } from "@poseloop/proto/poseloop/common/v1/dataset_pb";
 import type { EvaluateRequest } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
 import { afterEach, describe, expect, it } from "vitest";
 import { captureIo } from "../testing/capture-io.js";

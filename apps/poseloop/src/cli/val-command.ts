@@ -2,7 +2,7 @@ import { posix } from "node:path";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { EvaluateOptions } from "@poseloop/client";
 import type { KeypointMetrics } from "@poseloop/proto/poseloop/common/v1/metrics_pb";
-import { DatasetKind, type DataSpecSchema } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import { DatasetKind, type DataSpecSchema } from "@poseloop/proto/poseloop/common/v1/dataset_pb";
 import { EvaluateResponseSchema, type EvaluateResponse } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
 import { parseInteger, type Command, type ParsedArgs } from "./command.js";
 import { ExitCode, UsageError } from "./error-report.js";

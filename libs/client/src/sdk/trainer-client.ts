@@ -3,7 +3,8 @@ import { AppError, Code, sleep } from "@poseloop/core";
 import { createClient, type ClientControls, type MethodsOf, type ServiceClient } from "@poseloop/grpc";
 import { Precision, type ModelRef } from "@poseloop/proto/poseloop/common/v1/model_pb";
 import type { PromotionDecision, PromotionPolicy, PromotionPolicySchema } from "@poseloop/proto/poseloop/registry/v1/registry_pb";
-import type { DataSpecSchema, TrainConfigSchema } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import type { DataSpecSchema } from "@poseloop/proto/poseloop/common/v1/dataset_pb";
+import type { TrainConfigSchema } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import {
   TrainerService,
   type Checkpoint,

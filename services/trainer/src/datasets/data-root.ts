@@ -1,7 +1,8 @@
 import { realpath, stat } from "node:fs/promises";
 import { isAbsolute, relative as relativePath, resolve, sep } from "node:path";
 import { AppError, Code } from "@poseloop/core";
-import { DatasetKind, type TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import { DatasetKind } from "@poseloop/proto/poseloop/common/v1/dataset_pb";
+import { type TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 
 // Both the checks of a config before its job is accepted and the runs that read the files need to know where
 // data may live; it lives here, below both, so that neither reaches into the other.

@@ -16,7 +16,8 @@ import {
 } from "@poseloop/data";
 import { evaluationSetFromCoco, type EvaluationSet } from "@poseloop/estimator";
 import { COCO17, type KeypointSchema } from "@poseloop/pose";
-import { DatasetKind, type TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import { DatasetKind } from "@poseloop/proto/poseloop/common/v1/dataset_pb";
+import { type TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import { resolveUnder, type DataRoots } from "./data-root.js";
 
 export interface PreparedData {

@@ -1,6 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { Precision } from "@poseloop/proto/poseloop/common/v1/model_pb";
-import { DatasetKind, TrainConfigSchema } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import { DatasetKind } from "@poseloop/proto/poseloop/common/v1/dataset_pb";
+import { TrainConfigSchema } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import { EvaluateRequestSchema } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
 import { describe, expect, it } from "vitest";
 import { evaluateRequestProblems, evaluationConfig, evaluationDataProblems } from "./evaluation-request.js";

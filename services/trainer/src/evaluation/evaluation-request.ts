@@ -1,6 +1,7 @@
 import { clone, create } from "@bufbuild/protobuf";
 import { Precision } from "@poseloop/proto/poseloop/common/v1/model_pb";
-import { Architecture, DataSpecSchema, DatasetKind, TrainConfigSchema, ValidationSpecSchema, type DataSpec, type TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import { DataSpecSchema, DatasetKind, type DataSpec } from "@poseloop/proto/poseloop/common/v1/dataset_pb";
+import { Architecture, TrainConfigSchema, ValidationSpecSchema, type TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import type { EvaluateRequest } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
 
 /** As many synthetic images as a training config may ask for. */

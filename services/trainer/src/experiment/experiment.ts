@@ -3,35 +3,8 @@ import { posix } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { AppError, Code } from "@poseloop/core";
 import { CodecSchema, HeatmapCodecSchema, HeatmapRefinement, ModelRefSchema } from "@poseloop/proto/poseloop/common/v1/model_pb";
-import {
-  Architecture,
-  BlockType,
-  Calibrator,
-  CheckpointRefSchema,
-  CocoDatasetSchema,
-  DataLoaderPlace,
-  DatasetKind,
-  DetectorLiteSpecSchema,
-  Device,
-  DistillationLoss,
-  DistillationSpecSchema,
-  EmaSpecSchema,
-  FuseMethod,
-  HrnetSpecSchema,
-  HrnetStageSchema,
-  ImageSizeSchema,
-  InitFromSchema,
-  LiteSpecSchema,
-  OptimizerKind,
-  PublishMode,
-  ScheduleKind,
-  SimpleBaselineSpecSchema,
-  SyntheticDatasetSchema,
-  TrainConfigSchema,
-  TrainingEngine,
-  type HrnetStage,
-  type TrainConfig,
-} from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import { CocoDatasetSchema, DatasetKind, SyntheticDatasetSchema } from "@poseloop/proto/poseloop/common/v1/dataset_pb";
+import { Architecture, BlockType, Calibrator, CheckpointRefSchema, DataLoaderPlace, DetectorLiteSpecSchema, Device, DistillationLoss, DistillationSpecSchema, EmaSpecSchema, FuseMethod, HrnetSpecSchema, HrnetStageSchema, ImageSizeSchema, InitFromSchema, LiteSpecSchema, OptimizerKind, PublishMode, ScheduleKind, SimpleBaselineSpecSchema, TrainConfigSchema, TrainingEngine, type HrnetStage, type TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import { isAlias, isCollection, isMap, isPair, isScalar, LineCounter, parseDocument } from "yaml";
 import { datasetProblems, resolveUnder } from "../datasets/data-root.js";
 import { resolveTrainConfig } from "./validate.js";

@@ -1,18 +1,7 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { HeatmapRefinement } from "@poseloop/proto/poseloop/common/v1/model_pb";
-import {
-  Architecture,
-  BlockType,
-  Calibrator,
-  DataLoaderPlace,
-  DatasetKind,
-  Device,
-  OptimizerKind,
-  PublishMode,
-  ScheduleKind,
-  TrainConfigSchema,
-  TrainingEngine,
-} from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import { DatasetKind } from "@poseloop/proto/poseloop/common/v1/dataset_pb";
+import { Architecture, BlockType, Calibrator, DataLoaderPlace, Device, OptimizerKind, PublishMode, ScheduleKind, TrainConfigSchema, TrainingEngine } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import { describe, expect, it } from "vitest";
 import { modelConfigFromSpec } from "./model-config.js";
 import { resolveTrainConfig } from "./validate.js";

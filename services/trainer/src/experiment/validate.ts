@@ -2,39 +2,8 @@ import { clone, create } from "@bufbuild/protobuf";
 import { modelNameProblems } from "@poseloop/bus";
 import { COCO17, schemaProblems } from "@poseloop/pose";
 import { CodecSchema, HeatmapRefinement, type KeypointSchema as KeypointSchemaProto } from "@poseloop/proto/poseloop/common/v1/model_pb";
-import {
-  Architecture,
-  AugmentationSpecSchema,
-  BlockType,
-  Calibrator,
-  CheckpointPolicySchema,
-  DataLoaderPlace,
-  DataSpecSchema,
-  DatasetKind,
-  Device,
-  DistillationLoss,
-  FuseMethod,
-  DetectorLiteSpecSchema,
-  HrnetSpecSchema,
-  HrnetStageSchema,
-  LiteSpecSchema,
-  ModelSpecSchema,
-  OptimizerKind,
-  OptimizerSpecSchema,
-  PublishMode,
-  PublishPolicySchema,
-  QuantizationSpecSchema,
-  ScheduleKind,
-  ScheduleSpecSchema,
-  SimpleBaselineSpecSchema,
-  SyntheticDatasetSchema,
-  TrainConfigSchema,
-  TrainingEngine,
-  ValidationSpecSchema,
-  type HrnetStage,
-  type ModelSpec,
-  type TrainConfig,
-} from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import { DataSpecSchema, DatasetKind, SyntheticDatasetSchema } from "@poseloop/proto/poseloop/common/v1/dataset_pb";
+import { Architecture, AugmentationSpecSchema, BlockType, Calibrator, CheckpointPolicySchema, DataLoaderPlace, Device, DistillationLoss, FuseMethod, DetectorLiteSpecSchema, HrnetSpecSchema, HrnetStageSchema, LiteSpecSchema, ModelSpecSchema, OptimizerKind, OptimizerSpecSchema, PublishMode, PublishPolicySchema, QuantizationSpecSchema, ScheduleKind, ScheduleSpecSchema, SimpleBaselineSpecSchema, TrainConfigSchema, TrainingEngine, ValidationSpecSchema, type HrnetStage, type ModelSpec, type TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import { hrnetStages, IMAGENET_MEAN, IMAGENET_STD, keypointSchemaProto, modelConfigProblems } from "@poseloop/train";
 import { modelConfigFromSpec } from "./model-config.js";
 import { checkpointIdProblems, jobIdProblems, versionProblems } from "./references.js";

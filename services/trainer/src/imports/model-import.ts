@@ -3,7 +3,8 @@ import { modelNameProblems, sha256Digest, type KeyValueStore, type ModelRegistry
 import { AppError, Code, type Logger } from "@poseloop/core";
 import { KeypointMetricsSchema } from "@poseloop/proto/poseloop/common/v1/metrics_pb";
 import { ModelKind, ModelManifestSchema, ModelRefSchema, Precision, QuantizationSummarySchema, type ModelManifest, type ModelRef } from "@poseloop/proto/poseloop/common/v1/model_pb";
-import { CocoDatasetSchema, DatasetKind, TrainConfigSchema, type DataSpec } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import { CocoDatasetSchema, DatasetKind, type DataSpec } from "@poseloop/proto/poseloop/common/v1/dataset_pb";
+import { TrainConfigSchema } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import type { ExportModelRequest, ExportModelResponseSchema, ImportModelRequest, QuantizationReportSchema } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
 import { datasetProblems, type DataRoots } from "../datasets/data-root.js";
 import { labelProblems } from "../publication/publisher.js";

@@ -4,7 +4,7 @@ import { AppError, Code, silentLogger } from "@poseloop/core";
 import { KeypointMetricsSchema } from "@poseloop/proto/poseloop/common/v1/metrics_pb";
 import { Precision } from "@poseloop/proto/poseloop/common/v1/model_pb";
 import { PromotionMode, PromotionPolicySchema, PromotionVerdict } from "@poseloop/proto/poseloop/registry/v1/registry_pb";
-import { DatasetKind } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import { DatasetKind } from "@poseloop/proto/poseloop/common/v1/dataset_pb";
 import type { EvaluateRequest } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
 import { makeTempDir } from "@poseloop/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";

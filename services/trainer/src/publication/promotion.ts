@@ -11,7 +11,8 @@ import {
   type PromotionDecision,
   type PromotionPolicy,
 } from "@poseloop/proto/poseloop/registry/v1/registry_pb";
-import { DataSpecSchema, DatasetKind, TrainConfigSchema, type DataSpec, type TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import { DataSpecSchema, DatasetKind, type DataSpec } from "@poseloop/proto/poseloop/common/v1/dataset_pb";
+import { TrainConfigSchema, type TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import { EvaluateRequestSchema, type EvaluateRequest, type EvaluateResponseSchema } from "@poseloop/proto/poseloop/trainer/v1/trainer_pb";
 import type { DataRoots } from "../datasets/data-root.js";
 import { describeData, evaluationConfig } from "../evaluation/evaluation-request.js";

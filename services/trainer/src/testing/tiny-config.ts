@@ -1,13 +1,6 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import {
-  Architecture,
-  DatasetKind,
-  OptimizerKind,
-  PublishMode,
-  ScheduleKind,
-  TrainConfigSchema,
-  type TrainConfig,
-} from "@poseloop/proto/poseloop/trainer/v1/config_pb";
+import { DatasetKind } from "@poseloop/proto/poseloop/common/v1/dataset_pb";
+import { Architecture, OptimizerKind, PublishMode, ScheduleKind, TrainConfigSchema, type TrainConfig } from "@poseloop/proto/poseloop/trainer/v1/config_pb";
 import { resolveTrainConfig } from "../experiment/validate.js";
 
 /** A run small enough for tests: a lite 64x48 net on a few dozen synthetic images. */

@@ -4,6 +4,8 @@
 
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { DataSpec } from "../../common/v1/dataset_pb.js";
+import { file_poseloop_common_v1_dataset } from "../../common/v1/dataset_pb.js";
 import type { Codec, KeypointSchema, ModelRef } from "../../common/v1/model_pb.js";
 import { file_poseloop_common_v1_model } from "../../common/v1/model_pb.js";
 import type { Message } from "@bufbuild/protobuf";
@@ -12,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file poseloop/trainer/v1/config.proto.
  */
 export const file_poseloop_trainer_v1_config: GenFile = /*@__PURE__*/
-  fileDesc("CiBwb3NlbG9vcC90cmFpbmVyL3YxL2NvbmZpZy5wcm90bxITcG9zZWxvb3AudHJhaW5lci52MSLfCQoLVHJhaW5Db25maWcSDAoEbmFtZRgBIAEoCRItCgVtb2RlbBgCIAEoCzIeLnBvc2Vsb29wLnRyYWluZXIudjEuTW9kZWxTcGVjEisKBGRhdGEYAyABKAsyHS5wb3NlbG9vcC50cmFpbmVyLnYxLkRhdGFTcGVjEjUKCW9wdGltaXplchgEIAEoCzIiLnBvc2Vsb29wLnRyYWluZXIudjEuT3B0aW1pemVyU3BlYxIzCghzY2hlZHVsZRgFIAEoCzIhLnBvc2Vsb29wLnRyYWluZXIudjEuU2NoZWR1bGVTcGVjEhIKCmJhdGNoX3NpemUYBiABKA0SGAoQZ3JhZF9hY2N1bV9zdGVwcxgHIAEoDRIWCg5jbGlwX2dyYWRfbm9ybRgIIAEoAhITCgtiZWdpbl9lcG9jaBgJIAEoDRIRCgllbmRfZXBvY2gYCiABKA0SHQoVdmFsaWRhdGVfZXZlcnlfZXBvY2hzGAsgASgNEgwKBHNlZWQYDCABKAQSFwoPbWl4ZWRfcHJlY2lzaW9uGA0gASgIEisKBmRldmljZRgOIAEoDjIbLnBvc2Vsb29wLnRyYWluZXIudjEuRGV2aWNlEjAKCWluaXRfZnJvbRgPIAEoCzIdLnBvc2Vsb29wLnRyYWluZXIudjEuSW5pdEZyb20SOwoMYXVnbWVudGF0aW9uGBAgASgLMiUucG9zZWxvb3AudHJhaW5lci52MS5BdWdtZW50YXRpb25TcGVjEjsKDGRpc3RpbGxhdGlvbhgRIAEoCzIlLnBvc2Vsb29wLnRyYWluZXIudjEuRGlzdGlsbGF0aW9uU3BlYxI7CgxxdWFudGl6YXRpb24YEiABKAsyJS5wb3NlbG9vcC50cmFpbmVyLnYxLlF1YW50aXphdGlvblNwZWMSMwoHcHVibGlzaBgTIAEoCzIiLnBvc2Vsb29wLnRyYWluZXIudjEuUHVibGlzaFBvbGljeRI5CgpjaGVja3BvaW50GBQgASgLMiUucG9zZWxvb3AudHJhaW5lci52MS5DaGVja3BvaW50UG9saWN5EjcKCnZhbGlkYXRpb24YFSABKAsyIy5wb3NlbG9vcC50cmFpbmVyLnYxLlZhbGlkYXRpb25TcGVjEhcKD2xvZ19ldmVyeV9zdGVwcxgWIAEoDRIWCg5sb2FkZXJfd29ya2VycxgXIAEoDRIYChBpbnRyYV9vcF90aHJlYWRzGBggASgNEhAKCHJlcGxpY2FzGBkgASgNEjMKBmVuZ2luZRgaIAEoDjIjLnBvc2Vsb29wLnRyYWluZXIudjEuVHJhaW5pbmdFbmdpbmUSFAoMZGV2aWNlX2luZGV4GBsgASgNEgwKBGdwdXMYHCABKA0SDQoFbm9kZXMYHSABKA0SFQoNcmR6dl9lbmRwb2ludBgeIAEoCRIXCg9zeW5jX2JhdGNoX25vcm0YHyABKAgSGgoNY2hhbm5lbHNfbGFzdBggIAEoCEgAiAEBEikKA2VtYRghIAEoCzIcLnBvc2Vsb29wLnRyYWluZXIudjEuRW1hU3BlYxI5CgtkYXRhX2xvYWRlchgiIAEoDjIkLnBvc2Vsb29wLnRyYWluZXIudjEuRGF0YUxvYWRlclBsYWNlQhAKDl9jaGFubmVsc19sYXN0IioKCUltYWdlU2l6ZRINCgV3aWR0aBgBIAEoDRIOCgZoZWlnaHQYAiABKA0i+wMKCU1vZGVsU3BlYxI3CgxhcmNoaXRlY3R1cmUYASABKA4yIS5wb3NlbG9vcC50cmFpbmVyLnYxLkFyY2hpdGVjdHVyZRIyCgppbnB1dF9zaXplGAIgASgLMh4ucG9zZWxvb3AudHJhaW5lci52MS5JbWFnZVNpemUSKAoFY29kZWMYAyABKAsyGS5wb3NlbG9vcC5jb21tb24udjEuQ29kZWMSOwoPa2V5cG9pbnRfc2NoZW1hGAQgASgLMiIucG9zZWxvb3AuY29tbW9uLnYxLktleXBvaW50U2NoZW1hEi0KBGxpdGUYBSABKAsyHS5wb3NlbG9vcC50cmFpbmVyLnYxLkxpdGVTcGVjSAASQgoPc2ltcGxlX2Jhc2VsaW5lGAYgASgLMicucG9zZWxvb3AudHJhaW5lci52MS5TaW1wbGVCYXNlbGluZVNwZWNIABIvCgVocm5ldBgHIAEoCzIeLnBvc2Vsb29wLnRyYWluZXIudjEuSHJuZXRTcGVjSAASPgoNZGV0ZWN0b3JfbGl0ZRgLIAEoCzIlLnBvc2Vsb29wLnRyYWluZXIudjEuRGV0ZWN0b3JMaXRlU3BlY0gAEgwKBG1lYW4YCCADKAISCwoDc3RkGAkgAygCEhIKCnByZXRyYWluZWQYCiABKAlCBwoFZXh0cmEiNgoITGl0ZVNwZWMSEAoIY2hhbm5lbHMYASADKA0SGAoQYmxvY2tzX3Blcl9zdGFnZRgCIAEoDSLCAQoQRGV0ZWN0b3JMaXRlU3BlYxIQCghjaGFubmVscxgBIAMoDRIYChBibG9ja3NfcGVyX3N0YWdlGAIgASgNEhMKC251bV9jbGFzc2VzGAMgASgNEhUKDWhlYWRfY2hhbm5lbHMYBCABKA0SGAoLc2l6ZV93ZWlnaHQYBSABKAJIAIgBARIaCg1vZmZzZXRfd2VpZ2h0GAYgASgCSAGIAQFCDgoMX3NpemVfd2VpZ2h0QhAKDl9vZmZzZXRfd2VpZ2h0Io8BChJTaW1wbGVCYXNlbGluZVNwZWMSFAoMcmVzbmV0X2RlcHRoGAEgASgNEhYKDmRlY29udl9maWx0ZXJzGAIgAygNEhYKDmRlY29udl9rZXJuZWxzGAMgAygNEhgKEGRlY29udl93aXRoX2JpYXMYBCABKAgSGQoRZmluYWxfY29udl9rZXJuZWwYBSABKA0ixgEKCkhybmV0U3RhZ2USEwoLbnVtX21vZHVsZXMYASABKA0SFAoMbnVtX2JyYW5jaGVzGAIgASgNEi0KBWJsb2NrGAMgASgOMh4ucG9zZWxvb3AudHJhaW5lci52MS5CbG9ja1R5cGUSEgoKbnVtX2Jsb2NrcxgEIAMoDRIUCgxudW1fY2hhbm5lbHMYBSADKA0SNAoLZnVzZV9tZXRob2QYBiABKA4yHy5wb3NlbG9vcC50cmFpbmVyLnYxLkZ1c2VNZXRob2QiZgoJSHJuZXRTcGVjEi8KBnN0YWdlcxgBIAMoCzIfLnBvc2Vsb29wLnRyYWluZXIudjEuSHJuZXRTdGFnZRINCgV3aWR0aBgCIAEoDRIZChFmaW5hbF9jb252X2tlcm5lbBgDIAEoDSLzAQoIRGF0YVNwZWMSLgoEa2luZBgBIAEoDjIgLnBvc2Vsb29wLnRyYWluZXIudjEuRGF0YXNldEtpbmQSLgoEY29jbxgCIAEoCzIgLnBvc2Vsb29wLnRyYWluZXIudjEuQ29jb0RhdGFzZXQSOAoJc3ludGhldGljGAMgASgLMiUucG9zZWxvb3AudHJhaW5lci52MS5TeW50aGV0aWNEYXRhc2V0EhQKDHZhbF9mcmFjdGlvbhgEIAEoAhIVCg1taW5fa2V5cG9pbnRzGAUgASgNEhIKCmRpc2tfY2FjaGUYBiABKAgSDAoEbmFtZRgHIAEoCSKRAQoLQ29jb0RhdGFzZXQSDAoEcm9vdBgBIAEoCRIZChF0cmFpbl9hbm5vdGF0aW9ucxgCIAEoCRIUCgx0cmFpbl9pbWFnZXMYAyABKAkSFwoPdmFsX2Fubm90YXRpb25zGAQgASgJEhIKCnZhbF9pbWFnZXMYBSABKAkSFgoOdmFsX2RldGVjdGlvbnMYBiABKAkinAEKEFN5bnRoZXRpY0RhdGFzZXQSFAoMdHJhaW5faW1hZ2VzGAEgASgNEhIKCnZhbF9pbWFnZXMYAiABKA0SEwoLaW1hZ2Vfd2lkdGgYAyABKA0SFAoMaW1hZ2VfaGVpZ2h0GAQgASgNEhIKCm1heF9wZW9wbGUYBSABKA0SEQoJb2NjbHVzaW9uGAYgASgCEgwKBHNlZWQYByABKAQitgEKDU9wdGltaXplclNwZWMSMAoEa2luZBgBIAEoDjIiLnBvc2Vsb29wLnRyYWluZXIudjEuT3B0aW1pemVyS2luZBIKCgJschgCIAEoARIQCghtb21lbnR1bRgDIAEoAhIQCghuZXN0ZXJvdhgEIAEoCBIUCgx3ZWlnaHRfZGVjYXkYBSABKAISDQoFYmV0YTEYBiABKAISDQoFYmV0YTIYByABKAISDwoHZXBzaWxvbhgIIAEoAiKnAQoMU2NoZWR1bGVTcGVjEi8KBGtpbmQYASABKA4yIS5wb3NlbG9vcC50cmFpbmVyLnYxLlNjaGVkdWxlS2luZBIQCghscl9zdGVwcxgCIAMoDRIRCglscl9mYWN0b3IYAyABKAISDgoGbWluX2xyGAQgASgBEhQKDHdhcm11cF9zdGVwcxgFIAEoDRIbChN3YXJtdXBfc3RhcnRfZmFjdG9yGAYgASgCIs0BChBBdWdtZW50YXRpb25TcGVjEgwKBGZsaXAYASABKAgSFwoPcm90YXRpb25fZmFjdG9yGAIgASgCEhUKDXJvdGF0aW9uX3Byb2IYAyABKAISFAoMc2NhbGVfZmFjdG9yGAQgASgCEhYKDmhhbGZfYm9keV9wcm9iGAUgASgCEh8KF2hhbGZfYm9keV9taW5fa2V5cG9pbnRzGAYgASgNEhYKDm9jY2x1c2lvbl9wcm9iGAcgASgCEhQKDGNvbG9yX2ppdHRlchgIIAEoAiJICgdFbWFTcGVjEg0KBWRlY2F5GAEgASgBEhsKDndhcm11cF91cGRhdGVzGAIgASgNSACIAQFCEQoPX3dhcm11cF91cGRhdGVzIqABChBEaXN0aWxsYXRpb25TcGVjEi0KB3RlYWNoZXIYASABKAsyHC5wb3NlbG9vcC5jb21tb24udjEuTW9kZWxSZWYSEwoLbG9zc193ZWlnaHQYAiABKAISMwoEbG9zcxgDIAEoDjIlLnBvc2Vsb29wLnRyYWluZXIudjEuRGlzdGlsbGF0aW9uTG9zcxITCgt0ZW1wZXJhdHVyZRgEIAEoAiLOAQoQUXVhbnRpemF0aW9uU3BlYxIPCgdlbmFibGVkGAEgASgIEjMKCmNhbGlicmF0b3IYAiABKA4yHy5wb3NlbG9vcC50cmFpbmVyLnYxLkNhbGlicmF0b3ISEgoKcGVyY2VudGlsZRgDIAEoAhIbChNjYWxpYnJhdGlvbl9zYW1wbGVzGAQgASgNEhMKC21heF9hcF9kcm9wGAUgASgCEhIKCmZwMzJfbm9kZXMYBiADKAkSGgoSZnVsbF9yYW5nZV93ZWlnaHRzGAcgASgIImsKDVB1Ymxpc2hQb2xpY3kSLgoEbW9kZRgBIAEoDjIgLnBvc2Vsb29wLnRyYWluZXIudjEuUHVibGlzaE1vZGUSEgoKbW9kZWxfbmFtZRgCIAEoCRIWCg5za2lwX3Byb21vdGlvbhgDIAEoCCI8ChBDaGVja3BvaW50UG9saWN5EhUKDWV2ZXJ5X21pbnV0ZXMYASABKA0SEQoJa2VlcF9sYXN0GAIgASgNIqMBCg5WYWxpZGF0aW9uU3BlYxIRCglmbGlwX3Rlc3QYASABKAgSFAoMdXNlX2d0X2JveGVzGAIgASgIEhIKCm1heF9pbWFnZXMYAyABKA0SFQoNb2tzX3RocmVzaG9sZBgEIAEoAhIgChhrZXlwb2ludF9zY29yZV90aHJlc2hvbGQYBSABKAISGwoTbWluX2RldGVjdGlvbl9zY29yZRgGIAEoAiKSAQoISW5pdEZyb20SLQoFbW9kZWwYASABKAsyHC5wb3NlbG9vcC5jb21tb24udjEuTW9kZWxSZWZIABI4CgpjaGVja3BvaW50GAIgASgLMiIucG9zZWxvb3AudHJhaW5lci52MS5DaGVja3BvaW50UmVmSAASEwoLc2tpcF9sYXllcnMYAyADKAlCCAoGc291cmNlIjYKDUNoZWNrcG9pbnRSZWYSDgoGam9iX2lkGAEgASgJEhUKDWNoZWNrcG9pbnRfaWQYAiABKAkqcQoPRGF0YUxvYWRlclBsYWNlEiEKHURBVEFfTE9BREVSX1BMQUNFX1VOU1BFQ0lGSUVEEAASHQoZREFUQV9MT0FERVJfUExBQ0VfVFJBSU5FUhABEhwKGERBVEFfTE9BREVSX1BMQUNFX0VOR0lORRACKm8KDlRyYWluaW5nRW5naW5lEh8KG1RSQUlOSU5HX0VOR0lORV9VTlNQRUNJRklFRBAAEh8KG1RSQUlOSU5HX0VOR0lORV9PTk5YUlVOVElNRRABEhsKF1RSQUlOSU5HX0VOR0lORV9QWVRPUkNIEAIqVAoGRGV2aWNlEhYKEkRFVklDRV9VTlNQRUNJRklFRBAAEg4KCkRFVklDRV9DUFUQARIPCgtERVZJQ0VfQ1VEQRACEhEKDURFVklDRV9XRUJHUFUQAyqdAQoMQXJjaGl0ZWN0dXJlEhwKGEFSQ0hJVEVDVFVSRV9VTlNQRUNJRklFRBAAEhUKEUFSQ0hJVEVDVFVSRV9MSVRFEAESIAocQVJDSElURUNUVVJFX1NJTVBMRV9CQVNFTElORRACEhYKEkFSQ0hJVEVDVFVSRV9IUk5FVBADEh4KGkFSQ0hJVEVDVFVSRV9ERVRFQ1RPUl9MSVRFEAQqWAoJQmxvY2tUeXBlEhoKFkJMT0NLX1RZUEVfVU5TUEVDSUZJRUQQABIUChBCTE9DS19UWVBFX0JBU0lDEAESGQoVQkxPQ0tfVFlQRV9CT1RUTEVORUNLEAIqPgoKRnVzZU1ldGhvZBIbChdGVVNFX01FVEhPRF9VTlNQRUNJRklFRBAAEhMKD0ZVU0VfTUVUSE9EX1NVTRABKl4KC0RhdGFzZXRLaW5kEhwKGERBVEFTRVRfS0lORF9VTlNQRUNJRklFRBAAEhUKEURBVEFTRVRfS0lORF9DT0NPEAESGgoWREFUQVNFVF9LSU5EX1NZTlRIRVRJQxACKnoKDU9wdGltaXplcktpbmQSHgoaT1BUSU1JWkVSX0tJTkRfVU5TUEVDSUZJRUQQABIWChJPUFRJTUlaRVJfS0lORF9TR0QQARIXChNPUFRJTUlaRVJfS0lORF9BREFNEAISGAoUT1BUSU1JWkVSX0tJTkRfQURBTVcQAyqAAQoMU2NoZWR1bGVLaW5kEh0KGVNDSEVEVUxFX0tJTkRfVU5TUEVDSUZJRUQQABIaChZTQ0hFRFVMRV9LSU5EX0NPTlNUQU5UEAESGwoXU0NIRURVTEVfS0lORF9NVUxUSVNURVAQAhIYChRTQ0hFRFVMRV9LSU5EX0NPU0lORRADKmoKEERpc3RpbGxhdGlvbkxvc3MSIQodRElTVElMTEFUSU9OX0xPU1NfVU5TUEVDSUZJRUQQABIZChVESVNUSUxMQVRJT05fTE9TU19NU0UQARIYChRESVNUSUxMQVRJT05fTE9TU19LTBACKnIKCkNhbGlicmF0b3ISGgoWQ0FMSUJSQVRPUl9VTlNQRUNJRklFRBAAEhUKEUNBTElCUkFUT1JfTUlOTUFYEAESGQoVQ0FMSUJSQVRPUl9QRVJDRU5USUxFEAISFgoSQ0FMSUJSQVRPUl9FTlRST1BZEAMqkAEKC1B1Ymxpc2hNb2RlEhwKGFBVQkxJU0hfTU9ERV9VTlNQRUNJRklFRBAAEhUKEVBVQkxJU0hfTU9ERV9CRVNUEAESHAoYUFVCTElTSF9NT0RFX0VWRVJZX0VQT0NIEAISFgoSUFVCTElTSF9NT0RFX0ZJTkFMEAMSFgoSUFVCTElTSF9NT0RFX05FVkVSEARiBnByb3RvMw", [file_poseloop_common_v1_model]);
+  fileDesc("CiBwb3NlbG9vcC90cmFpbmVyL3YxL2NvbmZpZy5wcm90bxITcG9zZWxvb3AudHJhaW5lci52MSLeCQoLVHJhaW5Db25maWcSDAoEbmFtZRgBIAEoCRItCgVtb2RlbBgCIAEoCzIeLnBvc2Vsb29wLnRyYWluZXIudjEuTW9kZWxTcGVjEioKBGRhdGEYAyABKAsyHC5wb3NlbG9vcC5jb21tb24udjEuRGF0YVNwZWMSNQoJb3B0aW1pemVyGAQgASgLMiIucG9zZWxvb3AudHJhaW5lci52MS5PcHRpbWl6ZXJTcGVjEjMKCHNjaGVkdWxlGAUgASgLMiEucG9zZWxvb3AudHJhaW5lci52MS5TY2hlZHVsZVNwZWMSEgoKYmF0Y2hfc2l6ZRgGIAEoDRIYChBncmFkX2FjY3VtX3N0ZXBzGAcgASgNEhYKDmNsaXBfZ3JhZF9ub3JtGAggASgCEhMKC2JlZ2luX2Vwb2NoGAkgASgNEhEKCWVuZF9lcG9jaBgKIAEoDRIdChV2YWxpZGF0ZV9ldmVyeV9lcG9jaHMYCyABKA0SDAoEc2VlZBgMIAEoBBIXCg9taXhlZF9wcmVjaXNpb24YDSABKAgSKwoGZGV2aWNlGA4gASgOMhsucG9zZWxvb3AudHJhaW5lci52MS5EZXZpY2USMAoJaW5pdF9mcm9tGA8gASgLMh0ucG9zZWxvb3AudHJhaW5lci52MS5Jbml0RnJvbRI7CgxhdWdtZW50YXRpb24YECABKAsyJS5wb3NlbG9vcC50cmFpbmVyLnYxLkF1Z21lbnRhdGlvblNwZWMSOwoMZGlzdGlsbGF0aW9uGBEgASgLMiUucG9zZWxvb3AudHJhaW5lci52MS5EaXN0aWxsYXRpb25TcGVjEjsKDHF1YW50aXphdGlvbhgSIAEoCzIlLnBvc2Vsb29wLnRyYWluZXIudjEuUXVhbnRpemF0aW9uU3BlYxIzCgdwdWJsaXNoGBMgASgLMiIucG9zZWxvb3AudHJhaW5lci52MS5QdWJsaXNoUG9saWN5EjkKCmNoZWNrcG9pbnQYFCABKAsyJS5wb3NlbG9vcC50cmFpbmVyLnYxLkNoZWNrcG9pbnRQb2xpY3kSNwoKdmFsaWRhdGlvbhgVIAEoCzIjLnBvc2Vsb29wLnRyYWluZXIudjEuVmFsaWRhdGlvblNwZWMSFwoPbG9nX2V2ZXJ5X3N0ZXBzGBYgASgNEhYKDmxvYWRlcl93b3JrZXJzGBcgASgNEhgKEGludHJhX29wX3RocmVhZHMYGCABKA0SEAoIcmVwbGljYXMYGSABKA0SMwoGZW5naW5lGBogASgOMiMucG9zZWxvb3AudHJhaW5lci52MS5UcmFpbmluZ0VuZ2luZRIUCgxkZXZpY2VfaW5kZXgYGyABKA0SDAoEZ3B1cxgcIAEoDRINCgVub2RlcxgdIAEoDRIVCg1yZHp2X2VuZHBvaW50GB4gASgJEhcKD3N5bmNfYmF0Y2hfbm9ybRgfIAEoCBIaCg1jaGFubmVsc19sYXN0GCAgASgISACIAQESKQoDZW1hGCEgASgLMhwucG9zZWxvb3AudHJhaW5lci52MS5FbWFTcGVjEjkKC2RhdGFfbG9hZGVyGCIgASgOMiQucG9zZWxvb3AudHJhaW5lci52MS5EYXRhTG9hZGVyUGxhY2VCEAoOX2NoYW5uZWxzX2xhc3QiKgoJSW1hZ2VTaXplEg0KBXdpZHRoGAEgASgNEg4KBmhlaWdodBgCIAEoDSL7AwoJTW9kZWxTcGVjEjcKDGFyY2hpdGVjdHVyZRgBIAEoDjIhLnBvc2Vsb29wLnRyYWluZXIudjEuQXJjaGl0ZWN0dXJlEjIKCmlucHV0X3NpemUYAiABKAsyHi5wb3NlbG9vcC50cmFpbmVyLnYxLkltYWdlU2l6ZRIoCgVjb2RlYxgDIAEoCzIZLnBvc2Vsb29wLmNvbW1vbi52MS5Db2RlYxI7Cg9rZXlwb2ludF9zY2hlbWEYBCABKAsyIi5wb3NlbG9vcC5jb21tb24udjEuS2V5cG9pbnRTY2hlbWESLQoEbGl0ZRgFIAEoCzIdLnBvc2Vsb29wLnRyYWluZXIudjEuTGl0ZVNwZWNIABJCCg9zaW1wbGVfYmFzZWxpbmUYBiABKAsyJy5wb3NlbG9vcC50cmFpbmVyLnYxLlNpbXBsZUJhc2VsaW5lU3BlY0gAEi8KBWhybmV0GAcgASgLMh4ucG9zZWxvb3AudHJhaW5lci52MS5Icm5ldFNwZWNIABI+Cg1kZXRlY3Rvcl9saXRlGAsgASgLMiUucG9zZWxvb3AudHJhaW5lci52MS5EZXRlY3RvckxpdGVTcGVjSAASDAoEbWVhbhgIIAMoAhILCgNzdGQYCSADKAISEgoKcHJldHJhaW5lZBgKIAEoCUIHCgVleHRyYSI2CghMaXRlU3BlYxIQCghjaGFubmVscxgBIAMoDRIYChBibG9ja3NfcGVyX3N0YWdlGAIgASgNIsIBChBEZXRlY3RvckxpdGVTcGVjEhAKCGNoYW5uZWxzGAEgAygNEhgKEGJsb2Nrc19wZXJfc3RhZ2UYAiABKA0SEwoLbnVtX2NsYXNzZXMYAyABKA0SFQoNaGVhZF9jaGFubmVscxgEIAEoDRIYCgtzaXplX3dlaWdodBgFIAEoAkgAiAEBEhoKDW9mZnNldF93ZWlnaHQYBiABKAJIAYgBAUIOCgxfc2l6ZV93ZWlnaHRCEAoOX29mZnNldF93ZWlnaHQijwEKElNpbXBsZUJhc2VsaW5lU3BlYxIUCgxyZXNuZXRfZGVwdGgYASABKA0SFgoOZGVjb252X2ZpbHRlcnMYAiADKA0SFgoOZGVjb252X2tlcm5lbHMYAyADKA0SGAoQZGVjb252X3dpdGhfYmlhcxgEIAEoCBIZChFmaW5hbF9jb252X2tlcm5lbBgFIAEoDSLGAQoKSHJuZXRTdGFnZRITCgtudW1fbW9kdWxlcxgBIAEoDRIUCgxudW1fYnJhbmNoZXMYAiABKA0SLQoFYmxvY2sYAyABKA4yHi5wb3NlbG9vcC50cmFpbmVyLnYxLkJsb2NrVHlwZRISCgpudW1fYmxvY2tzGAQgAygNEhQKDG51bV9jaGFubmVscxgFIAMoDRI0CgtmdXNlX21ldGhvZBgGIAEoDjIfLnBvc2Vsb29wLnRyYWluZXIudjEuRnVzZU1ldGhvZCJmCglIcm5ldFNwZWMSLwoGc3RhZ2VzGAEgAygLMh8ucG9zZWxvb3AudHJhaW5lci52MS5Icm5ldFN0YWdlEg0KBXdpZHRoGAIgASgNEhkKEWZpbmFsX2NvbnZfa2VybmVsGAMgASgNIrYBCg1PcHRpbWl6ZXJTcGVjEjAKBGtpbmQYASABKA4yIi5wb3NlbG9vcC50cmFpbmVyLnYxLk9wdGltaXplcktpbmQSCgoCbHIYAiABKAESEAoIbW9tZW50dW0YAyABKAISEAoIbmVzdGVyb3YYBCABKAgSFAoMd2VpZ2h0X2RlY2F5GAUgASgCEg0KBWJldGExGAYgASgCEg0KBWJldGEyGAcgASgCEg8KB2Vwc2lsb24YCCABKAIipwEKDFNjaGVkdWxlU3BlYxIvCgRraW5kGAEgASgOMiEucG9zZWxvb3AudHJhaW5lci52MS5TY2hlZHVsZUtpbmQSEAoIbHJfc3RlcHMYAiADKA0SEQoJbHJfZmFjdG9yGAMgASgCEg4KBm1pbl9schgEIAEoARIUCgx3YXJtdXBfc3RlcHMYBSABKA0SGwoTd2FybXVwX3N0YXJ0X2ZhY3RvchgGIAEoAiLNAQoQQXVnbWVudGF0aW9uU3BlYxIMCgRmbGlwGAEgASgIEhcKD3JvdGF0aW9uX2ZhY3RvchgCIAEoAhIVCg1yb3RhdGlvbl9wcm9iGAMgASgCEhQKDHNjYWxlX2ZhY3RvchgEIAEoAhIWCg5oYWxmX2JvZHlfcHJvYhgFIAEoAhIfChdoYWxmX2JvZHlfbWluX2tleXBvaW50cxgGIAEoDRIWCg5vY2NsdXNpb25fcHJvYhgHIAEoAhIUCgxjb2xvcl9qaXR0ZXIYCCABKAIiSAoHRW1hU3BlYxINCgVkZWNheRgBIAEoARIbCg53YXJtdXBfdXBkYXRlcxgCIAEoDUgAiAEBQhEKD193YXJtdXBfdXBkYXRlcyKgAQoQRGlzdGlsbGF0aW9uU3BlYxItCgd0ZWFjaGVyGAEgASgLMhwucG9zZWxvb3AuY29tbW9uLnYxLk1vZGVsUmVmEhMKC2xvc3Nfd2VpZ2h0GAIgASgCEjMKBGxvc3MYAyABKA4yJS5wb3NlbG9vcC50cmFpbmVyLnYxLkRpc3RpbGxhdGlvbkxvc3MSEwoLdGVtcGVyYXR1cmUYBCABKAIizgEKEFF1YW50aXphdGlvblNwZWMSDwoHZW5hYmxlZBgBIAEoCBIzCgpjYWxpYnJhdG9yGAIgASgOMh8ucG9zZWxvb3AudHJhaW5lci52MS5DYWxpYnJhdG9yEhIKCnBlcmNlbnRpbGUYAyABKAISGwoTY2FsaWJyYXRpb25fc2FtcGxlcxgEIAEoDRITCgttYXhfYXBfZHJvcBgFIAEoAhISCgpmcDMyX25vZGVzGAYgAygJEhoKEmZ1bGxfcmFuZ2Vfd2VpZ2h0cxgHIAEoCCJrCg1QdWJsaXNoUG9saWN5Ei4KBG1vZGUYASABKA4yIC5wb3NlbG9vcC50cmFpbmVyLnYxLlB1Ymxpc2hNb2RlEhIKCm1vZGVsX25hbWUYAiABKAkSFgoOc2tpcF9wcm9tb3Rpb24YAyABKAgiPAoQQ2hlY2twb2ludFBvbGljeRIVCg1ldmVyeV9taW51dGVzGAEgASgNEhEKCWtlZXBfbGFzdBgCIAEoDSKjAQoOVmFsaWRhdGlvblNwZWMSEQoJZmxpcF90ZXN0GAEgASgIEhQKDHVzZV9ndF9ib3hlcxgCIAEoCBISCgptYXhfaW1hZ2VzGAMgASgNEhUKDW9rc190aHJlc2hvbGQYBCABKAISIAoYa2V5cG9pbnRfc2NvcmVfdGhyZXNob2xkGAUgASgCEhsKE21pbl9kZXRlY3Rpb25fc2NvcmUYBiABKAIikgEKCEluaXRGcm9tEi0KBW1vZGVsGAEgASgLMhwucG9zZWxvb3AuY29tbW9uLnYxLk1vZGVsUmVmSAASOAoKY2hlY2twb2ludBgCIAEoCzIiLnBvc2Vsb29wLnRyYWluZXIudjEuQ2hlY2twb2ludFJlZkgAEhMKC3NraXBfbGF5ZXJzGAMgAygJQggKBnNvdXJjZSI2Cg1DaGVja3BvaW50UmVmEg4KBmpvYl9pZBgBIAEoCRIVCg1jaGVja3BvaW50X2lkGAIgASgJKnEKD0RhdGFMb2FkZXJQbGFjZRIhCh1EQVRBX0xPQURFUl9QTEFDRV9VTlNQRUNJRklFRBAAEh0KGURBVEFfTE9BREVSX1BMQUNFX1RSQUlORVIQARIcChhEQVRBX0xPQURFUl9QTEFDRV9FTkdJTkUQAipvCg5UcmFpbmluZ0VuZ2luZRIfChtUUkFJTklOR19FTkdJTkVfVU5TUEVDSUZJRUQQABIfChtUUkFJTklOR19FTkdJTkVfT05OWFJVTlRJTUUQARIbChdUUkFJTklOR19FTkdJTkVfUFlUT1JDSBACKlQKBkRldmljZRIWChJERVZJQ0VfVU5TUEVDSUZJRUQQABIOCgpERVZJQ0VfQ1BVEAESDwoLREVWSUNFX0NVREEQAhIRCg1ERVZJQ0VfV0VCR1BVEAMqnQEKDEFyY2hpdGVjdHVyZRIcChhBUkNISVRFQ1RVUkVfVU5TUEVDSUZJRUQQABIVChFBUkNISVRFQ1RVUkVfTElURRABEiAKHEFSQ0hJVEVDVFVSRV9TSU1QTEVfQkFTRUxJTkUQAhIWChJBUkNISVRFQ1RVUkVfSFJORVQQAxIeChpBUkNISVRFQ1RVUkVfREVURUNUT1JfTElURRAEKlgKCUJsb2NrVHlwZRIaChZCTE9DS19UWVBFX1VOU1BFQ0lGSUVEEAASFAoQQkxPQ0tfVFlQRV9CQVNJQxABEhkKFUJMT0NLX1RZUEVfQk9UVExFTkVDSxACKj4KCkZ1c2VNZXRob2QSGwoXRlVTRV9NRVRIT0RfVU5TUEVDSUZJRUQQABITCg9GVVNFX01FVEhPRF9TVU0QASp6Cg1PcHRpbWl6ZXJLaW5kEh4KGk9QVElNSVpFUl9LSU5EX1VOU1BFQ0lGSUVEEAASFgoST1BUSU1JWkVSX0tJTkRfU0dEEAESFwoTT1BUSU1JWkVSX0tJTkRfQURBTRACEhgKFE9QVElNSVpFUl9LSU5EX0FEQU1XEAMqgAEKDFNjaGVkdWxlS2luZBIdChlTQ0hFRFVMRV9LSU5EX1VOU1BFQ0lGSUVEEAASGgoWU0NIRURVTEVfS0lORF9DT05TVEFOVBABEhsKF1NDSEVEVUxFX0tJTkRfTVVMVElTVEVQEAISGAoUU0NIRURVTEVfS0lORF9DT1NJTkUQAypqChBEaXN0aWxsYXRpb25Mb3NzEiEKHURJU1RJTExBVElPTl9MT1NTX1VOU1BFQ0lGSUVEEAASGQoVRElTVElMTEFUSU9OX0xPU1NfTVNFEAESGAoURElTVElMTEFUSU9OX0xPU1NfS0wQAipyCgpDYWxpYnJhdG9yEhoKFkNBTElCUkFUT1JfVU5TUEVDSUZJRUQQABIVChFDQUxJQlJBVE9SX01JTk1BWBABEhkKFUNBTElCUkFUT1JfUEVSQ0VOVElMRRACEhYKEkNBTElCUkFUT1JfRU5UUk9QWRADKpABCgtQdWJsaXNoTW9kZRIcChhQVUJMSVNIX01PREVfVU5TUEVDSUZJRUQQABIVChFQVUJMSVNIX01PREVfQkVTVBABEhwKGFBVQkxJU0hfTU9ERV9FVkVSWV9FUE9DSBACEhYKElBVQkxJU0hfTU9ERV9GSU5BTBADEhYKElBVQkxJU0hfTU9ERV9ORVZFUhAEYgZwcm90bzM", [file_poseloop_common_v1_dataset, file_poseloop_common_v1_model]);
 
 /**
  * A complete training or fine-tuning run. Experiment YAML files (HRNet layout: TRAIN.LR, MODEL.IMAGE_SIZE,
@@ -34,7 +36,7 @@ export type TrainConfig = Message<"poseloop.trainer.v1.TrainConfig"> & {
   model?: ModelSpec | undefined;
 
   /**
-   * @generated from field: poseloop.trainer.v1.DataSpec data = 3;
+   * @generated from field: poseloop.common.v1.DataSpec data = 3;
    */
   data?: DataSpec | undefined;
 
@@ -577,164 +579,6 @@ export const HrnetSpecSchema: GenMessage<HrnetSpec> = /*@__PURE__*/
   messageDesc(file_poseloop_trainer_v1_config, 7);
 
 /**
- * DATASET.*: where training and validation samples come from.
- *
- * @generated from message poseloop.trainer.v1.DataSpec
- */
-export type DataSpec = Message<"poseloop.trainer.v1.DataSpec"> & {
-  /**
-   * @generated from field: poseloop.trainer.v1.DatasetKind kind = 1;
-   */
-  kind: DatasetKind;
-
-  /**
-   * @generated from field: poseloop.trainer.v1.CocoDataset coco = 2;
-   */
-  coco?: CocoDataset | undefined;
-
-  /**
-   * @generated from field: poseloop.trainer.v1.SyntheticDataset synthetic = 3;
-   */
-  synthetic?: SyntheticDataset | undefined;
-
-  /**
-   * Hold out this fraction of the training images for validation when no validation set is given.
-   *
-   * @generated from field: float val_fraction = 4;
-   */
-  valFraction: number;
-
-  /**
-   * Skip training instances with fewer labelled keypoints. Default 1.
-   *
-   * @generated from field: uint32 min_keypoints = 5;
-   */
-  minKeypoints: number;
-
-  /**
-   * Cache decoded images on disk (for when memory is short).
-   *
-   * @generated from field: bool disk_cache = 6;
-   */
-  diskCache: boolean;
-
-  /**
-   * Human-readable name in metrics ("coco/val2017").
-   *
-   * @generated from field: string name = 7;
-   */
-  name: string;
-};
-
-/**
- * Describes the message poseloop.trainer.v1.DataSpec.
- * Use `create(DataSpecSchema)` to create a new message.
- */
-export const DataSpecSchema: GenMessage<DataSpec> = /*@__PURE__*/
-  messageDesc(file_poseloop_trainer_v1_config, 8);
-
-/**
- * @generated from message poseloop.trainer.v1.CocoDataset
- */
-export type CocoDataset = Message<"poseloop.trainer.v1.CocoDataset"> & {
-  /**
-   * A directory under the trainer's data root.
-   *
-   * @generated from field: string root = 1;
-   */
-  root: string;
-
-  /**
-   * Relative to root, e.g. "annotations/person_keypoints_train2017.json" and "train2017".
-   *
-   * @generated from field: string train_annotations = 2;
-   */
-  trainAnnotations: string;
-
-  /**
-   * @generated from field: string train_images = 3;
-   */
-  trainImages: string;
-
-  /**
-   * @generated from field: string val_annotations = 4;
-   */
-  valAnnotations: string;
-
-  /**
-   * @generated from field: string val_images = 5;
-   */
-  valImages: string;
-
-  /**
-   * Person detections JSON for validation (COCO results format); empty: ground-truth boxes.
-   *
-   * @generated from field: string val_detections = 6;
-   */
-  valDetections: string;
-};
-
-/**
- * Describes the message poseloop.trainer.v1.CocoDataset.
- * Use `create(CocoDatasetSchema)` to create a new message.
- */
-export const CocoDatasetSchema: GenMessage<CocoDataset> = /*@__PURE__*/
-  messageDesc(file_poseloop_trainer_v1_config, 9);
-
-/**
- * @generated from message poseloop.trainer.v1.SyntheticDataset
- */
-export type SyntheticDataset = Message<"poseloop.trainer.v1.SyntheticDataset"> & {
-  /**
-   * @generated from field: uint32 train_images = 1;
-   */
-  trainImages: number;
-
-  /**
-   * @generated from field: uint32 val_images = 2;
-   */
-  valImages: number;
-
-  /**
-   * @generated from field: uint32 image_width = 3;
-   */
-  imageWidth: number;
-
-  /**
-   * @generated from field: uint32 image_height = 4;
-   */
-  imageHeight: number;
-
-  /**
-   * People per image, 1 to max_people. Default 4.
-   *
-   * @generated from field: uint32 max_people = 5;
-   */
-  maxPeople: number;
-
-  /**
-   * Fraction of images with occluding objects.
-   *
-   * @generated from field: float occlusion = 6;
-   */
-  occlusion: number;
-
-  /**
-   * Generator seed; the same seed gives identical bytes.
-   *
-   * @generated from field: uint64 seed = 7;
-   */
-  seed: bigint;
-};
-
-/**
- * Describes the message poseloop.trainer.v1.SyntheticDataset.
- * Use `create(SyntheticDatasetSchema)` to create a new message.
- */
-export const SyntheticDatasetSchema: GenMessage<SyntheticDataset> = /*@__PURE__*/
-  messageDesc(file_poseloop_trainer_v1_config, 10);
-
-/**
  * @generated from message poseloop.trainer.v1.OptimizerSpec
  */
 export type OptimizerSpec = Message<"poseloop.trainer.v1.OptimizerSpec"> & {
@@ -792,7 +636,7 @@ export type OptimizerSpec = Message<"poseloop.trainer.v1.OptimizerSpec"> & {
  * Use `create(OptimizerSpecSchema)` to create a new message.
  */
 export const OptimizerSpecSchema: GenMessage<OptimizerSpec> = /*@__PURE__*/
-  messageDesc(file_poseloop_trainer_v1_config, 11);
+  messageDesc(file_poseloop_trainer_v1_config, 8);
 
 /**
  * @generated from message poseloop.trainer.v1.ScheduleSpec
@@ -838,7 +682,7 @@ export type ScheduleSpec = Message<"poseloop.trainer.v1.ScheduleSpec"> & {
  * Use `create(ScheduleSpecSchema)` to create a new message.
  */
 export const ScheduleSpecSchema: GenMessage<ScheduleSpec> = /*@__PURE__*/
-  messageDesc(file_poseloop_trainer_v1_config, 12);
+  messageDesc(file_poseloop_trainer_v1_config, 9);
 
 /**
  * @generated from message poseloop.trainer.v1.AugmentationSpec
@@ -902,7 +746,7 @@ export type AugmentationSpec = Message<"poseloop.trainer.v1.AugmentationSpec"> &
  * Use `create(AugmentationSpecSchema)` to create a new message.
  */
 export const AugmentationSpecSchema: GenMessage<AugmentationSpec> = /*@__PURE__*/
-  messageDesc(file_poseloop_trainer_v1_config, 13);
+  messageDesc(file_poseloop_trainer_v1_config, 10);
 
 /**
  * The moving average of the weights, in both engines: after every optimizer update (once gradient accumulation
@@ -933,7 +777,7 @@ export type EmaSpec = Message<"poseloop.trainer.v1.EmaSpec"> & {
  * Use `create(EmaSpecSchema)` to create a new message.
  */
 export const EmaSpecSchema: GenMessage<EmaSpec> = /*@__PURE__*/
-  messageDesc(file_poseloop_trainer_v1_config, 14);
+  messageDesc(file_poseloop_trainer_v1_config, 11);
 
 /**
  * @generated from message poseloop.trainer.v1.DistillationSpec
@@ -971,7 +815,7 @@ export type DistillationSpec = Message<"poseloop.trainer.v1.DistillationSpec"> &
  * Use `create(DistillationSpecSchema)` to create a new message.
  */
 export const DistillationSpecSchema: GenMessage<DistillationSpec> = /*@__PURE__*/
-  messageDesc(file_poseloop_trainer_v1_config, 15);
+  messageDesc(file_poseloop_trainer_v1_config, 12);
 
 /**
  * @generated from message poseloop.trainer.v1.QuantizationSpec
@@ -1027,7 +871,7 @@ export type QuantizationSpec = Message<"poseloop.trainer.v1.QuantizationSpec"> &
  * Use `create(QuantizationSpecSchema)` to create a new message.
  */
 export const QuantizationSpecSchema: GenMessage<QuantizationSpec> = /*@__PURE__*/
-  messageDesc(file_poseloop_trainer_v1_config, 16);
+  messageDesc(file_poseloop_trainer_v1_config, 13);
 
 /**
  * @generated from message poseloop.trainer.v1.PublishPolicy
@@ -1058,7 +902,7 @@ export type PublishPolicy = Message<"poseloop.trainer.v1.PublishPolicy"> & {
  * Use `create(PublishPolicySchema)` to create a new message.
  */
 export const PublishPolicySchema: GenMessage<PublishPolicy> = /*@__PURE__*/
-  messageDesc(file_poseloop_trainer_v1_config, 17);
+  messageDesc(file_poseloop_trainer_v1_config, 14);
 
 /**
  * @generated from message poseloop.trainer.v1.CheckpointPolicy
@@ -1084,7 +928,7 @@ export type CheckpointPolicy = Message<"poseloop.trainer.v1.CheckpointPolicy"> &
  * Use `create(CheckpointPolicySchema)` to create a new message.
  */
 export const CheckpointPolicySchema: GenMessage<CheckpointPolicy> = /*@__PURE__*/
-  messageDesc(file_poseloop_trainer_v1_config, 18);
+  messageDesc(file_poseloop_trainer_v1_config, 15);
 
 /**
  * @generated from message poseloop.trainer.v1.ValidationSpec
@@ -1136,7 +980,7 @@ export type ValidationSpec = Message<"poseloop.trainer.v1.ValidationSpec"> & {
  * Use `create(ValidationSpecSchema)` to create a new message.
  */
 export const ValidationSpecSchema: GenMessage<ValidationSpec> = /*@__PURE__*/
-  messageDesc(file_poseloop_trainer_v1_config, 19);
+  messageDesc(file_poseloop_trainer_v1_config, 16);
 
 /**
  * Where fine-tuning starts.
@@ -1176,7 +1020,7 @@ export type InitFrom = Message<"poseloop.trainer.v1.InitFrom"> & {
  * Use `create(InitFromSchema)` to create a new message.
  */
 export const InitFromSchema: GenMessage<InitFrom> = /*@__PURE__*/
-  messageDesc(file_poseloop_trainer_v1_config, 20);
+  messageDesc(file_poseloop_trainer_v1_config, 17);
 
 /**
  * @generated from message poseloop.trainer.v1.CheckpointRef
@@ -1198,7 +1042,7 @@ export type CheckpointRef = Message<"poseloop.trainer.v1.CheckpointRef"> & {
  * Use `create(CheckpointRefSchema)` to create a new message.
  */
 export const CheckpointRefSchema: GenMessage<CheckpointRef> = /*@__PURE__*/
-  messageDesc(file_poseloop_trainer_v1_config, 21);
+  messageDesc(file_poseloop_trainer_v1_config, 18);
 
 /**
  * @generated from enum poseloop.trainer.v1.DataLoaderPlace
@@ -1399,38 +1243,6 @@ export const FuseMethodSchema: GenEnum<FuseMethod> = /*@__PURE__*/
   enumDesc(file_poseloop_trainer_v1_config, 5);
 
 /**
- * Dataset sources.
- *
- * @generated from enum poseloop.trainer.v1.DatasetKind
- */
-export enum DatasetKind {
-  /**
-   * @generated from enum value: DATASET_KIND_UNSPECIFIED = 0;
-   */
-  UNSPECIFIED = 0,
-
-  /**
-   * COCO keypoint format: person_keypoints JSON + an image folder.
-   *
-   * @generated from enum value: DATASET_KIND_COCO = 1;
-   */
-  COCO = 1,
-
-  /**
-   * Rendered humanoids, made deterministically from a seed and written in COCO format.
-   *
-   * @generated from enum value: DATASET_KIND_SYNTHETIC = 2;
-   */
-  SYNTHETIC = 2,
-}
-
-/**
- * Describes the enum poseloop.trainer.v1.DatasetKind.
- */
-export const DatasetKindSchema: GenEnum<DatasetKind> = /*@__PURE__*/
-  enumDesc(file_poseloop_trainer_v1_config, 6);
-
-/**
  * Optimizers the step graph implements.
  *
  * @generated from enum poseloop.trainer.v1.OptimizerKind
@@ -1461,7 +1273,7 @@ export enum OptimizerKind {
  * Describes the enum poseloop.trainer.v1.OptimizerKind.
  */
 export const OptimizerKindSchema: GenEnum<OptimizerKind> = /*@__PURE__*/
-  enumDesc(file_poseloop_trainer_v1_config, 7);
+  enumDesc(file_poseloop_trainer_v1_config, 6);
 
 /**
  * Learning-rate schedules.
@@ -1498,7 +1310,7 @@ export enum ScheduleKind {
  * Describes the enum poseloop.trainer.v1.ScheduleKind.
  */
 export const ScheduleKindSchema: GenEnum<ScheduleKind> = /*@__PURE__*/
-  enumDesc(file_poseloop_trainer_v1_config, 8);
+  enumDesc(file_poseloop_trainer_v1_config, 7);
 
 /**
  * Distillation losses.
@@ -1526,7 +1338,7 @@ export enum DistillationLoss {
  * Describes the enum poseloop.trainer.v1.DistillationLoss.
  */
 export const DistillationLossSchema: GenEnum<DistillationLoss> = /*@__PURE__*/
-  enumDesc(file_poseloop_trainer_v1_config, 9);
+  enumDesc(file_poseloop_trainer_v1_config, 8);
 
 /**
  * Activation-range calibrators for int8.
@@ -1559,7 +1371,7 @@ export enum Calibrator {
  * Describes the enum poseloop.trainer.v1.Calibrator.
  */
 export const CalibratorSchema: GenEnum<Calibrator> = /*@__PURE__*/
-  enumDesc(file_poseloop_trainer_v1_config, 10);
+  enumDesc(file_poseloop_trainer_v1_config, 9);
 
 /**
  * When a run publishes.
@@ -1605,5 +1417,5 @@ export enum PublishMode {
  * Describes the enum poseloop.trainer.v1.PublishMode.
  */
 export const PublishModeSchema: GenEnum<PublishMode> = /*@__PURE__*/
-  enumDesc(file_poseloop_trainer_v1_config, 11);
+  enumDesc(file_poseloop_trainer_v1_config, 10);
 

@@ -8,10 +8,10 @@
  */
 import { cpus } from "node:os";
 import { join } from "node:path";
-import { HRNET_AUGMENTATION, PoseDataLoader, generateSyntheticDataset, readCocoKeypoints, type ImageCacheOptions, type PoseDataLoaderOptions, type PoseInstance } from "@poseloop/data";
+import { HRNET_AUGMENTATION, PoseDataLoader, type ImageCacheOptions, type PoseDataLoaderOptions, type PoseInstance } from "@poseloop/data";
 import { Rng, StepEngine } from "@poseloop/train";
 import { makeTempDir } from "@poseloop/testkit";
-import { fmt, printTable, timeMs } from "./harness.js";
+import { fmt, printTable, syntheticTrainSet, timeMs } from "./harness.js";
 
 const BATCH = 32;
 const K = 17;
@@ -92,8 +92,7 @@ export async function run(): Promise<void> {
   const rows: string[][] = [];
   let count = 0;
   try {
-    await generateSyntheticDataset({ dir: dir.path, split: "train", count: 160, width: 320, height: 240, seed: 7, minPeople: 1, maxPeople: 3 });
-    const { instances } = await readCocoKeypoints({ dir: dir.path, split: "train" });
+    const { instances } = await syntheticTrainSet(dir.path, 160);
     count = instances.length;
     const consumption = await consumptionRate();
     for (const c of CASES) {

@@ -12,11 +12,11 @@ import { spawn } from "node:child_process";
 import { writeFile } from "node:fs/promises";
 import { cpus } from "node:os";
 import { join } from "node:path";
-import { generateSyntheticDataset, HRNET_AUGMENTATION, PoseBatchPlan, readCocoKeypoints, type PoseDataLoaderOptions } from "@poseloop/data";
+import { HRNET_AUGMENTATION, PoseBatchPlan, type PoseDataLoaderOptions } from "@poseloop/data";
 import { engineDataRequest } from "@poseloop/trainer";
 import { makeTempDir } from "@poseloop/testkit";
 import { poseLoaderRate } from "./data.js";
-import { fmt, printTable } from "./harness.js";
+import { fmt, printTable, syntheticTrainSet } from "./harness.js";
 
 const PYTHON = process.env["POSELOOP_PYTHON"] ?? "/usr/bin/python3";
 const BATCH = 32;
@@ -46,8 +46,7 @@ export async function run(): Promise<void> {
   const rows: string[][] = [];
   let count = 0;
   try {
-    await generateSyntheticDataset({ dir: dir.path, split: "train", count: 160, width: 320, height: 240, seed: 7, minPeople: 1, maxPeople: 3 });
-    const { instances } = await readCocoKeypoints({ dir: dir.path, split: "train" });
+    const { instances } = await syntheticTrainSet(dir.path, 160);
     count = instances.length;
     const input = { width: 192, height: 256 };
     for (const workers of [1, 2]) {

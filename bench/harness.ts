@@ -1,4 +1,5 @@
-/** Shared bits of the benchmarks: timing, medians and a plain table. */
+/** Shared bits of the benchmarks: timing, medians, a plain table and the loader benchmarks' synthetic set. */
+import { generateSyntheticDataset, readCocoKeypoints, type PoseInstance } from "@poseloop/data";
 
 export async function timeMs(fn: () => Promise<unknown>): Promise<number> {
   const start = process.hrtime.bigint();
@@ -35,4 +36,14 @@ export async function compareMs(reps: number, a: () => Promise<unknown>, b: () =
     times[1].push(await timeMs(b));
   }
   return [median(times[0]), median(times[1])];
+}
+
+/**
+ * The loader benchmarks' training set: `count` synthetic 320x240 scenes of 1-3 people (seed 7) written under
+ * `dir`, read back as top-down instances; with the number of pictures written.
+ */
+export async function syntheticTrainSet(dir: string, count: number): Promise<{ images: number; instances: readonly PoseInstance[] }> {
+  const dataset = await generateSyntheticDataset({ dir, split: "train", count, width: 320, height: 240, seed: 7, minPeople: 1, maxPeople: 3 });
+  const { instances } = await readCocoKeypoints({ dir, split: "train" });
+  return { images: dataset.images.length, instances };
 }

@@ -9,8 +9,9 @@
  */
 import { writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { generateSyntheticDataset, HRNET_AUGMENTATION, PoseBatchPlan, readCocoKeypoints } from "@poseloop/data";
+import { HRNET_AUGMENTATION, PoseBatchPlan } from "@poseloop/data";
 import { engineDataRequest } from "@poseloop/trainer";
+import { syntheticTrainSet } from "../harness.js";
 
 const K = 17;
 /** HRNet-W32 256x192's input and heatmap, UDP targets: the configuration the GPU benchmark times. */
@@ -19,8 +20,7 @@ const HEATMAP = { width: 48, height: 64 };
 
 const dir = resolve(process.argv[2] ?? ".gpu-check");
 // 400 scenes of 1-3 people: ~800 instances, enough for 25 distinct batches of 32 with no repeat in an epoch.
-const dataset = await generateSyntheticDataset({ dir, split: "train", count: 400, width: 320, height: 240, seed: 7, minPeople: 1, maxPeople: 3 });
-const { instances } = await readCocoKeypoints({ dir, split: "train" });
+const { images, instances } = await syntheticTrainSet(dir, 400);
 const plan = PoseBatchPlan.create({
   source: { instances },
   inputSize: INPUT,
@@ -32,4 +32,4 @@ const plan = PoseBatchPlan.create({
 });
 const request = engineDataRequest(plan.config, { workers: 1, prefetch: 2, roots: { dataRoot: dir, workDir: dir } });
 await writeFile(join(dir, "data-request.json"), JSON.stringify({ config: request["config"], instances: instances.length }));
-process.stdout.write(`wrote ${dataset.images.length} images, ${instances.length} instances and data-request.json to ${dir}\n`);
+process.stdout.write(`wrote ${images} images, ${instances.length} instances and data-request.json to ${dir}\n`);
